@@ -1,0 +1,56 @@
+// Key sets: named, versioned families of non-extractable HMAC keys living in the HSM.
+#pragma once
+
+#include <cstdint>
+#include <string>
+#include <string_view>
+#include <vector>
+
+namespace edge::hsm {
+
+class Hsm;
+
+enum class KeyState : std::uint8_t { active, retired };
+const char* to_string(KeyState s) noexcept;
+
+struct KeyVersionInfo {
+  std::uint32_t version = 0;
+  KeyState state = KeyState::active;
+  std::int64_t created_unix = 0;  // seconds since the epoch, from the key's CKA_ID
+  bool minting = false;           // newest active version
+};
+
+struct KeySetInfo {
+  std::string name;
+  std::uint32_t retain = 0;  // versions kept before the oldest is destroyed
+  std::vector<KeyVersionInfo> versions;  // ascending by version
+  std::uint32_t minting_version() const;  // 0 when none is active
+};
+
+// Key-set names: 1..64 chars of [A-Za-z0-9._-].
+bool valid_key_set_name(std::string_view name) noexcept;
+
+inline constexpr std::uint32_t kDefaultRetain = 3;
+
+// Management of key sets. All state lives in the HSM objects:
+//   CKA_LABEL "<set>/v<N>", CKA_ID binary (magic, version, created, retain, set name),
+//   retired = CKA_SIGN and CKA_VERIFY switched off (so the HSM itself refuses it).
+// Methods throw HsmError / Pkcs11Error with a reason.
+class KeySetManager {
+ public:
+  explicit KeySetManager(Hsm& hsm) : hsm_(hsm) {}
+
+  KeySetInfo create(std::string_view name, std::uint32_t retain = kDefaultRetain);
+  // Generates version newest+1; destroys the oldest versions beyond `retain`.
+  KeyVersionInfo rotate(std::string_view name);
+  void retire(std::string_view name, std::uint32_t version);
+  std::vector<KeySetInfo> list();
+  KeySetInfo get(std::string_view name);  // throws HsmError when missing
+  bool exists(std::string_view name);
+  void destroy(std::string_view name);
+
+ private:
+  Hsm& hsm_;
+};
+
+}  // namespace edge::hsm
