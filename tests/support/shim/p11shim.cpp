@@ -1,0 +1,424 @@
+// libedge_p11shim.so: a PKCS#11 module that forwards to a real one and injects faults on request.
+//
+// Environment (the module path is read once at load; the control and stats paths at
+// load and again at every C_Initialize, so one process can run several tests)
+//   EDGE_P11SHIM_MODULE   the real module to forward to (default: the SoftHSM2 path
+//                         found at configure time, EDGE_SOFTHSM_MODULE).
+//   EDGE_P11SHIM_CONTROL  the control file holding the rules. Re-read whenever its
+//                         inode, size or mtime changes (checked on every call), so a
+//                         running test can start and stop faults. Missing or empty
+//                         file: every call is forwarded.
+//   EDGE_P11SHIM_STATS    optional: a file rewritten (temp + rename) after every
+//                         injected fault, at C_Finalize and when the shim is unloaded,
+//                         for tests that drive another process (the edge-hsm CLI).
+//
+// Control file: one rule per line, `#` starts a comment.
+//   <function|*> [CKR_NAME|0xHEX] [count=N] [every=N] [after=N] [delay_ms=N]
+//     function   one of the wrapped C_ functions below; `*` = all of them but C_Finalize
+//     CKR_NAME   fail the call with this code instead of forwarding it
+//     count=N    fire at most N times, then the rule is spent
+//     every=N    fire on every Nth matching call only (5, 10, 15, ...)
+//     after=N    let the first N matching calls through before firing
+//     delay_ms=N sleep N ms when the rule fires (then fail or forward)
+//   Each matching rule counts the call; the delays of every firing rule add up and the
+//   first firing rule (in file order) that has a code decides the failure. Counters of
+//   the rules restart when the file is re-read.
+//   Examples:
+//     C_Sign CKR_DEVICE_ERROR count=3
+//     C_Sign CKR_SESSION_HANDLE_INVALID every=5
+//     * CKR_DEVICE_REMOVED
+//     C_Sign delay_ms=300
+//     C_Login CKR_PIN_INCORRECT
+//
+// Faithfulness to the PKCS#11 rules, so a test sees what a real token would do:
+//   - a faulted C_Sign / C_Verify still finishes the real operation (into a scratch
+//     buffer, result dropped), because an error return terminates the active operation;
+//   - a faulted C_CloseSession / C_CloseAllSessions still closes the real session(s);
+//   - every other faulted call is not forwarded (C_Login with a fault never reaches the
+//     token, so an injected CKR_PIN_INCORRECT cannot lock a PIN).
+//
+// Counters: per function, calls seen and faults injected; read in-process through the
+// exported edge_p11shim_* functions (dlopen the shim with RTLD_NOLOAD and dlsym them),
+// or from the stats file. Everything here is thread-safe.
+#include "shim_rules.h"
+
+#include <dlfcn.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include <array>
+#include <atomic>
+#include <chrono>
+#include <cstdio>
+#include <cstdlib>
+#include <cstring>
+#include <fstream>
+#include <mutex>
+#include <sstream>
+#include <string>
+#include <thread>
+#include <vector>
+
+#ifndef EDGE_SOFTHSM_MODULE
+#define EDGE_SOFTHSM_MODULE "/usr/lib/softhsm/libsofthsm2.so"
+#endif
+
+#define SHIM_EXPORT extern "C" __attribute__((visibility("default")))
+
+namespace {
+
+using edge::test::shim::Fn;
+using edge::test::shim::kFnCount;
+
+struct FileSig {
+  bool exists = false;
+  ino_t ino = 0;
+  off_t size = 0;
+  long long mtime_ns = 0;
+  bool operator==(const FileSig&) const = default;
+};
+
+struct State {
+  std::once_flag once;
+  void* real_handle = nullptr;
+  CK_FUNCTION_LIST* real = nullptr;
+  CK_FUNCTION_LIST list{};
+  CK_RV load_rv = CKR_OK;
+
+  std::mutex mu;  // guards control_path, stats_path, rules and sig
+  std::string control_path;
+  std::string stats_path;
+  std::atomic<bool> has_control{false};
+  std::vector<edge::test::shim::Rule> rules;
+  FileSig sig;
+
+  std::array<std::atomic<unsigned long long>, kFnCount> calls{};
+  std::array<std::atomic<unsigned long long>, kFnCount> injected{};
+  std::atomic<unsigned long long> injected_total{0};
+  std::mutex stats_mu;
+};
+
+// Never destroyed: the stats flusher below runs at unload, after function-local statics
+// would already be gone.
+State& st() {
+  static State* s = new State;
+  return *s;
+}
+
+FileSig stat_control(const std::string& path) {
+  FileSig sig;
+  struct stat sb {};
+  if (::stat(path.c_str(), &sb) == 0) {
+    sig.exists = true;
+    sig.ino = sb.st_ino;
+    sig.size = sb.st_size;
+    sig.mtime_ns = static_cast<long long>(sb.st_mtim.tv_sec) * 1000000000LL + sb.st_mtim.tv_nsec;
+  }
+  return sig;
+}
+
+// Caller holds st().mu.
+void reload_if_changed(State& s) {
+  FileSig now = stat_control(s.control_path);
+  if (now == s.sig) return;
+  s.sig = now;
+  s.rules.clear();
+  if (!now.exists) return;
+  std::ifstream in(s.control_path);
+  std::stringstream text;
+  text << in.rdbuf();
+  auto parsed = edge::test::shim::parse_rules(text.str());
+  for (const auto& e : parsed.errors) {
+    std::fprintf(stderr, "edge_p11shim: %s: %s (rule ignored)\n", s.control_path.c_str(), e.c_str());
+  }
+  s.rules = std::move(parsed.rules);
+}
+
+void write_stats() {
+  State& s = st();
+  std::string path;
+  {
+    std::lock_guard lock(s.mu);
+    path = s.stats_path;
+  }
+  if (path.empty()) return;
+  std::lock_guard lock(s.stats_mu);
+  std::string tmp = path + ".tmp." + std::to_string(::getpid());
+  {
+    std::ofstream out(tmp, std::ios::trunc);
+    out << "injected_total " << s.injected_total.load() << '\n';
+    for (std::size_t i = 0; i < kFnCount; ++i) {
+      auto name = edge::test::shim::fn_name(static_cast<Fn>(i));
+      out << "calls " << name << ' ' << s.calls[i].load() << '\n';
+      out << "injected " << name << ' ' << s.injected[i].load() << '\n';
+    }
+  }
+  std::rename(tmp.c_str(), path.c_str());
+}
+
+// Counts the call, applies the delay and says which code to fail with (CKR_OK: forward).
+CK_RV consult(Fn f) {
+  State& s = st();
+  auto idx = static_cast<std::size_t>(f);
+  s.calls[idx].fetch_add(1, std::memory_order_relaxed);
+  if (!s.has_control.load(std::memory_order_acquire)) return CKR_OK;
+  edge::test::shim::Decision d;
+  {
+    std::lock_guard lock(s.mu);
+    if (s.control_path.empty()) return CKR_OK;
+    reload_if_changed(s);
+    if (s.rules.empty()) return CKR_OK;
+    d = edge::test::shim::decide(s.rules, f);
+  }
+  if (d.delay_ms) std::this_thread::sleep_for(std::chrono::milliseconds(d.delay_ms));
+  if (!d.rv) return CKR_OK;
+  s.injected[idx].fetch_add(1, std::memory_order_relaxed);
+  s.injected_total.fetch_add(1, std::memory_order_relaxed);
+  write_stats();
+  return *d.rv;
+}
+
+CK_FUNCTION_LIST& real() { return *st().real; }
+
+// ---- wrappers ---------------------------------------------------------------------------
+
+#define SHIM_GUARD(fn)                   \
+  if (CK_RV fault = consult(Fn::fn)) {   \
+    return fault;                        \
+  }
+
+// The control and stats files are taken from the environment at every C_Initialize, so
+// one process can run several tests, each with its own files.
+void read_environment() {
+  State& s = st();
+  std::lock_guard lock(s.mu);
+  const char* c = std::getenv("EDGE_P11SHIM_CONTROL");
+  const char* p = std::getenv("EDGE_P11SHIM_STATS");
+  std::string control = c ? c : "";
+  if (control != s.control_path) {
+    s.control_path = control;
+    s.sig = FileSig{};
+    s.rules.clear();
+  }
+  s.stats_path = p ? p : "";
+  s.has_control.store(!s.control_path.empty(), std::memory_order_release);
+}
+
+CK_RV w_Initialize(void* args) {
+  read_environment();
+  SHIM_GUARD(C_Initialize)
+  return real().C_Initialize(args);
+}
+CK_RV w_Finalize(void* reserved) {
+  consult(Fn::C_Finalize);  // counted, never faulted (parse_rules refuses it)
+  CK_RV rv = real().C_Finalize(reserved);
+  write_stats();
+  return rv;
+}
+CK_RV w_GetInfo(CK_INFO* info) {
+  SHIM_GUARD(C_GetInfo)
+  return real().C_GetInfo(info);
+}
+CK_RV w_GetSlotList(CK_BBOOL present, CK_SLOT_ID* list, CK_ULONG* count) {
+  SHIM_GUARD(C_GetSlotList)
+  return real().C_GetSlotList(present, list, count);
+}
+CK_RV w_GetSlotInfo(CK_SLOT_ID slot, CK_SLOT_INFO* info) {
+  SHIM_GUARD(C_GetSlotInfo)
+  return real().C_GetSlotInfo(slot, info);
+}
+CK_RV w_GetTokenInfo(CK_SLOT_ID slot, CK_TOKEN_INFO* info) {
+  SHIM_GUARD(C_GetTokenInfo)
+  return real().C_GetTokenInfo(slot, info);
+}
+CK_RV w_GetMechanismInfo(CK_SLOT_ID slot, CK_MECHANISM_TYPE type, CK_MECHANISM_INFO* info) {
+  SHIM_GUARD(C_GetMechanismInfo)
+  return real().C_GetMechanismInfo(slot, type, info);
+}
+CK_RV w_OpenSession(CK_SLOT_ID slot, CK_FLAGS flags, void* app, CK_NOTIFY notify,
+                    CK_SESSION_HANDLE* session) {
+  SHIM_GUARD(C_OpenSession)
+  return real().C_OpenSession(slot, flags, app, notify, session);
+}
+CK_RV w_CloseSession(CK_SESSION_HANDLE session) {
+  CK_RV fault = consult(Fn::C_CloseSession);
+  CK_RV rv = real().C_CloseSession(session);
+  return fault ? fault : rv;
+}
+CK_RV w_CloseAllSessions(CK_SLOT_ID slot) {
+  CK_RV fault = consult(Fn::C_CloseAllSessions);
+  CK_RV rv = real().C_CloseAllSessions(slot);
+  return fault ? fault : rv;
+}
+CK_RV w_GetSessionInfo(CK_SESSION_HANDLE session, CK_SESSION_INFO* info) {
+  SHIM_GUARD(C_GetSessionInfo)
+  return real().C_GetSessionInfo(session, info);
+}
+CK_RV w_Login(CK_SESSION_HANDLE session, CK_USER_TYPE type, CK_UTF8CHAR* pin, CK_ULONG len) {
+  SHIM_GUARD(C_Login)
+  return real().C_Login(session, type, pin, len);
+}
+CK_RV w_Logout(CK_SESSION_HANDLE session) {
+  SHIM_GUARD(C_Logout)
+  return real().C_Logout(session);
+}
+CK_RV w_CreateObject(CK_SESSION_HANDLE session, CK_ATTRIBUTE* tmpl, CK_ULONG n,
+                     CK_OBJECT_HANDLE* obj) {
+  SHIM_GUARD(C_CreateObject)
+  return real().C_CreateObject(session, tmpl, n, obj);
+}
+CK_RV w_DestroyObject(CK_SESSION_HANDLE session, CK_OBJECT_HANDLE obj) {
+  SHIM_GUARD(C_DestroyObject)
+  return real().C_DestroyObject(session, obj);
+}
+CK_RV w_GetAttributeValue(CK_SESSION_HANDLE session, CK_OBJECT_HANDLE obj, CK_ATTRIBUTE* tmpl,
+                          CK_ULONG n) {
+  SHIM_GUARD(C_GetAttributeValue)
+  return real().C_GetAttributeValue(session, obj, tmpl, n);
+}
+CK_RV w_SetAttributeValue(CK_SESSION_HANDLE session, CK_OBJECT_HANDLE obj, CK_ATTRIBUTE* tmpl,
+                          CK_ULONG n) {
+  SHIM_GUARD(C_SetAttributeValue)
+  return real().C_SetAttributeValue(session, obj, tmpl, n);
+}
+CK_RV w_FindObjectsInit(CK_SESSION_HANDLE session, CK_ATTRIBUTE* tmpl, CK_ULONG n) {
+  SHIM_GUARD(C_FindObjectsInit)
+  return real().C_FindObjectsInit(session, tmpl, n);
+}
+CK_RV w_FindObjects(CK_SESSION_HANDLE session, CK_OBJECT_HANDLE* objs, CK_ULONG max,
+                    CK_ULONG* count) {
+  SHIM_GUARD(C_FindObjects)
+  return real().C_FindObjects(session, objs, max, count);
+}
+CK_RV w_FindObjectsFinal(CK_SESSION_HANDLE session) {
+  SHIM_GUARD(C_FindObjectsFinal)
+  return real().C_FindObjectsFinal(session);
+}
+CK_RV w_SignInit(CK_SESSION_HANDLE session, CK_MECHANISM* mech, CK_OBJECT_HANDLE key) {
+  SHIM_GUARD(C_SignInit)
+  return real().C_SignInit(session, mech, key);
+}
+CK_RV w_Sign(CK_SESSION_HANDLE session, CK_BYTE* data, CK_ULONG len, CK_BYTE* sig,
+             CK_ULONG* sig_len) {
+  if (CK_RV fault = consult(Fn::C_Sign)) {
+    // An error return ends the operation: finish the real one so the session is idle.
+    std::array<CK_BYTE, 1024> scratch{};
+    CK_ULONG scratch_len = scratch.size();
+    real().C_Sign(session, data, len, scratch.data(), &scratch_len);
+    return fault;
+  }
+  return real().C_Sign(session, data, len, sig, sig_len);
+}
+CK_RV w_VerifyInit(CK_SESSION_HANDLE session, CK_MECHANISM* mech, CK_OBJECT_HANDLE key) {
+  SHIM_GUARD(C_VerifyInit)
+  return real().C_VerifyInit(session, mech, key);
+}
+CK_RV w_Verify(CK_SESSION_HANDLE session, CK_BYTE* data, CK_ULONG len, CK_BYTE* sig,
+               CK_ULONG sig_len) {
+  if (CK_RV fault = consult(Fn::C_Verify)) {
+    real().C_Verify(session, data, len, sig, sig_len);  // ends the operation
+    return fault;
+  }
+  return real().C_Verify(session, data, len, sig, sig_len);
+}
+CK_RV w_GenerateKey(CK_SESSION_HANDLE session, CK_MECHANISM* mech, CK_ATTRIBUTE* tmpl, CK_ULONG n,
+                    CK_OBJECT_HANDLE* key) {
+  SHIM_GUARD(C_GenerateKey)
+  return real().C_GenerateKey(session, mech, tmpl, n, key);
+}
+CK_RV w_GenerateRandom(CK_SESSION_HANDLE session, CK_BYTE* out, CK_ULONG len) {
+  SHIM_GUARD(C_GenerateRandom)
+  return real().C_GenerateRandom(session, out, len);
+}
+
+#undef SHIM_GUARD
+
+CK_RV shim_get_function_list(CK_FUNCTION_LIST** out);
+
+void load() {
+  State& s = st();
+  read_environment();
+  const char* module = std::getenv("EDGE_P11SHIM_MODULE");
+  if (!module || !*module) module = EDGE_SOFTHSM_MODULE;
+
+  s.real_handle = ::dlopen(module, RTLD_NOW | RTLD_LOCAL);
+  if (!s.real_handle) {
+    std::fprintf(stderr, "edge_p11shim: cannot load %s: %s\n", module, ::dlerror());
+    s.load_rv = CKR_GENERAL_ERROR;
+    return;
+  }
+  auto get = reinterpret_cast<CK_C_GetFunctionList>(::dlsym(s.real_handle, "C_GetFunctionList"));
+  if (!get || get(&s.real) != CKR_OK || !s.real) {
+    std::fprintf(stderr, "edge_p11shim: %s has no usable C_GetFunctionList\n", module);
+    s.load_rv = CKR_GENERAL_ERROR;
+    return;
+  }
+  s.list = *s.real;
+  s.list.C_GetFunctionList = shim_get_function_list;
+  s.list.C_Initialize = w_Initialize;
+  s.list.C_Finalize = w_Finalize;
+  s.list.C_GetInfo = w_GetInfo;
+  s.list.C_GetSlotList = w_GetSlotList;
+  s.list.C_GetSlotInfo = w_GetSlotInfo;
+  s.list.C_GetTokenInfo = w_GetTokenInfo;
+  s.list.C_GetMechanismInfo = w_GetMechanismInfo;
+  s.list.C_OpenSession = w_OpenSession;
+  s.list.C_CloseSession = w_CloseSession;
+  s.list.C_CloseAllSessions = w_CloseAllSessions;
+  s.list.C_GetSessionInfo = w_GetSessionInfo;
+  s.list.C_Login = w_Login;
+  s.list.C_Logout = w_Logout;
+  s.list.C_CreateObject = w_CreateObject;
+  s.list.C_DestroyObject = w_DestroyObject;
+  s.list.C_GetAttributeValue = w_GetAttributeValue;
+  s.list.C_SetAttributeValue = w_SetAttributeValue;
+  s.list.C_FindObjectsInit = w_FindObjectsInit;
+  s.list.C_FindObjects = w_FindObjects;
+  s.list.C_FindObjectsFinal = w_FindObjectsFinal;
+  s.list.C_SignInit = w_SignInit;
+  s.list.C_Sign = w_Sign;
+  s.list.C_VerifyInit = w_VerifyInit;
+  s.list.C_Verify = w_Verify;
+  s.list.C_GenerateKey = w_GenerateKey;
+  s.list.C_GenerateRandom = w_GenerateRandom;
+}
+
+CK_RV shim_get_function_list(CK_FUNCTION_LIST** out) {
+  if (!out) return CKR_ARGUMENTS_BAD;
+  State& s = st();
+  std::call_once(s.once, load);
+  if (s.load_rv != CKR_OK) return s.load_rv;
+  *out = &s.list;
+  return CKR_OK;
+}
+
+struct Flusher {
+  ~Flusher() { write_stats(); }
+} flusher;
+
+}  // namespace
+
+SHIM_EXPORT CK_RV C_GetFunctionList(CK_FUNCTION_LIST** out) { return shim_get_function_list(out); }
+
+// Faults injected so far, all functions together.
+SHIM_EXPORT unsigned long long edge_p11shim_injected_total(void) {
+  return st().injected_total.load();
+}
+
+// Calls seen / faults injected for one function ("C_Login"); 0 for unknown names.
+SHIM_EXPORT unsigned long long edge_p11shim_calls(const char* fn) {
+  auto f = edge::test::shim::fn_from_name(fn ? fn : "");
+  return f ? st().calls[static_cast<std::size_t>(*f)].load() : 0;
+}
+SHIM_EXPORT unsigned long long edge_p11shim_injected(const char* fn) {
+  auto f = edge::test::shim::fn_from_name(fn ? fn : "");
+  return f ? st().injected[static_cast<std::size_t>(*f)].load() : 0;
+}
+
+// Zeroes every counter (not the rules' own counters).
+SHIM_EXPORT void edge_p11shim_reset_stats(void) {
+  State& s = st();
+  for (auto& c : s.calls) c.store(0);
+  for (auto& c : s.injected) c.store(0);
+  s.injected_total.store(0);
+}
