@@ -1,0 +1,62 @@
+// The seam between the transport layer (sockets, flows) and the proxy rules above it.
+#pragma once
+
+#include "edge/net/flow/flow_key.h"
+#include "edge/net/flow/token_codec.h"
+
+#include <chrono>
+#include <cstdint>
+#include <memory>
+#include <string>
+#include <string_view>
+
+namespace edge::net {
+
+using flow::FlowKey;
+using flow::Transport;
+
+// One complete SIP message as the transport layer framed it: a UDP datagram, a
+// Content-Length framed message on a stream, or one WebSocket message.
+struct Inbound {
+  FlowKey flow;            // transport, our local endpoint, the peer's endpoint
+  bool from_core = false;  // arrived on the configured core next-hop connection
+  std::string_view bytes;  // valid only during the on_message call
+  std::chrono::steady_clock::time_point received{};
+};
+
+// What the proxy may ask of the transport layer. Thread-safe; never blocks on I/O
+// (a send to a flow owned by another worker is posted to that worker).
+class Outbound {
+ public:
+  virtual ~Outbound() = default;
+
+  // Sends on exactly this client flow (UDP: from the listener socket of
+  // flow.local to flow.remote). False when the flow is gone: the caller answers 430.
+  virtual bool send_to_flow(const FlowKey& flow, std::string bytes) = 0;
+
+  // Sends to the configured core next hop over the persistent connection
+  // (queued, bounded, while it reconnects). False when it cannot: 503.
+  virtual bool send_to_core(std::string bytes) = 0;
+
+  // True while the flow exists (not closed, not timed out).
+  virtual bool flow_alive(const FlowKey& flow) const = 0;
+
+  // The per-flow token cache kept with the flow table entry (mint once per flow
+  // per key version); null when the flow is gone.
+  virtual std::shared_ptr<flow::FlowToken> flow_token(const FlowKey& flow) = 0;
+
+  // A REGISTER through this flow succeeded with Flow-Timer `flow_timer`: the
+  // flow is now kept until flow_timer + grace of silence (RFC 5626 §5.4).
+  virtual void mark_registered(const FlowKey& flow, std::chrono::seconds flow_timer) = 0;
+};
+
+// Implemented by the proxy rules; called on the worker thread that owns the flow.
+class MessageHandler {
+ public:
+  virtual ~MessageHandler() = default;
+  virtual void on_message(const Inbound& in, Outbound& out) = 0;
+  // The flow closed, errored or timed out; it is already gone for routing.
+  virtual void on_flow_closed(const FlowKey& flow) = 0;
+};
+
+}  // namespace edge::net
