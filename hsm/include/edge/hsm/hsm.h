@@ -3,24 +3,27 @@
 
 #include <edge/hsm/counters.h>
 #include <edge/hsm/keyset.h>
+#include <edge/hsm/keyset_mac.h>
 #include <edge/hsm/mac.h>
 #include <edge/hsm/secret.h>
+#include <edge/hsm/selftest.h>
+#include <edge/hsm/slot.h>
 
 #include <chrono>
 #include <cstdint>
 #include <functional>
 #include <memory>
 #include <string>
+#include <string_view>
 
 namespace edge::hsm {
 
-// Which token: by label, optionally narrowed by serial, or by an RFC 7512
-// PKCS#11 URI ("pkcs11:token=edge-lab;serial=..."). Never by slot index.
-struct TokenSelector {
-  std::string label;
-  std::string serial;  // empty = any
-  std::string uri;     // when set, overrides label/serial
+enum class HsmState : std::uint8_t {
+  available,
+  unavailable,    // a fault happened; rebuilding with back-off
+  pin_incorrect,  // login refused: not retried (no lockout)
 };
+const char* to_string(HsmState s) noexcept;
 
 struct HsmConfig {
   std::string module_path;  // e.g. /usr/lib/softhsm/libsofthsm2.so
@@ -30,23 +33,32 @@ struct HsmConfig {
   std::chrono::milliseconds checkout_timeout{2000};
   std::chrono::milliseconds backoff_initial{100};
   std::chrono::milliseconds backoff_max{30000};
+  // When set, exported as SOFTHSM2_CONF before the module is loaded (lab and
+  // test tokens). SoftHSM reads it once, at C_Initialize: if SoftHSM is
+  // already initialized in this process with another value, construction fails.
+  std::string softhsm2_conf;
+  // Called on every state change (available -> unavailable -> available,
+  // -> pin_incorrect) with the reason; never with a PIN. Runs on the thread
+  // that saw the change, outside the library's locks; keep it short.
+  std::function<void(HsmState, const std::string& reason)> on_state_change;
 };
-
-enum class HsmState : std::uint8_t {
-  available,
-  unavailable,    // a fault happened; rebuilding with back-off
-  pin_incorrect,  // login refused: not retried (no lockout)
-};
-const char* to_string(HsmState s) noexcept;
 
 struct HsmStatus {
   HsmState state = HsmState::available;
   std::string last_error;  // "C_Sign failed: CKR_DEVICE_ERROR"; never a PIN
   std::string module_description, token_label, token_serial;
+  std::size_t sessions_open = 0, sessions_idle = 0;
+  // While unavailable: time until the next rebuild attempt.
+  std::chrono::milliseconds retry_in{0};
 };
 
 // Thread-safe. Construction loads the module, finds the token and logs in;
-// it throws Pkcs11Error / HsmError when that fails.
+// it throws Pkcs11Error / HsmError when that fails (a wrong PIN included).
+//
+// Faults after construction never throw out of the MAC path: they move the
+// state to unavailable (MacStatus::unavailable, status().last_error) and the
+// next call after the back-off deadline rebuilds (re-find the slot by token,
+// reopen sessions, re-login, re-find keys). No background thread.
 class Hsm {
  public:
   explicit Hsm(HsmConfig config);
@@ -60,16 +72,28 @@ class Hsm {
   OpCounters& counters() noexcept;
   KeySetManager& keysets() noexcept;
 
-  // A MacOracle bound to one key set. The view re-reads the set's versions from
-  // the HSM on refresh() (called by management after a change).
-  std::shared_ptr<class KeySetMac> mac_for(std::string_view key_set);
+  // A MacOracle bound to one key set, read from the HSM now (a set that does
+  // not exist yet gives an empty view: every version is unknown until
+  // refresh()). Each call returns a new, independent view; share the one you
+  // configure. The view keeps the HSM's internals alive, so it may outlive
+  // this object. Throws HsmError for an invalid name or an unavailable HSM.
+  std::shared_ptr<KeySetMac> mac_for(std::string_view key_set);
+
+  // Module and token information, mechanisms, and a sign/verify round trip
+  // with a temporary session key (CKA_TOKEN=false, destroyed afterwards).
+  SelfTestReport self_test();
+
+  // Forgets the back-off (and a pin_incorrect state, e.g. after the operator
+  // fixed the PIN file): the next call attempts a rebuild at once.
+  void request_rebuild();
 
   // Implementation detail shared with KeySetManager and KeySetMac.
   struct Impl;
   Impl& impl() noexcept { return *impl_; }
+  const std::shared_ptr<Impl>& shared_impl() const noexcept { return impl_; }
 
  private:
-  std::unique_ptr<Impl> impl_;
+  std::shared_ptr<Impl> impl_;
   std::unique_ptr<KeySetManager> keysets_;
 };
 

@@ -18,6 +18,7 @@ struct KeyVersionInfo {
   KeyState state = KeyState::active;
   std::int64_t created_unix = 0;  // seconds since the epoch, from the key's CKA_ID
   bool minting = false;           // newest active version
+  std::string retired_on;         // CKA_END_DATE "YYYY-MM-DD" once retired, else ""
 };
 
 struct KeySetInfo {
@@ -31,6 +32,10 @@ struct KeySetInfo {
 bool valid_key_set_name(std::string_view name) noexcept;
 
 inline constexpr std::uint32_t kDefaultRetain = 3;
+inline constexpr std::uint32_t kMaxRetain = 64;
+
+// CKA_LABEL of a version: "<set>/v<N>".
+std::string version_label(std::string_view name, std::uint32_t version);
 
 // Management of key sets. All state lives in the HSM objects:
 //   CKA_LABEL "<set>/v<N>", CKA_ID binary (magic, version, created, retain, set name),
@@ -40,9 +45,12 @@ class KeySetManager {
  public:
   explicit KeySetManager(Hsm& hsm) : hsm_(hsm) {}
 
+  // Generates v1. retain: 1..kMaxRetain. Throws HsmError when the set exists.
   KeySetInfo create(std::string_view name, std::uint32_t retain = kDefaultRetain);
   // Generates version newest+1; destroys the oldest versions beyond `retain`.
   KeyVersionInfo rotate(std::string_view name);
+  // Switches CKA_SIGN and CKA_VERIFY off and sets CKA_END_DATE to today;
+  // idempotent. Throws HsmError when the version does not exist.
   void retire(std::string_view name, std::uint32_t version);
   std::vector<KeySetInfo> list();
   KeySetInfo get(std::string_view name);  // throws HsmError when missing

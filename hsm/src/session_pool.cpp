@@ -1,0 +1,145 @@
+// SessionPool: bounded checkout/return of sessions, blocking with a timeout when all are out.
+#include "session_pool.h"
+
+#include <edge/hsm/error.h>
+
+#include <utility>
+
+namespace edge::hsm {
+
+std::string Fault::message() const {
+  if (!detail.empty()) return detail;
+  if (timeout) return "HSM session pool exhausted";
+  std::string s = fn ? fn : "PKCS#11 call";
+  s += " failed: ";
+  s += ckr_name(rv);
+  return s;
+}
+
+SessionLease::SessionLease(SessionLease&& other) noexcept
+    : pool_(std::exchange(other.pool_, nullptr)),
+      session_(std::move(other.session_)),
+      gen_(other.gen_),
+      discard_(other.discard_) {}
+
+SessionLease& SessionLease::operator=(SessionLease&& other) noexcept {
+  if (this != &other) {
+    release();
+    pool_ = std::exchange(other.pool_, nullptr);
+    session_ = std::move(other.session_);
+    gen_ = other.gen_;
+    discard_ = other.discard_;
+  }
+  return *this;
+}
+
+void SessionLease::release() noexcept {
+  if (pool_ == nullptr) return;
+  std::exchange(pool_, nullptr)->give_back(std::move(session_), gen_, discard_);
+  discard_ = false;
+}
+
+SessionPool::SessionPool(std::size_t max_sessions, Opener opener, void* context)
+    : max_(max_sessions == 0 ? 1 : max_sessions), opener_(opener), context_(context) {
+  idle_.reserve(max_);
+}
+
+SessionPool::~SessionPool() {
+  std::lock_guard lock(mu_);
+  idle_.clear();  // closes them
+}
+
+SessionLease SessionPool::checkout(std::chrono::milliseconds timeout, bool fresh, Fault& fault) {
+  std::chrono::steady_clock::time_point deadline{};  // computed only if we have to wait
+  std::unique_lock lock(mu_);
+  for (;;) {
+    if (!idle_.empty() && !fresh) {
+      SessionLease lease;
+      lease.pool_ = this;
+      lease.session_ = std::move(idle_.back());
+      idle_.pop_back();
+      lease.gen_ = generation_;
+      return lease;
+    }
+    if (open_ < max_ || (fresh && !idle_.empty())) {
+      Session retired;
+      if (open_ >= max_) {
+        // fresh requested at the limit: replace an idle session by a new one.
+        retired = std::move(idle_.back());
+        idle_.pop_back();
+      } else {
+        ++open_;
+      }
+      const std::uint64_t gen = generation_;
+      lock.unlock();
+      retired = Session();  // close outside the lock
+      SessionLease lease;
+      CK_RV rv = opener_(context_, lease.session_, fault);
+      lock.lock();
+      if (rv != CKR_OK || !lease.session_) {
+        --open_;
+        cv_.notify_one();
+        lock.unlock();
+        lease.session_ = Session();
+        if (!fault) {
+          fault.fn = "C_OpenSession";
+          fault.rv = rv == CKR_OK ? CKR_GENERAL_ERROR : rv;
+        }
+        return SessionLease();
+      }
+      lease.pool_ = this;
+      lease.gen_ = gen;
+      return lease;
+    }
+    if (deadline == std::chrono::steady_clock::time_point{}) deadline = std::chrono::steady_clock::now() + timeout;
+    if (cv_.wait_until(lock, deadline) == std::cv_status::timeout && idle_.empty() && open_ >= max_) {
+      fault.timeout = true;
+      return SessionLease();
+    }
+  }
+}
+
+void SessionPool::give_back(Session&& session, std::uint64_t gen, bool discard) noexcept {
+  Session closing;
+  {
+    std::lock_guard lock(mu_);
+    if (discard || gen != generation_ || !session) {
+      closing = std::move(session);
+      --open_;
+    } else {
+      idle_.push_back(std::move(session));  // capacity reserved: no allocation
+    }
+  }
+  cv_.notify_one();
+  // `closing` (if any) is closed here, outside the lock.
+}
+
+void SessionPool::reset() {
+  std::vector<Session> closing;
+  closing.reserve(max_);
+  {
+    std::lock_guard lock(mu_);
+    ++generation_;
+    open_ -= idle_.size();
+    closing.swap(idle_);  // idle_ gets the reserved, empty vector
+  }
+  cv_.notify_all();
+  // closing's sessions are closed here, outside the lock.
+}
+
+std::uint64_t SessionPool::generation() const noexcept {
+  std::lock_guard lock(mu_);
+  return generation_;
+}
+
+std::size_t SessionPool::open_count() const {
+  std::lock_guard lock(mu_);
+  return open_;
+}
+
+std::size_t SessionPool::idle_count() const {
+  std::lock_guard lock(mu_);
+  return idle_.size();
+}
+
+}  // namespace edge::hsm
