@@ -23,7 +23,8 @@ class FuzzOracle : public hsm::MacOracle {
  public:
   std::uint32_t minting_version() const override { return 3; }
   std::uint64_t epoch() const override { return 1; }
-  hsm::MacStatus sign(std::uint32_t v, std::span<const std::uint8_t> data, hsm::MacTag& out) override {
+  hsm::MacStatus sign(std::uint32_t v, std::span<const std::uint8_t> data,
+                      hsm::MacTag& out) override {
     if (auto st = check(v); st != hsm::MacStatus::ok) return st;
     out = tag(v, data);
     return hsm::MacStatus::ok;

@@ -5,6 +5,7 @@
 
 #include <algorithm>
 #include <cstring>
+#include <iterator>
 #include <random>
 #include <string>
 
@@ -62,8 +63,10 @@ std::optional<Endpoint> Endpoint::parse(std::string_view ip, std::uint16_t p) {
 }
 
 bool Endpoint::is_v4_mapped() const noexcept {
-  static constexpr std::array<std::uint8_t, 12> kPrefix = {0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0xff, 0xff};
-  return family == Family::ipv6 && std::equal(kPrefix.begin(), kPrefix.end(), address.begin());
+  // ::ffff:0:0/96, RFC 4291 §2.5.5.2.
+  static constexpr std::uint8_t kPrefix[12] = {0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0xff, 0xff};
+  return family == Family::ipv6 &&
+         std::equal(std::begin(kPrefix), std::end(kPrefix), address.begin());
 }
 
 Endpoint Endpoint::unmapped() const noexcept {
@@ -102,12 +105,15 @@ constexpr std::uint64_t rotl(std::uint64_t x, int b) noexcept { return (x << b) 
 
 struct SipState {
   std::uint64_t v0, v1, v2, v3;
+  // The SipRound as the paper writes it, one half-round per line.
+  // clang-format off
   void round() noexcept {
     v0 += v1; v1 = rotl(v1, 13); v1 ^= v0; v0 = rotl(v0, 32);
     v2 += v3; v3 = rotl(v3, 16); v3 ^= v2;
     v0 += v3; v3 = rotl(v3, 21); v3 ^= v0;
     v2 += v1; v1 = rotl(v1, 17); v1 ^= v2; v2 = rotl(v2, 32);
   }
+  // clang-format on
 };
 
 // Little-endian load, byte by byte: portable and alignment-free (the compiler

@@ -1,4 +1,5 @@
-// Token codec: mint through the HSM, verify via the flow's own token, the verified cache, then the HSM.
+// Token codec: mint through the HSM, verify via the flow's own token, the verified cache, then the
+// HSM.
 #include <edge/net/flow/token_codec.h>
 
 #include <edge/hsm/mac.h>

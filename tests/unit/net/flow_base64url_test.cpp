@@ -12,8 +12,8 @@ namespace {
 
 std::string encode(std::string_view bytes) {
   std::string out(base64url_encoded_size(bytes.size()), '\0');
-  const auto n = base64url_encode(
-      {reinterpret_cast<const std::uint8_t*>(bytes.data()), bytes.size()}, out);
+  const auto n =
+      base64url_encode({reinterpret_cast<const std::uint8_t*>(bytes.data()), bytes.size()}, out);
   EXPECT_EQ(n, out.size());
   return out;
 }
@@ -28,7 +28,7 @@ std::string decode(std::string_view text) {
 
 TEST(Base64url, Rfc4648VectorsWithoutPadding) {
   const std::pair<const char*, const char*> vectors[] = {
-      {"", ""},         {"f", "Zg"},         {"fo", "Zm8"},       {"foo", "Zm9v"},
+      {"", ""},           {"f", "Zg"},          {"fo", "Zm8"},         {"foo", "Zm9v"},
       {"foob", "Zm9vYg"}, {"fooba", "Zm9vYmE"}, {"foobar", "Zm9vYmFy"}};
   for (auto [plain, text] : vectors) {
     EXPECT_EQ(encode(plain), text);
@@ -81,8 +81,7 @@ TEST(Base64url, AcceptsExactlyTheSixtyFourCharacters) {
 // RFC 3261 §25.1: user = 1*( unreserved / escaped / user-unreserved ),
 // unreserved = alphanum / mark, mark = "-" / "_" / "." / "!" / "~" / "*" / "'" / "(" / ")".
 TEST(Base64url, EveryCharacterIsAnUnescapedSipUserCharacter) {
-  const std::string alphanum =
-      "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789";
+  const std::string alphanum = "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789";
   const std::string unreserved = alphanum + "-_.!~*'()";
   for (int c = 0; c < 256; ++c) {
     if (is_base64url_char(static_cast<char>(c))) {

@@ -101,7 +101,8 @@ TEST(FlowKey, TextForms) {
             "TLS-SCTP 192.0.2.1:5061->198.51.100.7:1");
   std::vector<std::string> names;
   for (Transport t : kAllTransports) names.emplace_back(to_string(t));
-  EXPECT_EQ(names, (std::vector<std::string>{"UDP", "TCP", "TLS", "SCTP", "TLS-SCTP", "WS", "WSS"}));
+  EXPECT_EQ(names,
+            (std::vector<std::string>{"UDP", "TCP", "TLS", "SCTP", "TLS-SCTP", "WS", "WSS"}));
 }
 
 TEST(FlowKey, TransportCodesRoundTripAndZeroIsNone) {

@@ -1,4 +1,5 @@
-// Token format v1 and codec logic with a deterministic oracle: layout, categories, tamper detection, no allocation.
+// Token format v1 and codec logic with a deterministic oracle: layout, categories, tamper
+// detection, no allocation.
 #include <edge/net/flow/base64url.h>
 #include <edge/net/flow/token.h>
 #include <edge/net/flow/token_codec.h>
@@ -73,14 +74,17 @@ class FixedTagOracle : public hsm::MacOracle {
  public:
   std::uint32_t minting_version() const override { return 3; }
   std::uint64_t epoch() const override { return 1; }
-  hsm::MacStatus sign(std::uint32_t, std::span<const std::uint8_t> data, hsm::MacTag& out) override {
+  hsm::MacStatus sign(std::uint32_t, std::span<const std::uint8_t> data,
+                      hsm::MacTag& out) override {
     last_signed.assign(data.begin(), data.end());
-    static constexpr hsm::MacTag kTagV4 = {
-        0x8a, 0xfd, 0xea, 0x0a, 0x11, 0x43, 0x69, 0x2a, 0xd0, 0x71, 0xc5, 0x32, 0x92, 0xef, 0x6f, 0xd4,
-        0x0b, 0x16, 0xfe, 0xe5, 0xc2, 0xa7, 0xb0, 0xea, 0x47, 0x82, 0x30, 0x97, 0x88, 0x42, 0xc4, 0x9b};
-    static constexpr hsm::MacTag kTagV6 = {
-        0x9f, 0x0f, 0x1b, 0x23, 0x78, 0xda, 0xb7, 0x5b, 0x21, 0x07, 0x39, 0x95, 0xad, 0x6a, 0xf9, 0xe1,
-        0x41, 0x98, 0x98, 0x69, 0x0e, 0x2c, 0x4e, 0x94, 0x2f, 0x6a, 0x93, 0xd6, 0x5e, 0x55, 0xb2, 0xa2};
+    static constexpr hsm::MacTag kTagV4 = {0x8a, 0xfd, 0xea, 0x0a, 0x11, 0x43, 0x69, 0x2a,
+                                           0xd0, 0x71, 0xc5, 0x32, 0x92, 0xef, 0x6f, 0xd4,
+                                           0x0b, 0x16, 0xfe, 0xe5, 0xc2, 0xa7, 0xb0, 0xea,
+                                           0x47, 0x82, 0x30, 0x97, 0x88, 0x42, 0xc4, 0x9b};
+    static constexpr hsm::MacTag kTagV6 = {0x9f, 0x0f, 0x1b, 0x23, 0x78, 0xda, 0xb7, 0x5b,
+                                           0x21, 0x07, 0x39, 0x95, 0xad, 0x6a, 0xf9, 0xe1,
+                                           0x41, 0x98, 0x98, 0x69, 0x0e, 0x2c, 0x4e, 0x94,
+                                           0x2f, 0x6a, 0x93, 0xd6, 0x5e, 0x55, 0xb2, 0xa2};
     out = data.size() == kSignedSizeV4 ? kTagV4 : kTagV6;
     return hsm::MacStatus::ok;
   }
@@ -98,11 +102,11 @@ TEST(TokenFormat, WorkedExampleFromTheDocs) {
   ASSERT_EQ(m.status, MintStatus::ok);
   EXPECT_EQ(m.key_version, 3u);
   const std::vector<std::uint8_t> expect_signed = {
-      0x01,                    // format v1
-      0x00, 0x00, 0x00, 0x03,  // key version 3
-      0x02,                    // flags: IPv4, transport TCP (2)
-      192, 0, 2, 10, 0x13, 0xc4,      // local 192.0.2.10:5060
-      198, 51, 100, 7, 0x9d, 0x78};   // remote 198.51.100.7:40312
+      0x01,                                 // format v1
+      0x00, 0x00, 0x00, 0x03,               // key version 3
+      0x02,                                 // flags: IPv4, transport TCP (2)
+      192,  0,    2,    10,   0x13, 0xc4,   // local 192.0.2.10:5060
+      198,  51,   100,  7,    0x9d, 0x78};  // remote 198.51.100.7:40312
   EXPECT_EQ(oracle->last_signed, expect_signed);
   EXPECT_EQ(m.token.view(), "AQAAAAMCwAACChPExjNkB514iv3qChFDaSrQccUyku9v1A");
   EXPECT_EQ(m.token.size, kTextSizeV4);
@@ -188,23 +192,23 @@ TEST(TokenFormat, NotOursInputs) {
       "alice",
       good.substr(0, good.size() - 1),  // truncated
       good.substr(0, good.size() - 4),
-      good + "A",                       // one character too many
-      good + "==",                      // padded
-      good6.substr(0, 76) + "==",       // padded to the other length
+      good + "A",                  // one character too many
+      good + "==",                 // padded
+      good6.substr(0, 76) + "==",  // padded to the other length
       good6 + "AAAA",
       std::string(46, '='),
       std::string(46, '+'),
       std::string(78, '/'),
       std::string(46, ' '),
-      good.substr(0, 45) + ".",         // a SIP-legal but non-base64url character
+      good.substr(0, 45) + ".",  // a SIP-legal but non-base64url character
       good.substr(0, 20) + "%41" + good.substr(23),
       // Kamailio-sized tokens (standard base64 of 23 and 47 bytes).
-      "qUI5mEpBTkbR+5bWUQIBAfQTiAEBgAQA", std::string(64, 'A'),
+      "qUI5mEpBTkbR+5bWUQIBAfQTiAEBgAQA",
+      std::string(64, 'A'),
   };
   // Non-canonical last character: both lengths leave 4 unused low bits in
   // it, so setting the lowest one gives the same bytes in a second spelling.
-  const std::string alphabet =
-      "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_";
+  const std::string alphabet = "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_";
   for (std::string stray : {good, good6}) {
     stray.back() = alphabet[alphabet.find(stray.back()) ^ 1u];
     inputs.push_back(stray);
@@ -291,8 +295,7 @@ TEST(TokenFormat, EveryFlippedBitIsRejected) {
 TEST(TokenFormat, EveryChangedCharacterIsRejected) {
   auto oracle = std::make_shared<TestOracle>();
   TokenCodec codec(oracle, {.verified_cache_capacity = 0});
-  const std::string alphabet =
-      "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_";
+  const std::string alphabet = "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_";
   for (const FlowKey& flow : {v4_flow(), v6_flow()}) {
     const std::string good(codec.mint(flow).token.view());
     for (std::size_t i = 0; i < good.size(); ++i) {

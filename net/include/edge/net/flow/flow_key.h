@@ -25,8 +25,8 @@ enum class Transport : std::uint8_t {
   wss = 7,       // RFC 7118
 };
 inline constexpr std::array<Transport, 7> kAllTransports = {
-    Transport::udp, Transport::tcp,      Transport::tls, Transport::sctp,
-    Transport::tls_sctp, Transport::ws, Transport::wss};
+    Transport::udp,      Transport::tcp, Transport::tls, Transport::sctp,
+    Transport::tls_sctp, Transport::ws,  Transport::wss};
 
 // The Via transport token ("UDP", "TCP", "TLS", "SCTP", "TLS-SCTP", "WS", "WSS").
 const char* to_string(Transport t) noexcept;

@@ -97,13 +97,13 @@ struct TokenCodecConfig {
 };
 
 struct TokenCodecStats {
-  std::uint64_t mints = 0;            // HSM signs requested by mint()
+  std::uint64_t mints = 0;  // HSM signs requested by mint()
   std::uint64_t mint_failures = 0;
   std::uint64_t verified_by_flow = 0;
   std::uint64_t verified_by_cache = 0;
-  std::uint64_t hsm_verifies = 0;     // MacOracle::verify calls made
+  std::uint64_t hsm_verifies = 0;  // MacOracle::verify calls made
   std::uint64_t not_ours = 0, malformed = 0, tampered = 0, unavailable = 0;
-  std::uint64_t epoch_changes = 0;    // times the verified cache was dropped
+  std::uint64_t epoch_changes = 0;  // times the verified cache was dropped
   VerifiedTokenCacheStats cache;
 };
 
