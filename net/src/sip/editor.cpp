@@ -63,7 +63,8 @@ Branch make_stateless_branch(std::uint64_t seed, const Message& request) noexcep
   } else {
     NameAddr from;
     h = fnv1a(h, request.call_id());
-    h = fnv1a(h, std::to_string(request.cseq().number));
+    const std::uint32_t cseq = request.cseq().number;
+    h = fnv1a(h, std::string_view(reinterpret_cast<const char*>(&cseq), sizeof cseq));
     if (from_header(request, from) == Error::ok) h = fnv1a(h, from.tag());
     h = fnv1a(h, request.request_uri());
   }
@@ -94,6 +95,15 @@ std::size_t Editor::put_uint(std::uint64_t v) {
     v /= 10;
   } while (v != 0);
   return put({buf + 20 - n, static_cast<std::size_t>(n)});
+}
+
+Error Editor::restore_on_error(const Snapshot& s, Error e) {
+  if (e == Error::ok) return e;
+  edits_ = s.edits;
+  count_ = s.count;
+  text_size_ = s.text_size;
+  if (!heap_.empty()) heap_.resize(text_size_);
+  return e;
 }
 
 Error Editor::add_edit(std::size_t begin, std::size_t end, std::size_t text_off, std::size_t text_len) {
@@ -174,6 +184,11 @@ Error Editor::push_via(const ViaSpec& v) {
 
 Error Editor::add_received_rport(std::size_t via_index, std::string_view ip, std::uint16_t port,
                                  bool force_rport) {
+  const Snapshot before = snapshot();
+  return restore_on_error(before, received_rport(via_index, ip, port, force_rport));
+}
+
+Error Editor::received_rport(std::size_t via_index, std::string_view ip, std::uint16_t port, bool force_rport) {
   if (ip.size() > 2 && ip.front() == '[' && ip.back() == ']') ip = ip.substr(1, ip.size() - 2);
   if (!is_valid_ipv6(ip) && !is_valid_hostname(ip)) return Error::bad_edit_input;
   Via via;
@@ -226,6 +241,11 @@ Error Editor::set_via_keep(std::size_t via_index, std::uint32_t seconds) {
 }
 
 Error Editor::remove_leading_values(HeaderId id, std::size_t count) {
+  const Snapshot before = snapshot();
+  return restore_on_error(before, remove_values(id, count));
+}
+
+Error Editor::remove_values(HeaderId id, std::size_t count) {
   // Removes the first `count` elements across the lines of `id`: whole lines when all their
   // elements go, else the leading elements of the last line touched plus their comma.
   auto hs = m_->headers();

@@ -160,6 +160,8 @@ TEST(SipEditor, PopRoutesAcrossLines) {
   }
   sip::Editor e(m);
   EXPECT_EQ(e.pop_routes(4), Error::no_such_header);
+  EXPECT_EQ(e.edit_count(), 0u);  // a failed operation leaves nothing half done
+  ASSERT_EQ(e.pop_routes(3), Error::ok);
   sip::Editor twice(m);
   ASSERT_EQ(twice.pop_routes(1), Error::ok);
   EXPECT_EQ(twice.pop_routes(1), Error::edit_overlap);

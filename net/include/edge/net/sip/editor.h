@@ -104,10 +104,21 @@ class Editor {
   static constexpr std::size_t kMaxEdits = 32;
   static constexpr std::size_t kInlineText = 1024;
 
+  // A failed operation leaves no partial edits behind: multi-edit operations restore this.
+  struct Snapshot {
+    std::array<Edit, kMaxEdits> edits;
+    std::size_t count;
+    std::size_t text_size;
+  };
+  Snapshot snapshot() const noexcept { return {edits_, count_, text_size_}; }
+  Error restore_on_error(const Snapshot& s, Error e);
+
   Error add_edit(std::size_t begin, std::size_t end, std::size_t text_off, std::size_t text_len);
   Error insert_line(std::size_t at, std::string_view name, std::string_view value_prefix,
                     std::string_view value, std::string_view value_suffix);
   Error remove_leading_values(HeaderId id, std::size_t count);
+  Error remove_values(HeaderId id, std::size_t count);
+  Error received_rport(std::size_t via_index, std::string_view ip, std::uint16_t port, bool force_rport);
   std::size_t insert_point(HeaderId id) const noexcept;
 
   // Text storage for edits: inline first, heap only for unusually large insertions.
