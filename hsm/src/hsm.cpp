@@ -102,16 +102,26 @@ Hsm::Impl::Impl(HsmConfig cfg)
   {
     ModuleInfo mi = module.info();
     std::lock_guard lock(status_mu_);
-    module_description_ = mi.description;
+    module_description_ = mi.description + " " + std::to_string(mi.library_version.major) + "." +
+                          std::to_string(mi.library_version.minor) + " (" + mi.manufacturer + ")";
   }
-  // Open the first session and log in now, so a wrong PIN or a missing PIN
-  // file fails construction instead of the first message.
+  // A PIN source that cannot deliver fails construction even when no login is
+  // needed now (another instance in the process is logged in already): it
+  // would fail the first re-login instead, much later.
+  read_pin(config.pin).clear();
+  // Open the anchor and the first pool session, which logs in now, so a wrong
+  // PIN fails construction instead of the first message.
   Fault fault;
-  SessionLease lease = pool.checkout(config.checkout_timeout, false, fault);
+  SessionLease lease;
+  if (open_anchor(fault) == CKR_OK) lease = pool.checkout(config.checkout_timeout, false, fault);
   if (!lease) {
     if (fault.rv != CKR_OK && fault.fn != nullptr) {
-      std::lock_guard lock(status_mu_);
-      throw Pkcs11Error(fault.fn, fault.rv, "token '" + token_label_ + "'");
+      std::string label;
+      {
+        std::lock_guard lock(status_mu_);
+        label = token_label_;
+      }
+      throw Pkcs11Error(fault.fn, fault.rv, "token '" + label + "'");
     }
     throw_fault(fault);
   }
@@ -155,6 +165,18 @@ CK_RV Hsm::Impl::open_session(Session& out, Fault& fault) {
   return rv;
 }
 
+CK_RV Hsm::Impl::open_anchor(Fault& fault) {
+  std::lock_guard lock(anchor_mu_);
+  anchor_ = Session();
+  counters.session_open.fetch_add(1, std::memory_order_relaxed);
+  CK_RV rv = Session::open(module.functions(), slot_id.load(std::memory_order_acquire), false, anchor_);
+  if (rv != CKR_OK) {
+    fault.fn = "C_OpenSession";
+    fault.rv = rv;
+  }
+  return rv;
+}
+
 CK_RV Hsm::Impl::login(Session& session, Fault& fault) {
   std::lock_guard lock(login_mu_);
   // The PIN is read for this login and wiped when it returns: nothing holds it
@@ -171,6 +193,8 @@ CK_RV Hsm::Impl::login(Session& session, Fault& fault) {
   if (rv != CKR_OK) {
     fault.fn = "C_Login";
     fault.rv = rv;
+  } else {
+    handle_epoch.fetch_add(1, std::memory_order_acq_rel);
   }
   return rv;
 }
@@ -202,27 +226,60 @@ bool Hsm::Impl::rebuild() {
   // (leased); the pool generation changes, so every cached key handle is
   // re-found on first use.
   pool.reset();
-  Fault fault;
-  try {
-    CK_ULONG n = 0;
-    if (module->C_GetSlotList(CK_TRUE, nullptr, &n) == CKR_CRYPTOKI_NOT_INITIALIZED) {
-      // Somebody in the process called C_Finalize: initialize again (and own it).
-      module.reinitialize();
-    }
-    // Slot ids are not stable (SoftHSM derives them from the token and
-    // reassigns them): find the token again by its selector.
-    Slot slot = find_token_slot(module, config.token);
-    slot_id.store(slot.id(), std::memory_order_release);
-    refresh_token_info(slot);
-  } catch (const Pkcs11Error& e) {
-    fault.rv = e.rv();
-    fault.detail = e.what();
-  } catch (const std::exception& e) {
-    fault.detail = e.what();
+  {
+    std::lock_guard lock(anchor_mu_);
+    anchor_ = Session();
   }
-  if (!fault) {
-    SessionLease lease = pool.checkout(config.checkout_timeout, true, fault);
-    // On success the lease goes back to the pool as its first idle session.
+  handle_epoch.fetch_add(1, std::memory_order_acq_rel);
+  Fault fault;
+  // Stage 0 re-finds the token and logs in again. When that fails for any
+  // reason but the PIN, stage 1 restarts the module first (C_Finalize +
+  // C_Initialize): SoftHSM keeps a token whose files went away broken
+  // (CKR_GENERAL_ERROR) until it is initialized again.
+  for (int stage = 0; stage < 2; ++stage) {
+    fault = Fault{};
+    try {
+      if (stage == 1) {
+        // Never finalize under a thread that is still inside a call.
+        if (!pool.wait_drained(config.checkout_timeout)) {
+          fault.detail = "sessions still in use; module not restarted";
+          break;
+        }
+        {
+          // Its handle would be stale (and maybe reused) after the restart.
+          std::lock_guard lock(anchor_mu_);
+          anchor_ = Session();
+        }
+        module.restart();
+        pool.reset();
+        handle_epoch.fetch_add(1, std::memory_order_acq_rel);
+      }
+      Slot slot = [&] {
+        try {
+          return find_token_slot(module, config.token);
+        } catch (const Pkcs11Error& e) {
+          // Somebody in the process called C_Finalize: initialize again (and own it).
+          if (e.rv() != CKR_CRYPTOKI_NOT_INITIALIZED) throw;
+          module.reinitialize();
+          return find_token_slot(module, config.token);
+        }
+      }();
+      // Slot ids are not stable (SoftHSM derives them from the token and
+      // reassigns them): the token is found again by its selector.
+      slot_id.store(slot.id(), std::memory_order_release);
+      refresh_token_info(slot);
+    } catch (const Pkcs11Error& e) {
+      fault.rv = e.rv();
+      fault.detail = e.what();
+    } catch (const std::exception& e) {
+      fault.detail = e.what();
+    }
+    if (!fault && open_anchor(fault) == CKR_OK) {
+      SessionLease lease = pool.checkout(config.checkout_timeout, true, fault);
+      // On success the lease goes back to the pool as its first idle session.
+    }
+    if (!fault) break;
+    if (fault.timeout || (fault.rv != CKR_OK && classify(fault.rv) == Recovery::pin)) break;
   }
   if (fault) {
     counters.failures.fetch_add(1, std::memory_order_relaxed);

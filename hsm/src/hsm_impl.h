@@ -66,11 +66,15 @@ struct Hsm::Impl {
   SessionPool pool;
   std::atomic<CK_SLOT_ID> slot_id{0};
   std::atomic<HsmState> state{HsmState::available};
+  // Changes when cached object handles may have become invalid: at every
+  // rebuild and every C_Login. KeySetMac tags its cached handles with it.
+  std::atomic<std::uint64_t> handle_epoch{1};
 
  private:
   static CK_RV open_session_cb(void* self, Session& out, Fault& fault);
   CK_RV open_session(Session& out, Fault& fault);
   CK_RV login(Session& session, Fault& fault);
+  CK_RV open_anchor(Fault& fault);
   bool rebuild();
   void mark_unavailable(const std::string& reason, bool rebuild_failed);
   void set_pin_incorrect(const std::string& reason);
@@ -83,6 +87,11 @@ struct Hsm::Impl {
   std::chrono::milliseconds backoff_;
   std::mutex rebuild_mu_;
   std::mutex login_mu_;
+  // A session that is never lent out: PKCS#11 logs the application out when
+  // its last session closes (and SoftHSM then drops private object handles),
+  // so dropping a broken pool session must not take the login with it.
+  std::mutex anchor_mu_;
+  Session anchor_;
 };
 
 template <class F>

@@ -20,21 +20,23 @@ enum class EntryState : std::uint8_t {
   missing,  // not found in the HSM at the last look: re-looked-up on every use
 };
 
-// A cached key handle is only good for sessions of the pool generation it was
-// found in (a rebuild may re-initialize the module). Both live in one atomic
-// word, so a reader never pairs a handle with the wrong generation:
-// generation in the top 24 bits, handle in the low 40. Handles that do not
+// A cached key handle is only good in the handle epoch it was found in: the
+// epoch changes at every rebuild (the module may have been restarted) and at
+// every C_Login (SoftHSM drops the handles of private objects when the
+// application logs out, e.g. when its last session closes). Epoch and handle
+// live in one atomic word, so a reader never pairs a handle with the wrong
+// epoch: epoch in the top 24 bits, handle in the low 40. Handles that do not
 // fit are simply not cached.
 constexpr int kHandleBits = 40;
 constexpr std::uint64_t kHandleMask = (std::uint64_t{1} << kHandleBits) - 1;
 
-std::uint64_t pack(std::uint64_t generation, CK_OBJECT_HANDLE h) noexcept {
+std::uint64_t pack(std::uint64_t epoch, CK_OBJECT_HANDLE h) noexcept {
   if (static_cast<std::uint64_t>(h) > kHandleMask || h == CK_INVALID_HANDLE) return 0;
-  return ((generation & 0xFFFFFF) << kHandleBits) | static_cast<std::uint64_t>(h);
+  return ((epoch & 0xFFFFFF) << kHandleBits) | static_cast<std::uint64_t>(h);
 }
 
-CK_OBJECT_HANDLE unpack(std::uint64_t cached, std::uint64_t generation) noexcept {
-  if (cached == 0 || (cached >> kHandleBits) != (generation & 0xFFFFFF)) return CK_INVALID_HANDLE;
+CK_OBJECT_HANDLE unpack(std::uint64_t cached, std::uint64_t epoch) noexcept {
+  if (cached == 0 || (cached >> kHandleBits) != (epoch & 0xFFFFFF)) return CK_INVALID_HANDLE;
   return static_cast<CK_OBJECT_HANDLE>(cached & kHandleMask);
 }
 
@@ -90,7 +92,8 @@ CK_RV attempt(Hsm::Impl& im, Entry& e, SessionLease& lease, std::span<const std:
   Session& s = lease.session();
   CK_FUNCTION_LIST* f = s.functions();
   not_found = false;
-  CK_OBJECT_HANDLE h = unpack(e.cached.load(std::memory_order_acquire), lease.generation());
+  const std::uint64_t epoch = im.handle_epoch.load(std::memory_order_acquire);
+  CK_OBJECT_HANDLE h = unpack(e.cached.load(std::memory_order_acquire), epoch);
   if (h == CK_INVALID_HANDLE) {
     CK_OBJECT_CLASS cls = CKO_SECRET_KEY;
     CK_ATTRIBUTE tmpl[] = {
@@ -110,11 +113,16 @@ CK_RV attempt(Hsm::Impl& im, Entry& e, SessionLease& lease, std::span<const std:
         fn = "C_FindObjects";
         return CKR_USER_NOT_LOGGED_IN;
       }
+      // A token whose store went away also finds nothing (SoftHSM): that is
+      // an unavailable HSM, not an unknown key.
+      CK_TOKEN_INFO token{};
+      fn = "C_GetTokenInfo";
+      if (CK_RV rv = f->C_GetTokenInfo(im.slot_id.load(std::memory_order_acquire), &token); rv != CKR_OK) return rv;
       not_found = true;
       return CKR_OK;
     }
     h = found[0];
-    e.cached.store(pack(lease.generation(), h), std::memory_order_release);
+    e.cached.store(pack(epoch, h), std::memory_order_release);
   }
 
   CK_MECHANISM mech{CKM_SHA256_HMAC, nullptr, 0};

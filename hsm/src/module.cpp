@@ -129,6 +129,19 @@ void Module::reinitialize() {
   }
 }
 
+void Module::restart() {
+  if (!shared_) throw HsmError("module: moved-from");
+  std::lock_guard lock(shared_->init_mu);
+  fn_->C_Finalize(nullptr);
+  shared_->we_initialized = false;
+  CK_RV rv = initialize(fn_);
+  if (rv == CKR_OK) {
+    shared_->we_initialized = true;
+  } else if (rv != CKR_CRYPTOKI_ALREADY_INITIALIZED) {
+    throw Pkcs11Error("C_Initialize", rv, shared_->path);
+  }
+}
+
 bool Module::loaded(const std::string& path) {
   std::lock_guard lock(g_registry_mu);
   auto& reg = registry();

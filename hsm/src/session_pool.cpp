@@ -127,6 +127,11 @@ void SessionPool::reset() {
   // closing's sessions are closed here, outside the lock.
 }
 
+bool SessionPool::wait_drained(std::chrono::milliseconds timeout) {
+  std::unique_lock lock(mu_);
+  return cv_.wait_for(lock, timeout, [&] { return open_ == idle_.size(); });
+}
+
 std::uint64_t SessionPool::generation() const noexcept {
   std::lock_guard lock(mu_);
   return generation_;

@@ -73,6 +73,10 @@ class SessionPool {
   // come back; the generation changes, so cached object handles are re-found.
   void reset();
 
+  // Waits until no session is checked out (before the module is restarted
+  // under them); false on timeout.
+  bool wait_drained(std::chrono::milliseconds timeout);
+
   std::uint64_t generation() const noexcept;
   std::size_t open_count() const;
   std::size_t idle_count() const;

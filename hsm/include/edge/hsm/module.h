@@ -55,6 +55,13 @@ class Module {
   // CKR_CRYPTOKI_ALREADY_INITIALIZED.
   void reinitialize();
 
+  // Calls C_Finalize (errors ignored) and C_Initialize: the module forgets all
+  // sessions and handles and re-reads its configuration and token store.
+  // SoftHSM needs this after its token directory vanished: the token stays
+  // broken (CKR_GENERAL_ERROR) in the running instance even when the files
+  // come back. Affects every user of this module in the process.
+  void restart();
+
   // True when a Module for this library file is alive in the process (used to
   // warn that SOFTHSM2_CONF can no longer take effect).
   static bool loaded(const std::string& path);
