@@ -1,0 +1,72 @@
+// Plain configuration of the edge-proxy rules: our advertised addresses, Flow-Timer, Path policy, limits.
+#pragma once
+
+#include "edge/net/flow/flow_key.h"
+
+#include <chrono>
+#include <cstddef>
+#include <cstdint>
+#include <optional>
+#include <string>
+#include <vector>
+
+namespace edge::net {
+
+// One address we put in Via, Path and Record-Route URIs. host is an IP literal or a
+// name, IPv6 without brackets; it is only ever *written* into messages and compared
+// with what comes back, never resolved.
+struct AdvertisedAddress {
+  flow::Transport transport = flow::Transport::udp;
+  std::string host;
+  std::uint16_t port = 5060;
+};
+
+struct ProxyLimits {
+  // Transaction memory (retransmission absorption, stored local answers, UDP
+  // retransmission toward clients). When full the oldest entry is evicted: a
+  // later retransmission is then forwarded once more, which the core absorbs.
+  std::size_t max_transactions = 16384;
+  // RFC 3261 T1 / T2: retransmission toward UDP clients and entry lifetimes (64*T1).
+  std::chrono::milliseconds t1{500};
+  std::chrono::milliseconds t2{4000};
+  // Retry-After on our 503s (HSM or core unavailable).
+  std::uint32_t retry_after_seconds = 5;
+  // At most this many of our own Route values are popped from one request (a
+  // double Record-Route leaves two; anything beyond that is a loop).
+  std::size_t max_own_routes = 4;
+  // Log lines per event kind per second before suppression (0: no limit).
+  std::uint32_t log_lines_per_second = 10;
+};
+
+struct ProxyConfig {
+  // Client-facing side: one address per transport clients reach us over. The
+  // entry matching a flow's transport goes into the Via we push toward that
+  // flow and into the UA-facing Record-Route.
+  std::vector<AdvertisedAddress> client_side;
+  // Core-facing side: how the core reaches us. Its transport is the transport of
+  // the core next hop (Outbound::send_to_core); it goes into the Via we push
+  // toward the core, into Path, and into the core-facing Record-Route.
+  AdvertisedAddress core_side{flow::Transport::tcp, {}, 5060};
+
+  // RFC 5626 §5.4: Flow-Timer on 2xx to an outbound REGISTER (and keep= value, RFC 6223).
+  std::uint32_t flow_timer_seconds = 30;
+
+  // RFC 3327 §5.2: when true a REGISTER without "Supported: path" is answered 421
+  // (Require: path); when false it is forwarded without a Path header.
+  bool require_path = false;
+
+  // Flow-token security (RFC 5626 §5.2): the proxy needs a TokenCodec for this key
+  // set. When false, no token is ever minted: outbound REGISTERs get 439 (RFC 5626
+  // §5.1 allows "reject" instead of a token) and nothing can be routed to a flow.
+  bool flow_token_security = true;
+  std::string key_set;  // for status and logs; the codec passed to the proxy serves it
+
+  ProxyLimits limits;
+
+  // Looks up the client-facing address for a transport.
+  const AdvertisedAddress* client_address(flow::Transport t) const noexcept;
+  // Throws std::invalid_argument naming the first problem (start-up path).
+  void validate() const;
+};
+
+}  // namespace edge::net

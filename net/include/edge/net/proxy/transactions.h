@@ -1,0 +1,116 @@
+// Bounded transaction memory: absorbs UDP retransmissions, replays our answers, retransmits toward UDP clients.
+#pragma once
+
+#include "edge/net/flow/flow_key.h"
+
+#include <chrono>
+#include <cstddef>
+#include <cstdint>
+#include <list>
+#include <mutex>
+#include <optional>
+#include <string>
+#include <string_view>
+#include <unordered_map>
+#include <vector>
+
+namespace edge::net {
+
+using Clock = std::chrono::steady_clock;
+
+// The proxy is stateless toward the core wherever RFC 3261 allows; this table is
+// the "just enough" memory it needs besides:
+//  * upstream entries (a UDP client's request): a retransmission is absorbed
+//    instead of forwarded again, and the last response (ours or the core's) is
+//    replayed to it, so a 403/430/503 costs one decision (one HSM verify) per
+//    transaction, not one per retransmission;
+//  * downstream entries (a request the core sent over a reliable connection to a
+//    UDP client): nobody else retransmits on the UDP leg, so we do (Timer A/E),
+//    and answer 408 to the core once when the client never answered (Timer B/F).
+// Keys are our Via branch plus the method class, so an INVITE, its CANCEL and its
+// ACK (same branch) are separate entries. Thread-safe; the lock is never held
+// while calling out.
+class TransactionTable {
+ public:
+  struct Timers {
+    std::chrono::milliseconds t1{500};
+    std::chrono::milliseconds t2{4000};
+  };
+  TransactionTable(std::size_t capacity, Timers timers);
+
+  enum class Seen : std::uint8_t { new_transaction, retransmission };
+  struct UpstreamHit {
+    Seen seen = Seen::new_transaction;
+    std::string replay;  // last response to resend to the client; empty: absorb silently
+  };
+  // A request from a UDP client: records it (new) or reports a retransmission.
+  UpstreamHit upstream_request(std::string_view key, const flow::FlowKey& client, Clock::time_point now);
+  // The response we are about to send to a UDP client for this transaction (ours or
+  // relayed); keeps it for replay. Creates the entry when missing (a local answer).
+  void upstream_response(std::string_view key, const flow::FlowKey& client, int status,
+                         std::string_view bytes, Clock::time_point now);
+
+  // A request we sent to a UDP client on behalf of the core: retransmit until answered.
+  void downstream_request(std::string_view key, const flow::FlowKey& client, bool invite,
+                          std::string bytes, Clock::time_point now);
+  // A response from the client for `key`: stops retransmission (and the 408).
+  void downstream_response(std::string_view key, int status) noexcept;
+
+  struct Due {
+    enum class Kind : std::uint8_t { retransmit, timeout } kind = Kind::retransmit;
+    flow::FlowKey flow;
+    std::string bytes;  // the request as sent to the client
+  };
+  // Expires entries and returns what is due at `now`: retransmissions toward UDP
+  // clients and timed-out requests that need a 408 toward the core (each once).
+  std::vector<Due> poll(Clock::time_point now);
+
+  // A flow closed: its downstream entries can never be answered.
+  void forget_flow(const flow::FlowKey& flow) noexcept;
+
+  std::size_t size() const;
+  std::uint64_t evictions() const noexcept;
+
+ private:
+  struct Entry {
+    bool downstream = false;
+    bool invite = false;
+    flow::FlowKey flow;
+    Clock::time_point expires{};
+    // upstream
+    std::string last_response;
+    int last_status = 0;
+    // downstream
+    std::string request;
+    Clock::time_point next_retransmit{};
+    std::chrono::milliseconds interval{};
+    Clock::time_point deadline{};
+    int response_status = 0;  // 0: nothing heard from the client yet
+    std::list<std::string>::iterator order;
+  };
+
+  // Keys derive from branches clients choose: a keyed hash keeps them from piling
+  // entries into one bucket; transparent, so lookups by string_view never allocate.
+  struct KeyHash {
+    using is_transparent = void;
+    std::size_t operator()(std::string_view s) const noexcept;
+  };
+  struct KeyEq {
+    using is_transparent = void;
+    bool operator()(std::string_view a, std::string_view b) const noexcept { return a == b; }
+  };
+  using Map = std::unordered_map<std::string, Entry, KeyHash, KeyEq>;
+
+  Entry& insert(std::string_view key, Clock::time_point now);  // lock held
+  void erase(Map::iterator it);  // lock held
+  void expire_front(Clock::time_point now);  // lock held
+
+  const std::size_t capacity_;
+  const Timers timers_;
+  mutable std::mutex mu_;
+  Map entries_;
+  std::list<std::string> order_;  // insertion order: eviction and cheap expiry
+  std::uint64_t evictions_ = 0;
+};
+
+}  // namespace edge::net

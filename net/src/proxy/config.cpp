@@ -1,0 +1,45 @@
+// Validation of the edge-proxy configuration (start-up path: exceptions, not codes).
+#include "edge/net/proxy/config.h"
+
+#include "edge/net/sip/uri.h"
+
+#include <stdexcept>
+#include <string>
+
+namespace edge::net {
+
+const AdvertisedAddress* ProxyConfig::client_address(flow::Transport t) const noexcept {
+  for (const AdvertisedAddress& a : client_side)
+    if (a.transport == t) return &a;
+  return nullptr;
+}
+
+namespace {
+void check_address(const AdvertisedAddress& a, const std::string& what) {
+  if (a.host.empty()) throw std::invalid_argument(what + ": host is empty");
+  if (!sip::is_valid_hostname(a.host) && !sip::is_valid_ipv6(a.host))
+    throw std::invalid_argument(what + ": host '" + a.host + "' is not an IP address or host name");
+  if (a.port == 0) throw std::invalid_argument(what + ": port is 0");
+}
+}  // namespace
+
+void ProxyConfig::validate() const {
+  if (client_side.empty()) throw std::invalid_argument("proxy: no client-facing address");
+  for (std::size_t i = 0; i < client_side.size(); ++i) {
+    check_address(client_side[i], "proxy client_side[" + std::to_string(i) + "]");
+    for (std::size_t j = 0; j < i; ++j)
+      if (client_side[j].transport == client_side[i].transport)
+        throw std::invalid_argument(std::string("proxy: two client-facing addresses for ") +
+                                    flow::to_string(client_side[i].transport));
+  }
+  check_address(core_side, "proxy core_side");
+  // RFC 5626 §4.4: a Flow-Timer of 0 would ask for keep-alives continuously.
+  if (flow_timer_seconds == 0) throw std::invalid_argument("proxy: flow_timer_seconds is 0");
+  if (flow_token_security && key_set.empty())
+    throw std::invalid_argument("proxy: flow-token security enabled without a key set name");
+  if (limits.max_transactions == 0) throw std::invalid_argument("proxy: max_transactions is 0");
+  if (limits.t1.count() <= 0 || limits.t2 < limits.t1) throw std::invalid_argument("proxy: bad T1/T2");
+  if (limits.max_own_routes == 0) throw std::invalid_argument("proxy: max_own_routes is 0");
+}
+
+}  // namespace edge::net

@@ -1,0 +1,737 @@
+// The RFC 5626 edge-proxy rules: what to add, verify, answer and where to send, for every message.
+#include "edge/net/proxy/edge_proxy.h"
+
+#include "edge/net/sip/editor.h"
+#include "edge/net/sip/headers.h"
+#include "edge/net/sip/message.h"
+#include "edge/net/sip/response.h"
+#include "edge/net/sip/uri.h"
+
+#include <arpa/inet.h>
+
+#include <array>
+#include <cstring>
+#include <random>
+#include <stdexcept>
+#include <utility>
+
+namespace edge::net {
+
+// The counters: one atomic per ProxyStats field (the list is checked by the
+// compiler in stats(): a name missing on either side does not build).
+#define EDGE_PROXY_COUNTERS(X)                                                                     \
+  X(requests_from_clients) X(requests_from_core) X(responses_from_core) X(responses_from_clients) \
+  X(forwarded_to_core) X(forwarded_to_flow) X(local_responses) X(r200_options) X(r400) X(r403)    \
+  X(r404) X(r408) X(r416) X(r421) X(r430) X(r439) X(r483) X(r500) X(r503) X(paths_added)           \
+  X(record_routes_added) X(incoming_via_token) X(outgoing_via_token) X(flow_timers_set)           \
+  X(mints_avoided) X(mints_hsm) X(verifies_avoided) X(verifies_hsm) X(retransmissions_absorbed)   \
+  X(responses_replayed) X(retransmissions_to_clients) X(drop_unparseable)                         \
+  X(drop_response_not_ours) X(drop_response_flow_gone) X(drop_response_core_down) X(drop_ack)     \
+  X(drop_answer_undeliverable) X(drop_edit_failed)
+
+struct EdgeProxy::Counters {
+#define EDGE_X(name) std::atomic<std::uint64_t> name{0};
+  EDGE_PROXY_COUNTERS(EDGE_X)
+#undef EDGE_X
+};
+
+namespace {
+
+using sip::Error;
+using sip::HeaderId;
+using sip::Method;
+
+void bump(std::atomic<std::uint64_t>& c) noexcept { c.fetch_add(1, std::memory_order_relaxed); }
+
+bool ieq(std::string_view a, std::string_view b) noexcept {
+  if (a.size() != b.size()) return false;
+  for (std::size_t i = 0; i < a.size(); ++i) {
+    char x = a[i], y = b[i];
+    if (x >= 'A' && x <= 'Z') x = static_cast<char>(x + 32);
+    if (y >= 'A' && y <= 'Z') y = static_cast<char>(y + 32);
+    if (x != y) return false;
+  }
+  return true;
+}
+
+bool is_stream(flow::Transport t) noexcept { return t == flow::Transport::tcp || t == flow::Transport::tls; }
+
+// The `transport` URI parameter value for a transport (RFC 3261 §19.1.1, RFC 7118);
+// empty for UDP, the default.
+std::string_view uri_transport(flow::Transport t) noexcept {
+  switch (t) {
+    case flow::Transport::udp: return {};
+    case flow::Transport::tcp: return "tcp";
+    case flow::Transport::tls: return "tls";
+    case flow::Transport::sctp: return "sctp";
+    case flow::Transport::tls_sctp: return "tls-sctp";
+    case flow::Transport::ws: return "ws";
+    case flow::Transport::wss: return "wss";
+  }
+  return {};
+}
+
+// Address text without brackets, for received= (RFC 3581 / RFC 5118) and responses.
+struct IpText {
+  std::array<char, INET6_ADDRSTRLEN> buf{};
+  std::string_view view() const noexcept { return {buf.data(), std::strlen(buf.data())}; }
+};
+IpText ip_text(const flow::Endpoint& e) noexcept {
+  IpText t;
+  const int af = e.family == flow::Family::ipv4 ? AF_INET : AF_INET6;
+  if (!inet_ntop(af, e.address.data(), t.buf.data(), t.buf.size())) t.buf[0] = '\0';
+  return t;
+}
+
+// "sip:[user@]host[:port][;transport=x];lr[;ob]" for one of our addresses.
+std::string our_uri(const AdvertisedAddress& a, std::string_view user, bool ob) {
+  std::string s;
+  s.reserve(16 + user.size() + a.host.size());
+  s += "sip:";
+  if (!user.empty()) {
+    s += user;
+    s += '@';
+  }
+  const bool v6 = a.host.find(':') != std::string::npos;
+  if (v6) s += '[';
+  s += a.host;
+  if (v6) s += ']';
+  s += ':';
+  s += std::to_string(a.port);
+  if (auto t = uri_transport(a.transport); !t.empty()) {
+    s += ";transport=";
+    s += t;
+  }
+  s += ";lr";
+  if (ob) s += ";ob";
+  return s;
+}
+
+// A Route URI of ours copied for Record-Route without ;ob (RFC 5626 §5.3.1).
+std::string without_ob(std::string_view uri_text, const sip::Uri& uri) {
+  std::string s;
+  const std::size_t params_at =
+      uri.params.empty() ? uri_text.size() - uri.headers.size() : static_cast<std::size_t>(uri.params.data() - uri_text.data());
+  s.assign(uri_text.substr(0, params_at));
+  sip::UriParamReader r(uri.params);
+  sip::Param p;
+  while (r.next(p)) {
+    if (ieq(p.name, "ob")) continue;
+    s += ';';
+    s += p.name;
+    if (p.has_value) {
+      s += '=';
+      s += p.value;
+    }
+  }
+  return s;
+}
+
+bool same_interface(const AdvertisedAddress& a, const AdvertisedAddress& b) noexcept {
+  return a.transport == b.transport && a.port == b.port && ieq(a.host, b.host);
+}
+
+// RFC 3261 §12.1 and RFC 6665: requests that create a dialog when sent outside one.
+bool dialog_forming(const sip::Message& m) {
+  switch (m.method()) {
+    case Method::invite:
+    case Method::subscribe:
+    case Method::refer:
+    case Method::notify: break;
+    default: return false;
+  }
+  sip::NameAddr to;
+  return sip::to_header(m, to) == Error::ok && to.tag().empty();
+}
+
+char method_class(Method m) noexcept {
+  switch (m) {
+    case Method::invite: return 'I';
+    case Method::ack: return 'A';
+    case Method::cancel: return 'C';
+    default: return 'N';
+  }
+}
+
+std::uint64_t random_seed() {
+  std::random_device rd;
+  return (static_cast<std::uint64_t>(rd()) << 32) ^ rd();
+}
+
+}  // namespace
+
+// Everything one on_message call works with.
+struct EdgeProxy::Ctx {
+  const Inbound& in;
+  Outbound& out;
+  sip::Message msg;
+  Clock::time_point now;
+  IpText src;                 // in.flow.remote address text
+  std::string tx_key;         // upstream transaction key (UDP client), empty when untracked
+  std::size_t own_routes = 0; // our Route values at the top of the request
+  std::string_view token;     // user part of the first of them that has one
+  std::string_view token_route;  // that Route's URI text
+  sip::Uri token_uri;
+};
+
+EdgeProxy::EdgeProxy(ProxyConfig config, std::shared_ptr<flow::TokenCodec> codec, LogSink log)
+    : config_(std::move(config)),
+      codec_(std::move(codec)),
+      counters_(std::make_unique<Counters>()),
+      log_(std::move(log), config_.limits.log_lines_per_second),
+      // Domain-separated from the flow-table hash key, stable for the process.
+      branches_({flow::process_hash_key()[0] ^ 0x7669616272616e63ULL, flow::process_hash_key()[1] + 1}),
+      transactions_(config_.limits.max_transactions, {config_.limits.t1, config_.limits.t2}),
+      seed_(random_seed()),
+      retry_after_(std::to_string(config_.limits.retry_after_seconds)) {
+  config_.validate();
+  if (config_.flow_token_security && !codec_)
+    throw std::invalid_argument("proxy: flow-token security enabled but no TokenCodec given");
+}
+
+EdgeProxy::~EdgeProxy() = default;
+
+ProxyStats EdgeProxy::stats() const noexcept {
+  ProxyStats s;
+#define EDGE_X(name) s.name = counters_->name.load(std::memory_order_relaxed);
+  EDGE_PROXY_COUNTERS(EDGE_X)
+#undef EDGE_X
+  s.transaction_evictions = transactions_.evictions();
+  s.log_suppressed = log_.suppressed_total();
+  return s;
+}
+
+void EdgeProxy::log(LogLevel level, LogEvent event, std::string_view fields, Clock::time_point now) {
+  if (log_.enabled()) log_.log(level, event, fields, now);
+}
+
+void EdgeProxy::count_status(int status) noexcept {
+  Counters& k = *counters_;
+  bump(k.local_responses);
+  switch (status) {
+    case 200: bump(k.r200_options); break;
+    case 400: bump(k.r400); break;
+    case 403: bump(k.r403); break;
+    case 404: bump(k.r404); break;
+    case 408: bump(k.r408); break;
+    case 416: bump(k.r416); break;
+    case 421: bump(k.r421); break;
+    case 430: bump(k.r430); break;
+    case 439: bump(k.r439); break;
+    case 483: bump(k.r483); break;
+    case 500: bump(k.r500); break;
+    case 503: bump(k.r503); break;
+    default: break;
+  }
+}
+
+// ---------------------------------------------------------------------------------------------
+// Entry points
+
+void EdgeProxy::on_message(const Inbound& in, Outbound& out) {
+  Ctx c{in, out, {}, in.received == Clock::time_point{} ? Clock::now() : in.received, {}, {}, 0, {}, {}, {}};
+  sip::ParseOptions opts;
+  opts.stream = is_stream(in.flow.transport);
+  if (Error e = sip::parse(in.bytes, c.msg, opts); e != Error::ok) {
+    unparseable(in, out, c.msg, sip::suggested_status(e));
+    return;
+  }
+  if (c.msg.is_request()) on_request(c);
+  else on_response(c);
+}
+
+void EdgeProxy::on_flow_closed(const FlowKey& flow) { transactions_.forget_flow(flow); }
+
+void EdgeProxy::on_timer(Clock::time_point now, Outbound& out) {
+  for (TransactionTable::Due& d : transactions_.poll(now)) {
+    if (d.kind == TransactionTable::Due::Kind::retransmit) {
+      if (out.send_to_flow(d.flow, std::move(d.bytes))) bump(counters_->retransmissions_to_clients);
+      continue;
+    }
+    // Timer B/F fired with no answer from the UDP client: 408 to the core, once.
+    // The stored request carries our Via on top; the core must not see it.
+    sip::Message req;
+    std::string resp;
+    if (sip::parse(d.bytes, req) != Error::ok || req.method() == Method::ack) continue;
+    const sip::Tag tag = sip::make_tag(seed_, tag_counter_.fetch_add(1, std::memory_order_relaxed));
+    sip::ResponseSpec spec;
+    spec.status = 408;
+    spec.to_tag = tag.view();
+    if (sip::build_response(req, spec, resp) != Error::ok) continue;
+    sip::Message rm;
+    if (sip::parse(resp, rm) != Error::ok) continue;
+    sip::Editor ed(rm);
+    if (ed.remove_top_via() != Error::ok) continue;
+    std::string bytes;
+    ed.serialize(bytes);
+    count_status(408);
+    if (!out.send_to_core(std::move(bytes))) bump(counters_->drop_answer_undeliverable);
+    log(LogLevel::info, LogEvent::flow_failed, "status=408 flow=" + flow::to_string(d.flow), now);
+  }
+}
+
+// ---------------------------------------------------------------------------------------------
+// Local answers
+
+void EdgeProxy::unparseable(const Inbound& in, Outbound& out, const sip::Message& m, int status) {
+  // A 400 needs what RFC 3261 §8.2.6.2 copies; without it nothing can be sent back.
+  const bool answerable = m.is_request() && !m.method_name().empty() && m.method() != Method::ack &&
+                          m.first(HeaderId::via) && m.first(HeaderId::from) && m.first(HeaderId::to) &&
+                          m.first(HeaderId::call_id) && m.first(HeaderId::cseq);
+  const Clock::time_point now = in.received == Clock::time_point{} ? Clock::now() : in.received;
+  std::string resp;
+  sip::ResponseSpec spec;
+  spec.status = status == 0 ? 400 : status;
+  if (!answerable || sip::build_response(m, spec, resp) != Error::ok) {
+    bump(counters_->drop_unparseable);
+    log(LogLevel::debug, LogEvent::dropped, "reason=unparseable flow=" + flow::to_string(in.flow), now);
+    return;
+  }
+  count_status(spec.status);
+  log(LogLevel::info, LogEvent::bad_request,
+      "status=" + std::to_string(spec.status) + " flow=" + flow::to_string(in.flow), now);
+  const bool sent = in.from_core ? out.send_to_core(std::move(resp)) : out.send_to_flow(in.flow, std::move(resp));
+  if (!sent) bump(counters_->drop_answer_undeliverable);
+}
+
+void EdgeProxy::reply(Ctx& c, int status, std::string_view reason, std::string_view extra_name,
+                      std::string_view extra_value) {
+  if (c.msg.method() == Method::ack) {  // RFC 3261 §17: an ACK is never answered
+    bump(counters_->drop_ack);
+    return;
+  }
+  sip::ExtraHeader extra[2];
+  std::size_t n = 0;
+  if (!extra_name.empty()) extra[n++] = {extra_name, extra_value};
+  if (status == 503) extra[n++] = {"Retry-After", retry_after_};
+  const sip::Tag tag = sip::make_tag(seed_, tag_counter_.fetch_add(1, std::memory_order_relaxed));
+  sip::ResponseSpec spec;
+  spec.status = status;
+  spec.reason = reason;
+  spec.to_tag = tag.view();
+  spec.extra = {extra, n};
+  if (!c.in.from_core) {
+    spec.source_ip = c.src.view();
+    spec.source_port = c.in.flow.remote.port;
+  }
+  std::string bytes;
+  if (sip::build_response(c.msg, spec, bytes) != Error::ok) {
+    bump(counters_->drop_unparseable);
+    return;
+  }
+  send_reply_bytes(c, status, std::move(bytes));
+}
+
+void EdgeProxy::send_reply_bytes(Ctx& c, int status, std::string bytes) {
+  count_status(status);
+  if (!c.tx_key.empty()) transactions_.upstream_response(c.tx_key, c.in.flow, status, bytes, c.now);
+  const bool sent = c.in.from_core ? c.out.send_to_core(std::move(bytes))
+                                   : c.out.send_to_flow(c.in.flow, std::move(bytes));
+  if (!sent) bump(counters_->drop_answer_undeliverable);
+}
+
+// ---------------------------------------------------------------------------------------------
+// Requests
+
+namespace {
+// Our URI? Host and port against every address we advertise (a missing port is the
+// scheme's default). Only ever compared, never resolved.
+bool is_ours(const ProxyConfig& cfg, const sip::Uri& u) noexcept {
+  const bool tls = u.scheme == sip::Uri::Scheme::sips || ieq(u.transport(), "tls");
+  const std::uint16_t port = u.port ? *u.port : (tls ? 5061 : 5060);
+  auto match = [&](const AdvertisedAddress& a) { return a.port == port && ieq(a.host, u.host); };
+  if (match(cfg.core_side)) return true;
+  for (const AdvertisedAddress& a : cfg.client_side)
+    if (match(a)) return true;
+  return false;
+}
+}  // namespace
+
+void EdgeProxy::on_request(Ctx& c) {
+  const sip::Message& m = c.msg;
+  bump(c.in.from_core ? counters_->requests_from_core : counters_->requests_from_clients);
+  if (!c.in.from_core) c.src = ip_text(c.in.flow.remote);
+
+  // A UDP client retransmits until it hears from us: absorb and replay (§17.2).
+  if (!c.in.from_core && c.in.flow.transport == flow::Transport::udp && m.method() != Method::ack) {
+    const sip::Branch unique = sip::make_stateless_branch(seed_, m);
+    const ViaBranch b = branches_.for_client(unique.view().substr(7), c.in.flow);
+    std::string key(b.view());
+    key += method_class(m.method());
+    TransactionTable::UpstreamHit hit = transactions_.upstream_request(key, c.in.flow, c.now);
+    if (hit.seen == TransactionTable::Seen::retransmission) {
+      if (!hit.replay.empty()) {
+        bump(counters_->responses_replayed);
+        if (!c.out.send_to_flow(c.in.flow, std::move(hit.replay))) bump(counters_->drop_answer_undeliverable);
+        return;
+      }
+      if (is_stream(config_.core_side.transport) || config_.core_side.transport != flow::Transport::udp) {
+        bump(counters_->retransmissions_absorbed);
+        return;
+      }
+      // A UDP core runs its own server transaction: give it the retransmission.
+    }
+    c.tx_key = std::move(key);
+  }
+
+  // Find our own Route values on top (RFC 3261 §16.4), and the token among them.
+  {
+    sip::ValueIterator it(m, HeaderId::route);
+    sip::HeaderValue hv;
+    while (c.own_routes < config_.limits.max_own_routes && it.next(hv)) {
+      sip::RouteValue rv;
+      if (sip::parse_route_value(hv.text, rv) != Error::ok) {
+        reply(c, 400, "Bad Route");
+        return;
+      }
+      if (!is_ours(config_, rv.uri)) break;
+      ++c.own_routes;
+      if (c.token.empty() && rv.uri.has_user && !rv.uri.user.empty()) {
+        c.token = rv.uri.user;
+        c.token_route = rv.addr.uri;
+        c.token_uri = rv.uri;
+      }
+    }
+    if (it.error()) {
+      reply(c, 400, "Bad Route");
+      return;
+    }
+  }
+
+  // OPTIONS to us (a keep-alive ping from either side): we answer it ourselves,
+  // even with Max-Forwards 0 (RFC 3261 §11, §16.3 step 3).
+  if (m.method() == Method::options && m.count(HeaderId::route) == 0) {
+    sip::Uri ru;
+    if (sip::parse_uri(m.request_uri(), ru) == Error::ok && !ru.has_user && is_ours(config_, ru)) {
+      reply(c, 200);
+      return;
+    }
+  }
+  if (auto mf = m.max_forwards(); mf && *mf == 0) {
+    reply(c, 483);
+    return;
+  }
+  if (c.in.from_core) request_from_core(c);
+  else request_from_client(c);
+}
+
+void EdgeProxy::request_from_client(Ctx& c) {
+  const sip::Message& m = c.msg;
+  if (!c.token.empty()) {
+    if (!config_.flow_token_security) {
+      reply(c, 403, "Invalid Flow Token");
+      return;
+    }
+    std::shared_ptr<flow::FlowToken> own = c.out.flow_token(c.in.flow);
+    const flow::VerifyResult v = codec_->verify(c.token, own.get());
+    bump(v.source == flow::VerifySource::hsm ? counters_->verifies_hsm : counters_->verifies_avoided);
+    switch (v.status) {
+      case flow::TokenStatus::valid:
+        if (v.flow == c.in.flow) {
+          // §5.3 "outgoing": the client's own request on its own flow; on to the core.
+          bump(counters_->outgoing_via_token);
+          break;
+        }
+        // "incoming" from another client through us (client to client over the edge).
+        forward_to_flow(c, v.flow, c.token_route, dialog_forming(m));
+        return;
+      case flow::TokenStatus::hsm_unavailable:
+        log(LogLevel::warn, LogEvent::hsm_unavailable, "op=verify flow=" + flow::to_string(c.in.flow), c.now);
+        reply(c, 503);
+        return;
+      default:
+        // Our URIs only ever carry our tokens, so any other user part (foreign,
+        // malformed, altered) is a failed integrity check: 403 (RFC 5626 §5.3.1).
+        log(LogLevel::info, LogEvent::token_rejected,
+            std::string("status=403 why=") + flow::to_string(v.status) + " flow=" + flow::to_string(c.in.flow),
+            c.now);
+        reply(c, 403, "Invalid Flow Token");
+        return;
+    }
+  }
+  bool outbound_register = false;
+  if (m.method() == Method::register_) {
+    sip::ValueIterator it(m, HeaderId::contact);
+    sip::HeaderValue hv;
+    while (it.next(hv)) {
+      sip::ContactValue cv;
+      if (sip::parse_contact(hv.text, cv) == Error::ok && cv.reg_id && !cv.instance.empty()) outbound_register = true;
+    }
+  }
+  forward_to_core(c, dialog_forming(m), outbound_register);
+}
+
+void EdgeProxy::request_from_core(Ctx& c) {
+  const sip::Message& m = c.msg;
+  if (!c.token.empty()) {
+    if (!config_.flow_token_security) {
+      reply(c, 403, "Invalid Flow Token");
+      return;
+    }
+    // From the core, a token is never the presenting flow's own: cache, then HSM.
+    const flow::VerifyResult v = codec_->verify(c.token, nullptr);
+    bump(v.source == flow::VerifySource::hsm ? counters_->verifies_hsm : counters_->verifies_avoided);
+    if (v.status == flow::TokenStatus::valid) {
+      forward_to_flow(c, v.flow, c.token_route, dialog_forming(m));
+      return;
+    }
+    if (v.status == flow::TokenStatus::hsm_unavailable) {
+      log(LogLevel::warn, LogEvent::hsm_unavailable, "op=verify from=core", c.now);
+      reply(c, 503);
+      return;
+    }
+    log(LogLevel::info, LogEvent::token_rejected,
+        std::string("status=403 why=") + flow::to_string(v.status) + " from=core", c.now);
+    reply(c, 403, "Invalid Flow Token");
+    return;
+  }
+  // No token: nothing here names a client flow, and we never route to a host named
+  // in a message. RFC 3261 §8.2.2.1 / §16.3: 416 for a scheme we cannot serve,
+  // otherwise 404.
+  if (m.method() == Method::ack) {
+    bump(counters_->drop_ack);
+    return;
+  }
+  sip::Uri ru;
+  if (sip::parse_uri(m.request_uri(), ru) == Error::unsupported_scheme) {
+    reply(c, 416);
+    return;
+  }
+  reply(c, 404, "No Flow For Request");
+}
+
+void EdgeProxy::forward_to_core(Ctx& c, bool dialog, bool outbound_register) {
+  const sip::Message& m = c.msg;
+  sip::Editor ed(m);
+  Error e = Error::ok;
+  auto step = [&](Error r) {
+    if (e == Error::ok) e = r;
+  };
+  if (c.own_routes) step(ed.pop_routes(c.own_routes));
+  step(ed.decrement_max_forwards());
+  step(ed.add_received_rport(0, c.src.view(), c.in.flow.remote.port));
+
+  const sip::Branch unique = sip::make_stateless_branch(seed_, m);
+  const ViaBranch branch = branches_.for_client(unique.view().substr(7), c.in.flow);
+  step(ed.push_via({flow::to_string(config_.core_side.transport), config_.core_side.host, config_.core_side.port,
+                    branch.view(), false}));
+
+  // RFC 3327 / RFC 5626 §5.1: Path on REGISTER, Record-Route on dialog-forming
+  // requests, each with this flow's token (minted once per flow, then cached).
+  std::string path_uri, rr_client, rr_core;
+  const bool first_hop = sip::via_count(m) == 1;
+  bool want_path = false;
+  if (m.method() == Method::register_) {
+    if (!sip::has_option_tag(m, HeaderId::supported, "path")) {
+      // RFC 3327 §5.2: no Path for a UA that did not ask; 421 when we insist.
+      if (config_.require_path) {
+        reply(c, 421, {}, "Require", "path");
+        return;
+      }
+    } else if (!config_.flow_token_security) {
+      // §5.1: a first hop must put a token in Path or reject; we have no tokens.
+      if (outbound_register && first_hop) {
+        reply(c, 439);
+        return;
+      }
+    } else {
+      want_path = true;
+    }
+  }
+  const bool want_rr = dialog && config_.flow_token_security;
+  if (want_path || want_rr) {
+    std::shared_ptr<flow::FlowToken> ft = c.out.flow_token(c.in.flow);
+    if (!ft) {  // the flow closed while we were at it: nowhere to answer
+      bump(counters_->drop_answer_undeliverable);
+      return;
+    }
+    const std::uint64_t before = ft->mints();
+    const flow::MintResult mr = ft->get(*codec_);
+    bump(ft->mints() != before ? counters_->mints_hsm : counters_->mints_avoided);
+    if (mr.status != flow::MintStatus::ok) {
+      if (mr.status == flow::MintStatus::invalid_flow) {
+        log(LogLevel::error, LogEvent::internal, "op=mint why=invalid_flow flow=" + flow::to_string(c.in.flow), c.now);
+        reply(c, 500);
+        return;
+      }
+      log(LogLevel::warn, LogEvent::hsm_unavailable,
+          std::string("op=mint why=") + flow::to_string(mr.status) + " flow=" + flow::to_string(c.in.flow), c.now);
+      reply(c, 503);
+      return;
+    }
+    const std::string_view token = mr.token.view();
+    if (want_path) {
+      // ;ob only as the first hop of an outbound REGISTER (§5.1 MUST NOT otherwise).
+      path_uri = our_uri(config_.core_side, token, outbound_register && first_hop);
+      step(ed.insert_path(path_uri));
+      if (e == Error::ok) bump(counters_->paths_added);
+    }
+    if (want_rr) {
+      const AdvertisedAddress* client = config_.client_address(c.in.flow.transport);
+      if (!client || same_interface(*client, config_.core_side)) {
+        rr_core = our_uri(config_.core_side, token, false);
+        step(ed.insert_record_route(rr_core));
+      } else {
+        // RFC 5658: the core-facing value on top (the core's side of the route
+        // set), the UA-facing one below it, carrying the token.
+        rr_core = our_uri(config_.core_side, {}, false);
+        rr_client = our_uri(*client, token, false);
+        step(ed.insert_record_route(rr_core));
+        step(ed.insert_record_route(rr_client));
+      }
+      if (e == Error::ok) bump(counters_->record_routes_added);
+    }
+  }
+  step(ed.ensure_content_length());
+  if (e != Error::ok) {
+    bump(counters_->drop_edit_failed);
+    log(LogLevel::error, LogEvent::internal, std::string("op=edit why=") + std::string(sip::reason(e)), c.now);
+    reply(c, sip::suggested_status(e) >= 400 ? sip::suggested_status(e) : 500);
+    return;
+  }
+  std::string bytes;
+  ed.serialize(bytes);
+  if (!c.out.send_to_core(std::move(bytes))) {
+    log(LogLevel::warn, LogEvent::core_unavailable, "flow=" + flow::to_string(c.in.flow), c.now);
+    reply(c, 503, "Core Unreachable");
+    return;
+  }
+  bump(counters_->forwarded_to_core);
+}
+
+void EdgeProxy::forward_to_flow(Ctx& c, const FlowKey& flow, std::string_view route_uri, bool dialog) {
+  const sip::Message& m = c.msg;
+  bump(counters_->incoming_via_token);
+  if (!c.out.flow_alive(flow)) {
+    log(LogLevel::info, LogEvent::flow_failed, "status=430 flow=" + flow::to_string(flow), c.now);
+    reply(c, 430);
+    return;
+  }
+  const AdvertisedAddress* us = config_.client_address(flow.transport);
+  if (!us) us = &config_.client_side.front();
+  sip::Editor ed(m);
+  Error e = Error::ok;
+  auto step = [&](Error r) {
+    if (e == Error::ok) e = r;
+  };
+  step(ed.pop_routes(c.own_routes));
+  step(ed.decrement_max_forwards());
+  if (!c.in.from_core) step(ed.add_received_rport(0, c.src.view(), c.in.flow.remote.port));
+  const sip::Branch unique = sip::make_stateless_branch(seed_, m);
+  // The branch says where the response goes: the core, or the client that sent it.
+  const ViaBranch branch = c.in.from_core ? branches_.for_core(unique.view().substr(7))
+                                          : branches_.for_client(unique.view().substr(7), c.in.flow);
+  step(ed.push_via({flow::to_string(flow.transport), us->host, us->port, branch.view(), false}));
+  std::string rr_copy, rr_client;
+  if (dialog) {
+    // §5.3.1: stay on the path with a copy of the Route URI, without ;ob; RFC 5658:
+    // the UA-facing value on top (the client's side), carrying the token.
+    rr_copy = without_ob(route_uri, c.token_uri);
+    if (!same_interface(*us, config_.core_side)) {
+      rr_client = our_uri(*us, c.token, false);
+      step(ed.insert_record_route(rr_client));
+    }
+    step(ed.insert_record_route(rr_copy));
+    if (e == Error::ok) bump(counters_->record_routes_added);
+  }
+  step(ed.ensure_content_length());
+  if (e != Error::ok) {
+    bump(counters_->drop_edit_failed);
+    log(LogLevel::error, LogEvent::internal, std::string("op=edit why=") + std::string(sip::reason(e)), c.now);
+    reply(c, sip::suggested_status(e) >= 400 ? sip::suggested_status(e) : 500);
+    return;
+  }
+  std::string bytes;
+  ed.serialize(bytes);
+  // Nobody retransmits on the UDP leg of a request the core sent over a reliable
+  // connection: we do, and answer 408 once if the client stays silent.
+  const bool track = c.in.from_core && flow.transport == flow::Transport::udp &&
+                     config_.core_side.transport != flow::Transport::udp && m.method() != Method::ack;
+  std::string copy;
+  if (track) copy = bytes;
+  if (!c.out.send_to_flow(flow, std::move(bytes))) {
+    log(LogLevel::info, LogEvent::flow_failed, "status=430 flow=" + flow::to_string(flow), c.now);
+    reply(c, 430);
+    return;
+  }
+  bump(counters_->forwarded_to_flow);
+  if (track) {
+    std::string key(branch.view());
+    key += method_class(m.method());
+    transactions_.downstream_request(key, flow, m.method() == Method::invite, std::move(copy), c.now);
+  }
+}
+
+// ---------------------------------------------------------------------------------------------
+// Responses
+
+void EdgeProxy::on_response(Ctx& c) {
+  const sip::Message& m = c.msg;
+  bump(c.in.from_core ? counters_->responses_from_core : counters_->responses_from_clients);
+  sip::Via top;
+  std::optional<DecodedBranch> d;
+  if (sip::via_at(m, 0, top) == Error::ok) {
+    sip::Uri sent_by;  // compare sent-by like a URI host/port
+    sent_by.host = top.host;
+    sent_by.port = top.port;
+    if (ieq(top.transport, "TLS")) sent_by.scheme = sip::Uri::Scheme::sips;
+    if (is_ours(config_, sent_by)) d = branches_.decode(top.branch);
+  }
+  // A response from the core goes back to the client flow in our branch; one from a
+  // client goes where our branch says (the core, or the client that asked).
+  if (!d || (c.in.from_core && !d->from_client) || sip::via_count(m) < 2) {
+    bump(counters_->drop_response_not_ours);
+    log(LogLevel::debug, LogEvent::dropped, "reason=response_not_ours flow=" + flow::to_string(c.in.flow), c.now);
+    return;
+  }
+  const int status = m.status();
+  std::string key(top.branch);
+  key += method_class(sip::method_from_name(m.cseq().method));
+  if (!c.in.from_core) transactions_.downstream_response(key, status);
+
+  sip::Editor ed(m);
+  Error e = ed.remove_top_via();
+  // RFC 5626 §5.4 / RFC 6223: a 2xx to an outbound REGISTER learns how long we
+  // keep the flow without traffic; keep= gets the same value.
+  const std::uint32_t ft = config_.flow_timer_seconds;
+  const bool registered = d->from_client && status >= 200 && status < 300 &&
+                          sip::method_from_name(m.cseq().method) == Method::register_ &&
+                          sip::has_option_tag(m, HeaderId::require, "outbound");
+  if (registered && e == Error::ok) {
+    e = ed.set_flow_timer(ft);
+    if (e == Error::ok) {
+      if (Error k = ed.set_via_keep(1, ft); k != Error::ok && k != Error::no_such_header) e = k;
+    }
+  }
+  if (e == Error::ok) e = ed.ensure_content_length();
+  if (e != Error::ok) {
+    bump(counters_->drop_edit_failed);
+    log(LogLevel::error, LogEvent::internal, std::string("op=edit_response why=") + std::string(sip::reason(e)), c.now);
+    return;
+  }
+  std::string bytes;
+  ed.serialize(bytes);
+  if (!d->from_client) {
+    if (!c.out.send_to_core(std::move(bytes))) {
+      bump(counters_->drop_response_core_down);
+      return;
+    }
+    bump(counters_->forwarded_to_core);
+    return;
+  }
+  if (d->flow.transport == flow::Transport::udp)
+    transactions_.upstream_response(key, d->flow, status, bytes, c.now);
+  if (!c.out.send_to_flow(d->flow, std::move(bytes))) {
+    // RFC 3261 §18.2.2 would open a new connection; an edge never does.
+    bump(counters_->drop_response_flow_gone);
+    log(LogLevel::info, LogEvent::dropped, "reason=flow_gone flow=" + flow::to_string(d->flow), c.now);
+    return;
+  }
+  bump(counters_->forwarded_to_flow);
+  if (registered) {
+    c.out.mark_registered(d->flow, std::chrono::seconds(ft));
+    bump(counters_->flow_timers_set);
+  }
+}
+
+}  // namespace edge::net
