@@ -8,10 +8,19 @@
 
 namespace edge::net {
 
-const AdvertisedAddress* ProxyConfig::client_address(flow::Transport t) const noexcept {
-  for (const AdvertisedAddress& a : client_side)
-    if (a.transport == t) return &a;
-  return nullptr;
+namespace {
+bool is_v6(const AdvertisedAddress& a) noexcept { return a.host.find(':') != std::string::npos; }
+}  // namespace
+
+const AdvertisedAddress* ProxyConfig::client_address(const flow::FlowKey& flow) const noexcept {
+  const bool v6 = flow.local.family == flow::Family::ipv6;
+  const AdvertisedAddress* any = nullptr;
+  for (const AdvertisedAddress& a : client_side) {
+    if (a.transport != flow.transport) continue;
+    if (is_v6(a) == v6) return &a;
+    if (!any) any = &a;
+  }
+  return any;
 }
 
 namespace {
@@ -28,8 +37,8 @@ void ProxyConfig::validate() const {
   for (std::size_t i = 0; i < client_side.size(); ++i) {
     check_address(client_side[i], "proxy client_side[" + std::to_string(i) + "]");
     for (std::size_t j = 0; j < i; ++j)
-      if (client_side[j].transport == client_side[i].transport)
-        throw std::invalid_argument(std::string("proxy: two client-facing addresses for ") +
+      if (client_side[j].transport == client_side[i].transport && is_v6(client_side[j]) == is_v6(client_side[i]))
+        throw std::invalid_argument(std::string("proxy: two client-facing addresses of one family for ") +
                                     flow::to_string(client_side[i].transport));
   }
   check_address(core_side, "proxy core_side");

@@ -567,7 +567,7 @@ void EdgeProxy::forward_to_core(Ctx& c, bool dialog, bool outbound_register) {
       if (e == Error::ok) bump(counters_->paths_added);
     }
     if (want_rr) {
-      const AdvertisedAddress* client = config_.client_address(c.in.flow.transport);
+      const AdvertisedAddress* client = config_.client_address(c.in.flow);
       if (!client || same_interface(*client, config_.core_side)) {
         rr_core = our_uri(config_.core_side, token, false);
         step(ed.insert_record_route(rr_core));
@@ -607,7 +607,7 @@ void EdgeProxy::forward_to_flow(Ctx& c, const FlowKey& flow, std::string_view ro
     reply(c, 430);
     return;
   }
-  const AdvertisedAddress* us = config_.client_address(flow.transport);
+  const AdvertisedAddress* us = config_.client_address(flow);
   if (!us) us = &config_.client_side.front();
   sip::Editor ed(m);
   Error e = Error::ok;

@@ -39,9 +39,10 @@ struct ProxyLimits {
 };
 
 struct ProxyConfig {
-  // Client-facing side: one address per transport clients reach us over. The
-  // entry matching a flow's transport goes into the Via we push toward that
-  // flow and into the UA-facing Record-Route.
+  // Client-facing side: one address per transport (and per address family, when
+  // clients reach us over IPv4 and IPv6). The entry matching a flow's transport and
+  // family goes into the Via we push toward that flow and into the UA-facing
+  // Record-Route.
   std::vector<AdvertisedAddress> client_side;
   // Core-facing side: how the core reaches us. Its transport is the transport of
   // the core next hop (Outbound::send_to_core); it goes into the Via we push
@@ -63,8 +64,9 @@ struct ProxyConfig {
 
   ProxyLimits limits;
 
-  // Looks up the client-facing address for a transport.
-  const AdvertisedAddress* client_address(flow::Transport t) const noexcept;
+  // The client-facing address for a flow: same transport and family, else same
+  // transport; null when no entry has the transport.
+  const AdvertisedAddress* client_address(const flow::FlowKey& flow) const noexcept;
   // Throws std::invalid_argument naming the first problem (start-up path).
   void validate() const;
 };
