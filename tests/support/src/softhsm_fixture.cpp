@@ -107,7 +107,11 @@ std::filesystem::path SoftHsmToken::token_object_dir() const {
 }
 
 std::string SoftHsmToken::serial() const {
-  if (!serial_.empty()) return serial_;
+  if (serial_.empty()) serial_ = serial_of(options_.label);
+  return serial_;
+}
+
+std::string SoftHsmToken::serial_of(const std::string& label) const {
   auto r = run_command({"softhsm2-util", "--show-slots"}, child_env());
   if (r.exit_code != 0) throw std::runtime_error("softhsm2-util --show-slots failed: " + r.err);
   // Blocks look like "Serial number:    4c51...\n ... Label:            <label>   ".
@@ -122,12 +126,9 @@ std::string SoftHsmToken::serial() const {
   };
   while (std::getline(in, line)) {
     if (line.find("Serial number:") != std::string::npos) last_serial = value(line);
-    if (line.find("Label:") != std::string::npos && value(line) == options_.label) {
-      serial_ = last_serial;
-      return serial_;
-    }
+    if (line.find("Label:") != std::string::npos && value(line) == label) return last_serial;
   }
-  throw std::runtime_error("softhsm2-util --show-slots does not list " + options_.label);
+  throw std::runtime_error("softhsm2-util --show-slots does not list " + label);
 }
 
 std::string SoftHsmToken::uri() const { return "pkcs11:token=" + options_.label + ";serial=" + serial(); }
@@ -142,6 +143,7 @@ edge::hsm::HsmConfig SoftHsmToken::config() const {
   c.checkout_timeout = std::chrono::milliseconds(2000);
   c.backoff_initial = std::chrono::milliseconds(50);
   c.backoff_max = std::chrono::milliseconds(400);
+  c.softhsm2_conf = conf_.string();
   return c;
 }
 

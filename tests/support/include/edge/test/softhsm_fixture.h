@@ -50,6 +50,8 @@ class SoftHsmToken {
   const std::string& user_pin() const noexcept { return options_.user_pin; }
   // Token serial number as SoftHSM reports it (softhsm2-util --show-slots).
   std::string serial() const;
+  // Serial of any token in this token directory, by its label.
+  std::string serial_of(const std::string& label) const;
   // RFC 7512 URI of the token: "pkcs11:token=<label>;serial=<serial>".
   std::string uri() const;
 

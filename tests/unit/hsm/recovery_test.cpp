@@ -1,0 +1,315 @@
+// Recovery from HSM faults, injected through the shim or made by removing the token's files.
+#include <edge/hsm/hsm.h>
+#include <edge/hsm/keyset_mac.h>
+#include <edge/test/fault_shim.h>
+#include <edge/test/hsm_test_util.h>
+#include <edge/test/softhsm_fixture.h>
+
+#include <gmock/gmock.h>
+#include <gtest/gtest.h>
+
+#include <atomic>
+#include <chrono>
+#include <filesystem>
+#include <memory>
+#include <mutex>
+#include <string>
+#include <thread>
+#include <vector>
+
+namespace {
+
+using edge::hsm::Hsm;
+using edge::hsm::HsmState;
+using edge::hsm::MacStatus;
+using edge::hsm::MacTag;
+using edge::test::FaultShim;
+using edge::test::SoftHsmToken;
+using ::testing::HasSubstr;
+using namespace std::chrono_literals;
+
+// Generous: the configured back-off tops out at 400 ms; this only catches "never".
+constexpr auto kComesBackWithin = 15s;
+
+class RecoveryTest : public ::testing::Test {
+ protected:
+  void open(std::chrono::milliseconds backoff_initial = 50ms, std::chrono::milliseconds backoff_max = 400ms) {
+    auto config = shim_.config();
+    config.backoff_initial = backoff_initial;
+    config.backoff_max = backoff_max;
+    config.max_sessions = 2;
+    config.on_state_change = [this](HsmState s, const std::string& reason) {
+      std::lock_guard lock(mu_);
+      changes_.emplace_back(s, reason);
+    };
+    hsm_ = std::make_unique<Hsm>(config);
+    hsm_->keysets().create("sipflow");
+    mac_ = hsm_->mac_for("sipflow");
+    ASSERT_EQ(mac_->sign(1, data_, tag_), MacStatus::ok);
+  }
+  MacStatus sign() {
+    MacTag t{};
+    MacStatus s = mac_->sign(1, data_, t);
+    if (s == MacStatus::ok) {
+      EXPECT_EQ(t, tag_);
+    }
+    return s;
+  }
+  MacStatus verify() { return mac_->verify(1, data_, tag_); }
+  edge::hsm::OpCountersSnapshot counters() const { return hsm_->counters().snapshot(); }
+  bool back() { return sign() == MacStatus::ok && hsm_->state() == HsmState::available; }
+  std::vector<std::pair<HsmState, std::string>> changes() {
+    std::lock_guard lock(mu_);
+    return changes_;
+  }
+
+  SoftHsmToken token_;
+  FaultShim shim_{token_};
+  std::unique_ptr<Hsm> hsm_;
+  std::shared_ptr<edge::hsm::KeySetMac> mac_;
+  std::vector<std::uint8_t> data_ = edge::test::sample_data();
+  MacTag tag_{};
+  std::mutex mu_;
+  std::vector<std::pair<HsmState, std::string>> changes_;
+};
+
+// ---- session faults: reopen and retry once, invisible to the caller --------------------
+
+class SessionFault : public RecoveryTest, public ::testing::WithParamInterface<const char*> {};
+
+TEST_P(SessionFault, ReopensTheSessionAndRetriesOnce) {
+  open();
+  auto c0 = counters();
+  auto opens = shim_.calls("C_OpenSession");
+  shim_.set(std::string("C_Sign ") + GetParam() + " count=1\n");
+  EXPECT_EQ(sign(), MacStatus::ok);
+  EXPECT_EQ(shim_.injected("C_Sign"), 1u);
+  EXPECT_GT(shim_.calls("C_OpenSession"), opens) << "no new session was opened";
+  auto c1 = counters();
+  EXPECT_EQ(c1.recoveries - c0.recoveries, 1u);
+  EXPECT_EQ(hsm_->state(), HsmState::available);
+
+  shim_.set(std::string("C_SignInit ") + GetParam() + " count=1\n");
+  EXPECT_EQ(verify(), MacStatus::ok);
+  EXPECT_EQ(shim_.injected("C_SignInit"), 1u);
+  EXPECT_EQ(hsm_->state(), HsmState::available);
+}
+
+TEST_P(SessionFault, RetriesOnlyOnce) {
+  open(1s, 1s);
+  shim_.set(std::string("C_Sign ") + GetParam() + "\n");  // every time
+  auto calls = shim_.calls("C_Sign");
+  EXPECT_NE(sign(), MacStatus::ok);
+  EXPECT_EQ(shim_.calls("C_Sign") - calls, 2u) << "one try and one retry";
+  shim_.clear();
+  EXPECT_TRUE(edge::test::wait_until([&] { return back(); }, kComesBackWithin));
+}
+
+INSTANTIATE_TEST_SUITE_P(Codes, SessionFault,
+                         ::testing::Values("CKR_SESSION_HANDLE_INVALID", "CKR_SESSION_CLOSED"));
+
+// ---- login lost: log in again ---------------------------------------------------------
+
+TEST_F(RecoveryTest, UserNotLoggedInLogsInAgain) {
+  open();
+  auto logins = shim_.calls("C_Login");
+  shim_.set("C_SignInit CKR_USER_NOT_LOGGED_IN count=1\n");
+  EXPECT_EQ(sign(), MacStatus::ok);
+  EXPECT_GT(shim_.calls("C_Login"), logins);
+  EXPECT_EQ(hsm_->state(), HsmState::available);
+
+  logins = shim_.calls("C_Login");
+  shim_.set("C_Sign CKR_USER_NOT_LOGGED_IN count=1\n");
+  EXPECT_EQ(verify(), MacStatus::ok);
+  EXPECT_GT(shim_.calls("C_Login"), logins);
+  EXPECT_EQ(hsm_->state(), HsmState::available);
+}
+
+// ---- stale handles: find the key again ------------------------------------------------
+
+class HandleFault : public RecoveryTest, public ::testing::WithParamInterface<const char*> {};
+
+TEST_P(HandleFault, FindsTheKeyAgain) {
+  open();
+  auto c0 = counters();
+  auto finds = shim_.calls("C_FindObjectsInit");
+  shim_.set(std::string("C_SignInit ") + GetParam() + " count=1\n");
+  EXPECT_EQ(sign(), MacStatus::ok);
+  EXPECT_EQ(shim_.injected("C_SignInit"), 1u);
+  EXPECT_GT(shim_.calls("C_FindObjectsInit"), finds) << "the key was not looked up again";
+  EXPECT_GT(counters().find, c0.find);
+  EXPECT_EQ(hsm_->state(), HsmState::available);
+  // The new handle stays in use: no search per operation afterwards.
+  finds = shim_.calls("C_FindObjectsInit");
+  for (int i = 0; i < 5; ++i) EXPECT_EQ(sign(), MacStatus::ok);
+  EXPECT_EQ(shim_.calls("C_FindObjectsInit"), finds);
+}
+
+INSTANTIATE_TEST_SUITE_P(Codes, HandleFault,
+                         ::testing::Values("CKR_OBJECT_HANDLE_INVALID", "CKR_KEY_HANDLE_INVALID"));
+
+// ---- device faults: unavailable at once, back by itself after the back-off -------------
+
+class DeviceFault : public RecoveryTest, public ::testing::WithParamInterface<const char*> {};
+
+TEST_P(DeviceFault, UnavailableThenBackByItself) {
+  // A long first back-off, so "answered at once during the back-off" does not depend on
+  // how fast this machine runs the next line.
+  open(1500ms, 1500ms);
+  shim_.set(std::string("C_Sign ") + GetParam() + " count=1\n");
+  EXPECT_EQ(sign(), MacStatus::unavailable);
+  EXPECT_EQ(hsm_->state(), HsmState::unavailable);
+  auto status = hsm_->status();
+  EXPECT_THAT(status.last_error, HasSubstr("C_Sign"));
+  EXPECT_THAT(status.last_error, HasSubstr(GetParam()));
+  EXPECT_GT(status.retry_in, 0ms);
+
+  // During the back-off nothing reaches the HSM.
+  auto calls = shim_.calls("C_Sign") + shim_.calls("C_SignInit") + shim_.calls("C_OpenSession");
+  for (int i = 0; i < 20; ++i) {
+    EXPECT_EQ(sign(), MacStatus::unavailable);
+    EXPECT_EQ(verify(), MacStatus::unavailable);
+  }
+  EXPECT_EQ(shim_.calls("C_Sign") + shim_.calls("C_SignInit") + shim_.calls("C_OpenSession"), calls);
+
+  // The fault was a one-off: after the back-off the next call rebuilds and works.
+  EXPECT_TRUE(edge::test::wait_until([&] { return back(); }, kComesBackWithin));
+  EXPECT_EQ(verify(), MacStatus::ok);
+  EXPECT_GE(counters().recoveries, 1u);
+
+  auto seen = changes();
+  ASSERT_GE(seen.size(), 2u);
+  EXPECT_EQ(seen.front().first, HsmState::unavailable);
+  EXPECT_THAT(seen.front().second, HasSubstr(GetParam()));
+  EXPECT_EQ(seen.back().first, HsmState::available);
+}
+
+TEST_P(DeviceFault, PersistentFaultBacksOffAndRecoversWhenItEnds) {
+  open(50ms, 400ms);
+  shim_.set(std::string("* ") + GetParam() + "\n");
+  EXPECT_EQ(sign(), MacStatus::unavailable);
+  // Callers keep coming for a while; rebuild attempts are spaced by the doubling
+  // back-off (50, 100, 200, 400, 400, ... ms), not made on every call.
+  auto injected0 = shim_.injected();
+  int calls = 0;
+  auto until = std::chrono::steady_clock::now() + 1500ms;
+  while (std::chrono::steady_clock::now() < until) {
+    EXPECT_EQ(sign(), MacStatus::unavailable);
+    ++calls;
+    std::this_thread::sleep_for(1ms);
+  }
+  auto attempts = shim_.injected() - injected0;
+  EXPECT_GE(attempts, 1u) << "never tried to rebuild";
+  EXPECT_LE(attempts, 40u) << calls << " calls made " << attempts << " attempts: no back-off";
+  EXPECT_EQ(hsm_->state(), HsmState::unavailable);
+
+  shim_.clear();
+  EXPECT_TRUE(edge::test::wait_until([&] { return back(); }, kComesBackWithin));
+  EXPECT_EQ(verify(), MacStatus::ok);
+}
+
+INSTANTIATE_TEST_SUITE_P(Codes, DeviceFault,
+                         ::testing::Values("CKR_DEVICE_REMOVED", "CKR_TOKEN_NOT_PRESENT",
+                                           "CKR_DEVICE_ERROR", "CKR_GENERAL_ERROR"));
+
+// ---- wrong PIN at a re-login: reported, never retried ---------------------------------
+
+TEST_F(RecoveryTest, PinIncorrectAtReloginIsReportedOnceAndNotRetried) {
+  open(50ms, 100ms);
+  shim_.set("C_Login CKR_PIN_INCORRECT\nC_SignInit CKR_USER_NOT_LOGGED_IN count=1\n");
+  auto logins = shim_.calls("C_Login");
+  EXPECT_EQ(sign(), MacStatus::unavailable);
+  EXPECT_EQ(hsm_->state(), HsmState::pin_incorrect);
+  EXPECT_THAT(hsm_->status().last_error, HasSubstr("CKR_PIN_INCORRECT"));
+  EXPECT_EQ(shim_.calls("C_Login") - logins, 1u);
+
+  // Well past any back-off: still no new login attempt, whatever the traffic.
+  auto until = std::chrono::steady_clock::now() + 500ms;
+  while (std::chrono::steady_clock::now() < until) {
+    EXPECT_EQ(sign(), MacStatus::unavailable);
+    EXPECT_EQ(verify(), MacStatus::unavailable);
+    std::this_thread::sleep_for(5ms);
+  }
+  EXPECT_EQ(shim_.calls("C_Login") - logins, 1u) << "a wrong PIN was retried (token lockout risk)";
+  EXPECT_EQ(hsm_->state(), HsmState::pin_incorrect);
+  auto seen = changes();
+  ASSERT_EQ(seen.size(), 1u) << "reported once";
+  EXPECT_EQ(seen[0].first, HsmState::pin_incorrect);
+
+  // The operator fixes the PIN and asks for a rebuild.
+  shim_.clear();
+  hsm_->request_rebuild();
+  EXPECT_TRUE(edge::test::wait_until([&] { return back(); }, kComesBackWithin));
+}
+
+// ---- many threads while faults come and go ---------------------------------------------
+
+TEST_F(RecoveryTest, ManyThreadsSigningThroughFaultsNeverCrashOrLie) {
+  open(20ms, 100ms);
+  std::atomic<bool> stop{false};
+  std::atomic<int> ok{0}, unavailable{0}, other{0};
+  std::vector<std::thread> threads;
+  for (int t = 0; t < 6; ++t) {
+    threads.emplace_back([&, t] {
+      auto data = edge::test::sample_data();
+      while (!stop.load()) {
+        MacTag tag{};
+        MacStatus s = (t % 2 == 0) ? mac_->sign(1, data, tag) : mac_->verify(1, data, tag_);
+        if (s == MacStatus::ok && t % 2 == 0 && tag != tag_) s = MacStatus::mismatch;  // a wrong tag
+        (s == MacStatus::ok ? ok : s == MacStatus::unavailable ? unavailable : other)++;
+      }
+    });
+  }
+  const char* phases[] = {
+      "C_Sign CKR_SESSION_HANDLE_INVALID every=7\n",
+      "C_SignInit CKR_KEY_HANDLE_INVALID every=5\nC_Sign CKR_SESSION_CLOSED every=11\n",
+      "C_Sign CKR_DEVICE_ERROR count=3\n",
+      "C_SignInit CKR_USER_NOT_LOGGED_IN every=13\n",
+      "* CKR_DEVICE_REMOVED\n",
+      "C_Sign CKR_GENERAL_ERROR every=3\nC_OpenSession CKR_DEVICE_ERROR every=2\n",
+      "C_Sign delay_ms=20 every=4\nC_SignInit CKR_OBJECT_HANDLE_INVALID every=9\n",
+      "* CKR_TOKEN_NOT_PRESENT count=5\n",
+  };
+  for (int round = 0; round < 2; ++round) {
+    for (const char* rules : phases) {
+      shim_.set(rules);
+      std::this_thread::sleep_for(120ms);
+    }
+  }
+  shim_.clear();
+  EXPECT_TRUE(edge::test::wait_until([&] { return back(); }, kComesBackWithin));
+  stop = true;
+  for (auto& th : threads) th.join();
+
+  EXPECT_EQ(other.load(), 0) << "a call answered something else than ok or unavailable";
+  EXPECT_GT(ok.load(), 0);
+  EXPECT_GT(shim_.injected(), 0u);
+  EXPECT_EQ(verify(), MacStatus::ok);
+  EXPECT_EQ(sign(), MacStatus::ok);
+  EXPECT_EQ(hsm_->state(), HsmState::available);
+}
+
+// ---- the token's files disappear and come back (real SoftHSM, no shim rule) -----------
+
+TEST_F(RecoveryTest, TokenDirectoryRemovedAndRestored) {
+  open(50ms, 200ms);
+  auto dir = token_.token_object_dir();
+  auto away = token_.dir() / "token-away";
+  std::filesystem::rename(dir, away);
+
+  // SoftHSM notices on the next operation (CKR_OBJECT_HANDLE_INVALID / CKR_GENERAL_ERROR);
+  // a token that is gone is "unavailable", not "this tag names an unknown key".
+  EXPECT_EQ(sign(), MacStatus::unavailable);
+  for (int i = 0; i < 5; ++i) {
+    EXPECT_EQ(verify(), MacStatus::unavailable);
+    std::this_thread::sleep_for(100ms);  // rebuild attempts happen, and fail
+  }
+  EXPECT_NE(hsm_->state(), HsmState::available);
+
+  std::filesystem::rename(away, dir);
+  EXPECT_TRUE(edge::test::wait_until([&] { return back(); }, kComesBackWithin));
+  EXPECT_EQ(verify(), MacStatus::ok) << "a tag minted before the removal verifies after it";
+  EXPECT_TRUE(hsm_->keysets().exists("sipflow"));
+}
+
+}  // namespace
