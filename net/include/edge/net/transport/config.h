@@ -1,0 +1,80 @@
+// Plain configuration of the SIP transport layer: listeners, TLS material, core next hop, limits, workers.
+#pragma once
+
+#include "edge/net/flow/flow_key.h"
+
+#include <chrono>
+#include <cstddef>
+#include <cstdint>
+#include <string>
+#include <vector>
+
+namespace edge::net {
+
+// Who must show a client certificate on TLS / WSS listeners.
+enum class ClientCertPolicy : std::uint8_t { none, optional, required };
+
+// TLS material for the server side (listeners) and, with ca_file, for checking the core.
+// Only TLS 1.2 and newer are offered.
+struct TlsConfig {
+  std::string certificate_chain_file;  // PEM, leaf first
+  std::string private_key_file;        // PEM, unencrypted (the key is not a flow-token key)
+  std::string ca_file;                 // PEM; verifies client certificates (and the core)
+  ClientCertPolicy client_certs = ClientCertPolicy::none;
+};
+
+struct ListenerConfig {
+  flow::Transport transport = flow::Transport::udp;  // udp, tcp, tls, ws or wss
+  std::string address = "127.0.0.1";                 // IPv4 or IPv6 literal, no brackets
+  std::uint16_t port = 5060;                         // 0: the OS picks one (tests)
+};
+
+// The core registrar/proxy behind the edge: one persistent connection.
+struct CoreConfig {
+  bool enabled = false;
+  flow::Transport transport = flow::Transport::tcp;  // tcp, tls or udp
+  std::string address = "127.0.0.1";
+  std::uint16_t port = 5060;
+  // Reconnect back-off doubles from initial to max; it resets after a connect.
+  std::chrono::milliseconds reconnect_initial{100};
+  std::chrono::milliseconds reconnect_max{10'000};
+  // Messages held while the connection is down; send_to_core fails beyond this.
+  std::size_t max_queued = 1024;
+  // TLS to the core: verify it against TlsConfig::ca_file when set; present our
+  // certificate chain when one is configured.
+  std::string tls_server_name;  // SNI and host name check; empty: no name check
+};
+
+struct TransportLimits {
+  std::size_t max_connections = 10'000;        // stream connections, all listeners
+  std::size_t max_per_source_address = 100;    // stream connections from one IP address
+  std::size_t max_message_size = 65'535;       // bytes; stream: answer 513 then close, UDP: drop
+  // Slowloris: a message whose header section is not complete this long after
+  // its first byte, or whose body is not complete this long after its headers,
+  // closes the connection. The TLS handshake and the WS upgrade count as headers.
+  std::chrono::milliseconds header_read_timeout{10'000};
+  std::chrono::milliseconds body_read_timeout{10'000};
+  // Flows with no successful REGISTER (mark_registered) die after this much silence.
+  std::chrono::milliseconds idle_timeout{120'000};
+  // Registered flows die after Flow-Timer + grace of silence (RFC 5626 §5.4: wait
+  // longer than Flow-Timer; reSIProcate uses 30 s).
+  std::chrono::milliseconds flow_timeout_grace{30'000};
+  // Writes queued on one connection (or the UDP socket) before send_to_flow fails.
+  std::size_t max_write_queue = 512;
+  // How often each worker walks the flow table for expired flows and stalled
+  // reads; bounds the precision of every timeout above.
+  std::chrono::milliseconds sweep_interval{1'000};
+};
+
+struct TransportConfig {
+  std::vector<ListenerConfig> listeners;
+  TlsConfig tls;  // needed when a tls/wss listener or a tls core is configured
+  CoreConfig core;
+  TransportLimits limits;
+  // Worker threads, each owning one io_context; 0 = one per core.
+  unsigned workers = 0;
+  // Sent as Server on the 400/513 the transport answers itself; empty: none.
+  std::string server_header = "edge";
+};
+
+}  // namespace edge::net

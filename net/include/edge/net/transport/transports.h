@@ -1,0 +1,131 @@
+// The SIP transport layer: listeners, worker threads, flow table, core link; implements Outbound.
+#pragma once
+
+#include "edge/net/transport/config.h"
+#include "edge/net/transport/flow_table.h"
+#include "edge/net/transport/seam.h"
+
+#include <array>
+#include <cstdint>
+#include <memory>
+#include <stdexcept>
+#include <string>
+#include <vector>
+
+namespace edge::net {
+
+// Start-up and reconfiguration failures ("tcp 127.0.0.1:5060: address in use",
+// "tls: cannot load certificate chain /etc/edge/cert.pem: ..."). The per-message
+// path never throws.
+class TransportError : public std::runtime_error {
+ public:
+  using std::runtime_error::runtime_error;
+};
+
+// A listener as bound (port 0 resolved to the port the OS chose).
+struct BoundListener {
+  flow::Transport transport = flow::Transport::udp;
+  flow::Endpoint local;
+};
+
+struct TransportCounters {
+  std::uint64_t accepted = 0;           // connections accepted (streams)
+  std::uint64_t flows_opened = 0;       // flow entries created
+  std::uint64_t flows_closed = 0;
+  std::uint64_t messages_in = 0, messages_out = 0;
+  std::uint64_t bytes_in = 0, bytes_out = 0;
+  std::uint64_t keepalives = 0;         // CRLFCRLF / CRLF / STUN / WS ping seen
+  std::uint64_t keepalive_answers = 0;  // CRLF pongs and STUN responses sent
+};
+
+struct TransportStats {
+  // Indexed by the transport wire code (flow::Transport), 0 unused.
+  std::array<TransportCounters, 8> per_transport{};
+  std::array<std::uint64_t, 8> flows_now{};  // live flows per transport
+  std::uint64_t connections_now = 0;
+  std::uint64_t refused_max_connections = 0;
+  std::uint64_t refused_per_address = 0;
+  std::uint64_t oversized = 0;           // messages over max_message_size (any transport)
+  std::uint64_t framing_errors = 0;      // streams closed because they could not be framed
+  std::uint64_t read_timeouts = 0;       // slowloris closes
+  std::uint64_t idle_timeouts = 0;       // unregistered flows expired
+  std::uint64_t flow_timeouts = 0;       // registered flows expired
+  std::uint64_t udp_garbage = 0;         // datagrams that were neither SIP, STUN nor CRLF
+  std::uint64_t send_failures = 0;       // write queue full or link gone
+  std::uint64_t upgrade_refused = 0;     // WebSocket handshakes refused
+  std::uint64_t tls_handshake_failures = 0;
+  // Core next hop.
+  bool core_connected = false;
+  std::uint64_t core_connects = 0, core_disconnects = 0;
+  std::uint64_t core_messages_in = 0, core_messages_out = 0;
+  std::uint64_t core_queue_full = 0;
+
+  const TransportCounters& of(flow::Transport t) const { return per_transport[static_cast<std::size_t>(t) & 7]; }
+};
+
+namespace detail {
+struct State;
+}
+
+// Owns everything below the proxy rules. A daemon builds one from its
+// configuration, gives it the proxy's MessageHandler and calls start(); the
+// proxy talks back through the Outbound interface this class implements.
+//
+// Threads: `workers` threads each run one io_context. A stream connection is
+// accepted on its listener's worker straight onto the least-loaded worker's
+// io_context and lives there until it closes; the handler runs on that thread.
+// A UDP listener is one socket read by one worker (round-robin at start):
+// datagrams need no per-connection state, and one socket per port keeps the
+// STUN answers and SIP responses leaving from the port the client knows.
+//
+// Controlled restart: pause() stops delivering new messages (bytes stay in
+// the socket buffers or the connection's read buffer), keeps every listening
+// socket and every flow; set_handler() and reload_tls() swap the proxy rules
+// and the TLS material without touching a socket; resume() carries on.
+class Transports final : public Outbound {
+ public:
+  Transports(TransportConfig config, std::shared_ptr<MessageHandler> handler);
+  ~Transports() override;
+  Transports(const Transports&) = delete;
+  Transports& operator=(const Transports&) = delete;
+
+  // Loads TLS material, binds and listens on every listener, starts the
+  // workers and the core connection. When it returns, every port accepts.
+  // Throws TransportError (nothing is left running then).
+  void start();
+  // Closes listeners and connections (on_flow_closed for each flow), joins the workers.
+  void stop();
+
+  void pause();
+  void resume();
+  bool paused() const noexcept;
+
+  // Takes effect for the next message delivered; any thread.
+  void set_handler(std::shared_ptr<MessageHandler> handler);
+  // New TLS/WSS connections use the new material; established ones keep theirs.
+  // Throws TransportError when the material does not load (the old stays).
+  void reload_tls(const TlsConfig& tls);
+
+  // The listeners as bound, in configuration order (valid after start()).
+  std::vector<BoundListener> listening() const;
+  // Port of the first listener of this transport and family; 0 when none.
+  std::uint16_t port(flow::Transport t, flow::Family f = flow::Family::ipv4) const;
+
+  TransportStats stats() const;
+  const FlowTable& flows() const;
+  std::shared_ptr<FlowEntry> find_flow(const FlowKey& key) const;
+  const TransportConfig& config() const noexcept { return config_; }
+
+  // Outbound
+  bool send_to_flow(const FlowKey& flow, std::string bytes) override;
+  bool send_to_core(std::string bytes) override;
+  bool flow_alive(const FlowKey& flow) const override;
+  std::shared_ptr<flow::FlowToken> flow_token(const FlowKey& flow) override;
+  void mark_registered(const FlowKey& flow, std::chrono::seconds flow_timer) override;
+
+ private:
+  TransportConfig config_;
+  std::shared_ptr<detail::State> state_;
+};
+
+}  // namespace edge::net

@@ -1,0 +1,318 @@
+// CoreLink: connect, frame, deliver (from_core), queue while down, reconnect with exponential back-off.
+#include "core_link.h"
+
+#include "edge/net/sip/message.h"
+
+#include <boost/asio/post.hpp>
+#include <boost/asio/ssl/host_name_verification.hpp>
+#include <boost/asio/write.hpp>
+
+#include <openssl/ssl.h>
+
+namespace edge::net::detail {
+
+namespace {
+// A connect to a silent address would otherwise wait for the kernel's SYN retries (minutes).
+constexpr std::chrono::seconds kConnectTimeout{5};
+}  // namespace
+
+CoreLink::CoreLink(std::shared_ptr<State> st, Worker& w)
+    : st_(std::move(st)),
+      w_(w),
+      cfg_(st_->config.core),
+      timer_(w.ctx),
+      buf_(st_->config.limits.max_message_size),
+      dgram_(st_->config.limits.max_message_size + 1),
+      backoff_(cfg_.reconnect_initial) {}
+
+void CoreLink::start() {
+  asio::post(w_.ctx, [self = shared_from_this()] {
+    State::join(self->w_, self);
+    self->connect();
+  });
+}
+
+template <class F>
+void CoreLink::with_stream(F&& f) {
+  if (tls_) {
+    f(*tls_);
+  } else if (tcp_) {
+    f(*tcp_);
+  }
+}
+
+void CoreLink::connect() {
+  if (closed_) return;
+  const unsigned gen = ++gen_;
+  boost::system::error_code ec;
+  const auto addr = asio::ip::make_address(cfg_.address, ec);
+  const flow::Endpoint remote = to_flow(addr, cfg_.port);
+  if (cfg_.transport == flow::Transport::udp) {
+    udp_.emplace(w_.ctx);
+    udp_->open(addr.is_v4() ? udp::v4() : udp::v6(), ec);
+    if (!ec) udp_->connect(udp::endpoint(addr, cfg_.port), ec);
+    if (ec) {
+      drop_connection();
+      return;
+    }
+    key_ = {flow::Transport::udp, to_flow(udp_->local_endpoint(ec)), remote};
+    on_connected(gen);
+    return;
+  }
+  if (cfg_.transport == flow::Transport::tls) {
+    tls_ctx_ = st_->tls_client();
+    tls_.emplace(w_.ctx, *tls_ctx_);
+    if (!cfg_.tls_server_name.empty()) {
+      SSL_set_tlsext_host_name(tls_->native_handle(), cfg_.tls_server_name.c_str());
+      tls_->set_verify_callback(ssl::host_name_verification(cfg_.tls_server_name));
+    }
+  } else {
+    tcp_.emplace(w_.ctx);
+  }
+  auto& sock = tls_ ? tls_->lowest_layer() : *tcp_;
+  timer_.expires_after(kConnectTimeout);
+  timer_.async_wait([self = shared_from_this(), gen](const boost::system::error_code& e) {
+    if (!e && gen == self->gen_ && !self->connected_) self->drop_connection();
+  });
+  sock.async_connect(tcp::endpoint(addr, cfg_.port), [self = shared_from_this(), gen, remote,
+                                                       this](const boost::system::error_code& e) {
+    if (closed_ || gen != gen_) return;
+    if (e) {
+      drop_connection();
+      return;
+    }
+    boost::system::error_code le;
+    auto& s = tls_ ? tls_->lowest_layer() : *tcp_;
+    s.set_option(tcp::no_delay(true), le);
+    key_ = {cfg_.transport, to_flow(s.local_endpoint(le)), remote};
+    if (tls_) {
+      tls_->async_handshake(ssl::stream_base::client, [self, gen, this](const boost::system::error_code& he) {
+        if (closed_ || gen != gen_) return;
+        if (he) {
+          st_->counters.tls_handshake_failures.fetch_add(1, std::memory_order_relaxed);
+          drop_connection();
+          return;
+        }
+        on_connected(gen);
+      });
+    } else {
+      on_connected(gen);
+    }
+  });
+}
+
+void CoreLink::on_connected(unsigned gen) {
+  timer_.cancel();
+  connected_ = true;
+  backoff_ = cfg_.reconnect_initial;
+  st_->counters.core_connected.store(true, std::memory_order_relaxed);
+  st_->counters.core_connects.fetch_add(1, std::memory_order_relaxed);
+  write_next();
+  do_read(gen);
+}
+
+void CoreLink::do_read(unsigned gen) {
+  if (udp_) {
+    udp_->async_receive(asio::buffer(dgram_), [self = shared_from_this(), gen](const boost::system::error_code& ec,
+                                                                              std::size_t n) {
+      self->on_read(gen, ec, n);
+    });
+    return;
+  }
+  auto space = buf_.prepare();
+  with_stream([&](auto& s) {
+    s.async_read_some(space, [self = shared_from_this(), gen](const boost::system::error_code& ec, std::size_t n) {
+      self->on_read(gen, ec, n);
+    });
+  });
+}
+
+void CoreLink::on_read(unsigned gen, const boost::system::error_code& ec, std::size_t n) {
+  if (closed_ || gen != gen_) return;
+  if (udp_) {
+    if (ec == asio::error::operation_aborted) return;
+    // ICMP "port unreachable" while the core restarts: keep the socket, keep reading.
+    if (!ec && n > 0 && n <= st_->config.limits.max_message_size && (dgram_[0] != '\r' && dgram_[0] != '\n')) {
+      if (st_->paused.load(std::memory_order_acquire)) {
+        parked_ = true;
+        parked_dgram_ = n;
+        State::park(w_, shared_from_this());
+        return;
+      }
+      deliver({dgram_.data(), n});
+    }
+    do_read(gen);
+    return;
+  }
+  if (ec) {
+    drop_connection();
+    return;
+  }
+  buf_.commit(n);
+  process(gen);
+}
+
+void CoreLink::process(unsigned gen) {
+  for (;;) {
+    const std::string_view data = buf_.data();
+    if (data.empty()) break;
+    const sip::Frame f = sip::frame_stream(data, st_->sip_limits, buf_.scanned);
+    switch (f.status) {
+      case sip::FrameStatus::keep_alive:
+        enqueue_front_pong();
+        buf_.consume(f.size);
+        continue;
+      case sip::FrameStatus::stray_crlf:
+        buf_.consume(f.size);
+        continue;
+      case sip::FrameStatus::message:
+        if (st_->paused.load(std::memory_order_acquire)) {
+          parked_ = true;
+          State::park(w_, shared_from_this());
+          return;
+        }
+        deliver(data.substr(0, f.size));
+        if (closed_ || gen != gen_) return;
+        buf_.consume(f.size);
+        continue;
+      case sip::FrameStatus::need_more:
+        buf_.scanned = f.scanned;
+        do_read(gen);
+        return;
+      case sip::FrameStatus::error:
+        // The core broke the stream: start over on a fresh connection.
+        st_->counters.framing_errors.fetch_add(1, std::memory_order_relaxed);
+        drop_connection();
+        return;
+    }
+  }
+  do_read(gen);
+}
+
+void CoreLink::deliver(std::string_view bytes) {
+  st_->counters.core_messages_in.fetch_add(1, std::memory_order_relaxed);
+  Inbound in;
+  in.flow = key_;
+  in.from_core = true;
+  in.bytes = bytes;
+  in.received = Clock::now();
+  st_->deliver(in);
+}
+
+void CoreLink::resume_reading() {
+  if (closed_ || !parked_ || !connected_) return;
+  parked_ = false;
+  if (udp_) {
+    deliver({dgram_.data(), parked_dgram_});
+    do_read(gen_);
+  } else {
+    process(gen_);
+  }
+}
+
+bool CoreLink::send(std::string bytes) {
+  if (queued_.fetch_add(1, std::memory_order_relaxed) >= cfg_.max_queued) {
+    queued_.fetch_sub(1, std::memory_order_relaxed);
+    st_->counters.core_queue_full.fetch_add(1, std::memory_order_relaxed);
+    return false;
+  }
+  if (w_.ctx.get_executor().running_in_this_thread()) {
+    enqueue(std::move(bytes));
+  } else {
+    asio::post(w_.ctx, [self = shared_from_this(), b = std::move(bytes)]() mutable { self->enqueue(std::move(b)); });
+  }
+  return true;
+}
+
+void CoreLink::enqueue(std::string bytes) {
+  if (closed_) {
+    queued_.fetch_sub(1, std::memory_order_relaxed);
+    return;
+  }
+  queue_.push_back(std::move(bytes));
+  write_next();
+}
+
+void CoreLink::enqueue_front_pong() {
+  // The pong is not counted against the queue bound; it is tiny and answers the core at once.
+  pongs_ += 1;
+  write_next();
+}
+
+void CoreLink::write_next() {
+  if (!connected_ || writing_ || closed_) return;
+  const unsigned gen = gen_;
+  if (pongs_ > 0) {
+    writing_ = true;
+    with_stream([&](auto& s) {
+      asio::async_write(s, asio::buffer("\r\n", 2), [self = shared_from_this(), gen](const boost::system::error_code& ec, std::size_t) {
+        self->writing_ = false;
+        if (self->closed_ || gen != self->gen_) return;
+        if (ec) {
+          self->drop_connection();
+          return;
+        }
+        --self->pongs_;
+        self->write_next();
+      });
+    });
+    return;
+  }
+  if (queue_.empty()) return;
+  writing_ = true;
+  auto done = [self = shared_from_this(), gen](const boost::system::error_code& ec, std::size_t) {
+    self->writing_ = false;
+    if (self->closed_ || gen != self->gen_) return;
+    if (ec && !self->udp_) {
+      self->drop_connection();
+      return;
+    }
+    // UDP: a failed send (ICMP from an earlier datagram) loses this datagram, like the network would.
+    self->queue_.pop_front();
+    self->queued_.fetch_sub(1, std::memory_order_relaxed);
+    self->st_->counters.core_messages_out.fetch_add(1, std::memory_order_relaxed);
+    self->write_next();
+  };
+  if (udp_) {
+    udp_->async_send(asio::buffer(queue_.front()), std::move(done));
+  } else {
+    with_stream([&](auto& s) { asio::async_write(s, asio::buffer(queue_.front()), std::move(done)); });
+  }
+}
+
+void CoreLink::drop_connection() {
+  if (connected_) {
+    st_->counters.core_disconnects.fetch_add(1, std::memory_order_relaxed);
+    st_->counters.core_connected.store(false, std::memory_order_relaxed);
+  }
+  connected_ = false;
+  writing_ = false;
+  parked_ = false;
+  pongs_ = 0;
+  ++gen_;  // every handler of the old connection is now stale
+  boost::system::error_code ec;
+  if (tls_) tls_->lowest_layer().close(ec);
+  if (tcp_) tcp_->close(ec);
+  if (udp_) udp_->close(ec);
+  // Handlers still reference the old socket objects until they run, so the
+  // objects are replaced (not destroyed) only on the next connect.
+  buf_.consume(buf_.data().size());
+  if (closed_) return;
+  timer_.expires_after(backoff_);
+  backoff_ = std::min(cfg_.reconnect_max, backoff_ * 2);
+  timer_.async_wait([self = shared_from_this()](const boost::system::error_code& e) {
+    if (!e) self->connect();
+  });
+}
+
+void CoreLink::close_now(CloseReason) {
+  if (closed_) return;
+  closed_ = true;
+  timer_.cancel();
+  drop_connection();
+  queued_.fetch_sub(queue_.size(), std::memory_order_relaxed);
+  queue_.clear();
+  State::leave(w_, this);
+}
+
+}  // namespace edge::net::detail

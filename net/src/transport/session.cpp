@@ -1,0 +1,145 @@
+// SessionBase: write queue, close-once, delivery and pause handling shared by TCP/TLS/WS/WSS sessions.
+#include "session.h"
+
+#include <boost/asio/post.hpp>
+
+#include <cctype>
+#include <cerrno>
+
+namespace edge::net::detail {
+
+bool SessionBase::open(const flow::FlowKey& key) {
+  entry_ = st_->open_flow(key, w_, std::weak_ptr<FlowLink>(shared_from_this()));
+  if (!entry_) return false;  // cannot happen for a fresh connection: the remote port is ours
+  w_.load.fetch_add(1, std::memory_order_relaxed);
+  st_->counters.of(transport_).accepted.fetch_add(1, std::memory_order_relaxed);
+  State::join(w_, std::static_pointer_cast<Resumable>(shared_from_this()));
+  return true;
+}
+
+bool SessionBase::send(const FlowEntry&, std::string bytes) {
+  if (gone_.load(std::memory_order_acquire)) return false;
+  if (queued_.fetch_add(1, std::memory_order_relaxed) >= st_->config.limits.max_write_queue) {
+    queued_.fetch_sub(1, std::memory_order_relaxed);
+    st_->counters.send_failures.fetch_add(1, std::memory_order_relaxed);
+    return false;
+  }
+  if (w_.ctx.get_executor().running_in_this_thread()) {
+    enqueue(std::move(bytes));
+  } else {
+    asio::post(w_.ctx, [self = shared_from_this(), b = std::move(bytes)]() mutable { self->enqueue(std::move(b)); });
+  }
+  return true;
+}
+
+void SessionBase::enqueue(std::string bytes) {
+  if (closed_ || closing_after_write_) {
+    queued_.fetch_sub(1, std::memory_order_relaxed);
+    return;
+  }
+  writes_.push_back(std::move(bytes));
+  if (!writing_) {
+    writing_ = true;
+    start_write();
+  }
+}
+
+void SessionBase::on_write(const boost::system::error_code& ec, std::size_t n) {
+  writing_ = false;
+  if (closed_) return;
+  if (ec) {
+    close_now(CloseReason::io_error);
+    return;
+  }
+  auto& c = st_->counters.of(transport_);
+  c.messages_out.fetch_add(1, std::memory_order_relaxed);
+  c.bytes_out.fetch_add(n, std::memory_order_relaxed);
+  entry_->messages_out.fetch_add(1, std::memory_order_relaxed);
+  entry_->bytes_out.fetch_add(n, std::memory_order_relaxed);
+  writes_.pop_front();
+  queued_.fetch_sub(1, std::memory_order_relaxed);
+  if (!writes_.empty()) {
+    writing_ = true;
+    start_write();
+  } else if (closing_after_write_) {
+    close_now(close_reason_);
+  }
+}
+
+void SessionBase::close_after_write(CloseReason why) {
+  close_reason_ = why;
+  if (!writing_ && writes_.empty()) {
+    close_now(why);
+    return;
+  }
+  closing_after_write_ = true;
+  arm_deadline(st_->config.limits.header_read_timeout);
+}
+
+void SessionBase::close_now(CloseReason why) {
+  if (closed_) return;
+  closed_ = true;
+  gone_.store(true, std::memory_order_release);
+  close_socket();
+  queued_.fetch_sub(writes_.size(), std::memory_order_relaxed);
+  writes_.clear();
+  w_.load.fetch_sub(1, std::memory_order_relaxed);
+  st_->release(peer_);
+  State::leave(w_, this);
+  st_->close_flow(entry_, why);
+}
+
+void SessionBase::deliver(std::string_view bytes) {
+  const auto now = Clock::now();
+  entry_->touch(now);
+  entry_->messages_in.fetch_add(1, std::memory_order_relaxed);
+  entry_->bytes_in.fetch_add(bytes.size(), std::memory_order_relaxed);
+  auto& c = st_->counters.of(transport_);
+  c.messages_in.fetch_add(1, std::memory_order_relaxed);
+  c.bytes_in.fetch_add(bytes.size(), std::memory_order_relaxed);
+  Inbound in;
+  in.flow = entry_->key;
+  in.bytes = bytes;
+  in.received = now;
+  st_->deliver(in);
+}
+
+bool SessionBase::park_if_paused() {
+  if (!st_->paused.load(std::memory_order_acquire)) return false;
+  // A whole message is waiting in our buffer: not the peer's fault, so no read deadline.
+  entry_->clear_read_deadline();
+  State::park(w_, std::static_pointer_cast<Resumable>(shared_from_this()));
+  return true;
+}
+
+std::string listener_name(const ListenerConfig& cfg) {
+  std::string t = flow::to_string(cfg.transport);
+  for (char& ch : t) ch = static_cast<char>(std::tolower(static_cast<unsigned char>(ch)));
+  const bool v6 = cfg.address.find(':') != std::string::npos;
+  return t + " " + (v6 ? "[" + cfg.address + "]" : cfg.address) + ":" + std::to_string(cfg.port);
+}
+
+void throw_bind_error(const ListenerConfig& cfg, const boost::system::error_code& ec) {
+  std::string why;
+  if (ec == asio::error::address_in_use) {
+    why = "address in use";
+  } else if (ec == asio::error::access_denied) {
+    why = "permission denied";
+  } else if (ec == asio::error::address_family_not_supported) {
+    why = "address family not supported";
+  } else if (ec.value() == EADDRNOTAVAIL) {
+    why = "address not available";
+  } else {
+    why = ec.message();
+  }
+  throw TransportError(listener_name(cfg) + ": " + why);
+}
+
+asio::ip::address parse_address(const ListenerConfig& cfg) {
+  boost::system::error_code ec;
+  auto a = asio::ip::make_address(cfg.address, ec);
+  if (ec) throw TransportError(listener_name(cfg) + ": not an IP address");
+  return a;
+}
+
+}  // namespace edge::net::detail

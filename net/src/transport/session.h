@@ -1,0 +1,103 @@
+// Internal: the common part of a client connection (TCP, TLS, WS, WSS) and the listener/session factories.
+#pragma once
+
+#include "state.h"
+
+#include <deque>
+
+namespace edge::net::detail {
+
+// A listening socket on one worker.
+class Listener : public Resumable {
+ public:
+  virtual BoundListener bound() const = 0;
+};
+
+// One client connection, owned by one worker for its whole life. Everything
+// except send() runs on that worker's thread, so no member needs a lock.
+class SessionBase : public FlowLink, public Resumable, public std::enable_shared_from_this<SessionBase> {
+ public:
+  SessionBase(std::shared_ptr<State> st, Worker& w, flow::Transport t, asio::ip::address peer)
+      : st_(std::move(st)), w_(w), transport_(t), peer_(std::move(peer)) {}
+
+  // FlowLink
+  bool send(const FlowEntry& flow, std::string bytes) override;
+  void expire(const std::shared_ptr<FlowEntry>&, CloseReason why) override { close_now(why); }
+  // Resumable
+  void close_now(CloseReason why) override;
+
+  // On the worker, right after construction: flow entry, membership, then start().
+  bool open(const flow::FlowKey& key);
+  virtual void start() = 0;
+  void keep_tls(std::shared_ptr<ssl::context> ctx) { tls_ctx_ = std::move(ctx); }
+
+ protected:
+  virtual void start_write() = 0;  // async write of writes_.front(); calls on_write
+  virtual void close_socket() noexcept = 0;
+
+  void enqueue(std::string bytes);  // on the worker
+  void on_write(const boost::system::error_code& ec, std::size_t n);
+  // After an error answer: stop reading, close once the answer is out (bounded
+  // by the header timeout in case the peer does not read).
+  void close_after_write(CloseReason why);
+  void touch() { entry_->touch(Clock::now()); }
+  void arm_deadline(std::chrono::milliseconds d) { entry_->set_read_deadline(Clock::now() + d); }
+  void deliver(std::string_view bytes);
+  // True when paused: the session parked itself and will be resumed.
+  bool park_if_paused();
+
+  std::shared_ptr<State> st_;
+  std::shared_ptr<ssl::context> tls_ctx_;  // outlives the SSL stream below (declared first)
+  Worker& w_;
+  const flow::Transport transport_;
+  const asio::ip::address peer_;
+  std::shared_ptr<FlowEntry> entry_;
+  std::deque<std::string> writes_;
+  bool writing_ = false;
+  bool closing_after_write_ = false;
+  CloseReason close_reason_ = CloseReason::peer_closed;
+  bool closed_ = false;  // worker-only
+  std::atomic<bool> gone_{false};  // any thread: send() fails fast
+  std::atomic<std::size_t> queued_{0};
+};
+
+// Builds a session on worker w for an accepted socket and starts it; gives the
+// admission back when the peer is already gone.
+// `keep` is the TLS context a TLS session reads through: reload_tls() swaps the
+// State's context for new connections while established ones keep theirs.
+template <class Session, class... Args>
+void launch(const std::shared_ptr<State>& st, Worker& w, flow::Transport t, tcp::socket& sock,
+            const asio::ip::address& peer, std::shared_ptr<ssl::context> keep, Args&&... args) {
+  boost::system::error_code ec1, ec2;
+  const auto local = sock.local_endpoint(ec1);
+  const auto remote = sock.remote_endpoint(ec2);
+  if (ec1 || ec2) {
+    // The peer left between accept and now; give its admission back.
+    st->release(peer);
+    return;
+  }
+  auto s = std::make_shared<Session>(st, w, t, peer, std::forward<Args>(args)...);
+  s->keep_tls(std::move(keep));
+  if (!s->open(flow::FlowKey{t, to_flow(local), to_flow(remote)})) {
+    st->release(peer);
+    return;
+  }
+  s->start();
+}
+
+
+// Factories used by the stream acceptor (socket already on worker w's io_context).
+void start_ws_session(const std::shared_ptr<State>& st, Worker& w, tcp::socket sock, flow::Transport t,
+                      const asio::ip::address& peer, std::shared_ptr<ssl::context> tls);
+
+// Listener factories; they bind (throwing TransportError) and start accepting.
+std::shared_ptr<Listener> make_udp_listener(const std::shared_ptr<State>& st, Worker& w, const ListenerConfig& cfg);
+std::shared_ptr<Listener> make_stream_listener(const std::shared_ptr<State>& st, Worker& w, const ListenerConfig& cfg);
+
+// "tcp 127.0.0.1:5060"
+std::string listener_name(const ListenerConfig& cfg);
+// TransportError "tcp 127.0.0.1:5060: address in use".
+[[noreturn]] void throw_bind_error(const ListenerConfig& cfg, const boost::system::error_code& ec);
+asio::ip::address parse_address(const ListenerConfig& cfg);
+
+}  // namespace edge::net::detail

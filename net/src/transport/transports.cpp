@@ -1,0 +1,280 @@
+// Transports: start/stop of workers and listeners, the expiry sweep, pause/resume, Outbound, stats.
+#include "edge/net/transport/transports.h"
+
+#include "core_link.h"
+#include "session.h"
+
+#include <boost/asio/post.hpp>
+
+#include <thread>
+
+namespace edge::net {
+
+using detail::State;
+using detail::Worker;
+
+namespace {
+
+bool needs_server_tls(const TransportConfig& c) {
+  for (const auto& l : c.listeners)
+    if (l.transport == flow::Transport::tls || l.transport == flow::Transport::wss) return true;
+  return false;
+}
+bool needs_client_tls(const TransportConfig& c) {
+  return c.core.enabled && c.core.transport == flow::Transport::tls;
+}
+
+void validate(const TransportConfig& c) {
+  for (const auto& l : c.listeners) {
+    switch (l.transport) {
+      case flow::Transport::udp:
+      case flow::Transport::tcp:
+      case flow::Transport::tls:
+      case flow::Transport::ws:
+      case flow::Transport::wss:
+        break;
+      default:
+        throw TransportError(detail::listener_name(l) + ": transport not supported by a listener");
+    }
+  }
+  if (c.core.enabled) {
+    const auto t = c.core.transport;
+    if (t != flow::Transport::tcp && t != flow::Transport::tls && t != flow::Transport::udp) {
+      throw TransportError("core: transport must be tcp, tls or udp");
+    }
+    boost::system::error_code ec;
+    boost::asio::ip::make_address(c.core.address, ec);
+    if (ec) throw TransportError("core " + c.core.address + ": not an IP address");
+  }
+  if (c.limits.max_message_size < 512) throw TransportError("limits: max_message_size below 512 bytes");
+  if (c.limits.sweep_interval.count() <= 0) throw TransportError("limits: sweep_interval must be positive");
+}
+
+// Ends the flows that went silent or stalled; runs on each worker for the flows it owns.
+void sweep_once(State& st, Worker& w) {
+  if (st.paused.load(std::memory_order_acquire)) return;  // a controlled restart is nobody's silence
+  const auto now = Clock::now();
+  const auto& lim = st.config.limits;
+  st.table.collect(w.sweep_buf, static_cast<int>(w.index));
+  for (const auto& e : w.sweep_buf) {
+    const auto rd = e->read_deadline_raw();
+    const auto silent = now - e->last_activity();
+    bool dead = false;
+    CloseReason why = CloseReason::idle_timeout;
+    if (rd != 0 && rd <= now.time_since_epoch().count()) {
+      dead = true;
+      why = CloseReason::read_timeout;
+    } else if (e->registered()) {
+      dead = silent > e->flow_timer() + lim.flow_timeout_grace;
+      why = CloseReason::flow_timeout;
+    } else {
+      dead = silent > lim.idle_timeout;
+    }
+    if (!dead) continue;
+    if (auto link = e->link.lock()) {
+      link->expire(e, why);
+    } else {
+      st.close_flow(e, why);
+    }
+  }
+  w.sweep_buf.clear();
+}
+
+void arm_sweep(State* st, Worker* w) {
+  w->sweep_timer.expires_after(st->config.limits.sweep_interval);
+  w->sweep_timer.async_wait([st, w](const boost::system::error_code& ec) {
+    if (ec || st->stopping.load(std::memory_order_acquire)) return;
+    sweep_once(*st, *w);
+    arm_sweep(st, w);
+  });
+}
+
+}  // namespace
+
+Transports::Transports(TransportConfig config, std::shared_ptr<MessageHandler> handler)
+    : config_(std::move(config)), state_(std::make_shared<State>(config_, std::move(handler))) {
+  state_->outbound = this;
+}
+
+Transports::~Transports() { stop(); }
+
+void Transports::start() {
+  State& st = *state_;
+  if (!st.workers.empty()) throw TransportError("transports: already started");
+  validate(config_);
+  st.set_tls(needs_server_tls(config_) ? detail::make_server_tls(config_.tls) : nullptr,
+             needs_client_tls(config_) ? detail::make_client_tls(config_.tls, config_.core) : nullptr);
+
+  unsigned n = config_.workers;
+  if (n == 0) n = std::max(1u, std::thread::hardware_concurrency());
+  for (unsigned i = 0; i < n; ++i) st.workers.push_back(std::make_unique<Worker>(i));
+
+  try {
+    for (const auto& l : config_.listeners) {
+      Worker& w = st.next_worker();
+      auto lis = l.transport == flow::Transport::udp ? detail::make_udp_listener(state_, w, l)
+                                                     : detail::make_stream_listener(state_, w, l);
+      st.listeners.push_back(lis);
+      st.bound.push_back(lis->bound());
+    }
+  } catch (...) {
+    // Nothing runs yet: dropping the io_contexts closes what was bound.
+    st.listeners.clear();
+    st.bound.clear();
+    st.workers.clear();
+    throw;
+  }
+  if (config_.core.enabled) {
+    st.core = std::make_shared<detail::CoreLink>(state_, *st.workers[0]);
+    st.core->start();
+  }
+  for (auto& w : st.workers) {
+    arm_sweep(&st, w.get());
+    w->thread = std::thread([wp = w.get()] { wp->ctx.run(); });
+  }
+}
+
+void Transports::stop() {
+  State& st = *state_;
+  if (st.workers.empty() || st.stopping.exchange(true)) return;
+  for (auto& w : st.workers) {
+    boost::asio::post(w->ctx, [sp = &st, wp = w.get()] {
+      // Every flow of this worker ends with on_flow_closed, then whatever else lives here.
+      sp->table.collect(wp->sweep_buf, static_cast<int>(wp->index));
+      for (const auto& e : wp->sweep_buf) {
+        if (auto link = e->link.lock()) {
+          link->expire(e, CloseReason::shutdown);
+        } else {
+          sp->close_flow(e, CloseReason::shutdown);
+        }
+      }
+      wp->sweep_buf.clear();
+      std::vector<std::shared_ptr<detail::Resumable>> rest;
+      for (auto& [p, weak] : wp->members)
+        if (auto m = weak.lock()) rest.push_back(std::move(m));
+      for (auto& m : rest) m->close_now(CloseReason::shutdown);
+      wp->parked.clear();
+      wp->sweep_timer.cancel();
+      wp->guard.reset();
+    });
+  }
+  // Cancelled operations finish quickly; a worker that still has work after
+  // two seconds (a handler stuck in the proxy) is stopped hard.
+  for (int i = 0; i < 200; ++i) {
+    bool all = true;
+    for (auto& w : st.workers) all = all && w->ctx.stopped();
+    if (all) break;
+    std::this_thread::sleep_for(std::chrono::milliseconds(10));
+  }
+  for (auto& w : st.workers) {
+    w->ctx.stop();
+    if (w->thread.joinable()) w->thread.join();
+  }
+  st.listeners.clear();
+  st.core.reset();
+  st.workers.clear();  // destroys leftover handlers and the sessions they hold
+  st.counters.core_connected.store(false, std::memory_order_relaxed);
+}
+
+void Transports::pause() { state_->paused.store(true, std::memory_order_release); }
+
+void Transports::resume() {
+  State& st = *state_;
+  st.paused.store(false, std::memory_order_release);
+  for (auto& w : st.workers) {
+    boost::asio::post(w->ctx, [wp = w.get()] {
+      auto parked = std::move(wp->parked);
+      wp->parked.clear();
+      for (auto& r : parked) r->resume_reading();
+    });
+  }
+}
+
+bool Transports::paused() const noexcept { return state_->paused.load(std::memory_order_acquire); }
+
+void Transports::set_handler(std::shared_ptr<MessageHandler> handler) { state_->set_handler(std::move(handler)); }
+
+void Transports::reload_tls(const TlsConfig& tls) {
+  TransportConfig next = config_;
+  next.tls = tls;
+  auto server = needs_server_tls(next) ? detail::make_server_tls(tls) : nullptr;  // throws, old stays
+  auto client = needs_client_tls(next) ? detail::make_client_tls(tls, next.core) : nullptr;
+  state_->set_tls(std::move(server), std::move(client));
+  config_.tls = tls;
+}
+
+std::vector<BoundListener> Transports::listening() const { return state_->bound; }
+
+std::uint16_t Transports::port(flow::Transport t, flow::Family f) const {
+  for (const auto& b : state_->bound)
+    if (b.transport == t && b.local.family == f) return b.local.port;
+  return 0;
+}
+
+TransportStats Transports::stats() const {
+  const auto& c = state_->counters;
+  TransportStats s;
+  for (std::size_t i = 0; i < s.per_transport.size(); ++i) {
+    const auto& a = c.per_transport[i];
+    auto& o = s.per_transport[i];
+    o.accepted = a.accepted.load();
+    o.flows_opened = a.flows_opened.load();
+    o.flows_closed = a.flows_closed.load();
+    o.messages_in = a.messages_in.load();
+    o.messages_out = a.messages_out.load();
+    o.bytes_in = a.bytes_in.load();
+    o.bytes_out = a.bytes_out.load();
+    o.keepalives = a.keepalives.load();
+    o.keepalive_answers = a.keepalive_answers.load();
+    s.flows_now[i] = state_->table.count(static_cast<flow::Transport>(i));
+  }
+  s.connections_now = state_->connections();
+  s.refused_max_connections = c.refused_max_connections.load();
+  s.refused_per_address = c.refused_per_address.load();
+  s.oversized = c.oversized.load();
+  s.framing_errors = c.framing_errors.load();
+  s.read_timeouts = c.read_timeouts.load();
+  s.idle_timeouts = c.idle_timeouts.load();
+  s.flow_timeouts = c.flow_timeouts.load();
+  s.udp_garbage = c.udp_garbage.load();
+  s.send_failures = c.send_failures.load();
+  s.upgrade_refused = c.upgrade_refused.load();
+  s.tls_handshake_failures = c.tls_handshake_failures.load();
+  s.core_connected = c.core_connected.load();
+  s.core_connects = c.core_connects.load();
+  s.core_disconnects = c.core_disconnects.load();
+  s.core_messages_in = c.core_messages_in.load();
+  s.core_messages_out = c.core_messages_out.load();
+  s.core_queue_full = c.core_queue_full.load();
+  return s;
+}
+
+const FlowTable& Transports::flows() const { return state_->table; }
+
+std::shared_ptr<FlowEntry> Transports::find_flow(const FlowKey& key) const { return state_->table.find(key); }
+
+bool Transports::send_to_flow(const FlowKey& flow, std::string bytes) {
+  auto e = state_->table.find(flow);
+  if (!e) return false;
+  auto link = e->link.lock();
+  if (!link) return false;
+  return link->send(*e, std::move(bytes));
+}
+
+bool Transports::send_to_core(std::string bytes) {
+  auto core = state_->core;  // set once in start(); reset only after the workers are joined
+  return core && core->send(std::move(bytes));
+}
+
+bool Transports::flow_alive(const FlowKey& flow) const { return state_->table.find(flow) != nullptr; }
+
+std::shared_ptr<flow::FlowToken> Transports::flow_token(const FlowKey& flow) {
+  auto e = state_->table.find(flow);
+  return e ? e->token : nullptr;
+}
+
+void Transports::mark_registered(const FlowKey& flow, std::chrono::seconds flow_timer) {
+  if (auto e = state_->table.find(flow)) e->mark_registered(flow_timer);
+}
+
+}  // namespace edge::net

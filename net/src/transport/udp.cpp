@@ -1,0 +1,225 @@
+// UDP listener: one socket per listener on one worker; STUN / CRLF / SIP demultiplexing; UDP flows.
+#include "session.h"
+
+#include "edge/net/sip/stun.h"
+
+#include <boost/asio/post.hpp>
+
+namespace edge::net::detail {
+
+namespace {
+
+namespace stun = sip::stun;
+
+// One socket read by one worker. Datagrams carry no connection state, so
+// spreading one port over workers buys little on the small core counts this
+// appliance has, while one reader keeps per-flow ordering trivial and lets
+// STUN answers and SIP leave from the exact port the client sent to.
+class UdpListener final : public Listener, public FlowLink, public std::enable_shared_from_this<UdpListener> {
+ public:
+  UdpListener(std::shared_ptr<State> st, Worker& w, const ListenerConfig& cfg)
+      : st_(std::move(st)), w_(w), cfg_(cfg), sock_(w.ctx),
+        // One byte more than the limit: a datagram that fills it was larger (Linux truncates silently).
+        buf_(st_->config.limits.max_message_size + 1) {}
+
+  void bind() {
+    const auto addr = parse_address(cfg_);
+    const udp::endpoint ep(addr, cfg_.port);
+    boost::system::error_code ec;
+    sock_.open(ep.protocol(), ec);
+    if (!ec && addr.is_v6()) sock_.set_option(asio::ip::v6_only(true), ec);
+    if (!ec) sock_.bind(ep, ec);
+    if (ec) throw_bind_error(cfg_, ec);
+    // Sends are synchronous and must never block the worker: a full socket
+    // buffer drops the datagram, as the network might.
+    sock_.non_blocking(true, ec);
+    local_ = to_flow(sock_.local_endpoint());
+  }
+
+  void start() {
+    asio::post(w_.ctx, [self = shared_from_this()] {
+      State::join(self->w_, self);
+      self->do_receive();
+    });
+  }
+
+  BoundListener bound() const override { return {flow::Transport::udp, local_}; }
+
+  void resume_reading() override {
+    if (closed_ || !parked_) return;
+    parked_ = false;
+    handle(parked_size_);
+    do_receive();
+  }
+
+  void close_now(CloseReason) override {
+    if (closed_) return;
+    closed_ = true;
+    closed_flag_.store(true, std::memory_order_release);
+    boost::system::error_code ec;
+    sock_.close(ec);
+    State::leave(w_, this);
+  }
+
+  bool send(const FlowEntry& flow, std::string bytes) override {
+    if (closed_flag_.load(std::memory_order_acquire)) return false;
+    if (queued_.fetch_add(1, std::memory_order_relaxed) >= st_->config.limits.max_write_queue) {
+      queued_.fetch_sub(1, std::memory_order_relaxed);
+      st_->counters.send_failures.fetch_add(1, std::memory_order_relaxed);
+      return false;
+    }
+    const udp::endpoint to(to_asio(flow.key.remote), flow.key.remote.port);
+    if (w_.ctx.get_executor().running_in_this_thread()) {
+      send_now(to, bytes, flow.key);
+    } else {
+      asio::post(w_.ctx, [self = shared_from_this(), to, b = std::move(bytes), key = flow.key] {
+        self->send_now(to, b, key);
+      });
+    }
+    return true;
+  }
+
+  void expire(const std::shared_ptr<FlowEntry>& flow, CloseReason why) override { st_->close_flow(flow, why); }
+
+ private:
+  void send_now(const udp::endpoint& to, std::string_view bytes, const flow::FlowKey& key) {
+    queued_.fetch_sub(1, std::memory_order_relaxed);
+    if (closed_) return;
+    boost::system::error_code ec;
+    const std::size_t n = sock_.send_to(asio::buffer(bytes.data(), bytes.size()), to, 0, ec);
+    if (ec) {
+      st_->counters.send_failures.fetch_add(1, std::memory_order_relaxed);
+      return;
+    }
+    auto& c = st_->counters.of(flow::Transport::udp);
+    c.messages_out.fetch_add(1, std::memory_order_relaxed);
+    c.bytes_out.fetch_add(n, std::memory_order_relaxed);
+    if (auto e = st_->table.find(key)) {
+      e->messages_out.fetch_add(1, std::memory_order_relaxed);
+      e->bytes_out.fetch_add(n, std::memory_order_relaxed);
+    }
+  }
+
+  void do_receive() {
+    if (closed_) return;
+    sock_.async_receive_from(asio::buffer(buf_), remote_,
+                             [self = shared_from_this()](const boost::system::error_code& ec, std::size_t n) {
+                               self->on_receive(ec, n);
+                             });
+  }
+
+  void on_receive(const boost::system::error_code& ec, std::size_t n) {
+    if (closed_ || ec == asio::error::operation_aborted) return;
+    // Other errors (ICMP port unreachable reported on a later receive) concern
+    // one peer, never the socket: keep reading.
+    if (!ec) {
+      if (!handle(n)) return;  // parked
+    }
+    do_receive();
+  }
+
+  flow::FlowKey key_of_remote() const { return {flow::Transport::udp, local_, to_flow(remote_)}; }
+
+  // False when the datagram was parked (paused); it is handled on resume.
+  bool handle(std::size_t n) {
+    auto& c = st_->counters.of(flow::Transport::udp);
+    if (n > st_->config.limits.max_message_size) {
+      st_->counters.oversized.fetch_add(1, std::memory_order_relaxed);
+      return true;
+    }
+    const std::span<const std::uint8_t> d(buf_.data(), n);
+    switch (stun::classify_datagram(d)) {
+      case stun::DatagramKind::stun:
+        answer_stun(d);
+        return true;
+      case stun::DatagramKind::keep_alive:
+        // RFC 5626 uses STUN on UDP; a CRLF datagram still proves the flow alive. No answer.
+        c.keepalives.fetch_add(1, std::memory_order_relaxed);
+        if (auto e = st_->table.find(key_of_remote())) e->touch(Clock::now());
+        return true;
+      case stun::DatagramKind::sip:
+        break;
+      case stun::DatagramKind::unknown:
+        st_->counters.udp_garbage.fetch_add(1, std::memory_order_relaxed);
+        return true;
+    }
+    if (st_->paused.load(std::memory_order_acquire)) {
+      parked_ = true;
+      parked_size_ = n;
+      State::park(w_, shared_from_this());
+      return false;
+    }
+    const auto key = key_of_remote();
+    auto e = st_->table.find(key);
+    if (!e) {
+      e = st_->open_flow(key, w_, std::weak_ptr<FlowLink>(shared_from_this()));
+      if (!e) e = st_->table.find(key);
+      if (!e) return true;
+    }
+    const auto now = Clock::now();
+    e->touch(now);
+    e->messages_in.fetch_add(1, std::memory_order_relaxed);
+    e->bytes_in.fetch_add(n, std::memory_order_relaxed);
+    c.messages_in.fetch_add(1, std::memory_order_relaxed);
+    c.bytes_in.fetch_add(n, std::memory_order_relaxed);
+    Inbound in;
+    in.flow = key;
+    in.bytes = std::string_view(reinterpret_cast<const char*>(buf_.data()), n);
+    in.received = now;
+    st_->deliver(in);
+    return true;
+  }
+
+  void answer_stun(std::span<const std::uint8_t> d) {
+    stun::Message m;
+    if (stun::decode(d, m) != stun::Error::ok || !m.is_binding_request()) {
+      // Responses, indications and broken requests get nothing (RFC 5389 §7.3).
+      st_->counters.udp_garbage.fetch_add(1, std::memory_order_relaxed);
+      return;
+    }
+    auto& c = st_->counters.of(flow::Transport::udp);
+    c.keepalives.fetch_add(1, std::memory_order_relaxed);
+    std::array<std::uint8_t, stun::kMaxResponseSize> out{};
+    std::size_t size = 0;
+    if (m.unknown_count > 0) {
+      size = stun::encode_binding_error(m.transaction_id, 420, "Unknown Attribute",
+                                        {m.unknown_required.data(), m.unknown_count}, out);
+    } else {
+      stun::Endpoint mapped;
+      const flow::Endpoint r = to_flow(remote_);
+      mapped.ipv6 = r.family == flow::Family::ipv6;
+      mapped.address = r.address;
+      mapped.port = r.port;
+      size = stun::encode_binding_success(m.transaction_id, mapped, out);
+      if (auto e = st_->table.find(key_of_remote())) e->touch(Clock::now());
+    }
+    if (size == 0) return;
+    boost::system::error_code ec;
+    sock_.send_to(asio::buffer(out.data(), size), remote_, 0, ec);
+    if (!ec) c.keepalive_answers.fetch_add(1, std::memory_order_relaxed);
+  }
+
+  std::shared_ptr<State> st_;
+  Worker& w_;
+  ListenerConfig cfg_;
+  udp::socket sock_;
+  std::vector<std::uint8_t> buf_;  // reused for every datagram
+  udp::endpoint remote_;
+  flow::Endpoint local_;
+  bool closed_ = false;
+  std::atomic<bool> closed_flag_{false};
+  bool parked_ = false;
+  std::size_t parked_size_ = 0;
+  std::atomic<std::size_t> queued_{0};
+};
+
+}  // namespace
+
+std::shared_ptr<Listener> make_udp_listener(const std::shared_ptr<State>& st, Worker& w, const ListenerConfig& cfg) {
+  auto l = std::make_shared<UdpListener>(st, w, cfg);
+  l->bind();
+  l->start();
+  return l;
+}
+
+}  // namespace edge::net::detail

@@ -1,0 +1,217 @@
+// WS and WSS client connections (RFC 7118): HTTP upgrade with "sip" subprotocol, one SIP message per WS message.
+#include "session.h"
+
+#include <boost/asio/ssl/stream.hpp>
+#include <boost/beast/core/flat_buffer.hpp>
+#include <boost/beast/http.hpp>
+#include <boost/beast/websocket.hpp>
+#include <boost/beast/websocket/ssl.hpp>
+
+#include <type_traits>
+
+namespace edge::net::detail {
+
+namespace beast = boost::beast;
+namespace http = beast::http;
+namespace websocket = beast::websocket;
+
+namespace {
+
+// True when the comma-separated Sec-WebSocket-Protocol offer contains "sip".
+bool offers_sip(std::string_view list) {
+  while (!list.empty()) {
+    const std::size_t comma = list.find(',');
+    std::string_view item = list.substr(0, comma);
+    while (!item.empty() && (item.front() == ' ' || item.front() == '\t')) item.remove_prefix(1);
+    while (!item.empty() && (item.back() == ' ' || item.back() == '\t')) item.remove_suffix(1);
+    if (item.size() == 3 && (item[0] | 0x20) == 's' && (item[1] | 0x20) == 'i' && (item[2] | 0x20) == 'p') return true;
+    if (comma == std::string_view::npos) break;
+    list.remove_prefix(comma + 1);
+  }
+  return false;
+}
+
+bool only_crlf(std::string_view s) {
+  if (s.empty()) return false;
+  for (char c : s)
+    if (c != '\r' && c != '\n') return false;
+  return true;
+}
+
+template <class Next>
+class WsSession final : public SessionBase {
+  static constexpr bool kTls = !std::is_same_v<Next, tcp::socket>;
+
+ public:
+  template <class... Args>
+  WsSession(std::shared_ptr<State> st, Worker& w, flow::Transport t, asio::ip::address peer, Args&&... args)
+      : SessionBase(std::move(st), w, t, std::move(peer)), ws_(std::forward<Args>(args)...) {}
+
+  void start() override {
+    // TLS handshake and HTTP upgrade both count as the header section.
+    arm_deadline(st_->config.limits.header_read_timeout);
+    if constexpr (kTls) {
+      ws_.next_layer().async_handshake(ssl::stream_base::server,
+                                       [self = shared(), this](const boost::system::error_code& ec) {
+                                         if (closed_) return;
+                                         if (ec) {
+                                           st_->counters.tls_handshake_failures.fetch_add(1, std::memory_order_relaxed);
+                                           close_now(CloseReason::io_error);
+                                           return;
+                                         }
+                                         read_upgrade();
+                                       });
+    } else {
+      read_upgrade();
+    }
+  }
+
+  void resume_reading() override {
+    if (closed_ || !parked_message_) return;
+    parked_message_ = false;
+    on_message();
+  }
+
+ private:
+  std::shared_ptr<WsSession> shared() { return std::static_pointer_cast<WsSession>(shared_from_this()); }
+
+  void read_upgrade() {
+    parser_.emplace();
+    parser_->header_limit(8192);
+    parser_->body_limit(0);
+    http::async_read(ws_.next_layer(), buf_, *parser_,
+                     [self = shared(), this](const boost::system::error_code& ec, std::size_t) {
+                       if (closed_) return;
+                       if (ec) {
+                         close_now(ec == http::error::end_of_stream ? CloseReason::peer_closed : CloseReason::io_error);
+                         return;
+                       }
+                       on_upgrade();
+                     });
+  }
+
+  void on_upgrade() {
+    auto& req = parser_->get();
+    const auto proto = req[http::field::sec_websocket_protocol];
+    if (!websocket::is_upgrade(req) || !offers_sip(std::string_view(proto.data(), proto.size()))) {
+      // RFC 7118 §4.1: the "sip" subprotocol is mandatory; refuse anything else.
+      st_->counters.upgrade_refused.fetch_add(1, std::memory_order_relaxed);
+      refusal_.version(req.version());
+      refusal_.result(websocket::is_upgrade(req) ? http::status::bad_request : http::status::upgrade_required);
+      refusal_.set(http::field::connection, "close");
+      refusal_.body() = "WebSocket upgrade with Sec-WebSocket-Protocol: sip required\r\n";
+      refusal_.prepare_payload();
+      http::async_write(ws_.next_layer(), refusal_,
+                        [self = shared(), this](const boost::system::error_code&, std::size_t) {
+                          close_now(CloseReason::bad_upgrade);
+                        });
+      return;
+    }
+    ws_.set_option(websocket::stream_base::decorator([](websocket::response_type& res) {
+      res.set(http::field::sec_websocket_protocol, "sip");
+    }));
+    ws_.read_message_max(st_->config.limits.max_message_size);
+    ws_.auto_fragment(false);
+    ws_.text(true);
+    // Pings are answered by Beast inside the read; they also prove the flow alive.
+    ws_.control_callback([this](websocket::frame_type kind, beast::string_view) {
+      if (kind == websocket::frame_type::ping) {
+        st_->counters.of(transport_).keepalives.fetch_add(1, std::memory_order_relaxed);
+        touch();
+      }
+    });
+    ws_.async_accept(req, [self = shared(), this](const boost::system::error_code& ec) {
+      if (closed_) return;
+      if (ec) {
+        st_->counters.upgrade_refused.fetch_add(1, std::memory_order_relaxed);
+        close_now(CloseReason::bad_upgrade);
+        return;
+      }
+      parser_.reset();
+      buf_.consume(buf_.size());
+      entry_->clear_read_deadline();
+      open_ = true;
+      if (!writes_.empty() && !writing_) {
+        writing_ = true;
+        start_write();
+      }
+      do_read();
+    });
+  }
+
+  void do_read() {
+    ws_.async_read(buf_, [self = shared(), this](const boost::system::error_code& ec, std::size_t) {
+      if (closed_) return;
+      if (ec) {
+        if (ec == websocket::error::message_too_big) {
+          st_->counters.oversized.fetch_add(1, std::memory_order_relaxed);
+          close_now(CloseReason::oversized);
+        } else {
+          close_now(ec == websocket::error::closed ? CloseReason::peer_closed : CloseReason::io_error);
+        }
+        return;
+      }
+      on_message();
+    });
+  }
+
+  void on_message() {
+    const auto d = buf_.cdata();
+    const std::string_view msg(static_cast<const char*>(d.data()), d.size());
+    if (only_crlf(msg)) {
+      // A CRLF keep-alive inside a WS message: answer it like on a stream.
+      auto& c = st_->counters.of(transport_);
+      c.keepalives.fetch_add(1, std::memory_order_relaxed);
+      c.keepalive_answers.fetch_add(1, std::memory_order_relaxed);
+      touch();
+      queued_.fetch_add(1, std::memory_order_relaxed);
+      enqueue(std::string("\r\n"));
+    } else {
+      if (park_if_paused()) {
+        parked_message_ = true;
+        return;
+      }
+      deliver(msg);
+      if (closed_) return;
+    }
+    buf_.consume(buf_.size());  // the buffer's storage is reused for the next message
+    do_read();
+  }
+
+  void start_write() override {
+    if (!open_) {  // queued before the upgrade finished: written right after it
+      writing_ = false;
+      return;
+    }
+    ws_.async_write(asio::buffer(writes_.front()),
+                    [self = shared(), this](const boost::system::error_code& ec, std::size_t n) { on_write(ec, n); });
+  }
+
+  void close_socket() noexcept override {
+    boost::system::error_code ec;
+    auto& sock = beast::get_lowest_layer(ws_);
+    sock.shutdown(tcp::socket::shutdown_both, ec);
+    sock.close(ec);
+  }
+
+  websocket::stream<Next> ws_;
+  beast::flat_buffer buf_;
+  std::optional<http::request_parser<http::empty_body>> parser_;
+  http::response<http::string_body> refusal_;
+  bool open_ = false;
+  bool parked_message_ = false;
+};
+
+}  // namespace
+
+void start_ws_session(const std::shared_ptr<State>& st, Worker& w, tcp::socket sock, flow::Transport t,
+                      const asio::ip::address& peer, std::shared_ptr<ssl::context> tls) {
+  if (t == flow::Transport::wss) {
+    auto& ctx = *tls;
+    launch<WsSession<ssl::stream<tcp::socket>>>(st, w, t, sock, peer, std::move(tls), std::move(sock), ctx);
+  } else {
+    launch<WsSession<tcp::socket>>(st, w, t, sock, peer, nullptr, std::move(sock));
+  }
+}
+
+}  // namespace edge::net::detail
