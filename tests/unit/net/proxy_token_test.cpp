@@ -1,0 +1,193 @@
+// Routing by the token in our Route (RFC 5626 §5.3): incoming vs outgoing, 403 on tampering, 430 for a gone flow, 503 without the HSM.
+#include "proxy_test_support.h"
+
+namespace edge::net::testing {
+namespace {
+
+using sip::HeaderId;
+
+std::string core_request(std::string_view method, std::string_view ruri, std::string_view route,
+                         std::string_view branch = "z9hG4bKcore1") {
+  std::string s =
+      "{m} {ruri} SIP/2.0\n"
+      "Via: SIP/2.0/TCP 10.0.0.2:5060;branch={br}\n"
+      "{route}"
+      "Max-Forwards: 69\n"
+      "From: <sip:dave@example.test>;tag=d1\n"
+      "To: <sip:bob@example.test>\n"
+      "Call-ID: tok-1@10.0.0.2\n"
+      "CSeq: 3 {m}\n"
+      "Contact: <sip:dave@10.0.0.2>\n"
+      "Content-Length: 0\n\n";
+  return crlf(fill(s, {{"m", std::string(method)},
+                       {"ruri", std::string(ruri)},
+                       {"br", std::string(branch)},
+                       {"route", route.empty() ? "" : "Route: " + std::string(route) + "\n"}}));
+}
+
+std::string client_bye(std::string_view route) {
+  return crlf(fill(
+      "BYE sip:dave@10.0.0.2 SIP/2.0\n"
+      "Via: SIP/2.0/TCP 203.0.113.5:40312;branch=z9hG4bKbye1;rport\n"
+      "Route: {route}\n"
+      "Max-Forwards: 70\n"
+      "From: <sip:bob@example.test>;tag=b1\n"
+      "To: <sip:dave@example.test>;tag=d1\n"
+      "Call-ID: tok-2@203.0.113.5\n"
+      "CSeq: 2 BYE\n"
+      "Content-Length: 0\n\n",
+      {{"route", std::string(route)}}));
+}
+
+std::string with_char_changed(std::string token, std::size_t i) {
+  token[i] = token[i] == 'A' ? 'B' : 'A';
+  return token;
+}
+
+class Token : public ProxyFixture {};
+
+TEST_F(Token, OneChangedCharacterInTheTokenIs403FromTheCore) {
+  const std::string token = token_of(kBob);
+  for (std::size_t i : {std::size_t{0}, std::size_t{10}, token.size() - 2}) {
+    const std::string route = "<sip:" + with_char_changed(token, i) + "@10.0.0.1:5060;transport=tcp;lr;ob>";
+    from_core(core_request("INVITE", "sip:bob@203.0.113.5:40312;transport=tcp", route));
+    const FakeOutbound::Sent s = out_.take();
+    ASSERT_TRUE(s.to_core) << i;
+    Out resp(s.bytes);
+    EXPECT_EQ(resp.status(), 403) << i;
+  }
+  EXPECT_EQ(proxy_->stats().r403, 3u);
+  EXPECT_EQ(proxy_->stats().forwarded_to_flow, 0u);
+}
+
+TEST_F(Token, ATamperedTokenFromAClientIs403) {
+  const std::string bad = with_char_changed(token_of(kBob), 20);
+  from_client(kBob, client_bye("<sip:" + bad + "@192.0.2.10:5060;transport=tcp;lr>"));
+  const FakeOutbound::Sent s = out_.take();
+  ASSERT_FALSE(s.to_core);
+  EXPECT_EQ(s.flow, kBob);
+  EXPECT_EQ(Out(s.bytes).status(), 403);
+}
+
+TEST_F(Token, AUserPartThatIsNoTokenOfOursIs403) {
+  from_core(core_request("INVITE", "sip:bob@203.0.113.5", "<sip:bob@10.0.0.1:5060;transport=tcp;lr>"));
+  EXPECT_EQ(Out(out_.take().bytes).status(), 403);
+}
+
+TEST_F(Token, AGoneFlowIs430) {
+  const std::string token = token_of(kBob);
+  out_.close_flow(kBob);
+  from_core(core_request("INVITE", "sip:bob@203.0.113.5", "<sip:" + token + "@10.0.0.1:5060;transport=tcp;lr;ob>"));
+  const FakeOutbound::Sent s = out_.take();
+  ASSERT_TRUE(s.to_core);
+  Out resp(s.bytes);
+  EXPECT_EQ(resp.status(), 430);
+  EXPECT_EQ(resp.msg().reason_phrase(), "Flow Failed");
+  EXPECT_EQ(proxy_->stats().r430, 1u);
+}
+
+TEST_F(Token, HsmUnavailableForAnUncachedTokenIs503WithRetryAfter) {
+  // Minted elsewhere (a peer node, before a restart): not in this codec's cache.
+  flow::TokenCodec other(oracle_);
+  const std::string token(other.mint(kBob).token.view());
+  oracle_->set_unavailable(true);
+  from_core(core_request("INVITE", "sip:bob@203.0.113.5", "<sip:" + token + "@10.0.0.1:5060;transport=tcp;lr;ob>"));
+  Out resp(out_.take().bytes);
+  EXPECT_EQ(resp.status(), 503);
+  EXPECT_EQ(resp.header("Retry-After"), "5");
+  // With the HSM back the same token routes.
+  oracle_->set_unavailable(false);
+  from_core(core_request("INVITE", "sip:bob@203.0.113.5", "<sip:" + token + "@10.0.0.1:5060;transport=tcp;lr;ob>"));
+  EXPECT_EQ(out_.take().flow, kBob);
+  EXPECT_EQ(proxy_->stats().verifies_hsm, 2u);
+}
+
+TEST_F(Token, ATokenWeMintedVerifiesFromTheCacheWithoutTheHsm) {
+  const std::string token = token_of(kBob);  // minted through the proxy's codec
+  const auto verifies = oracle_->verifies.load();
+  from_core(core_request("MESSAGE", "sip:bob@203.0.113.5", "<sip:" + token + "@10.0.0.1:5060;transport=tcp;lr;ob>"));
+  EXPECT_EQ(out_.take().flow, kBob);
+  EXPECT_EQ(oracle_->verifies.load(), verifies);
+  EXPECT_EQ(proxy_->stats().verifies_avoided, 1u);
+  EXPECT_EQ(proxy_->stats().verifies_hsm, 0u);
+}
+
+TEST_F(Token, TheClientsOwnTokenOnItsFlowIsOutgoingAndGoesToTheCore) {
+  const std::string token = token_of(kBob);
+  from_client(kBob, client_bye("<sip:" + token + "@192.0.2.10:5060;transport=tcp;lr>, <sip:10.0.0.2;lr>"));
+  const FakeOutbound::Sent s = out_.take();
+  ASSERT_TRUE(s.to_core);
+  Out fwd(s.bytes);
+  // Our value popped; the core's stays for the core to consume.
+  ASSERT_EQ(fwd.values(HeaderId::route).size(), 1u);
+  EXPECT_EQ(fwd.route_uri(HeaderId::route, 0), "sip:10.0.0.2;lr");
+  EXPECT_EQ(proxy_->stats().outgoing_via_token, 1u);
+  EXPECT_EQ(oracle_->verifies.load(), 0u);
+}
+
+TEST_F(Token, AnotherClientsTokenIsIncomingOverThatFlowAndTheAnswerComesBack) {
+  from_client(kAlice, crlf(
+      "MESSAGE sip:bob@203.0.113.5:40312 SIP/2.0\n"
+      "Via: SIP/2.0/UDP 10.1.1.7:5062;branch=z9hG4bKam1;rport\n"
+      "Route: <sip:" + token_of(kBob) + "@192.0.2.10:5060;lr>\n"
+      "Max-Forwards: 70\n"
+      "From: <sip:alice@example.test>;tag=a9\n"
+      "To: <sip:bob@example.test>\n"
+      "Call-ID: c2c-1\n"
+      "CSeq: 1 MESSAGE\n"
+      "Content-Length: 0\n\n"));
+  const FakeOutbound::Sent s = out_.take();
+  EXPECT_EQ(s.flow, kBob);
+  from_client(kBob, answer(s.bytes, 200));
+  const FakeOutbound::Sent back = out_.take();
+  EXPECT_FALSE(back.to_core);
+  EXPECT_EQ(back.flow, kAlice);
+}
+
+TEST_F(Token, ARouteThatIsNotOursFromAClientGoesToTheCoreUntouched) {
+  from_client(kBob, client_bye("<sip:proxy.example.test;lr>"));
+  Out fwd(out_.take().bytes);
+  EXPECT_EQ(fwd.route_uri(HeaderId::route, 0), "sip:proxy.example.test;lr");
+  EXPECT_EQ(fwd.via(0).host, "10.0.0.1");
+}
+
+TEST_F(Token, FromTheCoreWithoutATokenIs404AndATelUriIs416) {
+  from_core(core_request("INVITE", "sip:bob@203.0.113.5", {}));
+  EXPECT_EQ(Out(out_.take().bytes).status(), 404);
+  from_core(core_request("INVITE", "sip:bob@203.0.113.5", "<sip:10.0.0.1:5060;transport=tcp;lr>"));
+  EXPECT_EQ(Out(out_.take().bytes).status(), 404);
+  from_core(core_request("INVITE", "tel:+15551234567", {}));
+  EXPECT_EQ(Out(out_.take().bytes).status(), 416);
+  // A host named in the message is never a destination.
+  from_core(core_request("INVITE", "sip:bob@203.0.113.5", "<sip:198.51.100.99;lr>"));
+  EXPECT_EQ(Out(out_.take().bytes).status(), 404);
+}
+
+TEST_F(Token, AnAckThatCannotBeRoutedIsDroppedNeverAnswered) {
+  from_core(core_request("ACK", "sip:bob@203.0.113.5", {}));
+  const std::string bad = with_char_changed(token_of(kBob), 5);
+  from_core(core_request("ACK", "sip:bob@203.0.113.5", "<sip:" + bad + "@10.0.0.1:5060;transport=tcp;lr>"));
+  EXPECT_TRUE(out_.sent.empty());
+  EXPECT_EQ(proxy_->stats().drop_ack, 2u);
+}
+
+TEST_F(Token, RejectedTokensAreLoggedRateLimitedAndNeverPrinted) {
+  ProxyConfig cfg = lab_config();
+  cfg.limits.log_lines_per_second = 2;
+  make(cfg);
+  const std::string token = token_of(kBob);
+  const std::string bad = with_char_changed(token, 7);
+  for (int i = 0; i < 10; ++i)
+    from_core(core_request("INVITE", "sip:bob@203.0.113.5", "<sip:" + bad + "@10.0.0.1:5060;transport=tcp;lr>"));
+  ASSERT_EQ(log_.size(), 2u);
+  for (const std::string& line : log_) {
+    EXPECT_EQ(line.find(bad), std::string::npos);
+    EXPECT_EQ(line.find(token), std::string::npos);
+    EXPECT_NE(line.find("token_rejected"), std::string::npos);
+  }
+  EXPECT_EQ(proxy_->stats().log_suppressed, 8u);
+  EXPECT_EQ(proxy_->stats().r403, 10u);
+}
+
+}  // namespace
+}  // namespace edge::net::testing
