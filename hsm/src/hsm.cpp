@@ -1,10 +1,10 @@
-// Hsm: start-up (module, token, login), the availability state machine and its rebuild, status, self test.
+// Hsm: start-up (module, token, login), the availability state machine and its rebuild, status,
+// self test.
 #include "hsm_impl.h"
+#include "softhsm_env.h"
 
 #include <edge/hsm/object.h>
 #include <edge/hsm/slot.h>
-
-#include <stdlib.h>
 
 #include <algorithm>
 #include <cstring>
@@ -15,23 +15,20 @@ namespace edge::hsm {
 namespace {
 
 std::int64_t now_ns() noexcept {
-  return std::chrono::duration_cast<std::chrono::nanoseconds>(std::chrono::steady_clock::now().time_since_epoch())
+  return std::chrono::duration_cast<std::chrono::nanoseconds>(
+             std::chrono::steady_clock::now().time_since_epoch())
       .count();
 }
 
-bool user_state(CK_STATE s) noexcept { return s == CKS_RO_USER_FUNCTIONS || s == CKS_RW_USER_FUNCTIONS; }
+bool user_state(CK_STATE s) noexcept {
+  return s == CKS_RO_USER_FUNCTIONS || s == CKS_RW_USER_FUNCTIONS;
+}
 
 // Exports SOFTHSM2_CONF before the module is loaded; returns the module path.
 const std::string& prepare_environment(const HsmConfig& config) {
   if (config.module_path.empty()) throw HsmError("HSM configuration: no PKCS#11 module path");
-  if (!config.softhsm2_conf.empty()) {
-    const char* current = std::getenv("SOFTHSM2_CONF");
-    if (Module::loaded(config.module_path) && (current == nullptr || config.softhsm2_conf != current)) {
-      throw HsmError("SoftHSM is already initialized in this process with SOFTHSM2_CONF=" +
-                     std::string(current ? current : "(unset)") + "; cannot switch to " + config.softhsm2_conf);
-    }
-    ::setenv("SOFTHSM2_CONF", config.softhsm2_conf.c_str(), 1);
-  }
+  if (!config.softhsm2_conf.empty())
+    detail::export_softhsm2_conf(config.module_path, config.softhsm2_conf);
   return config.module_path;
 }
 
@@ -49,13 +46,10 @@ const char* to_string(HsmState s) noexcept {
 Recovery classify(CK_RV rv) noexcept {
   switch (rv) {
     case CKR_SESSION_HANDLE_INVALID:
-    case CKR_SESSION_CLOSED:
-      return Recovery::reopen_session;
-    case CKR_USER_NOT_LOGGED_IN:
-      return Recovery::relogin;
+    case CKR_SESSION_CLOSED: return Recovery::reopen_session;
+    case CKR_USER_NOT_LOGGED_IN: return Recovery::relogin;
     case CKR_OBJECT_HANDLE_INVALID:
-    case CKR_KEY_HANDLE_INVALID:
-      return Recovery::refind;
+    case CKR_KEY_HANDLE_INVALID: return Recovery::refind;
     case CKR_DEVICE_REMOVED:
     case CKR_TOKEN_NOT_PRESENT:
     case CKR_DEVICE_ERROR:
@@ -64,19 +58,15 @@ Recovery classify(CK_RV rv) noexcept {
     // The token is gone from its slot, or the slot itself is (slot ids change
     // when SoftHSM re-reads its token directory).
     case CKR_SLOT_ID_INVALID:
-    case CKR_TOKEN_NOT_RECOGNIZED:
-      return Recovery::unavailable;
+    case CKR_TOKEN_NOT_RECOGNIZED: return Recovery::unavailable;
     case CKR_PIN_INCORRECT:
     case CKR_PIN_LOCKED:
     case CKR_PIN_EXPIRED:
     case CKR_PIN_INVALID:
     case CKR_PIN_LEN_RANGE:
-    case CKR_USER_PIN_NOT_INITIALIZED:
-      return Recovery::pin;
-    case CKR_KEY_FUNCTION_NOT_PERMITTED:
-      return Recovery::not_permitted;
-    default:
-      return Recovery::other;
+    case CKR_USER_PIN_NOT_INITIALIZED: return Recovery::pin;
+    case CKR_KEY_FUNCTION_NOT_PERMITTED: return Recovery::not_permitted;
+    default: return Recovery::other;
   }
 }
 
@@ -169,7 +159,8 @@ CK_RV Hsm::Impl::open_anchor(Fault& fault) {
   std::lock_guard lock(anchor_mu_);
   anchor_ = Session();
   counters.session_open.fetch_add(1, std::memory_order_relaxed);
-  CK_RV rv = Session::open(module.functions(), slot_id.load(std::memory_order_acquire), false, anchor_);
+  CK_RV rv =
+      Session::open(module.functions(), slot_id.load(std::memory_order_acquire), false, anchor_);
   if (rv != CKR_OK) {
     fault.fn = "C_OpenSession";
     fault.rv = rv;
@@ -237,14 +228,16 @@ bool Hsm::Impl::rebuild() {
   // C_Initialize): SoftHSM keeps a token whose files went away broken
   // (CKR_GENERAL_ERROR) until it is initialized again.
   for (int stage = 0; stage < 2; ++stage) {
+    // Never finalize a module somebody else in the process initialized (their
+    // sessions would die), nor under a thread still inside a call: then the
+    // stage 0 fault stands and the next attempt comes after the back-off.
+    if (stage == 1 &&
+        (!module.initialized_by_us() || !pool.wait_drained(config.checkout_timeout))) {
+      break;
+    }
     fault = Fault{};
     try {
       if (stage == 1) {
-        // Never finalize under a thread that is still inside a call.
-        if (!pool.wait_drained(config.checkout_timeout)) {
-          fault.detail = "sessions still in use; module not restarted";
-          break;
-        }
         {
           // Its handle would be stale (and maybe reused) after the restart.
           std::lock_guard lock(anchor_mu_);
@@ -304,11 +297,13 @@ bool Hsm::Impl::rebuild() {
 void Hsm::Impl::fail(const Fault& fault, bool after_retry) {
   counters.failures.fetch_add(1, std::memory_order_relaxed);
   if (fault.timeout) return;  // load, not a fault of the HSM
-  const Recovery r = fault.rv != CKR_OK ? classify(fault.rv)
-                                        : Recovery::unavailable;  // e.g. the PIN file went away before a re-login
+  const Recovery r = fault.rv != CKR_OK
+                         ? classify(fault.rv)
+                         : Recovery::unavailable;  // e.g. the PIN file went away before a re-login
   if (r == Recovery::pin) {
     set_pin_incorrect(fault.message());
-  } else if (r == Recovery::unavailable || (after_retry && r != Recovery::other && r != Recovery::not_permitted)) {
+  } else if (r == Recovery::unavailable ||
+             (after_retry && r != Recovery::other && r != Recovery::not_permitted)) {
     mark_unavailable(fault.message(), false);
   } else {
     std::lock_guard lock(status_mu_);
@@ -331,8 +326,9 @@ void Hsm::Impl::mark_unavailable(const std::string& reason, bool rebuild_failed)
     } else {
       return;  // another in-flight call failed too: keep the running back-off
     }
-    retry_at_ns_.store(now_ns() + std::chrono::duration_cast<std::chrono::nanoseconds>(backoff_).count(),
-                       std::memory_order_release);
+    retry_at_ns_.store(
+        now_ns() + std::chrono::duration_cast<std::chrono::nanoseconds>(backoff_).count(),
+        std::memory_order_release);
     state.store(HsmState::unavailable, std::memory_order_release);
   }
   if (transition) notify(HsmState::unavailable, reason);
@@ -342,7 +338,9 @@ void Hsm::Impl::set_pin_incorrect(const std::string& reason) {
   {
     std::lock_guard lock(status_mu_);
     last_error_ = reason;
-    if (state.exchange(HsmState::pin_incorrect, std::memory_order_acq_rel) == HsmState::pin_incorrect) return;
+    if (state.exchange(HsmState::pin_incorrect, std::memory_order_acq_rel) ==
+        HsmState::pin_incorrect)
+      return;
   }
   notify(HsmState::pin_incorrect, reason);
 }
@@ -367,7 +365,8 @@ void Hsm::Impl::request_rebuild() {
 std::string Hsm::Impl::unavailable_message() const {
   std::lock_guard lock(status_mu_);
   if (state.load() == HsmState::pin_incorrect) {
-    return "HSM login refused and not retried (fix the PIN, then restart or request a rebuild): " + last_error_;
+    return "HSM login refused and not retried (fix the PIN, then restart or request a rebuild): " +
+           last_error_;
   }
   std::int64_t wait_ms = (retry_at_ns_.load() - now_ns()) / 1000000;
   if (wait_ms < 0) wait_ms = 0;
@@ -396,7 +395,8 @@ HsmStatus Hsm::Impl::status() const {
 // ---------------------------------------------------------------- Hsm
 
 Hsm::Hsm(HsmConfig config)
-    : impl_(std::make_shared<Impl>(std::move(config))), keysets_(std::make_unique<KeySetManager>(*this)) {}
+    : impl_(std::make_shared<Impl>(std::move(config))),
+      keysets_(std::make_unique<KeySetManager>(*this)) {}
 
 Hsm::~Hsm() = default;
 
@@ -417,9 +417,10 @@ SelfTestReport Hsm::self_test() {
     r.slot_id = slot.id();
     r.token = slot.token_info();
     r.mechanisms = slot.mechanisms();
-    r.has_sha256_hmac = std::find(r.mechanisms.begin(), r.mechanisms.end(), CKM_SHA256_HMAC) != r.mechanisms.end();
-    r.has_generic_secret_key_gen =
-        std::find(r.mechanisms.begin(), r.mechanisms.end(), CKM_GENERIC_SECRET_KEY_GEN) != r.mechanisms.end();
+    r.has_sha256_hmac =
+        std::find(r.mechanisms.begin(), r.mechanisms.end(), CKM_SHA256_HMAC) != r.mechanisms.end();
+    r.has_generic_secret_key_gen = std::find(r.mechanisms.begin(), r.mechanisms.end(),
+                                             CKM_GENERIC_SECRET_KEY_GEN) != r.mechanisms.end();
     if (r.has_sha256_hmac) r.sha256_hmac_info = slot.mechanism_info(CKM_SHA256_HMAC);
   }
   if (!r.has_sha256_hmac || !r.has_generic_secret_key_gen) {
@@ -453,12 +454,15 @@ SelfTestReport Hsm::self_test() {
       static constexpr char kMessage[] = "edge-hsm selftest round trip";
       auto sign = [&](const char* msg, std::size_t len, MacTag& out) {
         CK_MECHANISM m{CKM_SHA256_HMAC, nullptr, 0};
-        if (CK_RV rv = f->C_SignInit(s.handle(), &m, key.handle()); rv != CKR_OK) throw Pkcs11Error("C_SignInit", rv);
+        if (CK_RV rv = f->C_SignInit(s.handle(), &m, key.handle()); rv != CKR_OK)
+          throw Pkcs11Error("C_SignInit", rv);
         CK_ULONG n = out.size();
         im.counters.sign.fetch_add(1, std::memory_order_relaxed);
-        CK_RV rv = f->C_Sign(s.handle(), reinterpret_cast<CK_BYTE_PTR>(const_cast<char*>(msg)), len, out.data(), &n);
+        CK_RV rv = f->C_Sign(s.handle(), reinterpret_cast<CK_BYTE_PTR>(const_cast<char*>(msg)), len,
+                             out.data(), &n);
         if (rv != CKR_OK) throw Pkcs11Error("C_Sign", rv);
-        if (n != out.size()) throw HsmError("C_Sign returned " + std::to_string(n) + " bytes, expected 32");
+        if (n != out.size())
+          throw HsmError("C_Sign returned " + std::to_string(n) + " bytes, expected 32");
       };
       auto verify = [&](const char* msg, std::size_t len, MacTag& tag) {
         CK_MECHANISM m{CKM_SHA256_HMAC, nullptr, 0};
@@ -466,15 +470,16 @@ SelfTestReport Hsm::self_test() {
           throw Pkcs11Error("C_VerifyInit", rv);
         }
         im.counters.verify.fetch_add(1, std::memory_order_relaxed);
-        return f->C_Verify(s.handle(), reinterpret_cast<CK_BYTE_PTR>(const_cast<char*>(msg)), len, tag.data(),
-                           tag.size());
+        return f->C_Verify(s.handle(), reinterpret_cast<CK_BYTE_PTR>(const_cast<char*>(msg)), len,
+                           tag.data(), tag.size());
       };
 
       MacTag a{}, b{};
       sign(kMessage, sizeof kMessage - 1, a);
       sign(kMessage, sizeof kMessage - 1, b);
       if (!constant_time_equal(a, b)) throw HsmError("two signatures of one message differ");
-      if (CK_RV rv = verify(kMessage, sizeof kMessage - 1, a); rv != CKR_OK) throw Pkcs11Error("C_Verify", rv);
+      if (CK_RV rv = verify(kMessage, sizeof kMessage - 1, a); rv != CKR_OK)
+        throw Pkcs11Error("C_Verify", rv);
       static constexpr char kTampered[] = "edge-hsm selftest round trap";
       CK_RV rv = verify(kTampered, sizeof kTampered - 1, a);
       if (rv != CKR_SIGNATURE_INVALID) {
@@ -482,14 +487,15 @@ SelfTestReport Hsm::self_test() {
                        ", expected CKR_SIGNATURE_INVALID");
       }
       key.destroy();
-      return "generated a session key, signed twice (same tag), C_Verify ok, modified message rejected, key destroyed";
+      return "generated a session key, signed twice (same tag), C_Verify ok, modified message "
+             "rejected, key destroyed";
     });
     r.round_trip_ok = true;
   } catch (const std::exception& e) {
     r.round_trip_detail = e.what();
   }
-  r.round_trip_time =
-      std::chrono::duration_cast<std::chrono::microseconds>(std::chrono::steady_clock::now() - start);
+  r.round_trip_time = std::chrono::duration_cast<std::chrono::microseconds>(
+      std::chrono::steady_clock::now() - start);
   return r;
 }
 

@@ -1,4 +1,5 @@
-// Key sets: versions stored as HSM secret keys (label, binary CKA_ID, sign/verify flags) and their management.
+// Key sets: versions stored as HSM secret keys (label, binary CKA_ID, sign/verify flags) and their
+// management.
 #include "hsm_impl.h"
 #include "keyset_store.h"
 
@@ -36,7 +37,8 @@ std::string printable(std::string_view s) {
 
 void check_name(std::string_view name) {
   if (!valid_key_set_name(name)) {
-    throw HsmError("invalid key set name '" + printable(name) + "': use 1..64 characters of A-Z a-z 0-9 . _ -");
+    throw HsmError("invalid key set name '" + printable(name) +
+                   "': use 1..64 characters of A-Z a-z 0-9 . _ -");
   }
 }
 
@@ -58,7 +60,8 @@ std::optional<Attributes> read_batched(Session& s, CK_OBJECT_HANDLE h) {
       {CKA_VERIFY, &verify, sizeof verify},
   };
   CK_RV rv = s.functions()->C_GetAttributeValue(s.handle(), h, a, 4);
-  if (rv == CKR_BUFFER_TOO_SMALL || rv == CKR_ATTRIBUTE_TYPE_INVALID || rv == CKR_ATTRIBUTE_SENSITIVE) {
+  if (rv == CKR_BUFFER_TOO_SMALL || rv == CKR_ATTRIBUTE_TYPE_INVALID ||
+      rv == CKR_ATTRIBUTE_SENSITIVE) {
     return std::nullopt;
   }
   if (rv != CKR_OK) throw Pkcs11Error("C_GetAttributeValue", rv);
@@ -78,7 +81,9 @@ std::optional<Attributes> read_batched(Session& s, CK_OBJECT_HANDLE h) {
 std::string read_end_date(Session& s, CK_OBJECT_HANDLE h) {
   CK_DATE d{};
   CK_ATTRIBUTE a{CKA_END_DATE, &d, sizeof d};
-  if (s.functions()->C_GetAttributeValue(s.handle(), h, &a, 1) != CKR_OK || a.ulValueLen != sizeof d) return {};
+  if (s.functions()->C_GetAttributeValue(s.handle(), h, &a, 1) != CKR_OK ||
+      a.ulValueLen != sizeof d)
+    return {};
   return to_string(d);
 }
 
@@ -93,8 +98,8 @@ Attributes read_one_by_one(Session& s, CK_OBJECT_HANDLE h) {
 }
 
 std::size_t count_version(const std::vector<StoredKey>& keys, std::uint32_t version) {
-  return static_cast<std::size_t>(
-      std::count_if(keys.begin(), keys.end(), [&](const StoredKey& k) { return k.id.version == version; }));
+  return static_cast<std::size_t>(std::count_if(
+      keys.begin(), keys.end(), [&](const StoredKey& k) { return k.id.version == version; }));
 }
 
 void destroy_tolerant(Session& s, CK_OBJECT_HANDLE h) {
@@ -124,7 +129,8 @@ std::optional<KeyId> decode_key_id(std::span<const std::uint8_t> raw) {
   id.version = static_cast<std::uint32_t>(get_be(raw.data() + 4, 4));
   id.created = static_cast<std::int64_t>(get_be(raw.data() + 8, 8));
   id.retain = static_cast<std::uint32_t>(get_be(raw.data() + 16, 4));
-  id.set.assign(reinterpret_cast<const char*>(raw.data() + kKeyIdHeader), raw.size() - kKeyIdHeader);
+  id.set.assign(reinterpret_cast<const char*>(raw.data() + kKeyIdHeader),
+                raw.size() - kKeyIdHeader);
   if (id.version == 0 || !valid_key_set_name(id.set)) return std::nullopt;
   return id;
 }
@@ -195,7 +201,8 @@ KeySetInfo to_info(std::string_view set, const std::vector<StoredKey>& keys) {
   info.name = std::string(set);
   for (const StoredKey& k : keys) {
     if (k.id.set != set) continue;
-    if (!info.versions.empty() && info.versions.back().version == k.id.version) continue;  // duplicate: first wins
+    if (!info.versions.empty() && info.versions.back().version == k.id.version)
+      continue;  // duplicate: first wins
     KeyVersionInfo v;
     v.version = k.id.version;
     v.state = k.retired ? KeyState::retired : KeyState::active;
@@ -229,8 +236,8 @@ std::uint32_t KeySetInfo::minting_version() const {
 bool valid_key_set_name(std::string_view name) noexcept {
   if (name.empty() || name.size() > 64) return false;
   for (char c : name) {
-    const bool ok = (c >= 'A' && c <= 'Z') || (c >= 'a' && c <= 'z') || (c >= '0' && c <= '9') || c == '.' ||
-                    c == '_' || c == '-';
+    const bool ok = (c >= 'A' && c <= 'Z') || (c >= 'a' && c <= 'z') || (c >= '0' && c <= '9') ||
+                    c == '.' || c == '_' || c == '-';
     if (!ok) return false;
   }
   return true;
@@ -248,18 +255,22 @@ std::string version_label(std::string_view name, std::uint32_t version) {
 KeySetInfo KeySetManager::create(std::string_view name, std::uint32_t retain) {
   check_name(name);
   if (retain < 1 || retain > kMaxRetain) {
-    throw HsmError("key set retain must be 1.." + std::to_string(kMaxRetain) + ", not " + std::to_string(retain));
+    throw HsmError("key set retain must be 1.." + std::to_string(kMaxRetain) + ", not " +
+                   std::to_string(retain));
   }
   Hsm::Impl& im = hsm_.impl();
   auto scan = [&](Session& s) { return scan_keys(s, im.counters, name); };
-  if (!im.with_session(scan).empty()) throw HsmError("key set '" + std::string(name) + "' already exists");
+  if (!im.with_session(scan).empty())
+    throw HsmError("key set '" + std::string(name) + "' already exists");
 
   const KeyId id{1, unix_now(), retain, std::string(name)};
-  const CK_OBJECT_HANDLE h = im.with_session([&](Session& s) { return generate_version(s, im.counters, id); });
+  const CK_OBJECT_HANDLE h =
+      im.with_session([&](Session& s) { return generate_version(s, im.counters, id); });
   std::vector<StoredKey> keys = im.with_session(scan);
   if (count_version(keys, 1) > 1) {
     im.with_session([&](Session& s) { destroy_tolerant(s, h); });
-    throw HsmError("key set '" + std::string(name) + "' was created concurrently by someone else; ours was removed");
+    throw HsmError("key set '" + std::string(name) +
+                   "' was created concurrently by someone else; ours was removed");
   }
   return to_info(name, keys);
 }
@@ -274,14 +285,16 @@ KeyVersionInfo KeySetManager::rotate(std::string_view name) {
   const KeyId& newest = keys.back().id;
   const std::uint32_t retain = newest.retain == 0 ? kDefaultRetain : newest.retain;
   const KeyId id{newest.version + 1, unix_now(), retain, std::string(name)};
-  const CK_OBJECT_HANDLE h = im.with_session([&](Session& s) { return generate_version(s, im.counters, id); });
+  const CK_OBJECT_HANDLE h =
+      im.with_session([&](Session& s) { return generate_version(s, im.counters, id); });
 
   // Two rotations racing (daemon and tool) would both make newest+1: keep
   // none of ours and let the caller retry, rather than two keys for one version.
   keys = im.with_session(scan);
   if (count_version(keys, id.version) > 1) {
     im.with_session([&](Session& s) { destroy_tolerant(s, h); });
-    throw HsmError("key set '" + std::string(name) + "' was rotated concurrently; ours was removed, retry");
+    throw HsmError("key set '" + std::string(name) +
+                   "' was rotated concurrently; ours was removed, retry");
   }
 
   // Keep the newest `retain` versions; destroy the older ones. Re-scanned
@@ -319,18 +332,22 @@ void KeySetManager::retire(std::string_view name, std::uint32_t version) {
       // The HSM itself then refuses C_SignInit / C_VerifyInit with
       // CKR_KEY_FUNCTION_NOT_PERMITTED; CKA_END_DATE records when.
       AttributeTemplate t;
-      t.add_bool(CKA_SIGN, false).add_bool(CKA_VERIFY, false).add_date(CKA_END_DATE, to_ck_date(unix_now()));
+      t.add_bool(CKA_SIGN, false)
+          .add_bool(CKA_VERIFY, false)
+          .add_date(CKA_END_DATE, to_ck_date(unix_now()));
       Object(s, k.handle).set_attributes(t);
     }
     if (!found) {
-      throw HsmError("key set '" + std::string(name) + "' has no version " + std::to_string(version));
+      throw HsmError("key set '" + std::string(name) + "' has no version " +
+                     std::to_string(version));
     }
   });
 }
 
 std::vector<KeySetInfo> KeySetManager::list() {
   Hsm::Impl& im = hsm_.impl();
-  std::vector<StoredKey> keys = im.with_session([&](Session& s) { return scan_keys(s, im.counters, {}); });
+  std::vector<StoredKey> keys =
+      im.with_session([&](Session& s) { return scan_keys(s, im.counters, {}); });
   std::vector<KeySetInfo> out;
   for (std::size_t i = 0; i < keys.size(); ++i) {
     if (i > 0 && keys[i].id.set == keys[i - 1].id.set) continue;
@@ -342,7 +359,8 @@ std::vector<KeySetInfo> KeySetManager::list() {
 KeySetInfo KeySetManager::get(std::string_view name) {
   check_name(name);
   Hsm::Impl& im = hsm_.impl();
-  std::vector<StoredKey> keys = im.with_session([&](Session& s) { return scan_keys(s, im.counters, name); });
+  std::vector<StoredKey> keys =
+      im.with_session([&](Session& s) { return scan_keys(s, im.counters, name); });
   if (keys.empty()) throw HsmError("key set '" + std::string(name) + "' does not exist");
   return to_info(name, keys);
 }

@@ -1,4 +1,5 @@
-// KeySetMac: per-message HMAC in the HSM with O(1) version lookup, cached key handles and one-shot recovery.
+// KeySetMac: per-message HMAC in the HSM with O(1) version lookup, cached key handles and one-shot
+// recovery.
 #include <edge/hsm/keyset_mac.h>
 
 #include "hsm_impl.h"
@@ -65,7 +66,9 @@ struct View {
   }
 };
 
-bool user_state(CK_STATE s) noexcept { return s == CKS_RO_USER_FUNCTIONS || s == CKS_RW_USER_FUNCTIONS; }
+bool user_state(CK_STATE s) noexcept {
+  return s == CKS_RO_USER_FUNCTIONS || s == CKS_RW_USER_FUNCTIONS;
+}
 
 }  // namespace
 
@@ -87,8 +90,9 @@ namespace {
 // One attempt: (re-)find the key if needed, then C_SignInit + C_Sign.
 // Returns CKR_OK with `out` filled, or the failing CK_RV with `fn` set.
 // `not_found` reports a key that is not (or no longer) in the HSM.
-CK_RV attempt(Hsm::Impl& im, Entry& e, SessionLease& lease, std::span<const std::uint8_t> data, std::uint8_t* out,
-              std::atomic<std::uint64_t>& counter, const char*& fn, bool& not_found) {
+CK_RV attempt(Hsm::Impl& im, Entry& e, SessionLease& lease, std::span<const std::uint8_t> data,
+              std::uint8_t* out, std::atomic<std::uint64_t>& counter, const char*& fn,
+              bool& not_found) {
   Session& s = lease.session();
   CK_FUNCTION_LIST* f = s.functions();
   not_found = false;
@@ -117,7 +121,9 @@ CK_RV attempt(Hsm::Impl& im, Entry& e, SessionLease& lease, std::span<const std:
       // an unavailable HSM, not an unknown key.
       CK_TOKEN_INFO token{};
       fn = "C_GetTokenInfo";
-      if (CK_RV rv = f->C_GetTokenInfo(im.slot_id.load(std::memory_order_acquire), &token); rv != CKR_OK) return rv;
+      if (CK_RV rv = f->C_GetTokenInfo(im.slot_id.load(std::memory_order_acquire), &token);
+          rv != CKR_OK)
+        return rv;
       not_found = true;
       return CKR_OK;
     }
@@ -141,12 +147,13 @@ CK_RV attempt(Hsm::Impl& im, Entry& e, SessionLease& lease, std::span<const std:
 
 }  // namespace
 
-MacStatus KeySetMac::State::compute(std::uint32_t version, std::span<const std::uint8_t> data, std::uint8_t* out,
-                                    std::atomic<std::uint64_t>& counter) {
+MacStatus KeySetMac::State::compute(std::uint32_t version, std::span<const std::uint8_t> data,
+                                    std::uint8_t* out, std::atomic<std::uint64_t>& counter) {
   const std::shared_ptr<View> v = view.load(std::memory_order_acquire);
   Entry* e = v->find(version);
   if (e == nullptr) return MacStatus::unknown_version;
-  if (e->state.load(std::memory_order_acquire) == EntryState::retired) return MacStatus::retired_version;
+  if (e->state.load(std::memory_order_acquire) == EntryState::retired)
+    return MacStatus::retired_version;
 
   Hsm::Impl& im = *impl;
   if (!im.enter()) return MacStatus::unavailable;
@@ -171,14 +178,16 @@ MacStatus KeySetMac::State::compute(std::uint32_t version, std::span<const std::
       // Destroyed by a rotation elsewhere, or the token is in trouble: either
       // way this version does not verify now. Not cached as gone for good:
       // the next use looks again, refresh() drops it for real.
-      if (e->state.exchange(EntryState::missing, std::memory_order_acq_rel) == EntryState::active) bump_epoch();
+      if (e->state.exchange(EntryState::missing, std::memory_order_acq_rel) == EntryState::active)
+        bump_epoch();
       return MacStatus::unknown_version;
     }
     fault.rv = rv;
     const Recovery r = classify(rv);
     if (r == Recovery::not_permitted) {
       // Retired in the HSM (by another process, or before our last refresh).
-      if (e->state.exchange(EntryState::retired, std::memory_order_acq_rel) != EntryState::retired) bump_epoch();
+      if (e->state.exchange(EntryState::retired, std::memory_order_acq_rel) != EntryState::retired)
+        bump_epoch();
       return MacStatus::retired_version;
     }
     if (retried || !retry_once(r)) {
@@ -206,11 +215,8 @@ MacStatus KeySetMac::State::compute(std::uint32_t version, std::span<const std::
           return MacStatus::unavailable;
         }
         break;
-      case Recovery::refind:
-        e->cached.store(0, std::memory_order_release);
-        break;
-      default:
-        break;
+      case Recovery::refind: e->cached.store(0, std::memory_order_release); break;
+      default: break;
     }
   }
 }
@@ -225,7 +231,8 @@ const std::string& KeySetMac::key_set() const noexcept { return s_->name; }
 void KeySetMac::refresh() {
   std::lock_guard lock(s_->refresh_mu);
   Hsm::Impl& im = *s_->impl;
-  std::vector<StoredKey> keys = im.with_session([&](Session& s) { return scan_keys(s, im.counters, s_->name); });
+  std::vector<StoredKey> keys =
+      im.with_session([&](Session& s) { return scan_keys(s, im.counters, s_->name); });
 
   auto next = std::make_shared<View>();
   if (!keys.empty()) {
@@ -247,7 +254,8 @@ void KeySetMac::refresh() {
     e.label = k.label;
     e.cached.store(0, std::memory_order_relaxed);
     // Keep the handle we already know for the very same object.
-    if (Entry* old = prev->find(k.id.version); old != nullptr && old->raw_id == e.raw_id && !k.retired) {
+    if (Entry* old = prev->find(k.id.version);
+        old != nullptr && old->raw_id == e.raw_id && !k.retired) {
       e.cached.store(old->cached.load(std::memory_order_acquire), std::memory_order_relaxed);
     }
   }
@@ -256,9 +264,11 @@ void KeySetMac::refresh() {
   bool lost = false;
   for (std::uint32_t i = 0; i < prev->count && !lost; ++i) {
     const Entry& old = prev->entries[i];
-    if (old.version == 0 || old.state.load(std::memory_order_acquire) == EntryState::retired) continue;
+    if (old.version == 0 || old.state.load(std::memory_order_acquire) == EntryState::retired)
+      continue;
     const Entry* now = next->find(old.version);
-    if (now == nullptr || now->raw_id != old.raw_id || now->state.load(std::memory_order_relaxed) == EntryState::retired) {
+    if (now == nullptr || now->raw_id != old.raw_id ||
+        now->state.load(std::memory_order_relaxed) == EntryState::retired) {
       lost = true;
     }
   }
@@ -271,27 +281,33 @@ void KeySetMac::set_minting_version(std::uint32_t version) {
     const std::shared_ptr<View> v = s_->view.load(std::memory_order_acquire);
     const Entry* e = v->find(version);
     if (e == nullptr) {
-      throw HsmError("key set '" + s_->name + "' has no version " + std::to_string(version) + " (refresh first?)");
+      throw HsmError("key set '" + s_->name + "' has no version " + std::to_string(version) +
+                     " (refresh first?)");
     }
     if (e->state.load(std::memory_order_acquire) != EntryState::active) {
-      throw HsmError("key set '" + s_->name + "' version " + std::to_string(version) + " is not active");
+      throw HsmError("key set '" + s_->name + "' version " + std::to_string(version) +
+                     " is not active");
     }
   }
   s_->pinned.store(version, std::memory_order_release);
 }
 
-std::uint32_t KeySetMac::pinned_version() const noexcept { return s_->pinned.load(std::memory_order_acquire); }
+std::uint32_t KeySetMac::pinned_version() const noexcept {
+  return s_->pinned.load(std::memory_order_acquire);
+}
 
 std::uint32_t KeySetMac::minting_version() const {
   const std::shared_ptr<View> v = s_->view.load(std::memory_order_acquire);
   if (std::uint32_t p = s_->pinned.load(std::memory_order_acquire); p != 0) {
-    if (const Entry* e = v->find(p); e != nullptr && e->state.load(std::memory_order_acquire) == EntryState::active) {
+    if (const Entry* e = v->find(p);
+        e != nullptr && e->state.load(std::memory_order_acquire) == EntryState::active) {
       return p;
     }
   }
   for (std::uint32_t i = v->count; i > 0; --i) {
     const Entry& e = v->entries[i - 1];
-    if (e.version != 0 && e.state.load(std::memory_order_acquire) == EntryState::active) return e.version;
+    if (e.version != 0 && e.state.load(std::memory_order_acquire) == EntryState::active)
+      return e.version;
   }
   return 0;
 }
@@ -330,7 +346,8 @@ MacStatus KeySetMac::verify(std::uint32_t version, std::span<const std::uint8_t>
   MacTag expected;
   const MacStatus st = s_->compute(version, data, expected.data(), s_->impl->counters.verify);
   if (st != MacStatus::ok) return st;
-  const bool equal = constant_time_equal(std::span<const std::uint8_t>(expected.data(), tag.size()), tag);
+  const bool equal =
+      constant_time_equal(std::span<const std::uint8_t>(expected.data(), tag.size()), tag);
   return equal ? MacStatus::ok : MacStatus::mismatch;
 }
 

@@ -1,4 +1,5 @@
-// How key-set versions are stored as HSM objects: the CKA_ID codec, scanning and generation (private).
+// How key-set versions are stored as HSM objects: the CKA_ID codec, scanning and generation
+// (private).
 #pragma once
 
 #include <edge/hsm/counters.h>

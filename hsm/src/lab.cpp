@@ -6,6 +6,8 @@
 #include <edge/hsm/session.h>
 #include <edge/hsm/slot.h>
 
+#include "softhsm_env.h"
+
 #include <fcntl.h>
 #include <string.h>
 #include <sys/file.h>
@@ -29,7 +31,9 @@ namespace {
 
 constexpr std::size_t kPinLength = 16;
 
-[[noreturn]] void throw_errno(const std::string& what, int e) { throw HsmError(what + ": " + std::strerror(e)); }
+[[noreturn]] void throw_errno(const std::string& what, int e) {
+  throw HsmError(what + ": " + std::strerror(e));
+}
 
 class Fd {
  public:
@@ -58,7 +62,8 @@ void fsync_dir(const fs::path& dir) {
 // Writes a new file atomically (temp file, fsync, link into place) and never
 // replaces an existing one: false when `path` already exists.
 bool write_new_file(const fs::path& path, std::string_view content, mode_t mode) {
-  fs::path tmp = path.parent_path() / ("." + path.filename().string() + ".tmp." + std::to_string(::getpid()));
+  fs::path tmp =
+      path.parent_path() / ("." + path.filename().string() + ".tmp." + std::to_string(::getpid()));
   ::unlink(tmp.c_str());  // a leftover of an interrupted run of this pid
   Fd fd(::open(tmp.c_str(), O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC | O_NOFOLLOW, mode));
   if (fd.get() < 0) throw_errno("cannot create " + tmp.string(), errno);
@@ -93,7 +98,8 @@ bool write_new_file(const fs::path& path, std::string_view content, mode_t mode)
 }
 
 SecretString random_pin() {
-  static constexpr char kAlphabet[] = "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789";
+  static constexpr char kAlphabet[] =
+      "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789";
   constexpr unsigned kAlphabetSize = sizeof kAlphabet - 1;  // 62
   constexpr unsigned kLimit = 256 - 256 % kAlphabetSize;    // rejection sampling: no modulo bias
   Fd fd(::open("/dev/urandom", O_RDONLY | O_CLOEXEC));
@@ -148,15 +154,6 @@ std::string softhsm_conf_text(const LabPaths& p) {
          "slots.removable = false\n";
 }
 
-void export_softhsm_conf(const fs::path& conf) {
-  const char* current = std::getenv("SOFTHSM2_CONF");
-  if (Module::loaded(EDGE_SOFTHSM_MODULE) && (current == nullptr || conf.string() != current)) {
-    throw HsmError("SoftHSM is already initialized in this process with SOFTHSM2_CONF=" +
-                   std::string(current ? current : "(unset)") + "; cannot switch to " + conf.string());
-  }
-  ::setenv("SOFTHSM2_CONF", conf.c_str(), 1);
-}
-
 struct Found {
   int count = 0;
   CK_SLOT_ID id = 0;
@@ -176,7 +173,8 @@ Found find_label(const Module& m, std::string_view label) {
   return f;
 }
 
-void set_user_pin(const Module& m, CK_SLOT_ID slot_id, const SecretString& so_pin, const SecretString& user_pin) {
+void set_user_pin(const Module& m, CK_SLOT_ID slot_id, const SecretString& so_pin,
+                  const SecretString& user_pin) {
   Slot slot(m, slot_id);
   Session s(slot, true);
   s.login(CKU_SO, so_pin);
@@ -215,15 +213,17 @@ LabToken provision_lab_token(const fs::path& state_dir, std::string_view label) 
     if (errno != EINTR) throw_errno("cannot lock " + lock_path.string(), errno);
   }
 
-  export_softhsm_conf(p.softhsm_conf);
+  detail::export_softhsm2_conf(EDGE_SOFTHSM_MODULE, p.softhsm_conf.string());
   Module m(EDGE_SOFTHSM_MODULE);
 
   Found found = find_label(m, label);
-  if (found.count > 1) throw HsmError(std::to_string(found.count) + " tokens are labelled '" + out.label + "'");
+  if (found.count > 1)
+    throw HsmError(std::to_string(found.count) + " tokens are labelled '" + out.label + "'");
   if (found.count == 1 && found.info.user_pin_initialized()) {
     if (!fs::exists(p.user_pin)) {
       throw HsmError("token '" + out.label + "' exists but its PIN file " + p.user_pin.string() +
-                     " is missing; the PIN cannot be recovered (remove " + p.tokens_dir.string() + " to start over)");
+                     " is missing; the PIN cannot be recovered (remove " + p.tokens_dir.string() +
+                     " to start over)");
     }
     out.serial = found.info.serial;
     return out;
@@ -232,8 +232,8 @@ LabToken provision_lab_token(const fs::path& state_dir, std::string_view label) 
   if (found.count == 1) {
     // Initialized by an interrupted run that never set the user PIN.
     if (!fs::exists(p.so_pin)) {
-      throw HsmError("token '" + out.label + "' has no user PIN and its SO PIN file " + p.so_pin.string() +
-                     " is missing");
+      throw HsmError("token '" + out.label + "' has no user PIN and its SO PIN file " +
+                     p.so_pin.string() + " is missing");
     }
     SecretString so = read_pin(PinSource{PinSource::Kind::file, p.so_pin.string()});
     SecretString user = ensure_pin_file(p.user_pin, out.pins_created);

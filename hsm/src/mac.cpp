@@ -15,7 +15,8 @@ const char* to_string(MacStatus s) noexcept {
   return "?";
 }
 
-bool constant_time_equal(std::span<const std::uint8_t> a, std::span<const std::uint8_t> b) noexcept {
+bool constant_time_equal(std::span<const std::uint8_t> a,
+                         std::span<const std::uint8_t> b) noexcept {
   // Lengths are public (the tag length is part of the token format); only the
   // contents are compared in time independent of where they differ.
   if (a.size() != b.size()) return false;

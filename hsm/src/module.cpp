@@ -97,7 +97,9 @@ Module::~Module() {
   shared_.reset();
 }
 
-Module::Module(Module&& other) noexcept : shared_(std::move(other.shared_)), fn_(other.fn_) { other.fn_ = nullptr; }
+Module::Module(Module&& other) noexcept : shared_(std::move(other.shared_)), fn_(other.fn_) {
+  other.fn_ = nullptr;
+}
 
 Module& Module::operator=(Module&& other) noexcept {
   if (this != &other) {
@@ -132,6 +134,10 @@ void Module::reinitialize() {
 void Module::restart() {
   if (!shared_) throw HsmError("module: moved-from");
   std::lock_guard lock(shared_->init_mu);
+  if (!shared_->we_initialized) {
+    throw HsmError("not restarting " + shared_->path +
+                   ": it was initialized by somebody else in this process");
+  }
   fn_->C_Finalize(nullptr);
   shared_->we_initialized = false;
   CK_RV rv = initialize(fn_);

@@ -17,7 +17,8 @@ constexpr CK_ATTRIBUTE_TYPE kSecretValueType = 0x11UL;
 
 bool is_secret_attribute(CK_ATTRIBUTE_TYPE type) noexcept { return type == kSecretValueType; }
 
-AttributeTemplate& AttributeTemplate::add_bytes(CK_ATTRIBUTE_TYPE type, std::span<const std::uint8_t> value) {
+AttributeTemplate& AttributeTemplate::add_bytes(CK_ATTRIBUTE_TYPE type,
+                                                std::span<const std::uint8_t> value) {
   types_.push_back(type);
   values_.emplace_back(value.begin(), value.end());
   return *this;
@@ -33,7 +34,8 @@ AttributeTemplate& AttributeTemplate::add_ulong(CK_ATTRIBUTE_TYPE type, CK_ULONG
 }
 
 AttributeTemplate& AttributeTemplate::add_string(CK_ATTRIBUTE_TYPE type, std::string_view value) {
-  return add_bytes(type, std::span(reinterpret_cast<const std::uint8_t*>(value.data()), value.size()));
+  return add_bytes(type,
+                   std::span(reinterpret_cast<const std::uint8_t*>(value.data()), value.size()));
 }
 
 AttributeTemplate& AttributeTemplate::add_date(CK_ATTRIBUTE_TYPE type, const CK_DATE& value) {
@@ -50,8 +52,9 @@ CK_ATTRIBUTE* AttributeTemplate::data() {
   return attrs_.data();
 }
 
-CK_RV find_objects_into(Session& session, CK_ATTRIBUTE* tmpl, CK_ULONG count, std::span<CK_OBJECT_HANDLE> out,
-                        CK_ULONG& found, const char*& fn) noexcept {
+CK_RV find_objects_into(Session& session, CK_ATTRIBUTE* tmpl, CK_ULONG count,
+                        std::span<CK_OBJECT_HANDLE> out, CK_ULONG& found,
+                        const char*& fn) noexcept {
   CK_FUNCTION_LIST* f = session.functions();
   found = 0;
   fn = "C_FindObjectsInit";
@@ -65,7 +68,8 @@ CK_RV find_objects_into(Session& session, CK_ATTRIBUTE* tmpl, CK_ULONG count, st
   return rv_final;
 }
 
-std::vector<CK_OBJECT_HANDLE> find_objects(Session& session, AttributeTemplate& tmpl, std::size_t max) {
+std::vector<CK_OBJECT_HANDLE> find_objects(Session& session, AttributeTemplate& tmpl,
+                                           std::size_t max) {
   CK_FUNCTION_LIST* f = session.functions();
   if (CK_RV rv = f->C_FindObjectsInit(session.handle(), tmpl.data(), tmpl.size()); rv != CKR_OK) {
     throw Pkcs11Error("C_FindObjectsInit", rv);
@@ -84,7 +88,8 @@ std::vector<CK_OBJECT_HANDLE> find_objects(Session& session, AttributeTemplate& 
     out.insert(out.end(), batch, batch + got);
     if (got < want || (max != 0 && out.size() >= max)) break;
   }
-  if (CK_RV rv = f->C_FindObjectsFinal(session.handle()); rv != CKR_OK) throw Pkcs11Error("C_FindObjectsFinal", rv);
+  if (CK_RV rv = f->C_FindObjectsFinal(session.handle()); rv != CKR_OK)
+    throw Pkcs11Error("C_FindObjectsFinal", rv);
   return out;
 }
 
@@ -157,7 +162,8 @@ std::optional<CK_DATE> Object::get_date(CK_ATTRIBUTE_TYPE type) const {
 }
 
 void Object::set_attributes(AttributeTemplate& tmpl) {
-  CK_RV rv = session_->functions()->C_SetAttributeValue(session_->handle(), handle_, tmpl.data(), tmpl.size());
+  CK_RV rv = session_->functions()->C_SetAttributeValue(session_->handle(), handle_, tmpl.data(),
+                                                        tmpl.size());
   if (rv != CKR_OK) throw Pkcs11Error("C_SetAttributeValue", rv);
 }
 
@@ -191,12 +197,16 @@ void UniqueObject::destroy() {
   Object(*session_, std::exchange(handle_, CK_INVALID_HANDLE)).destroy();
 }
 
-CK_OBJECT_HANDLE UniqueObject::release() noexcept { return std::exchange(handle_, CK_INVALID_HANDLE); }
+CK_OBJECT_HANDLE UniqueObject::release() noexcept {
+  return std::exchange(handle_, CK_INVALID_HANDLE);
+}
 
-CK_OBJECT_HANDLE generate_key(Session& session, CK_MECHANISM_TYPE mechanism, AttributeTemplate& tmpl) {
+CK_OBJECT_HANDLE generate_key(Session& session, CK_MECHANISM_TYPE mechanism,
+                              AttributeTemplate& tmpl) {
   CK_MECHANISM mech{mechanism, nullptr, 0};
   CK_OBJECT_HANDLE h = CK_INVALID_HANDLE;
-  CK_RV rv = session.functions()->C_GenerateKey(session.handle(), &mech, tmpl.data(), tmpl.size(), &h);
+  CK_RV rv =
+      session.functions()->C_GenerateKey(session.handle(), &mech, tmpl.data(), tmpl.size(), &h);
   if (rv != CKR_OK) throw Pkcs11Error("C_GenerateKey", rv);
   return h;
 }

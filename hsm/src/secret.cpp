@@ -1,4 +1,5 @@
-// SecretString (wiped PIN buffer) and read_pin (PIN from a private file or an environment variable).
+// SecretString (wiped PIN buffer) and read_pin (PIN from a private file or an environment
+// variable).
 #include <edge/hsm/error.h>
 #include <edge/hsm/secret.h>
 
@@ -86,7 +87,8 @@ SecretString read_pin_file(const std::string& path) {
     throw HsmError("PIN file " + path + " has mode " + mode +
                    ": it must not be accessible by group or others (chmod 600)");
   }
-  if (st.st_size > static_cast<off_t>(kMaxPinFile)) throw HsmError("PIN file " + path + " is too large to be a PIN file");
+  if (st.st_size > static_cast<off_t>(kMaxPinFile))
+    throw HsmError("PIN file " + path + " is too large to be a PIN file");
 
   char buf[kMaxPinFile + 1];
   std::size_t n = 0;

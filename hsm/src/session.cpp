@@ -21,7 +21,8 @@ Session::Session(const Slot& slot, bool read_write) {
   }
 }
 
-CK_RV Session::open(CK_FUNCTION_LIST* functions, CK_SLOT_ID slot, bool read_write, Session& out) noexcept {
+CK_RV Session::open(CK_FUNCTION_LIST* functions, CK_SLOT_ID slot, bool read_write,
+                    Session& out) noexcept {
   CK_FLAGS flags = CKF_SERIAL_SESSION | (read_write ? CKF_RW_SESSION : 0);
   CK_SESSION_HANDLE h = CK_INVALID_HANDLE;
   CK_RV rv = functions->C_OpenSession(slot, flags, nullptr, nullptr, &h);
@@ -59,7 +60,9 @@ void Session::logout() {
   if (rv != CKR_OK && rv != CKR_USER_NOT_LOGGED_IN) throw Pkcs11Error("C_Logout", rv);
 }
 
-CK_RV Session::try_info(CK_SESSION_INFO& out) const noexcept { return fn_->C_GetSessionInfo(handle_, &out); }
+CK_RV Session::try_info(CK_SESSION_INFO& out) const noexcept {
+  return fn_->C_GetSessionInfo(handle_, &out);
+}
 
 CK_SESSION_INFO Session::info() const {
   CK_SESSION_INFO i{};
@@ -73,7 +76,8 @@ bool Session::logged_in() const {
 }
 
 void Session::init_pin(const SecretString& pin) {
-  if (CK_RV rv = fn_->C_InitPIN(handle_, pin_ptr(pin), pin.size()); rv != CKR_OK) throw Pkcs11Error("C_InitPIN", rv);
+  if (CK_RV rv = fn_->C_InitPIN(handle_, pin_ptr(pin), pin.size()); rv != CKR_OK)
+    throw Pkcs11Error("C_InitPIN", rv);
 }
 
 void Session::close() {

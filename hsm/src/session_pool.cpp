@@ -91,8 +91,10 @@ SessionLease SessionPool::checkout(std::chrono::milliseconds timeout, bool fresh
       lease.gen_ = gen;
       return lease;
     }
-    if (deadline == std::chrono::steady_clock::time_point{}) deadline = std::chrono::steady_clock::now() + timeout;
-    if (cv_.wait_until(lock, deadline) == std::cv_status::timeout && idle_.empty() && open_ >= max_) {
+    if (deadline == std::chrono::steady_clock::time_point{})
+      deadline = std::chrono::steady_clock::now() + timeout;
+    if (cv_.wait_until(lock, deadline) == std::cv_status::timeout && idle_.empty() &&
+        open_ >= max_) {
       fault.timeout = true;
       return SessionLease();
     }

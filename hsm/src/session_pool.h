@@ -17,8 +17,8 @@ namespace edge::hsm {
 struct Fault {
   const char* fn = nullptr;  // PKCS#11 function that failed, when rv is set
   CK_RV rv = CKR_OK;
-  std::string detail;        // a complete message when the fault is not (only) a CK_RV
-  bool timeout = false;      // session pool exhausted
+  std::string detail;    // a complete message when the fault is not (only) a CK_RV
+  bool timeout = false;  // session pool exhausted
 
   explicit operator bool() const noexcept { return rv != CKR_OK || !detail.empty() || timeout; }
   std::string message() const;

@@ -31,14 +31,17 @@ std::string percent_decode(std::string_view in, std::string_view attr) {
       throw HsmError("PKCS#11 URI: truncated percent-escape in '" + std::string(attr) + "'");
     }
     int hi = hex_value(in[i + 1]), lo = hex_value(in[i + 2]);
-    if (hi < 0 || lo < 0) throw HsmError("PKCS#11 URI: bad percent-escape in '" + std::string(attr) + "'");
+    if (hi < 0 || lo < 0)
+      throw HsmError("PKCS#11 URI: bad percent-escape in '" + std::string(attr) + "'");
     out += static_cast<char>(hi * 16 + lo);
     i += 2;
   }
   return out;
 }
 
-bool matches(const std::string& want, const std::string& have) { return want.empty() || want == have; }
+bool matches(const std::string& want, const std::string& have) {
+  return want.empty() || want == have;
+}
 
 std::string describe(const TokenInfo& t) {
   return "'" + t.label + "' (serial " + t.serial + ", " + t.manufacturer + " " + t.model + ")";
@@ -64,28 +67,38 @@ Pkcs11Uri parse_pkcs11_uri(std::string_view uri) {
     path = semi == std::string_view::npos ? std::string_view{} : path.substr(semi + 1);
     if (attr.empty()) continue;
     auto eq = attr.find('=');
-    if (eq == std::string_view::npos) throw HsmError("PKCS#11 URI: attribute without '=': '" + std::string(attr) + "'");
+    if (eq == std::string_view::npos)
+      throw HsmError("PKCS#11 URI: attribute without '=': '" + std::string(attr) + "'");
     std::string_view name = attr.substr(0, eq);
     std::string value = percent_decode(attr.substr(eq + 1), name);
     std::string* field = nullptr;
-    if (name == "token") field = &out.token;
-    else if (name == "serial") field = &out.serial;
-    else if (name == "manufacturer") field = &out.manufacturer;
-    else if (name == "model") field = &out.model;
-    else if (name == "library-manufacturer") field = &out.library_manufacturer;
-    else if (name == "library-description") field = &out.library_description;
-    else if (name == "object" || name == "id" || name == "type" || name == "library-version") continue;
+    if (name == "token")
+      field = &out.token;
+    else if (name == "serial")
+      field = &out.serial;
+    else if (name == "manufacturer")
+      field = &out.manufacturer;
+    else if (name == "model")
+      field = &out.model;
+    else if (name == "library-manufacturer")
+      field = &out.library_manufacturer;
+    else if (name == "library-description")
+      field = &out.library_description;
+    else if (name == "object" || name == "id" || name == "type" || name == "library-version")
+      continue;
     else if (name == "slot-id" || name == "slot-description" || name == "slot-manufacturer") {
       throw HsmError("PKCS#11 URI: '" + std::string(name) +
                      "' is not supported: select the token by token/serial, slots are not stable");
     } else {
       throw HsmError("PKCS#11 URI: unknown attribute '" + std::string(name) + "'");
     }
-    if (!field->empty()) throw HsmError("PKCS#11 URI: attribute '" + std::string(name) + "' given twice");
+    if (!field->empty())
+      throw HsmError("PKCS#11 URI: attribute '" + std::string(name) + "' given twice");
     *field = std::move(value);
     any = true;
   }
-  if (!any || (out.token.empty() && out.serial.empty() && out.manufacturer.empty() && out.model.empty())) {
+  if (!any ||
+      (out.token.empty() && out.serial.empty() && out.manufacturer.empty() && out.model.empty())) {
     throw HsmError("PKCS#11 URI selects no token: give at least token= or serial=");
   }
   return out;
@@ -93,7 +106,8 @@ Pkcs11Uri parse_pkcs11_uri(std::string_view uri) {
 
 Pkcs11Uri to_uri(const TokenSelector& selector) {
   if (!selector.uri.empty()) return parse_pkcs11_uri(selector.uri);
-  if (selector.label.empty() && selector.serial.empty()) throw HsmError("no token selected: give a token label or URI");
+  if (selector.label.empty() && selector.serial.empty())
+    throw HsmError("no token selected: give a token label or URI");
   Pkcs11Uri u;
   u.token = selector.label;
   u.serial = selector.serial;
@@ -108,7 +122,8 @@ std::vector<CK_SLOT_ID> Slot::list(const Module& module, bool token_present) {
   // a token is initialized): retry on CKR_BUFFER_TOO_SMALL.
   for (;;) {
     CK_ULONG n = 0;
-    if (CK_RV rv = fn->C_GetSlotList(token_present ? CK_TRUE : CK_FALSE, nullptr, &n); rv != CKR_OK) {
+    if (CK_RV rv = fn->C_GetSlotList(token_present ? CK_TRUE : CK_FALSE, nullptr, &n);
+        rv != CKR_OK) {
       throw Pkcs11Error("C_GetSlotList", rv);
     }
     std::vector<CK_SLOT_ID> ids(n);
@@ -132,7 +147,8 @@ SlotInfo Slot::slot_info() const {
 
 TokenInfo Slot::token_info() const {
   CK_TOKEN_INFO i{};
-  if (CK_RV rv = fn_->C_GetTokenInfo(id_, &i); rv != CKR_OK) throw Pkcs11Error("C_GetTokenInfo", rv);
+  if (CK_RV rv = fn_->C_GetTokenInfo(id_, &i); rv != CKR_OK)
+    throw Pkcs11Error("C_GetTokenInfo", rv);
   TokenInfo out;
   out.label = trim_padded(i.label, sizeof i.label);
   out.manufacturer = trim_padded(i.manufacturerID, sizeof i.manufacturerID);
@@ -151,7 +167,8 @@ TokenInfo Slot::token_info() const {
 std::vector<CK_MECHANISM_TYPE> Slot::mechanisms() const {
   for (;;) {
     CK_ULONG n = 0;
-    if (CK_RV rv = fn_->C_GetMechanismList(id_, nullptr, &n); rv != CKR_OK) throw Pkcs11Error("C_GetMechanismList", rv);
+    if (CK_RV rv = fn_->C_GetMechanismList(id_, nullptr, &n); rv != CKR_OK)
+      throw Pkcs11Error("C_GetMechanismList", rv);
     std::vector<CK_MECHANISM_TYPE> m(n);
     CK_RV rv = fn_->C_GetMechanismList(id_, m.data(), &n);
     if (rv == CKR_BUFFER_TOO_SMALL) continue;
@@ -175,7 +192,8 @@ void Slot::init_token(const SecretString& so_pin, std::string_view label) const 
   std::memset(padded, ' ', sizeof padded);
   std::memcpy(padded, label.data(), label.size());
   const std::string& pin = so_pin.expose();
-  CK_RV rv = fn_->C_InitToken(id_, reinterpret_cast<CK_UTF8CHAR_PTR>(const_cast<char*>(pin.data())), pin.size(), padded);
+  CK_RV rv = fn_->C_InitToken(id_, reinterpret_cast<CK_UTF8CHAR_PTR>(const_cast<char*>(pin.data())),
+                              pin.size(), padded);
   if (rv != CKR_OK) throw Pkcs11Error("C_InitToken", rv);
 }
 
@@ -183,9 +201,11 @@ Slot find_token_slot(const Module& module, const TokenSelector& selector) {
   const Pkcs11Uri want = to_uri(selector);
   if (!want.library_manufacturer.empty() || !want.library_description.empty()) {
     ModuleInfo mi = module.info();
-    if (!matches(want.library_manufacturer, mi.manufacturer) || !matches(want.library_description, mi.description)) {
-      throw HsmError("PKCS#11 URI names library '" + want.library_manufacturer + "' / '" + want.library_description +
-                     "' but " + module.path() + " is '" + mi.manufacturer + "' / '" + mi.description + "'");
+    if (!matches(want.library_manufacturer, mi.manufacturer) ||
+        !matches(want.library_description, mi.description)) {
+      throw HsmError("PKCS#11 URI names library '" + want.library_manufacturer + "' / '" +
+                     want.library_description + "' but " + module.path() + " is '" +
+                     mi.manufacturer + "' / '" + mi.description + "'");
     }
   }
 
@@ -198,14 +218,16 @@ Slot find_token_slot(const Module& module, const TokenSelector& selector) {
       t = s.token_info();
     } catch (const Pkcs11Error& e) {
       // A token that vanished between C_GetSlotList and C_GetTokenInfo.
-      if (e.rv() == CKR_TOKEN_NOT_PRESENT || e.rv() == CKR_SLOT_ID_INVALID || e.rv() == CKR_DEVICE_REMOVED) continue;
+      if (e.rv() == CKR_TOKEN_NOT_PRESENT || e.rv() == CKR_SLOT_ID_INVALID ||
+          e.rv() == CKR_DEVICE_REMOVED)
+        continue;
       throw;
     }
     if (!t.initialized()) continue;  // SoftHSM's spare slot
     if (!seen.empty()) seen += ", ";
     seen += describe(t);
-    if (matches(want.token, t.label) && matches(want.serial, t.serial) && matches(want.manufacturer, t.manufacturer) &&
-        matches(want.model, t.model)) {
+    if (matches(want.token, t.label) && matches(want.serial, t.serial) &&
+        matches(want.manufacturer, t.manufacturer) && matches(want.model, t.model)) {
       found.push_back(id);
     }
   }

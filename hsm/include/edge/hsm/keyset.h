@@ -23,8 +23,8 @@ struct KeyVersionInfo {
 
 struct KeySetInfo {
   std::string name;
-  std::uint32_t retain = 0;  // versions kept before the oldest is destroyed
-  std::vector<KeyVersionInfo> versions;  // ascending by version
+  std::uint32_t retain = 0;               // versions kept before the oldest is destroyed
+  std::vector<KeyVersionInfo> versions;   // ascending by version
   std::uint32_t minting_version() const;  // 0 when none is active
 };
 

@@ -59,7 +59,8 @@ class Module {
   // sessions and handles and re-reads its configuration and token store.
   // SoftHSM needs this after its token directory vanished: the token stays
   // broken (CKR_GENERAL_ERROR) in the running instance even when the files
-  // come back. Affects every user of this module in the process.
+  // come back. Affects every user of this module in the process, so it is
+  // refused (HsmError) when somebody else initialized the module.
   void restart();
 
   // True when a Module for this library file is alive in the process (used to

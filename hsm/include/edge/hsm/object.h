@@ -26,7 +26,8 @@ bool is_secret_attribute(CK_ATTRIBUTE_TYPE type) noexcept;
 inline constexpr CK_ATTRIBUTE_TYPE kKeyLengthAttribute = 0x161UL;
 
 // A template that owns its values, e.g.
-//   AttributeTemplate t; t.add_class(CKO_SECRET_KEY).add_bool(CKA_SIGN, true).add_string(CKA_LABEL, "x/v1");
+//   AttributeTemplate t; t.add_class(CKO_SECRET_KEY).add_bool(CKA_SIGN, true).add_string(CKA_LABEL,
+//   "x/v1");
 class AttributeTemplate {
  public:
   AttributeTemplate& add_bool(CK_ATTRIBUTE_TYPE type, bool value);
@@ -49,13 +50,14 @@ class AttributeTemplate {
 
 // Calls C_FindObjectsInit / C_FindObjects / C_FindObjectsFinal; at most `max`
 // handles (0 = all).
-std::vector<CK_OBJECT_HANDLE> find_objects(Session& session, AttributeTemplate& tmpl, std::size_t max = 0);
+std::vector<CK_OBJECT_HANDLE> find_objects(Session& session, AttributeTemplate& tmpl,
+                                           std::size_t max = 0);
 
 // Allocation-free variant for the per-message path: fills `out` and returns the
 // CK_RV of the first failing call (C_FindObjectsFinal is always called once
 // C_FindObjectsInit succeeded). `fn` names the failing function.
-CK_RV find_objects_into(Session& session, CK_ATTRIBUTE* tmpl, CK_ULONG count, std::span<CK_OBJECT_HANDLE> out,
-                        CK_ULONG& found, const char*& fn) noexcept;
+CK_RV find_objects_into(Session& session, CK_ATTRIBUTE* tmpl, CK_ULONG count,
+                        std::span<CK_OBJECT_HANDLE> out, CK_ULONG& found, const char*& fn) noexcept;
 
 // CK_DATE for a unix time (UTC).
 CK_DATE to_ck_date(std::int64_t unix_seconds) noexcept;
@@ -65,7 +67,8 @@ std::string to_string(const CK_DATE& date);
 // A non-owning view of one object through one session (Botan's Object).
 class Object {
  public:
-  Object(Session& session, CK_OBJECT_HANDLE handle) noexcept : session_(&session), handle_(handle) {}
+  Object(Session& session, CK_OBJECT_HANDLE handle) noexcept
+      : session_(&session), handle_(handle) {}
 
   CK_OBJECT_HANDLE handle() const noexcept { return handle_; }
 
@@ -92,7 +95,8 @@ class Object {
 class UniqueObject {
  public:
   UniqueObject() noexcept = default;
-  UniqueObject(Session& session, CK_OBJECT_HANDLE handle) noexcept : session_(&session), handle_(handle) {}
+  UniqueObject(Session& session, CK_OBJECT_HANDLE handle) noexcept
+      : session_(&session), handle_(handle) {}
   ~UniqueObject();
   UniqueObject(UniqueObject&& other) noexcept;
   UniqueObject& operator=(UniqueObject&& other) noexcept;
@@ -110,6 +114,7 @@ class UniqueObject {
 };
 
 // Calls C_GenerateKey with a mechanism that takes no parameter.
-CK_OBJECT_HANDLE generate_key(Session& session, CK_MECHANISM_TYPE mechanism, AttributeTemplate& tmpl);
+CK_OBJECT_HANDLE generate_key(Session& session, CK_MECHANISM_TYPE mechanism,
+                              AttributeTemplate& tmpl);
 
 }  // namespace edge::hsm

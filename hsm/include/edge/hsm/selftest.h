@@ -26,7 +26,9 @@ struct SelfTestReport {
   bool round_trip_ok = false;
   std::string round_trip_detail;  // what failed, or the steps done
   std::chrono::microseconds round_trip_time{0};
-  bool ok() const noexcept { return has_sha256_hmac && has_generic_secret_key_gen && round_trip_ok; }
+  bool ok() const noexcept {
+    return has_sha256_hmac && has_generic_secret_key_gen && round_trip_ok;
+  }
 };
 
 }  // namespace edge::hsm

@@ -16,7 +16,8 @@ class Session {
   // Calls C_OpenSession (serial; read-write unless asked otherwise).
   explicit Session(const Slot& slot, bool read_write = true);
   // Takes ownership of an already open session handle.
-  Session(CK_FUNCTION_LIST* functions, CK_SESSION_HANDLE handle) noexcept : fn_(functions), handle_(handle) {}
+  Session(CK_FUNCTION_LIST* functions, CK_SESSION_HANDLE handle) noexcept
+      : fn_(functions), handle_(handle) {}
   ~Session();  // Calls C_CloseSession; errors are ignored (the session may already be gone).
   Session(Session&& other) noexcept;
   Session& operator=(Session&& other) noexcept;
@@ -24,7 +25,8 @@ class Session {
   Session& operator=(const Session&) = delete;
 
   // Calls C_OpenSession without throwing; on success `out` owns the session.
-  static CK_RV open(CK_FUNCTION_LIST* functions, CK_SLOT_ID slot, bool read_write, Session& out) noexcept;
+  static CK_RV open(CK_FUNCTION_LIST* functions, CK_SLOT_ID slot, bool read_write,
+                    Session& out) noexcept;
 
   explicit operator bool() const noexcept { return handle_ != CK_INVALID_HANDLE; }
   CK_SESSION_HANDLE handle() const noexcept { return handle_; }
@@ -37,7 +39,7 @@ class Session {
   // Calls C_Logout; CKR_USER_NOT_LOGGED_IN counts as success.
   void logout();
 
-  CK_SESSION_INFO info() const;                  // C_GetSessionInfo
+  CK_SESSION_INFO info() const;  // C_GetSessionInfo
   CK_RV try_info(CK_SESSION_INFO& out) const noexcept;
   // True when the session is in a user (or SO) state, i.e. private objects are visible.
   bool logged_in() const;

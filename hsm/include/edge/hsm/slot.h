@@ -76,9 +76,9 @@ class Slot {
   // Calls C_GetSlotList; ids of slots (with a token present when asked).
   static std::vector<CK_SLOT_ID> list(const Module& module, bool token_present);
 
-  SlotInfo slot_info() const;    // C_GetSlotInfo
-  TokenInfo token_info() const;  // C_GetTokenInfo
-  std::vector<CK_MECHANISM_TYPE> mechanisms() const;         // C_GetMechanismList
+  SlotInfo slot_info() const;                                 // C_GetSlotInfo
+  TokenInfo token_info() const;                               // C_GetTokenInfo
+  std::vector<CK_MECHANISM_TYPE> mechanisms() const;          // C_GetMechanismList
   CK_MECHANISM_INFO mechanism_info(CK_MECHANISM_TYPE) const;  // C_GetMechanismInfo
 
   // Calls C_InitToken: (re)initializes the token with an SO PIN and a label
