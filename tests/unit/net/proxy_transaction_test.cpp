@@ -1,0 +1,218 @@
+// Just enough transaction memory: UDP retransmissions absorbed and answered again, retransmission toward UDP clients, 408 once, bounded.
+#include "proxy_test_support.h"
+
+#include <edge/net/proxy/via_branch.h>
+
+namespace edge::net::testing {
+namespace {
+
+using namespace std::chrono_literals;
+using sip::HeaderId;
+
+std::string alice_request(std::string_view method, std::string_view branch, std::string_view route = {},
+                          std::string_view to_tag = {}) {
+  return crlf(fill(
+      "{m} sip:bob@example.test SIP/2.0\n"
+      "Via: SIP/2.0/UDP 10.1.1.7:5062;branch={br};rport\n"
+      "{route}"
+      "Max-Forwards: 70\n"
+      "From: <sip:alice@example.test>;tag=a1\n"
+      "To: <sip:bob@example.test>{totag}\n"
+      "Call-ID: {br}@10.1.1.7\n"
+      "CSeq: 1 {m}\n"
+      "Contact: <sip:alice@10.1.1.7:5062;ob>\n"
+      "Content-Length: 0\n\n",
+      {{"m", std::string(method)},
+       {"br", std::string(branch)},
+       {"route", route.empty() ? "" : "Route: " + std::string(route) + "\n"},
+       {"totag", to_tag.empty() ? "" : ";tag=" + std::string(to_tag)}}));
+}
+
+std::string core_to_alice(std::string_view method, std::string_view token) {
+  return crlf(fill(
+      "{m} sip:alice@10.1.1.7:5062;ob SIP/2.0\n"
+      "Via: SIP/2.0/TCP 10.0.0.2:5060;branch=z9hG4bKcoretx1\n"
+      "Route: <sip:{tok}@10.0.0.1:5060;transport=tcp;lr;ob>\n"
+      "Max-Forwards: 69\n"
+      "From: <sip:dave@example.test>;tag=d1\n"
+      "To: <sip:alice@example.test>\n"
+      "Call-ID: down-1@10.0.0.2\n"
+      "CSeq: 5 {m}\n"
+      "Content-Length: 0\n\n",
+      {{"m", std::string(method)}, {"tok", std::string(token)}}));
+}
+
+class Transactions : public ProxyFixture {};
+
+TEST_F(Transactions, AUdpRetransmissionIsAbsorbedWhenTheCoreIsReliable) {
+  const std::string inv = alice_request("INVITE", "z9hG4bKrt1");
+  from_client(kAlice, inv);
+  ASSERT_TRUE(out_.take().to_core);
+  from_client(kAlice, inv);
+  from_client(kAlice, inv);
+  EXPECT_TRUE(out_.sent.empty());
+  EXPECT_EQ(proxy_->stats().retransmissions_absorbed, 2u);
+  EXPECT_EQ(proxy_->stats().forwarded_to_core, 1u);
+}
+
+TEST_F(Transactions, AfterAProvisionalTheRetransmissionGetsItAgain) {
+  const std::string inv = alice_request("INVITE", "z9hG4bKrt2");
+  from_client(kAlice, inv);
+  Out fwd(out_.take().bytes);
+  from_core(answer(fwd.text(), 100));
+  const std::string trying = out_.take().bytes;
+  from_client(kAlice, inv);
+  const FakeOutbound::Sent s = out_.take();
+  EXPECT_EQ(s.flow, kAlice);
+  EXPECT_EQ(s.bytes, trying);
+  EXPECT_EQ(proxy_->stats().responses_replayed, 1u);
+}
+
+TEST_F(Transactions, AFinalAnswerFromTheCoreIsReplayedNotForwardedAgain) {
+  const std::string msg = alice_request("MESSAGE", "z9hG4bKrt3");
+  from_client(kAlice, msg);
+  Out fwd(out_.take().bytes);
+  from_core(answer(fwd.text(), 202));
+  const std::string accepted = out_.take().bytes;
+  from_client(kAlice, msg);
+  EXPECT_EQ(out_.take().bytes, accepted);
+  EXPECT_EQ(proxy_->stats().forwarded_to_core, 1u);
+}
+
+TEST_F(Transactions, Our403IsDecidedOnceAndReplayedToRetransmissions) {
+  std::string bad = token_of(kBob);
+  bad[12] = bad[12] == 'A' ? 'B' : 'A';
+  const std::string bye = alice_request("BYE", "z9hG4bKrt4", "<sip:" + bad + "@192.0.2.10:5060;lr>", "b1");
+  from_client(kAlice, bye);
+  const std::string first = out_.take().bytes;
+  EXPECT_EQ(Out(first).status(), 403);
+  const auto verifies = oracle_->verifies.load();
+  from_client(kAlice, bye);
+  EXPECT_EQ(out_.take().bytes, first);  // same bytes, same To tag
+  EXPECT_EQ(oracle_->verifies.load(), verifies);
+  EXPECT_EQ(proxy_->stats().r403, 1u);
+}
+
+TEST_F(Transactions, WithAUdpCoreRetransmissionsGoToTheCore) {
+  ProxyConfig cfg = lab_config();
+  cfg.core_side = {Transport::udp, "10.0.0.1", 5060};
+  make(cfg);
+  const std::string inv = alice_request("INVITE", "z9hG4bKrt5");
+  from_client(kAlice, inv);
+  from_client(kAlice, inv);
+  ASSERT_EQ(out_.sent.size(), 2u);
+  EXPECT_EQ(out_.sent[0].bytes, out_.sent[1].bytes);  // stateless: the same branch again
+}
+
+TEST_F(Transactions, CancelAndAckAreNotRetransmissionsOfTheirInvite) {
+  from_client(kAlice, alice_request("INVITE", "z9hG4bKrt6"));
+  from_client(kAlice, alice_request("CANCEL", "z9hG4bKrt6"));
+  from_client(kAlice, alice_request("ACK", "z9hG4bKrt6", {}, "b1"));
+  from_client(kAlice, alice_request("ACK", "z9hG4bKrt6", {}, "b1"));
+  EXPECT_EQ(out_.sent.size(), 4u);
+  from_client(kAlice, alice_request("CANCEL", "z9hG4bKrt6"));
+  EXPECT_EQ(out_.sent.size(), 4u);  // the CANCEL's own retransmission is absorbed
+}
+
+TEST_F(Transactions, TowardAUdpClientWeRetransmitAndAnswer408OnceWhenItStaysSilent) {
+  from_core(core_to_alice("MESSAGE", token_of(kAlice)));
+  const FakeOutbound::Sent first = out_.take();
+  ASSERT_EQ(first.flow, kAlice);
+  // Timer E: T1, 2*T1, 4*T1, then T2 (4 s) until Timer F (64*T1 = 32 s).
+  std::vector<int> at_ms;
+  for (int ms = 0; ms <= 33000; ms += 100) {
+    proxy_->on_timer(now_ + std::chrono::milliseconds(ms), out_);
+    for (const FakeOutbound::Sent& s : out_.sent) {
+      if (!s.to_core) {
+        EXPECT_EQ(s.bytes, first.bytes);
+        at_ms.push_back(ms);
+      } else {
+        Out r(s.bytes);
+        EXPECT_EQ(r.status(), 408);
+        EXPECT_EQ(r.via(0).branch, "z9hG4bKcoretx1");  // ours removed
+        EXPECT_EQ(r.values(HeaderId::via).size(), 1u);
+        at_ms.push_back(-ms);
+      }
+    }
+    out_.sent.clear();
+  }
+  const std::vector<int> want = {500, 1500, 3500, 7500, 11500, 15500, 19500, 23500, 27500, 31500, -32000};
+  EXPECT_EQ(at_ms, want);
+  EXPECT_EQ(proxy_->stats().r408, 1u);
+}
+
+TEST_F(Transactions, AnAnswerFromTheUdpClientStopsRetransmission) {
+  from_core(core_to_alice("MESSAGE", token_of(kAlice)));
+  Out fwd(out_.take().bytes);
+  from_client(kAlice, answer(fwd.text(), 200));
+  ASSERT_TRUE(out_.take().to_core);
+  for (int s = 0; s <= 40; ++s) proxy_->on_timer(now_ + std::chrono::seconds(s), out_);
+  EXPECT_TRUE(out_.sent.empty());
+}
+
+TEST_F(Transactions, AnInviteThatGotAProvisionalIsNeitherRetransmittedNorTimedOut) {
+  from_core(core_to_alice("INVITE", token_of(kAlice)));
+  Out fwd(out_.take().bytes);
+  proxy_->on_timer(now_ + 500ms, out_);
+  EXPECT_EQ(out_.take().flow, kAlice);
+  from_client(kAlice, answer(fwd.text(), 180));
+  ASSERT_TRUE(out_.take().to_core);
+  for (int s = 1; s <= 40; ++s) proxy_->on_timer(now_ + std::chrono::seconds(s), out_);
+  EXPECT_TRUE(out_.sent.empty());
+}
+
+TEST_F(Transactions, AClosedFlowIsNoLongerRetransmittedTo) {
+  from_core(core_to_alice("MESSAGE", token_of(kAlice)));
+  out_.take();
+  proxy_->on_flow_closed(kAlice);
+  for (int s = 0; s <= 40; ++s) proxy_->on_timer(now_ + std::chrono::seconds(s), out_);
+  EXPECT_TRUE(out_.sent.empty());
+}
+
+TEST_F(Transactions, MemoryIsBoundedAndEntriesExpire) {
+  ProxyConfig cfg = lab_config();
+  cfg.limits.max_transactions = 4;
+  make(cfg);
+  for (int i = 0; i < 10; ++i) from_client(kAlice, alice_request("MESSAGE", "z9hG4bKb" + std::to_string(i)));
+  EXPECT_EQ(out_.sent.size(), 10u);
+  EXPECT_EQ(proxy_->stats().transaction_evictions, 6u);
+  out_.sent.clear();
+  // The newest is remembered; the oldest was evicted and goes to the core again.
+  from_client(kAlice, alice_request("MESSAGE", "z9hG4bKb9"));
+  EXPECT_TRUE(out_.sent.empty());
+  from_client(kAlice, alice_request("MESSAGE", "z9hG4bKb0"));
+  EXPECT_EQ(out_.sent.size(), 1u);
+  out_.sent.clear();
+  // After 64*T1 nothing is remembered.
+  now_ += 33s;
+  proxy_->on_timer(now_, out_);
+  from_client(kAlice, alice_request("MESSAGE", "z9hG4bKb9"));
+  EXPECT_EQ(out_.sent.size(), 1u);
+}
+
+TEST(ViaBranchCodec, RoundTripsIpv4AndIpv6FlowsAndRejectsAnyChange) {
+  const BranchCodec codec({1, 2});
+  const std::string unique = "0123456789abcdef01234567";
+  for (const FlowKey& f : {kAlice, kCarol}) {
+    const ViaBranch b = codec.for_client(unique, f);
+    const std::string text(b.view());
+    EXPECT_EQ(text.substr(0, 7), "z9hG4bK");
+    const auto d = codec.decode(text);
+    ASSERT_TRUE(d);
+    EXPECT_TRUE(d->from_client);
+    EXPECT_EQ(d->flow, f);
+    for (std::size_t i = 7; i < text.size(); ++i) {
+      std::string bad = text;
+      bad[i] = bad[i] == 'A' ? 'B' : 'A';
+      EXPECT_FALSE(codec.decode(bad)) << i;
+    }
+    EXPECT_FALSE(BranchCodec({1, 3}).decode(text));  // another process key
+  }
+  const auto core = codec.decode(codec.for_core(unique).view());
+  ASSERT_TRUE(core);
+  EXPECT_FALSE(core->from_client);
+  EXPECT_FALSE(codec.decode("z9hG4bK776asdhds"));
+}
+
+}  // namespace
+}  // namespace edge::net::testing
