@@ -46,26 +46,30 @@ constexpr std::string_view kSdp =
     "a=sendrecv\r\n";
 
 // An INVITE from the core towards a client behind the edge, as Kamailio forwards it.
-const std::string kInvite = std::string(
-    "INVITE sip:alice-0x55d0@127.0.0.1:41234;transport=tcp;ob SIP/2.0\r\n"
-    "Record-Route: <sip:core.example.test;transport=tcp;r2=on;lr;ftag=as4f2b1c>\r\n"
-    "Record-Route: <sip:192.0.2.1;r2=on;lr;ftag=as4f2b1c>\r\n"
-    "Via: SIP/2.0/UDP 192.0.2.1;branch=z9hG4bK8d3e.5c9f0a1b000000000000000000000000.0\r\n"
-    "Via: SIP/2.0/UDP 198.51.100.7:5060;received=198.51.100.7;rport=5060;branch=z9hG4bKas4f2b1c\r\n"
-    "Route: <sip:AQEBAAAAAAB_AAABEjQ@edge.example.test;transport=tcp;lr>\r\n"
-    "Max-Forwards: 69\r\n"
-    "From: \"Carol\" <sip:carol@example.test>;tag=as4f2b1c\r\n"
-    "To: <sip:alice@example.test>\r\n"
-    "Call-ID: 3c26d3b2e5f8a1@198.51.100.7\r\n"
-    "CSeq: 102 INVITE\r\n"
-    "Contact: <sip:carol@198.51.100.7:5060>\r\n"
-    "Content-Type: application/sdp\r\n"
-    "Content-Length: ") + std::to_string(kSdp.size()) + "\r\n\r\n" + std::string(kSdp);
+const std::string kInvite =
+    std::string(
+        "INVITE sip:alice-0x55d0@127.0.0.1:41234;transport=tcp;ob SIP/2.0\r\n"
+        "Record-Route: <sip:core.example.test;transport=tcp;r2=on;lr;ftag=as4f2b1c>\r\n"
+        "Record-Route: <sip:192.0.2.1;r2=on;lr;ftag=as4f2b1c>\r\n"
+        "Via: SIP/2.0/UDP 192.0.2.1;branch=z9hG4bK8d3e.5c9f0a1b000000000000000000000000.0\r\n"
+        "Via: SIP/2.0/UDP "
+        "198.51.100.7:5060;received=198.51.100.7;rport=5060;branch=z9hG4bKas4f2b1c\r\n"
+        "Route: <sip:AQEBAAAAAAB_AAABEjQ@edge.example.test;transport=tcp;lr>\r\n"
+        "Max-Forwards: 69\r\n"
+        "From: \"Carol\" <sip:carol@example.test>;tag=as4f2b1c\r\n"
+        "To: <sip:alice@example.test>\r\n"
+        "Call-ID: 3c26d3b2e5f8a1@198.51.100.7\r\n"
+        "CSeq: 102 INVITE\r\n"
+        "Contact: <sip:carol@198.51.100.7:5060>\r\n"
+        "Content-Type: application/sdp\r\n"
+        "Content-Length: ") +
+    std::to_string(kSdp.size()) + "\r\n\r\n" + std::string(kSdp);
 
 constexpr std::string_view k200 =
     "SIP/2.0 200 OK\r\n"
     "Via: SIP/2.0/UDP 192.0.2.1:5060;branch=z9hG4bK1b2c3d4e5f6a7b8c9d0e1f2a;rport=5060\r\n"
-    "Via: SIP/2.0/TCP 127.0.0.1:41234;received=127.0.0.1;rport=41234;branch=z9hG4bK3f1c8e2a7b5d;alias\r\n"
+    "Via: SIP/2.0/TCP "
+    "127.0.0.1:41234;received=127.0.0.1;rport=41234;branch=z9hG4bK3f1c8e2a7b5d;alias\r\n"
     "Path: <sip:AQEBAAAAAAB_AAABEjQ@edge.example.test;lr;ob>\r\n"
     "Contact: <sip:alice-0x55d0@127.0.0.1:41234;transport=tcp;ob>;expires=60;"
     "+sip.instance=\"<urn:uuid:2e7d5a0c-8c3b-4c66-9f1e-3b4c0f7b8a11>\";reg-id=1\r\n"
@@ -158,11 +162,13 @@ void BM_SipEditSerializeInvite(benchmark::State& state) {
 }
 
 void BM_SipStunBinding(benchmark::State& state) {
-  const std::array<std::uint8_t, 28> req = {0x00, 0x01, 0x00, 0x08, 0x21, 0x12, 0xa4, 0x42, 1, 2, 3, 4, 5, 6,
-                                            7,    8,    9,    10,   11,   12,   0x80, 0x28, 0x00, 0x04, 0, 0, 0, 0};
+  const std::array<std::uint8_t, 28> req = {0x00, 0x01, 0x00, 0x08, 0x21, 0x12, 0xa4, 0x42, 1,  2,
+                                            3,    4,    5,    6,    7,    8,    9,    10,   11, 12,
+                                            0x80, 0x28, 0x00, 0x04, 0,    0,    0,    0};
   std::array<std::uint8_t, 28> signed_req = req;
   const std::uint32_t crc = sip::stun::crc32({req.data(), 20}) ^ 0x5354554eu;
-  for (int i = 0; i < 4; ++i) signed_req[24 + static_cast<std::size_t>(i)] = static_cast<std::uint8_t>(crc >> (24 - 8 * i));
+  for (int i = 0; i < 4; ++i)
+    signed_req[24 + static_cast<std::size_t>(i)] = static_cast<std::uint8_t>(crc >> (24 - 8 * i));
   std::array<std::uint8_t, sip::stun::kMaxResponseSize> out{};
   sip::stun::Endpoint ep;
   ep.address = {203, 0, 113, 9};

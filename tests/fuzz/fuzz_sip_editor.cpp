@@ -21,18 +21,20 @@ using sip::HeaderId;
 namespace {
 
 // Names the broken invariant before aborting, so a crash report says what went wrong.
-#define check(cond)                                                         \
-  do {                                                                      \
-    if (!(cond)) {                                                          \
+#define check(cond)                                                              \
+  do {                                                                           \
+    if (!(cond)) {                                                               \
       std::fprintf(stderr, "invariant failed: %s (line %d)\n", #cond, __LINE__); \
-      std::abort();                                                         \
-    }                                                                       \
+      std::abort();                                                              \
+    }                                                                            \
   } while (0)
 
-std::vector<std::string_view> untouched_lines(const sip::Message& m, const std::set<HeaderId>& touched) {
+std::vector<std::string_view> untouched_lines(const sip::Message& m,
+                                              const std::set<HeaderId>& touched) {
   std::vector<std::string_view> out;
   for (const sip::Header& h : m.headers())
-    if (!touched.count(h.id)) out.push_back(m.raw().substr(h.line_begin, h.line_end - h.line_begin));
+    if (!touched.count(h.id))
+      out.push_back(m.raw().substr(h.line_begin, h.line_end - h.line_begin));
   return out;
 }
 
@@ -54,14 +56,18 @@ extern "C" int LLVMFuzzerTestOneInput(const std::uint8_t* data, std::size_t size
   if (sel & 0x01 && e.add_received_rport(sel & 0x02 ? 1 : 0, src, 5060, sel & 0x04) == Error::ok)
     touched.insert(HeaderId::via);
   if (m.is_request()) {
-    if (sel & 0x08 && e.push_via({"TCP", v6 ? "2001:db8::1" : "edge.example.test", 5060, branch.view(), true}) == Error::ok) {
+    if (sel & 0x08 && e.push_via({"TCP", v6 ? "2001:db8::1" : "edge.example.test", 5060,
+                                  branch.view(), true}) == Error::ok) {
       touched.insert(HeaderId::via);
       ++via_delta;
     }
-    if (sel & 0x10 && e.pop_routes(sel & 0x02 ? 2 : 1) == Error::ok) touched.insert(HeaderId::route);
+    if (sel & 0x10 && e.pop_routes(sel & 0x02 ? 2 : 1) == Error::ok)
+      touched.insert(HeaderId::route);
     if (sel & 0x20) {
-      if (e.insert_path("sip:AQEBAAAAAAB_AAABEjQ@edge.example.test;lr;ob") == Error::ok) touched.insert(HeaderId::path);
-      if (e.insert_record_route("sip:edge.example.test;lr") == Error::ok) touched.insert(HeaderId::record_route);
+      if (e.insert_path("sip:AQEBAAAAAAB_AAABEjQ@edge.example.test;lr;ob") == Error::ok)
+        touched.insert(HeaderId::path);
+      if (e.insert_record_route("sip:edge.example.test;lr") == Error::ok)
+        touched.insert(HeaderId::record_route);
       if (e.insert_record_route("sip:[2001:db8::1]:5061;transport=tls;lr") == Error::ok)
         touched.insert(HeaderId::record_route);
     }
@@ -76,7 +82,8 @@ extern "C" int LLVMFuzzerTestOneInput(const std::uint8_t* data, std::size_t size
     if (sel & 0x10 && e.set_flow_timer(sel) == Error::ok) touched.insert(HeaderId::flow_timer);
   }
   if (sel & 0x20 && e.set_via_keep(0, 30) == Error::ok) touched.insert(HeaderId::via);
-  if (sel & 0x04 && e.ensure_content_length() == Error::ok) touched.insert(HeaderId::content_length);
+  if (sel & 0x04 && e.ensure_content_length() == Error::ok)
+    touched.insert(HeaderId::content_length);
 
   std::string out;
   e.serialize(out);
@@ -96,9 +103,9 @@ extern "C" int LLVMFuzzerTestOneInput(const std::uint8_t* data, std::size_t size
   relaxed.limits.max_headers += 16;
   sip::Message f;
   const Error again = sip::parse(out, f, relaxed);
-  const std::size_t vias = sip::via_count(m);
-  if (via_delta < 0 && vias == 1) {
-    check(again == Error::missing_header);  // removed the only Via: a response for us alone
+  if (again == Error::missing_header) {
+    // Legitimate only when the removed top Via was the only Via: a response for us alone.
+    check(via_delta < 0 && m.count(HeaderId::via) == 1);
     return 0;
   }
   check(again == Error::ok);
@@ -111,7 +118,8 @@ extern "C" int LLVMFuzzerTestOneInput(const std::uint8_t* data, std::size_t size
     sip::HeaderValue hv;
     std::size_t n = 0;
     while (it.next(hv)) ++n;
-    if (!it.error()) check(sip::via_count(f) == static_cast<std::size_t>(static_cast<long>(n) + via_delta));
+    if (!it.error())
+      check(sip::via_count(f) == static_cast<std::size_t>(static_cast<long>(n) + via_delta));
   }
   check(untouched_lines(m, touched) == untouched_lines(f, touched));
 

@@ -14,16 +14,17 @@ namespace sip = edge::sip;
 namespace {
 
 // Names the broken invariant before aborting, so a crash report says what went wrong.
-#define check(cond)                                                         \
-  do {                                                                      \
-    if (!(cond)) {                                                          \
+#define check(cond)                                                              \
+  do {                                                                           \
+    if (!(cond)) {                                                               \
       std::fprintf(stderr, "invariant failed: %s (line %d)\n", #cond, __LINE__); \
-      std::abort();                                                         \
-    }                                                                       \
+      std::abort();                                                              \
+    }                                                                            \
   } while (0)
 
 bool inside(std::string_view outer, std::string_view v) {
-  return v.empty() || (v.data() >= outer.data() && v.data() + v.size() <= outer.data() + outer.size());
+  return v.empty() ||
+         (v.data() >= outer.data() && v.data() + v.size() <= outer.data() + outer.size());
 }
 
 void exercise(const sip::Message& m, std::string_view in) {
@@ -44,9 +45,11 @@ void exercise(const sip::Message& m, std::string_view in) {
   for (std::size_t i = 0; sip::via_at(m, i, via) != sip::Error::no_such_header && i < 64; ++i) {
     check(inside(raw, via.branch) && inside(raw, via.host) && inside(raw, via.params));
   }
-  for (sip::HeaderId id : {sip::HeaderId::route, sip::HeaderId::record_route, sip::HeaderId::path}) {
+  for (sip::HeaderId id :
+       {sip::HeaderId::route, sip::HeaderId::record_route, sip::HeaderId::path}) {
     sip::RouteValue r;
-    for (std::size_t i = 0; sip::route_at(m, id, i, r) != sip::Error::no_such_header && i < 64; ++i) {
+    for (std::size_t i = 0; sip::route_at(m, id, i, r) != sip::Error::no_such_header && i < 64;
+         ++i) {
       (void)r.uri.lr();
       (void)r.uri.transport();
     }

@@ -106,17 +106,22 @@ Error Editor::restore_on_error(const Snapshot& s, Error e) {
   return e;
 }
 
-Error Editor::add_edit(std::size_t begin, std::size_t end, std::size_t text_off, std::size_t text_len) {
+Error Editor::add_edit(std::size_t begin, std::size_t end, std::size_t text_off,
+                       std::size_t text_len) {
   if (count_ >= kMaxEdits) return Error::too_many_edits;
   const bool ins = begin == end;
   for (std::size_t k = 0; k < count_; ++k) {
     const Edit& e = edits_[k];
     const bool eins = e.begin == e.end;
     bool clash;
-    if (ins && eins) clash = false;
-    else if (ins) clash = e.begin < begin && begin < e.end;
-    else if (eins) clash = begin < e.begin && e.begin < end;
-    else clash = begin < e.end && e.begin < end;
+    if (ins && eins)
+      clash = false;
+    else if (ins)
+      clash = e.begin < begin && begin < e.end;
+    else if (eins)
+      clash = begin < e.begin && e.begin < end;
+    else
+      clash = begin < e.end && e.begin < end;
     if (clash) return Error::edit_overlap;
   }
   // Keep edits sorted: by position; at one position insertions before a replacement starting
@@ -188,7 +193,8 @@ Error Editor::add_received_rport(std::size_t via_index, std::string_view ip, std
   return restore_on_error(before, received_rport(via_index, ip, port, force_rport));
 }
 
-Error Editor::received_rport(std::size_t via_index, std::string_view ip, std::uint16_t port, bool force_rport) {
+Error Editor::received_rport(std::size_t via_index, std::string_view ip, std::uint16_t port,
+                             bool force_rport) {
   if (ip.size() > 2 && ip.front() == '[' && ip.back() == ']') ip = ip.substr(1, ip.size() - 2);
   if (!is_valid_ipv6(ip) && !is_valid_hostname(ip)) return Error::bad_edit_input;
   Via via;
@@ -202,7 +208,8 @@ Error Editor::received_rport(std::size_t via_index, std::string_view ip, std::ui
     Error e;
     if (p && p->has_value) {
       std::size_t off = put_uint(port);
-      e = add_edit(m_->offset_of(p->value), m_->offset_of(p->value) + p->value.size(), off, text_size_ - off);
+      e = add_edit(m_->offset_of(p->value), m_->offset_of(p->value) + p->value.size(), off,
+                   text_size_ - off);
     } else if (p) {
       const std::size_t after_name = m_->offset_of(p->name) + p->name.size();
       std::size_t off = put("=");
@@ -218,7 +225,8 @@ Error Editor::received_rport(std::size_t via_index, std::string_view ip, std::ui
   if (!want_rport && lex::ieq(via.host, ip)) return Error::ok;
   if (auto p = via.param("received"); p && p->has_value) {
     std::size_t off = put(ip);
-    return add_edit(m_->offset_of(p->value), m_->offset_of(p->value) + p->value.size(), off, ip.size());
+    return add_edit(m_->offset_of(p->value), m_->offset_of(p->value) + p->value.size(), off,
+                    ip.size());
   }
   std::size_t off = put(";received=");
   put(ip);
@@ -232,7 +240,8 @@ Error Editor::set_via_keep(std::size_t via_index, std::uint32_t seconds) {
   if (!p) return Error::no_such_header;
   if (p->has_value) {
     std::size_t off = put_uint(seconds);
-    return add_edit(m_->offset_of(p->value), m_->offset_of(p->value) + p->value.size(), off, text_size_ - off);
+    return add_edit(m_->offset_of(p->value), m_->offset_of(p->value) + p->value.size(), off,
+                    text_size_ - off);
   }
   const std::size_t after_name = m_->offset_of(p->name) + p->name.size();
   std::size_t off = put("=");
@@ -322,14 +331,16 @@ Error Editor::decrement_max_forwards() {
   if (*mf == 0) return Error::max_forwards_exhausted;
   const Header* h = m_->first(HeaderId::max_forwards);
   std::size_t off = put_uint(*mf - 1);
-  return add_edit(m_->offset_of(h->value), m_->offset_of(h->value) + h->value.size(), off, text_size_ - off);
+  return add_edit(m_->offset_of(h->value), m_->offset_of(h->value) + h->value.size(), off,
+                  text_size_ - off);
 }
 
 Error Editor::set_flow_timer(std::uint32_t seconds) {
   if (m_->is_request()) return Error::not_a_response;
   if (const Header* h = m_->first(HeaderId::flow_timer)) {
     std::size_t off = put_uint(seconds);
-    return add_edit(m_->offset_of(h->value), m_->offset_of(h->value) + h->value.size(), off, text_size_ - off);
+    return add_edit(m_->offset_of(h->value), m_->offset_of(h->value) + h->value.size(), off,
+                    text_size_ - off);
   }
   std::size_t off = put("Flow-Timer: ");
   put_uint(seconds);
@@ -355,7 +366,8 @@ Error Editor::ensure_content_length() {
 
 std::size_t Editor::size() const noexcept {
   std::size_t n = m_->raw().size();
-  for (std::size_t k = 0; k < count_; ++k) n = n + edits_[k].text_len - (edits_[k].end - edits_[k].begin);
+  for (std::size_t k = 0; k < count_; ++k)
+    n = n + edits_[k].text_len - (edits_[k].end - edits_[k].begin);
   return n;
 }
 

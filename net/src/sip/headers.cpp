@@ -38,7 +38,9 @@ bool ValueIterator::next(HeaderValue& out) noexcept {
 namespace {
 
 // gen-value = token / host / quoted-string; host may be an IPv6 reference.
-bool is_gen_value_char(char c) noexcept { return lex::is_token(c) || c == '[' || c == ']' || c == ':'; }
+bool is_gen_value_char(char c) noexcept {
+  return lex::is_token(c) || c == '[' || c == ']' || c == ':';
+}
 
 }  // namespace
 
@@ -102,7 +104,8 @@ std::string_view take_token(std::string_view s, std::size_t& i) noexcept {
 }
 
 bool valid_address(std::string_view v) noexcept {
-  if (v.size() > 2 && v.front() == '[' && v.back() == ']') return is_valid_ipv6(v.substr(1, v.size() - 2));
+  if (v.size() > 2 && v.front() == '[' && v.back() == ']')
+    return is_valid_ipv6(v.substr(1, v.size() - 2));
   return is_valid_ipv6(v) || is_valid_hostname(v);
 }
 
@@ -269,8 +272,22 @@ Error single_name_addr(const Message& m, HeaderId id, NameAddr& out) noexcept {
 }
 }  // namespace
 
-Error from_header(const Message& m, NameAddr& out) noexcept { return single_name_addr(m, HeaderId::from, out); }
-Error to_header(const Message& m, NameAddr& out) noexcept { return single_name_addr(m, HeaderId::to, out); }
+Error from_header(const Message& m, NameAddr& out) noexcept {
+  return single_name_addr(m, HeaderId::from, out);
+}
+Error to_header(const Message& m, NameAddr& out) noexcept {
+  return single_name_addr(m, HeaderId::to, out);
+}
+
+std::string_view from_tag(const Message& m) noexcept {
+  NameAddr na;
+  return from_header(m, na) == Error::ok ? na.tag() : std::string_view{};
+}
+
+std::string_view to_tag(const Message& m) noexcept {
+  NameAddr na;
+  return to_header(m, na) == Error::ok ? na.tag() : std::string_view{};
+}
 
 Error parse_route_value(std::string_view text, RouteValue& out) noexcept {
   out = RouteValue{};
@@ -280,7 +297,8 @@ Error parse_route_value(std::string_view text, RouteValue& out) noexcept {
   return parse_uri(out.addr.uri, out.uri);
 }
 
-Error route_at(const Message& m, HeaderId id, std::size_t index, RouteValue& out, HeaderValue* where) noexcept {
+Error route_at(const Message& m, HeaderId id, std::size_t index, RouteValue& out,
+               HeaderValue* where) noexcept {
   ValueIterator it(m, id);
   HeaderValue hv;
   for (std::size_t k = 0; it.next(hv); ++k) {
@@ -300,8 +318,10 @@ Error parse_contact(std::string_view text, ContactValue& out) noexcept {
   }
   if (Error e = parse_name_addr(text, out.addr); e != Error::ok) return e;
   Error ue = parse_uri(out.addr.uri, out.uri);
-  if (ue == Error::ok) out.uri_is_sip = true;
-  else if (ue != Error::unsupported_scheme) return ue;
+  if (ue == Error::ok)
+    out.uri_is_sip = true;
+  else if (ue != Error::unsupported_scheme)
+    return ue;
   HeaderParamReader r(out.addr.params);
   Param p;
   while (r.next(p)) {
@@ -311,7 +331,8 @@ Error parse_contact(std::string_view text, ContactValue& out) noexcept {
       out.instance = unquote(p.value);
     } else if (lex::ieq(p.name, "reg-id")) {
       // RFC 5626 §10: reg-id = 1 to (2^31 - 1)
-      if (!p.has_value || !lex::parse_uint(p.value, 0x7fffffffu, n) || n == 0) return Error::bad_contact;
+      if (!p.has_value || !lex::parse_uint(p.value, 0x7fffffffu, n) || n == 0)
+        return Error::bad_contact;
       out.reg_id = n;
     } else if (lex::ieq(p.name, "expires")) {
       if (!p.has_value || !lex::parse_uint(p.value, 0xffffffffu, n)) return Error::bad_contact;

@@ -1,8 +1,9 @@
 // Header and method name tables, and the Message slot store.
+#include "edge/net/sip/message.h"
+
 #include <array>
 #include <utility>
 
-#include "edge/net/sip/message.h"
 #include "lex.h"
 
 namespace edge::sip {
@@ -94,19 +95,47 @@ constexpr std::array<HeaderId, 26> kCompact = [] {
 }();
 
 constexpr std::string_view kCanonical[] = {
-    "",           "Via",          "Route",          "Record-Route",  "Path",
-    "Contact",    "From",         "To",             "Call-ID",       "CSeq",
-    "Max-Forwards", "Content-Length", "Content-Type", "Content-Encoding", "Supported",
-    "Require",    "Proxy-Require", "Unsupported",   "Flow-Timer",    "Expires",
-    "Retry-After", "Allow",       "User-Agent",     "Server",        "Subject",
-    "Event",      "Allow-Events", "Refer-To",       "Referred-By",   "Session-Expires",
-    "Accept-Contact", "Reject-Contact", "Request-Disposition", "Identity", "Identity-Info",
+    "",
+    "Via",
+    "Route",
+    "Record-Route",
+    "Path",
+    "Contact",
+    "From",
+    "To",
+    "Call-ID",
+    "CSeq",
+    "Max-Forwards",
+    "Content-Length",
+    "Content-Type",
+    "Content-Encoding",
+    "Supported",
+    "Require",
+    "Proxy-Require",
+    "Unsupported",
+    "Flow-Timer",
+    "Expires",
+    "Retry-After",
+    "Allow",
+    "User-Agent",
+    "Server",
+    "Subject",
+    "Event",
+    "Allow-Events",
+    "Refer-To",
+    "Referred-By",
+    "Session-Expires",
+    "Accept-Contact",
+    "Reject-Contact",
+    "Request-Disposition",
+    "Identity",
+    "Identity-Info",
 };
 static_assert(std::size(kCanonical) == static_cast<std::size_t>(HeaderId::count_));
 
 constexpr std::string_view kMethods[] = {
-    "",        "INVITE", "ACK",    "BYE",       "CANCEL", "REGISTER", "OPTIONS", "INFO",
-    "UPDATE",  "PRACK",  "SUBSCRIBE", "NOTIFY", "REFER",  "MESSAGE",  "PUBLISH",
+    "",       "INVITE", "ACK",       "BYE",    "CANCEL", "REGISTER", "OPTIONS", "INFO",
+    "UPDATE", "PRACK",  "SUBSCRIBE", "NOTIFY", "REFER",  "MESSAGE",  "PUBLISH",
 };
 
 }  // namespace
@@ -159,7 +188,9 @@ std::string_view method_name(Method m) noexcept {
 }
 
 const Header* Message::first(HeaderId id) const noexcept {
-  std::uint32_t i = first_[static_cast<std::size_t>(id)];
+  const auto k = static_cast<std::size_t>(id);
+  if (k >= first_.size()) return nullptr;
+  const std::uint32_t i = first_[k];
   return i == 0 ? nullptr : &headers()[i - 1];
 }
 

@@ -16,11 +16,16 @@ constexpr std::array<std::uint8_t, 256> kByteClass = [] {
   std::array<std::uint8_t, 256> t{};
   for (int c = 0; c < 256; ++c) {
     std::uint8_t k = kPlain;
-    if (c == '\r') k = kCR;
-    else if (c == '\n') k = kLF;
-    else if (c == '\t') k = kPlain;
-    else if (c < 0x20 || c == 0x7f) k = kCtl;
-    else if (c >= 0x80) k = kHigh;
+    if (c == '\r')
+      k = kCR;
+    else if (c == '\n')
+      k = kLF;
+    else if (c == '\t')
+      k = kPlain;
+    else if (c < 0x20 || c == 0x7f)
+      k = kCtl;
+    else if (c >= 0x80)
+      k = kHigh;
     t[static_cast<std::size_t>(c)] = k;
   }
   return t;
@@ -95,8 +100,10 @@ bool valid_request_uri(std::string_view uri) noexcept {
     auto c = static_cast<unsigned char>(uri[i]);
     if (c <= 0x20 || c >= 0x7f) return false;
     if (colon == std::string_view::npos) {
-      if (c == ':') colon = i;
-      else if (!lex::is_alnum(uri[i]) && c != '+' && c != '-' && c != '.') return false;
+      if (c == ':')
+        colon = i;
+      else if (!lex::is_alnum(uri[i]) && c != '+' && c != '-' && c != '.')
+        return false;
     }
   }
   return colon != std::string_view::npos && colon + 1 < uri.size();
@@ -144,7 +151,7 @@ Error Parser::start_line(std::string_view line, Message& m) {
   if (!valid_request_uri(uri)) return Error::bad_request_uri;
   if (!is_sip_version(version)) {
     return version.size() >= 4 && lex::ieq(version.substr(0, 4), "SIP/") ? Error::bad_version
-                                                                          : Error::bad_start_line;
+                                                                         : Error::bad_start_line;
   }
   m.method_name_ = method;
   m.method_ = method_from_name(method);
@@ -235,7 +242,8 @@ Error Parser::run(std::string_view in, Message& m, const ParseOptions& o) {
     std::size_t i = name_end;
     while (i < n && lex::is_wsp(buf[i])) ++i;
     if (i >= n) return Error::headers_incomplete;
-    if (buf[i] != ':') return (i != name_end || buf[i] == '\r') ? Error::missing_colon : Error::bad_header_name;
+    if (buf[i] != ':')
+      return (i != name_end || buf[i] == '\r') ? Error::missing_colon : Error::bad_header_name;
     const std::size_t value_begin = ++i;
     for (;;) {
       if ((e = scan_line(buf, i, eol)) != Error::ok) return e;
@@ -264,20 +272,23 @@ Error Parser::run(std::string_view in, Message& m, const ParseOptions& o) {
       if (h.id == HeaderId::content_length) {
         std::uint32_t v = 0;
         if (!lex::parse_uint(h.value, 0xffffffffu, v)) return Error::bad_content_length;
-        return v == *m.content_length_ ? Error::duplicate_header : Error::conflicting_content_length;
+        return v == *m.content_length_ ? Error::duplicate_header
+                                       : Error::conflicting_content_length;
       }
       return Error::duplicate_header;
     }
   }
 
   // RFC 3261 §8.1.1: the headers every request and response carries.
-  for (HeaderId id : {HeaderId::via, HeaderId::from, HeaderId::to, HeaderId::call_id, HeaderId::cseq})
+  for (HeaderId id :
+       {HeaderId::via, HeaderId::from, HeaderId::to, HeaderId::call_id, HeaderId::cseq})
     if (m.first_[static_cast<std::size_t>(id)] == 0) return Error::missing_header;
   if (m.is_request() && m.cseq_.method != m.method_name_) return Error::cseq_method_mismatch;
 
   if (m.content_length_) {
     const std::size_t cl = *m.content_length_;
-    if (cl > lim.max_message_size || pos + cl > lim.max_message_size) return Error::content_length_too_large;
+    if (cl > lim.max_message_size || pos + cl > lim.max_message_size)
+      return Error::content_length_too_large;
     if (n - pos < cl) return Error::body_truncated;
     m.body_ = buf.substr(pos, cl);
     m.raw_ = buf.substr(0, pos + cl);
@@ -349,7 +360,8 @@ Frame frame_stream(std::string_view b, const Limits& lim, std::size_t resume_fro
   const std::size_t from = resume_from > 3 ? std::min(resume_from - 3, window) : 0;
   std::size_t end = b.substr(0, window).find("\r\n\r\n", from);
   if (end == std::string_view::npos) {
-    if (b.size() >= lim.max_message_size) return {FrameStatus::error, 0, Error::message_too_large, 0};
+    if (b.size() >= lim.max_message_size)
+      return {FrameStatus::error, 0, Error::message_too_large, 0};
     f.scanned = window;
     return f;
   }

@@ -9,44 +9,82 @@ namespace edge::sip {
 
 std::string_view default_reason(int status) noexcept {
   switch (status) {
-    case 100: return "Trying";
-    case 180: return "Ringing";
-    case 200: return "OK";
-    case 202: return "Accepted";
-    case 400: return "Bad Request";
-    case 401: return "Unauthorized";
-    case 403: return "Forbidden";
-    case 404: return "Not Found";
-    case 405: return "Method Not Allowed";
-    case 407: return "Proxy Authentication Required";
-    case 408: return "Request Timeout";
-    case 410: return "Gone";
-    case 413: return "Request Entity Too Large";
-    case 414: return "Request-URI Too Long";
-    case 415: return "Unsupported Media Type";
-    case 416: return "Unsupported URI Scheme";
-    case 420: return "Bad Extension";
-    case 421: return "Extension Required";
-    case 423: return "Interval Too Brief";
-    case 430: return "Flow Failed";
-    case 439: return "First Hop Lacks Outbound Support";
-    case 480: return "Temporarily Unavailable";
-    case 481: return "Call/Transaction Does Not Exist";
-    case 482: return "Loop Detected";
-    case 483: return "Too Many Hops";
-    case 484: return "Address Incomplete";
-    case 486: return "Busy Here";
-    case 487: return "Request Terminated";
-    case 488: return "Not Acceptable Here";
-    case 500: return "Server Internal Error";
-    case 501: return "Not Implemented";
-    case 502: return "Bad Gateway";
-    case 503: return "Service Unavailable";
-    case 504: return "Server Time-out";
-    case 505: return "Version Not Supported";
-    case 513: return "Message Too Large";
-    case 603: return "Decline";
-    default: break;
+    case 100:
+      return "Trying";
+    case 180:
+      return "Ringing";
+    case 200:
+      return "OK";
+    case 202:
+      return "Accepted";
+    case 400:
+      return "Bad Request";
+    case 401:
+      return "Unauthorized";
+    case 403:
+      return "Forbidden";
+    case 404:
+      return "Not Found";
+    case 405:
+      return "Method Not Allowed";
+    case 407:
+      return "Proxy Authentication Required";
+    case 408:
+      return "Request Timeout";
+    case 410:
+      return "Gone";
+    case 413:
+      return "Request Entity Too Large";
+    case 414:
+      return "Request-URI Too Long";
+    case 415:
+      return "Unsupported Media Type";
+    case 416:
+      return "Unsupported URI Scheme";
+    case 420:
+      return "Bad Extension";
+    case 421:
+      return "Extension Required";
+    case 423:
+      return "Interval Too Brief";
+    case 430:
+      return "Flow Failed";
+    case 439:
+      return "First Hop Lacks Outbound Support";
+    case 480:
+      return "Temporarily Unavailable";
+    case 481:
+      return "Call/Transaction Does Not Exist";
+    case 482:
+      return "Loop Detected";
+    case 483:
+      return "Too Many Hops";
+    case 484:
+      return "Address Incomplete";
+    case 486:
+      return "Busy Here";
+    case 487:
+      return "Request Terminated";
+    case 488:
+      return "Not Acceptable Here";
+    case 500:
+      return "Server Internal Error";
+    case 501:
+      return "Not Implemented";
+    case 502:
+      return "Bad Gateway";
+    case 503:
+      return "Service Unavailable";
+    case 504:
+      return "Server Time-out";
+    case 505:
+      return "Version Not Supported";
+    case 513:
+      return "Message Too Large";
+    case 603:
+      return "Decline";
+    default:
+      break;
   }
   if (status >= 100 && status < 200) return "Provisional";
   if (status >= 200 && status < 300) return "OK";
@@ -85,7 +123,8 @@ Error build_response(const Message& req, const ResponseSpec& spec, std::string& 
 
   Editor vias(req);
   if (!spec.source_ip.empty()) {
-    if (Error e = vias.add_received_rport(0, spec.source_ip, spec.source_port); e != Error::ok) return e;
+    if (Error e = vias.add_received_rport(0, spec.source_ip, spec.source_port); e != Error::ok)
+      return e;
   }
   const Header* to = req.first(HeaderId::to);
   NameAddr to_value;
@@ -94,7 +133,8 @@ Error build_response(const Message& req, const ResponseSpec& spec, std::string& 
   const std::size_t start = out.size();
   out.reserve(start + 256 + req.headers_end());
   out.append("SIP/2.0 ");
-  char code[3] = {static_cast<char>('0' + spec.status / 100), static_cast<char>('0' + spec.status / 10 % 10),
+  char code[3] = {static_cast<char>('0' + spec.status / 100),
+                  static_cast<char>('0' + spec.status / 10 % 10),
                   static_cast<char>('0' + spec.status % 10)};
   out.append(code, 3);
   out.push_back(' ');

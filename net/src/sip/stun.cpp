@@ -28,7 +28,9 @@ constexpr std::array<std::uint32_t, 256> kCrcTable = [] {
   return t;
 }();
 
-std::uint16_t get16(const std::uint8_t* p) noexcept { return static_cast<std::uint16_t>(p[0] << 8 | p[1]); }
+std::uint16_t get16(const std::uint8_t* p) noexcept {
+  return static_cast<std::uint16_t>(p[0] << 8 | p[1]);
+}
 std::uint32_t get32(const std::uint8_t* p) noexcept {
   return std::uint32_t{p[0]} << 24 | std::uint32_t{p[1]} << 16 | std::uint32_t{p[2]} << 8 | p[3];
 }
@@ -59,7 +61,8 @@ bool known_required(std::uint16_t t) noexcept {
   }
 }
 
-bool decode_xor_address(const std::uint8_t* v, std::size_t len, const std::uint8_t* header, Endpoint& ep) noexcept {
+bool decode_xor_address(const std::uint8_t* v, std::size_t len, const std::uint8_t* header,
+                        Endpoint& ep) noexcept {
   if (len < 4) return false;
   const std::uint8_t family = v[1];
   ep.port = static_cast<std::uint16_t>(get16(v + 2) ^ (kMagicCookie >> 16));
@@ -85,7 +88,8 @@ void put_header(std::uint8_t* p, std::uint16_t type, const TransactionId& id) no
   std::memcpy(p + 8, id.data(), id.size());
 }
 
-std::size_t put_attr(std::uint8_t* p, std::uint16_t type, const void* value, std::size_t len) noexcept {
+std::size_t put_attr(std::uint8_t* p, std::uint16_t type, const void* value,
+                     std::size_t len) noexcept {
   put16(p, type);
   put16(p + 2, static_cast<std::uint16_t>(len));
   if (len) std::memcpy(p + 4, value, len);
@@ -108,14 +112,22 @@ std::size_t finish_with_fingerprint(std::uint8_t* base, std::size_t end) noexcep
 
 std::string_view reason(Error e) noexcept {
   switch (e) {
-    case Error::ok: return "ok";
-    case Error::too_short: return "shorter than a STUN header";
-    case Error::not_stun: return "not a STUN message";
-    case Error::bad_length: return "bad STUN length";
-    case Error::truncated_attribute: return "STUN attribute past the end";
-    case Error::bad_fingerprint: return "bad or missing FINGERPRINT";
-    case Error::fingerprint_not_last: return "FINGERPRINT not the last attribute";
-    case Error::bad_attribute: return "malformed STUN attribute";
+    case Error::ok:
+      return "ok";
+    case Error::too_short:
+      return "shorter than a STUN header";
+    case Error::not_stun:
+      return "not a STUN message";
+    case Error::bad_length:
+      return "bad STUN length";
+    case Error::truncated_attribute:
+      return "STUN attribute past the end";
+    case Error::bad_fingerprint:
+      return "bad or missing FINGERPRINT";
+    case Error::fingerprint_not_last:
+      return "FINGERPRINT not the last attribute";
+    case Error::bad_attribute:
+      return "malformed STUN attribute";
   }
   return "unknown error";
 }
@@ -183,17 +195,20 @@ Error decode(std::span<const std::uint8_t> d, Message& m, bool require_fingerpri
   return Error::ok;
 }
 
-std::size_t encode_binding_success(const TransactionId& id, const Endpoint& mapped, std::span<std::uint8_t> out,
-                                   bool fingerprint, std::string_view software) noexcept {
+std::size_t encode_binding_success(const TransactionId& id, const Endpoint& mapped,
+                                   std::span<std::uint8_t> out, bool fingerprint,
+                                   std::string_view software) noexcept {
   if (software.size() > 128) return 0;
   const std::size_t addr_len = mapped.ipv6 ? 20 : 8;
-  const std::size_t need = kHeaderSize + 4 + addr_len + (software.empty() ? 0 : 4 + ((software.size() + 3) & ~std::size_t{3})) +
+  const std::size_t need = kHeaderSize + 4 + addr_len +
+                           (software.empty() ? 0 : 4 + ((software.size() + 3) & ~std::size_t{3})) +
                            (fingerprint ? 8 : 0);
   if (out.size() < need) return 0;
   std::uint8_t* base = out.data();
   put_header(base, kBindingSuccess, id);
   std::size_t pos = kHeaderSize;
-  if (!software.empty()) pos += put_attr(base + pos, kAttrSoftware, software.data(), software.size());
+  if (!software.empty())
+    pos += put_attr(base + pos, kAttrSoftware, software.data(), software.size());
 
   std::uint8_t value[20] = {};
   value[1] = mapped.ipv6 ? 0x02 : 0x01;
@@ -208,10 +223,12 @@ std::size_t encode_binding_success(const TransactionId& id, const Endpoint& mapp
 }
 
 std::size_t encode_binding_error(const TransactionId& id, int code, std::string_view reason_phrase,
-                                 std::span<const std::uint16_t> unknown, std::span<std::uint8_t> out) noexcept {
+                                 std::span<const std::uint16_t> unknown,
+                                 std::span<std::uint8_t> out) noexcept {
   if (code < 300 || code > 699 || reason_phrase.size() > 128 || unknown.size() > 64) return 0;
-  const std::size_t need = kHeaderSize + 4 + ((4 + reason_phrase.size() + 3) & ~std::size_t{3}) +
-                           (unknown.empty() ? 0 : 4 + ((unknown.size() * 2 + 3) & ~std::size_t{3})) + 8;
+  const std::size_t need =
+      kHeaderSize + 4 + ((4 + reason_phrase.size() + 3) & ~std::size_t{3}) +
+      (unknown.empty() ? 0 : 4 + ((unknown.size() * 2 + 3) & ~std::size_t{3})) + 8;
   if (out.size() < need) return 0;
   std::uint8_t* base = out.data();
   put_header(base, kBindingError, id);
@@ -239,7 +256,8 @@ DatagramKind classify_datagram(std::span<const std::uint8_t> d) noexcept {
       return DatagramKind::keep_alive;
     }
     // RFC 7983: 0..3 is STUN; the cookie confirms it (RFC 5389 §6).
-    if (d.size() >= kHeaderSize && b <= 3 && get32(d.data() + 4) == kMagicCookie) return DatagramKind::stun;
+    if (d.size() >= kHeaderSize && b <= 3 && get32(d.data() + 4) == kMagicCookie)
+      return DatagramKind::stun;
     return DatagramKind::unknown;
   }
   // A SIP start line begins with a method (a token) or "SIP/".

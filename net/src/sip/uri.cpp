@@ -14,8 +14,24 @@ namespace {
 bool is_userinfo_char(char c) noexcept {
   if (lex::is_alnum(c)) return true;
   switch (c) {
-    case '-': case '_': case '.': case '!': case '~': case '*': case '\'': case '(': case ')':
-    case '%': case '&': case '=': case '+': case '$': case ',': case ';': case '?': case '/':
+    case '-':
+    case '_':
+    case '.':
+    case '!':
+    case '~':
+    case '*':
+    case '\'':
+    case '(':
+    case ')':
+    case '%':
+    case '&':
+    case '=':
+    case '+':
+    case '$':
+    case ',':
+    case ';':
+    case '?':
+    case '/':
     case ':':
       return true;
     default:
@@ -27,9 +43,26 @@ bool is_userinfo_char(char c) noexcept {
 bool is_param_char(char c) noexcept {
   if (lex::is_alnum(c)) return true;
   switch (c) {
-    case '-': case '_': case '.': case '!': case '~': case '*': case '\'': case '(': case ')':
-    case '%': case '[': case ']': case '/': case ':': case '&': case '+': case '$': case '?':
-    case '=': case ';':
+    case '-':
+    case '_':
+    case '.':
+    case '!':
+    case '~':
+    case '*':
+    case '\'':
+    case '(':
+    case ')':
+    case '%':
+    case '[':
+    case ']':
+    case '/':
+    case ':':
+    case '&':
+    case '+':
+    case '$':
+    case '?':
+    case '=':
+    case ';':
       return true;
     default:
       return false;
@@ -167,7 +200,8 @@ Error parse_uri(std::string_view s, Uri& u) noexcept {
   if (i < rest.size() && rest[i] != ';' && rest[i] != '?') return Error::bad_uri;
 
   std::size_t q = rest.find('?', i);
-  std::string_view params = rest.substr(i, q == std::string_view::npos ? std::string_view::npos : q - i);
+  std::string_view params =
+      rest.substr(i, q == std::string_view::npos ? std::string_view::npos : q - i);
   for (char c : params)
     if (!is_param_char(c) || c == '?') return Error::bad_uri;
   if (!valid_escapes(params)) return Error::bad_uri;

@@ -39,9 +39,9 @@ std::string load(const std::string& name) {
 }  // namespace
 
 TEST(SipAllocations, ParseAndAccessorsAllocateNothing) {
-  const std::string files[] = {load("register_baresip_tcp.sip"), load("invite_sdp_udp.sip"),
+  const std::string files[] = {load("register_baresip_tcp.sip"),  load("invite_sdp_udp.sip"),
                                load("response_200_register.sip"), load("invite_core_to_edge.sip"),
-                               load("folded_headers.sip"), load("invite_ipv6.sip")};
+                               load("folded_headers.sip"),        load("invite_ipv6.sip")};
   sip::Message m;
   const long before = g_allocations.load();
   for (int round = 0; round < 100; ++round) {
@@ -70,9 +70,11 @@ TEST(SipAllocations, ForwardingEditsAllocateNothingWithAWarmBuffer) {
     ASSERT_EQ(sip::parse(in, m), sip::Error::ok);
     sip::Editor e(m);
     ASSERT_EQ(e.pop_routes(1), sip::Error::ok);
-    ASSERT_EQ(e.push_via({"TCP", "edge.example.test", 5060, sip::make_branch(1, i).view(), false}), sip::Error::ok);
+    ASSERT_EQ(e.push_via({"TCP", "edge.example.test", 5060, sip::make_branch(1, i).view(), false}),
+              sip::Error::ok);
     ASSERT_EQ(e.decrement_max_forwards(), sip::Error::ok);
-    ASSERT_EQ(e.insert_record_route("sip:AQEBAAAAAAB_AAABEjQ@edge.example.test;transport=tcp;lr"), sip::Error::ok);
+    ASSERT_EQ(e.insert_record_route("sip:AQEBAAAAAAB_AAABEjQ@edge.example.test;transport=tcp;lr"),
+              sip::Error::ok);
     out.clear();
     e.serialize(out);
   }
@@ -94,7 +96,8 @@ TEST(SipAllocations, UnusualMessageOverflowsOnceThenReuses) {
 }
 
 TEST(SipAllocations, StunAllocatesNothing) {
-  std::array<std::uint8_t, 20> req = {0x00, 0x01, 0x00, 0x00, 0x21, 0x12, 0xa4, 0x42, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12};
+  std::array<std::uint8_t, 20> req = {0x00, 0x01, 0x00, 0x00, 0x21, 0x12, 0xa4, 0x42, 1,  2,
+                                      3,    4,    5,    6,    7,    8,    9,    10,   11, 12};
   std::array<std::uint8_t, sip::stun::kMaxResponseSize> out{};
   const long before = g_allocations.load();
   sip::stun::Message m;

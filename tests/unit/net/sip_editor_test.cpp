@@ -28,20 +28,24 @@ std::string load(const std::string& name) {
 
 std::vector<std::string_view> lines_of(const sip::Message& m) {
   std::vector<std::string_view> out;
-  for (const sip::Header& h : m.headers()) out.push_back(m.raw().substr(h.line_begin, h.line_end - h.line_begin));
+  for (const sip::Header& h : m.headers())
+    out.push_back(m.raw().substr(h.line_begin, h.line_end - h.line_begin));
   return out;
 }
 
 // Every header line of `before` whose id is not in `touched` appears in `after`, byte for byte
 // and in the same relative order; the start line and the body are identical.
-void expect_untouched(const sip::Message& before, const sip::Message& after, std::set<HeaderId> touched) {
+void expect_untouched(const sip::Message& before, const sip::Message& after,
+                      std::set<HeaderId> touched) {
   EXPECT_EQ(before.start_line(), after.start_line());
   EXPECT_EQ(before.body(), after.body());
   std::vector<std::string_view> a, b;
   for (const sip::Header& h : before.headers())
-    if (!touched.count(h.id)) a.push_back(before.raw().substr(h.line_begin, h.line_end - h.line_begin));
+    if (!touched.count(h.id))
+      a.push_back(before.raw().substr(h.line_begin, h.line_end - h.line_begin));
   for (const sip::Header& h : after.headers())
-    if (!touched.count(h.id)) b.push_back(after.raw().substr(h.line_begin, h.line_end - h.line_begin));
+    if (!touched.count(h.id))
+      b.push_back(after.raw().substr(h.line_begin, h.line_end - h.line_begin));
   EXPECT_EQ(a, b);
 }
 
@@ -86,7 +90,8 @@ TEST(SipEditor, OutgoingInviteFromUa) {
 
   sip::Message f;
   ASSERT_EQ(sip::parse(out, f, {.limits = {}, .stream = true}), Error::ok) << out;
-  expect_untouched(m, f, {HeaderId::via, HeaderId::route, HeaderId::max_forwards, HeaderId::record_route});
+  expect_untouched(
+      m, f, {HeaderId::via, HeaderId::route, HeaderId::max_forwards, HeaderId::record_route});
   ASSERT_EQ(sip::via_count(f), 2u);
   sip::Via v;
   ASSERT_EQ(sip::via_at(f, 0, v), Error::ok);
@@ -105,8 +110,10 @@ TEST(SipEditor, OutgoingInviteFromUa) {
   EXPECT_EQ(rr.uri.host, "core-side.example.test");
   ASSERT_EQ(sip::route_at(f, HeaderId::record_route, 1, rr), Error::ok);
   EXPECT_EQ(rr.uri.user, "AQEBAAAAAAB_AAABEjQ");
-  EXPECT_NE(out.find("Via: SIP/2.0/UDP 192.0.2.10:5060;branch=z9hG4bK776asdhds;rport=40123;received=203.0.113.9\r\n"),
-            std::string::npos);
+  EXPECT_NE(
+      out.find("Via: SIP/2.0/UDP "
+               "192.0.2.10:5060;branch=z9hG4bK776asdhds;rport=40123;received=203.0.113.9\r\n"),
+      std::string::npos);
   EXPECT_EQ(f.content_length(), m.content_length());
 }
 
@@ -116,14 +123,18 @@ TEST(SipEditor, IncomingInvitePopsOurRouteFromASharedLine) {
   ASSERT_EQ(sip::parse(in, m), Error::ok);
   sip::Editor e(m);
   ASSERT_EQ(e.pop_routes(1), Error::ok);
-  ASSERT_EQ(e.push_via({"TCP", "edge.example.test", std::nullopt, sip::make_branch(1, 2).view(), false}), Error::ok);
+  ASSERT_EQ(
+      e.push_via({"TCP", "edge.example.test", std::nullopt, sip::make_branch(1, 2).view(), false}),
+      Error::ok);
   ASSERT_EQ(e.decrement_max_forwards(), Error::ok);
-  ASSERT_EQ(e.insert_record_route("sip:AQEBAAAAAAB_AAABEjQ@edge.example.test;transport=tcp;lr"), Error::ok);
+  ASSERT_EQ(e.insert_record_route("sip:AQEBAAAAAAB_AAABEjQ@edge.example.test;transport=tcp;lr"),
+            Error::ok);
   const std::string out = serialize(e);
   EXPECT_NE(out.find("\r\nRoute: <sip:edge.example.test;lr>\r\n"), std::string::npos) << out;
   sip::Message f;
   ASSERT_EQ(sip::parse(out, f), Error::ok);
-  expect_untouched(m, f, {HeaderId::via, HeaderId::route, HeaderId::max_forwards, HeaderId::record_route});
+  expect_untouched(
+      m, f, {HeaderId::via, HeaderId::route, HeaderId::max_forwards, HeaderId::record_route});
   EXPECT_EQ(f.max_forwards(), 68u);
   // Our Record-Route goes above the core's ones.
   sip::RouteValue rr;
@@ -151,8 +162,9 @@ TEST(SipEditor, PopRoutesAcrossLines) {
     EXPECT_EQ(left, 3 - n);
     expect_untouched(m, f, {HeaderId::route});
     if (n == 1) {
-      EXPECT_NE(out.find("\r\nRoute: <sip:core.example.test;transport=tcp;r2=on;lr;ftag=as4f2b1c>\r\n"),
-                std::string::npos);
+      EXPECT_NE(
+          out.find("\r\nRoute: <sip:core.example.test;transport=tcp;r2=on;lr;ftag=as4f2b1c>\r\n"),
+          std::string::npos);
     }
     if (n == 2) {
       EXPECT_EQ(f.count(HeaderId::route), 1u);
@@ -173,7 +185,8 @@ TEST(SipEditor, FirstHopRegisterGetsPath) {
   ASSERT_EQ(sip::parse(in, m), Error::ok);
   sip::Editor e(m);
   ASSERT_EQ(e.add_received_rport(0, "127.0.0.1", 41234), Error::ok);
-  ASSERT_EQ(e.push_via({"UDP", "192.0.2.254", 5060, sip::make_branch(9, 9).view(), true}), Error::ok);
+  ASSERT_EQ(e.push_via({"UDP", "192.0.2.254", 5060, sip::make_branch(9, 9).view(), true}),
+            Error::ok);
   ASSERT_EQ(e.insert_path("sip:AQEBAAAAAAB_AAABEjQ@edge.example.test;lr;ob"), Error::ok);
   ASSERT_EQ(e.decrement_max_forwards(), Error::ok);
   const std::string out = serialize(e);
@@ -240,7 +253,8 @@ TEST(SipEditor, ResponseWayBack) {
   ASSERT_EQ(e.remove_top_via(), Error::ok);
   EXPECT_EQ(e.remove_top_via(), Error::edit_overlap);
   const std::string out = serialize(e);
-  EXPECT_NE(out.find("\r\nVia: SIP/2.0/UDP 192.0.2.1;branch=z9hG4bK8d3e."), std::string::npos) << out;
+  EXPECT_NE(out.find("\r\nVia: SIP/2.0/UDP 192.0.2.1;branch=z9hG4bK8d3e."), std::string::npos)
+      << out;
   sip::Message f;
   ASSERT_EQ(sip::parse(out, f), Error::ok);
   EXPECT_EQ(sip::via_count(f), 2u);
@@ -328,7 +342,8 @@ TEST(SipEditor, Ipv6AndContentLength) {
   const std::string six = load("invite_ipv6.sip");
   ASSERT_EQ(sip::parse(six, m), Error::ok);
   sip::Editor v6(m);
-  ASSERT_EQ(v6.push_via({"TCP", "2001:db8::1", 5060, sip::make_branch(3, 4).view(), false}), Error::ok);
+  ASSERT_EQ(v6.push_via({"TCP", "2001:db8::1", 5060, sip::make_branch(3, 4).view(), false}),
+            Error::ok);
   EXPECT_EQ(v6.push_via({"TCP", "bad host!", 5060, "z9hG4bKx", false}), Error::bad_edit_input);
   EXPECT_EQ(v6.push_via({"T CP", "h", 5060, "z9hG4bKx", false}), Error::bad_edit_input);
   EXPECT_EQ(v6.insert_path("sip:a@b>\r\nX: y"), Error::bad_edit_input);
@@ -357,7 +372,8 @@ TEST(SipEditor, OverlapsAndLimits) {
 
   sip::Editor many(m);
   Error last = Error::ok;
-  for (int i = 0; i < 40 && last == Error::ok; ++i) last = many.add_header("X-N", std::string(100, 'n'));
+  for (int i = 0; i < 40 && last == Error::ok; ++i)
+    last = many.add_header("X-N", std::string(100, 'n'));
   EXPECT_EQ(last, Error::too_many_edits);
   // More text than the inline buffer: moved to the heap, still correct.
   std::string out;
@@ -378,7 +394,8 @@ TEST(SipEditor, RoundTripWholeCorpus) {
     std::set<HeaderId> touched{HeaderId::via};
     if (m.is_request()) {
       ASSERT_EQ(e.add_received_rport(0, "198.51.100.77", 33333, true), Error::ok) << entry.path();
-      ASSERT_EQ(e.push_via({"TLS", "edge.example.test", 5061, sip::make_branch(5, 6).view(), true}), Error::ok);
+      ASSERT_EQ(e.push_via({"TLS", "edge.example.test", 5061, sip::make_branch(5, 6).view(), true}),
+                Error::ok);
       ASSERT_EQ(e.decrement_max_forwards(), Error::ok);
       touched.insert(HeaderId::max_forwards);
       if (m.first(HeaderId::route)) {
@@ -396,7 +413,8 @@ TEST(SipEditor, RoundTripWholeCorpus) {
     touched.insert(HeaderId::content_length);
     const std::string out = serialize(e);
     sip::Message f;
-    ASSERT_EQ(sip::parse(out, f, {.limits = {}, .stream = true}), Error::ok) << entry.path() << "\n" << out;
+    ASSERT_EQ(sip::parse(out, f, {.limits = {}, .stream = true}), Error::ok) << entry.path() << "\n"
+                                                                             << out;
     expect_untouched(m, f, touched);
     EXPECT_EQ(f.call_id(), m.call_id());
     EXPECT_EQ(f.cseq().number, m.cseq().number);

@@ -33,8 +33,10 @@ struct Parsed {
 
 TEST(SipUri, FullForm) {
   sip::Uri u;
-  ASSERT_EQ(sip::parse_uri("sips:alice:secret@example.test:5061;transport=tcp;lr;ob?subject=hi&priority=urgent", u),
-            Error::ok);
+  ASSERT_EQ(
+      sip::parse_uri(
+          "sips:alice:secret@example.test:5061;transport=tcp;lr;ob?subject=hi&priority=urgent", u),
+      Error::ok);
   EXPECT_EQ(u.scheme, sip::Uri::Scheme::sips);
   EXPECT_EQ(u.user, "alice");
   EXPECT_EQ(u.password, "secret");
@@ -89,9 +91,10 @@ TEST(SipUri, Rejects) {
 
 TEST(SipVia, AllParameters) {
   sip::Via v;
-  ASSERT_EQ(sip::parse_via("SIP/2.0/UDP 192.0.2.1:5060;branch=z9hG4bK77;received=198.51.100.2;rport=40000;"
-                           "maddr=224.0.0.1;ttl=16;alias;keep=30",
-                           v),
+  ASSERT_EQ(sip::parse_via(
+                "SIP/2.0/UDP 192.0.2.1:5060;branch=z9hG4bK77;received=198.51.100.2;rport=40000;"
+                "maddr=224.0.0.1;ttl=16;alias;keep=30",
+                v),
             Error::ok);
   EXPECT_EQ(v.protocol_name, "SIP");
   EXPECT_EQ(v.protocol_version, "2.0");
@@ -113,7 +116,9 @@ TEST(SipVia, AllParameters) {
 
 TEST(SipVia, ValuelessRportAndKeepIpv6AndLws) {
   sip::Via v;
-  ASSERT_EQ(sip::parse_via("SIP / 2.0 / TLS [2001:db8::10]:5071 ; rport ; keep ; branch = z9hG4bKx", v), Error::ok);
+  ASSERT_EQ(
+      sip::parse_via("SIP / 2.0 / TLS [2001:db8::10]:5071 ; rport ; keep ; branch = z9hG4bKx", v),
+      Error::ok);
   EXPECT_EQ(v.transport, "TLS");
   EXPECT_TRUE(v.host_is_ipv6);
   EXPECT_EQ(v.host, "2001:db8::10");
@@ -128,17 +133,19 @@ TEST(SipVia, ValuelessRportAndKeepIpv6AndLws) {
   EXPECT_FALSE(v.port);
   EXPECT_TRUE(v.params.empty());
   EXPECT_FALSE(v.rfc3261_branch());
-  ASSERT_EQ(sip::parse_via("SIP/2.0/UDP h.test;received=2001:db8::9;x-custom=\"quoted;value\"", v), Error::ok);
+  ASSERT_EQ(sip::parse_via("SIP/2.0/UDP h.test;received=2001:db8::9;x-custom=\"quoted;value\"", v),
+            Error::ok);
   EXPECT_EQ(v.received, "2001:db8::9");
   EXPECT_EQ(v.param("x-custom")->value, "\"quoted;value\"");
 }
 
 TEST(SipVia, Rejects) {
   sip::Via v;
-  for (std::string_view bad : {"SIP/2.0 192.0.2.1", "SIP/2.0/UDP", "SIP/2.0/UDP ", "SIP/2.0/UDP 192.0.2.1:99999",
-                               "SIP/2.0/UDP [2001:db8::1", "SIP/2.0/UDP h;rport=x", "SIP/2.0/UDP h;branch",
-                               "SIP/2.0/UDP h;ttl=300", "SIP/2.0/UDP h;received=", "SIP/2.0/UDP h junk",
-                               "SIP/2.0/UDP h;;", "SIP/2.0/UDP h;x=\"open", "SIP/2.0/UDP h;keep=-1"}) {
+  for (std::string_view bad :
+       {"SIP/2.0 192.0.2.1", "SIP/2.0/UDP", "SIP/2.0/UDP ", "SIP/2.0/UDP 192.0.2.1:99999",
+        "SIP/2.0/UDP [2001:db8::1", "SIP/2.0/UDP h;rport=x", "SIP/2.0/UDP h;branch",
+        "SIP/2.0/UDP h;ttl=300", "SIP/2.0/UDP h;received=", "SIP/2.0/UDP h junk", "SIP/2.0/UDP h;;",
+        "SIP/2.0/UDP h;x=\"open", "SIP/2.0/UDP h;keep=-1"}) {
     EXPECT_NE(sip::parse_via(bad, v), Error::ok) << bad;
   }
 }
@@ -178,7 +185,9 @@ TEST(SipVia, AcrossLinesAndCommas) {
 
 TEST(SipNameAddr, Forms) {
   sip::NameAddr na;
-  ASSERT_EQ(sip::parse_name_addr("\"Alice, the \\\"tester\\\"\" <sip:alice@example.test>;tag=1", na), Error::ok);
+  ASSERT_EQ(
+      sip::parse_name_addr("\"Alice, the \\\"tester\\\"\" <sip:alice@example.test>;tag=1", na),
+      Error::ok);
   EXPECT_EQ(na.display_name, "\"Alice, the \\\"tester\\\"\"");
   EXPECT_EQ(na.uri, "sip:alice@example.test");
   EXPECT_EQ(na.tag(), "1");
@@ -209,6 +218,8 @@ TEST(SipNameAddr, FromAndToOfCorpus) {
   EXPECT_EQ(from.tag(), "qV3~jzk2q");
   EXPECT_EQ(to.uri, "sip:bob@sip.example.test");
   EXPECT_EQ(to.tag(), "");
+  EXPECT_EQ(sip::from_tag(p.m), "qV3~jzk2q");
+  EXPECT_EQ(sip::to_tag(p.m), "");
 
   Parsed f("folded_headers.sip");
   ASSERT_EQ(sip::from_header(f.m, from), Error::ok);
@@ -282,8 +293,10 @@ TEST(SipContact, OutboundParameters) {
 
   // Several contacts in one line; the commas inside quotes and <> do not split.
   const std::string two =
-      "REGISTER sip:x SIP/2.0\r\nVia: SIP/2.0/UDP h;branch=z9hG4bK1\r\nFrom: <sip:a@x>;tag=1\r\nTo: <sip:a@x>\r\n"
-      "Call-ID: c\r\nCSeq: 1 REGISTER\r\nContact: \"A, B\" <sip:a@h1;x=1,2>;q=0.5, <sip:a@h2>\r\n\r\n";
+      "REGISTER sip:x SIP/2.0\r\nVia: SIP/2.0/UDP h;branch=z9hG4bK1\r\nFrom: "
+      "<sip:a@x>;tag=1\r\nTo: <sip:a@x>\r\n"
+      "Call-ID: c\r\nCSeq: 1 REGISTER\r\nContact: \"A, B\" <sip:a@h1;x=1,2>;q=0.5, "
+      "<sip:a@h2>\r\n\r\n";
   sip::Message m;
   ASSERT_EQ(sip::parse(two, m), Error::ok);
   sip::ValueIterator it(m, HeaderId::contact);

@@ -78,9 +78,13 @@ struct Via {
   bool keep = false;   // RFC 6223, present with or without a value
   std::optional<std::uint32_t> keep_value;
 
-  std::optional<Param> param(std::string_view name) const noexcept { return find_header_param(params, name); }
+  std::optional<Param> param(std::string_view name) const noexcept {
+    return find_header_param(params, name);
+  }
   // RFC 3261 §8.1.1.7: a branch starting with the magic cookie comes from an RFC 3261 element.
-  bool rfc3261_branch() const noexcept { return branch.size() > 7 && branch.substr(0, 7) == "z9hG4bK"; }
+  bool rfc3261_branch() const noexcept {
+    return branch.size() > 7 && branch.substr(0, 7) == "z9hG4bK";
+  }
 };
 Error parse_via(std::string_view via_parm, Via& out) noexcept;
 
@@ -96,7 +100,9 @@ struct NameAddr {
   std::string_view params;        // header parameters, from their first ';' (or empty)
   bool angle_brackets = false;
 
-  std::optional<Param> param(std::string_view name) const noexcept { return find_header_param(params, name); }
+  std::optional<Param> param(std::string_view name) const noexcept {
+    return find_header_param(params, name);
+  }
   std::string_view tag() const noexcept;  // "" when absent
 };
 Error parse_name_addr(std::string_view text, NameAddr& out) noexcept;
@@ -104,6 +110,9 @@ Error parse_name_addr(std::string_view text, NameAddr& out) noexcept;
 // From / To (single-valued; checked at parse time).
 Error from_header(const Message& m, NameAddr& out) noexcept;
 Error to_header(const Message& m, NameAddr& out) noexcept;
+// The tag parameter of From / To, "" when absent or unparseable.
+std::string_view from_tag(const Message& m) noexcept;
+std::string_view to_tag(const Message& m) noexcept;
 
 // Route, Record-Route and Path values: always name-addr with a SIP URI (RFC 3261 §20.30/34,
 // RFC 3327). uri.lr(), uri.ob(), uri.transport() and uri.user carry what an edge needs.
@@ -120,10 +129,10 @@ Error route_at(const Message& m, HeaderId id, std::size_t index, RouteValue& out
 struct ContactValue {
   bool star = false;
   NameAddr addr;
-  Uri uri;              // valid when uri_is_sip
-  bool uri_is_sip = false;  // a tel: or other scheme is legal in a Contact; the edge only looks
+  Uri uri;                    // valid when uri_is_sip
+  bool uri_is_sip = false;    // a tel: or other scheme is legal in a Contact; the edge only looks
   std::string_view instance;  // +sip.instance value, quotes removed ("<urn:uuid:...>")
-  std::optional<std::uint32_t> reg_id;   // 1 .. 2^31-1 (RFC 5626 §10)
+  std::optional<std::uint32_t> reg_id;  // 1 .. 2^31-1 (RFC 5626 §10)
   std::optional<std::uint32_t> expires;
   bool ob() const noexcept { return uri_is_sip && uri.ob(); }
 };

@@ -1,4 +1,5 @@
-// Size limits the parser and the stream framer enforce, so no input causes unbounded work or memory.
+// Size limits the parser and the stream framer enforce, so no input causes unbounded work or
+// memory.
 #pragma once
 
 #include <cstddef>

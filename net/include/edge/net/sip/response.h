@@ -17,9 +17,9 @@ struct ExtraHeader {
 };
 
 struct ResponseSpec {
-  int status = 0;                // 100..699
-  std::string_view reason;       // default_reason(status) when empty
-  std::string_view to_tag;       // added to To when it has no tag (ignored for 100)
+  int status = 0;           // 100..699
+  std::string_view reason;  // default_reason(status) when empty
+  std::string_view to_tag;  // added to To when it has no tag (ignored for 100)
   std::span<const ExtraHeader> extra;
   // RFC 3581 §4: where the request came from, to fill received/rport in the top Via copy so
   // the response can be routed back; leave empty to copy the Vias untouched.

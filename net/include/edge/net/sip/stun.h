@@ -46,25 +46,30 @@ struct Message {
   bool has_message_integrity = false;
   bool has_username = false;
   bool has_xor_mapped_address = false;
-  Endpoint xor_mapped_address;      // decoded, when has_xor_mapped_address
-  std::string_view software;        // view into the datagram
+  Endpoint xor_mapped_address;  // decoded, when has_xor_mapped_address
+  std::string_view software;    // view into the datagram
   // Comprehension-required attributes (type < 0x8000) we do not understand: a server answers
   // 420 listing them (RFC 5389 §7.3.1).
   std::array<std::uint16_t, 8> unknown_required{};
   std::size_t unknown_count = 0;
 
-  std::uint16_t method() const noexcept { return static_cast<std::uint16_t>((type & 0x000f) | ((type & 0x00e0) >> 1) | ((type & 0x3e00) >> 2)); }
+  std::uint16_t method() const noexcept {
+    return static_cast<std::uint16_t>((type & 0x000f) | ((type & 0x00e0) >> 1) |
+                                      ((type & 0x3e00) >> 2));
+  }
   bool is_binding_request() const noexcept { return type == kBindingRequest; }
 };
 
 // Decodes a STUN message with full bounds checks. require_fingerprint makes a missing
 // FINGERPRINT an error (RFC 5626 §4.4.2 lets the server check it to tell STUN from noise).
-Error decode(std::span<const std::uint8_t> datagram, Message& out, bool require_fingerprint = false) noexcept;
+Error decode(std::span<const std::uint8_t> datagram, Message& out,
+             bool require_fingerprint = false) noexcept;
 
 // Binding success response with XOR-MAPPED-ADDRESS (+ SOFTWARE when given, <= 128 bytes)
 // (+ FINGERPRINT). Returns the size written, 0 when out is too small or software too long.
-std::size_t encode_binding_success(const TransactionId& id, const Endpoint& mapped, std::span<std::uint8_t> out,
-                                   bool fingerprint = true, std::string_view software = {}) noexcept;
+std::size_t encode_binding_success(const TransactionId& id, const Endpoint& mapped,
+                                   std::span<std::uint8_t> out, bool fingerprint = true,
+                                   std::string_view software = {}) noexcept;
 
 // Binding error response (e.g. 400, or 420 with UNKNOWN-ATTRIBUTES); FINGERPRINT added.
 std::size_t encode_binding_error(const TransactionId& id, int code, std::string_view reason_phrase,
