@@ -1,6 +1,7 @@
-// The harness's own pieces that need no peer: SIP parser/editor, stream framer, STUN codec.
+// The harness's own pieces that need no peer: SIP parser/editor, stream framer, STUN codec, template rendering.
 #include <gtest/gtest.h>
 
+#include "edge/test/sip/kamailio.h"
 #include "edge/test/sip/message.h"
 #include "edge/test/sip/stun.h"
 
@@ -156,6 +157,11 @@ TEST(StunTest, DecodesXorMappedAddressV4AndV6) {
 
   v4[3] = 0x40;  // a length past the datagram
   EXPECT_FALSE(parse_stun_response(v4));
+}
+
+TEST(TemplateTest, FillsPlaceholdersAndRefusesLeftovers) {
+  EXPECT_EQ(render_template("a=@A@ b=@B@ @A@", {{"A", "1"}, {"B", "@"}}), "a=1 b=@ 1");
+  EXPECT_THROW(render_template("x=@MISSING@", {{"A", "1"}}), std::runtime_error);
 }
 
 }  // namespace
