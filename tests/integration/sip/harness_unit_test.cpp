@@ -1,6 +1,7 @@
-// The harness's own pieces that need no peer: SIP parser/editor, stream framer, STUN codec, template rendering.
+// The harness's own pieces that need no peer: SIP parser/editor, stream framer, STUN codec, trace and template parsing.
 #include <gtest/gtest.h>
 
+#include "edge/test/sip/baresip.h"
 #include "edge/test/sip/kamailio.h"
 #include "edge/test/sip/message.h"
 #include "edge/test/sip/stun.h"
@@ -157,6 +158,25 @@ TEST(StunTest, DecodesXorMappedAddressV4AndV6) {
 
   v4[3] = 0x40;  // a length past the datagram
   EXPECT_FALSE(parse_stun_response(v4));
+}
+
+TEST(BaresipTraceTest, ParsesTracedMessagesAndSkipsIncompleteOnes) {
+  std::string out =
+      "baresip is ready.\n"
+      "\x1b[36;1m#\nTCP 127.0.0.1:46330 -> 127.0.0.1:5080\n"
+      "REGISTER sip:127.0.0.1;transport=tcp SIP/2.0\r\nCSeq: 1 REGISTER\r\nContent-Length: 0\r\n\r\n\x1b[;m\n"
+      "alice@127.0.0.1: {1/TCP/v4} 200 OK (core-kamailio) [1 binding]\n"
+      "\x1b[36;1m#\nUDP [::1]:5080 -> [::1]:4000\n"
+      "SIP/2.0 200 OK\r\nCSeq: 1 REGISTER\r\nContent-Length: 0\r\n\r\n\x1b[;m\n"
+      "\x1b[36;1m#\nTCP 127.0.0.1:5080 -> 127.0.0.1:46330\nINVITE sip:a SIP/2.0\r\n";  // still being written
+  auto t = parse_baresip_trace(out);
+  ASSERT_EQ(t.size(), 2u);
+  EXPECT_EQ(t[0].transport, "TCP");
+  EXPECT_EQ(t[0].source, loopback(46330));
+  EXPECT_EQ(t[0].destination, loopback(5080));
+  EXPECT_EQ(t[0].message.method(), "REGISTER");
+  EXPECT_EQ(t[1].source, loopback(5080, true));
+  EXPECT_EQ(t[1].message.status(), 200);
 }
 
 TEST(TemplateTest, FillsPlaceholdersAndRefusesLeftovers) {
