@@ -1,0 +1,257 @@
+// Parses edged.conf and builds the TransportConfig / ProxyConfig / HsmConfig of the daemon.
+#include "config_file.h"
+
+#include <edge/hsm/lab.h>
+
+#include <charconv>
+#include <fstream>
+#include <sstream>
+
+namespace edge::firmware {
+namespace {
+
+std::string trim(std::string_view s) {
+  const auto b = s.find_first_not_of(" \t\r");
+  if (b == std::string_view::npos) return {};
+  const auto e = s.find_last_not_of(" \t\r");
+  return std::string(s.substr(b, e - b + 1));
+}
+
+std::vector<std::string> words(const std::string& s) {
+  std::istringstream in(s);
+  std::vector<std::string> out;
+  for (std::string w; in >> w;) out.push_back(w);
+  return out;
+}
+
+template <class T>
+T number(const std::string& v, T min, T max, const std::string& what) {
+  T out{};
+  const auto [p, ec] = std::from_chars(v.data(), v.data() + v.size(), out);
+  if (ec != std::errc() || p != v.data() + v.size() || out < min || out > max) {
+    throw ConfigError(what + ": expected a number in " + std::to_string(min) + ".." + std::to_string(max) +
+                      ", got '" + v + "'");
+  }
+  return out;
+}
+
+bool boolean(const std::string& v, const std::string& what) {
+  if (v == "true" || v == "yes" || v == "on" || v == "1") return true;
+  if (v == "false" || v == "no" || v == "off" || v == "0") return false;
+  throw ConfigError(what + ": expected true or false, got '" + v + "'");
+}
+
+flow::Transport transport(const std::string& v, const std::string& what) {
+  static const std::pair<const char*, flow::Transport> names[] = {
+      {"udp", flow::Transport::udp}, {"tcp", flow::Transport::tcp}, {"tls", flow::Transport::tls},
+      {"ws", flow::Transport::ws},   {"wss", flow::Transport::wss}};
+  for (const auto& [name, t] : names) {
+    if (v == name) return t;
+  }
+  throw ConfigError(what + ": unknown transport '" + v + "' (udp, tcp, tls, ws, wss)");
+}
+
+std::string resolve(const std::filesystem::path& state_dir, const std::string& p) {
+  if (p.empty()) return p;
+  const std::filesystem::path path(p);
+  return path.is_absolute() ? p : (state_dir / path).string();
+}
+
+}  // namespace
+
+net::CoreConfig parse_core_uri(const std::string& uri) {
+  net::CoreConfig core;
+  core.enabled = true;
+  std::string rest;
+  if (uri.rfind("sip:", 0) == 0) {
+    rest = uri.substr(4);
+  } else if (uri.rfind("sips:", 0) == 0) {
+    rest = uri.substr(5);
+    core.transport = flow::Transport::tls;
+  } else {
+    throw ConfigError("core: expected a sip: or sips: URI, got '" + uri + "'");
+  }
+  std::string params;
+  if (const auto semi = rest.find(';'); semi != std::string::npos) {
+    params = rest.substr(semi + 1);
+    rest.resize(semi);
+  }
+  std::string host, port = "5060";
+  if (!rest.empty() && rest.front() == '[') {
+    const auto close = rest.find(']');
+    if (close == std::string::npos) throw ConfigError("core: unterminated IPv6 reference in '" + uri + "'");
+    host = rest.substr(1, close - 1);
+    if (close + 1 < rest.size()) {
+      if (rest[close + 1] != ':') throw ConfigError("core: bad host:port in '" + uri + "'");
+      port = rest.substr(close + 2);
+    }
+  } else {
+    const auto colon = rest.find(':');
+    host = rest.substr(0, colon);
+    if (colon != std::string::npos) port = rest.substr(colon + 1);
+  }
+  if (!flow::Endpoint::parse(host, 0)) {
+    throw ConfigError("core: '" + host + "' is not an IP address (the edge never resolves names)");
+  }
+  core.address = host;
+  core.port = number<std::uint16_t>(port, 1, 65535, "core port");
+  std::istringstream ps(params);
+  for (std::string p; std::getline(ps, p, ';');) {
+    if (p.rfind("transport=", 0) == 0) {
+      core.transport = transport(p.substr(10), "core transport");
+      if (core.transport == flow::Transport::ws || core.transport == flow::Transport::wss) {
+        throw ConfigError("core: transport must be udp, tcp or tls");
+      }
+    }
+  }
+  return core;
+}
+
+EdgedConfig load_config(const std::filesystem::path& path, const std::filesystem::path& state_dir) {
+  std::ifstream in(path);
+  if (!in) throw ConfigError("cannot read configuration file " + path.string());
+  EdgedConfig c;
+  c.state_dir = state_dir;
+  c.core.enabled = false;
+  std::string line;
+  int lineno = 0;
+  while (std::getline(in, line)) {
+    ++lineno;
+    const std::string where = path.filename().string() + ":" + std::to_string(lineno);
+    const std::string t = trim(line);
+    if (t.empty() || t[0] == '#') continue;
+    const auto eq = t.find('=');
+    if (eq == std::string::npos) throw ConfigError(where + ": expected 'key = value'");
+    const std::string key = trim(t.substr(0, eq));
+    const std::string value = trim(t.substr(eq + 1));
+    const std::string what = where + ": " + key;
+    try {
+      if (key == "hsm.module") {
+        c.lab_hsm = value == "softhsm-lab";
+        c.hsm_module = c.lab_hsm ? "" : value;
+      } else if (key == "hsm.token") {
+        c.hsm_token = value;
+      } else if (key == "hsm.token_uri") {
+        c.hsm_token_uri = value;
+      } else if (key == "hsm.pin_file") {
+        c.pin = {hsm::PinSource::Kind::file, value};
+      } else if (key == "hsm.pin_env") {
+        c.pin = {hsm::PinSource::Kind::env, value};
+      } else if (key == "sip.flow_token.key_set" || key == "com.ibm.ws.sip.key.set") {
+        if (!value.empty() && !hsm::valid_key_set_name(value)) {
+          throw ConfigError(what + ": invalid key set name '" + value + "'");
+        }
+        c.key_set = value;
+      } else if (key == "listen" || key == "advertise") {
+        const auto w = words(value);
+        if (w.size() != 3) throw ConfigError(what + ": expected 'TRANSPORT ADDRESS PORT'");
+        const auto tr = transport(w[0], what);
+        const auto port = number<std::uint16_t>(w[2], key == "listen" ? 0 : 1, 65535, what + " port");
+        if (key == "listen") {
+          if (!flow::Endpoint::parse(w[1], port)) throw ConfigError(what + ": '" + w[1] + "' is not an IP address");
+          c.listeners.push_back({tr, w[1], port});
+        } else {
+          c.advertise.push_back({tr, w[1], port});
+        }
+      } else if (key == "core") {
+        c.core = parse_core_uri(value);
+      } else if (key == "tls.certificate") {
+        c.tls.certificate_chain_file = value;
+      } else if (key == "tls.private_key") {
+        c.tls.private_key_file = value;
+      } else if (key == "tls.ca") {
+        c.tls.ca_file = value;
+      } else if (key == "tls.client_certs") {
+        if (value == "none") c.tls.client_certs = net::ClientCertPolicy::none;
+        else if (value == "optional") c.tls.client_certs = net::ClientCertPolicy::optional;
+        else if (value == "required") c.tls.client_certs = net::ClientCertPolicy::required;
+        else throw ConfigError(what + ": expected none, optional or required");
+      } else if (key == "sip.flow_timer") {
+        c.flow_timer = number<std::uint32_t>(value, 1, 3600, what);
+      } else if (key == "sip.require_path") {
+        c.require_path = boolean(value, what);
+      } else if (key == "sip.workers") {
+        c.workers = number<unsigned>(value, 0, 256, what);
+      } else if (key == "limits.max_connections") {
+        c.limits.max_connections = number<std::size_t>(value, 1, 10'000'000, what);
+      } else if (key == "limits.max_per_source_address") {
+        c.limits.max_per_source_address = number<std::size_t>(value, 1, 10'000'000, what);
+      } else if (key == "limits.max_message_size") {
+        c.limits.max_message_size = number<std::size_t>(value, 1024, 1 << 20, what);
+      } else if (key == "limits.idle_timeout_ms") {
+        c.limits.idle_timeout = std::chrono::milliseconds(number<std::int64_t>(value, 100, 86'400'000, what));
+      } else if (key == "limits.flow_timeout_grace_ms") {
+        c.limits.flow_timeout_grace = std::chrono::milliseconds(number<std::int64_t>(value, 0, 3'600'000, what));
+      } else if (key == "limits.header_read_timeout_ms") {
+        c.limits.header_read_timeout = std::chrono::milliseconds(number<std::int64_t>(value, 100, 600'000, what));
+      } else if (key == "limits.body_read_timeout_ms") {
+        c.limits.body_read_timeout = std::chrono::milliseconds(number<std::int64_t>(value, 100, 600'000, what));
+      } else if (key == "log.level") {
+        if (value != "debug" && value != "info" && value != "warn" && value != "error") {
+          throw ConfigError(what + ": expected debug, info, warn or error");
+        }
+        c.log_level = value;
+      } else {
+        throw ConfigError(what + ": unknown key");
+      }
+    } catch (const ConfigError&) {
+      throw;
+    } catch (const std::exception& e) {
+      throw ConfigError(what + ": " + e.what());
+    }
+  }
+  if (c.listeners.empty()) throw ConfigError(path.filename().string() + ": no listen line");
+  if (!c.core.enabled) throw ConfigError(path.filename().string() + ": no core next hop (core = sip:IP:PORT;transport=tcp)");
+  c.tls.certificate_chain_file = resolve(state_dir, c.tls.certificate_chain_file);
+  c.tls.private_key_file = resolve(state_dir, c.tls.private_key_file);
+  c.tls.ca_file = resolve(state_dir, c.tls.ca_file);
+  if (c.pin.kind == hsm::PinSource::Kind::file) c.pin.location = resolve(state_dir, c.pin.location);
+  return c;
+}
+
+net::TransportConfig EdgedConfig::transport_config() const {
+  net::TransportConfig t;
+  t.listeners = listeners;
+  t.tls = tls;
+  t.core = core;
+  t.limits = limits;
+  t.workers = workers;
+  return t;
+}
+
+net::ProxyConfig EdgedConfig::proxy_config() const {
+  net::ProxyConfig p;
+  if (!advertise.empty()) {
+    p.client_side = advertise;
+  } else {
+    for (const auto& l : listeners) p.client_side.push_back({l.transport, l.address, l.port});
+  }
+  // The core reaches us on our listener of the core link's transport.
+  p.core_side = {core.transport, {}, 0};
+  for (const auto& a : p.client_side) {
+    if (a.transport == core.transport) {
+      p.core_side = a;
+      break;
+    }
+  }
+  if (p.core_side.host.empty()) {
+    throw ConfigError("no listener of the core's transport (" + std::string(flow::to_string(core.transport)) +
+                      ") for the core to reach the edge on");
+  }
+  p.flow_timer_seconds = flow_timer;
+  p.require_path = require_path;
+  p.flow_token_security = !key_set.empty();
+  p.key_set = key_set;
+  return p;
+}
+
+hsm::HsmConfig EdgedConfig::hsm_config() const {
+  hsm::HsmConfig h = lab_hsm ? hsm::lab_hsm_config(state_dir, hsm_token) : hsm::HsmConfig{};
+  if (!lab_hsm) h.module_path = hsm_module;
+  h.token.label = hsm_token;
+  h.token.uri = hsm_token_uri;
+  h.pin = pin;
+  return h;
+}
+
+}  // namespace edge::firmware

@@ -1,0 +1,56 @@
+// edged's configuration file (key = value lines) and its translation into the libraries' structs.
+#pragma once
+
+#include <edge/hsm/hsm.h>
+#include <edge/net/proxy/config.h>
+#include <edge/net/transport/config.h>
+
+#include <filesystem>
+#include <stdexcept>
+#include <string>
+#include <vector>
+
+namespace edge::firmware {
+
+// A configuration problem: what, where ("edged.conf:12: listen: unknown transport 'tcpx'").
+class ConfigError : public std::runtime_error {
+ public:
+  using std::runtime_error::runtime_error;
+};
+
+struct EdgedConfig {
+  std::filesystem::path state_dir;
+
+  // HSM
+  bool lab_hsm = true;  // hsm.module = softhsm-lab
+  std::string hsm_module;
+  std::string hsm_token = "edge-lab";
+  std::string hsm_token_uri;
+  hsm::PinSource pin{hsm::PinSource::Kind::file, "hsm/user-pin"};
+
+  // SIP
+  std::string key_set = "sipflow";  // empty: flow-token security off
+  std::vector<net::ListenerConfig> listeners;
+  std::vector<net::AdvertisedAddress> advertise;  // empty: derived from listeners
+  net::CoreConfig core;
+  net::TlsConfig tls;
+  std::uint32_t flow_timer = 30;
+  bool require_path = false;
+  unsigned workers = 0;
+  net::TransportLimits limits;
+
+  std::string log_level = "info";
+
+  net::TransportConfig transport_config() const;
+  net::ProxyConfig proxy_config() const;
+  hsm::HsmConfig hsm_config() const;
+};
+
+// Parses `path`; relative paths inside are resolved against state_dir.
+// Throws ConfigError naming the file, the line and the problem.
+EdgedConfig load_config(const std::filesystem::path& path, const std::filesystem::path& state_dir);
+
+// "sip:127.0.0.1:5080;transport=tcp" -> CoreConfig (IP literals only: the edge never resolves).
+net::CoreConfig parse_core_uri(const std::string& uri);
+
+}  // namespace edge::firmware
