@@ -65,6 +65,14 @@ struct Inbox {
     messages.push_back(std::move(text));
     ++generation;
   }
+  // A datagram or WebSocket message: one SIP message, or a keep-alive.
+  void framed(std::string text) {
+    if (only_crlf(text)) {
+      pong();
+    } else {
+      message(std::move(text));
+    }
+  }
   void pong() {
     note("<<< received CRLF pong", "");
     ++pongs;
@@ -119,13 +127,10 @@ class UdpLink final : public Link {
       }
       if (ec) return deliver_error(ec);
       std::span<const std::uint8_t> d(buffer_.data(), n);
-      std::string_view text(reinterpret_cast<const char*>(buffer_.data()), n);
       if (looks_like_stun(d)) {
         inbox_.stun_datagram({d.begin(), d.end()});
-      } else if (only_crlf(text)) {
-        inbox_.pong();
       } else {
-        inbox_.message(std::string(text));
+        inbox_.framed(std::string(reinterpret_cast<const char*>(buffer_.data()), n));
       }
       start_reading();
     });
@@ -191,13 +196,8 @@ class WsLink final : public Link {
                             std::string(r.reason.data(), r.reason.size()));
       }
       if (ec) return deliver_error(ec);
-      std::string text = beast::buffers_to_string(buffer_.data());
+      inbox_.framed(beast::buffers_to_string(buffer_.data()));
       buffer_.consume(buffer_.size());
-      if (only_crlf(text)) {
-        inbox_.pong();
-      } else {
-        inbox_.message(std::move(text));
-      }
       start_reading();
     });
   }
