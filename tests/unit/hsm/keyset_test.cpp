@@ -306,4 +306,69 @@ TEST(KeySetRestart, KeySetsAndTheirTagsSurviveARestart) {
   EXPECT_EQ(versions_of(hsm.keysets().get("sipflow")), (std::vector<std::uint32_t>{2, 3, 4}));
 }
 
+// Management done by another process (the edge-hsm tool) while our view is in use:
+// the HSM itself tells the running view, before any refresh().
+class KeySetOtherProcess : public KeySetTest {
+ protected:
+  edge::test::CommandResult tool(std::vector<std::string> args) {
+    std::vector<std::string> argv = {EDGE_HSM_TOOL, "--module", edge::test::softhsm_module_path(), "--token",
+                                     token_.label(), "--pin-file", token_.pin_file().string()};
+    argv.insert(argv.end(), args.begin(), args.end());
+    return edge::test::run_command(argv, token_.child_env());
+  }
+};
+
+TEST_F(KeySetOtherProcess, RetiredElsewhereStopsVerifyingAtOnce) {
+  ks().create("sipflow", 3);
+  ks().rotate("sipflow");
+  auto mac = hsm_->mac_for("sipflow");
+  auto data = edge::test::sample_data();
+  MacTag t1{};
+  ASSERT_EQ(mac->sign(1, data, t1), MacStatus::ok);
+  auto epoch = mac->epoch();
+
+  auto r = tool({"keyset", "retire", "sipflow", "1"});
+  ASSERT_EQ(r.exit_code, 0) << r.err;
+
+  EXPECT_EQ(mac->verify(1, data, t1), MacStatus::retired_version);
+  EXPECT_NE(mac->epoch(), epoch);
+  MacTag again{};
+  EXPECT_EQ(mac->sign(1, data, again), MacStatus::retired_version);
+  EXPECT_EQ(mac->minting_version(), 2u);
+  EXPECT_EQ(hsm_->state(), edge::hsm::HsmState::available) << "a retired key is not an HSM fault";
+}
+
+TEST_F(KeySetOtherProcess, DestroyedElsewhereIsAnUnknownVersion) {
+  ks().create("sipflow", 1);
+  auto mac = hsm_->mac_for("sipflow");
+  auto data = edge::test::sample_data();
+  MacTag t1{};
+  ASSERT_EQ(mac->sign(1, data, t1), MacStatus::ok);
+  auto epoch = mac->epoch();
+
+  auto r = tool({"keyset", "rotate", "sipflow"});  // retain 1: v1 is destroyed
+  ASSERT_EQ(r.exit_code, 0) << r.err;
+
+  EXPECT_EQ(mac->verify(1, data, t1), MacStatus::unknown_version);
+  EXPECT_NE(mac->epoch(), epoch);
+  EXPECT_EQ(hsm_->state(), edge::hsm::HsmState::available);
+  mac->refresh();
+  EXPECT_EQ(mac->minting_version(), 2u);
+  MacTag t2{};
+  EXPECT_EQ(mac->sign(2, data, t2), MacStatus::ok);
+}
+
+TEST_F(KeySetOtherProcess, SetsMadeElsewhereAreSeenByOurManager) {
+  auto r = tool({"keyset", "create", "fromtool", "--retain", "4"});
+  ASSERT_EQ(r.exit_code, 0) << r.err;
+  ASSERT_EQ(tool({"keyset", "rotate", "fromtool"}).exit_code, 0);
+  auto info = ks().get("fromtool");
+  EXPECT_EQ(info.retain, 4u);
+  EXPECT_EQ(versions_of(info), (std::vector<std::uint32_t>{1, 2}));
+  EXPECT_EQ(info.minting_version(), 2u);
+  auto mac = hsm_->mac_for("fromtool");
+  MacTag t{};
+  EXPECT_EQ(mac->sign(2, edge::test::sample_data(), t), MacStatus::ok);
+}
+
 }  // namespace

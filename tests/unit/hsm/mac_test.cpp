@@ -194,6 +194,17 @@ TEST_F(MacTest, AViewOfAnotherSetIsIndependent) {
   EXPECT_EQ(other->verify(1, data, a), MacStatus::mismatch);
 }
 
+TEST_F(MacTest, ViewKeepsWorkingAfterTheHsmObjectIsGone) {
+  auto data = edge::test::sample_data();
+  MacTag tag{};
+  ASSERT_EQ(mac_->sign(1, data, tag), MacStatus::ok);
+  hsm_.reset();
+  MacTag again{};
+  EXPECT_EQ(mac_->sign(1, data, again), MacStatus::ok);
+  EXPECT_EQ(again, tag);
+  EXPECT_EQ(mac_->verify(1, data, tag), MacStatus::ok);
+}
+
 TEST(MacCompare, ConstantTimeEqual) {
   using edge::hsm::constant_time_equal;
   std::vector<std::uint8_t> a = {1, 2, 3, 4}, b = {1, 2, 3, 4}, c = {1, 2, 3, 5}, d = {1, 2, 3};

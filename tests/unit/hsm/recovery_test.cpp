@@ -3,6 +3,7 @@
 #include <edge/hsm/keyset_mac.h>
 #include <edge/test/fault_shim.h>
 #include <edge/test/hsm_test_util.h>
+#include <edge/test/raw_p11.h>
 #include <edge/test/softhsm_fixture.h>
 
 #include <gmock/gmock.h>
@@ -310,6 +311,65 @@ TEST_F(RecoveryTest, TokenDirectoryRemovedAndRestored) {
   EXPECT_TRUE(edge::test::wait_until([&] { return back(); }, kComesBackWithin));
   EXPECT_EQ(verify(), MacStatus::ok) << "a tag minted before the removal verifies after it";
   EXPECT_TRUE(hsm_->keysets().exists("sipflow"));
+}
+
+// Same, for a version this process has not used yet (no cached handle: the first thing
+// it does is a search, which finds nothing while the token's files are away).
+TEST_F(RecoveryTest, TokenDirectoryRemovedBeforeAVersionIsFirstUsed) {
+  open(50ms, 200ms);
+  hsm_->keysets().rotate("sipflow");
+  mac_->refresh();
+  MacTag t2{};
+  ASSERT_EQ(mac_->sign(2, data_, t2), MacStatus::ok);
+  auto fresh = hsm_->mac_for("sipflow");  // a view with no handle cached yet
+
+  auto dir = token_.token_object_dir();
+  auto away = token_.dir() / "token-away";
+  std::filesystem::rename(dir, away);
+  EXPECT_EQ(fresh->verify(2, data_, t2), MacStatus::unavailable);
+  EXPECT_EQ(fresh->verify(1, data_, tag_), MacStatus::unavailable);
+  std::filesystem::rename(away, dir);
+
+  EXPECT_TRUE(edge::test::wait_until([&] { return fresh->verify(2, data_, t2) == MacStatus::ok; }, kComesBackWithin));
+  EXPECT_EQ(fresh->verify(1, data_, tag_), MacStatus::ok);
+}
+
+// module.h promises: a module somebody else in the process initialised first is never
+// finalised by us. A rebuild that restarts the module must not take down that other
+// user's sessions (e.g. a TLS stack using the same HSM through its own PKCS#11 code).
+TEST(RecoveryForeignModule, RebuildNeverFinalizesAModuleItDidNotInitialize) {
+  SoftHsmToken token;
+  FaultShim shim(token);
+  // The other user: plain PKCS#11 on the same SoftHSM, initialised before us.
+  edge::test::RawP11 other(edge::test::softhsm_module_path());
+  ASSERT_TRUE(other.owns_initialize());
+  auto other_session = other.open_session(other.slot_by_label(token.label()), true);
+  other.login(other_session, token.user_pin());
+  auto other_key = other.generate_hmac_key(other_session, "other-user/key");
+  ASSERT_EQ(edge::test::raw_hmac_sha256(other, other_session, other_key, "x").size(), 32u);
+
+  auto config = shim.config();
+  config.backoff_initial = 20ms;
+  config.backoff_max = 100ms;
+  Hsm hsm(config);
+  hsm.keysets().create("sipflow");
+  auto mac = hsm.mac_for("sipflow");
+  auto data = edge::test::sample_data();
+  MacTag tag{};
+  ASSERT_EQ(mac->sign(1, data, tag), MacStatus::ok);
+
+  // A device fault, and the first rebuild cannot find the token: the strongest
+  // recovery edge_hsm has is tried.
+  shim.set("C_Sign CKR_DEVICE_ERROR count=1\nC_GetSlotList CKR_DEVICE_ERROR count=1\n");
+  EXPECT_EQ(mac->sign(1, data, tag), MacStatus::unavailable);
+  EXPECT_TRUE(edge::test::wait_until([&] { return mac->sign(1, data, tag) == MacStatus::ok; }, kComesBackWithin));
+  shim.clear();
+
+  // The other user's session and key handle still work.
+  std::vector<unsigned char> out;
+  EXPECT_NO_THROW(out = edge::test::raw_hmac_sha256(other, other_session, other_key, "x"))
+      << "edge_hsm finalised a module it did not initialise";
+  EXPECT_EQ(out.size(), 32u);
 }
 
 }  // namespace
