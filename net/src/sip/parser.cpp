@@ -211,7 +211,8 @@ Error Parser::run(std::string_view in, Message& m, const ParseOptions& o) {
   while (skip + 1 < in.size() && in[skip] == '\r' && in[skip + 1] == '\n') skip += 2;
   std::string_view buf = in.substr(skip);
   if (buf.empty()) return Error::empty_message;
-  if (buf.size() > lim.max_message_size) return Error::message_too_large;
+  // Offsets are stored in 32 bits: a limit configured above 4 GiB still stops there.
+  if (buf.size() > lim.max_message_size || buf.size() > 0xffffffffu) return Error::message_too_large;
   m.raw_ = buf;
   const std::size_t n = buf.size();
 
