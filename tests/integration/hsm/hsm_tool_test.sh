@@ -224,5 +224,20 @@ run --module "$WORK/nope.so" --token edge-lab --pin-file "$HSM_DIR/user-pin" key
 check "bad module path: one line naming it, exit 1" refused 1 "$WORK/nope.so"
 unset SOFTHSM2_CONF
 
+# ---- two provisioning runs at once (first boot and an operator) make one token --------
+export EDGE_STATE_DIR="$WORK/race"
+"$EDGE_HSM" init-lab-token >"$WORK/race1.out" 2>&1 &
+p1=$!
+"$EDGE_HSM" init-lab-token >"$WORK/race2.out" 2>&1 &
+p2=$!
+wait $p1; rc1=$?
+wait $p2; rc2=$?
+check "concurrent init-lab-token: both succeed" test "$rc1/$rc2" = 0/0
+check "concurrent init-lab-token: exactly one created the token" \
+  test "$(cat "$WORK/race1.out" "$WORK/race2.out" | grep -c ' created$')" = 1
+check "concurrent init-lab-token: one token directory" test "$(ls "$EDGE_STATE_DIR/hsm/tokens" | wc -l)" = 1
+run keyset create after-race
+check "concurrent init-lab-token: the token works with the PIN file" succeeded
+
 echo "$passed passed, $failed failed"
 [ "$failed" = 0 ]
