@@ -37,7 +37,8 @@
 //   - every other faulted call is not forwarded (C_Login with a fault never reaches the
 //     token, so an injected CKR_PIN_INCORRECT cannot lock a PIN).
 //
-// Counters: per function, calls seen and faults injected; read in-process through the
+// Counters: per function, calls seen and faults injected, and the sessions open in the real
+// module (a leak detector); read in-process through the
 // exported edge_p11shim_* functions (dlopen the shim with RTLD_NOLOAD and dlsym them),
 // or from the stats file. Everything here is thread-safe.
 #include "shim_rules.h"
@@ -95,6 +96,8 @@ struct State {
   std::array<std::atomic<unsigned long long>, kFnCount> calls{};
   std::array<std::atomic<unsigned long long>, kFnCount> injected{};
   std::atomic<unsigned long long> injected_total{0};
+  // Sessions open in the real module as far as the calls through the shim tell.
+  std::atomic<long long> open_sessions{0};
   std::mutex stats_mu;
 };
 
@@ -212,6 +215,7 @@ CK_RV w_Initialize(void* args) {
 CK_RV w_Finalize(void* reserved) {
   consult(Fn::C_Finalize);  // counted, never faulted (parse_rules refuses it)
   CK_RV rv = real().C_Finalize(reserved);
+  if (rv == CKR_OK) st().open_sessions.store(0);
   write_stats();
   return rv;
 }
@@ -238,16 +242,20 @@ CK_RV w_GetMechanismInfo(CK_SLOT_ID slot, CK_MECHANISM_TYPE type, CK_MECHANISM_I
 CK_RV w_OpenSession(CK_SLOT_ID slot, CK_FLAGS flags, void* app, CK_NOTIFY notify,
                     CK_SESSION_HANDLE* session) {
   SHIM_GUARD(C_OpenSession)
-  return real().C_OpenSession(slot, flags, app, notify, session);
+  CK_RV rv = real().C_OpenSession(slot, flags, app, notify, session);
+  if (rv == CKR_OK) st().open_sessions.fetch_add(1);
+  return rv;
 }
 CK_RV w_CloseSession(CK_SESSION_HANDLE session) {
   CK_RV fault = consult(Fn::C_CloseSession);
   CK_RV rv = real().C_CloseSession(session);
+  if (rv == CKR_OK) st().open_sessions.fetch_sub(1);
   return fault ? fault : rv;
 }
 CK_RV w_CloseAllSessions(CK_SLOT_ID slot) {
   CK_RV fault = consult(Fn::C_CloseAllSessions);
   CK_RV rv = real().C_CloseAllSessions(slot);
+  if (rv == CKR_OK) st().open_sessions.store(0);  // tests use one token
   return fault ? fault : rv;
 }
 CK_RV w_GetSessionInfo(CK_SESSION_HANDLE session, CK_SESSION_INFO* info) {
@@ -415,7 +423,11 @@ SHIM_EXPORT unsigned long long edge_p11shim_injected(const char* fn) {
   return f ? st().injected[static_cast<std::size_t>(*f)].load() : 0;
 }
 
-// Zeroes every counter (not the rules' own counters).
+// Sessions currently open in the real module, from the calls that went through the shim
+// (C_OpenSession minus C_CloseSession; C_CloseAllSessions and C_Finalize reset it).
+SHIM_EXPORT long long edge_p11shim_open_sessions(void) { return st().open_sessions.load(); }
+
+// Zeroes every counter (not the rules' own counters, nor the open-session count).
 SHIM_EXPORT void edge_p11shim_reset_stats(void) {
   State& s = st();
   for (auto& c : s.calls) c.store(0);

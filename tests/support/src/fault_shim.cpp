@@ -76,6 +76,11 @@ unsigned long long FaultShim::calls(std::string_view fn) const {
   return f ? f(std::string(fn).c_str()) : 0;
 }
 
+long long FaultShim::open_sessions() const {
+  auto f = shim_symbol<long long (*)()>("edge_p11shim_open_sessions");
+  return f ? f() : 0;
+}
+
 void FaultShim::reset_stats() {
   if (auto f = shim_symbol<void (*)()>("edge_p11shim_reset_stats")) f();
 }

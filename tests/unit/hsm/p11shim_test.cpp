@@ -139,6 +139,20 @@ TEST_F(P11ShimTest, StatsFileCountsForOtherProcesses) {
   EXPECT_EQ(stats["calls C_Login"], 1u);
 }
 
+TEST_F(P11ShimTest, CountsSessionsOpenInTheRealModule) {
+  EXPECT_EQ(shim_->open_sessions(), 1);
+  auto a = p11_->open_session(slot_, false);
+  auto b = p11_->open_session(slot_, false);
+  EXPECT_EQ(shim_->open_sessions(), 3);
+  p11_->f().C_CloseSession(a);
+  EXPECT_EQ(shim_->open_sessions(), 2);
+  // A faulted close still closes the real session.
+  shim_->set("C_CloseSession CKR_DEVICE_ERROR count=1\n");
+  EXPECT_EQ(p11_->f().C_CloseSession(b), CKR_DEVICE_ERROR);
+  EXPECT_EQ(shim_->open_sessions(), 1);
+  EXPECT_EQ(p11_->f().C_CloseSession(b), CKR_SESSION_HANDLE_INVALID);
+}
+
 TEST(P11ShimRules, TyposAreRejectedBeforeTheyReachTheShim) {
   SoftHsmToken token;
   FaultShim shim(token);

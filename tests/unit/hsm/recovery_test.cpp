@@ -94,6 +94,8 @@ TEST_P(SessionFault, ReopensTheSessionAndRetriesOnce) {
   EXPECT_EQ(verify(), MacStatus::ok);
   EXPECT_EQ(shim_.injected("C_SignInit"), 1u);
   EXPECT_EQ(hsm_->state(), HsmState::available);
+  // The session given up on was closed, not leaked.
+  EXPECT_LE(shim_.open_sessions(), 3);
 }
 
 TEST_P(SessionFault, RetriesOnlyOnce) {
@@ -207,6 +209,7 @@ TEST_P(DeviceFault, PersistentFaultBacksOffAndRecoversWhenItEnds) {
   shim_.clear();
   EXPECT_TRUE(edge::test::wait_until([&] { return back(); }, kComesBackWithin));
   EXPECT_EQ(verify(), MacStatus::ok);
+  EXPECT_LE(shim_.open_sessions(), 3) << "sessions leaked in the HSM";
 }
 
 INSTANTIATE_TEST_SUITE_P(Codes, DeviceFault,
@@ -283,6 +286,8 @@ TEST_F(RecoveryTest, ManyThreadsSigningThroughFaultsNeverCrashOrLie) {
   for (auto& th : threads) th.join();
 
   EXPECT_EQ(other.load(), 0) << "a call answered something else than ok or unavailable";
+  // Every recovery closed what it replaced: the pool (2) and the anchor session, no more.
+  EXPECT_LE(shim_.open_sessions(), 3) << "sessions leaked in the HSM";
   EXPECT_GT(ok.load(), 0);
   EXPECT_GT(shim_.injected(), 0u);
   EXPECT_EQ(verify(), MacStatus::ok);
@@ -310,6 +315,7 @@ TEST_F(RecoveryTest, TokenDirectoryRemovedAndRestored) {
   std::filesystem::rename(away, dir);
   EXPECT_TRUE(edge::test::wait_until([&] { return back(); }, kComesBackWithin));
   EXPECT_EQ(verify(), MacStatus::ok) << "a tag minted before the removal verifies after it";
+  EXPECT_LE(shim_.open_sessions(), 3) << "sessions leaked in the HSM";
   EXPECT_TRUE(hsm_->keysets().exists("sipflow"));
 }
 

@@ -45,6 +45,8 @@ class FaultShim {
   unsigned long long injected() const;
   unsigned long long injected(std::string_view fn) const;
   unsigned long long calls(std::string_view fn) const;
+  // Sessions open in the real module right now, as seen through the shim.
+  long long open_sessions() const;
   void reset_stats();
 
   // The stats file the shim writes for other processes (after each injected fault, at
