@@ -79,6 +79,30 @@ TEST(HsmOpen, FindsTheTokenByPkcs11Uri) {
   }
 }
 
+TEST(HsmOpen, UriNeverSelectsBySlotAndNeverCarriesThePin) {
+  SoftHsmToken token;
+  auto config = token.config();
+  config.token.uri = "pkcs11:token=" + token.label() + ";slot-id=1";
+  try {
+    Hsm hsm(config);
+    FAIL() << "accepted a slot-id in the URI";
+  } catch (const HsmError& e) {
+    EXPECT_THAT(e.what(), HasSubstr("slot-id"));
+  }
+  // A pin-value in the URI is ignored: the PIN comes from the configured source only.
+  config.token.uri = "pkcs11:token=" + token.label() + "?pin-value=wrong-pin-999";
+  Hsm hsm(config);
+  EXPECT_EQ(hsm.state(), HsmState::available);
+  EXPECT_THAT(hsm.status().last_error, Not(HasSubstr("wrong-pin-999")));
+}
+
+TEST(HsmOpen, NoTokenSelectorIsAConfigurationError) {
+  SoftHsmToken token;
+  auto config = token.config();
+  config.token = {};
+  EXPECT_THROW(Hsm{config}, HsmError);
+}
+
 TEST(HsmOpen, UriWithTheWrongSerialFindsNothing) {
   SoftHsmToken token;
   auto config = token.config();

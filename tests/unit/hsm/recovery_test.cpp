@@ -1,4 +1,5 @@
 // Recovery from HSM faults, injected through the shim or made by removing the token's files.
+#include <edge/hsm/error.h>
 #include <edge/hsm/hsm.h>
 #include <edge/hsm/keyset_mac.h>
 #include <edge/test/fault_shim.h>
@@ -244,6 +245,62 @@ TEST_F(RecoveryTest, PinIncorrectAtReloginIsReportedOnceAndNotRetried) {
   shim_.clear();
   hsm_->request_rebuild();
   EXPECT_TRUE(edge::test::wait_until([&] { return back(); }, kComesBackWithin));
+}
+
+// ---- the PIN file is gone when a re-login is needed ------------------------------------
+
+TEST_F(RecoveryTest, PinFileMissingAtReloginIsUnavailableUntilItReturns) {
+  open(50ms, 200ms);
+  auto moved = token_.dir() / "user.pin.away";
+  std::filesystem::rename(token_.pin_file(), moved);
+  shim_.set("C_SignInit CKR_USER_NOT_LOGGED_IN count=1\n");
+  EXPECT_EQ(sign(), MacStatus::unavailable);
+  // Not a wrong PIN: nothing was refused by the token, so it keeps trying by itself.
+  EXPECT_EQ(hsm_->state(), HsmState::unavailable);
+  EXPECT_THAT(hsm_->status().last_error, HasSubstr("user.pin"));
+  EXPECT_THAT(hsm_->status().last_error, ::testing::Not(HasSubstr(token_.user_pin())));
+  std::filesystem::rename(moved, token_.pin_file());
+  EXPECT_TRUE(edge::test::wait_until([&] { return back(); }, kComesBackWithin));
+}
+
+// ---- management calls meet faults too -------------------------------------------------
+
+TEST_F(RecoveryTest, ManagementRetriesASessionFault) {
+  open();
+  shim_.set("C_GenerateKey CKR_SESSION_HANDLE_INVALID count=1\n");
+  EXPECT_EQ(hsm_->keysets().rotate("sipflow").version, 2u);
+  shim_.clear();
+  auto info = hsm_->keysets().get("sipflow");
+  ASSERT_EQ(info.versions.size(), 2u) << "the retry made a second key";
+  EXPECT_EQ(info.minting_version(), 2u);
+}
+
+TEST_F(RecoveryTest, ManagementDeviceFaultNamesTheCallAndLeavesNoHalfVersion) {
+  open();
+  shim_.set("C_GenerateKey CKR_DEVICE_ERROR count=1\n");
+  try {
+    hsm_->keysets().rotate("sipflow");
+    FAIL() << "rotate succeeded through a device error";
+  } catch (const edge::hsm::Pkcs11Error& e) {
+    EXPECT_EQ(e.function(), "C_GenerateKey");
+    EXPECT_EQ(e.rv(), static_cast<CK_RV>(CKR_DEVICE_ERROR));
+  }
+  EXPECT_EQ(hsm_->state(), HsmState::unavailable);
+  shim_.clear();
+  EXPECT_TRUE(edge::test::wait_until([&] { return back(); }, kComesBackWithin));
+  auto info = hsm_->keysets().get("sipflow");
+  ASSERT_EQ(info.versions.size(), 1u);
+  EXPECT_EQ(hsm_->keysets().rotate("sipflow").version, 2u);
+}
+
+TEST_F(RecoveryTest, RetireThatFailsLeavesTheVersionActive) {
+  open();
+  shim_.set("C_SetAttributeValue CKR_DEVICE_ERROR count=1\n");
+  EXPECT_THROW(hsm_->keysets().retire("sipflow", 1), edge::hsm::Pkcs11Error);
+  shim_.clear();
+  EXPECT_TRUE(edge::test::wait_until([&] { return back(); }, kComesBackWithin));
+  EXPECT_EQ(hsm_->keysets().get("sipflow").versions[0].state, edge::hsm::KeyState::active);
+  EXPECT_EQ(verify(), MacStatus::ok);
 }
 
 // ---- many threads while faults come and go ---------------------------------------------

@@ -1,4 +1,5 @@
 // The session pool: many threads share a few sessions, one thread per session at a time.
+#include <edge/hsm/error.h>
 #include <edge/hsm/hsm.h>
 #include <edge/hsm/keyset_mac.h>
 #include <edge/test/fault_shim.h>
