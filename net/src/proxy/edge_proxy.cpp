@@ -162,16 +162,23 @@ std::uint64_t random_seed() {
 
 // Everything one on_message call works with.
 struct EdgeProxy::Ctx {
+  Ctx(const Inbound& i, Outbound& o, Clock::time_point n) : in(i), out(o), now(n) {}
+
   const Inbound& in;
   Outbound& out;
   sip::Message msg;
   Clock::time_point now;
   IpText src;                 // in.flow.remote address text
   std::string tx_key;         // upstream transaction key (UDP client), empty when untracked
-  std::size_t own_routes = 0; // our Route values at the top of the request
-  std::string_view token;     // user part of the first of them that has one
-  std::string_view token_route;  // that Route's URI text
-  sip::Uri token_uri;
+  // Our Route values at the top of the request (RFC 3261 §16.4), in order.
+  struct OwnRoute {
+    std::string_view uri_text;
+    sip::Uri uri;
+    bool has_token() const noexcept { return uri.has_user && !uri.user.empty(); }
+  };
+  std::array<OwnRoute, ProxyLimits::kMaxOwnRoutes> routes{};
+  std::size_t own_routes = 0;      // how many of them are popped when forwarding
+  const OwnRoute* token = nullptr; // the one whose token picked the flow
 };
 
 EdgeProxy::EdgeProxy(ProxyConfig config, std::shared_ptr<flow::TokenCodec> codec, LogSink log)
@@ -229,7 +236,7 @@ void EdgeProxy::count_status(int status) noexcept {
 // Entry points
 
 void EdgeProxy::on_message(const Inbound& in, Outbound& out) {
-  Ctx c{in, out, {}, in.received == Clock::time_point{} ? Clock::now() : in.received, {}, {}, 0, {}, {}, {}};
+  Ctx c(in, out, in.received == Clock::time_point{} ? Clock::now() : in.received);
   sip::ParseOptions opts;
   opts.stream = is_stream(in.flow.transport);
   if (Error e = sip::parse(in.bytes, c.msg, opts); e != Error::ok) {
@@ -385,12 +392,7 @@ void EdgeProxy::on_request(Ctx& c) {
         return;
       }
       if (!is_ours(config_, rv.uri)) break;
-      ++c.own_routes;
-      if (c.token.empty() && rv.uri.has_user && !rv.uri.user.empty()) {
-        c.token = rv.uri.user;
-        c.token_route = rv.addr.uri;
-        c.token_uri = rv.uri;
-      }
+      c.routes[c.own_routes++] = {rv.addr.uri, rv.uri};
     }
     if (it.error()) {
       reply(c, 400, "Bad Route");
@@ -415,40 +417,60 @@ void EdgeProxy::on_request(Ctx& c) {
   else request_from_client(c);
 }
 
+bool EdgeProxy::check_token(Ctx& c, std::string_view token, const flow::FlowToken* own, FlowKey& flow) {
+  if (!config_.flow_token_security) {  // we never issue tokens, so this is none of ours
+    reply(c, 403, "Invalid Flow Token");
+    return false;
+  }
+  const flow::VerifyResult v = codec_->verify(token, own);
+  bump(v.source == flow::VerifySource::hsm ? counters_->verifies_hsm : counters_->verifies_avoided);
+  if (v.status == flow::TokenStatus::valid) {
+    flow = v.flow;
+    return true;
+  }
+  const std::string who = c.in.from_core ? std::string("from=core") : "flow=" + flow::to_string(c.in.flow);
+  if (v.status == flow::TokenStatus::hsm_unavailable) {
+    log(LogLevel::warn, LogEvent::hsm_unavailable, "op=verify " + who, c.now);
+    reply(c, 503);
+    return false;
+  }
+  // Our URIs only ever carry our tokens, so any other user part (foreign shape,
+  // malformed, altered) is a failed integrity check: 403 (RFC 5626 §5.3.1), not 400.
+  log(LogLevel::info, LogEvent::token_rejected, std::string("status=403 why=") + flow::to_string(v.status) + " " + who,
+      c.now);
+  reply(c, 403, "Invalid Flow Token");
+  return false;
+}
+
 void EdgeProxy::request_from_client(Ctx& c) {
   const sip::Message& m = c.msg;
-  if (!c.token.empty()) {
-    if (!config_.flow_token_security) {
-      reply(c, 403, "Invalid Flow Token");
-      return;
-    }
-    std::shared_ptr<flow::FlowToken> own = c.out.flow_token(c.in.flow);
-    const flow::VerifyResult v = codec_->verify(c.token, own.get());
-    bump(v.source == flow::VerifySource::hsm ? counters_->verifies_hsm : counters_->verifies_avoided);
-    switch (v.status) {
-      case flow::TokenStatus::valid:
-        if (v.flow == c.in.flow) {
-          // §5.3 "outgoing": the client's own request on its own flow; on to the core.
-          bump(counters_->outgoing_via_token);
-          break;
+  // RFC 5626 §5.3, value by value: the client's own token ("outgoing") is popped
+  // and routing continues with the next value; a token naming another flow
+  // ("incoming") ends the walk.
+  std::shared_ptr<flow::FlowToken> own;
+  std::size_t pop = 0;
+  for (std::size_t i = 0; i < c.own_routes; ++i) {
+    const Ctx::OwnRoute& r = c.routes[i];
+    if (r.has_token()) {
+      if (!own) own = c.out.flow_token(c.in.flow);
+      FlowKey named;
+      if (!check_token(c, r.uri.user, own.get(), named)) return;
+      if (!(named == c.in.flow)) {
+        if (config_.client_to_client_direct) {
+          c.own_routes = i + 1;
+          c.token = &r;
+          forward_to_flow(c, named, dialog_forming(m));
+          return;
         }
-        // "incoming" from another client through us (client to client over the edge).
-        forward_to_flow(c, v.flow, c.token_route, dialog_forming(m));
-        return;
-      case flow::TokenStatus::hsm_unavailable:
-        log(LogLevel::warn, LogEvent::hsm_unavailable, "op=verify flow=" + flow::to_string(c.in.flow), c.now);
-        reply(c, 503);
-        return;
-      default:
-        // Our URIs only ever carry our tokens, so any other user part (foreign,
-        // malformed, altered) is a failed integrity check: 403 (RFC 5626 §5.3.1).
-        log(LogLevel::info, LogEvent::token_rejected,
-            std::string("status=403 why=") + flow::to_string(v.status) + " flow=" + flow::to_string(c.in.flow),
-            c.now);
-        reply(c, 403, "Invalid Flow Token");
-        return;
+        // Leave it for the core, which sends the request back through us: its
+        // policy stays on the path of every client-to-client request.
+        break;
+      }
+      bump(counters_->outgoing_via_token);
     }
+    pop = i + 1;
   }
+  c.own_routes = pop;
   bool outbound_register = false;
   if (m.method() == Method::register_) {
     sip::ValueIterator it(m, HeaderId::contact);
@@ -463,26 +485,15 @@ void EdgeProxy::request_from_client(Ctx& c) {
 
 void EdgeProxy::request_from_core(Ctx& c) {
   const sip::Message& m = c.msg;
-  if (!c.token.empty()) {
-    if (!config_.flow_token_security) {
-      reply(c, 403, "Invalid Flow Token");
-      return;
-    }
-    // From the core, a token is never the presenting flow's own: cache, then HSM.
-    const flow::VerifyResult v = codec_->verify(c.token, nullptr);
-    bump(v.source == flow::VerifySource::hsm ? counters_->verifies_hsm : counters_->verifies_avoided);
-    if (v.status == flow::TokenStatus::valid) {
-      forward_to_flow(c, v.flow, c.token_route, dialog_forming(m));
-      return;
-    }
-    if (v.status == flow::TokenStatus::hsm_unavailable) {
-      log(LogLevel::warn, LogEvent::hsm_unavailable, "op=verify from=core", c.now);
-      reply(c, 503);
-      return;
-    }
-    log(LogLevel::info, LogEvent::token_rejected,
-        std::string("status=403 why=") + flow::to_string(v.status) + " from=core", c.now);
-    reply(c, 403, "Invalid Flow Token");
+  // From the core every value of ours goes; the first token names the flow (after
+  // an RFC 5658 double Record-Route both values may carry it). It is never the
+  // presenting flow's own: the verified cache, then the HSM, decide.
+  for (std::size_t i = 0; i < c.own_routes; ++i) {
+    if (!c.routes[i].has_token()) continue;
+    FlowKey named;
+    if (!check_token(c, c.routes[i].uri.user, nullptr, named)) return;
+    c.token = &c.routes[i];
+    forward_to_flow(c, named, dialog_forming(m));
     return;
   }
   // No token: nothing here names a client flow, and we never route to a host named
@@ -599,7 +610,7 @@ void EdgeProxy::forward_to_core(Ctx& c, bool dialog, bool outbound_register) {
   bump(counters_->forwarded_to_core);
 }
 
-void EdgeProxy::forward_to_flow(Ctx& c, const FlowKey& flow, std::string_view route_uri, bool dialog) {
+void EdgeProxy::forward_to_flow(Ctx& c, const FlowKey& flow, bool dialog) {
   const sip::Message& m = c.msg;
   bump(counters_->incoming_via_token);
   if (!c.out.flow_alive(flow)) {
@@ -626,9 +637,9 @@ void EdgeProxy::forward_to_flow(Ctx& c, const FlowKey& flow, std::string_view ro
   if (dialog) {
     // §5.3.1: stay on the path with a copy of the Route URI, without ;ob; RFC 5658:
     // the UA-facing value on top (the client's side), carrying the token.
-    rr_copy = without_ob(route_uri, c.token_uri);
+    rr_copy = without_ob(c.token->uri_text, c.token->uri);
     if (!same_interface(*us, config_.core_side)) {
-      rr_client = our_uri(*us, c.token, false);
+      rr_client = our_uri(*us, c.token->uri.user, false);
       step(ed.insert_record_route(rr_client));
     }
     step(ed.insert_record_route(rr_copy));

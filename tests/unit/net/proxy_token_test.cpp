@@ -125,19 +125,58 @@ TEST_F(Token, TheClientsOwnTokenOnItsFlowIsOutgoingAndGoesToTheCore) {
   EXPECT_EQ(oracle_->verifies.load(), 0u);
 }
 
-TEST_F(Token, AnotherClientsTokenIsIncomingOverThatFlowAndTheAnswerComesBack) {
-  from_client(kAlice, crlf(
+std::string alice_message(std::string_view route) {
+  return crlf(fill(
       "MESSAGE sip:bob@203.0.113.5:40312 SIP/2.0\n"
       "Via: SIP/2.0/UDP 10.1.1.7:5062;branch=z9hG4bKam1;rport\n"
-      "Route: <sip:" + token_of(kBob) + "@192.0.2.10:5060;lr>\n"
+      "Route: {route}\n"
       "Max-Forwards: 70\n"
       "From: <sip:alice@example.test>;tag=a9\n"
       "To: <sip:bob@example.test>\n"
       "Call-ID: c2c-1\n"
       "CSeq: 1 MESSAGE\n"
-      "Content-Length: 0\n\n"));
+      "Content-Length: 0\n\n",
+      {{"route", std::string(route)}}));
+}
+
+TEST_F(Token, AnotherClientsTokenFromAClientGoesViaTheCoreByDefault) {
+  const std::string bob = "<sip:" + token_of(kBob) + "@10.0.0.1:5060;transport=tcp;lr>";
+  from_client(kAlice, alice_message(bob));
+  const FakeOutbound::Sent s = out_.take();
+  ASSERT_TRUE(s.to_core);
+  Out fwd(s.bytes);
+  // bob's value stays: the core routes the request back through us.
+  ASSERT_EQ(fwd.values(HeaderId::route).size(), 1u);
+  EXPECT_EQ("<" + fwd.route_uri(HeaderId::route, 0) + ">", bob);
+}
+
+TEST_F(Token, TheRouteWalkPopsTheClientsOwnTokenThenStopsAtAnotherFlows) {
+  // A core that did not Record-Route: alice's route set holds her token, our
+  // core-facing URI, then bob's Path-derived values.
+  const std::string route = "<sip:" + token_of(kAlice) + "@192.0.2.10:5060;lr>, <sip:10.0.0.1:5060;transport=tcp;lr>, <sip:" +
+                            token_of(kBob) + "@10.0.0.1:5060;transport=tcp;lr>";
+  from_client(kAlice, alice_message(route));
+  const FakeOutbound::Sent s = out_.take();
+  ASSERT_TRUE(s.to_core);
+  Out fwd(s.bytes);
+  ASSERT_EQ(fwd.values(HeaderId::route).size(), 1u);
+  EXPECT_EQ(fwd.route_user(HeaderId::route, 0), token_of(kBob));
+  EXPECT_EQ(proxy_->stats().outgoing_via_token, 1u);
+  // The core sends it back: now it is incoming for bob's flow.
+  std::string back = s.bytes;
+  back.insert(back.find("\r\n") + 2, "Via: SIP/2.0/TCP 10.0.0.2:5060;branch=z9hG4bKcoreback\r\n");
+  from_core(back);
+  EXPECT_EQ(out_.take().flow, kBob);
+}
+
+TEST_F(Token, WithDirectClientToClientRoutingAnotherClientsTokenIsIncomingOverThatFlow) {
+  ProxyConfig cfg = lab_config();
+  cfg.client_to_client_direct = true;
+  make(cfg);
+  from_client(kAlice, alice_message("<sip:" + token_of(kBob) + "@192.0.2.10:5060;lr>"));
   const FakeOutbound::Sent s = out_.take();
   EXPECT_EQ(s.flow, kBob);
+  EXPECT_EQ(Out(s.bytes).values(HeaderId::route).size(), 0u);
   from_client(kBob, answer(s.bytes, 200));
   const FakeOutbound::Sent back = out_.take();
   EXPECT_FALSE(back.to_core);

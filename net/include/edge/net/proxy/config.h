@@ -31,9 +31,10 @@ struct ProxyLimits {
   std::chrono::milliseconds t2{4000};
   // Retry-After on our 503s (HSM or core unavailable).
   std::uint32_t retry_after_seconds = 5;
-  // At most this many of our own Route values are popped from one request (a
-  // double Record-Route leaves two; anything beyond that is a loop).
-  std::size_t max_own_routes = 4;
+  // At most this many of our own Route values are looked at in one request (a
+  // double Record-Route leaves two per pass through us; more is a loop).
+  static constexpr std::size_t kMaxOwnRoutes = 8;
+  std::size_t max_own_routes = 4;  // 1..kMaxOwnRoutes
   // Log lines per event kind per second before suppression (0: no limit).
   std::uint32_t log_lines_per_second = 10;
 };
@@ -61,6 +62,14 @@ struct ProxyConfig {
   // §5.1 allows "reject" instead of a token) and nothing can be routed to a flow.
   bool flow_token_security = true;
   std::string key_set;  // for status and logs; the codec passed to the proxy serves it
+
+  // A client presenting a valid token of *another* client's flow (learned from a
+  // Record-Route, say). RFC 5626 §5.3 forwards it straight over that flow; that
+  // would let clients reach each other around the core's authentication and
+  // policy. false (default): the Route value is left in place and the request goes
+  // to the core, which routes it back through us if it agrees. true: the RFC's
+  // direct forwarding.
+  bool client_to_client_direct = false;
 
   ProxyLimits limits;
 

@@ -65,7 +65,10 @@ class EdgeProxy final : public MessageHandler {
   void request_from_client(Ctx& c);
   void request_from_core(Ctx& c);
   void forward_to_core(Ctx& c, bool dialog_forming, bool outbound_register);
-  void forward_to_flow(Ctx& c, const FlowKey& flow, std::string_view route_uri, bool dialog_forming);
+  void forward_to_flow(Ctx& c, const FlowKey& flow, bool dialog_forming);
+  // Verifies a token of one of our Route values; answers 403 / 503 itself and
+  // returns false when it does not name a flow.
+  bool check_token(Ctx& c, std::string_view token, const flow::FlowToken* own, FlowKey& flow);
   void reply(Ctx& c, int status, std::string_view reason = {}, std::string_view extra_name = {},
              std::string_view extra_value = {});
   void send_reply_bytes(Ctx& c, int status, std::string bytes);
