@@ -372,7 +372,7 @@ void EdgeProxy::on_request(Ctx& c) {
         if (!c.out.send_to_flow(c.in.flow, std::move(hit.replay))) bump(counters_->drop_answer_undeliverable);
         return;
       }
-      if (is_stream(config_.core_side.transport) || config_.core_side.transport != flow::Transport::udp) {
+      if (config_.core_side.transport != flow::Transport::udp) {
         bump(counters_->retransmissions_absorbed);
         return;
       }
@@ -689,8 +689,13 @@ void EdgeProxy::on_response(Ctx& c) {
     if (is_ours(config_, sent_by)) d = branches_.decode(top.branch);
   }
   // A response from the core goes back to the client flow in our branch; one from a
-  // client goes where our branch says (the core, or the client that asked).
-  if (!d || (c.in.from_core && !d->from_client) || sip::via_count(m) < 2) {
+  // client goes to the core. A client may send one toward another client's flow
+  // only when we sent it that client's request directly (client_to_client_direct):
+  // otherwise an `f` branch of ours it saw deeper in a Via stack would let it
+  // answer around the core.
+  const bool acceptable =
+      d && (c.in.from_core ? d->from_client : (!d->from_client || config_.client_to_client_direct));
+  if (!acceptable || sip::via_count(m) < 2) {
     bump(counters_->drop_response_not_ours);
     log(LogLevel::debug, LogEvent::dropped, "reason=response_not_ours flow=" + flow::to_string(c.in.flow), c.now);
     return;

@@ -127,6 +127,24 @@ TEST_F(Errors, AResponseWithAForgedBranchNamingAnotherFlowIsDropped) {
   EXPECT_EQ(proxy_->stats().drop_response_not_ours, 1u);
 }
 
+TEST_F(Errors, AClientCannotAnswerAroundTheCoreWithABranchItSawInAVia) {
+  // alice's request reaches the core (our Via names her flow)...
+  from_client(kAlice, crlf(
+      "MESSAGE sip:bob@example.test SIP/2.0\n"
+      "Via: SIP/2.0/UDP 10.1.1.7:5062;branch=z9hG4bKa5;rport\n"
+      "Max-Forwards: 70\n"
+      "From: <sip:alice@example.test>;tag=a1\n"
+      "To: <sip:bob@example.test>\n"
+      "Call-ID: around-1\n"
+      "CSeq: 1 MESSAGE\n"
+      "Content-Length: 0\n\n"));
+  Out fwd(out_.take().bytes);
+  // ... bob, who sees that Via stack, answers on his own flow with it on top.
+  from_client(kBob, answer(fwd.text(), 200));
+  EXPECT_TRUE(out_.sent.empty());
+  EXPECT_EQ(proxy_->stats().drop_response_not_ours, 1u);
+}
+
 TEST_F(Errors, AResponseForAFlowThatIsGoneIsDroppedAndCounted) {
   from_client(kBob, options("sip:carol@example.test", 70));
   Out fwd(out_.take().bytes);
