@@ -86,6 +86,23 @@ TEST_F(KeyTemplateTest, KeyValueCannotBeRead) {
   EXPECT_EQ(a.value_rv, CKR_ATTRIBUTE_SENSITIVE) << edge::test::p11_rv_name(a.value_rv);
 }
 
+// Modifiable (retirement flips CKA_SIGN/CKA_VERIFY), yet never to be made readable later.
+TEST_F(KeyTemplateTest, KeyCannotBeMadeExtractableLater) {
+  create_set();
+  auto o = open_raw();
+  o->session = o->p11.open_session(o->p11.slot_by_label(token_.label()), true);  // R/W
+  auto key = only_key(*o, "tmpl/v1");
+  CK_BBOOL yes = CK_TRUE, no = CK_FALSE;
+  CK_ATTRIBUTE extractable{CKA_EXTRACTABLE, &yes, sizeof yes};
+  EXPECT_NE(o->p11.f().C_SetAttributeValue(o->session, key, &extractable, 1), CKR_OK);
+  CK_ATTRIBUTE sensitive{CKA_SENSITIVE, &no, sizeof no};
+  EXPECT_NE(o->p11.f().C_SetAttributeValue(o->session, key, &sensitive, 1), CKR_OK);
+  auto a = edge::test::read_secret_key(o->p11, o->session, key);
+  EXPECT_TRUE(a.sensitive);
+  EXPECT_FALSE(a.extractable);
+  EXPECT_EQ(a.value_rv, CKR_ATTRIBUTE_SENSITIVE);
+}
+
 TEST_F(KeyTemplateTest, KeyIsInvisibleWithoutLogin) {
   create_set();
   auto o = open_raw(/*login=*/false);

@@ -247,6 +247,47 @@ TEST_F(RecoveryTest, PinIncorrectAtReloginIsReportedOnceAndNotRetried) {
   EXPECT_TRUE(edge::test::wait_until([&] { return back(); }, kComesBackWithin));
 }
 
+// ---- the state hook may use the HSM (report status, try a MAC) without deadlocking ------
+
+TEST(RecoveryHook, StateChangeHookMayCallBackIntoTheHsm) {
+  SoftHsmToken token;
+  FaultShim shim(token);
+  auto config = shim.config();
+  config.backoff_initial = 20ms;
+  config.backoff_max = 50ms;
+  std::shared_ptr<edge::hsm::KeySetMac> mac;
+  Hsm* self = nullptr;
+  std::atomic<int> calls{0};
+  config.on_state_change = [&](HsmState, const std::string&) {
+    ++calls;
+    if (!self || !mac) return;
+    auto st = self->status();  // must not deadlock on the status lock
+    (void)st;
+    MacTag t{};
+    (void)mac->sign(1, edge::test::sample_data(), t);  // nor on the rebuild
+  };
+  Hsm hsm(config);
+  hsm.keysets().create("sipflow");
+  mac = hsm.mac_for("sipflow");
+  self = &hsm;
+  shim.set("C_Sign CKR_DEVICE_ERROR count=1\n");
+  MacTag t{};
+  auto data = edge::test::sample_data();
+  std::atomic<bool> done{false};
+  std::thread worker([&] {
+    EXPECT_EQ(mac->sign(1, data, t), MacStatus::unavailable);
+    EXPECT_TRUE(edge::test::wait_until([&] { return mac->sign(1, data, t) == MacStatus::ok; }, kComesBackWithin));
+    done = true;
+  });
+  // A deadlock shows up as a worker that never finishes; the test then fails here
+  // instead of hanging until the CTest timeout.
+  bool finished = edge::test::wait_until([&] { return done.load(); }, kComesBackWithin + 5s);
+  EXPECT_TRUE(finished) << "the HSM deadlocked inside its state hook";
+  if (!finished) std::_Exit(1);
+  worker.join();
+  EXPECT_GE(calls.load(), 2);
+}
+
 // ---- the PIN file is gone when a re-login is needed ------------------------------------
 
 TEST_F(RecoveryTest, PinFileMissingAtReloginIsUnavailableUntilItReturns) {
