@@ -208,6 +208,23 @@ TEST(SipEditor, FirstHopRegisterGetsPath) {
   EXPECT_TRUE(v.alias);
 }
 
+TEST(SipEditor, PathGoesAboveExistingPath) {
+  const std::string in = load("register_path_forwarded.sip");
+  sip::Message m;
+  ASSERT_EQ(sip::parse(in, m), Error::ok);
+  sip::Editor e(m);
+  ASSERT_EQ(e.insert_path("sip:second-hop.example.test;lr"), Error::ok);
+  sip::Message f;
+  const std::string out = serialize(e);
+  ASSERT_EQ(sip::parse(out, f), Error::ok);
+  sip::RouteValue p;
+  ASSERT_EQ(sip::route_at(f, HeaderId::path, 0, p), Error::ok);
+  EXPECT_EQ(p.uri.host, "second-hop.example.test");
+  ASSERT_EQ(sip::route_at(f, HeaderId::path, 1, p), Error::ok);
+  EXPECT_EQ(p.uri.user, "AQEBAAAAAAB_AAABEjQ");
+  expect_untouched(m, f, {HeaderId::path});
+}
+
 TEST(SipEditor, ReceivedOnlyWhenHostDiffersWithoutRport) {
   const std::string in = load("register_path_forwarded.sip");  // top Via has no rport
   sip::Message m;
