@@ -5,7 +5,11 @@
 // costs compared with a key in process memory. Every benchmark makes its own SoftHSM token
 // in a temporary directory (edge::test::SoftHsmToken), so they do not share state.
 //
-//   build/bin/edge-microbench --benchmark_filter='Hmac|SoftHsm|KeySetMac' --benchmark_min_time=1
+// On a shared 2-core machine compare medians of interleaved repetitions, and the CPU column
+// as well as the real-time one:
+//   build/bin/edge-microbench --benchmark_filter='BM_(RawSoftHsmSign|KeySetMac|OpenSslHmac)' \
+//     --benchmark_min_time=0.5 --benchmark_repetitions=12 \
+//     --benchmark_enable_random_interleaving=true --benchmark_report_aggregates_only=true
 #include <edge/hsm/hsm.h>
 #include <edge/hsm/keyset_mac.h>
 #include <edge/test/hsm_test_util.h>
