@@ -10,6 +10,8 @@
 #include <gmock/gmock.h>
 #include <gtest/gtest.h>
 
+#include <sys/resource.h>
+
 #include <algorithm>
 #include <ctime>
 #include <memory>
@@ -304,6 +306,89 @@ TEST(KeySetRestart, KeySetsAndTheirTagsSurviveARestart) {
   // Management after the restart continues the numbering and the retention.
   EXPECT_EQ(hsm.keysets().rotate("sipflow").version, 4u);
   EXPECT_EQ(versions_of(hsm.keysets().get("sipflow")), (std::vector<std::uint32_t>{2, 3, 4}));
+}
+
+// Writes, with plain PKCS#11, a key that looks exactly like version `version` of `set`
+// (label "<set>/v<N>", CKA_ID "EKS1" | version | created | retain | name, as keyset.h
+// describes them): what another tool, a restore or a corruption could leave on a token.
+void plant_version(const SoftHsmToken& token, const std::string& set, std::uint32_t version) {
+  edge::test::RawP11 p11(edge::test::softhsm_module_path());
+  auto s = p11.open_session(p11.slot_by_label(token.label()), true);
+  p11.login(s, token.user_pin());
+  std::vector<std::uint8_t> id = {'E', 'K', 'S', '1'};
+  for (int i = 3; i >= 0; --i) id.push_back(static_cast<std::uint8_t>(version >> (8 * i)));
+  auto now = static_cast<std::uint64_t>(std::time(nullptr));
+  for (int i = 7; i >= 0; --i) id.push_back(static_cast<std::uint8_t>(now >> (8 * i)));
+  for (std::uint8_t b : {0, 0, 0, 3}) id.push_back(b);
+  for (char c : set) id.push_back(static_cast<std::uint8_t>(c));
+  auto key = p11.generate_hmac_key(s, set + "/v" + std::to_string(version));
+  CK_ATTRIBUTE a{CKA_ID, id.data(), id.size()};
+  edge::test::p11_check(p11.f().C_SetAttributeValue(s, key, &a, 1), "C_SetAttributeValue(CKA_ID)");
+}
+
+std::size_t secret_keys_on(const SoftHsmToken& token) {
+  edge::test::RawP11 p11(edge::test::softhsm_module_path());
+  auto s = p11.open_session(p11.slot_by_label(token.label()), false);
+  p11.login(s, token.user_pin());
+  CK_OBJECT_CLASS cls = CKO_SECRET_KEY;
+  return p11.find(s, {{CKA_CLASS, &cls, sizeof cls}}).size();
+}
+
+// A key on the token that looks like one of ours but carries a version far beyond the
+// others (restored from elsewhere, written by another tool, corrupted): the set must stay
+// usable, and memory use must not follow the version *number*.
+TEST(KeySetForeignObjects, AHugeVersionNumberDoesNotBreakTheSet) {
+  SoftHsmToken token;
+  // Never let this test take the machine's memory: an allocation proportional to the
+  // version number fails fast instead.
+  struct rlimit old {};
+  ::getrlimit(RLIMIT_AS, &old);
+  struct rlimit cap = old;
+  cap.rlim_cur = std::min<rlim_t>(old.rlim_cur, rlim_t{8} << 30);
+  ::setrlimit(RLIMIT_AS, &cap);
+
+  auto data = edge::test::sample_data();
+  MacTag t1{};
+  {
+    Hsm hsm(token.config());
+    hsm.keysets().create("sipflow", 3);
+    ASSERT_EQ(hsm.mac_for("sipflow")->sign(1, data, t1), MacStatus::ok);
+  }
+  plant_version(token, "sipflow", 0xFFFFFFF0u);
+
+  Hsm hsm(token.config());
+  std::shared_ptr<edge::hsm::KeySetMac> mac;
+  try {
+    mac = hsm.mac_for("sipflow");
+  } catch (const std::bad_alloc&) {
+    ::setrlimit(RLIMIT_AS, &old);
+    FAIL() << "mac_for allocated in proportion to the highest version number";
+  }
+  ::setrlimit(RLIMIT_AS, &old);
+  ASSERT_NE(mac, nullptr);
+  EXPECT_EQ(mac->verify(1, data, t1), MacStatus::ok);
+}
+
+// Version numbers are 32-bit: a rotation past the last one must be refused, not wrap to
+// version 0 (which no listing shows) and leave an invisible key behind.
+TEST(KeySetForeignObjects, RotationPastTheLastVersionNumberIsRefused) {
+  SoftHsmToken token;
+  {
+    Hsm hsm(token.config());
+    hsm.keysets().create("sipflow", 3);
+  }
+  plant_version(token, "sipflow", 0xFFFFFFFFu);
+  const auto keys_before = secret_keys_on(token);
+  {
+    Hsm hsm(token.config());
+    EXPECT_EQ(hsm.keysets().get("sipflow").minting_version(), 0xFFFFFFFFu);
+    try {
+      auto v = hsm.keysets().rotate("sipflow");
+      ADD_FAILURE() << "rotate past 4294967295 returned version " << v.version;
+    } catch (const HsmError&) {
+    }
+  }
+  EXPECT_EQ(secret_keys_on(token), keys_before) << "rotate left a key no listing shows";
 }
 
 // Management done by another process (the edge-hsm tool) while our view is in use:
