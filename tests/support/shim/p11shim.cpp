@@ -185,9 +185,9 @@ CK_FUNCTION_LIST& real() { return *st().real; }
 
 // ---- wrappers ---------------------------------------------------------------------------
 
-#define SHIM_GUARD(fn)                   \
-  if (CK_RV fault = consult(Fn::fn)) {   \
-    return fault;                        \
+#define SHIM_GUARD(fn)                 \
+  if (CK_RV fault = consult(Fn::fn)) { \
+    return fault;                      \
   }
 
 // The control and stats files are taken from the environment at every C_Initialize, so
@@ -270,8 +270,7 @@ CK_RV w_Logout(CK_SESSION_HANDLE session) {
   SHIM_GUARD(C_Logout)
   return real().C_Logout(session);
 }
-CK_RV w_CreateObject(CK_SESSION_HANDLE session, CK_ATTRIBUTE* tmpl, CK_ULONG n,
-                     CK_OBJECT_HANDLE* obj) {
+CK_RV w_CreateObject(CK_SESSION_HANDLE session, CK_ATTRIBUTE* tmpl, CK_ULONG n, CK_OBJECT_HANDLE* obj) {
   SHIM_GUARD(C_CreateObject)
   return real().C_CreateObject(session, tmpl, n, obj);
 }
@@ -279,13 +278,11 @@ CK_RV w_DestroyObject(CK_SESSION_HANDLE session, CK_OBJECT_HANDLE obj) {
   SHIM_GUARD(C_DestroyObject)
   return real().C_DestroyObject(session, obj);
 }
-CK_RV w_GetAttributeValue(CK_SESSION_HANDLE session, CK_OBJECT_HANDLE obj, CK_ATTRIBUTE* tmpl,
-                          CK_ULONG n) {
+CK_RV w_GetAttributeValue(CK_SESSION_HANDLE session, CK_OBJECT_HANDLE obj, CK_ATTRIBUTE* tmpl, CK_ULONG n) {
   SHIM_GUARD(C_GetAttributeValue)
   return real().C_GetAttributeValue(session, obj, tmpl, n);
 }
-CK_RV w_SetAttributeValue(CK_SESSION_HANDLE session, CK_OBJECT_HANDLE obj, CK_ATTRIBUTE* tmpl,
-                          CK_ULONG n) {
+CK_RV w_SetAttributeValue(CK_SESSION_HANDLE session, CK_OBJECT_HANDLE obj, CK_ATTRIBUTE* tmpl, CK_ULONG n) {
   SHIM_GUARD(C_SetAttributeValue)
   return real().C_SetAttributeValue(session, obj, tmpl, n);
 }
@@ -293,8 +290,7 @@ CK_RV w_FindObjectsInit(CK_SESSION_HANDLE session, CK_ATTRIBUTE* tmpl, CK_ULONG 
   SHIM_GUARD(C_FindObjectsInit)
   return real().C_FindObjectsInit(session, tmpl, n);
 }
-CK_RV w_FindObjects(CK_SESSION_HANDLE session, CK_OBJECT_HANDLE* objs, CK_ULONG max,
-                    CK_ULONG* count) {
+CK_RV w_FindObjects(CK_SESSION_HANDLE session, CK_OBJECT_HANDLE* objs, CK_ULONG max, CK_ULONG* count) {
   SHIM_GUARD(C_FindObjects)
   return real().C_FindObjects(session, objs, max, count);
 }
@@ -306,8 +302,7 @@ CK_RV w_SignInit(CK_SESSION_HANDLE session, CK_MECHANISM* mech, CK_OBJECT_HANDLE
   SHIM_GUARD(C_SignInit)
   return real().C_SignInit(session, mech, key);
 }
-CK_RV w_Sign(CK_SESSION_HANDLE session, CK_BYTE* data, CK_ULONG len, CK_BYTE* sig,
-             CK_ULONG* sig_len) {
+CK_RV w_Sign(CK_SESSION_HANDLE session, CK_BYTE* data, CK_ULONG len, CK_BYTE* sig, CK_ULONG* sig_len) {
   if (CK_RV fault = consult(Fn::C_Sign)) {
     // An error return ends the operation: finish the real one so the session is idle.
     std::array<CK_BYTE, 1024> scratch{};
@@ -321,8 +316,7 @@ CK_RV w_VerifyInit(CK_SESSION_HANDLE session, CK_MECHANISM* mech, CK_OBJECT_HAND
   SHIM_GUARD(C_VerifyInit)
   return real().C_VerifyInit(session, mech, key);
 }
-CK_RV w_Verify(CK_SESSION_HANDLE session, CK_BYTE* data, CK_ULONG len, CK_BYTE* sig,
-               CK_ULONG sig_len) {
+CK_RV w_Verify(CK_SESSION_HANDLE session, CK_BYTE* data, CK_ULONG len, CK_BYTE* sig, CK_ULONG sig_len) {
   if (CK_RV fault = consult(Fn::C_Verify)) {
     real().C_Verify(session, data, len, sig, sig_len);  // ends the operation
     return fault;
@@ -409,9 +403,7 @@ struct Flusher {
 SHIM_EXPORT CK_RV C_GetFunctionList(CK_FUNCTION_LIST** out) { return shim_get_function_list(out); }
 
 // Faults injected so far, all functions together.
-SHIM_EXPORT unsigned long long edge_p11shim_injected_total(void) {
-  return st().injected_total.load();
-}
+SHIM_EXPORT unsigned long long edge_p11shim_injected_total(void) { return st().injected_total.load(); }
 
 // Calls seen / faults injected for one function ("C_Login"); 0 for unknown names.
 SHIM_EXPORT unsigned long long edge_p11shim_calls(const char* fn) {

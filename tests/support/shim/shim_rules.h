@@ -57,13 +57,13 @@ std::optional<CK_RV> ckr_from_name(std::string_view name) noexcept;
 std::string ckr_to_name(CK_RV rv);
 
 struct Rule {
-  bool all = false;                // `*`
-  Fn fn = Fn::C_Initialize;        // when !all
-  std::optional<CK_RV> rv;         // fail with this code when the rule fires
-  std::uint64_t count = 0;         // fire at most this many times (0 = unlimited)
-  std::uint64_t every = 0;         // fire on every Nth matching call (0 = each call)
-  std::uint64_t after = 0;         // let the first N matching calls through
-  std::uint64_t delay_ms = 0;      // sleep this long when the rule fires
+  bool all = false;            // `*`
+  Fn fn = Fn::C_Initialize;    // when !all
+  std::optional<CK_RV> rv;     // fail with this code when the rule fires
+  std::uint64_t count = 0;     // fire at most this many times (0 = unlimited)
+  std::uint64_t every = 0;     // fire on every Nth matching call (0 = each call)
+  std::uint64_t after = 0;     // let the first N matching calls through
+  std::uint64_t delay_ms = 0;  // sleep this long when the rule fires
 
   // Runtime state, reset whenever the control file is re-read.
   std::uint64_t seen = 0;

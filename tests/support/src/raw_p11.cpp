@@ -96,11 +96,11 @@ CK_OBJECT_HANDLE RawP11::generate_hmac_key(CK_SESSION_HANDLE session, std::strin
   CK_BBOOL yes = CK_TRUE, no = CK_FALSE;
   std::string l(label);
   std::vector<CK_ATTRIBUTE> tmpl = {
-      {CKA_CLASS, &cls, sizeof cls},         {CKA_KEY_TYPE, &type, sizeof type},
-      {CKA_VALUE_LEN, &len, sizeof len},     {CKA_TOKEN, &yes, sizeof yes},
-      {CKA_PRIVATE, &yes, sizeof yes},       {CKA_SENSITIVE, &yes, sizeof yes},
-      {CKA_EXTRACTABLE, &no, sizeof no},     {CKA_SIGN, &yes, sizeof yes},
-      {CKA_VERIFY, &yes, sizeof yes},        {CKA_LABEL, l.data(), l.size()},
+      {CKA_CLASS, &cls, sizeof cls},     {CKA_KEY_TYPE, &type, sizeof type},
+      {CKA_VALUE_LEN, &len, sizeof len}, {CKA_TOKEN, &yes, sizeof yes},
+      {CKA_PRIVATE, &yes, sizeof yes},   {CKA_SENSITIVE, &yes, sizeof yes},
+      {CKA_EXTRACTABLE, &no, sizeof no}, {CKA_SIGN, &yes, sizeof yes},
+      {CKA_VERIFY, &yes, sizeof yes},    {CKA_LABEL, l.data(), l.size()},
   };
   CK_MECHANISM mech{CKM_GENERIC_SECRET_KEY_GEN, nullptr, 0};
   CK_OBJECT_HANDLE key = CK_INVALID_HANDLE;
@@ -164,8 +164,8 @@ SecretKeyAttributes read_secret_key(const RawP11& p11, CK_SESSION_HANDLE session
   return a;
 }
 
-std::vector<unsigned char> raw_hmac_sha256(const RawP11& p11, CK_SESSION_HANDLE session,
-                                           CK_OBJECT_HANDLE key, std::string_view data) {
+std::vector<unsigned char> raw_hmac_sha256(const RawP11& p11, CK_SESSION_HANDLE session, CK_OBJECT_HANDLE key,
+                                           std::string_view data) {
   CK_MECHANISM mech{CKM_SHA256_HMAC, nullptr, 0};
   p11_check(p11.f().C_SignInit(session, &mech, key), "C_SignInit");
   std::vector<unsigned char> out(32);

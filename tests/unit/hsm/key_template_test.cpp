@@ -149,10 +149,10 @@ TEST_F(KeyTemplateTest, RetiredKeyIsRefusedByTheTokenItself) {
 TEST_F(KeyTemplateTest, Pkcs11ToolSeesASensitiveNeverExtractableKey) {
   create_set();
   ASSERT_FALSE(edge::test::find_program("pkcs11-tool").empty()) << "pkcs11-tool (package opensc) missing";
-  auto r = edge::test::run_command({"pkcs11-tool", "--module", edge::test::softhsm_module_path(),
-                                    "--token-label", token_.label(), "--login", "--pin",
-                                    token_.user_pin(), "--list-objects", "--type", "secrkey"},
-                                   token_.child_env());
+  auto r = edge::test::run_command(
+      {"pkcs11-tool", "--module", edge::test::softhsm_module_path(), "--token-label", token_.label(),
+       "--login", "--pin", token_.user_pin(), "--list-objects", "--type", "secrkey"},
+      token_.child_env());
   ASSERT_EQ(r.exit_code, 0) << r.err;
   EXPECT_THAT(r.out, HasSubstr("Secret Key Object; Generic secret length 32"));
   EXPECT_THAT(r.out, HasSubstr("label:      tmpl/v1"));

@@ -86,9 +86,7 @@ TEST_F(KeySetTest, CreateMakesVersionOneActiveAndMinting) {
   EXPECT_EQ(versions_of(ks().get("sipflow")), std::vector<std::uint32_t>{1});
 }
 
-TEST_F(KeySetTest, DefaultRetention) {
-  EXPECT_EQ(ks().create("sipflow").retain, edge::hsm::kDefaultRetain);
-}
+TEST_F(KeySetTest, DefaultRetention) { EXPECT_EQ(ks().create("sipflow").retain, edge::hsm::kDefaultRetain); }
 
 TEST_F(KeySetTest, CreatingTheSameSetTwiceFailsAndKeepsTheFirst) {
   ks().create("sipflow");
@@ -202,8 +200,8 @@ TEST_F(KeySetTest, ListShowsEverySetAndDestroyRemovesOnlyOne) {
   std::sort(names.begin(), names.end());
   EXPECT_EQ(names, (std::vector<std::string>{"a", "a.b", "ab"}));
   for (const auto& s : list) {
-    EXPECT_EQ(versions_of(s), s.name == "ab" ? (std::vector<std::uint32_t>{1, 2})
-                                             : (std::vector<std::uint32_t>{1}))
+    EXPECT_EQ(versions_of(s),
+              s.name == "ab" ? (std::vector<std::uint32_t>{1, 2}) : (std::vector<std::uint32_t>{1}))
         << s.name;
   }
 
@@ -396,8 +394,9 @@ TEST(KeySetForeignObjects, RotationPastTheLastVersionNumberIsRefused) {
 class KeySetOtherProcess : public KeySetTest {
  protected:
   edge::test::CommandResult tool(std::vector<std::string> args) {
-    std::vector<std::string> argv = {EDGE_HSM_TOOL, "--module", edge::test::softhsm_module_path(), "--token",
-                                     token_.label(), "--pin-file", token_.pin_file().string()};
+    std::vector<std::string> argv = {
+        EDGE_HSM_TOOL,  "--module",   edge::test::softhsm_module_path(), "--token",
+        token_.label(), "--pin-file", token_.pin_file().string()};
     argv.insert(argv.end(), args.begin(), args.end());
     return edge::test::run_command(argv, token_.child_env());
   }

@@ -214,8 +214,8 @@ TEST_P(DeviceFault, PersistentFaultBacksOffAndRecoversWhenItEnds) {
 }
 
 INSTANTIATE_TEST_SUITE_P(Codes, DeviceFault,
-                         ::testing::Values("CKR_DEVICE_REMOVED", "CKR_TOKEN_NOT_PRESENT",
-                                           "CKR_DEVICE_ERROR", "CKR_GENERAL_ERROR"));
+                         ::testing::Values("CKR_DEVICE_REMOVED", "CKR_TOKEN_NOT_PRESENT", "CKR_DEVICE_ERROR",
+                                           "CKR_GENERAL_ERROR"));
 
 // ---- wrong PIN at a re-login: reported, never retried ---------------------------------
 
@@ -276,7 +276,8 @@ TEST(RecoveryHook, StateChangeHookMayCallBackIntoTheHsm) {
   std::atomic<bool> done{false};
   std::thread worker([&] {
     EXPECT_EQ(mac->sign(1, data, t), MacStatus::unavailable);
-    EXPECT_TRUE(edge::test::wait_until([&] { return mac->sign(1, data, t) == MacStatus::ok; }, kComesBackWithin));
+    EXPECT_TRUE(
+        edge::test::wait_until([&] { return mac->sign(1, data, t) == MacStatus::ok; }, kComesBackWithin));
     done = true;
   });
   // A deadlock shows up as a worker that never finishes; the test then fails here
@@ -434,7 +435,8 @@ TEST_F(RecoveryTest, TokenDirectoryRemovedBeforeAVersionIsFirstUsed) {
   EXPECT_EQ(fresh->verify(1, data_, tag_), MacStatus::unavailable);
   std::filesystem::rename(away, dir);
 
-  EXPECT_TRUE(edge::test::wait_until([&] { return fresh->verify(2, data_, t2) == MacStatus::ok; }, kComesBackWithin));
+  EXPECT_TRUE(
+      edge::test::wait_until([&] { return fresh->verify(2, data_, t2) == MacStatus::ok; }, kComesBackWithin));
   EXPECT_EQ(fresh->verify(1, data_, tag_), MacStatus::ok);
 }
 
@@ -466,7 +468,8 @@ TEST(RecoveryForeignModule, RebuildNeverFinalizesAModuleItDidNotInitialize) {
   // recovery edge_hsm has is tried.
   shim.set("C_Sign CKR_DEVICE_ERROR count=1\nC_GetSlotList CKR_DEVICE_ERROR count=1\n");
   EXPECT_EQ(mac->sign(1, data, tag), MacStatus::unavailable);
-  EXPECT_TRUE(edge::test::wait_until([&] { return mac->sign(1, data, tag) == MacStatus::ok; }, kComesBackWithin));
+  EXPECT_TRUE(
+      edge::test::wait_until([&] { return mac->sign(1, data, tag) == MacStatus::ok; }, kComesBackWithin));
   shim.clear();
 
   // The other user's session and key handle still work.

@@ -52,7 +52,9 @@ TEST_P(SessionPoolTest, EightThreadsShareAFewSessions) {
         std::uint32_t v = 1 + static_cast<std::uint32_t>(i % 2);
         MacTag tag{};
         if (mac->sign(v, data, tag) != MacStatus::ok) ++bad;
-        if (i % 5 == 0 && mac->verify(v, data, std::span<const std::uint8_t>(tag.data(), 16)) != MacStatus::ok) ++bad;
+        if (i % 5 == 0 &&
+            mac->verify(v, data, std::span<const std::uint8_t>(tag.data(), 16)) != MacStatus::ok)
+          ++bad;
         auto open = static_cast<unsigned long>(shim.open_sessions());
         for (auto m = max_open.load(); open > m && !max_open.compare_exchange_weak(m, open);) {
         }
@@ -70,7 +72,8 @@ TEST_P(SessionPoolTest, EightThreadsShareAFewSessions) {
   EXPECT_EQ(hsm.state(), HsmState::available);
   // The pool never holds more than max_sessions sessions (one more for management).
   EXPECT_LE(max_open.load(), max_sessions + 1);
-  EXPECT_LE(c.session_open - c0.session_open, max_sessions) << "sessions are reused, not opened per operation";
+  EXPECT_LE(c.session_open - c0.session_open, max_sessions)
+      << "sessions are reused, not opened per operation";
 }
 
 INSTANTIATE_TEST_SUITE_P(MaxSessions, SessionPoolTest, ::testing::Values(2u, 3u, 4u));

@@ -48,10 +48,9 @@ struct SecretKeyAttributes {
   CK_OBJECT_CLASS object_class = 0;
   CK_KEY_TYPE key_type = 0;
   CK_ULONG value_len = 0;
-  bool token = false, is_private = false, sensitive = false, extractable = true,
-       always_sensitive = false, never_extractable = false, local = false, sign = false,
-       verify = false, encrypt = true, decrypt = true, wrap = true, unwrap = true, derive = true,
-       modifiable = true;
+  bool token = false, is_private = false, sensitive = false, extractable = true, always_sensitive = false,
+       never_extractable = false, local = false, sign = false, verify = false, encrypt = true, decrypt = true,
+       wrap = true, unwrap = true, derive = true, modifiable = true;
   std::string label;
   std::vector<unsigned char> id;
   CK_RV value_rv = CKR_OK;  // what C_GetAttributeValue(CKA_VALUE) returned
@@ -60,7 +59,7 @@ struct SecretKeyAttributes {
 SecretKeyAttributes read_secret_key(const RawP11& p11, CK_SESSION_HANDLE session, CK_OBJECT_HANDLE key);
 
 // One HMAC-SHA256 of `data` with `key` through C_SignInit + C_Sign.
-std::vector<unsigned char> raw_hmac_sha256(const RawP11& p11, CK_SESSION_HANDLE session,
-                                           CK_OBJECT_HANDLE key, std::string_view data);
+std::vector<unsigned char> raw_hmac_sha256(const RawP11& p11, CK_SESSION_HANDLE session, CK_OBJECT_HANDLE key,
+                                           std::string_view data);
 
 }  // namespace edge::test
