@@ -15,8 +15,6 @@
 #include <stdexcept>
 #include <system_error>
 
-extern char** environ;
-
 namespace edge::test {
 namespace {
 
@@ -74,10 +72,12 @@ CommandResult run_command(const std::vector<std::string>& argv,
   env_strings.reserve(vars.size());
   for (const auto& [k, v] : vars) env_strings.push_back(k + "=" + v);
   std::vector<char*> envp;
+  envp.reserve(env_strings.size() + 1);
   for (auto& s : env_strings) envp.push_back(s.data());
   envp.push_back(nullptr);
   std::vector<std::string> args = argv;
   std::vector<char*> argp;
+  argp.reserve(args.size() + 1);
   for (auto& a : args) argp.push_back(a.data());
   argp.push_back(nullptr);
 
