@@ -239,5 +239,14 @@ check "concurrent init-lab-token: one token directory" test "$(ls "$EDGE_STATE_D
 run keyset create after-race
 check "concurrent init-lab-token: the token works with the PIN file" succeeded
 
+# ---- a token whose user PIN file was lost: refused clearly, nothing overwritten -------
+mv "$EDGE_STATE_DIR/hsm/user-pin" "$WORK/lost-user-pin"
+run init-lab-token
+check "init-lab-token with the user PIN file lost: one line, exit 1" refused 1 "user-pin"
+check "no new PIN file was invented for the existing token" test ! -e "$EDGE_STATE_DIR/hsm/user-pin"
+mv "$WORK/lost-user-pin" "$EDGE_STATE_DIR/hsm/user-pin"
+run init-lab-token
+check "with the PIN file back, init-lab-token is content again" has "already present"
+
 echo "$passed passed, $failed failed"
 [ "$failed" = 0 ]
