@@ -108,7 +108,8 @@ TEST_F(WsTest, OversizedWsMessageClosesTheConnection) {
   start(cfg);
   PlainWs c;
   ASSERT_TRUE(c.connect(ws4()));
-  ASSERT_TRUE(c.send(sip_request("MESSAGE", "big", std::string(4000, 'x'))));
+  // The server may close while the frame is still being written: the send may fail.
+  (void)c.send(sip_request("MESSAGE", "big", std::string(4000, 'x')));
   std::string got;
   EXPECT_FALSE(c.read(got, 3s));
   EXPECT_TRUE(c.closed);

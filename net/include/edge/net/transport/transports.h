@@ -69,7 +69,23 @@ struct State;
 
 // Owns everything below the proxy rules. A daemon builds one from its
 // configuration, gives it the proxy's MessageHandler and calls start(); the
-// proxy talks back through the Outbound interface this class implements.
+// proxy talks back through the Outbound interface this class implements:
+//
+//   TransportConfig cfg;                       // from the management schema
+//   cfg.listeners = {{Transport::tcp, "192.0.2.10", 5060}, {Transport::udp, "192.0.2.10", 5060}};
+//   cfg.core = {.enabled = true, .transport = Transport::tcp, .address = "10.0.0.5", .port = 5060};
+//   auto proxy = std::make_shared<EdgeProxy>(...);   // a MessageHandler
+//   Transports transports(cfg, proxy);
+//   transports.start();                        // throws TransportError with the reason
+//   ...                                        // proxy: out.send_to_flow / send_to_core / mark_registered
+//   transports.pause(); transports.set_handler(next); transports.reload_tls(tls); transports.resume();
+//   transports.stop();
+//
+// The proxy finds a flow from a token by decoding it (flow::TokenCodec) to a
+// FlowKey and asking flow_alive() / flow_token() / send_to_flow() with it.
+// Bind listeners to concrete addresses: the FlowKey (and so the token) carries
+// the listener's bound address, and a wildcard address would put 0.0.0.0 there.
+// Outbound calls may come from any thread, but not concurrently with stop().
 //
 // Threads: `workers` threads each run one io_context. A stream connection is
 // accepted on its listener's worker straight onto the least-loaded worker's
