@@ -289,6 +289,11 @@ void EdgeProxy::unparseable(const Inbound& in, Outbound& out, const sip::Message
   std::string resp;
   sip::ResponseSpec spec;
   spec.status = status == 0 ? 400 : status;
+  const IpText src = ip_text(in.flow.remote);
+  if (!in.from_core) {  // RFC 3581, as for every answer to a client
+    spec.source_ip = src.view();
+    spec.source_port = in.flow.remote.port;
+  }
   if (!answerable || sip::build_response(m, spec, resp) != Error::ok) {
     bump(counters_->drop_unparseable);
     log(LogLevel::debug, LogEvent::dropped, "reason=unparseable flow=" + flow::to_string(in.flow), now);

@@ -80,7 +80,10 @@ TEST_F(Errors, AnUnparseableRequestWithTheHeadersToAnswerGets400) {
   const FakeOutbound::Sent s = out_.take();
   ASSERT_FALSE(s.to_core);
   EXPECT_EQ(s.flow, kAlice);
-  EXPECT_EQ(Out(s.bytes).status(), 400);
+  Out resp(s.bytes);
+  EXPECT_EQ(resp.status(), 400);
+  EXPECT_EQ(resp.via(0).received, "198.51.100.7");
+  EXPECT_EQ(resp.via(0).rport_value, std::optional<std::uint16_t>(5062));
   EXPECT_EQ(proxy_->stats().r400, 1u);
 }
 
