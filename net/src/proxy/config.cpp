@@ -37,7 +37,8 @@ void ProxyConfig::validate() const {
   for (std::size_t i = 0; i < client_side.size(); ++i) {
     check_address(client_side[i], "proxy client_side[" + std::to_string(i) + "]");
     for (std::size_t j = 0; j < i; ++j)
-      if (client_side[j].transport == client_side[i].transport && is_v6(client_side[j]) == is_v6(client_side[i]))
+      if (client_side[j].transport == client_side[i].transport &&
+          is_v6(client_side[j]) == is_v6(client_side[i]))
         throw std::invalid_argument(std::string("proxy: two client-facing addresses of one family for ") +
                                     flow::to_string(client_side[i].transport));
   }
@@ -49,7 +50,8 @@ void ProxyConfig::validate() const {
   if (limits.max_transactions == 0) throw std::invalid_argument("proxy: max_transactions is 0");
   if (limits.t1.count() <= 0 || limits.t2 < limits.t1) throw std::invalid_argument("proxy: bad T1/T2");
   if (limits.max_own_routes == 0 || limits.max_own_routes > ProxyLimits::kMaxOwnRoutes)
-    throw std::invalid_argument("proxy: max_own_routes must be 1.." + std::to_string(ProxyLimits::kMaxOwnRoutes));
+    throw std::invalid_argument("proxy: max_own_routes must be 1.." +
+                                std::to_string(ProxyLimits::kMaxOwnRoutes));
 }
 
 }  // namespace edge::net

@@ -19,15 +19,16 @@ namespace edge::net {
 
 // The counters: one atomic per ProxyStats field (the list is checked by the
 // compiler in stats(): a name missing on either side does not build).
-#define EDGE_PROXY_COUNTERS(X)                                                                     \
-  X(requests_from_clients) X(requests_from_core) X(responses_from_core) X(responses_from_clients) \
-  X(forwarded_to_core) X(forwarded_to_flow) X(local_responses) X(r200_options) X(r400) X(r403)    \
-  X(r404) X(r408) X(r416) X(r421) X(r430) X(r439) X(r483) X(r500) X(r503) X(paths_added)           \
-  X(record_routes_added) X(incoming_via_token) X(outgoing_via_token) X(flow_timers_set)           \
-  X(mints_avoided) X(mints_hsm) X(verifies_avoided) X(verifies_hsm) X(retransmissions_absorbed)   \
-  X(responses_replayed) X(retransmissions_to_clients) X(drop_unparseable)                         \
-  X(drop_response_not_ours) X(drop_response_flow_gone) X(drop_response_core_down) X(drop_ack)     \
-  X(drop_answer_undeliverable) X(drop_edit_failed)
+#define EDGE_PROXY_COUNTERS(X)                                                                             \
+  X(requests_from_clients)                                                                                 \
+  X(requests_from_core) X(responses_from_core) X(responses_from_clients) X(forwarded_to_core)              \
+      X(forwarded_to_flow) X(local_responses) X(r200_options) X(r400) X(r403) X(r404) X(r408) X(r416)      \
+          X(r421) X(r430) X(r439) X(r483) X(r500) X(r503) X(paths_added) X(record_routes_added)            \
+              X(incoming_via_token) X(outgoing_via_token) X(flow_timers_set) X(mints_avoided) X(mints_hsm) \
+                  X(verifies_avoided) X(verifies_hsm) X(retransmissions_absorbed) X(responses_replayed)    \
+                      X(retransmissions_to_clients) X(drop_unparseable) X(drop_response_not_ours)          \
+                          X(drop_response_flow_gone) X(drop_response_core_down) X(drop_ack)                \
+                              X(drop_answer_undeliverable) X(drop_edit_failed)
 
 struct EdgeProxy::Counters {
 #define EDGE_X(name) std::atomic<std::uint64_t> name{0};
@@ -60,13 +61,20 @@ bool is_stream(flow::Transport t) noexcept { return t == flow::Transport::tcp ||
 // empty for UDP, the default.
 std::string_view uri_transport(flow::Transport t) noexcept {
   switch (t) {
-    case flow::Transport::udp: return {};
-    case flow::Transport::tcp: return "tcp";
-    case flow::Transport::tls: return "tls";
-    case flow::Transport::sctp: return "sctp";
-    case flow::Transport::tls_sctp: return "tls-sctp";
-    case flow::Transport::ws: return "ws";
-    case flow::Transport::wss: return "wss";
+    case flow::Transport::udp:
+      return {};
+    case flow::Transport::tcp:
+      return "tcp";
+    case flow::Transport::tls:
+      return "tls";
+    case flow::Transport::sctp:
+      return "sctp";
+    case flow::Transport::tls_sctp:
+      return "tls-sctp";
+    case flow::Transport::ws:
+      return "ws";
+    case flow::Transport::wss:
+      return "wss";
   }
   return {};
 }
@@ -110,8 +118,9 @@ std::string our_uri(const AdvertisedAddress& a, std::string_view user, bool ob) 
 // A Route URI of ours copied for Record-Route without ;ob (RFC 5626 §5.3.1).
 std::string without_ob(std::string_view uri_text, const sip::Uri& uri) {
   std::string s;
-  const std::size_t params_at =
-      uri.params.empty() ? uri_text.size() - uri.headers.size() : static_cast<std::size_t>(uri.params.data() - uri_text.data());
+  const std::size_t params_at = uri.params.empty()
+                                    ? uri_text.size() - uri.headers.size()
+                                    : static_cast<std::size_t>(uri.params.data() - uri_text.data());
   s.assign(uri_text.substr(0, params_at));
   sip::UriParamReader r(uri.params);
   sip::Param p;
@@ -137,8 +146,10 @@ bool dialog_forming(const sip::Message& m) {
     case Method::invite:
     case Method::subscribe:
     case Method::refer:
-    case Method::notify: break;
-    default: return false;
+    case Method::notify:
+      break;
+    default:
+      return false;
   }
   sip::NameAddr to;
   return sip::to_header(m, to) == Error::ok && to.tag().empty();
@@ -146,10 +157,14 @@ bool dialog_forming(const sip::Message& m) {
 
 char method_class(Method m) noexcept {
   switch (m) {
-    case Method::invite: return 'I';
-    case Method::ack: return 'A';
-    case Method::cancel: return 'C';
-    default: return 'N';
+    case Method::invite:
+      return 'I';
+    case Method::ack:
+      return 'A';
+    case Method::cancel:
+      return 'C';
+    default:
+      return 'N';
   }
 }
 
@@ -168,8 +183,8 @@ struct EdgeProxy::Ctx {
   Outbound& out;
   sip::Message msg;
   Clock::time_point now;
-  IpText src;                 // in.flow.remote address text
-  std::string tx_key;         // upstream transaction key (UDP client), empty when untracked
+  IpText src;          // in.flow.remote address text
+  std::string tx_key;  // upstream transaction key (UDP client), empty when untracked
   // Our Route values at the top of the request (RFC 3261 §16.4), in order.
   struct OwnRoute {
     std::string_view uri_text;
@@ -177,8 +192,8 @@ struct EdgeProxy::Ctx {
     bool has_token() const noexcept { return uri.has_user && !uri.user.empty(); }
   };
   std::array<OwnRoute, ProxyLimits::kMaxOwnRoutes> routes{};
-  std::size_t own_routes = 0;      // how many of them are popped when forwarding
-  const OwnRoute* token = nullptr; // the one whose token picked the flow
+  std::size_t own_routes = 0;       // how many of them are popped when forwarding
+  const OwnRoute* token = nullptr;  // the one whose token picked the flow
 };
 
 EdgeProxy::EdgeProxy(ProxyConfig config, std::shared_ptr<flow::TokenCodec> codec, LogSink log)
@@ -216,19 +231,44 @@ void EdgeProxy::count_status(int status) noexcept {
   Counters& k = *counters_;
   bump(k.local_responses);
   switch (status) {
-    case 200: bump(k.r200_options); break;
-    case 400: bump(k.r400); break;
-    case 403: bump(k.r403); break;
-    case 404: bump(k.r404); break;
-    case 408: bump(k.r408); break;
-    case 416: bump(k.r416); break;
-    case 421: bump(k.r421); break;
-    case 430: bump(k.r430); break;
-    case 439: bump(k.r439); break;
-    case 483: bump(k.r483); break;
-    case 500: bump(k.r500); break;
-    case 503: bump(k.r503); break;
-    default: break;
+    case 200:
+      bump(k.r200_options);
+      break;
+    case 400:
+      bump(k.r400);
+      break;
+    case 403:
+      bump(k.r403);
+      break;
+    case 404:
+      bump(k.r404);
+      break;
+    case 408:
+      bump(k.r408);
+      break;
+    case 416:
+      bump(k.r416);
+      break;
+    case 421:
+      bump(k.r421);
+      break;
+    case 430:
+      bump(k.r430);
+      break;
+    case 439:
+      bump(k.r439);
+      break;
+    case 483:
+      bump(k.r483);
+      break;
+    case 500:
+      bump(k.r500);
+      break;
+    case 503:
+      bump(k.r503);
+      break;
+    default:
+      break;
   }
 }
 
@@ -243,8 +283,10 @@ void EdgeProxy::on_message(const Inbound& in, Outbound& out) {
     unparseable(in, out, c.msg, sip::suggested_status(e));
     return;
   }
-  if (c.msg.is_request()) on_request(c);
-  else on_response(c);
+  if (c.msg.is_request())
+    on_request(c);
+  else
+    on_response(c);
 }
 
 void EdgeProxy::on_flow_closed(const FlowKey& flow) { transactions_.forget_flow(flow); }
@@ -302,7 +344,8 @@ void EdgeProxy::unparseable(const Inbound& in, Outbound& out, const sip::Message
   count_status(spec.status);
   log(LogLevel::info, LogEvent::bad_request,
       "status=" + std::to_string(spec.status) + " flow=" + flow::to_string(in.flow), now);
-  const bool sent = in.from_core ? out.send_to_core(std::move(resp)) : out.send_to_flow(in.flow, std::move(resp));
+  const bool sent =
+      in.from_core ? out.send_to_core(std::move(resp)) : out.send_to_flow(in.flow, std::move(resp));
   if (!sent) bump(counters_->drop_answer_undeliverable);
 }
 
@@ -337,8 +380,8 @@ void EdgeProxy::reply(Ctx& c, int status, std::string_view reason, std::string_v
 void EdgeProxy::send_reply_bytes(Ctx& c, int status, std::string bytes) {
   count_status(status);
   if (!c.tx_key.empty()) transactions_.upstream_response(c.tx_key, c.in.flow, status, bytes, c.now);
-  const bool sent = c.in.from_core ? c.out.send_to_core(std::move(bytes))
-                                   : c.out.send_to_flow(c.in.flow, std::move(bytes));
+  const bool sent =
+      c.in.from_core ? c.out.send_to_core(std::move(bytes)) : c.out.send_to_flow(c.in.flow, std::move(bytes));
   if (!sent) bump(counters_->drop_answer_undeliverable);
 }
 
@@ -418,8 +461,10 @@ void EdgeProxy::on_request(Ctx& c) {
     reply(c, 483);
     return;
   }
-  if (c.in.from_core) request_from_core(c);
-  else request_from_client(c);
+  if (c.in.from_core)
+    request_from_core(c);
+  else
+    request_from_client(c);
 }
 
 bool EdgeProxy::check_token(Ctx& c, std::string_view token, const flow::FlowToken* own, FlowKey& flow) {
@@ -441,8 +486,8 @@ bool EdgeProxy::check_token(Ctx& c, std::string_view token, const flow::FlowToke
   }
   // Our URIs only ever carry our tokens, so any other user part (foreign shape,
   // malformed, altered) is a failed integrity check: 403 (RFC 5626 §5.3.1), not 400.
-  log(LogLevel::info, LogEvent::token_rejected, std::string("status=403 why=") + flow::to_string(v.status) + " " + who,
-      c.now);
+  log(LogLevel::info, LogEvent::token_rejected,
+      std::string("status=403 why=") + flow::to_string(v.status) + " " + who, c.now);
   reply(c, 403, "Invalid Flow Token");
   return false;
 }
@@ -482,7 +527,8 @@ void EdgeProxy::request_from_client(Ctx& c) {
     sip::HeaderValue hv;
     while (it.next(hv)) {
       sip::ContactValue cv;
-      if (sip::parse_contact(hv.text, cv) == Error::ok && cv.reg_id && !cv.instance.empty()) outbound_register = true;
+      if (sip::parse_contact(hv.text, cv) == Error::ok && cv.reg_id && !cv.instance.empty())
+        outbound_register = true;
     }
   }
   forward_to_core(c, dialog_forming(m), outbound_register);
@@ -529,8 +575,8 @@ void EdgeProxy::forward_to_core(Ctx& c, bool dialog, bool outbound_register) {
 
   const sip::Branch unique = sip::make_stateless_branch(seed_, m);
   const ViaBranch branch = branches_.for_client(unique.view().substr(7), c.in.flow);
-  step(ed.push_via({flow::to_string(config_.core_side.transport), config_.core_side.host, config_.core_side.port,
-                    branch.view(), false}));
+  step(ed.push_via({flow::to_string(config_.core_side.transport), config_.core_side.host,
+                    config_.core_side.port, branch.view(), false}));
 
   // RFC 3327 / RFC 5626 §5.1: Path on REGISTER, Record-Route on dialog-forming
   // requests, each with this flow's token (minted once per flow, then cached).
@@ -566,12 +612,14 @@ void EdgeProxy::forward_to_core(Ctx& c, bool dialog, bool outbound_register) {
     bump(ft->mints() != before ? counters_->mints_hsm : counters_->mints_avoided);
     if (mr.status != flow::MintStatus::ok) {
       if (mr.status == flow::MintStatus::invalid_flow) {
-        log(LogLevel::error, LogEvent::internal, "op=mint why=invalid_flow flow=" + flow::to_string(c.in.flow), c.now);
+        log(LogLevel::error, LogEvent::internal,
+            "op=mint why=invalid_flow flow=" + flow::to_string(c.in.flow), c.now);
         reply(c, 500);
         return;
       }
       log(LogLevel::warn, LogEvent::hsm_unavailable,
-          std::string("op=mint why=") + flow::to_string(mr.status) + " flow=" + flow::to_string(c.in.flow), c.now);
+          std::string("op=mint why=") + flow::to_string(mr.status) + " flow=" + flow::to_string(c.in.flow),
+          c.now);
       reply(c, 503);
       return;
     }
@@ -601,7 +649,8 @@ void EdgeProxy::forward_to_core(Ctx& c, bool dialog, bool outbound_register) {
   step(ed.ensure_content_length());
   if (e != Error::ok) {
     bump(counters_->drop_edit_failed);
-    log(LogLevel::error, LogEvent::internal, std::string("op=edit why=") + std::string(sip::reason(e)), c.now);
+    log(LogLevel::error, LogEvent::internal, std::string("op=edit why=") + std::string(sip::reason(e)),
+        c.now);
     reply(c, sip::suggested_status(e) >= 400 ? sip::suggested_status(e) : 500);
     return;
   }
@@ -653,7 +702,8 @@ void EdgeProxy::forward_to_flow(Ctx& c, const FlowKey& flow, bool dialog) {
   step(ed.ensure_content_length());
   if (e != Error::ok) {
     bump(counters_->drop_edit_failed);
-    log(LogLevel::error, LogEvent::internal, std::string("op=edit why=") + std::string(sip::reason(e)), c.now);
+    log(LogLevel::error, LogEvent::internal, std::string("op=edit why=") + std::string(sip::reason(e)),
+        c.now);
     reply(c, sip::suggested_status(e) >= 400 ? sip::suggested_status(e) : 500);
     return;
   }
@@ -702,7 +752,8 @@ void EdgeProxy::on_response(Ctx& c) {
       d && (c.in.from_core ? d->from_client : (!d->from_client || config_.client_to_client_direct));
   if (!acceptable || sip::via_count(m) < 2) {
     bump(counters_->drop_response_not_ours);
-    log(LogLevel::debug, LogEvent::dropped, "reason=response_not_ours flow=" + flow::to_string(c.in.flow), c.now);
+    log(LogLevel::debug, LogEvent::dropped, "reason=response_not_ours flow=" + flow::to_string(c.in.flow),
+        c.now);
     return;
   }
   const int status = m.status();
@@ -727,7 +778,8 @@ void EdgeProxy::on_response(Ctx& c) {
   if (e == Error::ok) e = ed.ensure_content_length();
   if (e != Error::ok) {
     bump(counters_->drop_edit_failed);
-    log(LogLevel::error, LogEvent::internal, std::string("op=edit_response why=") + std::string(sip::reason(e)), c.now);
+    log(LogLevel::error, LogEvent::internal,
+        std::string("op=edit_response why=") + std::string(sip::reason(e)), c.now);
     return;
   }
   std::string bytes;

@@ -7,24 +7,36 @@ namespace edge::net {
 
 const char* to_string(LogLevel l) noexcept {
   switch (l) {
-    case LogLevel::debug: return "debug";
-    case LogLevel::info: return "info";
-    case LogLevel::warn: return "warn";
-    case LogLevel::error: return "error";
+    case LogLevel::debug:
+      return "debug";
+    case LogLevel::info:
+      return "info";
+    case LogLevel::warn:
+      return "warn";
+    case LogLevel::error:
+      return "error";
   }
   return "?";
 }
 
 const char* to_string(LogEvent e) noexcept {
   switch (e) {
-    case LogEvent::bad_request: return "bad_request";
-    case LogEvent::token_rejected: return "token_rejected";
-    case LogEvent::hsm_unavailable: return "hsm_unavailable";
-    case LogEvent::flow_failed: return "flow_failed";
-    case LogEvent::core_unavailable: return "core_unavailable";
-    case LogEvent::dropped: return "dropped";
-    case LogEvent::internal: return "internal";
-    case LogEvent::count_: break;
+    case LogEvent::bad_request:
+      return "bad_request";
+    case LogEvent::token_rejected:
+      return "token_rejected";
+    case LogEvent::hsm_unavailable:
+      return "hsm_unavailable";
+    case LogEvent::flow_failed:
+      return "flow_failed";
+    case LogEvent::core_unavailable:
+      return "core_unavailable";
+    case LogEvent::dropped:
+      return "dropped";
+    case LogEvent::internal:
+      return "internal";
+    case LogEvent::count_:
+      break;
   }
   return "?";
 }

@@ -1,4 +1,5 @@
-// Bounded transaction table: retransmission absorption and replay, UDP retransmission toward clients, 408 once.
+// Bounded transaction table: retransmission absorption and replay, UDP retransmission toward clients, 408
+// once.
 #include "edge/net/proxy/transactions.h"
 
 #include <algorithm>
@@ -11,8 +12,8 @@ TransactionTable::TransactionTable(std::size_t capacity, Timers timers)
 }
 
 std::size_t TransactionTable::KeyHash::operator()(std::string_view s) const noexcept {
-  return static_cast<std::size_t>(flow::siphash13(
-      flow::process_hash_key(), {reinterpret_cast<const std::uint8_t*>(s.data()), s.size()}));
+  return static_cast<std::size_t>(
+      flow::siphash13(flow::process_hash_key(), {reinterpret_cast<const std::uint8_t*>(s.data()), s.size()}));
 }
 
 void TransactionTable::erase(Map::iterator it) {
@@ -118,7 +119,8 @@ std::vector<TransactionTable::Due> TransactionTable::poll(Clock::time_point now)
     if (e.downstream) {
       if (now >= e.deadline) {
         // Timer B/F. An INVITE that got a provisional is left to the core's Timer C.
-        if (e.response_status == 0 || !e.invite) due.push_back({Due::Kind::timeout, e.flow, std::move(e.request)});
+        if (e.response_status == 0 || !e.invite)
+          due.push_back({Due::Kind::timeout, e.flow, std::move(e.request)});
         order_.erase(e.order);
         it = entries_.erase(it);
         continue;

@@ -1,4 +1,5 @@
-// Dialogs through the edge: Record-Route with tokens (RFC 5626 §5.3, RFC 5658), INVITE/200/ACK/BYE both ways, CANCEL, IPv6.
+// Dialogs through the edge: Record-Route with tokens (RFC 5626 §5.3, RFC 5658), INVITE/200/ACK/BYE both ways,
+// CANCEL, IPv6.
 #include "proxy_test_support.h"
 
 namespace edge::net::testing {
@@ -34,20 +35,20 @@ std::string alice_invite(std::string_view method = "INVITE", std::string_view to
 // The core sends an INVITE to bob's registered contact, routed by bob's Path.
 std::string core_invite(std::string_view route, std::string_view method = "INVITE",
                         std::string_view branch = "z9hG4bKcore1") {
-  return crlf(fill(
-             "{m} sip:bob@203.0.113.5:40312;transport=tcp;ob SIP/2.0\n"
-             "Record-Route: <sip:10.0.0.2;transport=tcp;lr;ftag=c1>\n"
-             "Via: SIP/2.0/TCP 10.0.0.2:5060;branch={br}\n"
-             "Via: SIP/2.0/UDP 198.18.5.5:5060;received=198.18.5.5;rport=5060;branch=z9hG4bKcarolx\n"
-             "Route: {route}\n"
-             "Max-Forwards: 69\n"
-             "From: \"Dave\" <sip:dave@example.test>;tag=c1\n"
-             "To: <sip:bob@example.test>\n"
-             "Call-ID: call-2@198.18.5.5\n"
-             "CSeq: 7 {m}\n"
-             "Contact: <sip:dave@198.18.5.5:5060>\n"
-             "Content-Length: 0\n\n",
-             {{"m", std::string(method)}, {"route", std::string(route)}, {"br", std::string(branch)}}));
+  return crlf(
+      fill("{m} sip:bob@203.0.113.5:40312;transport=tcp;ob SIP/2.0\n"
+           "Record-Route: <sip:10.0.0.2;transport=tcp;lr;ftag=c1>\n"
+           "Via: SIP/2.0/TCP 10.0.0.2:5060;branch={br}\n"
+           "Via: SIP/2.0/UDP 198.18.5.5:5060;received=198.18.5.5;rport=5060;branch=z9hG4bKcarolx\n"
+           "Route: {route}\n"
+           "Max-Forwards: 69\n"
+           "From: \"Dave\" <sip:dave@example.test>;tag=c1\n"
+           "To: <sip:bob@example.test>\n"
+           "Call-ID: call-2@198.18.5.5\n"
+           "CSeq: 7 {m}\n"
+           "Contact: <sip:dave@198.18.5.5:5060>\n"
+           "Content-Length: 0\n\n",
+           {{"m", std::string(method)}, {"route", std::string(route)}, {"br", std::string(branch)}}));
 }
 
 class Dialog : public ProxyFixture {};
@@ -75,7 +76,8 @@ TEST_F(Dialog, OneRecordRouteWhenBothSidesAreTheSameInterface) {
   from_client(kBob, alice_invite());
   Out fwd(out_.take().bytes);
   ASSERT_EQ(fwd.values(HeaderId::record_route).size(), 1u);
-  EXPECT_EQ(fwd.route_uri(HeaderId::record_route, 0), "sip:" + token_of(kBob) + "@10.0.0.1:5060;transport=tcp;lr");
+  EXPECT_EQ(fwd.route_uri(HeaderId::record_route, 0),
+            "sip:" + token_of(kBob) + "@10.0.0.1:5060;transport=tcp;lr");
 }
 
 TEST_F(Dialog, InDialogRequestGetsNoRecordRoute) {
@@ -98,7 +100,8 @@ TEST_F(Dialog, WholeCallFromAUdpClientInviteOkAckByeFromCoreAndItsOk) {
 
   // 180 and 200 from the core go back over alice's flow, our Via removed.
   for (int status : {180, 200}) {
-    from_core(answer(inv.text(), status, {{"Record-Route", rr}, {"Contact", "<sip:bob@203.0.113.5:40312;transport=tcp>"}}));
+    from_core(answer(inv.text(), status,
+                     {{"Record-Route", rr}, {"Contact", "<sip:bob@203.0.113.5:40312;transport=tcp>"}}));
     const FakeOutbound::Sent s = out_.take();
     ASSERT_FALSE(s.to_core);
     EXPECT_EQ(s.flow, kAlice);
@@ -114,7 +117,9 @@ TEST_F(Dialog, WholeCallFromAUdpClientInviteOkAckByeFromCoreAndItsOk) {
   const std::string ack = crlf(
       "ACK sip:bob@203.0.113.5:40312;transport=tcp SIP/2.0\n"
       "Via: SIP/2.0/UDP 10.1.1.7:5062;branch=z9hG4bKa1ack;rport\n"
-      "Route: <sip:" + token + "@192.0.2.10:5060;lr>, <sip:10.0.0.1:5060;transport=tcp;lr>\n"
+      "Route: <sip:" +
+      token +
+      "@192.0.2.10:5060;lr>, <sip:10.0.0.1:5060;transport=tcp;lr>\n"
       "Max-Forwards: 70\n"
       "From: \"Alice\" <sip:alice@example.test>;tag=a1\n"
       "To: <sip:bob@example.test>;tag=uas-tag-1\n"
@@ -135,7 +140,9 @@ TEST_F(Dialog, WholeCallFromAUdpClientInviteOkAckByeFromCoreAndItsOk) {
       "BYE sip:alice@10.1.1.7:5062;ob SIP/2.0\n"
       "Via: SIP/2.0/TCP 10.0.0.2:5060;branch=z9hG4bKcorebye\n"
       "Via: SIP/2.0/TCP 203.0.113.5:40312;received=203.0.113.5;branch=z9hG4bKbobbye\n"
-      "Route: <sip:10.0.0.1:5060;transport=tcp;lr>, <sip:" + token + "@192.0.2.10:5060;lr>\n"
+      "Route: <sip:10.0.0.1:5060;transport=tcp;lr>, <sip:" +
+      token +
+      "@192.0.2.10:5060;lr>\n"
       "Max-Forwards: 69\n"
       "From: <sip:bob@example.test>;tag=uas-tag-1\n"
       "To: \"Alice\" <sip:alice@example.test>;tag=a1\n"
@@ -219,7 +226,8 @@ TEST_F(Dialog, IncomingInviteToAnIpv6Flow) {
   Out fwd(s.bytes);
   EXPECT_EQ(fwd.via(0).host, "2001:db8::10");
   EXPECT_TRUE(fwd.via(0).host_is_ipv6);
-  EXPECT_EQ(fwd.route_uri(HeaderId::record_route, 0), "sip:" + token + "@[2001:db8::10]:5060;transport=tcp;lr");
+  EXPECT_EQ(fwd.route_uri(HeaderId::record_route, 0),
+            "sip:" + token + "@[2001:db8::10]:5060;transport=tcp;lr");
   // and carol's answer finds the core.
   from_client(kCarol, answer(fwd.text(), 486));
   EXPECT_TRUE(out_.take().to_core);

@@ -1,4 +1,5 @@
-// Every request gets the right final answer (483, 400, 503, 200 to OPTIONS for us); stray responses and garbage are dropped and counted.
+// Every request gets the right final answer (483, 400, 503, 200 to OPTIONS for us); stray responses and
+// garbage are dropped and counted.
 #include "proxy_test_support.h"
 
 #include <stdexcept>
@@ -8,7 +9,8 @@ namespace {
 
 using sip::HeaderId;
 
-std::string options(std::string_view ruri, int max_forwards, std::string_view via_host = "203.0.113.5:40312") {
+std::string options(std::string_view ruri, int max_forwards,
+                    std::string_view via_host = "203.0.113.5:40312") {
   return crlf(fill(
       "OPTIONS {ruri} SIP/2.0\n"
       "Via: SIP/2.0/TCP {via};branch=z9hG4bKopt{mf};rport\n"
@@ -52,31 +54,29 @@ TEST_F(Errors, OptionsAddressedToUsIsAnswered200EvenWithMaxForwardsZero) {
 }
 
 TEST_F(Errors, AckWithMaxForwardsZeroIsDroppedNotAnswered) {
-  from_client(kBob, crlf(
-      "ACK sip:dave@10.0.0.2 SIP/2.0\n"
-      "Via: SIP/2.0/TCP 203.0.113.5:40312;branch=z9hG4bKack0\n"
-      "Max-Forwards: 0\n"
-      "From: <sip:bob@example.test>;tag=b1\n"
-      "To: <sip:dave@example.test>;tag=d1\n"
-      "Call-ID: ack-0\n"
-      "CSeq: 1 ACK\n"
-      "Content-Length: 0\n\n"));
+  from_client(kBob, crlf("ACK sip:dave@10.0.0.2 SIP/2.0\n"
+                         "Via: SIP/2.0/TCP 203.0.113.5:40312;branch=z9hG4bKack0\n"
+                         "Max-Forwards: 0\n"
+                         "From: <sip:bob@example.test>;tag=b1\n"
+                         "To: <sip:dave@example.test>;tag=d1\n"
+                         "Call-ID: ack-0\n"
+                         "CSeq: 1 ACK\n"
+                         "Content-Length: 0\n\n"));
   EXPECT_TRUE(out_.sent.empty());
   EXPECT_EQ(proxy_->stats().drop_ack, 1u);
 }
 
 TEST_F(Errors, AnUnparseableRequestWithTheHeadersToAnswerGets400) {
   // Two Content-Length values: unparseable, but Via/From/To/Call-ID/CSeq are there.
-  from_client(kAlice, crlf(
-      "MESSAGE sip:bob@example.test SIP/2.0\n"
-      "Via: SIP/2.0/UDP 10.1.1.7:5062;branch=z9hG4bKbad1;rport\n"
-      "Max-Forwards: 70\n"
-      "From: <sip:alice@example.test>;tag=a1\n"
-      "To: <sip:bob@example.test>\n"
-      "Call-ID: bad-1\n"
-      "CSeq: 1 MESSAGE\n"
-      "Content-Length: 0\n"
-      "Content-Length: 4\n\n"));
+  from_client(kAlice, crlf("MESSAGE sip:bob@example.test SIP/2.0\n"
+                           "Via: SIP/2.0/UDP 10.1.1.7:5062;branch=z9hG4bKbad1;rport\n"
+                           "Max-Forwards: 70\n"
+                           "From: <sip:alice@example.test>;tag=a1\n"
+                           "To: <sip:bob@example.test>\n"
+                           "Call-ID: bad-1\n"
+                           "CSeq: 1 MESSAGE\n"
+                           "Content-Length: 0\n"
+                           "Content-Length: 4\n\n"));
   const FakeOutbound::Sent s = out_.take();
   ASSERT_FALSE(s.to_core);
   EXPECT_EQ(s.flow, kAlice);
@@ -105,15 +105,15 @@ TEST_F(Errors, CoreUnreachableIs503WithRetryAfter) {
 }
 
 TEST_F(Errors, AResponseWhoseTopViaIsNotOursIsDroppedAndCounted) {
-  from_core(crlf(
-      "SIP/2.0 200 OK\n"
-      "Via: SIP/2.0/TCP 10.0.0.9:5060;branch=z9hG4bKnotours\n"
-      "Via: SIP/2.0/TCP 203.0.113.5:40312;branch=z9hG4bKx\n"
-      "From: <sip:bob@example.test>;tag=b1\n"
-      "To: <sip:dave@example.test>;tag=d1\n"
-      "Call-ID: stray-1\n"
-      "CSeq: 1 MESSAGE\n"
-      "Content-Length: 0\n\n"));
+  from_core(
+      crlf("SIP/2.0 200 OK\n"
+           "Via: SIP/2.0/TCP 10.0.0.9:5060;branch=z9hG4bKnotours\n"
+           "Via: SIP/2.0/TCP 203.0.113.5:40312;branch=z9hG4bKx\n"
+           "From: <sip:bob@example.test>;tag=b1\n"
+           "To: <sip:dave@example.test>;tag=d1\n"
+           "Call-ID: stray-1\n"
+           "CSeq: 1 MESSAGE\n"
+           "Content-Length: 0\n\n"));
   EXPECT_TRUE(out_.sent.empty());
   EXPECT_EQ(proxy_->stats().drop_response_not_ours, 1u);
 }
@@ -132,15 +132,14 @@ TEST_F(Errors, AResponseWithAForgedBranchNamingAnotherFlowIsDropped) {
 
 TEST_F(Errors, AClientCannotAnswerAroundTheCoreWithABranchItSawInAVia) {
   // alice's request reaches the core (our Via names her flow)...
-  from_client(kAlice, crlf(
-      "MESSAGE sip:bob@example.test SIP/2.0\n"
-      "Via: SIP/2.0/UDP 10.1.1.7:5062;branch=z9hG4bKa5;rport\n"
-      "Max-Forwards: 70\n"
-      "From: <sip:alice@example.test>;tag=a1\n"
-      "To: <sip:bob@example.test>\n"
-      "Call-ID: around-1\n"
-      "CSeq: 1 MESSAGE\n"
-      "Content-Length: 0\n\n"));
+  from_client(kAlice, crlf("MESSAGE sip:bob@example.test SIP/2.0\n"
+                           "Via: SIP/2.0/UDP 10.1.1.7:5062;branch=z9hG4bKa5;rport\n"
+                           "Max-Forwards: 70\n"
+                           "From: <sip:alice@example.test>;tag=a1\n"
+                           "To: <sip:bob@example.test>\n"
+                           "Call-ID: around-1\n"
+                           "CSeq: 1 MESSAGE\n"
+                           "Content-Length: 0\n\n"));
   Out fwd(out_.take().bytes);
   // ... bob, who sees that Via stack, answers on his own flow with it on top.
   from_client(kBob, answer(fwd.text(), 200));
@@ -158,15 +157,14 @@ TEST_F(Errors, AResponseForAFlowThatIsGoneIsDroppedAndCounted) {
 }
 
 TEST_F(Errors, ADatagramWithoutContentLengthGetsOneOnTheWayToAStreamCore) {
-  from_client(kAlice, crlf(
-                          "MESSAGE sip:bob@example.test SIP/2.0\n"
-                          "Via: SIP/2.0/UDP 10.1.1.7:5062;branch=z9hG4bKnocl;rport\n"
-                          "Max-Forwards: 70\n"
-                          "From: <sip:alice@example.test>;tag=a1\n"
-                          "To: <sip:bob@example.test>\n"
-                          "Call-ID: nocl-1\n"
-                          "CSeq: 1 MESSAGE\n"
-                          "Content-Type: text/plain\n\n") +
+  from_client(kAlice, crlf("MESSAGE sip:bob@example.test SIP/2.0\n"
+                           "Via: SIP/2.0/UDP 10.1.1.7:5062;branch=z9hG4bKnocl;rport\n"
+                           "Max-Forwards: 70\n"
+                           "From: <sip:alice@example.test>;tag=a1\n"
+                           "To: <sip:bob@example.test>\n"
+                           "Call-ID: nocl-1\n"
+                           "CSeq: 1 MESSAGE\n"
+                           "Content-Type: text/plain\n\n") +
                           "hello");
   Out fwd(out_.take().bytes);
   EXPECT_EQ(fwd.msg().content_length(), std::optional<std::uint32_t>(5));

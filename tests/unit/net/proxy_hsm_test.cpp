@@ -1,4 +1,5 @@
-// The edge proxy over a real SoftHSM key set: tokens in Path, HSM calls only where the caches cannot answer, 403 on tampering, rotation.
+// The edge proxy over a real SoftHSM key set: tokens in Path, HSM calls only where the caches cannot answer,
+// 403 on tampering, rotation.
 #include "proxy_test_support.h"
 
 #include <edge/hsm/hsm.h>
@@ -13,18 +14,18 @@ using sip::HeaderId;
 constexpr const char* kSet = "flows";
 
 std::string core_invite(std::string_view token) {
-  return crlf(fill(
-      "INVITE sip:bob@203.0.113.5:40312;transport=tcp;ob SIP/2.0\n"
-      "Via: SIP/2.0/TCP 10.0.0.2:5060;branch=z9hG4bKhsm1\n"
-      "Route: <sip:{tok}@10.0.0.1:5060;transport=tcp;lr;ob>\n"
-      "Max-Forwards: 69\n"
-      "From: <sip:dave@example.test>;tag=d1\n"
-      "To: <sip:bob@example.test>\n"
-      "Call-ID: hsm-1@10.0.0.2\n"
-      "CSeq: 1 INVITE\n"
-      "Contact: <sip:dave@10.0.0.2>\n"
-      "Content-Length: 0\n\n",
-      {{"tok", std::string(token)}}));
+  return crlf(
+      fill("INVITE sip:bob@203.0.113.5:40312;transport=tcp;ob SIP/2.0\n"
+           "Via: SIP/2.0/TCP 10.0.0.2:5060;branch=z9hG4bKhsm1\n"
+           "Route: <sip:{tok}@10.0.0.1:5060;transport=tcp;lr;ob>\n"
+           "Max-Forwards: 69\n"
+           "From: <sip:dave@example.test>;tag=d1\n"
+           "To: <sip:bob@example.test>\n"
+           "Call-ID: hsm-1@10.0.0.2\n"
+           "CSeq: 1 INVITE\n"
+           "Contact: <sip:dave@10.0.0.2>\n"
+           "Content-Length: 0\n\n",
+           {{"tok", std::string(token)}}));
 }
 
 // One SoftHSM token per test with key set "flows" v1; the daemon's wiring in small.
@@ -46,7 +47,9 @@ class ProxyHsm : public ::testing::Test {
     out_.add_flow(kBob);
   }
   hsm::OpCountersSnapshot ops() const { return hsm_->counters().snapshot(); }
-  void from_client(const FlowKey& f, const std::string& text) { proxy_->on_message({f, false, text, {}}, out_); }
+  void from_client(const FlowKey& f, const std::string& text) {
+    proxy_->on_message({f, false, text, {}}, out_);
+  }
   void from_core(const std::string& text) { proxy_->on_message({kCore, true, text, {}}, out_); }
 
   test::SoftHsmToken token_;

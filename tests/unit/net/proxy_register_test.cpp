@@ -1,4 +1,5 @@
-// REGISTER through the edge: Path with the flow token (RFC 5626 §5.1, RFC 3327), 421/439/503, Flow-Timer and keep on 2xx.
+// REGISTER through the edge: Path with the flow token (RFC 5626 §5.1, RFC 3327), 421/439/503, Flow-Timer and
+// keep on 2xx.
 #include "proxy_test_support.h"
 
 #include <edge/net/flow/token.h>
@@ -143,7 +144,9 @@ TEST_F(Register, Ipv6ClientGetsReceivedAndAPathTokenNamingItsFlow) {
       "Call-ID: reg-carol-1\n"
       "CSeq: 1 REGISTER\n"
       "Supported: outbound, path\n"
-      "Contact: <sip:carol@[2001:db8:1::99]:5060;transport=tcp;ob>;reg-id=1;+sip.instance=\"<urn:uuid:00000000-0000-1000-8000-000000000003>\"\n"
+      "Contact: "
+      "<sip:carol@[2001:db8:1::99]:5060;transport=tcp;ob>;reg-id=1;+sip.instance=\"<urn:uuid:00000000-0000-"
+      "1000-8000-000000000003>\"\n"
       "Content-Length: 0\n\n");
   from_client(kCarol, text);
   Out fwd(out_.take().bytes);

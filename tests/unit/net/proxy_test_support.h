@@ -1,4 +1,5 @@
-// Shared fixture for the edge-proxy tests: a recording fake of our own Outbound seam, flows, and message helpers.
+// Shared fixture for the edge-proxy tests: a recording fake of our own Outbound seam, flows, and message
+// helpers.
 #pragma once
 
 #include <edge/net/flow/token_codec.h>
@@ -118,7 +119,8 @@ class Out {
   sip::Message m_;
 };
 
-inline FlowKey flow_of(Transport t, const char* local, std::uint16_t lport, const char* remote, std::uint16_t rport) {
+inline FlowKey flow_of(Transport t, const char* local, std::uint16_t lport, const char* remote,
+                       std::uint16_t rport) {
   return {t, *Endpoint::parse(local, lport), *Endpoint::parse(remote, rport)};
 }
 
@@ -206,7 +208,8 @@ class ProxyFixture : public ::testing::Test {
 // ---- realistic messages -------------------------------------------------------------------
 
 // baresip-style outbound REGISTER over TCP (RFC 5626 §4.2: instance, reg-id, Supported).
-inline std::string register_tcp(std::string_view extra_via = {}, std::string_view supported = "gruu, outbound, path",
+inline std::string register_tcp(std::string_view extra_via = {},
+                                std::string_view supported = "gruu, outbound, path",
                                 std::string_view cseq = "38122") {
   const std::string s =
       "REGISTER sip:example.test;transport=tcp SIP/2.0\n"
@@ -220,15 +223,15 @@ inline std::string register_tcp(std::string_view extra_via = {}, std::string_vie
       "CSeq: {cseq} REGISTER\n"
       "{supported}"
       "Content-Length: 0\n\n";
-  return crlf(fill(s, {{"extra", std::string(extra_via)},
-                       {"cseq", std::string(cseq)},
-                       {"supported", supported.empty() ? std::string() : "Supported: " + std::string(supported) + "\n"}}));
+  return crlf(fill(
+      s, {{"extra", std::string(extra_via)},
+          {"cseq", std::string(cseq)},
+          {"supported", supported.empty() ? std::string() : "Supported: " + std::string(supported) + "\n"}}));
 }
 
 // What the next hop answers to a request it received (`request` as it arrived
 // there): all Vias copied, To tagged, plus extra headers.
-inline std::string answer(const std::string& request, int status,
-                          std::vector<sip::ExtraHeader> extra = {}) {
+inline std::string answer(const std::string& request, int status, std::vector<sip::ExtraHeader> extra = {}) {
   sip::Message m;
   EXPECT_EQ(sip::parse(request, m), sip::Error::ok);
   sip::ResponseSpec spec;

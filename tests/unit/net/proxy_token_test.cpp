@@ -1,4 +1,5 @@
-// Routing by the token in our Route (RFC 5626 §5.3): incoming vs outgoing, 403 on tampering, 430 for a gone flow, 503 without the HSM.
+// Routing by the token in our Route (RFC 5626 §5.3): incoming vs outgoing, 403 on tampering, 430 for a gone
+// flow, 503 without the HSM.
 #include "proxy_test_support.h"
 
 namespace edge::net::testing {
@@ -26,17 +27,17 @@ std::string core_request(std::string_view method, std::string_view ruri, std::st
 }
 
 std::string client_bye(std::string_view route) {
-  return crlf(fill(
-      "BYE sip:dave@10.0.0.2 SIP/2.0\n"
-      "Via: SIP/2.0/TCP 203.0.113.5:40312;branch=z9hG4bKbye1;rport\n"
-      "Route: {route}\n"
-      "Max-Forwards: 70\n"
-      "From: <sip:bob@example.test>;tag=b1\n"
-      "To: <sip:dave@example.test>;tag=d1\n"
-      "Call-ID: tok-2@203.0.113.5\n"
-      "CSeq: 2 BYE\n"
-      "Content-Length: 0\n\n",
-      {{"route", std::string(route)}}));
+  return crlf(
+      fill("BYE sip:dave@10.0.0.2 SIP/2.0\n"
+           "Via: SIP/2.0/TCP 203.0.113.5:40312;branch=z9hG4bKbye1;rport\n"
+           "Route: {route}\n"
+           "Max-Forwards: 70\n"
+           "From: <sip:bob@example.test>;tag=b1\n"
+           "To: <sip:dave@example.test>;tag=d1\n"
+           "Call-ID: tok-2@203.0.113.5\n"
+           "CSeq: 2 BYE\n"
+           "Content-Length: 0\n\n",
+           {{"route", std::string(route)}}));
 }
 
 std::string with_char_changed(std::string token, std::size_t i) {
@@ -77,7 +78,8 @@ TEST_F(Token, AUserPartThatIsNoTokenOfOursIs403) {
 TEST_F(Token, AGoneFlowIs430) {
   const std::string token = token_of(kBob);
   out_.close_flow(kBob);
-  from_core(core_request("INVITE", "sip:bob@203.0.113.5", "<sip:" + token + "@10.0.0.1:5060;transport=tcp;lr;ob>"));
+  from_core(
+      core_request("INVITE", "sip:bob@203.0.113.5", "<sip:" + token + "@10.0.0.1:5060;transport=tcp;lr;ob>"));
   const FakeOutbound::Sent s = out_.take();
   ASSERT_TRUE(s.to_core);
   Out resp(s.bytes);
@@ -91,13 +93,15 @@ TEST_F(Token, HsmUnavailableForAnUncachedTokenIs503WithRetryAfter) {
   flow::TokenCodec other(oracle_);
   const std::string token(other.mint(kBob).token.view());
   oracle_->set_unavailable(true);
-  from_core(core_request("INVITE", "sip:bob@203.0.113.5", "<sip:" + token + "@10.0.0.1:5060;transport=tcp;lr;ob>"));
+  from_core(
+      core_request("INVITE", "sip:bob@203.0.113.5", "<sip:" + token + "@10.0.0.1:5060;transport=tcp;lr;ob>"));
   Out resp(out_.take().bytes);
   EXPECT_EQ(resp.status(), 503);
   EXPECT_EQ(resp.header("Retry-After"), "5");
   // With the HSM back the same token routes.
   oracle_->set_unavailable(false);
-  from_core(core_request("INVITE", "sip:bob@203.0.113.5", "<sip:" + token + "@10.0.0.1:5060;transport=tcp;lr;ob>"));
+  from_core(
+      core_request("INVITE", "sip:bob@203.0.113.5", "<sip:" + token + "@10.0.0.1:5060;transport=tcp;lr;ob>"));
   EXPECT_EQ(out_.take().flow, kBob);
   EXPECT_EQ(proxy_->stats().verifies_hsm, 2u);
 }
@@ -105,7 +109,8 @@ TEST_F(Token, HsmUnavailableForAnUncachedTokenIs503WithRetryAfter) {
 TEST_F(Token, ATokenWeMintedVerifiesFromTheCacheWithoutTheHsm) {
   const std::string token = token_of(kBob);  // minted through the proxy's codec
   const auto verifies = oracle_->verifies.load();
-  from_core(core_request("MESSAGE", "sip:bob@203.0.113.5", "<sip:" + token + "@10.0.0.1:5060;transport=tcp;lr;ob>"));
+  from_core(core_request("MESSAGE", "sip:bob@203.0.113.5",
+                         "<sip:" + token + "@10.0.0.1:5060;transport=tcp;lr;ob>"));
   EXPECT_EQ(out_.take().flow, kBob);
   EXPECT_EQ(oracle_->verifies.load(), verifies);
   EXPECT_EQ(proxy_->stats().verifies_avoided, 1u);
@@ -126,17 +131,17 @@ TEST_F(Token, TheClientsOwnTokenOnItsFlowIsOutgoingAndGoesToTheCore) {
 }
 
 std::string alice_message(std::string_view route) {
-  return crlf(fill(
-      "MESSAGE sip:bob@203.0.113.5:40312 SIP/2.0\n"
-      "Via: SIP/2.0/UDP 10.1.1.7:5062;branch=z9hG4bKam1;rport\n"
-      "Route: {route}\n"
-      "Max-Forwards: 70\n"
-      "From: <sip:alice@example.test>;tag=a9\n"
-      "To: <sip:bob@example.test>\n"
-      "Call-ID: c2c-1\n"
-      "CSeq: 1 MESSAGE\n"
-      "Content-Length: 0\n\n",
-      {{"route", std::string(route)}}));
+  return crlf(
+      fill("MESSAGE sip:bob@203.0.113.5:40312 SIP/2.0\n"
+           "Via: SIP/2.0/UDP 10.1.1.7:5062;branch=z9hG4bKam1;rport\n"
+           "Route: {route}\n"
+           "Max-Forwards: 70\n"
+           "From: <sip:alice@example.test>;tag=a9\n"
+           "To: <sip:bob@example.test>\n"
+           "Call-ID: c2c-1\n"
+           "CSeq: 1 MESSAGE\n"
+           "Content-Length: 0\n\n",
+           {{"route", std::string(route)}}));
 }
 
 TEST_F(Token, AnotherClientsTokenFromAClientGoesViaTheCoreByDefault) {
@@ -153,8 +158,10 @@ TEST_F(Token, AnotherClientsTokenFromAClientGoesViaTheCoreByDefault) {
 TEST_F(Token, TheRouteWalkPopsTheClientsOwnTokenThenStopsAtAnotherFlows) {
   // A core that did not Record-Route: alice's route set holds her token, our
   // core-facing URI, then bob's Path-derived values.
-  const std::string route = "<sip:" + token_of(kAlice) + "@192.0.2.10:5060;lr>, <sip:10.0.0.1:5060;transport=tcp;lr>, <sip:" +
-                            token_of(kBob) + "@10.0.0.1:5060;transport=tcp;lr>";
+  const std::string route =
+      "<sip:" + token_of(kAlice) +
+      "@192.0.2.10:5060;lr>, <sip:10.0.0.1:5060;transport=tcp;lr>, <sip:" + token_of(kBob) +
+      "@10.0.0.1:5060;transport=tcp;lr>";
   from_client(kAlice, alice_message(route));
   const FakeOutbound::Sent s = out_.take();
   ASSERT_TRUE(s.to_core);
@@ -217,7 +224,8 @@ TEST_F(Token, RejectedTokensAreLoggedRateLimitedAndNeverPrinted) {
   const std::string token = token_of(kBob);
   const std::string bad = with_char_changed(token, 7);
   for (int i = 0; i < 10; ++i)
-    from_core(core_request("INVITE", "sip:bob@203.0.113.5", "<sip:" + bad + "@10.0.0.1:5060;transport=tcp;lr>"));
+    from_core(
+        core_request("INVITE", "sip:bob@203.0.113.5", "<sip:" + bad + "@10.0.0.1:5060;transport=tcp;lr>"));
   ASSERT_EQ(log_.size(), 2u);
   for (const std::string& line : log_) {
     EXPECT_EQ(line.find(bad), std::string::npos);

@@ -1,4 +1,5 @@
-// Just enough transaction memory: UDP retransmissions absorbed and answered again, retransmission toward UDP clients, 408 once, bounded.
+// Just enough transaction memory: UDP retransmissions absorbed and answered again, retransmission toward UDP
+// clients, 408 once, bounded.
 #include "proxy_test_support.h"
 
 #include <edge/net/proxy/via_branch.h>
@@ -11,35 +12,35 @@ using sip::HeaderId;
 
 std::string alice_request(std::string_view method, std::string_view branch, std::string_view route = {},
                           std::string_view to_tag = {}) {
-  return crlf(fill(
-      "{m} sip:bob@example.test SIP/2.0\n"
-      "Via: SIP/2.0/UDP 10.1.1.7:5062;branch={br};rport\n"
-      "{route}"
-      "Max-Forwards: 70\n"
-      "From: <sip:alice@example.test>;tag=a1\n"
-      "To: <sip:bob@example.test>{totag}\n"
-      "Call-ID: {br}@10.1.1.7\n"
-      "CSeq: 1 {m}\n"
-      "Contact: <sip:alice@10.1.1.7:5062;ob>\n"
-      "Content-Length: 0\n\n",
-      {{"m", std::string(method)},
-       {"br", std::string(branch)},
-       {"route", route.empty() ? "" : "Route: " + std::string(route) + "\n"},
-       {"totag", to_tag.empty() ? "" : ";tag=" + std::string(to_tag)}}));
+  return crlf(
+      fill("{m} sip:bob@example.test SIP/2.0\n"
+           "Via: SIP/2.0/UDP 10.1.1.7:5062;branch={br};rport\n"
+           "{route}"
+           "Max-Forwards: 70\n"
+           "From: <sip:alice@example.test>;tag=a1\n"
+           "To: <sip:bob@example.test>{totag}\n"
+           "Call-ID: {br}@10.1.1.7\n"
+           "CSeq: 1 {m}\n"
+           "Contact: <sip:alice@10.1.1.7:5062;ob>\n"
+           "Content-Length: 0\n\n",
+           {{"m", std::string(method)},
+            {"br", std::string(branch)},
+            {"route", route.empty() ? "" : "Route: " + std::string(route) + "\n"},
+            {"totag", to_tag.empty() ? "" : ";tag=" + std::string(to_tag)}}));
 }
 
 std::string core_to_alice(std::string_view method, std::string_view token) {
-  return crlf(fill(
-      "{m} sip:alice@10.1.1.7:5062;ob SIP/2.0\n"
-      "Via: SIP/2.0/TCP 10.0.0.2:5060;branch=z9hG4bKcoretx1\n"
-      "Route: <sip:{tok}@10.0.0.1:5060;transport=tcp;lr;ob>\n"
-      "Max-Forwards: 69\n"
-      "From: <sip:dave@example.test>;tag=d1\n"
-      "To: <sip:alice@example.test>\n"
-      "Call-ID: down-1@10.0.0.2\n"
-      "CSeq: 5 {m}\n"
-      "Content-Length: 0\n\n",
-      {{"m", std::string(method)}, {"tok", std::string(token)}}));
+  return crlf(
+      fill("{m} sip:alice@10.1.1.7:5062;ob SIP/2.0\n"
+           "Via: SIP/2.0/TCP 10.0.0.2:5060;branch=z9hG4bKcoretx1\n"
+           "Route: <sip:{tok}@10.0.0.1:5060;transport=tcp;lr;ob>\n"
+           "Max-Forwards: 69\n"
+           "From: <sip:dave@example.test>;tag=d1\n"
+           "To: <sip:alice@example.test>\n"
+           "Call-ID: down-1@10.0.0.2\n"
+           "CSeq: 5 {m}\n"
+           "Content-Length: 0\n\n",
+           {{"m", std::string(method)}, {"tok", std::string(token)}}));
 }
 
 class Transactions : public ProxyFixture {};

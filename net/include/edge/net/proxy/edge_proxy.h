@@ -1,4 +1,5 @@
-// The RFC 5626 edge-proxy rules as a MessageHandler: Path/Record-Route with flow tokens, token routing, response routing.
+// The RFC 5626 edge-proxy rules as a MessageHandler: Path/Record-Route with flow tokens, token routing,
+// response routing.
 #pragma once
 
 #include "edge/net/flow/token_codec.h"

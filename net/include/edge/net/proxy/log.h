@@ -40,7 +40,9 @@ class RateLimitedLog {
   bool enabled() const noexcept { return static_cast<bool>(sink_); }
   void log(LogLevel level, LogEvent event, std::string_view fields,
            std::chrono::steady_clock::time_point now);
-  std::uint64_t suppressed_total() const noexcept { return suppressed_total_.load(std::memory_order_relaxed); }
+  std::uint64_t suppressed_total() const noexcept {
+    return suppressed_total_.load(std::memory_order_relaxed);
+  }
 
  private:
   struct Window {

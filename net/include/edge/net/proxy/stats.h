@@ -12,15 +12,15 @@ struct ProxyStats {
   std::uint64_t responses_from_core = 0;
   std::uint64_t responses_from_clients = 0;
   // What went out.
-  std::uint64_t forwarded_to_core = 0;      // requests and responses
-  std::uint64_t forwarded_to_flow = 0;      // requests and responses
-  std::uint64_t local_responses = 0;        // every answer we generated, any status
-  std::uint64_t r200_options = 0, r400 = 0, r403 = 0, r404 = 0, r408 = 0, r416 = 0, r421 = 0,
-                r430 = 0, r439 = 0, r483 = 0, r500 = 0, r503 = 0;
+  std::uint64_t forwarded_to_core = 0;  // requests and responses
+  std::uint64_t forwarded_to_flow = 0;  // requests and responses
+  std::uint64_t local_responses = 0;    // every answer we generated, any status
+  std::uint64_t r200_options = 0, r400 = 0, r403 = 0, r404 = 0, r408 = 0, r416 = 0, r421 = 0, r430 = 0,
+                r439 = 0, r483 = 0, r500 = 0, r503 = 0;
   // RFC 5626 work.
   std::uint64_t paths_added = 0, record_routes_added = 0;
-  std::uint64_t incoming_via_token = 0;     // routed to a flow by a token
-  std::uint64_t outgoing_via_token = 0;     // client's own token seen on its flow
+  std::uint64_t incoming_via_token = 0;  // routed to a flow by a token
+  std::uint64_t outgoing_via_token = 0;  // client's own token seen on its flow
   std::uint64_t flow_timers_set = 0;
   // HSM economy: token operations the caches saved, and the ones that reached the HSM.
   std::uint64_t mints_avoided = 0, mints_hsm = 0;
@@ -29,13 +29,13 @@ struct ProxyStats {
   std::uint64_t retransmissions_absorbed = 0, responses_replayed = 0;
   std::uint64_t retransmissions_to_clients = 0, transaction_evictions = 0;
   // Drops, by reason (nothing else is ever silently dropped).
-  std::uint64_t drop_unparseable = 0;       // no response could be built
-  std::uint64_t drop_response_not_ours = 0; // top Via not ours / tag wrong
+  std::uint64_t drop_unparseable = 0;        // no response could be built
+  std::uint64_t drop_response_not_ours = 0;  // top Via not ours / tag wrong
   std::uint64_t drop_response_flow_gone = 0;
   std::uint64_t drop_response_core_down = 0;
-  std::uint64_t drop_ack = 0;               // ACK we could not route (never answered)
+  std::uint64_t drop_ack = 0;                   // ACK we could not route (never answered)
   std::uint64_t drop_answer_undeliverable = 0;  // our own answer could not be sent
-  std::uint64_t drop_edit_failed = 0;       // editor limits (answered 500 when possible)
+  std::uint64_t drop_edit_failed = 0;           // editor limits (answered 500 when possible)
   std::uint64_t log_suppressed = 0;
 };
 

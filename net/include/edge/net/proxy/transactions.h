@@ -1,4 +1,5 @@
-// Bounded transaction memory: absorbs UDP retransmissions, replays our answers, retransmits toward UDP clients.
+// Bounded transaction memory: absorbs UDP retransmissions, replays our answers, retransmits toward UDP
+// clients.
 #pragma once
 
 #include "edge/net/flow/flow_key.h"
@@ -51,8 +52,8 @@ class TransactionTable {
                          std::string_view bytes, Clock::time_point now);
 
   // A request we sent to a UDP client on behalf of the core: retransmit until answered.
-  void downstream_request(std::string_view key, const flow::FlowKey& client, bool invite,
-                          std::string bytes, Clock::time_point now);
+  void downstream_request(std::string_view key, const flow::FlowKey& client, bool invite, std::string bytes,
+                          Clock::time_point now);
   // A response from the client for `key`: stops retransmission (and the 408).
   void downstream_response(std::string_view key, int status) noexcept;
 
@@ -102,8 +103,8 @@ class TransactionTable {
   using Map = std::unordered_map<std::string, Entry, KeyHash, KeyEq>;
 
   Entry& insert(std::string_view key, Clock::time_point now);  // lock held
-  void erase(Map::iterator it);  // lock held
-  void expire_front(Clock::time_point now);  // lock held
+  void erase(Map::iterator it);                                // lock held
+  void expire_front(Clock::time_point now);                    // lock held
 
   const std::size_t capacity_;
   const Timers timers_;

@@ -1,4 +1,5 @@
-// The branch of the Via we push: unique per transaction and carrying, MAC-protected, the client flow a response goes back to.
+// The branch of the Via we push: unique per transaction and carrying, MAC-protected, the client flow a
+// response goes back to.
 #pragma once
 
 #include "edge/net/flow/flow_key.h"
