@@ -28,8 +28,14 @@ namespace edge::net {
 //   auto mac   = hsm.mac_for(cfg.key_set);                       // hsm::KeySetMac
 //   auto codec = std::make_shared<flow::TokenCodec>(mac);
 //   auto proxy = std::make_shared<EdgeProxy>(cfg, codec, sink);   // validates cfg, throws
-//   transport.set_handler(proxy);          // calls on_message / on_flow_closed
-//   every 100..500 ms on one worker: proxy->on_timer(now, outbound);
+//   Transports transports(transport_cfg, proxy);                  // the Outbound; calls on_message
+//   transports.start();
+//   a steady_timer on one worker, every 100 ms: proxy->on_timer(Clock::now(), transports);
+//   controlled restart: transports.pause(); transports.set_handler(new_proxy); transports.resume();
+//
+// ProxyConfig::client_side / core_side must name the addresses the listeners and
+// the core connection are bound to (what clients and the core send to); the
+// transport's FlowKeys carry the bound addresses.
 //
 // The proxy owns no socket and no thread. It reaches the network only through the
 // Outbound it is handed: client flows (send_to_flow) and the core (send_to_core);
