@@ -1,4 +1,5 @@
-// Issue "SIP outbound edge front end", test 9: a real outbound client (baresip) registers through the edge and takes a call.
+// Issue "SIP outbound edge front end", test 9: a real outbound client (baresip) registers through the edge
+// and takes a call.
 #include "edge/test/sip/baresip.h"
 #include "edge_fixture.h"
 
@@ -58,14 +59,16 @@ TEST_F(BaresipThroughEdge, RegistersThroughTheEdgeAndAnswersACallOnItsFlow) {
 
   Dialog d = Dialog::as_uac(invite, answer);
   bob.send(bob.make_ack(d));
-  const auto ack = phone_->wait_for_trace([](const SipTraceEntry& e) { return is_request(e, "ACK"); }, Millis(5000));
+  const auto ack =
+      phone_->wait_for_trace([](const SipTraceEntry& e) { return is_request(e, "ACK"); }, Millis(5000));
   ASSERT_TRUE(ack) << "the ACK never reached baresip";
   EXPECT_EQ(ack->destination, flow);
   EXPECT_TRUE(phone_->wait_for_output("Call established", Millis(5000)));
 
   bob.send(bob.make_in_dialog(d, "BYE"));
   EXPECT_EQ(bob.receive_response("BYE", Millis(5000)).status(), 200);
-  const auto bye = phone_->wait_for_trace([](const SipTraceEntry& e) { return is_request(e, "BYE"); }, Millis(0));
+  const auto bye =
+      phone_->wait_for_trace([](const SipTraceEntry& e) { return is_request(e, "BYE"); }, Millis(0));
   ASSERT_TRUE(bye);
   EXPECT_EQ(bye->destination, flow);
 

@@ -32,12 +32,14 @@ TEST_P(CallThroughEdge, InviteArrivesOnTheClientsOwnFlowAndByeWorksBothWays) {
     SCOPED_TRACE(bob_hangs_up ? "BYE from the caller" : "BYE from the callee");
     const Call c = call(bob, alice);
     const SipMessage& in = c.invite_received;
-    EXPECT_EQ(in.request_uri(), alice.contact_uri()) << "the core put the registered Contact in the Request-URI";
+    EXPECT_EQ(in.request_uri(), alice.contact_uri())
+        << "the core put the registered Contact in the Request-URI";
     EXPECT_FALSE(in.has_header("Route")) << "the edge removed its own Route (the Path URI)";
     const auto vias = in.header_values("Via");
     ASSERT_GE(vias.size(), 3u) << "edge, core, bob";
     EXPECT_TRUE(vias[0].starts_with("SIP/2.0/" + std::string(via_token(t)) + " ")) << vias[0];
-    EXPECT_NE(vias[0].find("127.0.0.1:" + std::to_string(edge_->endpoint(t).port)), std::string::npos) << vias[0];
+    EXPECT_NE(vias[0].find("127.0.0.1:" + std::to_string(edge_->endpoint(t).port)), std::string::npos)
+        << vias[0];
     // The edge stays on the path (RFC 5626 §5.3.1): its top Record-Route carries the
     // flow's token (the Route URI copied without ;ob, or RFC 5658's UA-facing value).
     const auto rr = in.header_values("Record-Route");
@@ -158,11 +160,14 @@ TEST_F(StockCore, CallReachesTheClientWhenTheCoreConnectsToTheEdgeItself) {
   }
   const std::string log = core_->log();
   std::size_t passes = 0;
-  for (std::size_t at = log.find("core: INVITE "); at != std::string::npos; at = log.find("core: INVITE ", at + 1)) {
+  for (std::size_t at = log.find("core: INVITE "); at != std::string::npos;
+       at = log.find("core: INVITE ", at + 1)) {
     ++passes;
   }
-  ADD_FAILURE() << "the INVITE passed through the core " << passes << " times (1 expected); bob's final response: "
-                << (final ? final->summary() + " Server: " + final->header("Server").value_or("-") : "none in 8 s");
+  ADD_FAILURE() << "the INVITE passed through the core " << passes
+                << " times (1 expected); bob's final response: "
+                << (final ? final->summary() + " Server: " + final->header("Server").value_or("-")
+                          : "none in 8 s");
   if (final) bob.send(TestUa::make_ack_for_failure(invite, *final));
 }
 

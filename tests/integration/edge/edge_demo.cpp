@@ -1,4 +1,5 @@
-// edge-demo: one call through the outbound edge, printed as a SIP ladder (run by scripts/demo inside netns-run).
+// edge-demo: one call through the outbound edge, printed as a SIP ladder (run by scripts/demo inside
+// netns-run).
 //
 //   alice (TCP) --flow--> edged 127.0.0.1:5060 --> Kamailio 127.0.0.1:5080 <-- bob (UDP)
 //
@@ -38,14 +39,16 @@ const char* kInterestingHeaders[] = {"Via",     "Route",      "Record-Route", "P
 
 // One rung of the ladder: "  3  alice ---------> edge     INVITE sip:..." plus the headers that matter.
 void rung(std::string_view from, std::string_view to, const SipMessage& m, std::string_view note = {}) {
-  std::printf("\n%2d  %-6s ----> %-6s %s%s%.*s\n", ++g_step, std::string(from).c_str(), std::string(to).c_str(),
-              m.summary().c_str(), note.empty() ? "" : "   ", static_cast<int>(note.size()), note.data());
+  std::printf("\n%2d  %-6s ----> %-6s %s%s%.*s\n", ++g_step, std::string(from).c_str(),
+              std::string(to).c_str(), m.summary().c_str(), note.empty() ? "" : "   ",
+              static_cast<int>(note.size()), note.data());
   if (g_verbose) {
     std::printf("%s\n", m.to_string().c_str());
     return;
   }
   for (const char* h : kInterestingHeaders) {
-    for (const auto& v : m.header_values(h)) std::printf("        %-13s %s\n", (std::string(h) + ":").c_str(), v.c_str());
+    for (const auto& v : m.header_values(h))
+      std::printf("        %-13s %s\n", (std::string(h) + ":").c_str(), v.c_str());
   }
 }
 
@@ -55,7 +58,8 @@ void hop(std::string_view from, std::string_view to, std::string_view what) {
 }
 
 int run() {
-  std::printf("== edge demo: Kamailio core on 127.0.0.1:5080, edged (lab default config) on 127.0.0.1:5060..5063\n");
+  std::printf(
+      "== edge demo: Kamailio core on 127.0.0.1:5080, edged (lab default config) on 127.0.0.1:5060..5063\n");
   TempDir scratch("edge-demo");
   KamailioOptions ko;
   if (!g_stock_core) ko.config_template = write_aliasing_core_template(scratch.path());
@@ -70,9 +74,9 @@ int run() {
   alice.connect(Transport::tcp, edge.endpoint(Transport::tcp));
   TestUa bob("bob");
   bob.connect(Transport::udp, core.endpoint(Transport::udp));
-  std::printf("== alice %s/TCP -> edge %s; bob %s/UDP -> core %s\n", alice.local_endpoint().host_port().c_str(),
-              edge.endpoint(Transport::tcp).host_port().c_str(), bob.local_endpoint().host_port().c_str(),
-              core.endpoint(Transport::udp).host_port().c_str());
+  std::printf("== alice %s/TCP -> edge %s; bob %s/UDP -> core %s\n",
+              alice.local_endpoint().host_port().c_str(), edge.endpoint(Transport::tcp).host_port().c_str(),
+              bob.local_endpoint().host_port().c_str(), core.endpoint(Transport::udp).host_port().c_str());
 
   // REGISTER: the edge adds Path with its flow token and ;ob; the core stores it.
   SipMessage reg = alice.make_register();
@@ -122,11 +126,12 @@ int run() {
   alice.close();
   bob.close();
   const EdgedStatus s = edge.status();
-  std::printf("\n== edged status: flows_tcp=%s requests_from_clients=%s requests_from_core=%s mints_hsm=%s "
-              "verifies_avoided=%s verifies_hsm=%s\n",
-              s.text("flows_tcp").c_str(), s.text("requests_from_clients").c_str(),
-              s.text("requests_from_core").c_str(), s.text("mints_hsm").c_str(), s.text("verifies_avoided").c_str(),
-              s.text("verifies_hsm").c_str());
+  std::printf(
+      "\n== edged status: flows_tcp=%s requests_from_clients=%s requests_from_core=%s mints_hsm=%s "
+      "verifies_avoided=%s verifies_hsm=%s\n",
+      s.text("flows_tcp").c_str(), s.text("requests_from_clients").c_str(),
+      s.text("requests_from_core").c_str(), s.text("mints_hsm").c_str(), s.text("verifies_avoided").c_str(),
+      s.text("verifies_hsm").c_str());
   const int status = edge.stop();
   std::printf("== edged stopped (exit %d), Kamailio stopped, temp dirs removed\n", status);
   return status == 0 ? 0 : 1;
@@ -142,7 +147,8 @@ int main(int argc, char** argv) {
     } else if (a == "--stock-core") {
       g_stock_core = true;
     } else {
-      std::fprintf(stderr, "usage: edge-demo [-v|--verbose] [--stock-core]   (run it through scripts/demo)\n");
+      std::fprintf(stderr,
+                   "usage: edge-demo [-v|--verbose] [--stock-core]   (run it through scripts/demo)\n");
       return 2;
     }
   }

@@ -34,7 +34,8 @@ std::optional<std::uint32_t> token_key_version(const std::string& token) {
     }
   }
   if (raw[0] != 1) return std::nullopt;  // format v1
-  return (std::uint32_t{raw[1]} << 24) | (std::uint32_t{raw[2]} << 16) | (std::uint32_t{raw[3]} << 8) | raw[4];
+  return (std::uint32_t{raw[1]} << 24) | (std::uint32_t{raw[2]} << 16) | (std::uint32_t{raw[3]} << 8) |
+         raw[4];
 }
 
 std::string tamper_token(const std::string& token) {
@@ -115,7 +116,8 @@ EdgeTest::Call EdgeTest::call(TestUa& caller, TestUa& callee) {
   return c;
 }
 
-bool EdgeTest::wait_status(const std::function<bool(const EdgedStatus&)>& pred, std::chrono::milliseconds timeout) {
+bool EdgeTest::wait_status(const std::function<bool(const EdgedStatus&)>& pred,
+                           std::chrono::milliseconds timeout) {
   const auto deadline = std::chrono::steady_clock::now() + timeout;
   for (;;) {
     if (pred(edge_->status())) return true;

@@ -1,4 +1,5 @@
-// EdgedProcess: writes edged.conf, runs build/bin/edged in a temp state dir, talks to it by signals and its log.
+// EdgedProcess: writes edged.conf, runs build/bin/edged in a temp state dir, talks to it by signals and its
+// log.
 #include "edged_process.h"
 
 #include <signal.h>
@@ -161,11 +162,21 @@ pid_t EdgedProcess::pid() const { return process_->pid(); }
 Endpoint EdgedProcess::endpoint(Transport t) const {
   std::uint16_t port = 0;
   switch (t) {
-    case Transport::udp: port = options_.udp_port; break;
-    case Transport::tcp: port = options_.tcp_port; break;
-    case Transport::tls: port = options_.tls_port; break;
-    case Transport::ws: port = options_.ws_port; break;
-    case Transport::wss: port = options_.wss_port; break;
+    case Transport::udp:
+      port = options_.udp_port;
+      break;
+    case Transport::tcp:
+      port = options_.tcp_port;
+      break;
+    case Transport::tls:
+      port = options_.tls_port;
+      break;
+    case Transport::ws:
+      port = options_.ws_port;
+      break;
+    case Transport::wss:
+      port = options_.wss_port;
+      break;
   }
   if (port == 0) throw std::logic_error("this edged has no " + std::string(via_token(t)) + " listener");
   return loopback(port);
@@ -178,7 +189,8 @@ std::vector<std::string> EdgedProcess::events(std::string_view name) const {
   return lines_with(log(), "event=" + std::string(name) + " ");
 }
 
-bool EdgedProcess::wait_for_log(std::string_view needle, std::chrono::milliseconds timeout, std::size_t after) const {
+bool EdgedProcess::wait_for_log(std::string_view needle, std::chrono::milliseconds timeout,
+                                std::size_t after) const {
   const auto deadline = Clock::now() + timeout;
   for (;;) {
     const std::string text = log();

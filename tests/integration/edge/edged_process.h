@@ -32,9 +32,9 @@ struct EdgedOptions {
   // The core behind the edge (a KamailioProcess on its default port).
   std::string core = "sip:127.0.0.1:5080;transport=tcp";
   std::string key_set = "sipflow";
-  std::uint32_t flow_timer = 30;                   // sip.flow_timer
-  std::optional<std::int64_t> idle_timeout_ms;     // limits.idle_timeout_ms
-  std::optional<std::int64_t> flow_grace_ms;       // limits.flow_timeout_grace_ms
+  std::uint32_t flow_timer = 30;                // sip.flow_timer
+  std::optional<std::int64_t> idle_timeout_ms;  // limits.idle_timeout_ms
+  std::optional<std::int64_t> flow_grace_ms;    // limits.flow_timeout_grace_ms
   std::string log_level = "info";
   // Further "key = value" lines, appended verbatim.
   std::vector<std::pair<std::string, std::string>> extra;

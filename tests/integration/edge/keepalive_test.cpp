@@ -112,7 +112,8 @@ TEST_F(IdleFlows, SilentFlowsAreClosedAndPingingOnesKept) {
   while (Clock::now() < deadline && !(alice_closed_after && carol_closed && udp_gone)) {
     bob.send_ping();
     if (!bob.wait_pong(Millis(1000))) ++pongs_missing;
-    if (!alice_closed_after && alice.wait_closed(Millis(100))) alice_closed_after = Clock::now() - registered_at;
+    if (!alice_closed_after && alice.wait_closed(Millis(100)))
+      alice_closed_after = Clock::now() - registered_at;
     if (!carol_closed) carol_closed = carol.wait_closed(Millis(50));
     if (!udp_gone) udp_gone = edge_->status().number("flows_udp") == 0;
     std::this_thread::sleep_for(Millis(300));

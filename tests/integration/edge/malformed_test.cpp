@@ -1,4 +1,5 @@
-// Issue "SIP outbound edge front end", test 7: malformed input on every transport; the edge stays up and serves others.
+// Issue "SIP outbound edge front end", test 7: malformed input on every transport; the edge stays up and
+// serves others.
 #include <boost/asio/connect.hpp>
 #include <boost/asio/io_context.hpp>
 #include <boost/asio/ip/tcp.hpp>
@@ -67,11 +68,14 @@ class RawStream {
     timeval tv{0, 200 * 1000};
     setsockopt(socket_.native_handle(), SOL_SOCKET, SO_RCVTIMEO, &tv, sizeof tv);
   }
-  void write(std::string_view bytes) { boost::asio::write(socket_, boost::asio::buffer(bytes.data(), bytes.size())); }
+  void write(std::string_view bytes) {
+    boost::asio::write(socket_, boost::asio::buffer(bytes.data(), bytes.size()));
+  }
   // Reads until `needle` has arrived, EOF, or the deadline; returns what came.
   std::string read_until(std::string_view needle, Millis timeout) {
     const auto deadline = Clock::now() + timeout;
-    while (Clock::now() < deadline && !eof_ && (needle.empty() || received_.find(needle) == std::string::npos)) {
+    while (Clock::now() < deadline && !eof_ &&
+           (needle.empty() || received_.find(needle) == std::string::npos)) {
       char buf[4096];
       const ssize_t n = ::recv(socket_.native_handle(), buf, sizeof buf, 0);
       if (n > 0) {
@@ -189,8 +193,8 @@ TEST_F(MalformedInput, UdpGarbageIsDroppedAndBadContentLengthGets400) {
   EXPECT_FALSE(evil.try_receive(Millis(300))) << "garbage got a SIP answer";
   EXPECT_FALSE(evil.try_receive_stun(Millis(50))) << "a truncated STUN header got an answer";
   const std::string start = "OPTIONS sip:127.0.0.1 SIP/2.0\r\n";
-  for (const std::string& tail : {std::string("Content-Length: abc\r\n\r\n"),
-                                  std::string("Content-Length: 500\r\n\r\nshort")}) {
+  for (const std::string& tail :
+       {std::string("Content-Length: abc\r\n\r\n"), std::string("Content-Length: 500\r\n\r\nshort")}) {
     SCOPED_TRACE(tail);
     evil.send_raw(start + kHeaders + tail);
     const auto r = evil.try_receive(Millis(2000));
@@ -226,7 +230,9 @@ TEST_P(BadStartLine, Gets400OrClose) {
 INSTANTIATE_TEST_SUITE_P(Transports, BadStartLine,
                          ::testing::Values(Transport::udp, Transport::tcp, Transport::tls, Transport::ws,
                                            Transport::wss),
-                         [](const ::testing::TestParamInfo<Transport>& p) { return std::string(via_token(p.param)); });
+                         [](const ::testing::TestParamInfo<Transport>& p) {
+                           return std::string(via_token(p.param));
+                         });
 
 // TCP: bad header lines with a good start line and intact framing: 400 (or close).
 TEST_F(MalformedInput, TcpBadHeaderGets400OrClose) {
@@ -294,8 +300,8 @@ TEST_F(MalformedInput, WebSocketBadFramesCloseTheConnection) {
     EXPECT_TRUE(evil.wait_eof(Millis(5000))) << "the connection stayed open";
     // Nothing SIP came back (a WebSocket close frame, opcode 0x8, is fine).
     const std::string rest = evil.received().substr(after_upgrade);
-    EXPECT_TRUE(rest.empty() || (static_cast<unsigned char>(rest[0]) & 0x0f) == 0x8) << "unexpected frame after "
-                                                                                     << c.what;
+    EXPECT_TRUE(rest.empty() || (static_cast<unsigned char>(rest[0]) & 0x0f) == 0x8)
+        << "unexpected frame after " << c.what;
   }
   expect_edge_still_serves();
 }

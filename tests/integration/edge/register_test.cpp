@@ -29,7 +29,8 @@ TEST_P(RegisterThroughEdge, CoreStoresPathWithTokenAndObAndClientGetsFlowTimer) 
   const auto paths = ok.header_values("Path");
   ASSERT_EQ(paths.size(), 1u) << "the core echoes the stored Path (RFC 3327 §5.3)";
   const std::string path_uri = uri_of(paths[0]);
-  EXPECT_EQ(uri_host_port(path_uri), "127.0.0.1:5060") << path_uri << ": the edge's core-facing (TCP) address";
+  EXPECT_EQ(uri_host_port(path_uri), "127.0.0.1:5060")
+      << path_uri << ": the edge's core-facing (TCP) address";
   EXPECT_EQ(uri_param(path_uri, "transport"), "tcp") << path_uri;
   EXPECT_TRUE(uri_param(path_uri, "lr")) << path_uri;
   EXPECT_TRUE(uri_param(path_uri, "ob")) << path_uri << ": first hop of an outbound REGISTER (RFC 5626 §5.1)";

@@ -1,4 +1,5 @@
-// Issue "SIP outbound edge front end", test 8: key rotation (edge-hsm keyset rotate + SIGHUP) while registered.
+// Issue "SIP outbound edge front end", test 8: key rotation (edge-hsm keyset rotate + SIGHUP) while
+// registered.
 #include <ostream>
 
 #include "edge_fixture.h"
