@@ -317,7 +317,10 @@ Error stream_content_length(std::string_view headers, std::uint32_t& out) noexce
     while (name_end < eol && lex::is_token(headers[name_end])) ++name_end;
     std::size_t colon = name_end;
     while (colon < eol && lex::is_wsp(headers[colon])) ++colon;
-    const bool is_cl = name_end > pos && colon < eol && headers[colon] == ':' &&
+    // Only "Content-Length" and "l" can match: skip the table lookup for every other line.
+    const char first = lex::lower(headers[pos]);
+    const bool is_cl = (first == 'c' || first == 'l') && name_end > pos && colon < eol &&
+                       headers[colon] == ':' &&
                        header_id(headers.substr(pos, name_end - pos)) == HeaderId::content_length;
     // The value runs over continuation lines.
     std::size_t end = eol;
