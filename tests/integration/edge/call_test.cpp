@@ -155,7 +155,7 @@ TEST_F(StockCore, CallReachesTheClientWhenTheCoreConnectsToTheEdgeItself) {
   // What happened instead: how often the INVITE went through the core, and what bob got.
   std::optional<SipMessage> final;
   try {
-    final = bob.receive_response("INVITE", Millis(8000));
+    final = bob.receive_response("INVITE", Millis(3000));
   } catch (const TimeoutError&) {
   }
   const std::string log = core_->log();
@@ -167,7 +167,7 @@ TEST_F(StockCore, CallReachesTheClientWhenTheCoreConnectsToTheEdgeItself) {
   ADD_FAILURE() << "the INVITE passed through the core " << passes
                 << " times (1 expected); bob's final response: "
                 << (final ? final->summary() + " Server: " + final->header("Server").value_or("-")
-                          : "none in 8 s");
+                          : "none in 3 s");
   if (final) bob.send(TestUa::make_ack_for_failure(invite, *final));
 }
 
