@@ -170,6 +170,8 @@ EdgedConfig load_config(const std::filesystem::path& path, const std::filesystem
         c.flow_timer = number<std::uint32_t>(value, 1, 3600, what);
       } else if (key == "sip.require_path") {
         c.require_path = boolean(value, what);
+      } else if (key == "sip.client_to_client_direct") {
+        c.client_to_client_direct = boolean(value, what);
       } else if (key == "sip.workers") {
         c.workers = number<unsigned>(value, 0, 256, what);
       } else if (key == "limits.max_connections") {
@@ -240,6 +242,7 @@ net::ProxyConfig EdgedConfig::proxy_config() const {
   }
   p.flow_timer_seconds = flow_timer;
   p.require_path = require_path;
+  p.client_to_client_direct = client_to_client_direct;
   p.flow_token_security = !key_set.empty();
   p.key_set = key_set;
   return p;

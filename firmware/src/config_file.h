@@ -36,6 +36,10 @@ struct EdgedConfig {
   net::TlsConfig tls;
   std::uint32_t flow_timer = 30;
   bool require_path = false;
+  // RFC 5626 §5.3: a request with a valid token of a flow it did not arrive on is
+  // forwarded over that flow. This is how a core that opens its own connection to
+  // the edge (Kamailio without tcp aliases) reaches clients.
+  bool client_to_client_direct = true;
   unsigned workers = 0;
   net::TransportLimits limits;
 
