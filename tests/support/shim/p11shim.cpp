@@ -37,8 +37,9 @@
 //   - every other faulted call is not forwarded (C_Login with a fault never reaches the
 //     token, so an injected CKR_PIN_INCORRECT cannot lock a PIN).
 //
-// Counters: per function, calls seen and faults injected, and the sessions open in the real
-// module (a leak detector); read in-process through the
+// Counters: per function, calls seen and faults injected, the sessions open in the real
+// module (a leak detector) and C_Finalize calls made while another thread was inside the
+// module (forbidden by PKCS#11); read in-process through the
 // exported edge_p11shim_* functions (dlopen the shim with RTLD_NOLOAD and dlsym them),
 // or from the stats file. Everything here is thread-safe.
 #include "shim_rules.h"
@@ -98,6 +99,11 @@ struct State {
   std::atomic<unsigned long long> injected_total{0};
   // Sessions open in the real module as far as the calls through the shim tell.
   std::atomic<long long> open_sessions{0};
+  // Calls currently inside a wrapper (delays included), and C_Finalize calls made while
+  // another thread was inside one: PKCS#11 forbids that (the module tears down the state
+  // the other call is using).
+  std::atomic<int> in_flight{0};
+  std::atomic<unsigned long long> finalize_while_busy{0};
   std::mutex stats_mu;
 };
 
@@ -159,6 +165,13 @@ void write_stats() {
   std::rename(tmp.c_str(), path.c_str());
 }
 
+struct InFlight {
+  InFlight() { st().in_flight.fetch_add(1, std::memory_order_acq_rel); }
+  ~InFlight() { st().in_flight.fetch_sub(1, std::memory_order_acq_rel); }
+  InFlight(const InFlight&) = delete;
+  InFlight& operator=(const InFlight&) = delete;
+};
+
 // Counts the call, applies the delay and says which code to fail with (CKR_OK: forward).
 CK_RV consult(Fn f) {
   State& s = st();
@@ -186,6 +199,7 @@ CK_FUNCTION_LIST& real() { return *st().real; }
 // ---- wrappers ---------------------------------------------------------------------------
 
 #define SHIM_GUARD(fn)                 \
+  InFlight in_flight_guard;            \
   if (CK_RV fault = consult(Fn::fn)) { \
     return fault;                      \
   }
@@ -213,6 +227,7 @@ CK_RV w_Initialize(void* args) {
   return real().C_Initialize(args);
 }
 CK_RV w_Finalize(void* reserved) {
+  if (st().in_flight.load(std::memory_order_acquire) > 0) st().finalize_while_busy.fetch_add(1);
   consult(Fn::C_Finalize);  // counted, never faulted (parse_rules refuses it)
   CK_RV rv = real().C_Finalize(reserved);
   if (rv == CKR_OK) st().open_sessions.store(0);
@@ -247,12 +262,14 @@ CK_RV w_OpenSession(CK_SLOT_ID slot, CK_FLAGS flags, void* app, CK_NOTIFY notify
   return rv;
 }
 CK_RV w_CloseSession(CK_SESSION_HANDLE session) {
+  InFlight in_flight_guard;
   CK_RV fault = consult(Fn::C_CloseSession);
   CK_RV rv = real().C_CloseSession(session);
   if (rv == CKR_OK) st().open_sessions.fetch_sub(1);
   return fault ? fault : rv;
 }
 CK_RV w_CloseAllSessions(CK_SLOT_ID slot) {
+  InFlight in_flight_guard;
   CK_RV fault = consult(Fn::C_CloseAllSessions);
   CK_RV rv = real().C_CloseAllSessions(slot);
   if (rv == CKR_OK) st().open_sessions.store(0);  // tests use one token
@@ -303,6 +320,7 @@ CK_RV w_SignInit(CK_SESSION_HANDLE session, CK_MECHANISM* mech, CK_OBJECT_HANDLE
   return real().C_SignInit(session, mech, key);
 }
 CK_RV w_Sign(CK_SESSION_HANDLE session, CK_BYTE* data, CK_ULONG len, CK_BYTE* sig, CK_ULONG* sig_len) {
+  InFlight in_flight_guard;
   if (CK_RV fault = consult(Fn::C_Sign)) {
     // An error return ends the operation: finish the real one so the session is idle.
     std::array<CK_BYTE, 1024> scratch{};
@@ -317,6 +335,7 @@ CK_RV w_VerifyInit(CK_SESSION_HANDLE session, CK_MECHANISM* mech, CK_OBJECT_HAND
   return real().C_VerifyInit(session, mech, key);
 }
 CK_RV w_Verify(CK_SESSION_HANDLE session, CK_BYTE* data, CK_ULONG len, CK_BYTE* sig, CK_ULONG sig_len) {
+  InFlight in_flight_guard;
   if (CK_RV fault = consult(Fn::C_Verify)) {
     real().C_Verify(session, data, len, sig, sig_len);  // ends the operation
     return fault;
@@ -419,10 +438,16 @@ SHIM_EXPORT unsigned long long edge_p11shim_injected(const char* fn) {
 // (C_OpenSession minus C_CloseSession; C_CloseAllSessions and C_Finalize reset it).
 SHIM_EXPORT long long edge_p11shim_open_sessions(void) { return st().open_sessions.load(); }
 
+// C_Finalize calls made while another thread was inside a call of this module.
+SHIM_EXPORT unsigned long long edge_p11shim_finalize_while_busy(void) {
+  return st().finalize_while_busy.load();
+}
+
 // Zeroes every counter (not the rules' own counters, nor the open-session count).
 SHIM_EXPORT void edge_p11shim_reset_stats(void) {
   State& s = st();
   for (auto& c : s.calls) c.store(0);
   for (auto& c : s.injected) c.store(0);
   s.injected_total.store(0);
+  s.finalize_while_busy.store(0);
 }

@@ -81,6 +81,11 @@ long long FaultShim::open_sessions() const {
   return f ? f() : 0;
 }
 
+unsigned long long FaultShim::finalize_while_busy() const {
+  auto f = shim_symbol<unsigned long long (*)()>("edge_p11shim_finalize_while_busy");
+  return f ? f() : 0;
+}
+
 void FaultShim::reset_stats() {
   if (auto f = shim_symbol<void (*)()>("edge_p11shim_reset_stats")) f();
 }

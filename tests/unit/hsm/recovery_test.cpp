@@ -289,6 +289,45 @@ TEST(RecoveryHook, StateChangeHookMayCallBackIntoTheHsm) {
   EXPECT_GE(calls.load(), 2);
 }
 
+// ---- a module restart waits until no other thread is inside the module -----------------
+
+// PKCS#11 forbids C_Finalize while another thread is in a Cryptoki call: the module frees
+// what that call is using (TSan sees SoftHSM destroy a mutex another thread holds). A
+// broken session is handed back and closed by the thread that used it; a rebuild that
+// restarts the module meanwhile must wait for that close.
+TEST(RecoveryRestart, ModuleIsNotFinalizedWhileAnotherThreadIsInsideIt) {
+  SoftHsmToken token;
+  FaultShim shim(token);
+  auto config = shim.config();
+  config.backoff_initial = 20ms;
+  config.backoff_max = 50ms;
+  Hsm hsm(config);
+  hsm.keysets().create("sipflow");
+  auto mac = hsm.mac_for("sipflow");
+  auto data = edge::test::sample_data();
+  MacTag tag{};
+  ASSERT_EQ(mac->sign(1, data, tag), MacStatus::ok);
+
+  // One sign meets a device error; closing the session it discards is slow; the first
+  // rebuild cannot find the token, so the next one restarts the module.
+  shim.set(
+      "C_Sign CKR_DEVICE_ERROR count=1\nC_CloseSession delay_ms=400 count=1\nC_GetSlotList CKR_DEVICE_ERROR "
+      "count=1\n");
+  auto closes = shim.calls("C_CloseSession");
+  std::thread failing([&] {
+    MacTag t{};
+    EXPECT_EQ(mac->sign(1, data, t), MacStatus::unavailable);
+  });
+  ASSERT_TRUE(edge::test::wait_until([&] { return shim.calls("C_CloseSession") > closes; }, 10s));
+  std::this_thread::sleep_for(60ms);  // past the back-off: the next call rebuilds
+  EXPECT_TRUE(
+      edge::test::wait_until([&] { return mac->sign(1, data, tag) == MacStatus::ok; }, kComesBackWithin));
+  failing.join();
+  shim.clear();
+  EXPECT_GE(shim.calls("C_Finalize"), 1u) << "the module was not restarted: the test proved nothing";
+  EXPECT_EQ(shim.finalize_while_busy(), 0u) << "C_Finalize ran while another thread was inside the module";
+}
+
 // ---- the PIN file is gone when a re-login is needed ------------------------------------
 
 TEST_F(RecoveryTest, PinFileMissingAtReloginIsUnavailableUntilItReturns) {

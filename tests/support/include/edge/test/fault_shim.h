@@ -47,6 +47,8 @@ class FaultShim {
   unsigned long long calls(std::string_view fn) const;
   // Sessions open in the real module right now, as seen through the shim.
   long long open_sessions() const;
+  // C_Finalize calls made while another thread was inside a call of the module.
+  unsigned long long finalize_while_busy() const;
   void reset_stats();
 
   // The stats file the shim writes for other processes (after each injected fault, at
