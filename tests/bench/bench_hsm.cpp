@@ -7,9 +7,10 @@
 //
 // On a shared 2-core machine compare medians of interleaved repetitions, and the CPU column
 // as well as the real-time one:
-//   build/bin/edge-microbench --benchmark_filter='BM_(RawSoftHsmSign|KeySetMac|OpenSslHmac)' \
-//     --benchmark_min_time=0.5 --benchmark_repetitions=12 \
+//   build/bin/edge-microbench --benchmark_filter='BM_(RawSoftHsmSign|KeySetMac|OpenSslHmac)'
+//     --benchmark_min_time=0.5 --benchmark_repetitions=12
 //     --benchmark_enable_random_interleaving=true --benchmark_report_aggregates_only=true
+//   (one command line)
 #include <edge/hsm/hsm.h>
 #include <edge/hsm/keyset_mac.h>
 #include <edge/test/hsm_test_util.h>
