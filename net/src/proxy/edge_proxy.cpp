@@ -272,6 +272,53 @@ void EdgeProxy::count_status(int status) noexcept {
   }
 }
 
+namespace {
+
+bool start_line_error(Error e) noexcept {
+  return e == Error::bad_start_line || e == Error::bad_method || e == Error::bad_request_uri ||
+         e == Error::bad_version;
+}
+
+// The method of the CSeq header line ("CSeq: 4711 INVITE" -> "INVITE"); empty when absent.
+std::string_view cseq_method_of(std::string_view bytes) noexcept {
+  std::size_t pos = bytes.find("\r\n");
+  while (pos != std::string_view::npos && pos + 2 < bytes.size()) {
+    const std::size_t begin = pos + 2;
+    const std::size_t end = bytes.find("\r\n", begin);
+    const std::string_view line = bytes.substr(begin, end == std::string_view::npos ? bytes.size() - begin : end - begin);
+    if (line.empty()) break;  // end of the header section
+    const std::size_t colon = line.find(':');
+    if (colon != std::string_view::npos) {
+      std::string_view name = line.substr(0, colon);
+      while (!name.empty() && (name.back() == ' ' || name.back() == '\t')) name.remove_suffix(1);
+      if (sip::header_id(name) == HeaderId::cseq) {
+        std::string_view v = line.substr(colon + 1);
+        const std::size_t sp = v.find_last_of(" \t");
+        if (sp == std::string_view::npos) return {};
+        return v.substr(sp + 1);
+      }
+    }
+    pos = end;
+  }
+  return {};
+}
+
+// Re-parses a request whose start line failed, with "<CSeq method> sip:invalid SIP/2.0"
+// in its place. False for anything that looks like a response or has no usable CSeq.
+bool recover_headers(std::string_view bytes, const sip::ParseOptions& opts, std::string& patched,
+                     sip::Message& out) {
+  if (bytes.substr(0, 4) == "SIP/") return false;
+  const std::size_t eol = bytes.find("\r\n");
+  if (eol == std::string_view::npos) return false;
+  const std::string_view method = cseq_method_of(bytes);
+  if (method.empty() || method.size() > 32) return false;
+  patched.reserve(method.size() + 20 + bytes.size() - eol);
+  patched.append(method).append(" sip:invalid SIP/2.0").append(bytes.substr(eol));
+  return sip::parse(patched, out, opts) == Error::ok;
+}
+
+}  // namespace
+
 // ---------------------------------------------------------------------------------------------
 // Entry points
 
@@ -280,6 +327,17 @@ void EdgeProxy::on_message(const Inbound& in, Outbound& out) {
   sip::ParseOptions opts;
   opts.stream = is_stream(in.flow.transport);
   if (Error e = sip::parse(in.bytes, c.msg, opts); e != Error::ok) {
+    if (start_line_error(e)) {
+      // The headers a 400/505 copies are usually intact behind a broken request
+      // line; parse them under a stand-in line so the client gets its answer
+      // (RFC 3261 §8.2.6, §21.5.6) instead of silence. Error path only: one copy.
+      std::string patched;
+      sip::Message recovered;
+      if (recover_headers(in.bytes, opts, patched, recovered)) {
+        unparseable(in, out, recovered, sip::suggested_status(e));
+        return;
+      }
+    }
     unparseable(in, out, c.msg, sip::suggested_status(e));
     return;
   }
