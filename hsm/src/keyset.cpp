@@ -9,6 +9,7 @@
 #include <algorithm>
 #include <cstring>
 #include <ctime>
+#include <limits>
 
 namespace edge::hsm {
 
@@ -283,6 +284,10 @@ KeyVersionInfo KeySetManager::rotate(std::string_view name) {
   if (keys.empty()) throw HsmError("key set '" + std::string(name) + "' does not exist");
 
   const KeyId& newest = keys.back().id;
+  // Version numbers are 32-bit: wrapping would make version 0, which no
+  // listing shows (and which the view treats as "no such version").
+  if (newest.version == std::numeric_limits<std::uint32_t>::max())
+    throw HsmError("key set '" + std::string(name) + "': version numbers exhausted");
   const std::uint32_t retain = newest.retain == 0 ? kDefaultRetain : newest.retain;
   const KeyId id{newest.version + 1, unix_now(), retain, std::string(name)};
   const CK_OBJECT_HANDLE h =

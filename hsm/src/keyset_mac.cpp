@@ -1,4 +1,4 @@
-// KeySetMac: per-message HMAC in the HSM with O(1) version lookup, cached key handles and one-shot
+// KeySetMac: per-message HMAC in the HSM with O(log n) version lookup, cached key handles and one-shot
 // recovery.
 #include <edge/hsm/keyset_mac.h>
 
@@ -42,7 +42,7 @@ CK_OBJECT_HANDLE unpack(std::uint64_t cached, std::uint64_t epoch) noexcept {
 }
 
 struct Entry {
-  std::uint32_t version = 0;  // 0: no such version (a gap)
+  std::uint32_t version = 0;  // 0: not filled (never seen after refresh())
   std::atomic<EntryState> state{EntryState::active};
   std::atomic<std::uint64_t> cached{0};
   std::int64_t created = 0;
@@ -53,16 +53,26 @@ struct Entry {
   std::string label;
 };
 
+// The versions present, sorted ascending, one entry each: memory follows the
+// number of keys, not the version numbers (which may be anything up to 2^32-1).
+// Lookup is a binary search: O(log n), no allocation, no lock.
 struct View {
-  std::uint32_t base = 0;   // version of entries[0]
-  std::uint32_t count = 0;  // entries: versions base .. base+count-1
+  std::uint32_t count = 0;  // entries[0 .. count-1], strictly ascending by version
   std::uint32_t retain = 0;
   std::unique_ptr<Entry[]> entries;
 
   Entry* find(std::uint32_t version) const noexcept {
-    if (version < base || version - base >= count) return nullptr;
-    Entry* e = &entries[version - base];
-    return e->version != 0 ? e : nullptr;
+    std::uint32_t lo = 0, hi = count;
+    while (lo < hi) {
+      const std::uint32_t mid = lo + (hi - lo) / 2;
+      if (entries[mid].version < version) {
+        lo = mid + 1;
+      } else {
+        hi = mid;
+      }
+    }
+    if (lo == count || entries[lo].version != version || version == 0) return nullptr;
+    return &entries[lo];
   }
 };
 
@@ -236,16 +246,18 @@ void KeySetMac::refresh() {
 
   auto next = std::make_shared<View>();
   if (!keys.empty()) {
-    std::uint32_t lo = keys.front().id.version, hi = keys.back().id.version;
-    next->base = lo;
-    next->count = hi - lo + 1;
-    next->entries = std::make_unique<Entry[]>(next->count);
+    // keys are sorted by version: count the distinct ones.
+    std::uint32_t distinct = 0;
+    for (std::size_t i = 0; i < keys.size(); ++i)
+      if (i == 0 || keys[i].id.version != keys[i - 1].id.version) ++distinct;
+    next->entries = std::make_unique<Entry[]>(distinct);
     next->retain = keys.back().id.retain;
   }
   const std::shared_ptr<View> prev = s_->view.load(std::memory_order_acquire);
   for (const StoredKey& k : keys) {
-    Entry& e = next->entries[k.id.version - next->base];
-    if (e.version != 0) continue;  // duplicate version: first wins, like to_info
+    // duplicate version: first wins, like to_info
+    if (next->count > 0 && next->entries[next->count - 1].version == k.id.version) continue;
+    Entry& e = next->entries[next->count++];
     e.version = k.id.version;
     e.state.store(k.retired ? EntryState::retired : EntryState::active, std::memory_order_relaxed);
     e.created = k.id.created;

@@ -75,12 +75,16 @@ SessionLease SessionPool::checkout(std::chrono::milliseconds timeout, bool fresh
       retired = Session();  // close outside the lock
       SessionLease lease;
       CK_RV rv = opener_(context_, lease.session_, fault);
+      const bool failed = rv != CKR_OK || !lease.session_;
+      // Close a half-opened session before its slot is given up: until then it
+      // counts as open, so wait_drained() cannot let the module be finalized
+      // under this C_CloseSession.
+      if (failed) lease.session_ = Session();
       lock.lock();
-      if (rv != CKR_OK || !lease.session_) {
+      if (failed) {
         --open_;
-        cv_.notify_one();
+        cv_.notify_all();
         lock.unlock();
-        lease.session_ = Session();
         if (!fault) {
           fault.fn = "C_OpenSession";
           fault.rv = rv == CKR_OK ? CKR_GENERAL_ERROR : rv;
@@ -108,12 +112,21 @@ void SessionPool::give_back(Session&& session, std::uint64_t gen, bool discard) 
     if (discard || gen != generation_ || !session) {
       closing = std::move(session);
       --open_;
+      // Its slot is free for a new session, but the close below is still a
+      // call into the module: wait_drained() waits for it.
+      if (closing) ++closing_;
     } else {
       idle_.push_back(std::move(session));  // capacity reserved: no allocation
     }
   }
   cv_.notify_one();
-  // `closing` (if any) is closed here, outside the lock.
+  if (!closing) return;
+  closing = Session();  // C_CloseSession, outside the lock
+  {
+    std::lock_guard lock(mu_);
+    --closing_;
+  }
+  cv_.notify_all();
 }
 
 void SessionPool::reset() {
@@ -123,15 +136,23 @@ void SessionPool::reset() {
     std::lock_guard lock(mu_);
     ++generation_;
     open_ -= idle_.size();
+    closing_ += idle_.size();
     closing.swap(idle_);  // idle_ gets the reserved, empty vector
   }
   cv_.notify_all();
-  // closing's sessions are closed here, outside the lock.
+  if (closing.empty()) return;
+  const std::size_t n = closing.size();
+  closing.clear();  // C_CloseSession for each, outside the lock
+  {
+    std::lock_guard lock(mu_);
+    closing_ -= n;
+  }
+  cv_.notify_all();
 }
 
 bool SessionPool::wait_drained(std::chrono::milliseconds timeout) {
   std::unique_lock lock(mu_);
-  return cv_.wait_for(lock, timeout, [&] { return open_ == idle_.size(); });
+  return cv_.wait_for(lock, timeout, [&] { return open_ == idle_.size() && closing_ == 0; });
 }
 
 std::uint64_t SessionPool::generation() const noexcept {

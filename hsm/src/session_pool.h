@@ -73,8 +73,8 @@ class SessionPool {
   // come back; the generation changes, so cached object handles are re-found.
   void reset();
 
-  // Waits until no session is checked out (before the module is restarted
-  // under them); false on timeout.
+  // Waits until no session is checked out nor being closed (before the module
+  // is restarted under them); false on timeout.
   bool wait_drained(std::chrono::milliseconds timeout);
 
   std::uint64_t generation() const noexcept;
@@ -92,6 +92,7 @@ class SessionPool {
   std::condition_variable cv_;
   std::vector<Session> idle_;  // capacity max_: push/pop never allocate
   std::size_t open_ = 0;       // idle + leased + being opened
+  std::size_t closing_ = 0;    // no longer counted in open_, C_CloseSession in progress
   std::uint64_t generation_ = 1;
 };
 

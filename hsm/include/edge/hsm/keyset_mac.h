@@ -11,8 +11,9 @@
 
 namespace edge::hsm {
 
-// A view of one key set's versions, O(1) by version, with the key handles
-// cached per version. sign/verify hold no lock except the session pool's
+// A view of one key set's versions, O(log n) by version (stored sparsely:
+// memory follows the number of keys, not the version numbers), with the key
+// handles cached per version. sign/verify hold no lock except the session pool's
 // checkout, allocate nothing in the steady state and never throw.
 //
 // The view changes only by refresh() (management, after rotate / retire /
