@@ -231,13 +231,19 @@ bool Hsm::Impl::rebuild() {
     // Never finalize a module somebody else in the process initialized (their
     // sessions would die), nor under a thread still inside a call: then the
     // stage 0 fault stands and the next attempt comes after the back-off.
+    // quiesce() also keeps out a thread that passed enter() before the fault
+    // (its checkout is refused until the restart is over).
     if (stage == 1 &&
-        (!module.initialized_by_us() || !pool.wait_drained(config.checkout_timeout))) {
+        (!module.initialized_by_us() || !pool.quiesce(config.checkout_timeout))) {
       break;
     }
     fault = Fault{};
     try {
       if (stage == 1) {
+        struct Resume {
+          SessionPool& quiesced;
+          ~Resume() { quiesced.resume(); }
+        } resume_after{pool};  // also when the restart throws
         {
           // Its handle would be stale (and maybe reused) after the restart.
           std::lock_guard lock(anchor_mu_);

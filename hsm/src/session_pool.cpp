@@ -53,6 +53,14 @@ SessionLease SessionPool::checkout(std::chrono::milliseconds timeout, bool fresh
   std::chrono::steady_clock::time_point deadline{};  // computed only if we have to wait
   std::unique_lock lock(mu_);
   for (;;) {
+    if (quiesced_) {
+      // The module is being restarted: no call may go in now. A load-like
+      // refusal (fail() leaves the state to the thread restarting it).
+      lock.unlock();
+      fault.timeout = true;
+      fault.detail = "HSM module restarting";
+      return SessionLease();
+    }
     if (!idle_.empty() && !fresh) {
       SessionLease lease;
       lease.pool_ = this;
@@ -153,6 +161,26 @@ void SessionPool::reset() {
 bool SessionPool::wait_drained(std::chrono::milliseconds timeout) {
   std::unique_lock lock(mu_);
   return cv_.wait_for(lock, timeout, [&] { return open_ == idle_.size() && closing_ == 0; });
+}
+
+bool SessionPool::quiesce(std::chrono::milliseconds timeout) {
+  std::unique_lock lock(mu_);
+  quiesced_ = true;
+  cv_.notify_all();  // waiting checkouts give up now
+  if (cv_.wait_for(lock, timeout, [&] { return open_ == idle_.size() && closing_ == 0; }))
+    return true;
+  quiesced_ = false;
+  lock.unlock();
+  cv_.notify_all();
+  return false;
+}
+
+void SessionPool::resume() {
+  {
+    std::lock_guard lock(mu_);
+    quiesced_ = false;
+  }
+  cv_.notify_all();
 }
 
 std::uint64_t SessionPool::generation() const noexcept {

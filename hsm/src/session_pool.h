@@ -77,6 +77,14 @@ class SessionPool {
   // is restarted under them); false on timeout.
   bool wait_drained(std::chrono::milliseconds timeout);
 
+  // Makes the caller the only one in the module through this pool: from now
+  // on checkout() refuses at once (fault.timeout, "module restarting"), then
+  // waits as wait_drained(). On true the caller may restart the module and
+  // must call resume() afterwards; on false (timeout) the pool is resumed.
+  // Costs checkout() one flag test under the lock it already takes.
+  bool quiesce(std::chrono::milliseconds timeout);
+  void resume();
+
   std::uint64_t generation() const noexcept;
   std::size_t open_count() const;
   std::size_t idle_count() const;
@@ -94,6 +102,7 @@ class SessionPool {
   std::size_t open_ = 0;       // idle + leased + being opened
   std::size_t closing_ = 0;    // no longer counted in open_, C_CloseSession in progress
   std::uint64_t generation_ = 1;
+  bool quiesced_ = false;  // a module restart is under way: checkout() refuses
 };
 
 }  // namespace edge::hsm
