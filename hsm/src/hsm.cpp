@@ -1,6 +1,7 @@
 // Hsm: start-up (module, token, login), the availability state machine and its rebuild, status,
 // self test.
 #include "hsm_impl.h"
+#include "keyset_store.h"
 #include "softhsm_env.h"
 
 #include <edge/hsm/object.h>
@@ -20,15 +21,12 @@ std::int64_t now_ns() noexcept {
       .count();
 }
 
-bool user_state(CK_STATE s) noexcept {
-  return s == CKS_RO_USER_FUNCTIONS || s == CKS_RW_USER_FUNCTIONS;
-}
+bool user_state(CK_STATE s) noexcept { return s == CKS_RO_USER_FUNCTIONS || s == CKS_RW_USER_FUNCTIONS; }
 
 // Exports SOFTHSM2_CONF before the module is loaded; returns the module path.
 const std::string& prepare_environment(const HsmConfig& config) {
   if (config.module_path.empty()) throw HsmError("HSM configuration: no PKCS#11 module path");
-  if (!config.softhsm2_conf.empty())
-    detail::export_softhsm2_conf(config.module_path, config.softhsm2_conf);
+  if (!config.softhsm2_conf.empty()) detail::export_softhsm2_conf(config.module_path, config.softhsm2_conf);
   return config.module_path;
 }
 
@@ -36,9 +34,12 @@ const std::string& prepare_environment(const HsmConfig& config) {
 
 const char* to_string(HsmState s) noexcept {
   switch (s) {
-    case HsmState::available: return "available";
-    case HsmState::unavailable: return "unavailable";
-    case HsmState::pin_incorrect: return "pin_incorrect";
+    case HsmState::available:
+      return "available";
+    case HsmState::unavailable:
+      return "unavailable";
+    case HsmState::pin_incorrect:
+      return "pin_incorrect";
   }
   return "?";
 }
@@ -46,10 +47,13 @@ const char* to_string(HsmState s) noexcept {
 Recovery classify(CK_RV rv) noexcept {
   switch (rv) {
     case CKR_SESSION_HANDLE_INVALID:
-    case CKR_SESSION_CLOSED: return Recovery::reopen_session;
-    case CKR_USER_NOT_LOGGED_IN: return Recovery::relogin;
+    case CKR_SESSION_CLOSED:
+      return Recovery::reopen_session;
+    case CKR_USER_NOT_LOGGED_IN:
+      return Recovery::relogin;
     case CKR_OBJECT_HANDLE_INVALID:
-    case CKR_KEY_HANDLE_INVALID: return Recovery::refind;
+    case CKR_KEY_HANDLE_INVALID:
+      return Recovery::refind;
     case CKR_DEVICE_REMOVED:
     case CKR_TOKEN_NOT_PRESENT:
     case CKR_DEVICE_ERROR:
@@ -58,15 +62,19 @@ Recovery classify(CK_RV rv) noexcept {
     // The token is gone from its slot, or the slot itself is (slot ids change
     // when SoftHSM re-reads its token directory).
     case CKR_SLOT_ID_INVALID:
-    case CKR_TOKEN_NOT_RECOGNIZED: return Recovery::unavailable;
+    case CKR_TOKEN_NOT_RECOGNIZED:
+      return Recovery::unavailable;
     case CKR_PIN_INCORRECT:
     case CKR_PIN_LOCKED:
     case CKR_PIN_EXPIRED:
     case CKR_PIN_INVALID:
     case CKR_PIN_LEN_RANGE:
-    case CKR_USER_PIN_NOT_INITIALIZED: return Recovery::pin;
-    case CKR_KEY_FUNCTION_NOT_PERMITTED: return Recovery::not_permitted;
-    default: return Recovery::other;
+    case CKR_USER_PIN_NOT_INITIALIZED:
+      return Recovery::pin;
+    case CKR_KEY_FUNCTION_NOT_PERMITTED:
+      return Recovery::not_permitted;
+    default:
+      return Recovery::other;
   }
 }
 
@@ -159,8 +167,7 @@ CK_RV Hsm::Impl::open_anchor(Fault& fault) {
   std::lock_guard lock(anchor_mu_);
   anchor_ = Session();
   counters.session_open.fetch_add(1, std::memory_order_relaxed);
-  CK_RV rv =
-      Session::open(module.functions(), slot_id.load(std::memory_order_acquire), false, anchor_);
+  CK_RV rv = Session::open(module.functions(), slot_id.load(std::memory_order_acquire), false, anchor_);
   if (rv != CKR_OK) {
     fault.fn = "C_OpenSession";
     fault.rv = rv;
@@ -233,8 +240,7 @@ bool Hsm::Impl::rebuild() {
     // stage 0 fault stands and the next attempt comes after the back-off.
     // quiesce() also keeps out a thread that passed enter() before the fault
     // (its checkout is refused until the restart is over).
-    if (stage == 1 &&
-        (!module.initialized_by_us() || !pool.quiesce(config.checkout_timeout))) {
+    if (stage == 1 && (!module.initialized_by_us() || !pool.quiesce(config.checkout_timeout))) {
       break;
     }
     fault = Fault{};
@@ -332,9 +338,8 @@ void Hsm::Impl::mark_unavailable(const std::string& reason, bool rebuild_failed)
     } else {
       return;  // another in-flight call failed too: keep the running back-off
     }
-    retry_at_ns_.store(
-        now_ns() + std::chrono::duration_cast<std::chrono::nanoseconds>(backoff_).count(),
-        std::memory_order_release);
+    retry_at_ns_.store(now_ns() + std::chrono::duration_cast<std::chrono::nanoseconds>(backoff_).count(),
+                       std::memory_order_release);
     state.store(HsmState::unavailable, std::memory_order_release);
   }
   if (transition) notify(HsmState::unavailable, reason);
@@ -344,9 +349,7 @@ void Hsm::Impl::set_pin_incorrect(const std::string& reason) {
   {
     std::lock_guard lock(status_mu_);
     last_error_ = reason;
-    if (state.exchange(HsmState::pin_incorrect, std::memory_order_acq_rel) ==
-        HsmState::pin_incorrect)
-      return;
+    if (state.exchange(HsmState::pin_incorrect, std::memory_order_acq_rel) == HsmState::pin_incorrect) return;
   }
   notify(HsmState::pin_incorrect, reason);
 }
@@ -401,8 +404,7 @@ HsmStatus Hsm::Impl::status() const {
 // ---------------------------------------------------------------- Hsm
 
 Hsm::Hsm(HsmConfig config)
-    : impl_(std::make_shared<Impl>(std::move(config))),
-      keysets_(std::make_unique<KeySetManager>(*this)) {}
+    : impl_(std::make_shared<Impl>(std::move(config))), keysets_(std::make_unique<KeySetManager>(*this)) {}
 
 Hsm::~Hsm() = default;
 
@@ -425,8 +427,8 @@ SelfTestReport Hsm::self_test() {
     r.mechanisms = slot.mechanisms();
     r.has_sha256_hmac =
         std::find(r.mechanisms.begin(), r.mechanisms.end(), CKM_SHA256_HMAC) != r.mechanisms.end();
-    r.has_generic_secret_key_gen = std::find(r.mechanisms.begin(), r.mechanisms.end(),
-                                             CKM_GENERIC_SECRET_KEY_GEN) != r.mechanisms.end();
+    r.has_generic_secret_key_gen =
+        std::find(r.mechanisms.begin(), r.mechanisms.end(), CKM_GENERIC_SECRET_KEY_GEN) != r.mechanisms.end();
     if (r.has_sha256_hmac) r.sha256_hmac_info = slot.mechanism_info(CKM_SHA256_HMAC);
   }
   if (!r.has_sha256_hmac || !r.has_generic_secret_key_gen) {
@@ -438,22 +440,8 @@ SelfTestReport Hsm::self_test() {
   try {
     r.round_trip_detail = im.with_session([&](Session& s) -> std::string {
       CK_FUNCTION_LIST* f = s.functions();
-      AttributeTemplate t;
-      t.add_class(CKO_SECRET_KEY)
-          .add_key_type(CKK_GENERIC_SECRET)
-          .add_ulong(kKeyLengthAttribute, 32)
-          .add_bool(CKA_TOKEN, false)
-          .add_bool(CKA_PRIVATE, true)
-          .add_bool(CKA_SENSITIVE, true)
-          .add_bool(CKA_EXTRACTABLE, false)
-          .add_bool(CKA_SIGN, true)
-          .add_bool(CKA_VERIFY, true)
-          .add_bool(CKA_ENCRYPT, false)
-          .add_bool(CKA_DECRYPT, false)
-          .add_bool(CKA_WRAP, false)
-          .add_bool(CKA_UNWRAP, false)
-          .add_bool(CKA_DERIVE, false)
-          .add_string(CKA_LABEL, "edge-hsm selftest");
+      AttributeTemplate t = mac_key_template(false);
+      t.add_string(CKA_LABEL, "edge-hsm selftest");
       im.counters.generate.fetch_add(1, std::memory_order_relaxed);
       UniqueObject key(s, generate_key(s, CKM_GENERIC_SECRET_KEY_GEN, t));
 
@@ -464,11 +452,10 @@ SelfTestReport Hsm::self_test() {
           throw Pkcs11Error("C_SignInit", rv);
         CK_ULONG n = out.size();
         im.counters.sign.fetch_add(1, std::memory_order_relaxed);
-        CK_RV rv = f->C_Sign(s.handle(), reinterpret_cast<CK_BYTE_PTR>(const_cast<char*>(msg)), len,
-                             out.data(), &n);
+        CK_RV rv =
+            f->C_Sign(s.handle(), reinterpret_cast<CK_BYTE_PTR>(const_cast<char*>(msg)), len, out.data(), &n);
         if (rv != CKR_OK) throw Pkcs11Error("C_Sign", rv);
-        if (n != out.size())
-          throw HsmError("C_Sign returned " + std::to_string(n) + " bytes, expected 32");
+        if (n != out.size()) throw HsmError("C_Sign returned " + std::to_string(n) + " bytes, expected 32");
       };
       auto verify = [&](const char* msg, std::size_t len, MacTag& tag) {
         CK_MECHANISM m{CKM_SHA256_HMAC, nullptr, 0};
@@ -476,8 +463,8 @@ SelfTestReport Hsm::self_test() {
           throw Pkcs11Error("C_VerifyInit", rv);
         }
         im.counters.verify.fetch_add(1, std::memory_order_relaxed);
-        return f->C_Verify(s.handle(), reinterpret_cast<CK_BYTE_PTR>(const_cast<char*>(msg)), len,
-                           tag.data(), tag.size());
+        return f->C_Verify(s.handle(), reinterpret_cast<CK_BYTE_PTR>(const_cast<char*>(msg)), len, tag.data(),
+                           tag.size());
       };
 
       MacTag a{}, b{};
@@ -500,8 +487,8 @@ SelfTestReport Hsm::self_test() {
   } catch (const std::exception& e) {
     r.round_trip_detail = e.what();
   }
-  r.round_trip_time = std::chrono::duration_cast<std::chrono::microseconds>(
-      std::chrono::steady_clock::now() - start);
+  r.round_trip_time =
+      std::chrono::duration_cast<std::chrono::microseconds>(std::chrono::steady_clock::now() - start);
   return r;
 }
 

@@ -61,8 +61,7 @@ std::optional<Attributes> read_batched(Session& s, CK_OBJECT_HANDLE h) {
       {CKA_VERIFY, &verify, sizeof verify},
   };
   CK_RV rv = s.functions()->C_GetAttributeValue(s.handle(), h, a, 4);
-  if (rv == CKR_BUFFER_TOO_SMALL || rv == CKR_ATTRIBUTE_TYPE_INVALID ||
-      rv == CKR_ATTRIBUTE_SENSITIVE) {
+  if (rv == CKR_BUFFER_TOO_SMALL || rv == CKR_ATTRIBUTE_TYPE_INVALID || rv == CKR_ATTRIBUTE_SENSITIVE) {
     return std::nullopt;
   }
   if (rv != CKR_OK) throw Pkcs11Error("C_GetAttributeValue", rv);
@@ -82,8 +81,7 @@ std::optional<Attributes> read_batched(Session& s, CK_OBJECT_HANDLE h) {
 std::string read_end_date(Session& s, CK_OBJECT_HANDLE h) {
   CK_DATE d{};
   CK_ATTRIBUTE a{CKA_END_DATE, &d, sizeof d};
-  if (s.functions()->C_GetAttributeValue(s.handle(), h, &a, 1) != CKR_OK ||
-      a.ulValueLen != sizeof d)
+  if (s.functions()->C_GetAttributeValue(s.handle(), h, &a, 1) != CKR_OK || a.ulValueLen != sizeof d)
     return {};
   return to_string(d);
 }
@@ -99,8 +97,8 @@ Attributes read_one_by_one(Session& s, CK_OBJECT_HANDLE h) {
 }
 
 std::size_t count_version(const std::vector<StoredKey>& keys, std::uint32_t version) {
-  return static_cast<std::size_t>(std::count_if(
-      keys.begin(), keys.end(), [&](const StoredKey& k) { return k.id.version == version; }));
+  return static_cast<std::size_t>(
+      std::count_if(keys.begin(), keys.end(), [&](const StoredKey& k) { return k.id.version == version; }));
 }
 
 void destroy_tolerant(Session& s, CK_OBJECT_HANDLE h) {
@@ -130,8 +128,7 @@ std::optional<KeyId> decode_key_id(std::span<const std::uint8_t> raw) {
   id.version = static_cast<std::uint32_t>(get_be(raw.data() + 4, 4));
   id.created = static_cast<std::int64_t>(get_be(raw.data() + 8, 8));
   id.retain = static_cast<std::uint32_t>(get_be(raw.data() + 16, 4));
-  id.set.assign(reinterpret_cast<const char*>(raw.data() + kKeyIdHeader),
-                raw.size() - kKeyIdHeader);
+  id.set.assign(reinterpret_cast<const char*>(raw.data() + kKeyIdHeader), raw.size() - kKeyIdHeader);
   if (id.version == 0 || !valid_key_set_name(id.set)) return std::nullopt;
   return id;
 }
@@ -167,13 +164,12 @@ std::vector<StoredKey> scan_keys(Session& session, OpCounters& counters, std::st
   return out;
 }
 
-CK_OBJECT_HANDLE generate_version(Session& session, OpCounters& counters, const KeyId& id) {
-  const std::vector<std::uint8_t> raw = encode_key_id(id);
+AttributeTemplate mac_key_template(bool on_token) {
   AttributeTemplate t;
   t.add_class(CKO_SECRET_KEY)
       .add_key_type(CKK_GENERIC_SECRET)
       .add_ulong(kKeyLengthAttribute, kKeyBytes)
-      .add_bool(CKA_TOKEN, true)
+      .add_bool(CKA_TOKEN, on_token)
       .add_bool(CKA_PRIVATE, true)
       .add_bool(CKA_SENSITIVE, true)
       .add_bool(CKA_EXTRACTABLE, false)
@@ -183,9 +179,15 @@ CK_OBJECT_HANDLE generate_version(Session& session, OpCounters& counters, const 
       .add_bool(CKA_DECRYPT, false)
       .add_bool(CKA_WRAP, false)
       .add_bool(CKA_UNWRAP, false)
-      .add_bool(CKA_DERIVE, false)
-      // Modifiable so that retirement can switch CKA_SIGN / CKA_VERIFY off.
-      .add_bool(CKA_MODIFIABLE, true)
+      .add_bool(CKA_DERIVE, false);
+  return t;
+}
+
+CK_OBJECT_HANDLE generate_version(Session& session, OpCounters& counters, const KeyId& id) {
+  const std::vector<std::uint8_t> raw = encode_key_id(id);
+  AttributeTemplate t = mac_key_template(true);
+  // Modifiable so that retirement can switch CKA_SIGN / CKA_VERIFY off.
+  t.add_bool(CKA_MODIFIABLE, true)
       // No C_CopyObject: a copy could carry different usage flags.
       .add_bool(CKA_COPYABLE, false)
       .add_string(CKA_LABEL, version_label(id.set, id.version))
@@ -221,8 +223,10 @@ KeySetInfo to_info(std::string_view set, const std::vector<StoredKey>& keys) {
 
 const char* to_string(KeyState s) noexcept {
   switch (s) {
-    case KeyState::active: return "active";
-    case KeyState::retired: return "retired";
+    case KeyState::active:
+      return "active";
+    case KeyState::retired:
+      return "retired";
   }
   return "?";
 }
@@ -237,8 +241,8 @@ std::uint32_t KeySetInfo::minting_version() const {
 bool valid_key_set_name(std::string_view name) noexcept {
   if (name.empty() || name.size() > 64) return false;
   for (char c : name) {
-    const bool ok = (c >= 'A' && c <= 'Z') || (c >= 'a' && c <= 'z') || (c >= '0' && c <= '9') ||
-                    c == '.' || c == '_' || c == '-';
+    const bool ok = (c >= 'A' && c <= 'Z') || (c >= 'a' && c <= 'z') || (c >= '0' && c <= '9') || c == '.' ||
+                    c == '_' || c == '-';
     if (!ok) return false;
   }
   return true;
@@ -261,8 +265,7 @@ KeySetInfo KeySetManager::create(std::string_view name, std::uint32_t retain) {
   }
   Hsm::Impl& im = hsm_.impl();
   auto scan = [&](Session& s) { return scan_keys(s, im.counters, name); };
-  if (!im.with_session(scan).empty())
-    throw HsmError("key set '" + std::string(name) + "' already exists");
+  if (!im.with_session(scan).empty()) throw HsmError("key set '" + std::string(name) + "' already exists");
 
   const KeyId id{1, unix_now(), retain, std::string(name)};
   const CK_OBJECT_HANDLE h =
@@ -298,8 +301,7 @@ KeyVersionInfo KeySetManager::rotate(std::string_view name) {
   keys = im.with_session(scan);
   if (count_version(keys, id.version) > 1) {
     im.with_session([&](Session& s) { destroy_tolerant(s, h); });
-    throw HsmError("key set '" + std::string(name) +
-                   "' was rotated concurrently; ours was removed, retry");
+    throw HsmError("key set '" + std::string(name) + "' was rotated concurrently; ours was removed, retry");
   }
 
   // Keep the newest `retain` versions; destroy the older ones. Re-scanned
@@ -337,22 +339,18 @@ void KeySetManager::retire(std::string_view name, std::uint32_t version) {
       // The HSM itself then refuses C_SignInit / C_VerifyInit with
       // CKR_KEY_FUNCTION_NOT_PERMITTED; CKA_END_DATE records when.
       AttributeTemplate t;
-      t.add_bool(CKA_SIGN, false)
-          .add_bool(CKA_VERIFY, false)
-          .add_date(CKA_END_DATE, to_ck_date(unix_now()));
+      t.add_bool(CKA_SIGN, false).add_bool(CKA_VERIFY, false).add_date(CKA_END_DATE, to_ck_date(unix_now()));
       Object(s, k.handle).set_attributes(t);
     }
     if (!found) {
-      throw HsmError("key set '" + std::string(name) + "' has no version " +
-                     std::to_string(version));
+      throw HsmError("key set '" + std::string(name) + "' has no version " + std::to_string(version));
     }
   });
 }
 
 std::vector<KeySetInfo> KeySetManager::list() {
   Hsm::Impl& im = hsm_.impl();
-  std::vector<StoredKey> keys =
-      im.with_session([&](Session& s) { return scan_keys(s, im.counters, {}); });
+  std::vector<StoredKey> keys = im.with_session([&](Session& s) { return scan_keys(s, im.counters, {}); });
   std::vector<KeySetInfo> out;
   for (std::size_t i = 0; i < keys.size(); ++i) {
     if (i > 0 && keys[i].id.set == keys[i - 1].id.set) continue;
@@ -364,8 +362,7 @@ std::vector<KeySetInfo> KeySetManager::list() {
 KeySetInfo KeySetManager::get(std::string_view name) {
   check_name(name);
   Hsm::Impl& im = hsm_.impl();
-  std::vector<StoredKey> keys =
-      im.with_session([&](Session& s) { return scan_keys(s, im.counters, name); });
+  std::vector<StoredKey> keys = im.with_session([&](Session& s) { return scan_keys(s, im.counters, name); });
   if (keys.empty()) throw HsmError("key set '" + std::string(name) + "' does not exist");
   return to_info(name, keys);
 }

@@ -17,6 +17,7 @@
 namespace edge::hsm {
 
 class Session;
+class AttributeTemplate;
 
 // CKA_ID of a version, binary, big-endian:
 //   "EKS1" | u32 version | i64 created (unix seconds) | u32 retain | set name bytes
@@ -45,6 +46,11 @@ struct StoredKey {
 // Every version of one set (or of all sets when `set` is empty), sorted by
 // (set, version). Objects whose CKA_ID is not ours are ignored.
 std::vector<StoredKey> scan_keys(Session& session, OpCounters& counters, std::string_view set);
+
+// The attribute policy of every MAC key we generate (key-set versions and the
+// selftest's session key alike): 32-byte CKK_GENERIC_SECRET, private, sensitive,
+// never extractable, sign/verify only. One definition so the two cannot drift.
+AttributeTemplate mac_key_template(bool on_token);
 
 // C_GenerateKey of one version with the full attribute policy.
 CK_OBJECT_HANDLE generate_version(Session& session, OpCounters& counters, const KeyId& id);
