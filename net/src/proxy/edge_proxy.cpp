@@ -706,10 +706,7 @@ void EdgeProxy::forward_to_core(Ctx& c, bool dialog, bool outbound_register) {
   }
   step(ed.ensure_content_length());
   if (e != Error::ok) {
-    bump(counters_->drop_edit_failed);
-    log(LogLevel::error, LogEvent::internal, std::string("op=edit why=") + std::string(sip::reason(e)),
-        c.now);
-    reply(c, sip::suggested_status(e) >= 400 ? sip::suggested_status(e) : 500);
+    edit_failed(c, e);
     return;
   }
   std::string bytes;
@@ -720,6 +717,14 @@ void EdgeProxy::forward_to_core(Ctx& c, bool dialog, bool outbound_register) {
     return;
   }
   bump(counters_->forwarded_to_core);
+}
+
+// An edit the editor refused (a limit, a header it cannot rewrite): counted, logged and
+// answered, never forwarded half-edited.
+void EdgeProxy::edit_failed(Ctx& c, Error e) {
+  bump(counters_->drop_edit_failed);
+  log(LogLevel::error, LogEvent::internal, std::string("op=edit why=") + std::string(sip::reason(e)), c.now);
+  reply(c, sip::suggested_status(e) >= 400 ? sip::suggested_status(e) : 500);
 }
 
 void EdgeProxy::forward_to_flow(Ctx& c, const FlowKey& flow, bool dialog) {
@@ -759,10 +764,7 @@ void EdgeProxy::forward_to_flow(Ctx& c, const FlowKey& flow, bool dialog) {
   }
   step(ed.ensure_content_length());
   if (e != Error::ok) {
-    bump(counters_->drop_edit_failed);
-    log(LogLevel::error, LogEvent::internal, std::string("op=edit why=") + std::string(sip::reason(e)),
-        c.now);
-    reply(c, sip::suggested_status(e) >= 400 ? sip::suggested_status(e) : 500);
+    edit_failed(c, e);
     return;
   }
   std::string bytes;

@@ -8,6 +8,7 @@
 #include "edge/net/proxy/stats.h"
 #include "edge/net/proxy/transactions.h"
 #include "edge/net/proxy/via_branch.h"
+#include "edge/net/sip/error.h"
 #include "edge/net/transport/seam.h"
 
 #include <array>
@@ -79,6 +80,7 @@ class EdgeProxy final : public MessageHandler {
   void reply(Ctx& c, int status, std::string_view reason = {}, std::string_view extra_name = {},
              std::string_view extra_value = {});
   void send_reply_bytes(Ctx& c, int status, std::string bytes);
+  void edit_failed(Ctx& c, sip::Error e);
   void unparseable(const Inbound& in, Outbound& out, const sip::Message& m, int error_status);
   void log(LogLevel level, LogEvent event, std::string_view fields, Clock::time_point now);
   void count_status(int status) noexcept;
