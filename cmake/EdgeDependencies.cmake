@@ -20,3 +20,8 @@ endif()
 if(EDGE_BENCH)
   find_package(benchmark REQUIRED)
 endif()
+
+# The management API: protobuf schema + gRPC (Debian's libgrpc++-dev ships a CMake package).
+find_package(Protobuf REQUIRED)
+find_package(gRPC CONFIG REQUIRED)
+find_program(EDGE_GRPC_CPP_PLUGIN grpc_cpp_plugin REQUIRED)

@@ -1,0 +1,34 @@
+// AuditLog: an append-only JSON-lines record of every change (who, when, what, result); never a secret.
+#pragma once
+
+#include <filesystem>
+#include <mutex>
+#include <string>
+#include <string_view>
+
+namespace edge::mgmt {
+
+class AuditLog {
+ public:
+  // Opens (creates) the file in append mode, mode 0640.
+  explicit AuditLog(std::filesystem::path path);
+  ~AuditLog();
+  AuditLog(const AuditLog&) = delete;
+  AuditLog& operator=(const AuditLog&) = delete;
+
+  // One line: {"time":"2026-11-26T10:00:00.123Z","actor":"uid:0","action":"apply",
+  //            "detail":"...","result":"ok"|"refused: reason"}; written and fsync'ed.
+  void record(std::string_view actor, std::string_view action, std::string_view detail, std::string_view result);
+
+  const std::filesystem::path& path() const { return path_; }
+
+ private:
+  std::filesystem::path path_;
+  std::mutex mu_;
+  int fd_ = -1;
+};
+
+// JSON string escaping (quotes, backslash, control characters).
+std::string json_escape(std::string_view s);
+
+}  // namespace edge::mgmt
