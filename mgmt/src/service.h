@@ -1,0 +1,82 @@
+// ManagementService: the EdgeManagement gRPC service — authorizes each call by role and delegates to Agent.
+#pragma once
+
+#include <edge/mgmt/agent.h>
+#include <edge/mgmt/v1/agent.grpc.pb.h>
+
+#include <atomic>
+#include <functional>
+#include <optional>
+#include <string>
+
+namespace edge::mgmt {
+
+// Who the transport says is calling. `caller` is empty when the call is
+// refused before any role applies: then `refusal` (UNAUTHENTICATED or
+// PERMISSION_DENIED) and `reason` say why. `peer` names the connection in logs.
+struct Identity {
+  std::optional<Caller> caller;
+  grpc::StatusCode refusal = grpc::StatusCode::UNAUTHENTICATED;
+  std::string reason;
+  std::string peer;
+};
+
+// Maps an exception thrown by Agent to the status of the same meaning.
+grpc::Status to_status(const std::exception& e);
+
+class ManagementService final : public v1::EdgeManagement::Service {
+ public:
+  // `identify` is the transport's half of authentication (peer credentials or
+  // the client certificate); `stopping` ends WatchEvents streams on shutdown.
+  using Identify = std::function<Identity(grpc::ServerContext&)>;
+  ManagementService(Agent& agent, Identify identify, const std::atomic<bool>& stopping);
+
+  grpc::Status GetStatus(grpc::ServerContext* ctx, const v1::GetStatusRequest* req,
+                         v1::Status* resp) override;
+  grpc::Status ListKeySets(grpc::ServerContext* ctx, const v1::ListKeySetsRequest* req,
+                           v1::ListKeySetsResponse* resp) override;
+  grpc::Status GetKeySet(grpc::ServerContext* ctx, const v1::GetKeySetRequest* req,
+                         v1::KeySet* resp) override;
+  grpc::Status CreateKeySet(grpc::ServerContext* ctx, const v1::CreateKeySetRequest* req,
+                            v1::KeySetChange* resp) override;
+  grpc::Status RotateKeySet(grpc::ServerContext* ctx, const v1::RotateKeySetRequest* req,
+                            v1::KeySetChange* resp) override;
+  grpc::Status RetireKeyVersion(grpc::ServerContext* ctx, const v1::RetireKeyVersionRequest* req,
+                                v1::KeySetChange* resp) override;
+  grpc::Status DestroyKeySet(grpc::ServerContext* ctx, const v1::DestroyKeySetRequest* req,
+                             v1::KeySetChange* resp) override;
+  grpc::Status ListProperties(grpc::ServerContext* ctx, const v1::ListPropertiesRequest* req,
+                              v1::ListPropertiesResponse* resp) override;
+  grpc::Status GetProperty(grpc::ServerContext* ctx, const v1::GetPropertyRequest* req,
+                           v1::Property* resp) override;
+  grpc::Status SetProperty(grpc::ServerContext* ctx, const v1::SetPropertyRequest* req,
+                           v1::Property* resp) override;
+  grpc::Status UnsetProperty(grpc::ServerContext* ctx, const v1::UnsetPropertyRequest* req,
+                             v1::Property* resp) override;
+  grpc::Status GetConfig(grpc::ServerContext* ctx, const v1::GetConfigRequest* req,
+                         v1::GetConfigResponse* resp) override;
+  grpc::Status DiscardStaged(grpc::ServerContext* ctx, const v1::DiscardStagedRequest* req,
+                             v1::GetConfigResponse* resp) override;
+  grpc::Status Apply(grpc::ServerContext* ctx, const v1::ApplyRequest* req, v1::ApplyResponse* resp) override;
+  grpc::Status Confirm(grpc::ServerContext* ctx, const v1::ConfirmRequest* req,
+                       v1::ApplyResponse* resp) override;
+  grpc::Status Rollback(grpc::ServerContext* ctx, const v1::RollbackRequest* req,
+                        v1::ApplyResponse* resp) override;
+  grpc::Status ListGenerations(grpc::ServerContext* ctx, const v1::ListGenerationsRequest* req,
+                               v1::ListGenerationsResponse* resp) override;
+  grpc::Status RestartFrontEnd(grpc::ServerContext* ctx, const v1::RestartFrontEndRequest* req,
+                               v1::RestartFrontEndResponse* resp) override;
+  grpc::Status WatchEvents(grpc::ServerContext* ctx, const v1::WatchEventsRequest* req,
+                           grpc::ServerWriter<v1::Event>* writer) override;
+
+ private:
+  // Identifies the caller, checks `need` and runs `fn(caller)`, mapping exceptions.
+  template <class Fn>
+  grpc::Status call(grpc::ServerContext& ctx, const char* rpc, v1::Role need, Fn&& fn);
+
+  Agent& agent_;
+  Identify identify_;
+  const std::atomic<bool>& stopping_;
+};
+
+}  // namespace edge::mgmt
