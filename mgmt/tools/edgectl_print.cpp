@@ -1,0 +1,222 @@
+// edgectl's human-readable output of the management API's messages.
+#include "edgectl_print.h"
+
+#include <algorithm>
+#include <cctype>
+#include <ctime>
+
+namespace edgectl {
+namespace v1 = edge::mgmt::v1;
+
+namespace {
+
+std::string yes_no(bool b) { return b ? "yes" : "no"; }
+
+// "TRANSPORT_UDP" -> "udp", "RESTART_FRONT_END" -> "front-end": the enum without its prefix.
+std::string enum_word(const std::string& name, const std::string& prefix) {
+  std::string s = name.rfind(prefix, 0) == 0 ? name.substr(prefix.size()) : name;
+  for (char& ch : s) ch = ch == '_' ? '-' : static_cast<char>(std::tolower(static_cast<unsigned char>(ch)));
+  return s;
+}
+
+std::string restart_word(v1::RestartClass r) {
+  if (r == v1::RESTART_CLASS_UNSPECIFIED) return "-";
+  return enum_word(v1::RestartClass_Name(r), "RESTART_");
+}
+
+std::string join(const std::vector<std::string>& parts, const char* sep) {
+  std::string out;
+  for (const auto& p : parts) out += (out.empty() ? "" : sep) + p;
+  return out;
+}
+
+std::string or_dash(const std::string& s) { return s.empty() ? "-" : s; }
+
+std::string versions_where(const v1::KeySet& k, bool (*pick)(const v1::KeyVersion&)) {
+  std::vector<std::string> out;
+  for (const auto& v : k.versions())
+    if (pick(v)) out.push_back(std::to_string(v.version()));
+  return out.empty() ? "-" : join(out, ",");
+}
+
+}  // namespace
+
+Fields& Fields::add(std::string key, std::string value) {
+  rows_.emplace_back(std::move(key), std::move(value));
+  return *this;
+}
+
+void Fields::print(std::ostream& out) const {
+  std::size_t width = 0;
+  for (const auto& [k, v] : rows_) width = std::max(width, k.size());
+  for (const auto& [k, v] : rows_) {
+    out << k << ':';
+    if (!v.empty()) out << std::string(width - k.size() + 1, ' ') << v;
+    out << '\n';
+  }
+}
+
+Table::Table(std::vector<std::string> headers) { rows_.push_back(std::move(headers)); }
+
+Table& Table::add(std::vector<std::string> row) {
+  rows_.push_back(std::move(row));
+  return *this;
+}
+
+void Table::print(std::ostream& out) const {
+  std::vector<std::size_t> width;
+  for (const auto& row : rows_) {
+    width.resize(std::max(width.size(), row.size()));
+    for (std::size_t i = 0; i < row.size(); ++i) width[i] = std::max(width[i], row[i].size());
+  }
+  for (const auto& row : rows_) {
+    for (std::size_t i = 0; i < row.size(); ++i) {
+      out << row[i];
+      if (i + 1 < row.size()) out << std::string(width[i] - row[i].size() + 2, ' ');
+    }
+    out << '\n';
+  }
+}
+
+std::string utc_time_ms(std::int64_t unix_ms) {
+  if (unix_ms <= 0) return "-";
+  std::time_t secs = static_cast<std::time_t>(unix_ms / 1000);
+  std::tm tm{};
+  gmtime_r(&secs, &tm);
+  char buf[32];
+  std::strftime(buf, sizeof(buf), "%Y-%m-%dT%H:%M:%SZ", &tm);
+  return buf;
+}
+
+void print_status(std::ostream& out, const v1::Status& s) {
+  Fields f;
+  f.add("version", s.version()).add("uptime", std::to_string(s.uptime_seconds()) + " s");
+  f.add("generation", std::to_string(s.generation())).add("staged changes", yes_no(s.staged_changes()));
+  if (s.has_pending() && s.pending().generation() != 0) {
+    f.add("pending confirm", "generation " + std::to_string(s.pending().generation()) + " until " +
+                                 utc_time_ms(s.pending().deadline_unix_ms()) + ", else back to " +
+                                 std::to_string(s.pending().previous_generation()));
+  }
+  const v1::FrontEndStatus& fe = s.front_end();
+  f.add("front end", or_dash(fe.state()));
+  f.add("  key set", fe.key_set().empty()
+                         ? "- (flow-token security off)"
+                         : fe.key_set() + " (minting v" + std::to_string(fe.minting_version()) + ")");
+  std::vector<std::string> flows;
+  for (const auto& fc : fe.flows())
+    flows.push_back(enum_word(v1::Transport_Name(fc.transport()), "TRANSPORT_") + " " +
+                    std::to_string(fc.flows()));
+  f.add("  flows", flows.empty() ? "0" : join(flows, ", "));
+  f.add("  connections", std::to_string(fe.connections()));
+  f.add("  core", fe.core_connected() ? "connected" : "not connected");
+  f.add("  requests", "from clients " + std::to_string(fe.requests_from_clients()) + ", from core " +
+                          std::to_string(fe.requests_from_core()));
+  f.add("  restarts", std::to_string(fe.restarts()));
+  const v1::HsmStatus& h = s.hsm();
+  f.add("hsm", or_dash(h.state()));
+  f.add("  token", or_dash(h.token_label())).add("  module", or_dash(h.module_description()));
+  f.add("  operations", "sign " + std::to_string(h.sign_ops()) + ", verify " +
+                            std::to_string(h.verify_ops()) + ", errors " + std::to_string(h.errors()));
+  f.add("  sessions open", std::to_string(h.sessions_open()));
+  if (!h.last_error().empty()) f.add("  last error", h.last_error());
+  f.print(out);
+}
+
+void print_key_sets(std::ostream& out, const v1::ListKeySetsResponse& r) {
+  Table t({"NAME", "ACTIVE", "RETIRED", "MINTING", "AFTER-APPLY", "RETAIN", "IN-USE"});
+  for (const auto& k : r.key_sets()) {
+    t.add({k.name(), versions_where(k, [](const v1::KeyVersion& v) { return v.active(); }),
+           versions_where(k, [](const v1::KeyVersion& v) { return !v.active(); }),
+           versions_where(k, [](const v1::KeyVersion& v) { return v.minting(); }),
+           versions_where(k, [](const v1::KeyVersion& v) { return v.staged_minting(); }),
+           std::to_string(k.retain()), yes_no(k.in_use())});
+  }
+  t.print(out);
+}
+
+void print_key_set(std::ostream& out, const v1::KeySet& k) {
+  Fields()
+      .add("name", k.name())
+      .add("retain", std::to_string(k.retain()))
+      .add("in use", yes_no(k.in_use()))
+      .print(out);
+  Table t({"VERSION", "STATE", "CREATED", "MINTING", "AFTER-APPLY"});
+  for (const auto& v : k.versions()) {
+    t.add({std::to_string(v.version()), v.active() ? "active" : "retired",
+           utc_time_ms(v.created_unix() * 1000), v.minting() ? "yes" : "-",
+           v.staged_minting() ? "yes" : "-"});
+  }
+  t.print(out);
+}
+
+void print_key_set_change(std::ostream& out, const v1::KeySetChange& c) {
+  print_key_set(out, c.key_set());
+  Fields f;
+  f.add("staged", c.staged() ? "yes (takes effect at the next apply)" : "no");
+  if (!c.note().empty()) f.add("note", c.note());
+  f.print(out);
+}
+
+void print_properties(std::ostream& out, const v1::ListPropertiesResponse& r) {
+  Table t({"NAME", "VALUE", "STAGED", "RESTART"});
+  for (const auto& p : r.properties())
+    t.add({p.name(), or_dash(p.value()), p.staged() ? "-> " + or_dash(p.staged_value()) : "",
+           restart_word(p.restart())});
+  t.print(out);
+}
+
+void print_property(std::ostream& out, const v1::Property& p) {
+  Fields f;
+  f.add("name", p.name()).add("value", p.value());
+  if (p.staged()) f.add("staged value", p.staged_value() + " (after apply)");
+  f.add("default", p.default_value()).add("type", p.type());
+  if (p.allowed_size() > 0) f.add("allowed", join({p.allowed().begin(), p.allowed().end()}, ", "));
+  f.add("restart", restart_word(p.restart()));
+  if (p.aliases_size() > 0) f.add("aliases", join({p.aliases().begin(), p.aliases().end()}, ", "));
+  f.add("description", p.description());
+  f.print(out);
+}
+
+void print_config(std::ostream& out, const v1::GetConfigResponse& c, const v1::ListPropertiesResponse& props,
+                  bool staged) {
+  out << "# generation " << c.generation() << (staged ? ", with the staged changes" : ", committed") << '\n';
+  if (staged) {
+    if (c.staged().empty()) out << "# nothing staged\n";
+    for (const auto& s : c.staged()) out << "# staged: " << s << '\n';
+  }
+  for (const auto& p : props.properties())
+    out << p.name() << " = " << (staged && p.staged() ? p.staged_value() : p.value()) << '\n';
+}
+
+void print_apply(std::ostream& out, const v1::ApplyResponse& r) {
+  Fields f;
+  f.add("generation", std::to_string(r.generation()));
+  if (r.pending_confirm())
+    f.add("pending confirm", "until " + utc_time_ms(r.confirm_deadline_unix_ms()) + " (edgectl confirm)");
+  f.add("restart", restart_word(r.restart())).add("drain", std::to_string(r.drain_ms()) + " ms");
+  if (r.replayed()) f.add("replayed", "yes (answer of the earlier apply with this request id)");
+  f.add("changes", r.changes().empty() ? "none" : std::to_string(r.changes_size()));
+  f.print(out);
+  for (const auto& ch : r.changes()) out << "  " << ch << '\n';
+}
+
+void print_generations(std::ostream& out, const v1::ListGenerationsResponse& r) {
+  Table t({"", "GENERATION", "COMMITTED", "ACTOR", "SUMMARY"});
+  for (const auto& g : r.generations()) {
+    std::string summary = g.summary();
+    if (g.rolled_back_from() != 0)
+      summary = "(rollback from " + std::to_string(g.rolled_back_from()) + ") " + summary;
+    t.add({g.current() ? "*" : "", std::to_string(g.generation()), utc_time_ms(g.committed_unix_ms()),
+           or_dash(g.actor()), summary});
+  }
+  t.print(out);
+}
+
+void print_event(std::ostream& out, const v1::Event& e) {
+  out << utc_time_ms(e.time_unix_ms()) << ' ' << enum_word(v1::Event_Kind_Name(e.kind()), "") << ' '
+      << (e.ok() ? "ok" : "failed") << " generation=" << e.generation() << " actor=" << or_dash(e.actor());
+  if (!e.message().empty()) out << ' ' << e.message();
+  out << std::endl;  // flushed: a watcher piping this wants each event as it happens
+}
+
+}  // namespace edgectl
