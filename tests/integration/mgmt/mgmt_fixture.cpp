@@ -1,0 +1,164 @@
+// The management API test fixture: real SoftHSM, real Agent, real MgmtServer, throw-away PKI.
+#include "mgmt_fixture.h"
+
+#include <edge/mgmt/properties.h>
+#include <grpcpp/grpcpp.h>
+#include <spdlog/sinks/base_sink.h>
+#include <spdlog/spdlog.h>
+
+#include <fstream>
+#include <sstream>
+
+namespace edge::test {
+namespace v1 = mgmt::v1;
+
+v1::RestartClass RecordingFrontEnd::restart_class(const v1::ApplianceConfig& current,
+                                                  const v1::ApplianceConfig& next) {
+  return current.SerializeAsString() == next.SerializeAsString() ? v1::RESTART_NONE : v1::RESTART_FRONT_END;
+}
+
+std::string RecordingFrontEnd::validate(const v1::ApplianceConfig&) {
+  record("validate");
+  return "";
+}
+
+std::chrono::milliseconds RecordingFrontEnd::drain(std::chrono::milliseconds) {
+  record("drain");
+  return std::chrono::milliseconds(0);
+}
+
+void RecordingFrontEnd::apply(const v1::ApplianceConfig& next) {
+  record("apply");
+  std::lock_guard lock(mu_);
+  running_ = next;
+}
+
+void RecordingFrontEnd::start() { record("start"); }
+
+std::string RecordingFrontEnd::health() {
+  record("health");
+  return "";
+}
+
+v1::FrontEndStatus RecordingFrontEnd::status() {
+  std::lock_guard lock(mu_);
+  v1::FrontEndStatus s;
+  s.set_state("running");
+  s.set_key_set(running_.sip().flow_token().key_set());
+  return s;
+}
+
+std::vector<std::string> RecordingFrontEnd::calls() const {
+  std::lock_guard lock(mu_);
+  return calls_;
+}
+
+v1::ApplianceConfig RecordingFrontEnd::running() const {
+  std::lock_guard lock(mu_);
+  return running_;
+}
+
+void RecordingFrontEnd::record(std::string call) {
+  std::lock_guard lock(mu_);
+  calls_.push_back(std::move(call));
+}
+
+struct LogCapture::Sink : spdlog::sinks::base_sink<std::mutex> {
+  mutable std::mutex text_mu;
+  std::string text;
+
+ protected:
+  void sink_it_(const spdlog::details::log_msg& msg) override {
+    spdlog::memory_buf_t buf;
+    formatter_->format(msg, buf);
+    std::lock_guard lock(text_mu);
+    text.append(buf.data(), buf.size());
+  }
+  void flush_() override {}
+};
+
+LogCapture::LogCapture() : sink_(std::make_shared<Sink>()), previous_(spdlog::default_logger()) {
+  spdlog::set_default_logger(std::make_shared<spdlog::logger>("mgmt-test", sink_));
+}
+
+LogCapture::~LogCapture() { spdlog::set_default_logger(previous_); }
+
+std::string LogCapture::text() const {
+  std::lock_guard lock(sink_->text_mu);
+  return sink_->text;
+}
+
+MgmtFixture::MgmtFixture() {
+  hsm_ = std::make_unique<hsm::Hsm>(token_.config());
+  hsm_->keysets().create(kKeySet);
+  state_dir_ = dir_.path() / "state";
+  std::filesystem::create_directories(state_dir_);
+  std::filesystem::create_directories(dir_.path() / "pki");
+  std::filesystem::create_directories(dir_.path() / "other-pki");
+  pki_ = std::make_unique<TestPki>(dir_.path() / "pki");
+  other_pki_ = std::make_unique<TestPki>(dir_.path() / "other-pki", "another CA");
+  server_cert_ = pki_->issue("edge-mgmt", {"IP:127.0.0.1"});
+  ops_ = pki_->issue("ops");
+  watcher_ = pki_->issue("watcher");
+  stranger_ = pki_->issue("stranger");
+  foreign_ops_ = other_pki_->issue("ops");
+
+  v1::ApplianceConfig initial = mgmt::PropertyRegistry::instance().defaults();
+  initial.mutable_sip()->mutable_flow_token()->set_key_set(kKeySet);
+  mgmt::AgentOptions ao;
+  ao.state_dir = state_dir_;
+  ao.version = "9.9.9-test";
+  ao.drain_bound = std::chrono::milliseconds(200);
+  agent_ = std::make_unique<mgmt::Agent>(ao, *hsm_, initial);
+  front_end_.apply(agent_->boot_config());
+  front_end_.start();
+  agent_->attach_front_end(&front_end_);
+}
+
+MgmtFixture::~MgmtFixture() {
+  server_.reset();
+  if (agent_) agent_->shutdown();
+}
+
+void MgmtFixture::start_server(unsigned unix_mode) {
+  v1::MgmtSettings m;
+  m.set_unix_socket("mgmt.sock");  // relative: server_options puts it in the state dir
+  m.set_unix_socket_mode(unix_mode);
+  m.set_operator_gid(-1);
+  m.set_tcp_listen("127.0.0.1:0");
+  m.set_tls_certificate(server_cert_.cert.string());
+  m.set_tls_private_key(server_cert_.key.string());
+  m.set_client_ca_file(pki_->ca_file().string());
+  auto* r = m.add_roles();
+  r->set_common_name("ops");
+  r->set_role(v1::ROLE_OPERATOR);
+  r = m.add_roles();
+  r->set_common_name("watcher");
+  r->set_role(v1::ROLE_VIEWER);
+  server_ = std::make_unique<mgmt::MgmtServer>(*agent_, mgmt::server_options(m, state_dir_));
+}
+
+std::unique_ptr<v1::EdgeManagement::Stub> MgmtFixture::unix_stub() {
+  return v1::EdgeManagement::NewStub(
+      grpc::CreateChannel("unix:" + server_->unix_socket().string(), grpc::InsecureChannelCredentials()));
+}
+
+std::unique_ptr<v1::EdgeManagement::Stub> MgmtFixture::tls_stub(const CertFiles* client) {
+  grpc::SslCredentialsOptions ssl;
+  ssl.pem_root_certs = read_file(pki_->ca_file());
+  if (client != nullptr) {
+    ssl.pem_cert_chain = read_file(client->cert);
+    ssl.pem_private_key = read_file(client->key);
+  }
+  // A fresh channel per stub: gRPC would otherwise share one TLS connection (one identity) between stubs.
+  grpc::ChannelArguments args;
+  args.SetInt(GRPC_ARG_USE_LOCAL_SUBCHANNEL_POOL, 1);
+  return v1::EdgeManagement::NewStub(grpc::CreateCustomChannel(
+      "127.0.0.1:" + std::to_string(server_->tcp_port()), grpc::SslCredentials(ssl), args));
+}
+
+void set_deadline(grpc::ClientContext& ctx, std::chrono::seconds s) {
+  ctx.set_deadline(std::chrono::system_clock::now() + s);
+}
+
+}  // namespace edge::test

@@ -1,0 +1,91 @@
+// MgmtFixture: an Agent on a fresh SoftHSM token and state dir, a recording FrontEnd, test PKI, MgmtServer.
+#pragma once
+
+#include <edge/hsm/hsm.h>
+#include <edge/mgmt/agent.h>
+#include <edge/mgmt/front_end.h>
+#include <edge/mgmt/server.h>
+#include <edge/mgmt/v1/agent.grpc.pb.h>
+#include <edge/test/sip/pki.h>
+#include <edge/test/softhsm_fixture.h>
+#include <gmock/gmock.h>
+#include <gtest/gtest.h>
+#include <spdlog/logger.h>
+
+#include <memory>
+#include <mutex>
+#include <sstream>
+#include <string>
+#include <vector>
+
+namespace edge::test {
+
+// A healthy front end that records what the agent asked of it.
+class RecordingFrontEnd : public mgmt::FrontEnd {
+ public:
+  mgmt::v1::RestartClass restart_class(const mgmt::v1::ApplianceConfig& current,
+                                       const mgmt::v1::ApplianceConfig& next) override;
+  std::string validate(const mgmt::v1::ApplianceConfig& next) override;
+  std::chrono::milliseconds drain(std::chrono::milliseconds bound) override;
+  void apply(const mgmt::v1::ApplianceConfig& next) override;
+  void start() override;
+  std::string health() override;
+  mgmt::v1::FrontEndStatus status() override;
+
+  std::vector<std::string> calls() const;
+  mgmt::v1::ApplianceConfig running() const;
+
+ private:
+  void record(std::string call);
+  mutable std::mutex mu_;
+  std::vector<std::string> calls_;
+  mgmt::v1::ApplianceConfig running_;
+};
+
+// Thread-safe capture of what spdlog writes (the server logs refusals from gRPC threads).
+class LogCapture {
+ public:
+  LogCapture();
+  ~LogCapture();
+  std::string text() const;
+
+ private:
+  struct Sink;
+  std::shared_ptr<Sink> sink_;
+  std::shared_ptr<spdlog::logger> previous_;
+};
+
+class MgmtFixture : public ::testing::Test {
+ protected:
+  static constexpr const char* kKeySet = "flow";
+
+  MgmtFixture();
+  ~MgmtFixture() override;
+
+  // Starts MgmtServer on <state>/mgmt.sock and on 127.0.0.1:0 with mutual TLS
+  // (roles: ops operator, watcher viewer), through server_options().
+  void start_server(unsigned unix_mode = 0660);
+
+  std::unique_ptr<mgmt::v1::EdgeManagement::Stub> unix_stub();
+  // Mutual TLS to the TCP listener presenting `client` (nullptr: no client certificate).
+  std::unique_ptr<mgmt::v1::EdgeManagement::Stub> tls_stub(const CertFiles* client);
+
+  const std::filesystem::path& state_dir() const { return state_dir_; }
+
+  SoftHsmToken token_;
+  std::unique_ptr<hsm::Hsm> hsm_;
+  TempDir dir_{"edge-mgmt-test"};
+  std::filesystem::path state_dir_;
+  std::unique_ptr<TestPki> pki_;
+  std::unique_ptr<TestPki> other_pki_;
+  CertFiles server_cert_, ops_, watcher_, stranger_, foreign_ops_;
+  LogCapture log_;
+  RecordingFrontEnd front_end_;
+  std::unique_ptr<mgmt::Agent> agent_;
+  std::unique_ptr<mgmt::MgmtServer> server_;
+};
+
+// The client-side deadline every test call gets (a hang fails instead of blocking CTest's timeout).
+void set_deadline(grpc::ClientContext& ctx, std::chrono::seconds s = std::chrono::seconds(10));
+
+}  // namespace edge::test
