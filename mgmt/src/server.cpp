@@ -91,7 +91,8 @@ struct MgmtServer::Impl {
   int tcp_port = 0;
 
   int listen_fd = -1;
-  int wake[2] = {-1, -1};  // a write to wake[1] ends the accept loop
+  bool socket_file_ours = false;  // bound by us: ours to remove at shutdown
+  int wake[2] = {-1, -1};         // a write to wake[1] ends the accept loop
   std::thread acceptor;
   std::mutex peers_mu;
   std::unordered_map<int, UnixPeer> peers;  // by the descriptor gRPC names "fd:<N>"
@@ -114,10 +115,15 @@ void MgmtServer::Impl::open_unix_socket() {
   if (path.empty() || path.size() >= sizeof(addr.sun_path)) fail("mgmt: bad unix socket path '" + path + "'");
   std::memcpy(addr.sun_path, path.c_str(), path.size() + 1);
 
-  // Only a socket is replaced: a regular file at that path is a mistake to report, not to delete.
+  // Only a stale socket is replaced: a regular file at that path is a mistake
+  // to report, and a socket that still answers belongs to a running agent.
   struct stat st {};
   if (::lstat(path.c_str(), &st) == 0) {
     if (!S_ISSOCK(st.st_mode)) fail("mgmt: '" + path + "' exists and is not a socket");
+    int probe = ::socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0);
+    bool live = probe >= 0 && ::connect(probe, reinterpret_cast<const sockaddr*>(&addr), sizeof(addr)) == 0;
+    if (probe >= 0) ::close(probe);
+    if (live) fail("mgmt: '" + path + "' is in use by a running agent");
     if (::unlink(path.c_str()) != 0)
       fail("mgmt: cannot remove stale socket '" + path + "': " + errno_text(errno));
   }
@@ -125,6 +131,7 @@ void MgmtServer::Impl::open_unix_socket() {
   if (listen_fd < 0) fail("mgmt: socket: " + errno_text(errno));
   if (::bind(listen_fd, reinterpret_cast<const sockaddr*>(&addr), sizeof(addr)) != 0)
     fail("mgmt: cannot bind '" + path + "': " + errno_text(errno));
+  socket_file_ours = true;
   // chmod before listen(): until listen() nobody can connect, so there is no
   // window in which the umask-derived mode lets a peer in.
   if (::chmod(path.c_str(), options.unix_mode) != 0)
@@ -252,10 +259,8 @@ void MgmtServer::Impl::stop() {
       acceptor.join();
     }
     if (server) server->Shutdown(std::chrono::system_clock::now() + kShutdownGrace);
-    if (listen_fd >= 0) {
-      ::close(listen_fd);
-      ::unlink(options.unix_socket.c_str());
-    }
+    if (listen_fd >= 0) ::close(listen_fd);
+    if (socket_file_ours) ::unlink(options.unix_socket.c_str());
     for (int fd : wake)
       if (fd >= 0) ::close(fd);
   });

@@ -94,6 +94,16 @@ TEST_F(MgmtServerTest, StaleSocketFileIsReplaced) {
   EXPECT_TRUE(rpc.ok()) << rpc.error_message();
 }
 
+TEST_F(MgmtServerTest, SocketOfARunningServerIsNotTakenOver) {
+  start_server();
+  mgmt::ServerOptions second;
+  second.unix_socket = server_->unix_socket();
+  EXPECT_THROW(mgmt::MgmtServer(*agent_, second), mgmt::MgmtError);
+  grpc::Status rpc;
+  get_status(*unix_stub(), &rpc);
+  EXPECT_TRUE(rpc.ok()) << rpc.error_message();
+}
+
 TEST_F(MgmtServerTest, OperatorCertificateRotatesAndApplies) {
   start_server();
   auto ops = tls_stub(&ops_);
