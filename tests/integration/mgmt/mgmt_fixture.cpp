@@ -120,11 +120,11 @@ MgmtFixture::~MgmtFixture() {
   if (agent_) agent_->shutdown();
 }
 
-void MgmtFixture::start_server(unsigned unix_mode) {
+void MgmtFixture::start_server(unsigned unix_mode, long operator_gid) {
   v1::MgmtSettings m;
   m.set_unix_socket("mgmt.sock");  // relative: server_options puts it in the state dir
   m.set_unix_socket_mode(unix_mode);
-  m.set_operator_gid(-1);
+  m.set_operator_gid(operator_gid);
   m.set_tcp_listen("127.0.0.1:0");
   m.set_tls_certificate(server_cert_.cert.string());
   m.set_tls_private_key(server_cert_.key.string());

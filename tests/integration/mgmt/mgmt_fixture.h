@@ -64,7 +64,7 @@ class MgmtFixture : public ::testing::Test {
 
   // Starts MgmtServer on <state>/mgmt.sock and on 127.0.0.1:0 with mutual TLS
   // (roles: ops operator, watcher viewer), through server_options().
-  void start_server(unsigned unix_mode = 0660);
+  void start_server(unsigned unix_mode = 0660, long operator_gid = -1);
 
   std::unique_ptr<mgmt::v1::EdgeManagement::Stub> unix_stub();
   // Mutual TLS to the TCP listener presenting `client` (nullptr: no client certificate).

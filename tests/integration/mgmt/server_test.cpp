@@ -185,11 +185,12 @@ TEST_F(MgmtServerTest, CertificateFromAnotherCaFailsTheHandshake) {
   EXPECT_EQ(rpc.error_code(), grpc::StatusCode::UNAVAILABLE) << rpc.error_message();
 }
 
-// A peer connecting as uid 65534 (nobody) is a viewer. The child process only
-// switches user, connects and passes the connected socket back over
-// SCM_RIGHTS: SO_PEERCRED records who connected, so the calls this process then
-// makes on that socket are the child's as far as the server can tell.
-int connect_as_nobody(const std::filesystem::path& socket_path) {
+// Connects to the server as uid 65534 (nobody) with primary group `gid` and
+// supplementary group `extra_gid` (0: none). The child process only switches
+// user, connects and passes the connected socket back over SCM_RIGHTS:
+// SO_PEERCRED records who connected, so the calls this process then makes on
+// that socket are the child's as far as the server can tell.
+int connect_as_nobody(const std::filesystem::path& socket_path, gid_t gid = 65534, gid_t extra_gid = 0) {
   int pair[2];
   if (::socketpair(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0, pair) != 0) return -1;
   sockaddr_un addr{};
@@ -199,7 +200,8 @@ int connect_as_nobody(const std::filesystem::path& socket_path) {
   if (pid == 0) {
     // Only async-signal-safe calls between fork and _exit (the parent has gRPC threads).
     ::close(pair[0]);
-    if (::setgroups(0, nullptr) != 0 || ::setgid(65534) != 0 || ::setuid(65534) != 0) ::_exit(10);
+    if (::setgroups(extra_gid == 0 ? 0 : 1, &extra_gid) != 0 || ::setgid(gid) != 0 || ::setuid(65534) != 0)
+      ::_exit(10);
     int fd = ::socket(AF_UNIX, SOCK_STREAM, 0);
     if (fd < 0 || ::connect(fd, reinterpret_cast<const sockaddr*>(&addr), sizeof(addr)) != 0) ::_exit(11);
     char byte = 'x';
@@ -262,6 +264,32 @@ TEST_F(MgmtServerTest, UnixPeerWithAnotherUidIsAViewer) {
 
   // The same call from this process (uid 0) is an operator's.
   EXPECT_TRUE(set_property(*unix_stub(), "sip.flow_timer", "60").ok());
+}
+
+TEST_F(MgmtServerTest, UnixPeerInTheOperatorGroupIsAnOperator) {
+  ASSERT_EQ(::geteuid(), 0u) << "this test switches a child process to uid 65534 and needs root";
+  std::filesystem::permissions(dir_.path(), std::filesystem::perms(0711));
+  std::filesystem::permissions(state_dir(), std::filesystem::perms(0711));
+  constexpr gid_t kOperators = 4242;
+  start_server(0666, kOperators);
+
+  int by_primary = connect_as_nobody(server_->unix_socket(), kOperators);
+  ASSERT_GE(by_primary, 0);
+  auto primary = v1::EdgeManagement::NewStub(grpc::CreateInsecureChannelFromFd("primary", by_primary));
+  grpc::Status rpc = set_property(*primary, "sip.flow_timer", "61");
+  EXPECT_TRUE(rpc.ok()) << rpc.error_message();
+
+  int by_supplementary = connect_as_nobody(server_->unix_socket(), 65534, kOperators);
+  ASSERT_GE(by_supplementary, 0);
+  auto supplementary =
+      v1::EdgeManagement::NewStub(grpc::CreateInsecureChannelFromFd("extra", by_supplementary));
+  rpc = set_property(*supplementary, "sip.flow_timer", "62");
+  EXPECT_TRUE(rpc.ok()) << rpc.error_message();
+
+  int outsider = connect_as_nobody(server_->unix_socket());
+  ASSERT_GE(outsider, 0);
+  auto viewer = v1::EdgeManagement::NewStub(grpc::CreateInsecureChannelFromFd("outsider", outsider));
+  EXPECT_EQ(set_property(*viewer, "sip.flow_timer", "63").error_code(), grpc::StatusCode::PERMISSION_DENIED);
 }
 
 TEST_F(MgmtServerTest, WatchEventsSeesAnApply) {
