@@ -57,12 +57,13 @@ const char* role_name(v1::Role r) {
   }
 }
 
-}  // namespace
-
+// MgmtError keeps its code; anything else thrown by the agent is INTERNAL with its message.
 grpc::Status to_status(const std::exception& e) {
   if (const auto* m = dynamic_cast<const MgmtError*>(&e)) return {status_code(m->code()), m->what()};
   return {grpc::StatusCode::INTERNAL, e.what()};
 }
+
+}  // namespace
 
 ManagementService::ManagementService(Agent& agent, Identify identify, const std::atomic<bool>& stopping)
     : agent_(agent), identify_(std::move(identify)), stopping_(stopping) {}

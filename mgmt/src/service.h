@@ -21,9 +21,6 @@ struct Identity {
   std::string peer;
 };
 
-// Maps an exception thrown by Agent to the status of the same meaning.
-grpc::Status to_status(const std::exception& e);
-
 class ManagementService final : public v1::EdgeManagement::Service {
  public:
   // `identify` is the transport's half of authentication (peer credentials or
