@@ -2,6 +2,7 @@
 #include <edge/hsm/error.h>
 #include <edge/hsm/hsm.h>
 #include <edge/hsm/lab.h>
+#include <edge/hsm/signing_key.h>
 
 #include <ctime>
 #include <filesystem>
@@ -29,6 +30,11 @@ Commands:
   keyset retire NAME VERSION      the HSM refuses the version from now on
   keyset list [--json]            one line per version
   keyset destroy NAME             destroy every version of the set
+  signkey create NAME [--exists-ok]
+                                  ECDSA P-256 signing key in the token; writes its
+                                  public key to <state>/keys/NAME.pub.pem, prints the path
+  signkey export NAME             write <state>/keys/NAME.pub.pem again, print the path
+  signkey list                    one line per signing key
   selftest                        module, token, mechanisms, HMAC round trip
 
 Options:
@@ -40,6 +46,7 @@ Options:
   --pin-env VAR       user PIN from the environment variable VAR
   --json              machine-readable output (keyset list)
   --retain N          versions kept by keyset create
+  --exists-ok         signkey create: an existing key is fine (export it again)
   -h, --help          this text
 
 Exit status: 0 success, 1 failure, 2 usage error.
@@ -51,7 +58,7 @@ struct UsageError {
 
 struct Options {
   std::optional<std::string> state_dir, module, token, token_uri, pin_file, pin_env, retain;
-  bool json = false, help = false;
+  bool json = false, help = false, exists_ok = false;
   std::vector<std::string> args;
 };
 
@@ -84,6 +91,10 @@ Options parse(int argc, char** argv) {
     }
     if (a == "--json") {
       o.json = true;
+      continue;
+    }
+    if (a == "--exists-ok") {
+      o.exists_ok = true;
       continue;
     }
     std::string name = a, value;
@@ -283,6 +294,37 @@ int cmd_keyset(const Options& o) {
   return kExitOk;
 }
 
+int cmd_signkey(const Options& o) {
+  const auto& a = o.args;
+  if (a.size() < 2) throw UsageError{"signkey needs a subcommand: create, export, list"};
+  const std::string& sub = a[1];
+  if (o.exists_ok && sub != "create") throw UsageError{"--exists-ok applies to signkey create only"};
+  if (o.json || o.retain) throw UsageError{"--json and --retain do not apply to signkey"};
+  if (sub == "create" || sub == "export") {
+    if (a.size() != 3) throw UsageError{"usage: edge-hsm signkey " + sub + " NAME"};
+    if (!valid_signing_key_name(a[2])) {
+      throw UsageError{"invalid signing key name '" + a[2] + "': use 1..64 characters of A-Z a-z 0-9 . _ -"};
+    }
+  } else if (sub == "list") {
+    if (a.size() != 2) throw UsageError{"usage: edge-hsm signkey list"};
+  } else {
+    throw UsageError{"unknown signkey subcommand '" + sub + "'"};
+  }
+
+  Hsm hsm(config_of(o));
+  SigningKeys keys(hsm);
+  if (sub == "list") {
+    for (const SigningKeyInfo& k : keys.list())
+      std::cout << k.name << " ecdsa-p256 created=" << iso_time(k.created_unix) << '\n';
+    return kExitOk;
+  }
+  const bool create = sub == "create" && !(o.exists_ok && keys.exists(a[2]));
+  const SigningKeyInfo key = create ? keys.create(a[2]) : keys.get(a[2]);
+  // Only the public half leaves the HSM: verifiers get this file.
+  std::cout << write_public_key_pem(public_key_dir(state_dir_of(o)), key).string() << '\n';
+  return kExitOk;
+}
+
 int cmd_selftest(const Options& o) {
   if (o.args.size() != 1) throw UsageError{"usage: edge-hsm selftest"};
   Hsm hsm(config_of(o));
@@ -336,7 +378,9 @@ int run(int argc, char** argv) {
     if (o.args.size() != 1) throw UsageError{"usage: edge-hsm init-lab-token"};
     return cmd_init_lab_token(o);
   }
+  if (o.exists_ok && cmd != "signkey") throw UsageError{"--exists-ok applies to signkey create only"};
   if (cmd == "keyset") return cmd_keyset(o);
+  if (cmd == "signkey") return cmd_signkey(o);
   if (cmd == "selftest") return cmd_selftest(o);
   if (cmd == "help") {
     std::cout << kUsage;
