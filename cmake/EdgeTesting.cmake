@@ -1,8 +1,9 @@
-# edge_add_gtest(NAME LABEL label SOURCES ... LIBS ...): a GoogleTest binary in
-# build/bin whose tests are registered one by one with CTest under a label.
+# edge_add_gtest(NAME LABEL label [PREFIX p] SOURCES ... LIBS ...): a GoogleTest binary in
+# build/bin whose tests are registered one by one with CTest under a label (their
+# names prefixed with PREFIX, so `ctest -R <prefix>` selects one library's tests).
 include(GoogleTest)
 function(edge_add_gtest name)
-  cmake_parse_arguments(ARG "" "LABEL;TIMEOUT" "SOURCES;LIBS" ${ARGN})
+  cmake_parse_arguments(ARG "" "LABEL;TIMEOUT;PREFIX" "SOURCES;LIBS" ${ARGN})
   if(NOT ARG_LABEL)
     set(ARG_LABEL unit)
   endif()
@@ -14,5 +15,6 @@ function(edge_add_gtest name)
   edge_target_warnings(${name})
   gtest_discover_tests(${name}
     DISCOVERY_MODE PRE_TEST
+    TEST_PREFIX "${ARG_PREFIX}"
     PROPERTIES LABELS ${ARG_LABEL} TIMEOUT ${ARG_TIMEOUT})
 endfunction()
