@@ -1,0 +1,596 @@
+// The property registry: every edged.conf key as a typed, validated accessor of ApplianceConfig.
+#include <arpa/inet.h>
+#include <edge/hsm/keyset.h>
+#include <edge/mgmt/error.h>
+#include <edge/mgmt/properties.h>
+
+#include <algorithm>
+#include <array>
+#include <charconv>
+#include <cstdio>
+#include <sstream>
+#include <utility>
+
+namespace edge::mgmt {
+namespace {
+
+using v1::ApplianceConfig;
+using Getter = std::function<std::string(const ApplianceConfig&)>;
+using Setter = std::function<void(ApplianceConfig&, std::string_view)>;
+
+[[noreturn]] void refuse(std::string_view name, const std::string& reason) {
+  throw MgmtError(ErrorCode::invalid_argument, std::string(name) + ": " + reason);
+}
+
+std::string_view trim(std::string_view s) {
+  const auto first = s.find_first_not_of(" \t\r\n");
+  if (first == std::string_view::npos) return {};
+  const auto last = s.find_last_not_of(" \t\r\n");
+  return s.substr(first, last - first + 1);
+}
+
+std::vector<std::string_view> split(std::string_view s, char sep) {
+  std::vector<std::string_view> out;
+  while (true) {
+    const auto p = s.find(sep);
+    const auto part = trim(s.substr(0, p));
+    if (!part.empty()) out.push_back(part);
+    if (p == std::string_view::npos) return out;
+    s.remove_prefix(p + 1);
+  }
+}
+
+std::vector<std::string> words(std::string_view s) {
+  std::istringstream in{std::string(s)};
+  std::vector<std::string> out;
+  for (std::string w; in >> w;) out.push_back(w);
+  return out;
+}
+
+std::optional<std::uint64_t> to_uint(std::string_view v) {
+  std::uint64_t out = 0;
+  const auto [p, ec] = std::from_chars(v.data(), v.data() + v.size(), out);
+  if (v.empty() || ec != std::errc() || p != v.data() + v.size()) return std::nullopt;
+  return out;
+}
+
+std::uint64_t checked_uint(std::string_view name, std::string_view v, std::uint64_t min, std::uint64_t max) {
+  const auto n = to_uint(v);
+  if (!n) refuse(name, "'" + std::string(v) + "' is not an unsigned integer");
+  if (*n < min || *n > max) {
+    refuse(name, std::string(v) + " is out of range " + std::to_string(min) + ".." + std::to_string(max));
+  }
+  return *n;
+}
+
+std::optional<bool> to_bool(std::string_view v) {
+  if (v == "true" || v == "yes" || v == "on" || v == "1") return true;
+  if (v == "false" || v == "no" || v == "off" || v == "0") return false;
+  return std::nullopt;
+}
+
+constexpr std::array<std::pair<const char*, v1::Transport>, 5> kTransports{{{"udp", v1::TRANSPORT_UDP},
+                                                                            {"tcp", v1::TRANSPORT_TCP},
+                                                                            {"tls", v1::TRANSPORT_TLS},
+                                                                            {"ws", v1::TRANSPORT_WS},
+                                                                            {"wss", v1::TRANSPORT_WSS}}};
+
+v1::Transport transport_of(std::string_view name, std::string_view v) {
+  for (const auto& [text, t] : kTransports) {
+    if (v == text) return t;
+  }
+  refuse(name, "unknown transport '" + std::string(v) + "' (expected udp, tcp, tls, ws or wss)");
+}
+
+const char* transport_name(v1::Transport t) {
+  for (const auto& [text, tr] : kTransports) {
+    if (t == tr) return text;
+  }
+  return "unspecified";
+}
+
+bool ip_literal(const std::string& a) {
+  unsigned char buf[16];
+  return inet_pton(AF_INET, a.c_str(), buf) == 1 || inet_pton(AF_INET6, a.c_str(), buf) == 1;
+}
+
+// One "TRANSPORT ADDRESS PORT" entry of listen / advertise.
+struct Endpoint {
+  v1::Transport transport;
+  std::string host;
+  std::uint32_t port;
+};
+
+Endpoint parse_endpoint(std::string_view name, std::string_view entry, bool listener) {
+  const auto w = words(entry);
+  if (w.size() != 3) refuse(name, "expected 'TRANSPORT ADDRESS PORT', got '" + std::string(entry) + "'");
+  Endpoint e{transport_of(name, w[0]), w[1], 0};
+  if (listener && !ip_literal(w[1])) refuse(name, "'" + w[1] + "' is not an IP address");
+  e.port =
+      static_cast<std::uint32_t>(checked_uint(std::string(name) + " port", w[2], listener ? 0 : 1, 65535));
+  return e;
+}
+
+void add_listeners(ApplianceConfig& c, std::string_view value) {
+  for (const auto entry : split(value, ';')) {
+    const Endpoint e = parse_endpoint("listen", entry, true);
+    auto* l = c.mutable_sip()->add_listeners();
+    l->set_transport(e.transport);
+    l->set_address(e.host);
+    l->set_port(e.port);
+  }
+}
+
+void add_advertise(ApplianceConfig& c, std::string_view value) {
+  for (const auto entry : split(value, ';')) {
+    const Endpoint e = parse_endpoint("advertise", entry, false);
+    auto* a = c.mutable_sip()->add_advertise();
+    a->set_transport(e.transport);
+    a->set_host(e.host);
+    a->set_port(e.port);
+  }
+}
+
+template <class Range, class Render>
+std::string join_list(const Range& r, Render render) {
+  std::string out;
+  for (const auto& x : r) {
+    if (!out.empty()) out += "; ";
+    out += render(x);
+  }
+  return out;
+}
+
+std::string endpoint_text(v1::Transport t, const std::string& host, std::uint32_t port) {
+  return std::string(transport_name(t)) + " " + host + " " + std::to_string(port);
+}
+
+const char* role_name(v1::Role r) { return r == v1::ROLE_VIEWER ? "viewer" : "operator"; }
+
+void set_roles(ApplianceConfig& c, std::string_view value) {
+  auto* roles = c.mutable_mgmt()->mutable_roles();
+  roles->Clear();
+  for (const auto entry : split(value, ';')) {
+    // A CN may itself hold '=', the role never does.
+    const auto eq = entry.rfind('=');
+    if (eq == std::string_view::npos || trim(entry.substr(0, eq)).empty()) {
+      refuse("mgmt.tls.roles", "expected 'CN=viewer' or 'CN=operator', got '" + std::string(entry) + "'");
+    }
+    const auto role = trim(entry.substr(eq + 1));
+    auto* r = roles->Add();
+    r->set_common_name(std::string(trim(entry.substr(0, eq))));
+    if (role == "viewer") {
+      r->set_role(v1::ROLE_VIEWER);
+    } else if (role == "operator") {
+      r->set_role(v1::ROLE_OPERATOR);
+    } else {
+      refuse("mgmt.tls.roles", "unknown role '" + std::string(role) + "' (expected viewer or operator)");
+    }
+  }
+}
+
+std::string u(std::uint64_t v) { return std::to_string(v); }
+std::uint64_t n(std::string_view v) { return *to_uint(v); }
+std::string b(bool v) { return v ? "true" : "false"; }
+
+struct Builder {
+  std::vector<PropertyDescriptor>& out;
+
+  PropertyDescriptor& add(std::string name, PropertyType type, std::string def, v1::RestartClass restart,
+                          std::string description, Getter get, Setter set) {
+    PropertyDescriptor d;
+    d.name = std::move(name);
+    d.type = type;
+    d.default_value = std::move(def);
+    d.restart = restart;
+    d.description = std::move(description);
+    d.get = std::move(get);
+    d.set = std::move(set);
+    return out.emplace_back(std::move(d));
+  }
+  void uint(std::string name, std::uint64_t def, std::uint64_t min, std::uint64_t max,
+            v1::RestartClass restart, std::string description, Getter get, Setter set) {
+    auto& d = add(std::move(name), PropertyType::uint, u(def), restart, std::move(description),
+                  std::move(get), std::move(set));
+    d.min = min;
+    d.max = max;
+  }
+  void enumeration(std::string name, std::string def, std::vector<std::string> allowed,
+                   v1::RestartClass restart, std::string description, Getter get, Setter set) {
+    add(std::move(name), PropertyType::enumeration, std::move(def), restart, std::move(description),
+        std::move(get), std::move(set))
+        .allowed = std::move(allowed);
+  }
+};
+
+}  // namespace
+
+const char* to_string(PropertyType t) noexcept {
+  switch (t) {
+    case PropertyType::string:
+      return "string";
+    case PropertyType::boolean:
+      return "bool";
+    case PropertyType::uint:
+      return "uint";
+    case PropertyType::enumeration:
+      return "enum";
+    case PropertyType::list:
+      return "list";
+  }
+  return "unknown";
+}
+
+const PropertyRegistry& PropertyRegistry::instance() {
+  static const PropertyRegistry registry;
+  return registry;
+}
+
+// Ranges and defaults are those of firmware/src/config_file.cpp and of net's
+// TransportLimits (copied: mgmt never includes a net header).
+PropertyRegistry::PropertyRegistry() {
+  using C = ApplianceConfig;
+  using S = std::string_view;
+  using PT = PropertyType;
+  Builder p{props_};
+  constexpr auto kNone = v1::RESTART_NONE;
+  constexpr auto kFrontEnd = v1::RESTART_FRONT_END;
+  constexpr auto kListeners = v1::RESTART_LISTENERS;
+  constexpr auto kProcess = v1::RESTART_PROCESS;
+
+  // HSM: read once at start-up, so a change waits for the next process start.
+  p.add(
+      "hsm.module", PT::string, "softhsm-lab", kProcess,
+      "PKCS#11 module path, or softhsm-lab for the lab token", [](const C& c) { return c.hsm().module(); },
+      [](C& c, S v) { c.mutable_hsm()->set_module(std::string(v)); });
+  p.add(
+      "hsm.token", PT::string, "edge-lab", kProcess, "token label",
+      [](const C& c) { return c.hsm().token_label(); },
+      [](C& c, S v) { c.mutable_hsm()->set_token_label(std::string(v)); });
+  p.add(
+      "hsm.token_uri", PT::string, "", kProcess, "RFC 7512 token URI; wins over hsm.token",
+      [](const C& c) { return c.hsm().token_uri(); },
+      [](C& c, S v) { c.mutable_hsm()->set_token_uri(std::string(v)); });
+  // The PIN has exactly one source: naming one forgets the other.
+  p.add(
+      "hsm.pin_file", PT::string, "hsm/user-pin", kProcess, "file holding the user PIN (never the PIN)",
+      [](const C& c) { return c.hsm().pin_file(); },
+      [](C& c, S v) {
+        c.mutable_hsm()->set_pin_file(std::string(v));
+        if (!v.empty()) c.mutable_hsm()->clear_pin_env();
+      });
+  p.add(
+      "hsm.pin_env", PT::string, "", kProcess, "environment variable holding the user PIN",
+      [](const C& c) { return c.hsm().pin_env(); },
+      [](C& c, S v) {
+        c.mutable_hsm()->set_pin_env(std::string(v));
+        if (!v.empty()) c.mutable_hsm()->clear_pin_file();
+      });
+
+  p.add(
+       "sip.flow_token.key_set", PT::string, "", kFrontEnd,
+       "key set of flow-token security; empty: flow-token security off",
+       [](const C& c) { return c.sip().flow_token().key_set(); },
+       [](C& c, S v) {
+         if (!v.empty() && !hsm::valid_key_set_name(v)) {
+           refuse("sip.flow_token.key_set",
+                  "invalid key set name '" + std::string(v) + "' (1..64 characters of A-Z a-z 0-9 . _ -)");
+         }
+         c.mutable_sip()->mutable_flow_token()->set_key_set(std::string(v));
+       })
+      .aliases = {"com.ibm.ws.sip.key.set"};
+  p.uint(
+      "sip.flow_token.key_version", 0, 0, 0xffffff, kFrontEnd,
+      "key version that mints flow tokens; 0: the newest active one",
+      [](const C& c) { return u(c.sip().flow_token().key_version()); },
+      [](C& c, S v) {
+        c.mutable_sip()->mutable_flow_token()->set_key_version(static_cast<std::uint32_t>(n(v)));
+      });
+
+  p.add(
+      "listen", PT::list, "", kListeners, "listeners: 'TRANSPORT ADDRESS PORT' entries separated by ';'",
+      [](const C& c) {
+        return join_list(c.sip().listeners(), [](const v1::Listener& l) {
+          return endpoint_text(l.transport(), l.address(), l.port());
+        });
+      },
+      [](C& c, S v) {
+        c.mutable_sip()->clear_listeners();
+        add_listeners(c, v);
+      });
+  p.add(
+      "advertise", PT::list, "", kFrontEnd,
+      "addresses put in Path / Record-Route: 'TRANSPORT HOST PORT' entries separated by ';'",
+      [](const C& c) {
+        return join_list(c.sip().advertise(), [](const v1::AdvertisedAddress& a) {
+          return endpoint_text(a.transport(), a.host(), a.port());
+        });
+      },
+      [](C& c, S v) {
+        c.mutable_sip()->clear_advertise();
+        add_advertise(c, v);
+      });
+  // Empty means no core configured; the front end checks the URI in depth.
+  p.add(
+      "core", PT::string, "", kListeners, "SIP URI of the core, e.g. sip:10.0.0.5:5060;transport=tcp",
+      [](const C& c) { return c.sip().core_uri(); },
+      [](C& c, S v) {
+        if (!v.empty() && (v.rfind("sip:", 0) != 0 || v.size() == 4)) {
+          refuse("core", "'" + std::string(v) + "' is not a sip: URI");
+        }
+        c.mutable_sip()->set_core_uri(std::string(v));
+      });
+
+  p.add(
+      "tls.certificate", PT::string, "", kFrontEnd, "PEM certificate chain of tls/wss listeners",
+      [](const C& c) { return c.sip().tls().certificate_chain_file(); },
+      [](C& c, S v) { c.mutable_sip()->mutable_tls()->set_certificate_chain_file(std::string(v)); });
+  p.add(
+      "tls.private_key", PT::string, "", kFrontEnd, "PEM private key of tls/wss listeners",
+      [](const C& c) { return c.sip().tls().private_key_file(); },
+      [](C& c, S v) { c.mutable_sip()->mutable_tls()->set_private_key_file(std::string(v)); });
+  p.add(
+      "tls.ca", PT::string, "", kFrontEnd, "PEM CA bundle for client certificates and the core",
+      [](const C& c) { return c.sip().tls().ca_file(); },
+      [](C& c, S v) { c.mutable_sip()->mutable_tls()->set_ca_file(std::string(v)); });
+  p.enumeration(
+      "tls.client_certs", "none", {"none", "optional", "required"}, kFrontEnd,
+      "whether tls/wss clients present a certificate",
+      [](const C& c) { return c.sip().tls().client_certs(); },
+      [](C& c, S v) { c.mutable_sip()->mutable_tls()->set_client_certs(std::string(v)); });
+
+  p.uint(
+      "sip.flow_timer", 30, 1, 3600, kFrontEnd, "Flow-Timer (RFC 5626) in seconds",
+      [](const C& c) { return u(c.sip().flow_timer()); },
+      [](C& c, S v) { c.mutable_sip()->set_flow_timer(static_cast<std::uint32_t>(n(v))); });
+  p.add(
+      "sip.require_path", PT::boolean, "false", kFrontEnd, "refuse a REGISTER without Path support",
+      [](const C& c) { return b(c.sip().require_path()); },
+      [](C& c, S v) { c.mutable_sip()->set_require_path(v == "true"); });
+  p.add(
+      "sip.client_to_client_direct", PT::boolean, "true", kFrontEnd,
+      "route a token of another flow directly over that flow (RFC 5626 5.3)",
+      [](const C& c) { return b(c.sip().client_to_client_direct()); },
+      [](C& c, S v) { c.mutable_sip()->set_client_to_client_direct(v == "true"); });
+  p.uint(
+      "sip.workers", 0, 0, 256, kListeners, "worker threads; 0: one per core",
+      [](const C& c) { return u(c.sip().workers()); },
+      [](C& c, S v) { c.mutable_sip()->set_workers(static_cast<std::uint32_t>(n(v))); });
+
+  p.uint(
+      "limits.max_connections", 10'000, 1, 10'000'000, kListeners, "stream connections, all listeners",
+      [](const C& c) { return u(c.sip().limits().max_connections()); },
+      [](C& c, S v) { c.mutable_sip()->mutable_limits()->set_max_connections(n(v)); });
+  p.uint(
+      "limits.max_per_source_address", 100, 1, 10'000'000, kListeners,
+      "stream connections from one IP address",
+      [](const C& c) { return u(c.sip().limits().max_per_source_address()); },
+      [](C& c, S v) { c.mutable_sip()->mutable_limits()->set_max_per_source_address(n(v)); });
+  p.uint(
+      "limits.max_message_size", 65'535, 1024, 1 << 20, kListeners, "largest SIP message in bytes",
+      [](const C& c) { return u(c.sip().limits().max_message_size()); },
+      [](C& c, S v) { c.mutable_sip()->mutable_limits()->set_max_message_size(n(v)); });
+  p.uint(
+      "limits.idle_timeout_ms", 120'000, 100, 86'400'000, kListeners,
+      "silence after which an unregistered flow dies",
+      [](const C& c) { return u(c.sip().limits().idle_timeout_ms()); },
+      [](C& c, S v) { c.mutable_sip()->mutable_limits()->set_idle_timeout_ms(n(v)); });
+  p.uint(
+      "limits.flow_timeout_grace_ms", 30'000, 0, 3'600'000, kListeners,
+      "grace beyond Flow-Timer before a registered flow dies",
+      [](const C& c) { return u(c.sip().limits().flow_timeout_grace_ms()); },
+      [](C& c, S v) { c.mutable_sip()->mutable_limits()->set_flow_timeout_grace_ms(n(v)); });
+  p.uint(
+      "limits.header_read_timeout_ms", 10'000, 100, 600'000, kListeners, "time to complete a header section",
+      [](const C& c) { return u(c.sip().limits().header_read_timeout_ms()); },
+      [](C& c, S v) { c.mutable_sip()->mutable_limits()->set_header_read_timeout_ms(n(v)); });
+  p.uint(
+      "limits.body_read_timeout_ms", 10'000, 100, 600'000, kListeners, "time to complete a body",
+      [](const C& c) { return u(c.sip().limits().body_read_timeout_ms()); },
+      [](C& c, S v) { c.mutable_sip()->mutable_limits()->set_body_read_timeout_ms(n(v)); });
+
+  p.enumeration(
+      "log.level", "info", {"debug", "info", "warn", "error"}, kNone, "log verbosity",
+      [](const C& c) { return c.log_level(); }, [](C& c, S v) { c.set_log_level(std::string(v)); });
+
+  // The agent's own endpoints are bound once, at process start.
+  p.add(
+      "mgmt.socket", PT::string, "mgmt.sock", kProcess, "Unix socket of the management API",
+      [](const C& c) { return c.mgmt().unix_socket(); },
+      [](C& c, S v) { c.mutable_mgmt()->set_unix_socket(std::string(v)); });
+  p.add(
+      "mgmt.socket_mode", PT::string, "0660", kProcess, "file mode of the socket, octal",
+      [](const C& c) {
+        char buf[16];
+        std::snprintf(buf, sizeof buf, "%04o", c.mgmt().unix_socket_mode());
+        return std::string(buf);
+      },
+      [](C& c, S v) {
+        std::uint32_t mode = 0;
+        const auto [ptr, ec] = std::from_chars(v.data(), v.data() + v.size(), mode, 8);
+        if (v.empty() || ec != std::errc() || ptr != v.data() + v.size() || mode > 0777) {
+          refuse("mgmt.socket_mode", "'" + std::string(v) + "' is not an octal file mode (0000..0777)");
+        }
+        c.mutable_mgmt()->set_unix_socket_mode(mode);
+      });
+  p.add(
+      "mgmt.operator_gid", PT::string, "none", kProcess,
+      "group whose members are operators on the Unix socket; none: no group",
+      [](const C& c) {
+        return c.mgmt().operator_gid() < 0 ? std::string("none") : std::to_string(c.mgmt().operator_gid());
+      },
+      [](C& c, S v) {
+        if (v == "none") {
+          c.mutable_mgmt()->set_operator_gid(-1);
+          return;
+        }
+        c.mutable_mgmt()->set_operator_gid(
+            static_cast<std::int64_t>(checked_uint("mgmt.operator_gid", v, 0, 0x7fffffff)));
+      });
+  p.add(
+      "mgmt.tcp_listen", PT::string, "", kProcess, "HOST:PORT of the mutual-TLS listener; empty: none",
+      [](const C& c) { return c.mgmt().tcp_listen(); },
+      [](C& c, S v) {
+        if (!v.empty()) {
+          const auto colon = v.rfind(':');
+          if (colon == std::string_view::npos || colon == 0) {
+            refuse("mgmt.tcp_listen", "expected HOST:PORT, got '" + std::string(v) + "'");
+          }
+          checked_uint("mgmt.tcp_listen port", v.substr(colon + 1), 1, 65535);
+        }
+        c.mutable_mgmt()->set_tcp_listen(std::string(v));
+      });
+  p.add(
+      "mgmt.tls.certificate", PT::string, "", kProcess, "server certificate of mgmt.tcp_listen",
+      [](const C& c) { return c.mgmt().tls_certificate(); },
+      [](C& c, S v) { c.mutable_mgmt()->set_tls_certificate(std::string(v)); });
+  p.add(
+      "mgmt.tls.private_key", PT::string, "", kProcess, "private key of mgmt.tcp_listen",
+      [](const C& c) { return c.mgmt().tls_private_key(); },
+      [](C& c, S v) { c.mutable_mgmt()->set_tls_private_key(std::string(v)); });
+  p.add(
+      "mgmt.tls.client_ca", PT::string, "", kProcess, "CA that signs management client certificates",
+      [](const C& c) { return c.mgmt().client_ca_file(); },
+      [](C& c, S v) { c.mutable_mgmt()->set_client_ca_file(std::string(v)); });
+  p.add(
+      "mgmt.tls.roles", PT::list, "", kProcess, "'CN=viewer' / 'CN=operator' entries separated by ';'",
+      [](const C& c) {
+        return join_list(c.mgmt().roles(), [](const v1::CertificateRole& r) {
+          return r.common_name() + "=" + role_name(r.role());
+        });
+      },
+      set_roles);
+  p.uint(
+      "mgmt.keep_generations", 10, 1, 100, kNone, "committed generations kept for rollback",
+      [](const C& c) { return u(c.mgmt().keep_generations()); },
+      [](C& c, S v) { c.mutable_mgmt()->set_keep_generations(static_cast<std::uint32_t>(n(v))); });
+  p.uint(
+      "mgmt.drain_timeout_ms", 2000, 0, 60'000, kNone, "bound on the drain of a controlled restart",
+      [](const C& c) { return u(c.mgmt().drain_timeout_ms()); },
+      [](C& c, S v) { c.mutable_mgmt()->set_drain_timeout_ms(static_cast<std::uint32_t>(n(v))); });
+}
+
+const PropertyDescriptor* PropertyRegistry::find(std::string_view name) const {
+  for (const auto& d : props_) {
+    if (d.name == name || std::find(d.aliases.begin(), d.aliases.end(), name) != d.aliases.end()) return &d;
+  }
+  return nullptr;
+}
+
+void PropertyRegistry::set(v1::ApplianceConfig& config, std::string_view name, std::string_view value) const {
+  const PropertyDescriptor* d = find(name);
+  if (d == nullptr)
+    throw MgmtError(ErrorCode::invalid_argument, "unknown property '" + std::string(name) + "'");
+  value = trim(value);
+  switch (d->type) {
+    case PropertyType::uint:
+      d->set(config, u(checked_uint(d->name, value, d->min, d->max)));
+      return;
+    case PropertyType::boolean: {
+      const auto v = to_bool(value);
+      if (!v) refuse(d->name, "expected true or false, got '" + std::string(value) + "'");
+      d->set(config, b(*v));
+      return;
+    }
+    case PropertyType::enumeration: {
+      if (std::find(d->allowed.begin(), d->allowed.end(), value) == d->allowed.end()) {
+        std::string allowed;
+        for (const auto& a : d->allowed) allowed += (allowed.empty() ? "" : ", ") + a;
+        refuse(d->name, "expected one of " + allowed + ", got '" + std::string(value) + "'");
+      }
+      d->set(config, value);
+      return;
+    }
+    case PropertyType::string:
+    case PropertyType::list:
+      d->set(config, value);
+      return;
+  }
+}
+
+void PropertyRegistry::unset(v1::ApplianceConfig& config, std::string_view name) const {
+  const PropertyDescriptor* d = find(name);
+  if (d == nullptr)
+    throw MgmtError(ErrorCode::invalid_argument, "unknown property '" + std::string(name) + "'");
+  d->set(config, d->default_value);
+}
+
+std::string PropertyRegistry::get(const v1::ApplianceConfig& config, std::string_view name) const {
+  const PropertyDescriptor* d = find(name);
+  if (d == nullptr)
+    throw MgmtError(ErrorCode::invalid_argument, "unknown property '" + std::string(name) + "'");
+  return d->get(config);
+}
+
+v1::ApplianceConfig PropertyRegistry::defaults() const {
+  v1::ApplianceConfig c;
+  c.set_schema_version(1);
+  for (const auto& d : props_) d.set(c, d.default_value);
+  return c;
+}
+
+v1::ApplianceConfig import_conf_text(std::string_view text, std::string_view origin) {
+  const PropertyRegistry& reg = PropertyRegistry::instance();
+  v1::ApplianceConfig c = reg.defaults();
+  // Repeated listen / advertise lines add up, so the defaults' lists are
+  // replaced by the first line of the file, not appended to.
+  bool listen_seen = false, advertise_seen = false;
+  int lineno = 0;
+  std::istringstream in{std::string(text)};
+  for (std::string raw; std::getline(in, raw);) {
+    ++lineno;
+    const std::string_view line = trim(raw);
+    if (line.empty() || line.front() == '#') continue;
+    const std::string where = std::string(origin) + ":" + std::to_string(lineno);
+    const auto eq = line.find('=');
+    if (eq == std::string_view::npos) {
+      throw MgmtError(ErrorCode::invalid_argument, where + ": expected 'key = value'");
+    }
+    const std::string_view key = trim(line.substr(0, eq));
+    const std::string_view value = trim(line.substr(eq + 1));
+    try {
+      if (key == "listen") {
+        if (!std::exchange(listen_seen, true)) c.mutable_sip()->clear_listeners();
+        add_listeners(c, value);
+      } else if (key == "advertise") {
+        if (!std::exchange(advertise_seen, true)) c.mutable_sip()->clear_advertise();
+        add_advertise(c, value);
+      } else {
+        reg.set(c, key, value);
+      }
+    } catch (const MgmtError& e) {
+      throw MgmtError(e.code(), where + ": " + e.what());
+    }
+  }
+  return c;
+}
+
+std::string export_conf_text(const v1::ApplianceConfig& config) {
+  std::string out = "# edged configuration, exported by the management agent.\n";
+  for (const auto& d : PropertyRegistry::instance().all()) {
+    if (d.name == "listen") {
+      for (const auto& l : config.sip().listeners()) {
+        out += "listen = " + endpoint_text(l.transport(), l.address(), l.port()) + "\n";
+      }
+    } else if (d.name == "advertise") {
+      for (const auto& a : config.sip().advertise()) {
+        out += "advertise = " + endpoint_text(a.transport(), a.host(), a.port()) + "\n";
+      }
+    } else {
+      out += d.name + " = " + d.get(config) + "\n";
+    }
+  }
+  return out;
+}
+
+std::vector<std::string> diff_properties(const v1::ApplianceConfig& from, const v1::ApplianceConfig& to) {
+  std::vector<std::string> out;
+  const auto show = [](const std::string& v) { return v.empty() ? std::string("\"\"") : v; };
+  for (const auto& d : PropertyRegistry::instance().all()) {
+    const std::string a = d.get(from), b2 = d.get(to);
+    if (a != b2) out.push_back(d.name + ": " + show(a) + " -> " + show(b2));
+  }
+  return out;
+}
+
+}  // namespace edge::mgmt

@@ -1,0 +1,223 @@
+// The property registry: types, ranges, aliases, edged.conf import / export.
+#include <edge/mgmt/error.h>
+#include <edge/mgmt/properties.h>
+#include <edge/test/softhsm_fixture.h>
+#include <google/protobuf/util/message_differencer.h>
+#include <gtest/gtest.h>
+
+#include <string>
+
+namespace edge::mgmt {
+namespace {
+
+using google::protobuf::util::MessageDifferencer;
+
+const PropertyRegistry& reg() { return PropertyRegistry::instance(); }
+
+ErrorCode code_of(const std::function<void()>& f) {
+  try {
+    f();
+  } catch (const MgmtError& e) {
+    return e.code();
+  }
+  ADD_FAILURE() << "no MgmtError thrown";
+  return ErrorCode::internal;
+}
+
+std::string what_of(const std::function<void()>& f) {
+  try {
+    f();
+  } catch (const MgmtError& e) {
+    return e.what();
+  }
+  ADD_FAILURE() << "no MgmtError thrown";
+  return "";
+}
+
+TEST(Properties, EveryEdgedConfKeyIsRegisteredWithItsRestartClass) {
+  for (const char* name : {"hsm.module",
+                           "hsm.token",
+                           "hsm.token_uri",
+                           "hsm.pin_file",
+                           "hsm.pin_env",
+                           "sip.flow_token.key_set",
+                           "sip.flow_token.key_version",
+                           "listen",
+                           "advertise",
+                           "core",
+                           "tls.certificate",
+                           "tls.private_key",
+                           "tls.ca",
+                           "tls.client_certs",
+                           "sip.flow_timer",
+                           "sip.require_path",
+                           "sip.client_to_client_direct",
+                           "sip.workers",
+                           "limits.max_connections",
+                           "limits.max_per_source_address",
+                           "limits.max_message_size",
+                           "limits.idle_timeout_ms",
+                           "limits.flow_timeout_grace_ms",
+                           "limits.header_read_timeout_ms",
+                           "limits.body_read_timeout_ms",
+                           "log.level",
+                           "mgmt.socket",
+                           "mgmt.socket_mode",
+                           "mgmt.operator_gid",
+                           "mgmt.tcp_listen",
+                           "mgmt.tls.certificate",
+                           "mgmt.tls.private_key",
+                           "mgmt.tls.client_ca",
+                           "mgmt.tls.roles",
+                           "mgmt.keep_generations",
+                           "mgmt.drain_timeout_ms"}) {
+    EXPECT_NE(reg().find(name), nullptr) << name;
+  }
+  EXPECT_EQ(reg().find("hsm.module")->restart, v1::RESTART_PROCESS);
+  EXPECT_EQ(reg().find("listen")->restart, v1::RESTART_LISTENERS);
+  EXPECT_EQ(reg().find("advertise")->restart, v1::RESTART_FRONT_END);
+  EXPECT_EQ(reg().find("log.level")->restart, v1::RESTART_NONE);
+  EXPECT_EQ(reg().find("sip.flow_token.key_set")->restart, v1::RESTART_FRONT_END);
+}
+
+TEST(Properties, DefaultsMatchTheDaemonAndTransportDefaults) {
+  const auto c = reg().defaults();
+  EXPECT_EQ(c.sip().flow_token().key_set(), "");  // flow-token security off
+  EXPECT_EQ(c.sip().listeners_size(), 0);
+  EXPECT_EQ(c.sip().flow_timer(), 30u);
+  EXPECT_EQ(c.sip().limits().max_connections(), 10'000u);
+  EXPECT_EQ(c.sip().limits().max_message_size(), 65'535u);
+  EXPECT_EQ(c.sip().limits().idle_timeout_ms(), 120'000u);
+  EXPECT_EQ(c.log_level(), "info");
+  EXPECT_EQ(c.mgmt().unix_socket(), "mgmt.sock");
+  EXPECT_EQ(c.mgmt().unix_socket_mode(), 0660u);
+  EXPECT_EQ(c.mgmt().operator_gid(), -1);
+  EXPECT_EQ(c.mgmt().keep_generations(), 10u);
+  EXPECT_EQ(c.mgmt().drain_timeout_ms(), 2000u);
+  EXPECT_EQ(reg().get(c, "mgmt.operator_gid"), "none");
+  EXPECT_EQ(reg().get(c, "mgmt.socket_mode"), "0660");
+}
+
+TEST(Properties, EachTypeIsCheckedAndWritten) {
+  auto c = reg().defaults();
+  // uint with range
+  reg().set(c, "sip.flow_timer", "60");
+  EXPECT_EQ(c.sip().flow_timer(), 60u);
+  EXPECT_EQ(code_of([&] { reg().set(c, "sip.flow_timer", "0"); }), ErrorCode::invalid_argument);
+  EXPECT_EQ(code_of([&] { reg().set(c, "sip.flow_timer", "3601"); }), ErrorCode::invalid_argument);
+  EXPECT_NE(what_of([&] { reg().set(c, "sip.flow_timer", "0x"); }).find("sip.flow_timer"), std::string::npos);
+  EXPECT_EQ(c.sip().flow_timer(), 60u) << "a refused value leaves the configuration as it was";
+  // bool, every spelling
+  for (const auto& [text, v] : std::vector<std::pair<std::string, bool>>{
+           {"true", true}, {"no", false}, {"on", true}, {"0", false}, {"yes", true}, {"off", false}}) {
+    reg().set(c, "sip.require_path", text);
+    EXPECT_EQ(c.sip().require_path(), v) << text;
+  }
+  EXPECT_EQ(reg().get(c, "sip.require_path"), "false");
+  EXPECT_EQ(code_of([&] { reg().set(c, "sip.require_path", "maybe"); }), ErrorCode::invalid_argument);
+  // enum
+  reg().set(c, "tls.client_certs", "required");
+  EXPECT_EQ(c.sip().tls().client_certs(), "required");
+  EXPECT_EQ(code_of([&] { reg().set(c, "log.level", "verbose"); }), ErrorCode::invalid_argument);
+  // list
+  reg().set(c, "listen", "udp 127.0.0.1 5060; tcp ::1 5061");
+  ASSERT_EQ(c.sip().listeners_size(), 2);
+  EXPECT_EQ(c.sip().listeners(1).transport(), v1::TRANSPORT_TCP);
+  EXPECT_EQ(c.sip().listeners(1).address(), "::1");
+  EXPECT_EQ(reg().get(c, "listen"), "udp 127.0.0.1 5060; tcp ::1 5061");
+  EXPECT_NE(what_of([&] { reg().set(c, "listen", "tcpx 127.0.0.1 5060"); }).find("unknown transport 'tcpx'"),
+            std::string::npos);
+  EXPECT_EQ(code_of([&] { reg().set(c, "listen", "udp example.com 5060"); }), ErrorCode::invalid_argument);
+  EXPECT_EQ(code_of([&] { reg().set(c, "advertise", "udp edge.example.com 0"); }),
+            ErrorCode::invalid_argument);
+  reg().set(c, "advertise", "tls edge.example.com 5061");
+  EXPECT_EQ(c.sip().advertise(0).host(), "edge.example.com");
+  reg().set(c, "mgmt.tls.roles", "ops-1=operator; audit=viewer");
+  ASSERT_EQ(c.mgmt().roles_size(), 2);
+  EXPECT_EQ(c.mgmt().roles(1).role(), v1::ROLE_VIEWER);
+  EXPECT_EQ(code_of([&] { reg().set(c, "mgmt.tls.roles", "ops-1=admin"); }), ErrorCode::invalid_argument);
+  // strings with their own shape
+  EXPECT_EQ(code_of([&] { reg().set(c, "core", "http://x"); }), ErrorCode::invalid_argument);
+  reg().set(c, "core", "sip:10.0.0.5:5060;transport=tcp");
+  EXPECT_EQ(c.sip().core_uri(), "sip:10.0.0.5:5060;transport=tcp");
+  reg().set(c, "mgmt.socket_mode", "0600");
+  EXPECT_EQ(c.mgmt().unix_socket_mode(), 0600u);
+  EXPECT_EQ(code_of([&] { reg().set(c, "mgmt.socket_mode", "0999"); }), ErrorCode::invalid_argument);
+  reg().set(c, "mgmt.operator_gid", "1000");
+  EXPECT_EQ(c.mgmt().operator_gid(), 1000);
+  EXPECT_EQ(code_of([&] { reg().set(c, "sip.flow_token.key_set", "bad name!"); }),
+            ErrorCode::invalid_argument);
+  // unset restores the default
+  reg().unset(c, "sip.flow_timer");
+  EXPECT_EQ(c.sip().flow_timer(), 30u);
+}
+
+TEST(Properties, PinSourcesExcludeEachOther) {
+  auto c = reg().defaults();
+  reg().set(c, "hsm.pin_env", "EDGE_PIN");
+  EXPECT_EQ(c.hsm().pin_file(), "");
+  reg().set(c, "hsm.pin_file", "/etc/edge/pin");
+  EXPECT_EQ(c.hsm().pin_env(), "");
+}
+
+TEST(Properties, WebSphereAliasNamesTheKeySetProperty) {
+  auto c = reg().defaults();
+  reg().set(c, "com.ibm.ws.sip.key.set", "sipflow");
+  EXPECT_EQ(c.sip().flow_token().key_set(), "sipflow");
+  EXPECT_EQ(reg().get(c, "com.ibm.ws.sip.key.set"), "sipflow");
+  EXPECT_EQ(reg().find("com.ibm.ws.sip.key.set")->name, "sip.flow_token.key_set");
+}
+
+TEST(Properties, UnknownNameIsRefusedByName) {
+  auto c = reg().defaults();
+  EXPECT_EQ(what_of([&] { reg().set(c, "sip.flowtimer", "1"); }), "unknown property 'sip.flowtimer'");
+  EXPECT_EQ(code_of([&] { reg().unset(c, "nope"); }), ErrorCode::invalid_argument);
+}
+
+TEST(Properties, ShippedEdgedConfImportsCleanly) {
+  const auto c = import_conf_text(edge::test::read_file(EDGE_DEFAULT_CONF), "edged.conf");
+  EXPECT_EQ(c.sip().flow_token().key_set(), "sipflow");
+  EXPECT_EQ(c.sip().listeners_size(), 5);
+  EXPECT_EQ(c.sip().listeners(4).transport(), v1::TRANSPORT_WSS);
+  EXPECT_EQ(c.sip().core_uri(), "sip:127.0.0.1:5080;transport=tcp");
+  EXPECT_EQ(c.hsm().pin_file(), "hsm/user-pin");
+  EXPECT_TRUE(c.sip().client_to_client_direct());
+}
+
+TEST(Properties, ImportErrorsNameOriginAndLine) {
+  const std::string text = "# comment\n\nsip.flow_timer = 10\nlisten = udp 127.0.0.1 notaport\n";
+  const auto what = what_of([&] { import_conf_text(text, "test.conf"); });
+  EXPECT_EQ(what.rfind("test.conf:4: listen", 0), 0u) << what;
+  EXPECT_EQ(what_of([&] { import_conf_text("just words\n", "x"); }).rfind("x:1:", 0), 0u);
+  EXPECT_NE(what_of([&] { import_conf_text("bogus = 1\n", "x"); }).find("unknown property 'bogus'"),
+            std::string::npos);
+}
+
+TEST(Properties, ExportImportRoundTrip) {
+  auto c = import_conf_text(edge::test::read_file(EDGE_DEFAULT_CONF), "edged.conf");
+  reg().set(c, "advertise", "udp 192.0.2.1 5060; tls edge.example.com 5061");
+  reg().set(c, "hsm.pin_env", "EDGE_PIN");
+  reg().set(c, "mgmt.tls.roles", "ops=operator; watch=viewer");
+  reg().set(c, "mgmt.operator_gid", "100");
+  reg().set(c, "limits.flow_timeout_grace_ms", "0");
+  const auto text = export_conf_text(c);
+  const auto back = import_conf_text(text, "export");
+  EXPECT_TRUE(MessageDifferencer::Equals(c, back)) << text;
+  EXPECT_TRUE(MessageDifferencer::Equals(reg().defaults(),
+                                         import_conf_text(export_conf_text(reg().defaults()), "d")));
+}
+
+TEST(Properties, DiffListsEveryChangedProperty) {
+  const auto a = reg().defaults();
+  auto b = a;
+  reg().set(b, "sip.flow_timer", "60");
+  reg().set(b, "log.level", "debug");
+  const auto d = diff_properties(a, b);
+  ASSERT_EQ(d.size(), 2u);
+  EXPECT_EQ(d[0], "sip.flow_timer: 30 -> 60");
+  EXPECT_EQ(d[1], "log.level: info -> debug");
+  EXPECT_TRUE(diff_properties(a, a).empty());
+}
+
+}  // namespace
+}  // namespace edge::mgmt
