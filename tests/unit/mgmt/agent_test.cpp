@@ -1,0 +1,499 @@
+// Agent against a real SoftHSM token and a scripted front end: staging, key sets, apply, confirm, rollback.
+#include <edge/mgmt/agent.h>
+#include <edge/test/process.h>
+#include <edge/test/softhsm_fixture.h>
+#include <gtest/gtest.h>
+
+#include <atomic>
+#include <future>
+#include <thread>
+
+namespace edge::mgmt {
+namespace {
+
+using namespace std::chrono_literals;
+namespace fs = std::filesystem;
+
+// A front end that records what the agent asks of it and mints through its
+// own KeySetMac view, as the real one does: the view changes only at apply().
+class FakeFrontEnd : public FrontEnd {
+ public:
+  explicit FakeFrontEnd(hsm::Hsm& h) : hsm_(h) {}
+
+  v1::RestartClass restart_class(const v1::ApplianceConfig& current,
+                                 const v1::ApplianceConfig& next) override {
+    v1::RestartClass rc = v1::RESTART_NONE;
+    for (const auto& d : PropertyRegistry::instance().all()) {
+      if (d.get(current) != d.get(next) && d.restart > rc) rc = d.restart;
+    }
+    return rc;
+  }
+  std::string validate(const v1::ApplianceConfig&) override {
+    std::lock_guard lock(mu_);
+    calls_.push_back("validate");
+    return validate_reason;
+  }
+  std::chrono::milliseconds drain(std::chrono::milliseconds) override {
+    {
+      std::lock_guard lock(mu_);
+      calls_.push_back("drain");
+    }
+    drain_entered = true;
+    std::this_thread::sleep_for(drain_delay);
+    return drain_delay;
+  }
+  void apply(const v1::ApplianceConfig& next) override {
+    std::lock_guard lock(mu_);
+    calls_.push_back("apply");
+    current_ = next;
+    const auto& ft = next.sip().flow_token();
+    mac_ = ft.key_set().empty() ? nullptr : hsm_.mac_for(ft.key_set());
+    if (mac_) {
+      mac_->refresh();
+      mac_->set_minting_version(ft.key_version());
+    }
+  }
+  void start() override {
+    std::lock_guard lock(mu_);
+    calls_.push_back("start");
+  }
+  std::string health() override {
+    std::lock_guard lock(mu_);
+    calls_.push_back("health");
+    if (unhealthy_times > 0) {
+      --unhealthy_times;
+      return "listener udp 127.0.0.1:5060 is down";
+    }
+    return "";
+  }
+  v1::FrontEndStatus status() override {
+    std::lock_guard lock(mu_);
+    v1::FrontEndStatus s;
+    s.set_state("running");
+    s.set_key_set(current_.sip().flow_token().key_set());
+    if (mac_) s.set_minting_version(mac_->minting_version());
+    return s;
+  }
+
+  std::vector<std::string> calls() {
+    std::lock_guard lock(mu_);
+    return calls_;
+  }
+  v1::ApplianceConfig current() {
+    std::lock_guard lock(mu_);
+    return current_;
+  }
+  std::uint32_t minting_version() {
+    std::lock_guard lock(mu_);
+    return mac_ ? mac_->minting_version() : 0;
+  }
+  std::shared_ptr<hsm::KeySetMac> mac() {
+    std::lock_guard lock(mu_);
+    return mac_;
+  }
+
+  std::string validate_reason;
+  std::atomic<int> unhealthy_times{0};
+  std::chrono::milliseconds drain_delay{0};
+  std::atomic<bool> drain_entered{false};
+
+ private:
+  hsm::Hsm& hsm_;
+  std::mutex mu_;
+  std::vector<std::string> calls_;
+  v1::ApplianceConfig current_;
+  std::shared_ptr<hsm::KeySetMac> mac_;
+};
+
+ErrorCode code_of(const std::function<void()>& f, std::string* what = nullptr) {
+  try {
+    f();
+  } catch (const MgmtError& e) {
+    if (what != nullptr) *what = e.what();
+    return e.code();
+  }
+  ADD_FAILURE() << "no MgmtError thrown";
+  return ErrorCode::internal;
+}
+
+v1::SetPropertyRequest set(const std::string& name, const std::string& value) {
+  v1::SetPropertyRequest r;
+  r.set_name(name);
+  r.set_value(value);
+  return r;
+}
+
+v1::ApplyRequest apply_req(const std::string& id = "", std::uint64_t expected = 0,
+                           std::uint32_t confirm = 0) {
+  v1::ApplyRequest r;
+  r.set_request_id(id);
+  r.set_expected_generation(expected);
+  r.set_confirm_within_seconds(confirm);
+  return r;
+}
+
+// Waits (generously) for an event of `kind`.
+std::optional<v1::Event> wait_for(EventBus::Subscription& s, v1::Event::Kind kind,
+                                  std::chrono::seconds bound = 20s) {
+  const auto until = std::chrono::steady_clock::now() + bound;
+  while (std::chrono::steady_clock::now() < until) {
+    if (auto e = s.next(200ms); e && e->kind() == kind) return e;
+  }
+  return std::nullopt;
+}
+
+class AgentTest : public ::testing::Test {
+ protected:
+  void SetUp() override {
+    hsm.keysets().create("sipflow");
+    agent = make_agent();
+    fe.apply(agent->boot_config());
+    agent->attach_front_end(&fe);
+  }
+
+  static v1::ApplianceConfig initial() {
+    const auto& reg = PropertyRegistry::instance();
+    auto c = reg.defaults();
+    reg.set(c, "sip.flow_token.key_set", "sipflow");
+    reg.set(c, "listen", "udp 127.0.0.1 0");
+    reg.set(c, "mgmt.drain_timeout_ms", "100");
+    return c;
+  }
+  std::unique_ptr<Agent> make_agent() {
+    AgentOptions o;
+    o.state_dir = state.path();
+    o.version = "1.2.3";
+    return std::make_unique<Agent>(o, hsm, initial());
+  }
+  std::size_t count(const std::string& call) {
+    const auto c = fe.calls();
+    return static_cast<std::size_t>(std::count(c.begin(), c.end(), call));
+  }
+  v1::KeyVersion version_of(const std::string& set, std::uint32_t v) {
+    const v1::KeySet ks = agent->get_key_set(set);
+    for (const auto& kv : ks.versions()) {
+      if (kv.version() == v) return kv;
+    }
+    ADD_FAILURE() << "no version " << v;
+    return {};
+  }
+  std::string audit_text() { return edge::test::read_file(state.path() / "audit.log"); }
+
+  edge::test::SoftHsmToken token;
+  hsm::Hsm hsm{token.config()};
+  edge::test::TempDir state{"edge-agent"};
+  FakeFrontEnd fe{hsm};
+  Caller op{"uid:1000", v1::ROLE_OPERATOR};
+  std::unique_ptr<Agent> agent;
+};
+
+TEST_F(AgentTest, FirstBootCommitsGenerationOne) {
+  EXPECT_EQ(agent->generation(), 1u);
+  const auto gens = agent->list_generations();
+  ASSERT_EQ(gens.generations_size(), 1);
+  EXPECT_EQ(gens.generations(0).actor(), "edged");
+  EXPECT_EQ(gens.generations(0).summary(), "first boot");
+  EXPECT_TRUE(gens.generations(0).current());
+  const auto st = agent->status();
+  EXPECT_EQ(st.version(), "1.2.3");
+  EXPECT_EQ(st.generation(), 1u);
+  EXPECT_FALSE(st.staged_changes());
+  EXPECT_EQ(st.hsm().state(), "available");
+  EXPECT_EQ(st.front_end().state(), "running");
+}
+
+TEST_F(AgentTest, RotationIsStagedAndMintsOnlyAfterApply) {
+  auto events = agent->events().subscribe();
+  EXPECT_EQ(fe.minting_version(), 1u);
+  const auto ch = agent->rotate_key_set(op, [] {
+    v1::RotateKeySetRequest r;
+    r.set_name("sipflow");
+    return r;
+  }());
+  EXPECT_TRUE(ch.staged());
+  EXPECT_TRUE(wait_for(*events, v1::Event::KEY_SET, 5s));
+  // The HSM has version 2 now, but the front end keeps minting with 1.
+  EXPECT_EQ(fe.minting_version(), 1u);
+  EXPECT_TRUE(version_of("sipflow", 1).minting());
+  EXPECT_TRUE(version_of("sipflow", 2).staged_minting());
+  EXPECT_FALSE(version_of("sipflow", 2).minting());
+  EXPECT_EQ(agent->get_property("sip.flow_token.key_version").staged_value(), "2");
+  EXPECT_TRUE(agent->status().staged_changes());
+
+  const auto resp = agent->apply(op, apply_req());
+  EXPECT_EQ(resp.generation(), 2u);
+  EXPECT_EQ(resp.restart(), v1::RESTART_FRONT_END);
+  ASSERT_EQ(resp.changes_size(), 1);
+  EXPECT_EQ(resp.changes(0), "sip.flow_token.key_version: 0 -> 2");
+  EXPECT_EQ(fe.current().sip().flow_token().key_version(), 2u);
+  EXPECT_EQ(fe.minting_version(), 2u);
+  hsm::MacTag tag{};
+  const std::uint8_t data[] = {1, 2, 3};
+  EXPECT_EQ(fe.mac()->sign(2, data, tag), hsm::MacStatus::ok);
+  EXPECT_TRUE(version_of("sipflow", 2).minting());
+  EXPECT_TRUE(wait_for(*events, v1::Event::APPLY, 5s));
+  EXPECT_EQ(agent->generation(), 2u);
+  EXPECT_FALSE(agent->status().staged_changes());
+}
+
+TEST_F(AgentTest, BadValuesAndMissingKeySetsChangeNothing) {
+  std::string what;
+  EXPECT_EQ(code_of([&] { agent->set_property(op, set("sip.flow_timer", "0")); }, &what),
+            ErrorCode::invalid_argument);
+  EXPECT_NE(what.find("sip.flow_timer"), std::string::npos);
+  EXPECT_EQ(code_of([&] { agent->set_property(op, set("sip.flowtimer", "5")); }),
+            ErrorCode::invalid_argument);
+  EXPECT_EQ(code_of([&] { agent->set_property(op, set("com.ibm.ws.sip.key.set", "nosuch")); }, &what),
+            ErrorCode::failed_precondition);
+  EXPECT_NE(what.find("'nosuch'"), std::string::npos);
+  EXPECT_FALSE(agent->status().staged_changes());
+  EXPECT_EQ(code_of([&] { agent->apply(op, apply_req()); }, &what), ErrorCode::failed_precondition);
+  EXPECT_EQ(what, "nothing staged");
+
+  // A key set that disappears behind the agent's back (another tool) after staging.
+  hsm.keysets().create("other");
+  agent->set_property(op, set("sip.flow_token.key_set", "other"));
+  agent->set_property(op, set("sip.flow_timer", "60"));
+  hsm.keysets().destroy("other");
+  const auto before = fe.calls().size();
+  EXPECT_EQ(code_of([&] { agent->apply(op, apply_req()); }, &what), ErrorCode::failed_precondition);
+  EXPECT_NE(what.find("'other'"), std::string::npos);
+  EXPECT_EQ(agent->generation(), 1u);
+  EXPECT_EQ(fe.calls().size(), before) << "the front end was touched";
+  EXPECT_TRUE(agent->status().staged_changes()) << "a refused apply keeps the staged changes";
+
+  // The front end's own validation refuses without a drain.
+  agent->set_property(op, set("sip.flow_token.key_set", "sipflow"));
+  fe.validate_reason = "cannot bind udp 127.0.0.1:5060";
+  EXPECT_EQ(code_of([&] { agent->apply(op, apply_req()); }, &what), ErrorCode::failed_precondition);
+  EXPECT_NE(what.find("cannot bind"), std::string::npos);
+  EXPECT_EQ(count("drain"), 0u);
+  EXPECT_EQ(agent->generation(), 1u);
+  EXPECT_NE(audit_text().find("\"result\":\"refused: front end refused: cannot bind"), std::string::npos);
+}
+
+TEST_F(AgentTest, FailedHealthCheckRestoresThePreviousConfiguration) {
+  auto events = agent->events().subscribe();
+  agent->set_property(op, set("sip.flow_timer", "60"));
+  fe.unhealthy_times = 1;
+  std::string what;
+  EXPECT_EQ(code_of([&] { agent->apply(op, apply_req()); }, &what), ErrorCode::aborted);
+  EXPECT_NE(what.find("health check failed: listener udp"), std::string::npos) << what;
+  EXPECT_NE(what.find("rolled back to generation 1"), std::string::npos) << what;
+  EXPECT_EQ(agent->generation(), 1u);
+  EXPECT_EQ(fe.current().sip().flow_timer(), 30u) << "previous configuration re-applied";
+  EXPECT_EQ(count("drain"), 2u);
+  const auto e = wait_for(*events, v1::Event::ROLLBACK, 5s);
+  ASSERT_TRUE(e);
+  EXPECT_FALSE(e->ok());
+  EXPECT_EQ(agent->list_generations().generations_size(), 1);
+  // Still staged: the operator may retry once the cause is fixed.
+  EXPECT_EQ(agent->apply(op, apply_req()).generation(), 2u);
+  EXPECT_EQ(fe.current().sip().flow_timer(), 60u);
+}
+
+TEST_F(AgentTest, UnconfirmedApplyRollsBackAtTheDeadline) {
+  auto events = agent->events().subscribe();
+  agent->set_property(op, set("sip.flow_timer", "60"));
+  const auto resp = agent->apply(op, apply_req("", 0, 1));
+  EXPECT_TRUE(resp.pending_confirm());
+  EXPECT_EQ(resp.generation(), 2u);
+  EXPECT_EQ(fe.current().sip().flow_timer(), 60u);
+  EXPECT_EQ(agent->status().pending().generation(), 2u);
+  EXPECT_EQ(agent->generation(), 1u);
+  EXPECT_TRUE(fs::exists(state.path() / "config" / "pending.cfg"));
+  const auto e = wait_for(*events, v1::Event::ROLLBACK);
+  ASSERT_TRUE(e) << "no rollback at the deadline";
+  EXPECT_EQ(fe.current().sip().flow_timer(), 30u);
+  EXPECT_EQ(agent->generation(), 1u);
+  EXPECT_FALSE(agent->status().has_pending());
+  EXPECT_FALSE(fs::exists(state.path() / "config" / "pending.cfg"));
+  EXPECT_EQ(code_of([&] { agent->confirm(op); }), ErrorCode::failed_precondition);
+  EXPECT_NE(audit_text().find("confirm_deadline"), std::string::npos);
+}
+
+TEST_F(AgentTest, ConfirmInTimeCommits) {
+  agent->set_property(op, set("sip.flow_timer", "60"));
+  agent->apply(op, apply_req("", 0, 60));
+  EXPECT_EQ(code_of([&] {
+              agent->set_property(op, set("sip.flow_timer", "90"));
+              agent->apply(op, apply_req());
+            }),
+            ErrorCode::failed_precondition)
+      << "no apply on top of an unconfirmed one";
+  const auto resp = agent->confirm(op);
+  EXPECT_EQ(resp.generation(), 2u);
+  EXPECT_EQ(agent->generation(), 2u);
+  EXPECT_FALSE(fs::exists(state.path() / "config" / "pending.cfg"));
+  EXPECT_EQ(fe.current().sip().flow_timer(), 60u);
+  EXPECT_EQ(code_of([&] { agent->confirm(op); }), ErrorCode::failed_precondition);
+  // The edit staged while the confirm was pending is still staged.
+  EXPECT_EQ(agent->apply(op, apply_req()).generation(), 3u);
+  EXPECT_EQ(fe.current().sip().flow_timer(), 90u);
+}
+
+TEST_F(AgentTest, RetriedRequestIdIsAnsweredFromTheFirstApply) {
+  agent->set_property(op, set("sip.flow_timer", "60"));
+  const auto first = agent->apply(op, apply_req("req-1"));
+  EXPECT_FALSE(first.replayed());
+  agent->set_property(op, set("sip.flow_timer", "90"));
+  const auto again = agent->apply(op, apply_req("req-1"));
+  EXPECT_TRUE(again.replayed());
+  EXPECT_EQ(again.generation(), 2u);
+  EXPECT_EQ(agent->generation(), 2u);
+  EXPECT_TRUE(agent->status().staged_changes());
+  // Remembered across a restart of the agent, from the store.
+  agent.reset();
+  agent = make_agent();
+  const auto after = agent->apply(op, apply_req("req-1"));
+  EXPECT_TRUE(after.replayed());
+  EXPECT_EQ(after.generation(), 2u);
+  EXPECT_EQ(agent->generation(), 2u);
+}
+
+TEST_F(AgentTest, StaleExpectedGenerationIsRefused) {
+  agent->set_property(op, set("sip.flow_timer", "60"));
+  std::string what;
+  EXPECT_EQ(code_of([&] { agent->apply(op, apply_req("", 5)); }, &what), ErrorCode::failed_precondition);
+  EXPECT_EQ(what, "configuration is at generation 1, not 5");
+  EXPECT_EQ(agent->apply(op, apply_req("", 1)).generation(), 2u);
+}
+
+TEST_F(AgentTest, ConcurrentApplyIsRefusedWhileOneRuns) {
+  fe.drain_delay = 1500ms;
+  agent->set_property(op, set("sip.flow_timer", "60"));
+  auto first = std::async(std::launch::async, [&] { return agent->apply(op, apply_req("a")); });
+  const auto until = std::chrono::steady_clock::now() + 20s;
+  while (!fe.drain_entered && std::chrono::steady_clock::now() < until) std::this_thread::sleep_for(5ms);
+  ASSERT_TRUE(fe.drain_entered);
+  std::string what;
+  EXPECT_EQ(code_of([&] { agent->apply(op, apply_req("b")); }, &what), ErrorCode::aborted);
+  EXPECT_EQ(what, "another apply is in progress");
+  EXPECT_EQ(first.get().generation(), 2u);
+  EXPECT_EQ(agent->generation(), 2u);
+  EXPECT_EQ(count("drain"), 1u);
+}
+
+TEST_F(AgentTest, RetireRefusesTheMintingVersion) {
+  v1::RetireKeyVersionRequest retire;
+  retire.set_name("sipflow");
+  retire.set_version(1);
+  std::string what;
+  EXPECT_EQ(code_of([&] { agent->retire_key_version(op, retire); }, &what), ErrorCode::failed_precondition);
+  EXPECT_NE(what.find("version 1"), std::string::npos);
+  v1::RotateKeySetRequest rot;
+  rot.set_name("sipflow");
+  agent->rotate_key_set(op, rot);
+  // Staged to mint with 2, but the running front end still mints with 1.
+  EXPECT_EQ(code_of([&] { agent->retire_key_version(op, retire); }), ErrorCode::failed_precondition);
+  agent->apply(op, apply_req());
+  const auto ch = agent->retire_key_version(op, retire);
+  EXPECT_FALSE(ch.key_set().versions(0).active());
+  retire.set_version(2);
+  EXPECT_EQ(code_of([&] { agent->retire_key_version(op, retire); }), ErrorCode::failed_precondition);
+  retire.set_version(9);
+  EXPECT_EQ(code_of([&] { agent->retire_key_version(op, retire); }), ErrorCode::not_found);
+}
+
+TEST_F(AgentTest, KeySetLifecycleAndDestroyWhileInUse) {
+  v1::CreateKeySetRequest create;
+  create.set_name("spare");
+  const auto ch = agent->create_key_set(op, create);
+  EXPECT_EQ(ch.key_set().versions_size(), 1);
+  EXPECT_FALSE(ch.key_set().in_use());
+  EXPECT_EQ(code_of([&] { agent->create_key_set(op, create); }), ErrorCode::already_exists);
+  create.set_name("bad name");
+  EXPECT_EQ(code_of([&] { agent->create_key_set(op, create); }), ErrorCode::invalid_argument);
+  EXPECT_EQ(agent->list_key_sets().key_sets_size(), 2);
+
+  v1::DestroyKeySetRequest destroy;
+  destroy.set_name("sipflow");
+  EXPECT_EQ(code_of([&] { agent->destroy_key_set(op, destroy); }), ErrorCode::failed_precondition);
+  // Staged use counts too.
+  agent->set_property(op, set("sip.flow_token.key_set", "spare"));
+  destroy.set_name("spare");
+  EXPECT_EQ(code_of([&] { agent->destroy_key_set(op, destroy); }), ErrorCode::failed_precondition);
+  agent->discard_staged(op);
+  agent->destroy_key_set(op, destroy);
+  EXPECT_FALSE(hsm.keysets().exists("spare"));
+  EXPECT_EQ(code_of([&] { agent->destroy_key_set(op, destroy); }), ErrorCode::not_found);
+  EXPECT_EQ(code_of([&] { agent->get_key_set("spare"); }), ErrorCode::not_found);
+  const auto audit = audit_text();
+  EXPECT_NE(audit.find("\"action\":\"create_key_set\",\"detail\":\"key set spare"), std::string::npos);
+  EXPECT_NE(audit.find("\"action\":\"destroy_key_set\""), std::string::npos);
+}
+
+TEST_F(AgentTest, RollbackCommitsTheOldConfigurationAsANewGeneration) {
+  agent->set_property(op, set("sip.flow_timer", "60"));
+  agent->apply(op, apply_req());
+  agent->set_property(op, set("sip.flow_timer", "90"));
+  agent->apply(op, apply_req());
+  agent->set_property(op, set("log.level", "debug"));  // dropped by the rollback
+
+  v1::RollbackRequest rb;
+  rb.set_generation(1);
+  const auto resp = agent->rollback(op, rb);
+  EXPECT_EQ(resp.generation(), 4u);
+  EXPECT_EQ(agent->generation(), 4u);
+  EXPECT_EQ(fe.current().sip().flow_timer(), 30u);
+  EXPECT_FALSE(agent->status().staged_changes());
+  const auto gens = agent->list_generations();
+  ASSERT_EQ(gens.generations_size(), 4);
+  EXPECT_EQ(gens.generations(3).rolled_back_from(), 3u);
+  EXPECT_TRUE(gens.generations(3).current());
+
+  // 0: the one before the committed one (generation 3, flow timer 90).
+  rb.set_generation(0);
+  EXPECT_EQ(agent->rollback(op, rb).generation(), 5u);
+  EXPECT_EQ(fe.current().sip().flow_timer(), 90u);
+  rb.set_generation(99);
+  EXPECT_EQ(code_of([&] { agent->rollback(op, rb); }), ErrorCode::not_found);
+}
+
+TEST_F(AgentTest, LiveChangeIsAppliedWithoutADrain) {
+  agent->set_property(op, set("log.level", "debug"));
+  const auto resp = agent->apply(op, apply_req());
+  EXPECT_EQ(resp.restart(), v1::RESTART_NONE);
+  EXPECT_EQ(count("drain"), 0u);
+  EXPECT_EQ(fe.current().log_level(), "debug");
+}
+
+TEST_F(AgentTest, RestartReadsTheCommittedGenerationAndDropsAPendingOne) {
+  agent->set_property(op, set("sip.flow_timer", "60"));
+  agent->apply(op, apply_req());
+  agent->set_property(op, set("sip.flow_timer", "90"));
+  agent->apply(op, apply_req("", 0, 600));
+  ASSERT_TRUE(fs::exists(state.path() / "config" / "pending.cfg"));
+  // The daemon dies before the operator confirms.
+  agent->shutdown();
+  agent.reset();
+  agent = make_agent();
+  EXPECT_EQ(agent->generation(), 2u);
+  EXPECT_EQ(agent->boot_config().sip().flow_timer(), 60u);
+  EXPECT_FALSE(agent->status().has_pending());
+  EXPECT_FALSE(fs::exists(state.path() / "config" / "pending.cfg"));
+  EXPECT_NE(audit_text().find("pending generation 3 was never confirmed"), std::string::npos);
+}
+
+TEST_F(AgentTest, RestartFrontEndKeepsTheGeneration) {
+  auto events = agent->events().subscribe();
+  agent->restart_front_end(op);
+  EXPECT_EQ(count("drain"), 1u);
+  EXPECT_EQ(count("start"), 1u);
+  EXPECT_EQ(agent->generation(), 1u);
+  const auto e = wait_for(*events, v1::Event::RESTART, 5s);
+  ASSERT_TRUE(e);
+  EXPECT_TRUE(e->ok());
+}
+
+TEST_F(AgentTest, WithoutAFrontEndApplyValidatesAndCommits) {
+  agent->attach_front_end(nullptr);
+  agent->set_property(op, set("sip.flow_timer", "45"));
+  const auto resp = agent->apply(op, apply_req());
+  EXPECT_EQ(resp.generation(), 2u);
+  EXPECT_EQ(resp.restart(), v1::RESTART_FRONT_END);
+  EXPECT_EQ(fe.calls().size(), 1u) << "only the fixture's own apply";
+}
+
+}  // namespace
+}  // namespace edge::mgmt
