@@ -531,10 +531,8 @@ v1::ApplianceConfig PropertyRegistry::defaults() const {
 
 v1::ApplianceConfig import_conf_text(std::string_view text, std::string_view origin) {
   const PropertyRegistry& reg = PropertyRegistry::instance();
+  // The defaults have no listeners: each listen / advertise line adds one.
   v1::ApplianceConfig c = reg.defaults();
-  // Repeated listen / advertise lines add up, so the defaults' lists are
-  // replaced by the first line of the file, not appended to.
-  bool listen_seen = false, advertise_seen = false;
   int lineno = 0;
   std::istringstream in{std::string(text)};
   for (std::string raw; std::getline(in, raw);) {
@@ -550,10 +548,8 @@ v1::ApplianceConfig import_conf_text(std::string_view text, std::string_view ori
     const std::string_view value = trim(line.substr(eq + 1));
     try {
       if (key == "listen") {
-        if (!std::exchange(listen_seen, true)) c.mutable_sip()->clear_listeners();
         add_listeners(c, value);
       } else if (key == "advertise") {
-        if (!std::exchange(advertise_seen, true)) c.mutable_sip()->clear_advertise();
         add_advertise(c, value);
       } else {
         reg.set(c, key, value);

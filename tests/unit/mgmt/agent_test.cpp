@@ -486,6 +486,15 @@ TEST_F(AgentTest, RestartFrontEndKeepsTheGeneration) {
   EXPECT_TRUE(e->ok());
 }
 
+TEST_F(AgentTest, HsmStateChangesReachWatchers) {
+  auto events = agent->events().subscribe();
+  agent->report_hsm_state("unavailable", "C_Sign failed: CKR_DEVICE_ERROR");
+  const auto e = wait_for(*events, v1::Event::HSM_FAULT, 5s);
+  ASSERT_TRUE(e);
+  EXPECT_FALSE(e->ok());
+  EXPECT_NE(e->message().find("CKR_DEVICE_ERROR"), std::string::npos);
+}
+
 TEST_F(AgentTest, WithoutAFrontEndApplyValidatesAndCommits) {
   agent->attach_front_end(nullptr);
   agent->set_property(op, set("sip.flow_timer", "45"));
