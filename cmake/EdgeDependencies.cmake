@@ -4,6 +4,8 @@ find_package(Threads REQUIRED)
 find_package(OpenSSL 3 REQUIRED)
 find_package(Boost 1.74 REQUIRED COMPONENTS system program_options)
 pkg_check_modules(P11KIT REQUIRED IMPORTED_TARGET p11-kit-1)
+# sd_notify (READY, STOPPING, WATCHDOG) for edged under systemd; a no-op without it.
+pkg_check_modules(SYSTEMD REQUIRED IMPORTED_TARGET libsystemd)
 find_package(spdlog REQUIRED)
 
 # SoftHSM2 is the lab HSM and the one our tests run against.

@@ -1,4 +1,4 @@
-// Parses edged.conf and builds the TransportConfig / ProxyConfig / HsmConfig of the daemon.
+// Parses edged.conf text and builds the TransportConfig / ProxyConfig / HsmConfig of the daemon.
 #include "config_file.h"
 
 #include <edge/hsm/lab.h>
@@ -110,6 +110,14 @@ net::CoreConfig parse_core_uri(const std::string& uri) {
 EdgedConfig load_config(const std::filesystem::path& path, const std::filesystem::path& state_dir) {
   std::ifstream in(path);
   if (!in) throw ConfigError("cannot read configuration file " + path.string());
+  std::stringstream text;
+  text << in.rdbuf();
+  return parse_config_text(text.str(), path.filename().string(), state_dir);
+}
+
+EdgedConfig parse_config_text(const std::string& text, const std::string& origin,
+                              const std::filesystem::path& state_dir) {
+  std::istringstream in(text);
   EdgedConfig c;
   c.state_dir = state_dir;
   c.core.enabled = false;
@@ -117,7 +125,7 @@ EdgedConfig load_config(const std::filesystem::path& path, const std::filesystem
   int lineno = 0;
   while (std::getline(in, line)) {
     ++lineno;
-    const std::string where = path.filename().string() + ":" + std::to_string(lineno);
+    const std::string where = origin + ":" + std::to_string(lineno);
     const std::string t = trim(line);
     if (t.empty() || t[0] == '#') continue;
     const auto eq = t.find('=');
@@ -133,15 +141,18 @@ EdgedConfig load_config(const std::filesystem::path& path, const std::filesystem
         c.hsm_token = value;
       } else if (key == "hsm.token_uri") {
         c.hsm_token_uri = value;
-      } else if (key == "hsm.pin_file") {
-        c.pin = {hsm::PinSource::Kind::file, value};
-      } else if (key == "hsm.pin_env") {
-        c.pin = {hsm::PinSource::Kind::env, value};
+      } else if (key == "hsm.pin_file" || key == "hsm.pin_env") {
+        // One of the two names the PIN's source; the other is written empty.
+        if (!value.empty()) c.pin = {key == "hsm.pin_file" ? hsm::PinSource::Kind::file : hsm::PinSource::Kind::env, value};
       } else if (key == "sip.flow_token.key_set" || key == "com.ibm.ws.sip.key.set") {
         if (!value.empty() && !hsm::valid_key_set_name(value)) {
           throw ConfigError(what + ": invalid key set name '" + value + "'");
         }
         c.key_set = value;
+      } else if (key == "sip.flow_token.key_version") {
+        c.key_version = number<std::uint32_t>(value, 0, 0xffffffu, what);
+      } else if (key.rfind("mgmt.", 0) == 0) {
+        // The management agent's own settings: mgmt/ validates and uses them.
       } else if (key == "listen" || key == "advertise") {
         const auto w = words(value);
         if (w.size() != 3) throw ConfigError(what + ": expected 'TRANSPORT ADDRESS PORT'");
@@ -202,8 +213,8 @@ EdgedConfig load_config(const std::filesystem::path& path, const std::filesystem
       throw ConfigError(what + ": " + e.what());
     }
   }
-  if (c.listeners.empty()) throw ConfigError(path.filename().string() + ": no listen line");
-  if (!c.core.enabled) throw ConfigError(path.filename().string() + ": no core next hop (core = sip:IP:PORT;transport=tcp)");
+  if (c.listeners.empty()) throw ConfigError(origin + ": no listen line");
+  if (!c.core.enabled) throw ConfigError(origin + ": no core next hop (core = sip:IP:PORT;transport=tcp)");
   c.tls.certificate_chain_file = resolve(state_dir, c.tls.certificate_chain_file);
   c.tls.private_key_file = resolve(state_dir, c.tls.private_key_file);
   c.tls.ca_file = resolve(state_dir, c.tls.ca_file);

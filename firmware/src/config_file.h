@@ -30,6 +30,7 @@ struct EdgedConfig {
 
   // SIP
   std::string key_set = "sipflow";  // empty: flow-token security off
+  std::uint32_t key_version = 0;    // the version that mints; 0: the newest active one
   std::vector<net::ListenerConfig> listeners;
   std::vector<net::AdvertisedAddress> advertise;  // empty: derived from listeners
   net::CoreConfig core;
@@ -53,6 +54,10 @@ struct EdgedConfig {
 // Parses `path`; relative paths inside are resolved against state_dir.
 // Throws ConfigError naming the file, the line and the problem.
 EdgedConfig load_config(const std::filesystem::path& path, const std::filesystem::path& state_dir);
+// The same for text; `origin` names it in errors ("generation 7:12: listen: ...").
+// Keys under "mgmt." belong to the management agent and are skipped here.
+EdgedConfig parse_config_text(const std::string& text, const std::string& origin,
+                              const std::filesystem::path& state_dir);
 
 // "sip:127.0.0.1:5080;transport=tcp" -> CoreConfig (IP literals only: the edge never resolves).
 net::CoreConfig parse_core_uri(const std::string& uri);

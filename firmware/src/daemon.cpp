@@ -1,106 +1,108 @@
-// edged's composition and life cycle: first boot, HSM, key set, transports, proxy, signals.
+// edged's composition and life cycle: configuration, first boot, HSM, SIP front end, management agent, signals.
 #include "daemon.h"
 
+#include "front_end.h"
 #include "lab_tls.h"
 
 #include <edge/hsm/error.h>
-#include <edge/hsm/keyset_mac.h>
 #include <edge/hsm/lab.h>
-#include <edge/net/flow/token_codec.h>
-#include <edge/net/proxy/edge_proxy.h>
-#include <edge/net/transport/transports.h>
+#include <edge/mgmt/agent.h>
+#include <edge/mgmt/config_store.h>
+#include <edge/mgmt/properties.h>
+#include <edge/mgmt/server.h>
 
 #include <spdlog/sinks/stdout_sinks.h>
 #include <spdlog/spdlog.h>
+#include <systemd/sd-daemon.h>
 
+#include <algorithm>
 #include <atomic>
 #include <csignal>
+#include <ctime>
 #include <fstream>
-#include <thread>
+#include <sstream>
 
 #include "edged_default_conf.h"
 
 namespace edge::firmware {
 namespace {
 
-spdlog::level::level_enum to_spdlog(const std::string& level) {
-  if (level == "debug") return spdlog::level::debug;
-  if (level == "warn") return spdlog::level::warn;
-  if (level == "error") return spdlog::level::err;
-  return spdlog::level::info;
+std::string read_file(const std::filesystem::path& path) {
+  std::ifstream in(path);
+  if (!in) throw StartError(kExitConfig, "cannot read configuration file " + path.string());
+  std::stringstream s;
+  s << in.rdbuf();
+  return s.str();
 }
 
-net::LogSink proxy_log_sink() {
-  return [](net::LogLevel level, std::string_view event, std::string_view fields) {
-    const auto l = level == net::LogLevel::debug  ? spdlog::level::debug
-                   : level == net::LogLevel::info ? spdlog::level::info
-                   : level == net::LogLevel::warn ? spdlog::level::warn
-                                                  : spdlog::level::err;
-    spdlog::log(l, "event={} {}", event, fields);
-  };
-}
-
-// Everything that a SIGHUP swaps: the key-set view, the codec and the proxy rules.
-struct Rules {
-  std::shared_ptr<hsm::KeySetMac> mac;
-  std::shared_ptr<flow::TokenCodec> codec;
-  std::shared_ptr<net::EdgeProxy> proxy;
-};
-
-Rules build_rules(hsm::Hsm& hsm, const EdgedConfig& cfg) {
-  Rules r;
-  if (!cfg.key_set.empty()) {
-    if (!hsm.keysets().exists(cfg.key_set)) {
-      throw hsm::HsmError("key set '" + cfg.key_set + "' does not exist in the HSM (edge-hsm keyset create " +
-                          cfg.key_set + ")");
+// The configuration edged starts with: the newest committed generation of the
+// config store; on first boot the --config file, or in lab mode the embedded
+// default (also written to <state>/edged.conf for the operator to read).
+mgmt::v1::ApplianceConfig startup_config(const DaemonOptions& o) {
+  mgmt::ConfigStore store(o.state_dir / "config");
+  if (auto latest = store.latest()) {
+    if (!o.config_file.empty()) {
+      spdlog::warn(
+          "event=config_file_ignored file={} generation={} reason=\"the config store holds committed "
+          "generations; change them with edgectl\"",
+          o.config_file.string(), latest->generation());
     }
-    r.mac = hsm.mac_for(cfg.key_set);
-    r.mac->refresh();
-    if (r.mac->minting_version() == 0) {
-      throw hsm::HsmError("key set '" + cfg.key_set + "' has no active version (edge-hsm keyset rotate " +
-                          cfg.key_set + ")");
-    }
-    r.codec = std::make_shared<flow::TokenCodec>(r.mac);
+    return latest->config();
   }
-  r.proxy = std::make_shared<net::EdgeProxy>(cfg.proxy_config(), r.codec, proxy_log_sink());
-  return r;
+  std::string text, origin;
+  if (!o.config_file.empty()) {
+    text = read_file(o.config_file);
+    origin = o.config_file.filename().string();
+  } else if (o.production) {
+    throw StartError(kExitConfig, "production mode: no committed configuration in " +
+                                      (o.state_dir / "config").string() + " and no --config file to import");
+  } else {
+    text = kEdgedDefaultConfig;
+    origin = "edged.conf";
+    const auto copy = o.state_dir / "edged.conf";
+    if (!std::filesystem::exists(copy)) std::ofstream(copy) << text;
+    spdlog::info("event=first_boot source=embedded-default copy={}", copy.string());
+  }
+  try {
+    return mgmt::import_conf_text(text, origin);
+  } catch (const std::exception& e) {
+    throw StartError(kExitConfig, e.what());
+  }
 }
 
-void log_status(const hsm::Hsm& hsm, const net::Transports& transports, const net::EdgeProxy& proxy) {
-  const auto t = transports.stats();
-  const auto p = proxy.stats();
-  const auto h = hsm.counters().snapshot();
-  spdlog::info(
-      "event=status hsm={} hsm_sign={} hsm_verify={} flows_udp={} flows_tcp={} flows_tls={} flows_ws={} "
-      "flows_wss={} core_connected={} requests_from_clients={} requests_from_core={} r403={} r430={} r503={} "
-      "verifies_avoided={} verifies_hsm={} mints_hsm={}",
-      hsm::to_string(hsm.state()), h.sign, h.verify, t.flows_now[1], t.flows_now[2], t.flows_now[3],
-      t.flows_now[6], t.flows_now[7], t.core_connected, p.requests_from_clients, p.requests_from_core, p.r403,
-      p.r430, p.r503, p.verifies_avoided, p.verifies_hsm, p.mints_hsm);
-}
-
-EdgedConfig first_boot_and_load(const DaemonOptions& o, std::filesystem::path& config_path) {
-  std::filesystem::create_directories(o.state_dir);
-  config_path = o.config_file.empty() ? o.state_dir / "edged.conf" : o.config_file;
-  if (!o.production && !std::filesystem::exists(config_path)) {
-    std::ofstream(config_path) << kEdgedDefaultConfig;
-    spdlog::info("event=first_boot wrote={}", config_path.string());
-  }
-  EdgedConfig cfg = load_config(config_path, o.state_dir);
-  if (cfg.lab_hsm) {
-    if (o.production) throw hsm::HsmError("production mode needs a real HSM module (hsm.module), not softhsm-lab");
-    const auto lab = hsm::provision_lab_token(o.state_dir, cfg.hsm_token);
-    if (lab.token_created) spdlog::info("event=lab_token_created label={}", lab.label);
-  }
-  const bool needs_tls = std::any_of(cfg.listeners.begin(), cfg.listeners.end(), [](const auto& l) {
-    return l.transport == flow::Transport::tls || l.transport == flow::Transport::wss;
-  });
-  if (needs_tls && !o.production) {
-    if (ensure_lab_certificate(cfg.tls.certificate_chain_file, cfg.tls.private_key_file)) {
-      spdlog::info("event=lab_certificate_created cert={}", cfg.tls.certificate_chain_file);
+// Lab mode provisions the SoftHSM token, the lab TLS certificate and the key
+// set; production mode provisions nothing and refuses a lab HSM.
+std::unique_ptr<hsm::Hsm> open_hsm(const DaemonOptions& o, const EdgedConfig& cfg,
+                                   std::atomic<mgmt::Agent*>& agent) {
+  try {
+    if (cfg.lab_hsm) {
+      if (o.production) {
+        throw StartError(kExitHsm, "production mode needs a real HSM module (hsm.module), not softhsm-lab");
+      }
+      const auto lab = hsm::provision_lab_token(o.state_dir, cfg.hsm_token);
+      if (lab.token_created) spdlog::info("event=lab_token_created label={}", lab.label);
     }
+    hsm::HsmConfig hc = cfg.hsm_config();
+    // hsm/ has no logger (it depends on nothing above PKCS#11): its state
+    // changes reach the operator and the agent's event stream through this hook.
+    hc.on_state_change = [&agent](hsm::HsmState s, const std::string& reason) {
+      spdlog::log(s == hsm::HsmState::available ? spdlog::level::info : spdlog::level::err,
+                  "event=hsm_state state={} reason=\"{}\"", hsm::to_string(s), reason);
+      if (auto* a = agent.load()) a->report_hsm_state(hsm::to_string(s), reason);
+    };
+    auto h = std::make_unique<hsm::Hsm>(std::move(hc));
+    if (cfg.lab_hsm && !cfg.key_set.empty() && !h->keysets().exists(cfg.key_set)) {
+      h->keysets().create(cfg.key_set);
+      spdlog::info("event=key_set_created key_set={}", cfg.key_set);
+    }
+    return h;
+  } catch (const StartError&) {
+    throw;
+  } catch (const std::invalid_argument& e) {
+    throw StartError(kExitConfig, e.what());
+  } catch (const std::exception& e) {
+    throw StartError(kExitHsm, e.what());
   }
-  return cfg;
 }
 
 }  // namespace
@@ -117,129 +119,116 @@ int run_daemon(const DaemonOptions& o) {
   spdlog::set_default_logger(logger);
   spdlog::set_pattern("%Y-%m-%dT%H:%M:%S.%eZ %l %v", spdlog::pattern_time_type::utc);
 
-  std::filesystem::path config_path;
-  EdgedConfig cfg;
+  std::atomic<mgmt::Agent*> agent_ptr{nullptr};
+  std::unique_ptr<hsm::Hsm> hsm;
+  std::unique_ptr<mgmt::Agent> agent;
+  std::unique_ptr<SipFrontEnd> front_end;
+  std::unique_ptr<mgmt::MgmtServer> server;
   try {
-    cfg = first_boot_and_load(o, config_path);
-  } catch (const ConfigError& e) {
-    spdlog::error("event=config_invalid reason=\"{}\"", e.what());
-    return kExitConfig;
-  } catch (const hsm::Pkcs11Error& e) {
-    spdlog::error("event=hsm_provisioning_failed reason=\"{}\"", e.what());
-    return kExitHsm;
-  } catch (const hsm::HsmError& e) {
-    spdlog::error("event=hsm_provisioning_failed reason=\"{}\"", e.what());
-    return kExitHsm;
+    std::filesystem::create_directories(o.state_dir);
+    mgmt::v1::ApplianceConfig config = startup_config(o);
+    EdgedConfig cfg;
+    try {
+      cfg = parse_config_text(mgmt::export_conf_text(config), "configuration", o.state_dir);
+    } catch (const std::exception& e) {
+      throw StartError(kExitConfig, e.what());
+    }
+    const bool tls = std::any_of(cfg.listeners.begin(), cfg.listeners.end(), [](const auto& l) {
+      return l.transport == flow::Transport::tls || l.transport == flow::Transport::wss;
+    });
+    if (tls && !o.production && ensure_lab_certificate(cfg.tls.certificate_chain_file, cfg.tls.private_key_file)) {
+      spdlog::info("event=lab_certificate_created cert={}", cfg.tls.certificate_chain_file);
+    }
+    hsm = open_hsm(o, cfg, agent_ptr);
+
+    mgmt::AgentOptions ao;
+    ao.state_dir = o.state_dir;
+    ao.version = EDGE_VERSION;
+    try {
+      agent = std::make_unique<mgmt::Agent>(ao, *hsm, config);
+    } catch (const std::exception& e) {
+      throw StartError(kExitFailure, std::string("config store: ") + e.what());
+    }
+    agent_ptr = agent.get();
+    config = agent->boot_config();
+
+    front_end = std::make_unique<SipFrontEnd>(*hsm, o.state_dir);
+    front_end->boot(config);
+    agent->attach_front_end(front_end.get());
+    try {
+      server = std::make_unique<mgmt::MgmtServer>(*agent, mgmt::server_options(config.mgmt(), o.state_dir));
+    } catch (const std::exception& e) {
+      throw StartError(kExitListen, std::string("management API: ") + e.what());
+    }
+    for (const auto& l : front_end->listening()) {
+      spdlog::info("event=listening transport={} local={}", flow::to_string(l.transport), flow::to_string(l.local));
+    }
+    const auto fs = front_end->status();
+    spdlog::info("event=started version={} generation={} key_set={} minting_version={} core={} mgmt_socket={}{}",
+                 EDGE_VERSION, agent->generation(), fs.key_set().empty() ? "-" : fs.key_set(),
+                 fs.minting_version(), config.sip().core_uri(), server->unix_socket().string(),
+                 server->tcp_port() ? " mgmt_tcp_port=" + std::to_string(server->tcp_port()) : std::string());
+  } catch (const StartError& e) {
+    const char* event = e.exit_code() == kExitConfig  ? "config_invalid"
+                        : e.exit_code() == kExitHsm   ? "hsm_unusable"
+                        : e.exit_code() == kExitListen ? "listen_failed"
+                                                       : "start_failed";
+    spdlog::error("event={} reason=\"{}\"", event, e.what());
+    agent_ptr = nullptr;
+    return e.exit_code();
   } catch (const std::exception& e) {
     spdlog::error("event=start_failed reason=\"{}\"", e.what());
+    agent_ptr = nullptr;
     return kExitFailure;
   }
-  spdlog::set_level(to_spdlog(cfg.log_level));
 
-  std::unique_ptr<hsm::Hsm> hsm;
-  Rules rules;
-  try {
-    hsm::HsmConfig hc = cfg.hsm_config();
-    // hsm/ has no logger of its own (it depends on nothing above PKCS#11): its
-    // state changes reach the operator through this hook.
-    hc.on_state_change = [](hsm::HsmState s, const std::string& reason) {
-      spdlog::log(s == hsm::HsmState::available ? spdlog::level::info : spdlog::level::err,
-                  "event=hsm_state state={} reason=\"{}\"", hsm::to_string(s), reason);
-    };
-    hsm = std::make_unique<hsm::Hsm>(std::move(hc));
-    if (cfg.lab_hsm && !cfg.key_set.empty() && !hsm->keysets().exists(cfg.key_set)) {
-      hsm->keysets().create(cfg.key_set);
-      spdlog::info("event=key_set_created key_set={}", cfg.key_set);
-    }
-    rules = build_rules(*hsm, cfg);
-  } catch (const std::invalid_argument& e) {
-    spdlog::error("event=config_invalid reason=\"{}\"", e.what());
-    return kExitConfig;
-  } catch (const std::exception& e) {
-    spdlog::error("event=hsm_unusable reason=\"{}\"", e.what());
-    return kExitHsm;
-  }
-
-  net::Transports transports(cfg.transport_config(), rules.proxy);
-  try {
-    transports.start();
-  } catch (const std::exception& e) {
-    spdlog::error("event=listen_failed reason=\"{}\"", e.what());
-    return kExitListen;
-  }
-  for (const auto& l : transports.listening()) {
-    spdlog::info("event=listening transport={} local={}", flow::to_string(l.transport), flow::to_string(l.local));
-  }
-  spdlog::info("event=started version={} key_set={} minting_version={} core={}:{}", EDGE_VERSION,
-               cfg.key_set.empty() ? "-" : cfg.key_set, rules.mac ? rules.mac->minting_version() : 0,
-               cfg.core.address, cfg.core.port);
-
-  // The proxy's transaction timers (UDP retransmissions toward clients, 408s).
-  std::atomic<bool> stopping{false};
-  std::shared_ptr<net::EdgeProxy> timer_proxy = rules.proxy;
-  std::mutex timer_mu;
-  std::thread timer([&] {
-    while (!stopping.load()) {
-      std::this_thread::sleep_for(std::chrono::milliseconds(100));
-      std::shared_ptr<net::EdgeProxy> p;
-      {
-        std::lock_guard lock(timer_mu);
-        p = timer_proxy;
-      }
-      p->on_timer(net::Clock::now(), transports);
-    }
-  });
-
-  int exit_code = kExitOk;
+  // systemd (Type=notify): READY once the listeners and the HSM are up; the
+  // watchdog is fed from this loop only while the front end's timer thread runs.
+  std::uint64_t watchdog_usec = 0;
+  const bool watchdog = sd_watchdog_enabled(0, &watchdog_usec) > 0 && watchdog_usec > 0;
+  sd_notifyf(0, "READY=1\nSTATUS=generation %llu", static_cast<unsigned long long>(agent->generation()));
+  const auto tick = watchdog ? std::chrono::microseconds(watchdog_usec / 2) : std::chrono::microseconds(1'000'000);
   for (;;) {
-    int sig = 0;
-    if (sigwait(&signals, &sig) != 0) continue;
+    const auto secs = std::chrono::duration_cast<std::chrono::seconds>(tick);
+    const timespec ts{static_cast<time_t>(secs.count()),
+                      static_cast<long>(std::chrono::duration_cast<std::chrono::nanoseconds>(tick - secs).count())};
+    const int sig = sigtimedwait(&signals, nullptr, &ts);
+    if (sig < 0) {
+      if (watchdog && std::chrono::steady_clock::now() - front_end->last_tick() < tick) sd_notify(0, "WATCHDOG=1");
+      continue;
+    }
     if (sig == SIGUSR1) {
-      log_status(*hsm, transports, *rules.proxy);
+      front_end->log_status();
       continue;
     }
     if (sig == SIGHUP) {
-      // Controlled restart: build the new rules first; nothing changes if that fails.
+      // The same controlled restart the agent's RestartFrontEnd runs: the
+      // committed generation again, with the key-set view read afresh.
+      sd_notify(0, "RELOADING=1");
       try {
-        EdgedConfig next = load_config(config_path, o.state_dir);
-        Rules next_rules = build_rules(*hsm, next);
-        transports.pause();
-        transports.set_handler(next_rules.proxy);
-        try {
-          transports.reload_tls(next.tls);
-        } catch (const std::exception& e) {
-          spdlog::warn("event=reload_tls_failed reason=\"{}\" kept=previous", e.what());
-        }
-        {
-          std::lock_guard lock(timer_mu);
-          timer_proxy = next_rules.proxy;
-        }
-        rules = std::move(next_rules);
-        transports.resume();
-        spdlog::set_level(to_spdlog(next.log_level));
-        if (next.listeners.size() != cfg.listeners.size() || next.core.port != cfg.core.port ||
-            next.core.address != cfg.core.address) {
-          spdlog::warn("event=reload_partial reason=\"listener and core changes need a process restart\"");
-        }
-        spdlog::info("event=reloaded key_set={} minting_version={}", next.key_set.empty() ? "-" : next.key_set,
-                     rules.mac ? rules.mac->minting_version() : 0);
-        cfg = std::move(next);
+        const auto r = agent->restart_front_end(mgmt::Caller{"signal:SIGHUP", mgmt::v1::ROLE_OPERATOR});
+        const auto fs = front_end->status();
+        spdlog::info("event=reloaded generation={} key_set={} minting_version={} drain_ms={}", agent->generation(),
+                     fs.key_set().empty() ? "-" : fs.key_set(), fs.minting_version(), r.drain_ms());
       } catch (const std::exception& e) {
-        transports.resume();
-        spdlog::error("event=reload_failed reason=\"{}\" kept=previous", e.what());
+        spdlog::error("event=reload_failed reason=\"{}\"", e.what());
       }
+      sd_notify(0, "READY=1");
       continue;
     }
     spdlog::info("event=stopping signal={}", sig == SIGTERM ? "SIGTERM" : "SIGINT");
     break;
   }
-  stopping = true;
-  timer.join();
-  transports.pause();
-  transports.stop();
-  log_status(*hsm, transports, *rules.proxy);
-  spdlog::info("event=stopped");
-  return exit_code;
+  // Stop: no new management calls, then a bounded drain of the SIP front end.
+  sd_notify(0, "STOPPING=1");
+  server->shutdown();
+  agent->shutdown();
+  const auto drained = front_end->drain(std::chrono::milliseconds(agent->boot_config().mgmt().drain_timeout_ms()));
+  front_end->log_status();
+  front_end->stop();
+  agent_ptr = nullptr;
+  spdlog::info("event=stopped drain_ms={}", drained.count());
+  return kExitOk;
 }
 
 }  // namespace edge::firmware

@@ -11,7 +11,7 @@ namespace edge::firmware {
 
 struct DaemonOptions {
   std::filesystem::path state_dir;
-  std::filesystem::path config_file;  // empty: <state>/edged.conf
+  std::filesystem::path config_file;  // first boot only: imported as generation 1
   bool production = false;            // provision nothing; refuse to start when anything is missing
 };
 
@@ -22,12 +22,16 @@ enum ExitCode : int {
   kExitUsage = 2,
   kExitConfig = 3,   // configuration file missing or invalid
   kExitHsm = 4,      // HSM module / token / PIN / key set problem
-  kExitListen = 5,   // a listener could not bind, TLS material did not load
+  kExitListen = 5,   // a listener (SIP or management API) could not bind, TLS material did not load
 };
 
-// Runs until SIGTERM or SIGINT (then drains and returns kExitOk). SIGHUP
-// re-reads the configuration and swaps the proxy rules and TLS material
-// without closing listening sockets or client flows; SIGUSR1 logs a status line.
+// Runs until SIGTERM or SIGINT (then drains and returns kExitOk). Starts in
+// the newest committed generation of the config store (<state>/config); on
+// first boot it imports --config (or, in lab mode, the embedded default) as
+// generation 1. SIGHUP runs the management agent's controlled restart of the
+// SIP front end (committed generation, key-set view re-read; listening sockets
+// and client flows kept); SIGUSR1 logs a status line. The management API
+// listens on <state>/mgmt.sock (mgmt.socket) and, when configured, on TCP with mTLS.
 int run_daemon(const DaemonOptions& options);
 
 }  // namespace edge::firmware

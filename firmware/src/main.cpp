@@ -12,14 +12,16 @@ namespace {
 constexpr const char* kUsage = R"(usage: edged [--state-dir DIR] [--config FILE] [--production]
 
   --state-dir DIR   state directory (default: $EDGE_STATE_DIR, else ./var)
-  --config FILE     configuration file (default: <state>/edged.conf; in lab mode
-                    the embedded default is written there on first boot)
+  --config FILE     first boot only: the edged.conf to import as generation 1
+                    of the config store (lab mode default: the embedded one);
+                    later starts use the newest committed generation
   --production      provision nothing: refuse to start when the HSM token, the
                     key set or the configuration is missing
   --version, -h/--help
 
-Signals: SIGTERM/SIGINT drain and exit 0; SIGHUP re-reads the configuration
-(controlled restart, flows kept); SIGUSR1 logs a status line.
+Signals: SIGTERM/SIGINT drain and exit 0; SIGHUP restarts the SIP front end
+in the committed generation (controlled restart, flows kept); SIGUSR1 logs a
+status line. Manage a running edged with edgectl (<state>/mgmt.sock).
 Exit status: 0 ok, 2 usage, 3 configuration, 4 HSM, 5 listeners/TLS, 1 other.
 )";
 

@@ -115,25 +115,35 @@ std::filesystem::path write_aliasing_core_template(const std::filesystem::path& 
 
 std::filesystem::path edged_program() { return EDGE_EDGED_PROGRAM; }
 std::filesystem::path edge_hsm_program() { return EDGE_HSM_PROGRAM; }
+std::filesystem::path edgectl_program() { return EDGECTL_PROGRAM; }
 
 EdgedProcess::EdgedProcess(EdgedOptions options)
     : options_(std::move(options)), dir_(std::make_unique<TempDir>("edge-edged")) {
-  const auto program = edged_program();
-  if (!std::filesystem::exists(program)) {
-    throw std::runtime_error("edged not built: " + program.string() + " (cmake --build ... --target edged)");
+  if (!std::filesystem::exists(edged_program())) {
+    throw std::runtime_error("edged not built: " + edged_program().string() + " (cmake --build ... --target edged)");
   }
   // SoftHSM is what the lab mode provisions: a missing one fails the test here,
   // with a message, rather than as a puzzling start-up error.
   find_program("softhsm2-util", "softhsm2");
   config_file_ = dir_->path() / "edged.conf";
+  if (options_.write_config) write_file(config_file_, render_config(options_));
+  launch();
+}
+
+void EdgedProcess::launch() {
   ProcessOptions p;
-  p.program = program;
+  p.program = edged_program();
   p.args = {"--state-dir", dir_->path().string()};
-  if (options_.write_config) {
-    write_file(config_file_, render_config(options_));
-    p.args.insert(p.args.end(), {"--config", config_file_.string()});
+  if (!options_.env.empty()) {
+    // env(1) execs edged in place: the process (and its pid) is edged's.
+    p.program = find_program("env", "coreutils");
+    p.args.insert(p.args.begin(), edged_program().string());
+    p.args.insert(p.args.begin(), options_.env.begin(), options_.env.end());
   }
-  p.log_file = dir_->path() / "edged.log";
+  if (options_.write_config) p.args.insert(p.args.end(), {"--config", config_file_.string()});
+  // One log file per start, so a restart's log is read from its beginning.
+  p.log_file = dir_->path() / (starts_ == 0 ? std::string("edged.log") : "edged-" + std::to_string(starts_) + ".log");
+  ++starts_;
   p.working_dir = dir_->path();
   process_ = std::make_unique<ChildProcess>(p);
   const auto deadline = Clock::now() + options_.start_timeout;
@@ -151,6 +161,17 @@ EdgedProcess::EdgedProcess(EdgedOptions options)
     }
     sleep_ms(20);
   }
+}
+
+int EdgedProcess::kill9() {
+  if (!process_) return 255;
+  ::kill(process_->pid(), SIGKILL);
+  return process_->stop(std::chrono::milliseconds(100));
+}
+
+void EdgedProcess::restart() {
+  if (process_ && process_->running()) stop();
+  launch();
 }
 
 EdgedProcess::~EdgedProcess() {
@@ -236,21 +257,32 @@ bool EdgedProcess::reload(std::chrono::milliseconds timeout) {
 }
 
 int EdgedProcess::edge_hsm(const std::vector<std::string>& args, std::string* output) const {
+  return run_tool(edge_hsm_program(), args, output, "edge-hsm");
+}
+
+bool EdgedProcess::running() { return process_ && process_->running(); }
+
+int EdgedProcess::run_tool(const std::filesystem::path& program, const std::vector<std::string>& args,
+                           std::string* output, const std::string& name) const {
   ProcessOptions p;
   p.program = find_program("env", "coreutils");
-  p.args = {"EDGE_STATE_DIR=" + dir_->path().string(), edge_hsm_program().string()};
+  p.args = {"EDGE_STATE_DIR=" + dir_->path().string(), program.string()};
   p.args.insert(p.args.end(), args.begin(), args.end());
   static int runs = 0;
-  p.log_file = dir_->path() / ("edge-hsm-" + std::to_string(++runs) + ".log");
+  p.log_file = dir_->path() / (name + "-" + std::to_string(++runs) + ".log");
   ChildProcess tool(p);
-  const auto deadline = Clock::now() + std::chrono::seconds(20);
-  while (tool.running() && Clock::now() < deadline) sleep_ms(10);
+  const auto deadline = Clock::now() + std::chrono::seconds(30);
+  while (tool.running() && Clock::now() < deadline) sleep_ms(5);
   const int status = tool.stop(std::chrono::milliseconds(500));
   if (output) *output = tool.log();
   return status;
 }
 
-bool EdgedProcess::running() { return process_ && process_->running(); }
+int EdgedProcess::edgectl(const std::vector<std::string>& args, std::string* output) const {
+  std::vector<std::string> all = {"--socket", (dir_->path() / "mgmt.sock").string()};
+  all.insert(all.end(), args.begin(), args.end());
+  return run_tool(edgectl_program(), all, output, "edgectl");
+}
 
 int EdgedProcess::stop() {
   if (!process_) return 255;

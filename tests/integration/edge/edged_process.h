@@ -39,6 +39,8 @@ struct EdgedOptions {
   // Further "key = value" lines, appended verbatim.
   std::vector<std::pair<std::string, std::string>> extra;
   std::chrono::milliseconds start_timeout{20000};
+  // Extra environment for edged ("NOTIFY_SOCKET=/tmp/x", "WATCHDOG_USEC=500000").
+  std::vector<std::string> env;
 };
 
 // One `event=status` line, its key=value fields.
@@ -60,9 +62,10 @@ std::map<std::string, std::string> parse_log_fields(std::string_view line);
 // own. Returns the file's path (in dir), for KamailioOptions::config_template.
 std::filesystem::path write_aliasing_core_template(const std::filesystem::path& dir);
 
-// Path of build/bin/edged and build/bin/edge-hsm (set by CMake for the test binaries).
+// Path of build/bin/edged, build/bin/edge-hsm and build/bin/edgectl (set by CMake for the test binaries).
 std::filesystem::path edged_program();
 std::filesystem::path edge_hsm_program();
+std::filesystem::path edgectl_program();
 
 // Writes DIR/edged.conf, runs `edged --state-dir DIR --config DIR/edged.conf`
 // (lab mode: SoftHSM token, key set and TLS certificate provisioned on first
@@ -99,6 +102,14 @@ class EdgedProcess {
   // Runs `edge-hsm ARGS...` with EDGE_STATE_DIR set to this edge's state dir;
   // returns the exit status, output in *output when given.
   int edge_hsm(const std::vector<std::string>& args, std::string* output = nullptr) const;
+  // Runs `edgectl --socket <state>/mgmt.sock ARGS...` (the management API over its Unix socket).
+  int edgectl(const std::vector<std::string>& args, std::string* output = nullptr) const;
+
+  // SIGKILL (no drain, no clean-up): returns the exit status (128 + 9).
+  int kill9();
+  // Starts edged again on the same state directory (after stop() or kill9()) and
+  // waits for event=started; log() then reads the new run's log.
+  void restart();
 
   bool running();
   // SIGTERM; returns the exit status (0 expected). Idempotent.
@@ -109,6 +120,11 @@ class EdgedProcess {
   std::unique_ptr<TempDir> dir_;
   std::filesystem::path config_file_;
   std::unique_ptr<ChildProcess> process_;
+  int starts_ = 0;
+
+  void launch();
+  int run_tool(const std::filesystem::path& program, const std::vector<std::string>& args, std::string* output,
+               const std::string& name) const;
 };
 
 }  // namespace edge::test

@@ -63,6 +63,10 @@ class EdgeProxy final : public MessageHandler {
 
   ProxyStats stats() const noexcept;
   const ProxyConfig& config() const noexcept { return config_; }
+  // Transactions still remembered (retransmission absorption, UDP retransmission,
+  // 408 timers). After a controlled restart the daemon keeps calling on_timer()
+  // on the previous proxy until this reaches 0, so nothing pending is forgotten.
+  std::size_t pending_transactions() const { return transactions_.size(); }
 
  private:
   struct Counters;
