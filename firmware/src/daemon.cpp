@@ -18,7 +18,9 @@
 #include <algorithm>
 #include <atomic>
 #include <csignal>
+#include <cctype>
 #include <ctime>
+#include <thread>
 #include <fstream>
 #include <sstream>
 
@@ -182,6 +184,22 @@ int run_daemon(const DaemonOptions& o) {
     return kExitFailure;
   }
 
+  // The agent's events (applies, rollbacks, restarts, key-set changes, HSM
+  // faults) become log lines too: one line per event, as everything else.
+  auto watch = agent->events().subscribe();
+  std::atomic<bool> watching{true};
+  std::thread event_logger([&watch, &watching] {
+    while (watching.load()) {
+      const auto e = watch->next(std::chrono::milliseconds(200));
+      if (!e) continue;
+      std::string kind = mgmt::v1::Event::Kind_Name(e->kind());
+      std::transform(kind.begin(), kind.end(), kind.begin(), [](unsigned char c) { return std::tolower(c); });
+      spdlog::log(e->ok() ? spdlog::level::info : spdlog::level::warn,
+                  "event=mgmt_{} generation={} actor={} ok={} message=\"{}\"", kind, e->generation(), e->actor(),
+                  e->ok(), e->message());
+    }
+  });
+
   // systemd (Type=notify): READY once the listeners and the HSM are up; the
   // watchdog is fed from this loop only while the front end's timer thread runs.
   std::uint64_t watchdog_usec = 0;
@@ -223,6 +241,8 @@ int run_daemon(const DaemonOptions& o) {
   sd_notify(0, "STOPPING=1");
   server->shutdown();
   agent->shutdown();
+  watching = false;
+  event_logger.join();
   const auto drained = front_end->drain(std::chrono::milliseconds(agent->boot_config().mgmt().drain_timeout_ms()));
   front_end->log_status();
   front_end->stop();

@@ -134,6 +134,7 @@ void EdgedProcess::launch() {
   ProcessOptions p;
   p.program = edged_program();
   p.args = {"--state-dir", dir_->path().string()};
+  p.args.insert(p.args.end(), options_.args.begin(), options_.args.end());
   if (!options_.env.empty()) {
     // env(1) execs edged in place: the process (and its pid) is edged's.
     p.program = find_program("env", "coreutils");

@@ -41,6 +41,8 @@ struct EdgedOptions {
   std::chrono::milliseconds start_timeout{20000};
   // Extra environment for edged ("NOTIFY_SOCKET=/tmp/x", "WATCHDOG_USEC=500000").
   std::vector<std::string> env;
+  // Extra edged arguments ("--production").
+  std::vector<std::string> args;
 };
 
 // One `event=status` line, its key=value fields.

@@ -231,6 +231,47 @@ TEST_F(MgmtApplyTest, WebSpherePropertyAliasSelectsTheKeySet) {
   EXPECT_EQ(edge_->edgectl({"keyset", "destroy", "sipflow"}, &out), 0) << out;
 }
 
+// Confirmed commit: `apply --confirm-within 1` runs the change at once; without
+// `edgectl confirm` the agent puts the previous generation back by itself.
+// With a confirm in time the change is committed.
+TEST_F(MgmtApplyTest, UnconfirmedApplyRollsBackAtItsDeadlineAndConfirmCommits) {
+  TestUa& alice = ua("alice");
+  ASSERT_EQ(register_through_edge(alice, Transport::tcp).status(), 200);
+  std::string out;
+  ASSERT_EQ(edge_->edgectl({"property", "set", "sip.flow_timer", "50"}, &out), 0) << out;
+  const auto pending = edgectl_json<v1::ApplyResponse>(*edge_, {"apply", "--confirm-within", "1"});
+  EXPECT_TRUE(pending.pending_confirm());
+  SipMessage during = alice.register_with();
+  ASSERT_EQ(during.status(), 200);
+  EXPECT_EQ(during.header("Flow-Timer"), "50") << "the change runs while it waits for confirmation";
+  const auto deadline = std::chrono::steady_clock::now() + std::chrono::seconds(10);
+  v1::Status s;
+  do {
+    std::this_thread::sleep_for(std::chrono::milliseconds(100));
+    s = edgectl_json<v1::Status>(*edge_, {"status"});
+  } while (s.has_pending() && s.pending().generation() != 0 && std::chrono::steady_clock::now() < deadline);
+  EXPECT_EQ(s.generation(), 1u);
+  EXPECT_EQ(edgectl_json<v1::Property>(*edge_, {"property", "get", "sip.flow_timer"}).value(), "30");
+  SipMessage after = alice.register_with();
+  ASSERT_EQ(after.status(), 200);
+  EXPECT_EQ(after.header("Flow-Timer"), "30") << "not rolled back at the deadline";
+  EXPECT_TRUE(edge_->wait_for_log("event=mgmt_rollback", std::chrono::seconds(2))) << edge_->log();
+
+  // Now with a confirm in time.
+  ASSERT_EQ(edge_->edgectl({"property", "set", "sip.flow_timer", "55"}, &out), 0) << out;
+  ASSERT_EQ(edge_->edgectl({"apply", "--confirm-within", "30"}, &out), 0) << out;
+  ASSERT_EQ(edge_->edgectl({"confirm"}, &out), 0) << out;
+  EXPECT_EQ(edgectl_json<v1::Status>(*edge_, {"status"}).generation(), 2u);
+  const SipMessage confirmed = alice.register_with();
+  EXPECT_EQ(confirmed.header("Flow-Timer"), "55");
+  // Every change is in the audit log, none with a secret.
+  const std::string audit = read_file(edge_->state_dir() / "audit.log");
+  EXPECT_NE(audit.find("\"action\":\"apply\""), std::string::npos) << audit;
+  EXPECT_NE(audit.find("\"action\":\"confirm_deadline\""), std::string::npos) << audit;
+  EXPECT_NE(audit.find("\"action\":\"confirm\""), std::string::npos) << audit;
+  EXPECT_EQ(audit.find(read_file(edge_->state_dir() / "hsm" / "user-pin")), std::string::npos);
+}
+
 // kill -9 at many moments of an apply, then a start on the same state: edged
 // always comes up in one of the two generations (never a torn one), with the
 // configuration of that generation.

@@ -1,0 +1,95 @@
+// Issue "appliance": production mode provisions nothing and refuses to start, with the reason and the
+// exit code of docs/operations.md, when the configuration, a real HSM module or the key set is missing.
+#include <gtest/gtest.h>
+
+#include <string>
+#include <thread>
+
+#include "edged_process.h"
+
+namespace edge::test {
+namespace {
+
+// EdgedProcess throws when edged exits during start-up; the message carries
+// the exit status and the log.
+std::string start_failure(EdgedOptions o) {
+  try {
+    EdgedProcess edge(std::move(o));
+  } catch (const std::runtime_error& e) {
+    return e.what();
+  }
+  return "edged started";
+}
+
+TEST(EdgedProduction, RefusesToStartWithoutACommittedConfiguration) {
+  EdgedOptions o;
+  o.write_config = false;
+  o.args = {"--production"};
+  const std::string why = start_failure(o);
+  EXPECT_NE(why.find("status 3"), std::string::npos) << why;
+  EXPECT_NE(why.find("production mode: no committed configuration"), std::string::npos) << why;
+}
+
+TEST(EdgedProduction, RefusesTheLabHsm) {
+  EdgedOptions o;
+  o.args = {"--production"};
+  const std::string why = start_failure(o);
+  EXPECT_NE(why.find("status 4"), std::string::npos) << why;
+  EXPECT_NE(why.find("needs a real HSM module"), std::string::npos) << why;
+}
+
+// A real PKCS#11 module (SoftHSM2's, named by path as an operator would) with
+// a token that exists: edged starts only once the configured key set is there,
+// and it provisions nothing itself (no lab certificate, no key set).
+TEST(EdgedProduction, StartsOnlyWhenTheKeySetExistsInTheHsm) {
+  TempDir dir("edge-production");
+  // The token and its PIN file come from the provisioning tool, not from edged.
+  {
+    ProcessOptions p;
+    p.program = find_program("env", "coreutils");
+    p.args = {"EDGE_STATE_DIR=" + dir.path().string(), edge_hsm_program().string(), "init-lab-token"};
+    p.log_file = dir.path() / "init.log";
+    ChildProcess init(p);
+    const auto deadline = std::chrono::steady_clock::now() + std::chrono::seconds(30);
+    while (init.running() && std::chrono::steady_clock::now() < deadline) {
+      std::this_thread::sleep_for(std::chrono::milliseconds(20));
+    }
+    ASSERT_EQ(init.stop(std::chrono::milliseconds(500)), 0) << init.log();
+  }
+  EdgedOptions o;
+  o.tls_port = 0;
+  o.wss_port = 0;
+  o.key_set = "prodflow";
+  o.args = {"--production"};
+  const std::string conf = (dir.path() / "hsm" / "softhsm2.conf").string();
+  o.env = {"SOFTHSM2_CONF=" + conf};
+  o.extra = {{"hsm.module", EDGE_SOFTHSM_MODULE},
+             {"hsm.token", "edge-lab"},
+             {"hsm.pin_file", (dir.path() / "hsm" / "user-pin").string()}};
+  const std::string why = start_failure(o);
+  EXPECT_NE(why.find("status 4"), std::string::npos) << why;
+  EXPECT_NE(why.find("key set 'prodflow' does not exist"), std::string::npos) << why;
+
+  ProcessOptions p;
+  p.program = find_program("env", "coreutils");
+  p.args = {"EDGE_STATE_DIR=" + dir.path().string(), edge_hsm_program().string(), "keyset", "create", "prodflow"};
+  p.log_file = dir.path() / "create.log";
+  ChildProcess create(p);
+  const auto deadline = std::chrono::steady_clock::now() + std::chrono::seconds(30);
+  while (create.running() && std::chrono::steady_clock::now() < deadline) {
+    std::this_thread::sleep_for(std::chrono::milliseconds(20));
+  }
+  ASSERT_EQ(create.stop(std::chrono::milliseconds(500)), 0) << create.log();
+
+  EdgedProcess edge(o);
+  EXPECT_TRUE(edge.events("lab_token_created").empty());
+  EXPECT_TRUE(edge.events("lab_certificate_created").empty());
+  EXPECT_TRUE(edge.events("key_set_created").empty());
+  const auto started = edge.events("started");
+  ASSERT_FALSE(started.empty());
+  EXPECT_EQ(parse_log_fields(started.back())["key_set"], "prodflow");
+  EXPECT_EQ(edge.stop(), 0) << edge.log();
+}
+
+}  // namespace
+}  // namespace edge::test
