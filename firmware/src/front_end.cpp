@@ -298,21 +298,29 @@ void SipFrontEnd::apply(const mgmt::v1::ApplianceConfig& next) {
   RestartClass cls = transports_ ? restart_class(applied_, next) : mgmt::v1::RESTART_LISTENERS;
   // The same configuration again is a restart (SIGHUP, RestartFrontEnd): the
   // rules and the key-set view are rebuilt, e.g. after a rotation in the HSM.
-  if (transports_ && google::protobuf::util::MessageDifferencer::Equals(applied_, next)) {
-    cls = mgmt::v1::RESTART_FRONT_END;
-  }
+  const bool same = transports_ && google::protobuf::util::MessageDifferencer::Equals(applied_, next);
+  if (same) cls = mgmt::v1::RESTART_FRONT_END;
   spdlog::set_level(to_spdlog(cfg.log_level));
   if (cls == mgmt::v1::RESTART_NONE || cls == mgmt::v1::RESTART_PROCESS) {
     applied_ = next;
     cfg_ = std::move(cfg);
     return;
   }
-  Rules rules = build_rules(cfg);
+  // Going back to the configuration before the last swap (a rollback) reuses
+  // its rules; anything else builds new ones (key-set view read from the HSM).
+  Rules rules;
+  if (!same && previous_ && google::protobuf::util::MessageDifferencer::Equals(previous_->config, next)) {
+    rules = previous_->rules;
+  } else {
+    rules = build_rules(cfg);
+  }
+  Running replaced{applied_, cfg_, rules_};
   if (cls == mgmt::v1::RESTART_FRONT_END) {
     // TLS first: if the material does not load, nothing has changed.
     if (needs_tls(cfg)) transports_->reload_tls(cfg.tls);
     transports_->set_handler(wrap(rules.proxy));
-    retiring_.emplace_back(rules_.proxy, std::chrono::steady_clock::now());
+    std::erase_if(retiring_, [&](const auto& r) { return r.first == rules.proxy; });
+    if (rules_.proxy != rules.proxy) retiring_.emplace_back(rules_.proxy, std::chrono::steady_clock::now());
   } else {
     // Listener, core or limit change: the transports are rebuilt, flows close.
     auto old = std::move(transports_);
@@ -329,11 +337,13 @@ void SipFrontEnd::apply(const mgmt::v1::ApplianceConfig& next) {
     } catch (...) {
       lock.lock();
       state_ = "failed";
+      previous_ = std::move(replaced);
       throw;
     }
     lock.lock();
     transports_ = std::move(fresh);
   }
+  if (!same) previous_ = std::move(replaced);
   rules_ = std::move(rules);
   cfg_ = std::move(cfg);
   applied_ = next;

@@ -15,6 +15,7 @@
 #include <filesystem>
 #include <memory>
 #include <mutex>
+#include <optional>
 #include <stdexcept>
 #include <string>
 #include <thread>
@@ -92,10 +93,19 @@ class SipFrontEnd final : public mgmt::FrontEnd {
   std::filesystem::path state_dir_;
   std::shared_ptr<std::atomic<int>> in_flight_ = std::make_shared<std::atomic<int>>(0);
 
+  // What one configuration runs with. The one before the last swap is kept, so
+  // a rollback swaps it back without an HSM call (the HSM may be what failed).
+  struct Running {
+    mgmt::v1::ApplianceConfig config;
+    EdgedConfig cfg;
+    Rules rules;
+  };
+
   mutable std::mutex mu_;  // guards everything below
   mgmt::v1::ApplianceConfig applied_;
   EdgedConfig cfg_;
   Rules rules_;
+  std::optional<Running> previous_;
   std::shared_ptr<net::Transports> transports_;
   // Proxies replaced by a restart, driven by the timer until their transactions end.
   std::vector<std::pair<std::shared_ptr<net::EdgeProxy>, std::chrono::steady_clock::time_point>> retiring_;

@@ -230,17 +230,24 @@ struct Agent::Impl {
   }
 
   // Puts `previous` back after a failed step. Returns "" or why that failed too.
+  // start() runs even when apply() fails: a front end left drained would take
+  // no SIP traffic at all, while one resumed keeps whatever rules it still holds.
   std::string restore(FrontEnd* front, const ApplianceConfig& previous) {
     std::lock_guard lock(fe_mu);
+    std::string why;
     try {
       front->drain(drain_bound(previous));
       front->apply(previous);
-      front->start();
-      return "";
     } catch (const std::exception& e) {
-      spdlog::error("event=mgmt_restore_failed reason=\"{}\"", e.what());
-      return e.what();
+      why = e.what();
     }
+    try {
+      front->start();
+    } catch (const std::exception& e) {
+      why += (why.empty() ? "" : "; ") + std::string("start: ") + e.what();
+    }
+    if (!why.empty()) spdlog::error("event=mgmt_restore_failed reason=\"{}\"", why);
+    return why;
   }
 
   // Moves the front end from `from` to `to` (the controlled restart), or puts

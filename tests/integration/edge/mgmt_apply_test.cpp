@@ -318,5 +318,58 @@ TEST_F(MgmtCrashTest, KillNineDuringApplyStartsInTheOldOrTheNewGeneration) {
   EXPECT_EQ(edge.stop(), 0);
 }
 
+// A health check that fails after the swap puts the previous generation back
+// by itself. The HSM is SoftHSM behind our fault shim: the apply's validation
+// mints and verifies with the new key version (C_Sign x2, both pass), then the
+// shim fails every later C_Sign, so the health check's mint with the new
+// version fails: the agent restores generation 1 and reports why.
+TEST(MgmtFaultTest, HealthCheckFailureRollsBackByItself) {
+  TempDir hsm_dir("edge-shim-hsm");
+  for (const std::vector<std::string>& args :
+       {std::vector<std::string>{"init-lab-token"}, std::vector<std::string>{"keyset", "create", "sipflow"}}) {
+    ProcessOptions p;
+    p.program = find_program("env", "coreutils");
+    p.args = {"EDGE_STATE_DIR=" + hsm_dir.path().string(), edge_hsm_program().string()};
+    p.args.insert(p.args.end(), args.begin(), args.end());
+    p.log_file = hsm_dir.path() / "edge-hsm.log";
+    ChildProcess tool(p);
+    const auto deadline = std::chrono::steady_clock::now() + std::chrono::seconds(30);
+    while (tool.running() && std::chrono::steady_clock::now() < deadline) {
+      std::this_thread::sleep_for(std::chrono::milliseconds(20));
+    }
+    ASSERT_EQ(tool.stop(std::chrono::milliseconds(500)), 0) << tool.log();
+  }
+  const auto control = hsm_dir.path() / "shim.control";
+  write_file(control, "");
+  EdgedOptions o;
+  o.tls_port = 0;
+  o.wss_port = 0;
+  o.env = {"SOFTHSM2_CONF=" + (hsm_dir.path() / "hsm" / "softhsm2.conf").string(),
+           "EDGE_P11SHIM_CONTROL=" + control.string()};
+  o.extra = {{"hsm.module", EDGE_P11SHIM_PATH},
+             {"hsm.token", "edge-lab"},
+             {"hsm.pin_file", (hsm_dir.path() / "hsm" / "user-pin").string()}};
+  EdgedProcess edge(o);
+  std::string out;
+  ASSERT_EQ(edge.edgectl({"keyset", "rotate", "sipflow"}, &out), 0) << out;
+  ASSERT_EQ(edge.edgectl({"property", "set", "sip.flow_timer", "77"}, &out), 0) << out;
+  write_file(control, "C_Sign CKR_DEVICE_ERROR after=2\n");
+  const int rc = edge.edgectl({"apply"}, &out);
+  write_file(control, "");
+  EXPECT_EQ(rc, 3) << out;
+  EXPECT_NE(out.find("ABORTED"), std::string::npos) << out;
+  EXPECT_NE(out.find("health"), std::string::npos) << out;
+  EXPECT_NE(out.find("rolled back"), std::string::npos) << out;
+
+  // Generation 1 is running again: minting with v1, the old Flow-Timer.
+  const auto s = edgectl_json<v1::Status>(edge, {"status"});
+  EXPECT_EQ(s.generation(), 1u);
+  EXPECT_EQ(s.front_end().minting_version(), 1u);
+  EXPECT_EQ(s.front_end().state(), "running");
+  EXPECT_EQ(edgectl_json<v1::Property>(edge, {"property", "get", "sip.flow_timer"}).value(), "30");
+  EXPECT_TRUE(edge.wait_for_log("event=mgmt_rollback", std::chrono::seconds(2))) << edge.log();
+  EXPECT_EQ(edge.stop(), 0) << edge.log();
+}
+
 }  // namespace
 }  // namespace edge::test
