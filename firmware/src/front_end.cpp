@@ -108,6 +108,50 @@ class SipFrontEnd::CountingHandler final : public net::MessageHandler {
   std::shared_ptr<std::atomic<int>> in_flight_;
 };
 
+ReportedCounts ReportedCounts::of(const net::EdgeProxy& proxy) {
+  const auto p = proxy.stats();
+  ReportedCounts c;
+  c.requests_from_clients = p.requests_from_clients;
+  c.requests_from_core = p.requests_from_core;
+  c.r403 = p.r403;
+  c.r430 = p.r430;
+  c.r503 = p.r503;
+  c.verifies_avoided = p.verifies_avoided;
+  c.verifies_hsm = p.verifies_hsm;
+  c.mints_hsm = p.mints_hsm;
+  return c;
+}
+
+ReportedCounts& ReportedCounts::operator+=(const ReportedCounts& o) {
+  requests_from_clients += o.requests_from_clients;
+  requests_from_core += o.requests_from_core;
+  r403 += o.r403;
+  r430 += o.r430;
+  r503 += o.r503;
+  verifies_avoided += o.verifies_avoided;
+  verifies_hsm += o.verifies_hsm;
+  mints_hsm += o.mints_hsm;
+  return *this;
+}
+
+ReportedCounts& ReportedCounts::operator-=(const ReportedCounts& o) {
+  requests_from_clients -= o.requests_from_clients;
+  requests_from_core -= o.requests_from_core;
+  r403 -= o.r403;
+  r430 -= o.r430;
+  r503 -= o.r503;
+  verifies_avoided -= o.verifies_avoided;
+  verifies_hsm -= o.verifies_hsm;
+  mints_hsm -= o.mints_hsm;
+  return *this;
+}
+
+ReportedCounts SipFrontEnd::counts_locked() const {
+  ReportedCounts c = replaced_counts_;
+  if (rules_.proxy) c += ReportedCounts::of(*rules_.proxy);
+  return c;
+}
+
 void check_tls_material(const std::string& certificate_chain_file, const std::string& private_key_file) {
   std::unique_ptr<SSL_CTX, decltype(&SSL_CTX_free)> ctx(SSL_CTX_new(TLS_server_method()), &SSL_CTX_free);
   auto fail = [](const std::string& what) {
@@ -343,6 +387,12 @@ void SipFrontEnd::apply(const mgmt::v1::ApplianceConfig& next) {
     lock.lock();
     transports_ = std::move(fresh);
   }
+  // The outgoing proxy's counts join the totals; a proxy swapped back in (a
+  // rollback) leaves them again, as its own counters carry on.
+  if (rules_.proxy && rules_.proxy != rules.proxy) replaced_counts_ += ReportedCounts::of(*rules_.proxy);
+  if (rules.proxy && rules.proxy != rules_.proxy && previous_ && rules.proxy == previous_->rules.proxy) {
+    replaced_counts_ -= ReportedCounts::of(*rules.proxy);
+  }
   if (!same) previous_ = std::move(replaced);
   rules_ = std::move(rules);
   cfg_ = std::move(cfg);
@@ -396,6 +446,7 @@ mgmt::v1::FrontEndStatus SipFrontEnd::status() {
   mgmt::v1::FrontEndStatus s;
   std::shared_ptr<net::Transports> t;
   Rules rules;
+  ReportedCounts counts;
   {
     std::lock_guard lock(mu_);
     s.set_state(state_);
@@ -403,6 +454,7 @@ mgmt::v1::FrontEndStatus SipFrontEnd::status() {
     s.set_key_set(cfg_.key_set);
     t = transports_;
     rules = rules_;
+    counts = counts_locked();
   }
   if (rules.mac) s.set_minting_version(rules.mac->minting_version());
   if (t) {
@@ -416,11 +468,8 @@ mgmt::v1::FrontEndStatus SipFrontEnd::status() {
     s.set_connections(ts.connections_now);
     s.set_core_connected(ts.core_connected);
   }
-  if (rules.proxy) {
-    const auto ps = rules.proxy->stats();
-    s.set_requests_from_clients(ps.requests_from_clients);
-    s.set_requests_from_core(ps.requests_from_core);
-  }
+  s.set_requests_from_clients(counts.requests_from_clients);
+  s.set_requests_from_core(counts.requests_from_core);
   return s;
 }
 
@@ -432,17 +481,18 @@ std::vector<net::BoundListener> SipFrontEnd::listening() const {
 void SipFrontEnd::log_status() {
   std::shared_ptr<net::Transports> t;
   Rules rules;
+  ReportedCounts p;
   {
     std::lock_guard lock(mu_);
     t = transports_;
     rules = rules_;
+    p = counts_locked();
   }
   if (!t || !rules.proxy) {
     spdlog::info("event=status front_end=stopped hsm={}", hsm::to_string(hsm_.state()));
     return;
   }
   const auto ts = t->stats();
-  const auto p = rules.proxy->stats();
   const auto h = hsm_.counters().snapshot();
   spdlog::info(
       "event=status hsm={} hsm_sign={} hsm_verify={} flows_udp={} flows_tcp={} flows_tls={} flows_ws={} "

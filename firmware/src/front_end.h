@@ -53,6 +53,19 @@ struct Rules {
 //    every new listener can bind, so a typo does not take the edge down.
 //  - none (log level) and process (HSM, management socket): nothing to restart
 //    here; process-class values take effect at the next start of edged.
+// The proxy counters edged reports, summed over every proxy a restart
+// replaced: a restart builds a new EdgeProxy, and counters that reset on each
+// apply would tell an operator nothing.
+struct ReportedCounts {
+  std::uint64_t requests_from_clients = 0, requests_from_core = 0;
+  std::uint64_t r403 = 0, r430 = 0, r503 = 0;
+  std::uint64_t verifies_avoided = 0, verifies_hsm = 0, mints_hsm = 0;
+
+  static ReportedCounts of(const net::EdgeProxy& proxy);
+  ReportedCounts& operator+=(const ReportedCounts& o);
+  ReportedCounts& operator-=(const ReportedCounts& o);
+};
+
 class SipFrontEnd final : public mgmt::FrontEnd {
  public:
   SipFrontEnd(hsm::Hsm& hsm, std::filesystem::path state_dir);
@@ -88,6 +101,7 @@ class SipFrontEnd final : public mgmt::FrontEnd {
   Rules build_rules(const EdgedConfig& cfg);                            // throws HsmError & co.
   std::shared_ptr<net::MessageHandler> wrap(const std::shared_ptr<net::EdgeProxy>& proxy);
   void timer_loop();
+  ReportedCounts counts_locked() const;  // replaced_counts_ + the current proxy's
 
   hsm::Hsm& hsm_;
   std::filesystem::path state_dir_;
@@ -106,6 +120,8 @@ class SipFrontEnd final : public mgmt::FrontEnd {
   EdgedConfig cfg_;
   Rules rules_;
   std::optional<Running> previous_;
+  // Counts of the proxies no longer current (see ReportedCounts).
+  ReportedCounts replaced_counts_;
   std::shared_ptr<net::Transports> transports_;
   // Proxies replaced by a restart, driven by the timer until their transactions end.
   std::vector<std::pair<std::shared_ptr<net::EdgeProxy>, std::chrono::steady_clock::time_point>> retiring_;
