@@ -91,5 +91,33 @@ TEST(EdgedProduction, StartsOnlyWhenTheKeySetExistsInTheHsm) {
   EXPECT_EQ(edge.stop(), 0) << edge.log();
 }
 
+// Lab mode: the first start provisions everything and commits generation 1
+// from the embedded default; a later start on the same state finds it all and
+// provisions nothing. No log line ever carries the PIN.
+TEST(EdgedFirstBoot, ProvisionsOnceThenStartsInTheCommittedGeneration) {
+  EdgedOptions o;
+  o.write_config = false;  // the embedded lab default
+  EdgedProcess edge(o);
+  for (const char* e : {"first_boot", "lab_token_created", "key_set_created", "lab_certificate_created"}) {
+    EXPECT_EQ(edge.events(e).size(), 1u) << e << "\n" << edge.log();
+  }
+  EXPECT_EQ(parse_log_fields(edge.events("started").back())["generation"], "1");
+  const std::string first_log = edge.log();
+  ASSERT_EQ(edge.stop(), 0) << first_log;
+
+  edge.restart();
+  for (const char* e : {"first_boot", "lab_token_created", "key_set_created", "lab_certificate_created"}) {
+    EXPECT_TRUE(edge.events(e).empty()) << e << " on a later start\n" << edge.log();
+  }
+  EXPECT_EQ(parse_log_fields(edge.events("started").back())["generation"], "1");
+  EXPECT_EQ(parse_log_fields(edge.events("started").back())["key_set"], "sipflow");
+  std::string pin = read_file(edge.state_dir() / "hsm" / "user-pin");
+  while (!pin.empty() && (pin.back() == '\n' || pin.back() == '\r')) pin.pop_back();
+  ASSERT_GE(pin.size(), 8u);
+  EXPECT_EQ(first_log.find(pin), std::string::npos);
+  EXPECT_EQ(edge.log().find(pin), std::string::npos);
+  EXPECT_EQ(edge.stop(), 0) << edge.log();
+}
+
 }  // namespace
 }  // namespace edge::test
