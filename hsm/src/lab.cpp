@@ -17,6 +17,7 @@
 #include <cerrno>
 #include <cstdlib>
 #include <cstring>
+#include <stdexcept>
 #include <string>
 
 #ifndef EDGE_SOFTHSM_MODULE
@@ -271,6 +272,28 @@ HsmConfig lab_hsm_config(const fs::path& state_dir, std::string_view label) {
   c.token.label = std::string(label);
   c.pin = PinSource{PinSource::Kind::file, p.user_pin.string()};
   c.softhsm2_conf = p.softhsm_conf.string();
+  return c;
+}
+
+HsmConfig tool_hsm_config(const ToolHsmOptions& o) {
+  HsmConfig c;
+  if (!o.module) {
+    const fs::path state = o.state_dir ? fs::path(*o.state_dir) : default_state_dir();
+    c = lab_hsm_config(state, o.token ? *o.token : std::string(kLabTokenLabel));
+    if (!fs::exists(c.softhsm2_conf)) {
+      throw HsmError("no lab token under " + LabPaths(state).hsm_dir.string() +
+                     ": run 'edge-hsm init-lab-token' first, or give --module/--token/--pin-file");
+    }
+  } else {
+    c.module_path = *o.module;
+    if (o.token) c.token.label = *o.token;
+    if (!o.pin_file && !o.pin_env) throw std::invalid_argument("--module needs --pin-file or --pin-env");
+    if (!o.token && !o.token_uri) throw std::invalid_argument("--module needs --token or --token-uri");
+  }
+  if (o.token_uri) c.token.uri = *o.token_uri;
+  if (o.pin_file && o.pin_env) throw std::invalid_argument("give either --pin-file or --pin-env, not both");
+  if (o.pin_file) c.pin = PinSource{PinSource::Kind::file, *o.pin_file};
+  if (o.pin_env) c.pin = PinSource{PinSource::Kind::env, *o.pin_env};
   return c;
 }
 

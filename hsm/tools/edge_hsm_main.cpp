@@ -145,23 +145,11 @@ fs::path state_dir_of(const Options& o) {
 
 HsmConfig config_of(const Options& o) {
   HsmConfig c;
-  if (!o.module) {
-    const fs::path state = state_dir_of(o);
-    c = lab_hsm_config(state, o.token ? *o.token : std::string(kLabTokenLabel));
-    if (!fs::exists(c.softhsm2_conf)) {
-      throw HsmError("no lab token under " + LabPaths(state).hsm_dir.string() +
-                     ": run 'edge-hsm init-lab-token' first, or give --module/--token/--pin-file");
-    }
-  } else {
-    c.module_path = *o.module;
-    if (o.token) c.token.label = *o.token;
-    if (!o.pin_file && !o.pin_env) throw UsageError{"--module needs --pin-file or --pin-env"};
-    if (!o.token && !o.token_uri) throw UsageError{"--module needs --token or --token-uri"};
+  try {
+    c = tool_hsm_config({o.state_dir, o.module, o.token, o.token_uri, o.pin_file, o.pin_env});
+  } catch (const std::invalid_argument& e) {
+    throw UsageError{e.what()};
   }
-  if (o.token_uri) c.token.uri = *o.token_uri;
-  if (o.pin_file && o.pin_env) throw UsageError{"give either --pin-file or --pin-env, not both"};
-  if (o.pin_file) c.pin = PinSource{PinSource::Kind::file, *o.pin_file};
-  if (o.pin_env) c.pin = PinSource{PinSource::Kind::env, *o.pin_env};
   c.max_sessions = 2;
   return c;
 }

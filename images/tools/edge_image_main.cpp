@@ -78,30 +78,20 @@ struct Options {
   std::vector<std::string> args;
 };
 
+// Every option that takes a value, and where parse() stores it.
+constexpr std::pair<const char*, std::optional<std::string> Options::*> kValueOptions[] = {
+    {"--version", &Options::version},       {"--out", &Options::out},
+    {"--key", &Options::key},               {"--trust", &Options::trust},
+    {"--root", &Options::root},             {"--tries", &Options::tries},
+    {"--bin-dir", &Options::bin_dir},       {"--config", &Options::config},
+    {"--unit", &Options::unit},             {"--compatible", &Options::compatible},
+    {"--state-dir", &Options::state_dir},   {"--module", &Options::module},
+    {"--token", &Options::token},           {"--token-uri", &Options::token_uri},
+    {"--pin-file", &Options::pin_file},     {"--pin-env", &Options::pin_env},
+};
+
 Options parse(int argc, char** argv) {
   Options o;
-  struct ValueOption {
-    const char* name;
-    std::optional<std::string> Options::*field;
-  };
-  const ValueOption value_options[] = {
-      {"--version", &Options::version},
-      {"--out", &Options::out},
-      {"--key", &Options::key},
-      {"--trust", &Options::trust},
-      {"--root", &Options::root},
-      {"--tries", &Options::tries},
-      {"--bin-dir", &Options::bin_dir},
-      {"--config", &Options::config},
-      {"--unit", &Options::unit},
-      {"--compatible", &Options::compatible},
-      {"--state-dir", &Options::state_dir},
-      {"--module", &Options::module},
-      {"--token", &Options::token},
-      {"--token-uri", &Options::token_uri},
-      {"--pin-file", &Options::pin_file},
-      {"--pin-env", &Options::pin_env},
-  };
   for (int i = 1; i < argc; ++i) {
     const std::string a = argv[i];
     if (a.empty() || a[0] != '-' || a == "-") {
@@ -136,12 +126,12 @@ Options parse(int argc, char** argv) {
       continue;
     }
     bool known = false;
-    for (const auto& vo : value_options) {
-      if (name != vo.name) continue;
+    for (const auto& [option, field] : kValueOptions) {
+      if (name != option) continue;
       known = true;
       take_value();
-      if (o.*vo.field) throw UsageError{name + " given twice"};
-      o.*vo.field = value;
+      if (o.*field) throw UsageError{name + " given twice"};
+      o.*field = value;
     }
     if (!known) throw UsageError{"unknown option " + name};
   }
@@ -151,25 +141,7 @@ Options parse(int argc, char** argv) {
 // Refuses options that the command would silently ignore.
 void only(const Options& o, std::initializer_list<std::optional<std::string> Options::*> allowed,
           const char* command) {
-  const std::pair<const char*, std::optional<std::string> Options::*> all[] = {
-      {"--version", &Options::version},
-      {"--out", &Options::out},
-      {"--key", &Options::key},
-      {"--trust", &Options::trust},
-      {"--root", &Options::root},
-      {"--tries", &Options::tries},
-      {"--bin-dir", &Options::bin_dir},
-      {"--config", &Options::config},
-      {"--unit", &Options::unit},
-      {"--compatible", &Options::compatible},
-      {"--state-dir", &Options::state_dir},
-      {"--module", &Options::module},
-      {"--token", &Options::token},
-      {"--token-uri", &Options::token_uri},
-      {"--pin-file", &Options::pin_file},
-      {"--pin-env", &Options::pin_env},
-  };
-  for (const auto& [name, field] : all) {
+  for (const auto& [name, field] : kValueOptions) {
     if (!(o.*field)) continue;
     bool ok = false;
     for (auto f : allowed) ok = ok || f == field;
@@ -185,25 +157,12 @@ std::string required(const std::optional<std::string>& v, const char* what, cons
 std::string compatible_of(const Options& o) { return o.compatible ? *o.compatible : EDGE_IMAGE_COMPATIBLE; }
 
 edge::hsm::HsmConfig hsm_config_of(const Options& o) {
-  using edge::hsm::PinSource;
   edge::hsm::HsmConfig c;
-  if (!o.module) {
-    const fs::path state = o.state_dir ? fs::path(*o.state_dir) : edge::hsm::default_state_dir();
-    c = edge::hsm::lab_hsm_config(state, o.token ? *o.token : std::string(edge::hsm::kLabTokenLabel));
-    if (!fs::exists(c.softhsm2_conf)) {
-      throw ImageError("no lab token under " + edge::hsm::LabPaths(state).hsm_dir.string() +
-                       ": run 'edge-hsm init-lab-token' first, or give --module/--token/--pin-file");
-    }
-  } else {
-    c.module_path = *o.module;
-    if (o.token) c.token.label = *o.token;
-    if (!o.pin_file && !o.pin_env) throw UsageError{"--module needs --pin-file or --pin-env"};
-    if (!o.token && !o.token_uri) throw UsageError{"--module needs --token or --token-uri"};
+  try {
+    c = edge::hsm::tool_hsm_config({o.state_dir, o.module, o.token, o.token_uri, o.pin_file, o.pin_env});
+  } catch (const std::invalid_argument& e) {
+    throw UsageError{e.what()};
   }
-  if (o.token_uri) c.token.uri = *o.token_uri;
-  if (o.pin_file && o.pin_env) throw UsageError{"give either --pin-file or --pin-env, not both"};
-  if (o.pin_file) c.pin = PinSource{PinSource::Kind::file, *o.pin_file};
-  if (o.pin_env) c.pin = PinSource{PinSource::Kind::env, *o.pin_env};
   c.max_sessions = 1;
   return c;
 }

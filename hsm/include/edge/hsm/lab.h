@@ -5,6 +5,7 @@
 #include <edge/hsm/hsm.h>
 
 #include <filesystem>
+#include <optional>
 #include <string>
 #include <string_view>
 
@@ -47,5 +48,17 @@ LabToken provision_lab_token(const std::filesystem::path& state_dir,
 // user PIN file, and softhsm2_conf so Hsm exports SOFTHSM2_CONF itself.
 HsmConfig lab_hsm_config(const std::filesystem::path& state_dir,
                          std::string_view label = kLabTokenLabel);
+
+// How the offline tools (edge-hsm, edge-image) name an HSM on their command
+// line: the lab token of a state directory, or a module + token + PIN source.
+struct ToolHsmOptions {
+  std::optional<std::string> state_dir, module, token, token_uri, pin_file, pin_env;
+};
+
+// Resolves ToolHsmOptions to an HsmConfig (max_sessions still to be set by the
+// caller). Throws std::invalid_argument for a contradictory or incomplete
+// command line ("--module needs --pin-file or --pin-env") and HsmError when
+// the lab token of the state directory was never made.
+HsmConfig tool_hsm_config(const ToolHsmOptions& o);
 
 }  // namespace edge::hsm
