@@ -42,9 +42,11 @@ bool boolean(const std::string& v, const std::string& what) {
 }
 
 flow::Transport transport(const std::string& v, const std::string& what) {
-  static const std::pair<const char*, flow::Transport> names[] = {
-      {"udp", flow::Transport::udp}, {"tcp", flow::Transport::tcp}, {"tls", flow::Transport::tls},
-      {"ws", flow::Transport::ws},   {"wss", flow::Transport::wss}};
+  static const std::pair<const char*, flow::Transport> names[] = {{"udp", flow::Transport::udp},
+                                                                  {"tcp", flow::Transport::tcp},
+                                                                  {"tls", flow::Transport::tls},
+                                                                  {"ws", flow::Transport::ws},
+                                                                  {"wss", flow::Transport::wss}};
   for (const auto& [name, t] : names) {
     if (v == name) return t;
   }
@@ -143,7 +145,8 @@ EdgedConfig parse_config_text(const std::string& text, const std::string& origin
         c.hsm_token_uri = value;
       } else if (key == "hsm.pin_file" || key == "hsm.pin_env") {
         // One of the two names the PIN's source; the other is written empty.
-        if (!value.empty()) c.pin = {key == "hsm.pin_file" ? hsm::PinSource::Kind::file : hsm::PinSource::Kind::env, value};
+        if (!value.empty())
+          c.pin = {key == "hsm.pin_file" ? hsm::PinSource::Kind::file : hsm::PinSource::Kind::env, value};
       } else if (key == "sip.flow_token.key_set" || key == "com.ibm.ws.sip.key.set") {
         if (!value.empty() && !hsm::valid_key_set_name(value)) {
           throw ConfigError(what + ": invalid key set name '" + value + "'");
@@ -159,7 +162,8 @@ EdgedConfig parse_config_text(const std::string& text, const std::string& origin
         const auto tr = transport(w[0], what);
         const auto port = number<std::uint16_t>(w[2], key == "listen" ? 0 : 1, 65535, what + " port");
         if (key == "listen") {
-          if (!flow::Endpoint::parse(w[1], port)) throw ConfigError(what + ": '" + w[1] + "' is not an IP address");
+          if (!flow::Endpoint::parse(w[1], port))
+            throw ConfigError(what + ": '" + w[1] + "' is not an IP address");
           c.listeners.push_back({tr, w[1], port});
         } else {
           c.advertise.push_back({tr, w[1], port});
@@ -173,10 +177,14 @@ EdgedConfig parse_config_text(const std::string& text, const std::string& origin
       } else if (key == "tls.ca") {
         c.tls.ca_file = value;
       } else if (key == "tls.client_certs") {
-        if (value == "none") c.tls.client_certs = net::ClientCertPolicy::none;
-        else if (value == "optional") c.tls.client_certs = net::ClientCertPolicy::optional;
-        else if (value == "required") c.tls.client_certs = net::ClientCertPolicy::required;
-        else throw ConfigError(what + ": expected none, optional or required");
+        if (value == "none")
+          c.tls.client_certs = net::ClientCertPolicy::none;
+        else if (value == "optional")
+          c.tls.client_certs = net::ClientCertPolicy::optional;
+        else if (value == "required")
+          c.tls.client_certs = net::ClientCertPolicy::required;
+        else
+          throw ConfigError(what + ": expected none, optional or required");
       } else if (key == "sip.flow_timer") {
         c.flow_timer = number<std::uint32_t>(value, 1, 3600, what);
       } else if (key == "sip.require_path") {
@@ -194,11 +202,14 @@ EdgedConfig parse_config_text(const std::string& text, const std::string& origin
       } else if (key == "limits.idle_timeout_ms") {
         c.limits.idle_timeout = std::chrono::milliseconds(number<std::int64_t>(value, 100, 86'400'000, what));
       } else if (key == "limits.flow_timeout_grace_ms") {
-        c.limits.flow_timeout_grace = std::chrono::milliseconds(number<std::int64_t>(value, 0, 3'600'000, what));
+        c.limits.flow_timeout_grace =
+            std::chrono::milliseconds(number<std::int64_t>(value, 0, 3'600'000, what));
       } else if (key == "limits.header_read_timeout_ms") {
-        c.limits.header_read_timeout = std::chrono::milliseconds(number<std::int64_t>(value, 100, 600'000, what));
+        c.limits.header_read_timeout =
+            std::chrono::milliseconds(number<std::int64_t>(value, 100, 600'000, what));
       } else if (key == "limits.body_read_timeout_ms") {
-        c.limits.body_read_timeout = std::chrono::milliseconds(number<std::int64_t>(value, 100, 600'000, what));
+        c.limits.body_read_timeout =
+            std::chrono::milliseconds(number<std::int64_t>(value, 100, 600'000, what));
       } else if (key == "log.level") {
         if (value != "debug" && value != "info" && value != "warn" && value != "error") {
           throw ConfigError(what + ": expected debug, info, warn or error");

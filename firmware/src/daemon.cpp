@@ -1,4 +1,5 @@
-// edged's composition and life cycle: configuration, first boot, HSM, SIP front end, management agent, signals.
+// edged's composition and life cycle: configuration, first boot, HSM, SIP front end, management agent,
+// signals.
 #include "daemon.h"
 
 #include "front_end.h"
@@ -17,12 +18,12 @@
 
 #include <algorithm>
 #include <atomic>
-#include <csignal>
 #include <cctype>
+#include <csignal>
 #include <ctime>
-#include <thread>
 #include <fstream>
 #include <sstream>
+#include <thread>
 
 #include "edged_default_conf.h"
 
@@ -138,7 +139,8 @@ int run_daemon(const DaemonOptions& o) {
     const bool tls = std::any_of(cfg.listeners.begin(), cfg.listeners.end(), [](const auto& l) {
       return l.transport == flow::Transport::tls || l.transport == flow::Transport::wss;
     });
-    if (tls && !o.production && ensure_lab_certificate(cfg.tls.certificate_chain_file, cfg.tls.private_key_file)) {
+    if (tls && !o.production &&
+        ensure_lab_certificate(cfg.tls.certificate_chain_file, cfg.tls.private_key_file)) {
       spdlog::info("event=lab_certificate_created cert={}", cfg.tls.certificate_chain_file);
     }
     hsm = open_hsm(o, cfg, agent_ptr);
@@ -163,16 +165,18 @@ int run_daemon(const DaemonOptions& o) {
       throw StartError(kExitListen, std::string("management API: ") + e.what());
     }
     for (const auto& l : front_end->listening()) {
-      spdlog::info("event=listening transport={} local={}", flow::to_string(l.transport), flow::to_string(l.local));
+      spdlog::info("event=listening transport={} local={}", flow::to_string(l.transport),
+                   flow::to_string(l.local));
     }
     const auto fs = front_end->status();
-    spdlog::info("event=started version={} generation={} key_set={} minting_version={} core={} mgmt_socket={}{}",
-                 EDGE_VERSION, agent->generation(), fs.key_set().empty() ? "-" : fs.key_set(),
-                 fs.minting_version(), config.sip().core_uri(), server->unix_socket().string(),
-                 server->tcp_port() ? " mgmt_tcp_port=" + std::to_string(server->tcp_port()) : std::string());
+    spdlog::info(
+        "event=started version={} generation={} key_set={} minting_version={} core={} mgmt_socket={}{}",
+        EDGE_VERSION, agent->generation(), fs.key_set().empty() ? "-" : fs.key_set(), fs.minting_version(),
+        config.sip().core_uri(), server->unix_socket().string(),
+        server->tcp_port() ? " mgmt_tcp_port=" + std::to_string(server->tcp_port()) : std::string());
   } catch (const StartError& e) {
-    const char* event = e.exit_code() == kExitConfig  ? "config_invalid"
-                        : e.exit_code() == kExitHsm   ? "hsm_unusable"
+    const char* event = e.exit_code() == kExitConfig   ? "config_invalid"
+                        : e.exit_code() == kExitHsm    ? "hsm_unusable"
                         : e.exit_code() == kExitListen ? "listen_failed"
                                                        : "start_failed";
     spdlog::error("event={} reason=\"{}\"", event, e.what());
@@ -195,8 +199,8 @@ int run_daemon(const DaemonOptions& o) {
       std::string kind = mgmt::v1::Event::Kind_Name(e->kind());
       std::transform(kind.begin(), kind.end(), kind.begin(), [](unsigned char c) { return std::tolower(c); });
       spdlog::log(e->ok() ? spdlog::level::info : spdlog::level::warn,
-                  "event=mgmt_{} generation={} actor={} ok={} message=\"{}\"", kind, e->generation(), e->actor(),
-                  e->ok(), e->message());
+                  "event=mgmt_{} generation={} actor={} ok={} message=\"{}\"", kind, e->generation(),
+                  e->actor(), e->ok(), e->message());
     }
   });
 
@@ -205,14 +209,17 @@ int run_daemon(const DaemonOptions& o) {
   std::uint64_t watchdog_usec = 0;
   const bool watchdog = sd_watchdog_enabled(0, &watchdog_usec) > 0 && watchdog_usec > 0;
   sd_notifyf(0, "READY=1\nSTATUS=generation %llu", static_cast<unsigned long long>(agent->generation()));
-  const auto tick = watchdog ? std::chrono::microseconds(watchdog_usec / 2) : std::chrono::microseconds(1'000'000);
+  const auto tick =
+      watchdog ? std::chrono::microseconds(watchdog_usec / 2) : std::chrono::microseconds(1'000'000);
   for (;;) {
     const auto secs = std::chrono::duration_cast<std::chrono::seconds>(tick);
-    const timespec ts{static_cast<time_t>(secs.count()),
-                      static_cast<long>(std::chrono::duration_cast<std::chrono::nanoseconds>(tick - secs).count())};
+    const timespec ts{
+        static_cast<time_t>(secs.count()),
+        static_cast<long>(std::chrono::duration_cast<std::chrono::nanoseconds>(tick - secs).count())};
     const int sig = sigtimedwait(&signals, nullptr, &ts);
     if (sig < 0) {
-      if (watchdog && std::chrono::steady_clock::now() - front_end->last_tick() < tick) sd_notify(0, "WATCHDOG=1");
+      if (watchdog && std::chrono::steady_clock::now() - front_end->last_tick() < tick)
+        sd_notify(0, "WATCHDOG=1");
       continue;
     }
     if (sig == SIGUSR1) {
@@ -226,8 +233,9 @@ int run_daemon(const DaemonOptions& o) {
       try {
         const auto r = agent->restart_front_end(mgmt::Caller{"signal:SIGHUP", mgmt::v1::ROLE_OPERATOR});
         const auto fs = front_end->status();
-        spdlog::info("event=reloaded generation={} key_set={} minting_version={} drain_ms={}", agent->generation(),
-                     fs.key_set().empty() ? "-" : fs.key_set(), fs.minting_version(), r.drain_ms());
+        spdlog::info("event=reloaded generation={} key_set={} minting_version={} drain_ms={}",
+                     agent->generation(), fs.key_set().empty() ? "-" : fs.key_set(), fs.minting_version(),
+                     r.drain_ms());
       } catch (const std::exception& e) {
         spdlog::error("event=reload_failed reason=\"{}\"", e.what());
       }
@@ -243,7 +251,8 @@ int run_daemon(const DaemonOptions& o) {
   agent->shutdown();
   watching = false;
   event_logger.join();
-  const auto drained = front_end->drain(std::chrono::milliseconds(agent->boot_config().mgmt().drain_timeout_ms()));
+  const auto drained =
+      front_end->drain(std::chrono::milliseconds(agent->boot_config().mgmt().drain_timeout_ms()));
   front_end->log_status();
   front_end->stop();
   agent_ptr = nullptr;

@@ -20,9 +20,9 @@ enum ExitCode : int {
   kExitOk = 0,
   kExitFailure = 1,
   kExitUsage = 2,
-  kExitConfig = 3,   // configuration file missing or invalid
-  kExitHsm = 4,      // HSM module / token / PIN / key set problem
-  kExitListen = 5,   // a listener (SIP or management API) could not bind, TLS material did not load
+  kExitConfig = 3,  // configuration file missing or invalid
+  kExitHsm = 4,     // HSM module / token / PIN / key set problem
+  kExitListen = 5,  // a listener (SIP or management API) could not bind, TLS material did not load
 };
 
 // Runs until SIGTERM or SIGINT (then drains and returns kExitOk). Starts in

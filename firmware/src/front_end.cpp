@@ -66,7 +66,8 @@ std::string try_bind(const net::ListenerConfig& l) {
   } else {
     const int one = 1;
     ::setsockopt(fd, SOL_SOCKET, SO_REUSEADDR, &one, sizeof one);
-    if (::bind(fd, res->ai_addr, res->ai_addrlen) != 0) reason = what + ": cannot bind: " + std::strerror(errno);
+    if (::bind(fd, res->ai_addr, res->ai_addrlen) != 0)
+      reason = what + ": cannot bind: " + std::strerror(errno);
     ::close(fd);
   }
   ::freeaddrinfo(res);
@@ -79,12 +80,18 @@ bool same_listener(const net::ListenerConfig& a, const net::ListenerConfig& b) {
 
 mgmt::v1::Transport to_v1(flow::Transport t) {
   switch (t) {
-    case flow::Transport::udp: return mgmt::v1::TRANSPORT_UDP;
-    case flow::Transport::tcp: return mgmt::v1::TRANSPORT_TCP;
-    case flow::Transport::tls: return mgmt::v1::TRANSPORT_TLS;
-    case flow::Transport::ws: return mgmt::v1::TRANSPORT_WS;
-    case flow::Transport::wss: return mgmt::v1::TRANSPORT_WSS;
-    default: return mgmt::v1::TRANSPORT_UNSPECIFIED;
+    case flow::Transport::udp:
+      return mgmt::v1::TRANSPORT_UDP;
+    case flow::Transport::tcp:
+      return mgmt::v1::TRANSPORT_TCP;
+    case flow::Transport::tls:
+      return mgmt::v1::TRANSPORT_TLS;
+    case flow::Transport::ws:
+      return mgmt::v1::TRANSPORT_WS;
+    case flow::Transport::wss:
+      return mgmt::v1::TRANSPORT_WSS;
+    default:
+      return mgmt::v1::TRANSPORT_UNSPECIFIED;
   }
 }
 
@@ -330,7 +337,8 @@ std::chrono::milliseconds SipFrontEnd::drain(std::chrono::milliseconds bound) {
   if (t) t->pause();
   // New messages now wait in the socket buffers; let the ones already handed
   // to the proxy finish (they are never cut off: this only bounds the wait).
-  while (in_flight_->load(std::memory_order_acquire) != 0 && std::chrono::steady_clock::now() - start < bound) {
+  while (in_flight_->load(std::memory_order_acquire) != 0 &&
+         std::chrono::steady_clock::now() - start < bound) {
     std::this_thread::sleep_for(std::chrono::milliseconds(1));
   }
   return std::chrono::duration_cast<std::chrono::milliseconds>(std::chrono::steady_clock::now() - start);
@@ -459,8 +467,8 @@ mgmt::v1::FrontEndStatus SipFrontEnd::status() {
   if (rules.mac) s.set_minting_version(rules.mac->minting_version());
   if (t) {
     const auto ts = t->stats();
-    for (const auto tr : {flow::Transport::udp, flow::Transport::tcp, flow::Transport::tls, flow::Transport::ws,
-                          flow::Transport::wss}) {
+    for (const auto tr : {flow::Transport::udp, flow::Transport::tcp, flow::Transport::tls,
+                          flow::Transport::ws, flow::Transport::wss}) {
       auto* f = s.add_flows();
       f->set_transport(to_v1(tr));
       f->set_flows(ts.flows_now[static_cast<std::size_t>(tr)]);
@@ -499,8 +507,8 @@ void SipFrontEnd::log_status() {
       "flows_wss={} core_connected={} requests_from_clients={} requests_from_core={} r403={} r430={} r503={} "
       "verifies_avoided={} verifies_hsm={} mints_hsm={} minting_version={}",
       hsm::to_string(hsm_.state()), h.sign, h.verify, ts.flows_now[1], ts.flows_now[2], ts.flows_now[3],
-      ts.flows_now[6], ts.flows_now[7], ts.core_connected, p.requests_from_clients, p.requests_from_core, p.r403,
-      p.r430, p.r503, p.verifies_avoided, p.verifies_hsm, p.mints_hsm,
+      ts.flows_now[6], ts.flows_now[7], ts.core_connected, p.requests_from_clients, p.requests_from_core,
+      p.r403, p.r430, p.r503, p.verifies_avoided, p.verifies_hsm, p.mints_hsm,
       rules.mac ? rules.mac->minting_version() : 0);
 }
 

@@ -98,7 +98,7 @@ class SipFrontEnd final : public mgmt::FrontEnd {
  private:
   class CountingHandler;
   EdgedConfig convert(const mgmt::v1::ApplianceConfig& config) const;  // throws ConfigError
-  Rules build_rules(const EdgedConfig& cfg);                            // throws HsmError & co.
+  Rules build_rules(const EdgedConfig& cfg);                           // throws HsmError & co.
   std::shared_ptr<net::MessageHandler> wrap(const std::shared_ptr<net::EdgeProxy>& proxy);
   void timer_loop();
   ReportedCounts counts_locked() const;  // replaced_counts_ + the current proxy's

@@ -1,4 +1,5 @@
-// Generates the lab default's self-signed TLS certificate with OpenSSL (not an HSM key: it only protects transport).
+// Generates the lab default's self-signed TLS certificate with OpenSSL (not an HSM key: it only protects
+// transport).
 #include "lab_tls.h"
 
 #include <openssl/err.h>
@@ -7,13 +8,13 @@
 #include <openssl/x509.h>
 #include <openssl/x509v3.h>
 
-#include <cstdio>
 #include <fcntl.h>
+#include <sys/stat.h>
+#include <unistd.h>
+#include <cstdio>
 #include <memory>
 #include <stdexcept>
 #include <string>
-#include <sys/stat.h>
-#include <unistd.h>
 
 namespace edge::firmware {
 namespace {
@@ -70,8 +71,10 @@ bool ensure_lab_certificate(const std::filesystem::path& cert, const std::filesy
   X509_gmtime_adj(X509_getm_notAfter(x.get()), 825L * 24 * 3600);
   X509_set_pubkey(x.get(), pkey.get());
   X509_NAME* name = X509_get_subject_name(x.get());
-  X509_NAME_add_entry_by_txt(name, "O", MBSTRING_ASC, reinterpret_cast<const unsigned char*>("SIP outbound edge lab"), -1, -1, 0);
-  X509_NAME_add_entry_by_txt(name, "CN", MBSTRING_ASC, reinterpret_cast<const unsigned char*>("edge-lab"), -1, -1, 0);
+  X509_NAME_add_entry_by_txt(name, "O", MBSTRING_ASC,
+                             reinterpret_cast<const unsigned char*>("SIP outbound edge lab"), -1, -1, 0);
+  X509_NAME_add_entry_by_txt(name, "CN", MBSTRING_ASC, reinterpret_cast<const unsigned char*>("edge-lab"), -1,
+                             -1, 0);
   X509_set_issuer_name(x.get(), name);
 
   X509V3_CTX ctx;

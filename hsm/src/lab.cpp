@@ -63,8 +63,7 @@ void fsync_dir(const fs::path& dir) {
 // Writes a new file atomically (temp file, fsync, link into place) and never
 // replaces an existing one: false when `path` already exists.
 bool write_new_file(const fs::path& path, std::string_view content, mode_t mode) {
-  fs::path tmp =
-      path.parent_path() / ("." + path.filename().string() + ".tmp." + std::to_string(::getpid()));
+  fs::path tmp = path.parent_path() / ("." + path.filename().string() + ".tmp." + std::to_string(::getpid()));
   ::unlink(tmp.c_str());  // a leftover of an interrupted run of this pid
   Fd fd(::open(tmp.c_str(), O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC | O_NOFOLLOW, mode));
   if (fd.get() < 0) throw_errno("cannot create " + tmp.string(), errno);
@@ -99,8 +98,7 @@ bool write_new_file(const fs::path& path, std::string_view content, mode_t mode)
 }
 
 SecretString random_pin() {
-  static constexpr char kAlphabet[] =
-      "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789";
+  static constexpr char kAlphabet[] = "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789";
   constexpr unsigned kAlphabetSize = sizeof kAlphabet - 1;  // 62
   constexpr unsigned kLimit = 256 - 256 % kAlphabetSize;    // rejection sampling: no modulo bias
   Fd fd(::open("/dev/urandom", O_RDONLY | O_CLOEXEC));
@@ -233,8 +231,8 @@ LabToken provision_lab_token(const fs::path& state_dir, std::string_view label) 
   if (found.count == 1) {
     // Initialized by an interrupted run that never set the user PIN.
     if (!fs::exists(p.so_pin)) {
-      throw HsmError("token '" + out.label + "' has no user PIN and its SO PIN file " +
-                     p.so_pin.string() + " is missing");
+      throw HsmError("token '" + out.label + "' has no user PIN and its SO PIN file " + p.so_pin.string() +
+                     " is missing");
     }
     SecretString so = read_pin(PinSource{PinSource::Kind::file, p.so_pin.string()});
     SecretString user = ensure_pin_file(p.user_pin, out.pins_created);

@@ -139,9 +139,7 @@ std::string iso_time(std::int64_t unix_seconds) {
   return buf;
 }
 
-fs::path state_dir_of(const Options& o) {
-  return o.state_dir ? fs::path(*o.state_dir) : default_state_dir();
-}
+fs::path state_dir_of(const Options& o) { return o.state_dir ? fs::path(*o.state_dir) : default_state_dir(); }
 
 HsmConfig config_of(const Options& o) {
   HsmConfig c;
@@ -156,10 +154,9 @@ HsmConfig config_of(const Options& o) {
 
 void print_set_lines(const KeySetInfo& set) {
   for (const auto& v : set.versions) {
-    std::cout << set.name << " v" << v.version << ' ' << to_string(v.state)
-              << (v.minting ? " minting" : "") << " created=" << iso_time(v.created_unix);
-    if (v.state == KeyState::retired && !v.retired_on.empty())
-      std::cout << " retired_on=" << v.retired_on;
+    std::cout << set.name << " v" << v.version << ' ' << to_string(v.state) << (v.minting ? " minting" : "")
+              << " created=" << iso_time(v.created_unix);
+    if (v.state == KeyState::retired && !v.retired_on.empty()) std::cout << " retired_on=" << v.retired_on;
     std::cout << '\n';
   }
 }
@@ -173,10 +170,9 @@ void print_json(const std::vector<KeySetInfo>& sets) {
               << ",\"minting_version\":" << s.minting_version() << ",\"versions\":[";
     for (std::size_t j = 0; j < s.versions.size(); ++j) {
       const KeyVersionInfo& v = s.versions[j];
-      std::cout << (j ? "," : "") << "{\"version\":" << v.version << ",\"state\":\""
-                << to_string(v.state) << "\",\"minting\":" << (v.minting ? "true" : "false")
-                << ",\"created\":\"" << iso_time(v.created_unix)
-                << "\",\"created_unix\":" << v.created_unix << ",\"retired_on\":"
+      std::cout << (j ? "," : "") << "{\"version\":" << v.version << ",\"state\":\"" << to_string(v.state)
+                << "\",\"minting\":" << (v.minting ? "true" : "false") << ",\"created\":\""
+                << iso_time(v.created_unix) << "\",\"created_unix\":" << v.created_unix << ",\"retired_on\":"
                 << (v.retired_on.empty() ? std::string("null") : "\"" + v.retired_on + "\"") << '}';
     }
     std::cout << "]}";
@@ -211,20 +207,17 @@ int cmd_init_lab_token(const Options& o) {
     throw UsageError{
         "init-lab-token provisions the SoftHSM lab token only (no --module/--pin-*/--token-uri)"};
   }
-  LabToken t =
-      provision_lab_token(state_dir_of(o), o.token ? *o.token : std::string(kLabTokenLabel));
+  LabToken t = provision_lab_token(state_dir_of(o), o.token ? *o.token : std::string(kLabTokenLabel));
   std::cout << "token " << t.label << " serial " << t.serial
             << (t.token_created ? " created" : " already present") << '\n'
             << "SOFTHSM2_CONF=" << t.paths.softhsm_conf.string() << '\n'
-            << "user PIN file: " << t.paths.user_pin.string() << (t.pins_created ? " (new)" : "")
-            << '\n';
+            << "user PIN file: " << t.paths.user_pin.string() << (t.pins_created ? " (new)" : "") << '\n';
   return kExitOk;
 }
 
 int cmd_keyset(const Options& o) {
   const auto& a = o.args;
-  if (a.size() < 2)
-    throw UsageError{"keyset needs a subcommand: create, rotate, retire, list, destroy"};
+  if (a.size() < 2) throw UsageError{"keyset needs a subcommand: create, rotate, retire, list, destroy"};
   const std::string& sub = a[1];
   auto want_args = [&](std::size_t n, const char* shape) {
     if (a.size() != n) throw UsageError{std::string("usage: edge-hsm keyset ") + shape};
@@ -237,8 +230,7 @@ int cmd_keyset(const Options& o) {
   if (sub == "create") {
     want_args(3, "create NAME [--retain N]");
     if (o.retain) retain = parse_u32(*o.retain, "--retain");
-    if (retain > kMaxRetain)
-      throw UsageError{"--retain must be at most " + std::to_string(kMaxRetain)};
+    if (retain > kMaxRetain) throw UsageError{"--retain must be at most " + std::to_string(kMaxRetain)};
   } else if (sub == "rotate" || sub == "destroy") {
     want_args(3, sub == "rotate" ? "rotate NAME" : "destroy NAME");
   } else if (sub == "retire") {
@@ -252,8 +244,7 @@ int cmd_keyset(const Options& o) {
     throw UsageError{"unknown keyset subcommand '" + sub + "'"};
   }
   if (a.size() >= 3 && !valid_key_set_name(a[2])) {
-    throw UsageError{"invalid key set name '" + a[2] +
-                     "': use 1..64 characters of A-Z a-z 0-9 . _ -"};
+    throw UsageError{"invalid key set name '" + a[2] + "': use 1..64 characters of A-Z a-z 0-9 . _ -"};
   }
 
   Hsm hsm(config_of(o));
@@ -269,8 +260,7 @@ int cmd_keyset(const Options& o) {
   } else if (sub == "destroy") {
     const std::size_t n = ks.get(a[2]).versions.size();
     ks.destroy(a[2]);
-    std::cout << "destroyed key set " << a[2] << " (" << n << (n == 1 ? " version" : " versions")
-              << ")\n";
+    std::cout << "destroyed key set " << a[2] << " (" << n << (n == 1 ? " version" : " versions") << ")\n";
   } else {
     const auto sets = ks.list();
     if (o.json) {
@@ -318,11 +308,10 @@ int cmd_selftest(const Options& o) {
   Hsm hsm(config_of(o));
   SelfTestReport r = hsm.self_test();
   std::cout << "module: " << r.module_path << '\n'
-            << "  library: " << r.module.description << ' '
-            << version_text(r.module.library_version) << " (" << r.module.manufacturer
-            << "), cryptoki " << version_text(r.module.cryptoki_version) << '\n'
-            << "token: label=" << r.token.label << " serial=" << r.token.serial
-            << " slot=" << r.slot_id << '\n'
+            << "  library: " << r.module.description << ' ' << version_text(r.module.library_version) << " ("
+            << r.module.manufacturer << "), cryptoki " << version_text(r.module.cryptoki_version) << '\n'
+            << "token: label=" << r.token.label << " serial=" << r.token.serial << " slot=" << r.slot_id
+            << '\n'
             << "  " << r.token.manufacturer << ' ' << r.token.model << ", hardware "
             << version_text(r.token.hardware_version) << ", firmware "
             << version_text(r.token.firmware_version) << '\n'
@@ -331,23 +320,21 @@ int cmd_selftest(const Options& o) {
             << "  CKM_SHA256_HMAC: " << (r.has_sha256_hmac ? "yes" : "NO");
   if (r.has_sha256_hmac) {
     // Units are the module's (SoftHSM: bytes for HMAC keys).
-    std::cout << " (key size " << r.sha256_hmac_info.ulMinKeySize << ".."
-              << r.sha256_hmac_info.ulMaxKeySize << ")";
+    std::cout << " (key size " << r.sha256_hmac_info.ulMinKeySize << ".." << r.sha256_hmac_info.ulMaxKeySize
+              << ")";
   }
   std::cout << '\n'
-            << "  CKM_GENERIC_SECRET_KEY_GEN: " << (r.has_generic_secret_key_gen ? "yes" : "NO")
-            << '\n'
+            << "  CKM_GENERIC_SECRET_KEY_GEN: " << (r.has_generic_secret_key_gen ? "yes" : "NO") << '\n'
             << "  all:";
   for (CK_MECHANISM_TYPE m : r.mechanisms) std::cout << ' ' << mechanism_name(m);
   std::cout << '\n'
-            << "round trip: " << (r.round_trip_ok ? "ok" : "FAILED") << ": " << r.round_trip_detail
-            << " (" << r.round_trip_time.count() << " us)\n"
+            << "round trip: " << (r.round_trip_ok ? "ok" : "FAILED") << ": " << r.round_trip_detail << " ("
+            << r.round_trip_time.count() << " us)\n"
             << "selftest: " << (r.ok() ? "ok" : "FAILED") << '\n';
   if (!r.ok()) {
     std::cerr << "edge-hsm: selftest failed: "
-              << (!r.has_sha256_hmac || !r.has_generic_secret_key_gen
-                      ? "required mechanisms missing"
-                      : r.round_trip_detail)
+              << (!r.has_sha256_hmac || !r.has_generic_secret_key_gen ? "required mechanisms missing"
+                                                                      : r.round_trip_detail)
               << '\n';
     return kExitFailure;
   }

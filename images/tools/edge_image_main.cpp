@@ -80,14 +80,22 @@ struct Options {
 
 // Every option that takes a value, and where parse() stores it.
 constexpr std::pair<const char*, std::optional<std::string> Options::*> kValueOptions[] = {
-    {"--version", &Options::version},       {"--out", &Options::out},
-    {"--key", &Options::key},               {"--trust", &Options::trust},
-    {"--root", &Options::root},             {"--tries", &Options::tries},
-    {"--bin-dir", &Options::bin_dir},       {"--config", &Options::config},
-    {"--unit", &Options::unit},             {"--compatible", &Options::compatible},
-    {"--state-dir", &Options::state_dir},   {"--module", &Options::module},
-    {"--token", &Options::token},           {"--token-uri", &Options::token_uri},
-    {"--pin-file", &Options::pin_file},     {"--pin-env", &Options::pin_env},
+    {"--version", &Options::version},
+    {"--out", &Options::out},
+    {"--key", &Options::key},
+    {"--trust", &Options::trust},
+    {"--root", &Options::root},
+    {"--tries", &Options::tries},
+    {"--bin-dir", &Options::bin_dir},
+    {"--config", &Options::config},
+    {"--unit", &Options::unit},
+    {"--compatible", &Options::compatible},
+    {"--state-dir", &Options::state_dir},
+    {"--module", &Options::module},
+    {"--token", &Options::token},
+    {"--token-uri", &Options::token_uri},
+    {"--pin-file", &Options::pin_file},
+    {"--pin-env", &Options::pin_env},
 };
 
 Options parse(int argc, char** argv) {

@@ -1,5 +1,6 @@
 // WS and WSS client connections (RFC 7118): HTTP upgrade with "sip" subprotocol, one SIP message per WS message.
 #include "session.h"
+#include "ws_framing.h"
 
 #include <boost/asio/ssl/stream.hpp>
 #include <boost/beast/core/flat_buffer.hpp>
@@ -16,27 +17,6 @@ namespace http = beast::http;
 namespace websocket = beast::websocket;
 
 namespace {
-
-// True when the comma-separated Sec-WebSocket-Protocol offer contains "sip".
-bool offers_sip(std::string_view list) {
-  while (!list.empty()) {
-    const std::size_t comma = list.find(',');
-    std::string_view item = list.substr(0, comma);
-    while (!item.empty() && (item.front() == ' ' || item.front() == '\t')) item.remove_prefix(1);
-    while (!item.empty() && (item.back() == ' ' || item.back() == '\t')) item.remove_suffix(1);
-    if (item.size() == 3 && (item[0] | 0x20) == 's' && (item[1] | 0x20) == 'i' && (item[2] | 0x20) == 'p') return true;
-    if (comma == std::string_view::npos) break;
-    list.remove_prefix(comma + 1);
-  }
-  return false;
-}
-
-bool only_crlf(std::string_view s) {
-  if (s.empty()) return false;
-  for (char c : s)
-    if (c != '\r' && c != '\n') return false;
-  return true;
-}
 
 template <class Next>
 class WsSession final : public SessionBase {
@@ -107,12 +87,7 @@ class WsSession final : public SessionBase {
                         });
       return;
     }
-    ws_.set_option(websocket::stream_base::decorator([](websocket::response_type& res) {
-      res.set(http::field::sec_websocket_protocol, "sip");
-    }));
-    ws_.read_message_max(st_->config.limits.max_message_size);
-    ws_.auto_fragment(false);
-    ws_.text(true);
+    configure_sip_websocket(ws_, st_->config.limits.max_message_size);
     // Pings are answered by Beast inside the read; they also prove the flow alive.
     ws_.control_callback([this](websocket::frame_type kind, beast::string_view) {
       if (kind == websocket::frame_type::ping) {

@@ -126,9 +126,9 @@ int run() {
   // Key rotation through the management agent, with alice's flow kept.
   std::printf("\n== key rotation through the management API (edgectl over %s/mgmt.sock)\n",
               edge.state_dir().c_str());
-  for (const std::vector<std::string>& args : {std::vector<std::string>{"keyset", "rotate", "sipflow"},
-                                               std::vector<std::string>{"apply"},
-                                               std::vector<std::string>{"status"}}) {
+  for (const std::vector<std::string>& args :
+       {std::vector<std::string>{"keyset", "rotate", "sipflow"}, std::vector<std::string>{"apply"},
+        std::vector<std::string>{"status"}}) {
     std::string out;
     std::string shown = "edgectl";
     for (const auto& a : args) shown += " " + a;

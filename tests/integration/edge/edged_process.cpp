@@ -120,7 +120,8 @@ std::filesystem::path edgectl_program() { return EDGECTL_PROGRAM; }
 EdgedProcess::EdgedProcess(EdgedOptions options)
     : options_(std::move(options)), dir_(std::make_unique<TempDir>("edge-edged")) {
   if (!std::filesystem::exists(edged_program())) {
-    throw std::runtime_error("edged not built: " + edged_program().string() + " (cmake --build ... --target edged)");
+    throw std::runtime_error("edged not built: " + edged_program().string() +
+                             " (cmake --build ... --target edged)");
   }
   // SoftHSM is what the lab mode provisions: a missing one fails the test here,
   // with a message, rather than as a puzzling start-up error.
@@ -143,7 +144,8 @@ void EdgedProcess::launch() {
   }
   if (options_.write_config) p.args.insert(p.args.end(), {"--config", config_file_.string()});
   // One log file per start, so a restart's log is read from its beginning.
-  p.log_file = dir_->path() / (starts_ == 0 ? std::string("edged.log") : "edged-" + std::to_string(starts_) + ".log");
+  p.log_file =
+      dir_->path() / (starts_ == 0 ? std::string("edged.log") : "edged-" + std::to_string(starts_) + ".log");
   ++starts_;
   p.working_dir = dir_->path();
   process_ = std::make_unique<ChildProcess>(p);

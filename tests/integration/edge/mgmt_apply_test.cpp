@@ -5,8 +5,8 @@
 #include <sys/socket.h>
 #include <unistd.h>
 
-#include <atomic>
 #include <edge/mgmt/v1/agent.pb.h>
+#include <atomic>
 #include <random>
 #include <sstream>
 #include <thread>
@@ -103,7 +103,8 @@ TEST_F(MgmtApplyTest, RotationApplyKeepsEveryFlowAndAnswersRequestsDuringTheDrai
       traffic_error = e.what();
     }
   });
-  for (int i = 0; i < 500 && sent.load() < 20; ++i) std::this_thread::sleep_for(std::chrono::milliseconds(10));
+  for (int i = 0; i < 500 && sent.load() < 20; ++i)
+    std::this_thread::sleep_for(std::chrono::milliseconds(10));
   const int sent_before = sent.load();
   v1::ApplyResponse applied;
   try {
@@ -220,7 +221,8 @@ TEST_F(MgmtApplyTest, WebSpherePropertyAliasSelectsTheKeySet) {
   ASSERT_EQ(edge_->edgectl({"apply"}, &out), 0) << out;
   const auto s = edgectl_json<v1::Status>(*edge_, {"status"});
   EXPECT_EQ(s.front_end().key_set(), "websphere");
-  EXPECT_EQ(edgectl_json<v1::Property>(*edge_, {"property", "get", "com.ibm.ws.sip.key.set"}).value(), "websphere");
+  EXPECT_EQ(edgectl_json<v1::Property>(*edge_, {"property", "get", "com.ibm.ws.sip.key.set"}).value(),
+            "websphere");
 
   TestUa& alice = ua("alice");
   const SipMessage ok = register_through_edge(alice, Transport::tcp);
@@ -325,8 +327,8 @@ TEST_F(MgmtCrashTest, KillNineDuringApplyStartsInTheOldOrTheNewGeneration) {
 // version fails: the agent restores generation 1 and reports why.
 TEST(MgmtFaultTest, HealthCheckFailureRollsBackByItself) {
   TempDir hsm_dir("edge-shim-hsm");
-  for (const std::vector<std::string>& args :
-       {std::vector<std::string>{"init-lab-token"}, std::vector<std::string>{"keyset", "create", "sipflow"}}) {
+  for (const std::vector<std::string>& args : {std::vector<std::string>{"init-lab-token"},
+                                               std::vector<std::string>{"keyset", "create", "sipflow"}}) {
     ProcessOptions p;
     p.program = find_program("env", "coreutils");
     p.args = {"EDGE_STATE_DIR=" + hsm_dir.path().string(), edge_hsm_program().string()};

@@ -72,7 +72,8 @@ TEST(EdgedProduction, StartsOnlyWhenTheKeySetExistsInTheHsm) {
 
   ProcessOptions p;
   p.program = find_program("env", "coreutils");
-  p.args = {"EDGE_STATE_DIR=" + dir.path().string(), edge_hsm_program().string(), "keyset", "create", "prodflow"};
+  p.args = {"EDGE_STATE_DIR=" + dir.path().string(), edge_hsm_program().string(), "keyset", "create",
+            "prodflow"};
   p.log_file = dir.path() / "create.log";
   ChildProcess create(p);
   const auto deadline = std::chrono::steady_clock::now() + std::chrono::seconds(30);

@@ -41,13 +41,11 @@ struct LabToken {
 // initializes the free slot's token with the SO PIN and sets the user PIN.
 // Also completes a token whose user PIN was never set (an interrupted run).
 // Throws HsmError / Pkcs11Error; never with a PIN in the message.
-LabToken provision_lab_token(const std::filesystem::path& state_dir,
-                             std::string_view label = kLabTokenLabel);
+LabToken provision_lab_token(const std::filesystem::path& state_dir, std::string_view label = kLabTokenLabel);
 
 // The HsmConfig of the lab token: module EDGE_SOFTHSM_MODULE, token label,
 // user PIN file, and softhsm2_conf so Hsm exports SOFTHSM2_CONF itself.
-HsmConfig lab_hsm_config(const std::filesystem::path& state_dir,
-                         std::string_view label = kLabTokenLabel);
+HsmConfig lab_hsm_config(const std::filesystem::path& state_dir, std::string_view label = kLabTokenLabel);
 
 // How the offline tools (edge-hsm, edge-image) name an HSM on their command
 // line: the lab token of a state directory, or a module + token + PIN source.
