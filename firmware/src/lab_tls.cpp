@@ -5,6 +5,7 @@
 #include <openssl/err.h>
 #include <openssl/evp.h>
 #include <openssl/pem.h>
+#include <openssl/rand.h>
 #include <openssl/x509.h>
 #include <openssl/x509v3.h>
 
@@ -59,12 +60,9 @@ bool ensure_lab_certificate(const std::filesystem::path& cert, const std::filesy
   std::unique_ptr<X509, decltype(&X509_free)> x(X509_new(), X509_free);
   if (!x) fail("X509_new");
   X509_set_version(x.get(), 2);
-  unsigned char serial[16];
-  if (std::FILE* r = std::fopen("/dev/urandom", "rb")) {
-    if (std::fread(serial, 1, sizeof serial, r) != sizeof serial) serial[0] = 1;
-    std::fclose(r);
-  }
-  serial[0] &= 0x7f;
+  unsigned char serial[16] = {};
+  if (RAND_bytes(serial, sizeof serial) != 1) fail("RAND_bytes");
+  serial[0] &= 0x7f;  // a positive serial (RFC 5280 4.1.2.2)
   std::unique_ptr<BIGNUM, decltype(&BN_free)> bn(BN_bin2bn(serial, sizeof serial, nullptr), BN_free);
   if (!bn || !BN_to_ASN1_INTEGER(bn.get(), X509_get_serialNumber(x.get()))) fail("serial");
   X509_gmtime_adj(X509_getm_notBefore(x.get()), -3600);

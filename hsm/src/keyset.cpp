@@ -32,7 +32,10 @@ std::int64_t unix_now() { return static_cast<std::int64_t>(std::time(nullptr)); 
 std::string printable(std::string_view s) {
   std::string out;
   for (char c : s) out += (c >= 0x20 && c < 0x7f) ? c : '?';
-  if (out.size() > 80) out = out.substr(0, 80) + "...";
+  if (out.size() > 80) {
+    out.resize(80);
+    out += "...";
+  }
   return out;
 }
 

@@ -309,7 +309,8 @@ TrustKey::TrustKey(TrustKey&&) noexcept = default;
 TrustKey& TrustKey::operator=(TrustKey&&) noexcept = default;
 
 TrustKey TrustKey::from_pem_file(const fs::path& path) {
-  return from_pem(read_small_file(path, kMaxTrustFile), path.string());
+  const std::string pem = read_small_file(path, kMaxTrustFile);
+  return from_pem(pem, path.string());
 }
 
 TrustKey TrustKey::from_pem(std::string_view pem, const std::string& origin) {

@@ -197,9 +197,9 @@ struct Builder {
   }
   void enumeration(std::string name, std::string def, std::vector<std::string> allowed,
                    v1::RestartClass restart, std::string description, Getter get, Setter set) {
-    add(std::move(name), PropertyType::enumeration, std::move(def), restart, std::move(description),
-        std::move(get), std::move(set))
-        .allowed = std::move(allowed);
+    auto& d = add(std::move(name), PropertyType::enumeration, std::move(def), restart,
+                  std::move(description), std::move(get), std::move(set));
+    d.allowed = std::move(allowed);
   }
 };
 

@@ -217,15 +217,8 @@ class Client {
   Client(const Args& a, std::string command)
       : command_(std::move(command)),
         json_(a.has("json")),
-        stub_(v1::EdgeManagement::NewStub(open_channel(a))) {
-    bool slow =
-        command_ == "apply" || command_ == "confirm" || command_ == "rollback" || command_ == "restart";
-    timeout_ = std::chrono::seconds(slow ? 120 : 30);
-    if (a.has("timeout")) {
-      timeout_ = std::chrono::seconds(parse_uint(a.options.at("timeout"), "--timeout", ""));
-      if (timeout_.count() == 0) throw UsageError{"--timeout must be at least 1", ""};
-    }
-  }
+        stub_(v1::EdgeManagement::NewStub(open_channel(a))),
+        timeout_(call_timeout(a, command_)) {}
 
   // Runs one unary call: `method` is a Stub member function such as &Stub::GetStatus.
   template <class Req, class Resp>
@@ -259,6 +252,17 @@ class Client {
   v1::EdgeManagement::Stub& stub() { return *stub_; }
 
  private:
+  // --timeout, else 120 s for the commands that wait for a controlled restart, 30 s for the rest.
+  static std::chrono::seconds call_timeout(const Args& a, const std::string& command) {
+    if (a.has("timeout")) {
+      const std::chrono::seconds t(parse_uint(a.options.at("timeout"), "--timeout", ""));
+      if (t.count() == 0) throw UsageError{"--timeout must be at least 1", ""};
+      return t;
+    }
+    const bool slow = command == "apply" || command == "confirm" || command == "rollback" || command == "restart";
+    return std::chrono::seconds(slow ? 120 : 30);
+  }
+
   std::string command_;
   bool json_;
   std::unique_ptr<v1::EdgeManagement::Stub> stub_;

@@ -58,7 +58,7 @@ struct Buckets {
   std::array<std::array<std::uint8_t, 6>, kMaxNameLen + 1> idx{};
   std::array<std::uint8_t, kMaxNameLen + 1> n{};
 };
-constexpr Buckets kBuckets = [] {
+constexpr Buckets kBuckets = []() {  // "()" for cppcheck 2.10, which misparses "[] {" here
   Buckets b{};
   for (std::size_t i = 0; i < std::size(kNames); ++i) {
     std::size_t len = kNames[i].lower.size();

@@ -53,10 +53,11 @@ void State::set_tls(std::shared_ptr<ssl::context> server, std::shared_ptr<ssl::c
 Worker& State::least_loaded() noexcept {
   // Ties go round-robin so an idle start does not pile everything on worker 0.
   const unsigned start = rr_.fetch_add(1, std::memory_order_relaxed);
-  Worker* best = nullptr;
-  for (std::size_t i = 0; i < workers.size(); ++i) {
+  // There is always at least one worker (the transport layer starts one per thread, minimum one).
+  Worker* best = workers[start % workers.size()].get();
+  for (std::size_t i = 1; i < workers.size(); ++i) {
     Worker& w = *workers[(start + i) % workers.size()];
-    if (!best || w.load.load(std::memory_order_relaxed) < best->load.load(std::memory_order_relaxed)) best = &w;
+    if (w.load.load(std::memory_order_relaxed) < best->load.load(std::memory_order_relaxed)) best = &w;
   }
   return *best;
 }
