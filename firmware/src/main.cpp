@@ -35,7 +35,7 @@ int main(int argc, char** argv) {
     auto value = [&](const char* name) -> std::string {
       if (i + 1 >= argc) {
         std::fprintf(stderr, "edged: %s needs a value\n", name);
-        std::exit(edge::firmware::kExitUsage);
+        std::exit(edge::firmware::kExitUsage);  // NOLINT(concurrency-mt-unsafe): no thread runs yet
       }
       return argv[++i];
     };

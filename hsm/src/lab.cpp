@@ -19,6 +19,7 @@
 #include <cstring>
 #include <stdexcept>
 #include <string>
+#include <system_error>
 
 #ifndef EDGE_SOFTHSM_MODULE
 #error "EDGE_SOFTHSM_MODULE must be defined by the build (path of libsofthsm2.so)"
@@ -33,7 +34,7 @@ namespace {
 constexpr std::size_t kPinLength = 16;
 
 [[noreturn]] void throw_errno(const std::string& what, int e) {
-  throw HsmError(what + ": " + std::strerror(e));
+  throw HsmError(what + ": " + std::generic_category().message(e));
 }
 
 class Fd {

@@ -13,6 +13,7 @@
 #include <cstdlib>
 #include <cstring>
 #include <string>
+#include <system_error>
 
 namespace edge::hsm {
 
@@ -67,7 +68,7 @@ SecretString read_pin_file(const std::string& path) {
   int fd = ::open(path.c_str(), O_RDONLY | O_CLOEXEC | O_NOFOLLOW | O_NOCTTY);
   if (fd < 0) {
     int e = errno;
-    throw HsmError("cannot open PIN file " + path + ": " + std::strerror(e));
+    throw HsmError("cannot open PIN file " + path + ": " + std::generic_category().message(e));
   }
   struct FdCloser {
     int fd;
@@ -77,7 +78,7 @@ SecretString read_pin_file(const std::string& path) {
   struct stat st {};
   if (::fstat(fd, &st) != 0) {
     int e = errno;
-    throw HsmError("cannot stat PIN file " + path + ": " + std::strerror(e));
+    throw HsmError("cannot stat PIN file " + path + ": " + std::generic_category().message(e));
   }
   if (!S_ISREG(st.st_mode)) throw HsmError("PIN file " + path + " is not a regular file");
   // Checked on the open descriptor, so the file cannot be swapped after the check.
@@ -98,7 +99,7 @@ SecretString read_pin_file(const std::string& path) {
       if (errno == EINTR) continue;
       int e = errno;
       explicit_bzero(buf, sizeof buf);
-      throw HsmError("cannot read PIN file " + path + ": " + std::strerror(e));
+      throw HsmError("cannot read PIN file " + path + ": " + std::generic_category().message(e));
     }
     if (r == 0) break;
     n += static_cast<std::size_t>(r);

@@ -14,6 +14,7 @@
 #include <cstring>
 #include <ctime>
 #include <optional>
+#include <system_error>
 
 #include "hsm_impl.h"
 
@@ -203,7 +204,7 @@ fs::path write_public_key_pem(const fs::path& dir, const SigningKeyInfo& key) {
   const fs::path tmp = dir / ("." + key.name + ".pub.pem.tmp." + std::to_string(::getpid()));
   const std::string pem = public_key_pem(key.public_key_der);
   const int fd = ::open(tmp.c_str(), O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC | O_NOFOLLOW, 0644);
-  if (fd < 0) throw HsmError("cannot create " + tmp.string() + ": " + std::strerror(errno));
+  if (fd < 0) throw HsmError("cannot create " + tmp.string() + ": " + std::generic_category().message(errno));
   bool ok = ::fchmod(fd, 0644) == 0;  // whatever the umask: verifiers must read it
   for (std::size_t off = 0; ok && off < pem.size();) {
     const ssize_t n = ::write(fd, pem.data() + off, pem.size() - off);
@@ -217,7 +218,7 @@ fs::path write_public_key_pem(const fs::path& dir, const SigningKeyInfo& key) {
   if (!ok || ::rename(tmp.c_str(), path.c_str()) != 0) {
     const int err = ok ? errno : e;
     ::unlink(tmp.c_str());
-    throw HsmError("cannot write " + path.string() + ": " + std::strerror(err));
+    throw HsmError("cannot write " + path.string() + ": " + std::generic_category().message(err));
   }
   if (const int dfd = ::open(dir.c_str(), O_RDONLY | O_DIRECTORY | O_CLOEXEC); dfd >= 0) {
     ::fsync(dfd);

@@ -18,7 +18,9 @@ inline void export_softhsm2_conf(const std::string& module_path, const std::stri
     throw HsmError("SoftHSM is already initialized in this process with SOFTHSM2_CONF=" +
                    std::string(current ? current : "(unset)") + "; cannot switch to " + conf);
   }
-  ::setenv("SOFTHSM2_CONF", conf.c_str(), 1);
+  // Racy only against another thread reading the environment; this runs before the module is
+  // initialized, while the process (tool or daemon start-up, test set-up) loads its HSM.
+  ::setenv("SOFTHSM2_CONF", conf.c_str(), 1);  // NOLINT(concurrency-mt-unsafe)
 }
 
 }  // namespace edge::hsm::detail

@@ -9,6 +9,7 @@
 
 #include <cerrno>
 #include <cstring>
+#include <system_error>
 
 namespace edge::images {
 
@@ -27,7 +28,9 @@ Fd& Fd::operator=(Fd&& other) noexcept {
   return *this;
 }
 
-void throw_errno(const std::string& what, int err) { throw ImageError(what + ": " + std::strerror(err)); }
+void throw_errno(const std::string& what, int err) {
+  throw ImageError(what + ": " + std::generic_category().message(err));
+}
 
 Fd open_read(const fs::path& path) {
   Fd fd(::open(path.c_str(), O_RDONLY | O_CLOEXEC));

@@ -10,6 +10,7 @@
 #include <cstdio>
 #include <cstring>
 #include <ctime>
+#include <system_error>
 
 namespace edge::mgmt {
 namespace {
@@ -68,7 +69,8 @@ AuditLog::AuditLog(std::filesystem::path path) : path_(std::move(path)) {
   // the file open too; the log is only ever added to.
   fd_ = ::open(path_.c_str(), O_WRONLY | O_CREAT | O_APPEND | O_CLOEXEC, 0640);
   if (fd_ < 0) {
-    throw MgmtError(ErrorCode::internal, "open audit log " + path_.string() + ": " + std::strerror(errno));
+    throw MgmtError(ErrorCode::internal,
+                    "open audit log " + path_.string() + ": " + std::generic_category().message(errno));
   }
   // The umask must not widen or narrow what the operators' group may read.
   ::fchmod(fd_, 0640);
@@ -90,12 +92,14 @@ void AuditLog::record(std::string_view actor, std::string_view action, std::stri
     const ssize_t n = ::write(fd_, line.data() + done, line.size() - done);
     if (n < 0) {
       if (errno == EINTR) continue;
-      throw MgmtError(ErrorCode::internal, "write audit log " + path_.string() + ": " + std::strerror(errno));
+      throw MgmtError(ErrorCode::internal,
+                      "write audit log " + path_.string() + ": " + std::generic_category().message(errno));
     }
     done += static_cast<std::size_t>(n);
   }
   if (::fsync(fd_) != 0) {
-    throw MgmtError(ErrorCode::internal, "fsync audit log " + path_.string() + ": " + std::strerror(errno));
+    throw MgmtError(ErrorCode::internal,
+                    "fsync audit log " + path_.string() + ": " + std::generic_category().message(errno));
   }
 }
 

@@ -14,6 +14,7 @@
 #include <fstream>
 #include <sstream>
 #include <string>
+#include <system_error>
 
 namespace edge::mgmt {
 namespace {
@@ -23,7 +24,7 @@ namespace fs = std::filesystem;
 constexpr const char* kPending = "pending.cfg";
 
 [[noreturn]] void fail(const std::string& what) {
-  throw MgmtError(ErrorCode::internal, what + ": " + std::strerror(errno));
+  throw MgmtError(ErrorCode::internal, what + ": " + std::generic_category().message(errno));
 }
 
 std::string sha256(std::string_view bytes) {
