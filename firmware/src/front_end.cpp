@@ -17,6 +17,7 @@
 #include <algorithm>
 #include <array>
 #include <cstring>
+#include <system_error>
 
 namespace edge::firmware {
 namespace {
@@ -62,12 +63,12 @@ std::string try_bind(const net::ListenerConfig& l) {
   std::string reason;
   const int fd = ::socket(res->ai_family, res->ai_socktype | SOCK_CLOEXEC, 0);
   if (fd < 0) {
-    reason = what + ": socket: " + std::strerror(errno);
+    reason = what + ": socket: " + std::generic_category().message(errno);
   } else {
     const int one = 1;
     ::setsockopt(fd, SOL_SOCKET, SO_REUSEADDR, &one, sizeof one);
     if (::bind(fd, res->ai_addr, res->ai_addrlen) != 0)
-      reason = what + ": cannot bind: " + std::strerror(errno);
+      reason = what + ": cannot bind: " + std::generic_category().message(errno);
     ::close(fd);
   }
   ::freeaddrinfo(res);
@@ -505,11 +506,15 @@ void SipFrontEnd::log_status() {
   spdlog::info(
       "event=status hsm={} hsm_sign={} hsm_verify={} flows_udp={} flows_tcp={} flows_tls={} flows_ws={} "
       "flows_wss={} core_connected={} requests_from_clients={} requests_from_core={} r403={} r430={} r503={} "
-      "verifies_avoided={} verifies_hsm={} mints_hsm={} minting_version={}",
+      "verifies_avoided={} verifies_hsm={} mints_hsm={} minting_version={} connections={} "
+      "refused_max_connections={} refused_per_address={} read_timeouts={} framing_errors={} oversized={} "
+      "udp_garbage={} tls_handshake_failures={} upgrade_refused={}",
       hsm::to_string(hsm_.state()), h.sign, h.verify, ts.flows_now[1], ts.flows_now[2], ts.flows_now[3],
       ts.flows_now[6], ts.flows_now[7], ts.core_connected, p.requests_from_clients, p.requests_from_core,
       p.r403, p.r430, p.r503, p.verifies_avoided, p.verifies_hsm, p.mints_hsm,
-      rules.mac ? rules.mac->minting_version() : 0);
+      rules.mac ? rules.mac->minting_version() : 0, ts.connections_now, ts.refused_max_connections,
+      ts.refused_per_address, ts.read_timeouts, ts.framing_errors, ts.oversized, ts.udp_garbage,
+      ts.tls_handshake_failures, ts.upgrade_refused);
 }
 
 }  // namespace edge::firmware

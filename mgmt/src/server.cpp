@@ -30,6 +30,7 @@
 #include <fstream>
 #include <mutex>
 #include <sstream>
+#include <system_error>
 #include <thread>
 #include <unordered_map>
 #include <vector>
@@ -40,10 +41,14 @@ namespace edge::mgmt {
 namespace {
 
 constexpr std::chrono::seconds kShutdownGrace(5);
+// Largest request the agent reads (gRPC's own default, made explicit so it is
+// a promise): no legitimate request comes near it, and a larger one is refused
+// with RESOURCE_EXHAUSTED before it is parsed.
+constexpr int kMaxRequestBytes = 4 * 1024 * 1024;
 
 [[noreturn]] void fail(const std::string& what) { throw MgmtError(ErrorCode::internal, what); }
 
-std::string errno_text(int err) { return std::strerror(err); }
+std::string errno_text(int err) { return std::generic_category().message(err); }
 
 std::string read_pem(const std::string& path, const char* what) {
   std::ifstream in(path, std::ios::binary);
@@ -273,6 +278,7 @@ MgmtServer::MgmtServer(Agent& agent, ServerOptions options)
       agent, [&d](grpc::ServerContext& ctx) { return d.identify(ctx); }, d.stopping);
 
   grpc::ServerBuilder builder;
+  builder.SetMaxReceiveMessageSize(kMaxRequestBytes);
   builder.RegisterService(d.service.get());
   if (!d.options.tcp_listen.empty()) {
     grpc::SslServerCredentialsOptions ssl(GRPC_SSL_REQUEST_CLIENT_CERTIFICATE_AND_VERIFY);

@@ -57,10 +57,19 @@ const char* role_name(v1::Role r) {
   }
 }
 
+// An error message quotes what the caller sent; gRPC carries it in the trailing metadata, which a
+// client refuses beyond its limit (8 KiB by default): a multi-MiB value would turn a clear
+// INVALID_ARGUMENT into RESOURCE_EXHAUSTED on the client's side. Keep it readable and bounded.
+std::string bounded(std::string_view message) {
+  constexpr std::size_t kMaxMessage = 1024;
+  if (message.size() <= kMaxMessage) return std::string(message);
+  return std::string(message.substr(0, kMaxMessage)) + "... (" + std::to_string(message.size()) + " bytes)";
+}
+
 // MgmtError keeps its code; anything else thrown by the agent is INTERNAL with its message.
 grpc::Status to_status(const std::exception& e) {
-  if (const auto* m = dynamic_cast<const MgmtError*>(&e)) return {status_code(m->code()), m->what()};
-  return {grpc::StatusCode::INTERNAL, e.what()};
+  if (const auto* m = dynamic_cast<const MgmtError*>(&e)) return {status_code(m->code()), bounded(m->what())};
+  return {grpc::StatusCode::INTERNAL, bounded(e.what())};
 }
 
 }  // namespace
