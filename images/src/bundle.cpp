@@ -110,6 +110,12 @@ bool parse_number(std::string_view s, T& out, int base = 10) {
   return ec == std::errc() && p == s.data() + s.size();
 }
 
+// A decimal number spelt one way only ("7", never "07"): the signed manifest text is canonical.
+template <class T>
+bool parse_decimal(std::string_view s, T& out) {
+  return !(s.size() > 1 && s.front() == '0') && parse_number(s, out);
+}
+
 std::vector<std::string_view> split(std::string_view s, char sep) {
   std::vector<std::string_view> out;
   std::size_t start = 0;
@@ -254,7 +260,7 @@ Manifest parse_manifest(std::string_view text) {
     if (!valid_text(value)) bad_line(i + 1, "empty or non-printable value");
     switch (i) {
       case 0:
-        if (!parse_number(value, m.format) || m.format != kFormatVersion)
+        if (!parse_decimal(value, m.format) || m.format != kFormatVersion)
           bad_line(1, "unsupported format '" + std::string(value) + "'");
         break;
       case 1:
@@ -280,7 +286,7 @@ Manifest parse_manifest(std::string_view text) {
     if (f.size() != 5 || f[0] != "file") bad_line(i + 1, "expected 'file MODE SIZE SHA256 PATH'");
     FileEntry e;
     if (f[1].size() != 4 || f[1][0] != '0' || !parse_number(f[1], e.mode, 8)) bad_line(i + 1, "bad mode");
-    if (!parse_number(f[2], e.size) || e.size > kMaxFileSize) bad_line(i + 1, "bad size");
+    if (!parse_decimal(f[2], e.size) || e.size > kMaxFileSize) bad_line(i + 1, "bad size");
     if (!parse_hex32(f[3], e.sha256)) bad_line(i + 1, "bad SHA-256 (64 lower-case hex digits)");
     if (!valid_path(f[4])) bad_line(i + 1, "bad path '" + std::string(f[4].substr(0, 80)) + "'");
     for (const auto& other : m.files) {

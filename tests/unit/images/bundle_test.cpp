@@ -141,6 +141,19 @@ TEST_F(BundleTest, ManifestParserRefusesPathsThatEscapeTheSlot) {
   EXPECT_NO_THROW(edge::images::parse_manifest(head + "file 0755 1 " + hash + " bin/a\n"));
 }
 
+// Found by the bundle fuzz target: "01" parsed as 1, so two texts (two signatures) meant one manifest.
+TEST_F(BundleTest, ManifestNumbersHaveOneSpelling) {
+  const std::string hash(64, 'a');
+  const std::string tail = "compatible x\nversion 1\nbuilt 2026-01-01T00:00:00Z\nkey k\n";
+  EXPECT_THROW(edge::images::parse_manifest("edge-bundle 01\n" + tail + "file 0644 1 " + hash + " a\n"),
+               ImageError);
+  EXPECT_THROW(edge::images::parse_manifest("edge-bundle 1\n" + tail + "file 0644 01 " + hash + " a\n"),
+               ImageError);
+  const std::string ok =
+      "edge-bundle 1\n" + tail + "file 0644 0 " + hash + " a\nfile 0644 10 " + hash + " b\n";
+  EXPECT_EQ(edge::images::serialize_manifest(edge::images::parse_manifest(ok)), ok);
+}
+
 TEST(Versions, CompareNumerically) {
   EXPECT_LT(edge::images::compare_versions("1.9", "1.10"), 0);
   EXPECT_EQ(edge::images::compare_versions("1.0", "1.0.0"), 0);
