@@ -198,7 +198,12 @@ Rules SipFrontEnd::build_rules(const EdgedConfig& cfg) {
     }
     r.mac = hsm_.mac_for(cfg.key_set);
     r.mac->refresh();
-    if (cfg.key_version != 0) r.mac->set_minting_version(cfg.key_version);
+    // Pinned, also when the configuration says "newest" (0): a later refresh
+    // (a retire elsewhere in the set) must not start minting with a version
+    // that was rotated in but not applied yet.
+    if (r.mac->minting_version() != 0) {
+      r.mac->set_minting_version(cfg.key_version != 0 ? cfg.key_version : r.mac->minting_version());
+    }
     if (r.mac->minting_version() == 0) {
       throw hsm::HsmError("key set '" + cfg.key_set + "' has no active version (edgectl keyset rotate " +
                           cfg.key_set + ")");
@@ -480,6 +485,29 @@ mgmt::v1::FrontEndStatus SipFrontEnd::status() {
   s.set_requests_from_clients(counts.requests_from_clients);
   s.set_requests_from_core(counts.requests_from_core);
   return s;
+}
+
+void SipFrontEnd::key_sets_changed() {
+  std::shared_ptr<hsm::KeySetMac> current, previous;
+  {
+    std::lock_guard lock(mu_);
+    current = rules_.mac;
+    if (previous_) previous = previous_->rules.mac;
+  }
+  // refresh() sees the retired / destroyed versions, bumps the view's epoch,
+  // and with it every cache of verified tokens (the flows' own tokens included)
+  // stops answering for them.
+  for (const auto& mac : {current, previous}) {
+    if (!mac) continue;
+    try {
+      mac->refresh();
+    } catch (const std::exception& e) {
+      spdlog::warn("event=key_set_refresh_failed key_set={} reason=\"{}\"", mac->key_set(), e.what());
+    }
+  }
+  std::lock_guard lock(mu_);
+  // Rules whose key set has nothing left to mint with are no rollback target.
+  if (previous_ && previous_->rules.mac && previous_->rules.mac->minting_version() == 0) previous_.reset();
 }
 
 std::vector<net::BoundListener> SipFrontEnd::listening() const {

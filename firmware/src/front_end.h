@@ -94,6 +94,7 @@ class SipFrontEnd final : public mgmt::FrontEnd {
   void start() override;
   std::string health() override;
   mgmt::v1::FrontEndStatus status() override;
+  void key_sets_changed() override;
 
  private:
   class CountingHandler;

@@ -229,6 +229,18 @@ struct Agent::Impl {
     return rc;
   }
 
+  // Tells the front end that a version stopped verifying (retire, destroy).
+  void key_sets_changed() {
+    FrontEnd* front = nullptr;
+    {
+      std::lock_guard lock(mu);
+      front = fe;
+    }
+    if (front == nullptr) return;
+    std::lock_guard lock(fe_mu);
+    front->key_sets_changed();
+  }
+
   // Puts `previous` back after a failed step. Returns "" or why that failed too.
   // start() runs even when apply() fails: a front end left drained would take
   // no SIP traffic at all, while one resumed keeps whatever rules it still holds.
@@ -669,6 +681,7 @@ v1::KeySetChange Agent::retire_key_version(const Caller& c, const v1::RetireKeyV
                           "' mints for the running, pending or staged configuration; rotate and apply first");
     }
     hsm_call(im.hsm, [&] { im.hsm.keysets().retire(r.name(), r.version()); });
+    im.key_sets_changed();
     const auto after = hsm_call(im.hsm, [&] { return im.hsm.keysets().get(r.name()); });
     v1::KeySetChange ch;
     *ch.mutable_key_set() = Impl::key_set_message(after, im.users());
@@ -695,6 +708,7 @@ v1::KeySetChange Agent::destroy_key_set(const Caller& c, const v1::DestroyKeySet
                       "key set '" + r.name() + "' is named by the running, pending or staged configuration");
     }
     hsm_call(im.hsm, [&] { im.hsm.keysets().destroy(r.name()); });
+    im.key_sets_changed();
     v1::KeySetChange ch;
     ch.mutable_key_set()->set_name(r.name());
     ch.set_note("destroyed: tokens minted with it no longer verify");

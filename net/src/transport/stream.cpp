@@ -12,6 +12,8 @@
 
 namespace edge::net::detail {
 
+constexpr std::string_view kPong = "\r\n";
+
 namespace {
 
 template <class Stream>
@@ -88,13 +90,19 @@ class StreamSession final : public SessionBase {
       const sip::Frame f = sip::frame_stream(data, st_->sip_limits, buf_.scanned);
       switch (f.status) {
         case sip::FrameStatus::keep_alive: {
-          // RFC 5626 §5.4: answer a CRLFCRLF ping with one CRLF, at once.
+          // RFC 5626 §5.4: answer a CRLFCRLF ping with one CRLF, at once. A
+          // pong still queued answers every ping read before it leaves, so a
+          // burst of pings costs one queued CRLF, not one each (a client
+          // sending 100,000 CRLFs must not fill the write queue that its own
+          // responses need).
           auto& c = st_->counters.of(transport_);
           c.keepalives.fetch_add(1, std::memory_order_relaxed);
-          c.keepalive_answers.fetch_add(1, std::memory_order_relaxed);
           touch();
-          queued_.fetch_add(1, std::memory_order_relaxed);
-          enqueue(std::string("\r\n"));
+          if (writes_.empty() || writes_.back() != kPong) {
+            c.keepalive_answers.fetch_add(1, std::memory_order_relaxed);
+            queued_.fetch_add(1, std::memory_order_relaxed);
+            enqueue(std::string(kPong));
+          }
           buf_.consume(f.size);
           continue;
         }

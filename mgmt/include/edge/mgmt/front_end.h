@@ -46,6 +46,12 @@ class FrontEnd {
   virtual std::string health() = 0;
 
   virtual v1::FrontEndStatus status() = 0;
+
+  // A key version stopped verifying in the HSM (retired) or a key set was
+  // destroyed: the running key-set view must learn it now, so that no cache
+  // of verified tokens keeps accepting the version. Must not throw; must not
+  // change which version mints.
+  virtual void key_sets_changed() {}
 };
 
 }  // namespace edge::mgmt

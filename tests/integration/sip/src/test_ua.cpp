@@ -316,7 +316,17 @@ struct TestUa::Impl {
     if (!link) throw std::runtime_error("TestUa: send on a flow that is not open");
     inbox.note(">>> sent", bytes);
     auto data = std::make_shared<const std::string>(bytes);
-    await([&](Done done) { link->async_send(data, std::move(done)); }, deadline, "send");
+    try {
+      await([&](Done done) { link->async_send(data, std::move(done)); }, deadline, "send");
+    } catch (const std::exception&) {
+      // A write that fails on a connection means the peer closed or reset it;
+      // a WebSocket reader does not always learn of that by itself.
+      if (transport != Transport::udp) {
+        inbox.closed = true;
+        ++inbox.generation;
+      }
+      throw;
+    }
   }
 
   enum class Verdict { take, drop, keep };
