@@ -134,7 +134,7 @@ EdgedConfig parse_config_text(const std::string& text, const std::string& origin
     if (eq == std::string::npos) throw ConfigError(where + ": expected 'key = value'");
     const std::string key = trim(t.substr(0, eq));
     const std::string value = trim(t.substr(eq + 1));
-    const std::string what = where + ": " + key;
+    const std::string what = std::string(where).append(": ").append(key);
     try {
       if (key == "hsm.module") {
         c.lab_hsm = value == "softhsm-lab";
@@ -149,7 +149,7 @@ EdgedConfig parse_config_text(const std::string& text, const std::string& origin
           c.pin = {key == "hsm.pin_file" ? hsm::PinSource::Kind::file : hsm::PinSource::Kind::env, value};
       } else if (key == "sip.flow_token.key_set" || key == "com.ibm.ws.sip.key.set") {
         if (!value.empty() && !hsm::valid_key_set_name(value)) {
-          throw ConfigError(what + ": invalid key set name '" + value + "'");
+          throw ConfigError(std::string(what).append(": invalid key set name '").append(value).append("'"));
         }
         c.key_set = value;
       } else if (key == "sip.flow_token.key_version") {

@@ -200,7 +200,7 @@ fs::path write_public_key_pem(const fs::path& dir, const SigningKeyInfo& key) {
   std::error_code ec;
   fs::create_directories(dir, ec);
   if (ec) throw HsmError("cannot create " + dir.string() + ": " + ec.message());
-  const fs::path path = dir / (key.name + ".pub.pem");
+  fs::path path = dir / (key.name + ".pub.pem");
   const fs::path tmp = dir / ("." + key.name + ".pub.pem.tmp." + std::to_string(::getpid()));
   const std::string pem = public_key_pem(key.public_key_der);
   const int fd = ::open(tmp.c_str(), O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC | O_NOFOLLOW, 0644);
@@ -258,6 +258,7 @@ std::vector<SigningKeyInfo> SigningKeys::list() {
   std::vector<StoredPublic> found =
       im.with_session([&](Session& s) { return scan_public(s, im.counters, {}); });
   std::vector<SigningKeyInfo> out;
+  out.reserve(found.size());
   for (auto& f : found) out.push_back(std::move(f.info));
   return out;
 }

@@ -24,8 +24,8 @@ namespace fs = std::filesystem;
 namespace {
 
 constexpr char kMagic[8] = {'E', 'D', 'G', 'E', 'B', 'N', 'D', 'L'};
-constexpr std::size_t kChunk = 64 * 1024;
-constexpr std::size_t kMaxTrustFile = 64 * 1024;
+constexpr std::size_t kChunk = std::size_t{64} * 1024;
+constexpr std::size_t kMaxTrustFile = std::size_t{64} * 1024;
 
 void put_be(std::uint8_t* out, std::uint64_t v, int bytes) {
   for (int i = bytes - 1; i >= 0; --i, v >>= 8) out[i] = static_cast<std::uint8_t>(v & 0xFF);

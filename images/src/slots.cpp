@@ -22,7 +22,7 @@ namespace fs = std::filesystem;
 namespace {
 
 constexpr std::size_t kMaxStateFile = 4096;
-constexpr std::size_t kChunk = 64 * 1024;
+constexpr std::size_t kChunk = std::size_t{64} * 1024;
 constexpr std::uint32_t kMaxTries = 100;
 
 // Tests kill a real install at chosen moments: with EDGE_IMAGE_STOP_AT=<point>
@@ -184,7 +184,7 @@ SlotsState parse_state(std::string_view text) {
   return s;
 }
 
-SlotStore::SlotStore(fs::path root) : root_(fs::absolute(std::move(root)).lexically_normal()) {}
+SlotStore::SlotStore(const fs::path& root) : root_(fs::absolute(root).lexically_normal()) {}
 
 fs::path SlotStore::slot_dir(char name) const { return root_ / "slots" / std::string(1, name); }
 

@@ -121,15 +121,25 @@ struct Args {
   bool has(const std::string& o) const { return options.count(o) != 0; }
 };
 
-const std::set<std::string> kValueOptions = {"socket",      "tcp",
-                                             "cert",        "key",
-                                             "ca",          "timeout",
-                                             "server-name", "retain",
-                                             "count",       "confirm-within",
-                                             "request-id",  "expect-generation"};
-const std::set<std::string> kFlagOptions = {"json", "help", "version", "staged"};
-const std::set<std::string> kGlobalOptions = {"socket",  "tcp",         "cert", "key",  "ca",
-                                              "timeout", "server-name", "json", "help", "version"};
+// Function-local statics: a std::set built at namespace scope could throw before main.
+const std::set<std::string>& value_options() {
+  static const std::set<std::string> k = {"socket",      "tcp",
+                                          "cert",        "key",
+                                          "ca",          "timeout",
+                                          "server-name", "retain",
+                                          "count",       "confirm-within",
+                                          "request-id",  "expect-generation"};
+  return k;
+}
+const std::set<std::string>& flag_options() {
+  static const std::set<std::string> k = {"json", "help", "version", "staged"};
+  return k;
+}
+const std::set<std::string>& global_options() {
+  static const std::set<std::string> k = {"socket",  "tcp",         "cert", "key",  "ca",
+                                          "timeout", "server-name", "json", "help", "version"};
+  return k;
+}
 
 Args parse(int argc, char** argv) {
   Args a;
@@ -150,10 +160,10 @@ Args parse(int argc, char** argv) {
       value = name.substr(eq + 1);
       name.resize(eq);
     }
-    if (kFlagOptions.count(name) != 0) {
+    if (flag_options().count(name) != 0) {
       if (value) throw UsageError{"--" + name + " takes no value", ""};
       a.options[name] = "";
-    } else if (kValueOptions.count(name) != 0) {
+    } else if (value_options().count(name) != 0) {
       if (!value) {
         if (i + 1 >= argc) throw UsageError{"--" + name + " needs a value", ""};
         value = argv[++i];
@@ -429,8 +439,9 @@ int run(const Args& a) {
     return 0;
   }
   for (const auto& [opt, value] : a.options) {
-    if (kGlobalOptions.count(opt) == 0 && cmd->options.count(opt) == 0)
-      throw UsageError{"--" + opt + " does not apply to '" + name + "'", name};
+    if (global_options().count(opt) == 0 && cmd->options.count(opt) == 0)
+      throw UsageError{std::string("--").append(opt).append(" does not apply to '").append(name).append("'"),
+                       name};
   }
 
   Client c(a, name);

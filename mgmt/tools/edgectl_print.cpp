@@ -204,8 +204,10 @@ void print_generations(std::ostream& out, const v1::ListGenerationsResponse& r) 
   Table t({"", "GENERATION", "COMMITTED", "ACTOR", "SUMMARY"});
   for (const auto& g : r.generations()) {
     std::string summary = g.summary();
-    if (g.rolled_back_from() != 0)
-      summary = "(rollback from " + std::to_string(g.rolled_back_from()) + ") " + summary;
+    if (g.rolled_back_from() != 0) {
+      summary.insert(
+          0, std::string("(rollback from ").append(std::to_string(g.rolled_back_from())).append(") "));
+    }
     t.add({g.current() ? "*" : "", std::to_string(g.generation()), utc_time_ms(g.committed_unix_ms()),
            or_dash(g.actor()), summary});
   }

@@ -18,7 +18,7 @@ const char* restart_text(edge::mgmt::v1::RestartClass c) {
 }
 
 // Table cells may not contain '|' or a newline.
-std::string cell(std::string s) {
+std::string cell(const std::string& s) {
   std::string out;
   for (char c : s) {
     if (c == '|') out += "\\|";

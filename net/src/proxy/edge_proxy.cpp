@@ -31,6 +31,7 @@ namespace edge::net {
                               X(drop_answer_undeliverable) X(drop_edit_failed)
 
 struct EdgeProxy::Counters {
+// NOLINTNEXTLINE(bugprone-macro-parentheses): name is a member's identifier, not an expression
 #define EDGE_X(name) std::atomic<std::uint64_t> name{0};
   EDGE_PROXY_COUNTERS(EDGE_X)
 #undef EDGE_X

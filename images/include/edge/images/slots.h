@@ -59,7 +59,7 @@ struct BootResult {
 // so a kill at any moment leaves the previous or the next state, never a mix.
 class SlotStore {
  public:
-  explicit SlotStore(std::filesystem::path root);
+  explicit SlotStore(const std::filesystem::path& root);
 
   // Verified bundle -> inactive slot. Order: the target is marked empty (so it
   // can never be booted half-written), its files are written into X.new and

@@ -24,8 +24,8 @@ inline constexpr std::uint8_t kFlagIpv6 = 0x80;
 inline constexpr std::uint8_t kFlagReserved = 0x70;
 inline constexpr std::uint8_t kFlagTransport = 0x0f;
 
-inline constexpr std::size_t kSignedSizeV4 = kHeaderSize + 2 * (4 + 2);   // 18
-inline constexpr std::size_t kSignedSizeV6 = kHeaderSize + 2 * (16 + 2);  // 42
+inline constexpr std::size_t kSignedSizeV4 = kHeaderSize + 2 * std::size_t{4 + 2};   // 18
+inline constexpr std::size_t kSignedSizeV6 = kHeaderSize + 2 * std::size_t{16 + 2};  // 42
 inline constexpr std::size_t kRawSizeV4 = kSignedSizeV4 + kTagSize;       // 34
 inline constexpr std::size_t kRawSizeV6 = kSignedSizeV6 + kTagSize;       // 58
 inline constexpr std::size_t kTextSizeV4 = (kRawSizeV4 * 8 + 5) / 6;      // 46
