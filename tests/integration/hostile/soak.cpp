@@ -64,7 +64,15 @@ std::uint64_t rss_kb(pid_t pid) {
 int run(const SoakOptions& o) {
   rlimit nofile{};
   getrlimit(RLIMIT_NOFILE, &nofile);
-  nofile.rlim_cur = nofile.rlim_max;  // edged inherits it: it needs one fd per flow
+  // Each simulated client holds its socket plus its own io_context's epoll and
+  // event fds, and edged (which inherits the limit) one fd per flow: as root,
+  // raise the hard limit too (up to fs.nr_open).
+  const rlim_t wanted = static_cast<rlim_t>(o.flows) * 4 + 1000;
+  if (nofile.rlim_max < wanted) {
+    rlimit raised{wanted, wanted};
+    if (setrlimit(RLIMIT_NOFILE, &raised) == 0) nofile = raised;
+  }
+  nofile.rlim_cur = nofile.rlim_max;
   setrlimit(RLIMIT_NOFILE, &nofile);
   if (nofile.rlim_cur < static_cast<rlim_t>(o.flows) + 200) {
     std::cerr << "edge-soak: RLIMIT_NOFILE " << nofile.rlim_cur << " is too small for " << o.flows << " flows\n";
@@ -74,6 +82,10 @@ int run(const SoakOptions& o) {
   TempDir template_dir("edge-soak-core");
   KamailioOptions ko;
   ko.config_template = write_aliasing_core_template(template_dir.path());
+  // Thousands of bindings and a steady stream of transactions: 32 MB of shared
+  // memory (the tests' default) runs out after a few minutes.
+  ko.shm_mb = 512;
+  ko.pkg_mb = 32;
   KamailioProcess core(ko);
   EdgedOptions eo;
   eo.write_config = false;  // the lab default (firmware/edged.conf)

@@ -123,8 +123,8 @@ KamailioProcess::KamailioProcess(KamailioOptions options) : options_(std::move(o
             "-w",  dir.string(),
             "-Y",  dir.string(),
             "-DD", "-E",
-            "-m",  "32",
-            "-M",  "8"};
+            "-m",  std::to_string(options_.shm_mb),
+            "-M",  std::to_string(options_.pkg_mb)};
   p.log_file = dir / "kamailio.log";
   process_ = std::make_unique<ChildProcess>(p);
 

@@ -28,12 +28,16 @@ struct KamailioOptions {
   CertFiles tls_cert;
   std::filesystem::path tls_ca;  // to verify client certificates; empty: not asked for
   std::chrono::milliseconds start_timeout{10000};
+  // Shared and private memory (-m, -M) in MB: enough for tests; a soak with
+  // thousands of registrations and transactions needs more shared memory.
+  unsigned shm_mb = 32;
+  unsigned pkg_mb = 8;
   // Template to render; empty: tests/integration/sip/kamailio/kamailio.cfg.in.
   std::filesystem::path config_template;
 };
 
 // Renders the config template into a temp dir, runs
-//   kamailio -f CFG -P PIDFILE -w DIR -Y DIR -DD -E -m 32 -M 8
+//   kamailio -f CFG -P PIDFILE -w DIR -Y DIR -DD -E -m SHM -M PKG
 // (-DD: the main process stays our child; -E: log to stderr, which goes to
 // the log file), waits until it answers an OPTIONS over UDP and accepts TCP,
 // and stops it by pid (see ChildProcess) on destruction. Throws with the log
