@@ -1,0 +1,1330 @@
+// sipload: RFC 5626 load generator — outbound clients on one side, a registrar/proxy simulator on the other.
+//
+// Clients (UDP or TCP, spread over several 127.0.0.x source addresses) REGISTER through the edge with
+// +sip.instance, reg-id, ;ob and "Supported: outbound, path", send CRLF (TCP) or STUN (UDP) keep-alives and
+// answer whatever arrives on their flow. The core side accepts the edge's connection, stores each binding's
+// Path and, at a target rate, sends in-dialog MESSAGE/OPTIONS or whole INVITE/ACK/BYE calls toward the
+// clients through that Path (the flow token). Everything is bounded in count and time and stays on loopback.
+// Output: one "key=value" line per figure (see --help).
+#include <fcntl.h>
+#include <spawn.h>
+#include <sys/resource.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+#include <algorithm>
+#include <array>
+#include <cctype>
+#include <chrono>
+#include <cstdint>
+#include <cstdio>
+#include <cstdlib>
+#include <deque>
+#include <filesystem>
+#include <fstream>
+#include <functional>
+#include <iostream>
+#include <map>
+#include <memory>
+#include <optional>
+#include <sstream>
+#include <string>
+#include <string_view>
+#include <unordered_map>
+#include <utility>
+#include <vector>
+
+#include <boost/asio.hpp>
+#include <boost/program_options.hpp>
+
+extern char** environ;
+
+namespace {
+
+namespace asio = boost::asio;
+using asio::ip::tcp;
+using asio::ip::udp;
+using Clock = std::chrono::steady_clock;
+
+// ---------------------------------------------------------------------------------------------------------
+// Options
+
+struct Options {
+  std::string edge_host = "127.0.0.1";
+  std::uint16_t edge_port = 5060;
+  std::string core_host = "127.0.0.1";
+  std::uint16_t core_port = 5080;
+  std::string transport = "tcp";
+  int clients = 100;
+  int sources = 8;            // client source addresses 127.0.0.2 .. 127.0.0.(1+sources)
+  int register_window = 500;  // REGISTERs (with their connects) outstanding at once
+  double keepalive_s = 20;    // CRLF (TCP) / STUN (UDP) interval per flow; 0: none
+  int expires = 3600;
+  double hold_s = 0;  // idle time after registration (memory per idle flow)
+  double rate = 0;    // core -> client requests per second; 0: no load phase
+  double duration_s = 10;
+  std::string mix = "message";  // message, options, call or a comma list (round robin)
+  std::string ramp;             // START:STEP:MAX
+  double step_s = 5;
+  double max_p99_ms = 100;
+  int timeout_ms = 4000;
+  int edge_pid = 0;
+  double refresh_at_s = -1;  // load phase: every client re-REGISTERs at this time (new tokens)
+  double exec_at_s = -1;     // load phase: run exec_cmd (sh -c) at this time
+  std::string exec_cmd;
+  std::string mark_cmd;      // run (sh -c, waited for) just before and just after the load phase
+  double max_seconds = 600;  // hard bound on the whole run
+  std::string label;
+};
+
+// ---------------------------------------------------------------------------------------------------------
+// Minimal SIP text handling: enough to route and answer; the edge under test is what must be strict.
+
+bool iequals(std::string_view a, std::string_view b) {
+  if (a.size() != b.size()) return false;
+  for (std::size_t i = 0; i < a.size(); ++i) {
+    if (std::tolower(static_cast<unsigned char>(a[i])) != std::tolower(static_cast<unsigned char>(b[i])))
+      return false;
+  }
+  return true;
+}
+
+std::string_view trim(std::string_view s) {
+  while (!s.empty() && (s.front() == ' ' || s.front() == '\t')) s.remove_prefix(1);
+  while (!s.empty() && (s.back() == ' ' || s.back() == '\t' || s.back() == '\r')) s.remove_suffix(1);
+  return s;
+}
+
+std::string_view expand_compact(std::string_view name) {
+  if (name.size() != 1) return name;
+  switch (std::tolower(static_cast<unsigned char>(name[0]))) {
+    case 'v':
+      return "Via";
+    case 'f':
+      return "From";
+    case 't':
+      return "To";
+    case 'i':
+      return "Call-ID";
+    case 'm':
+      return "Contact";
+    case 'l':
+      return "Content-Length";
+    case 'k':
+      return "Supported";
+    case 'c':
+      return "Content-Type";
+    default:
+      return name;
+  }
+}
+
+struct SipMessage {
+  std::string text;
+  std::string_view start;
+  std::vector<std::pair<std::string_view, std::string_view>> headers;
+  bool is_response = false;
+  int status = 0;
+  std::string_view method;
+
+  bool parse() {
+    std::string_view all(text);
+    const auto eol = all.find("\r\n");
+    if (eol == std::string_view::npos) return false;
+    start = all.substr(0, eol);
+    if (start.substr(0, 8) == "SIP/2.0 ") {
+      is_response = true;
+      status = std::atoi(std::string(start.substr(8, 3)).c_str());
+    } else {
+      method = start.substr(0, start.find(' '));
+    }
+    std::size_t pos = eol + 2;
+    while (pos < all.size()) {
+      const auto e = all.find("\r\n", pos);
+      if (e == std::string_view::npos || e == pos) break;
+      std::string_view line = all.substr(pos, e - pos);
+      pos = e + 2;
+      const auto colon = line.find(':');
+      if (colon == std::string_view::npos) continue;
+      headers.emplace_back(expand_compact(trim(line.substr(0, colon))), trim(line.substr(colon + 1)));
+    }
+    return true;
+  }
+  std::string_view header(std::string_view name) const {
+    for (const auto& [n, v] : headers)
+      if (iequals(n, name)) return v;
+    return {};
+  }
+  std::vector<std::string_view> all(std::string_view name) const {
+    std::vector<std::string_view> out;
+    for (const auto& [n, v] : headers)
+      if (iequals(n, name)) out.push_back(v);
+    return out;
+  }
+  // The Request-URI.
+  std::string_view ruri() const {
+    const auto a = start.find(' ');
+    const auto b = start.rfind(' ');
+    return a == b ? std::string_view{} : start.substr(a + 1, b - a - 1);
+  }
+};
+
+// The value of ";name=" in a header (branch, tag), empty when absent.
+std::string_view param(std::string_view h, std::string_view name) {
+  std::string key = ";" + std::string(name) + "=";
+  const auto p = h.find(key);
+  if (p == std::string_view::npos) return {};
+  auto v = h.substr(p + key.size());
+  return v.substr(0, v.find_first_of(";>, \r"));
+}
+
+// The URI inside <...> of a name-addr (or the whole value up to ';').
+std::string_view addr_uri(std::string_view h) {
+  const auto lt = h.find('<');
+  if (lt != std::string_view::npos) {
+    const auto gt = h.find('>', lt);
+    return h.substr(lt + 1, gt - lt - 1);
+  }
+  return h.substr(0, h.find(';'));
+}
+
+// Splits a comma-separated header value list (Path, Record-Route) into name-addr values.
+std::vector<std::string> split_list(const std::vector<std::string_view>& values) {
+  std::vector<std::string> out;
+  for (auto v : values) {
+    int depth = 0;
+    std::size_t start = 0;
+    for (std::size_t i = 0; i <= v.size(); ++i) {
+      if (i < v.size() && v[i] == '<') ++depth;
+      if (i < v.size() && v[i] == '>') --depth;
+      if (i == v.size() || (v[i] == ',' && depth == 0)) {
+        auto item = trim(v.substr(start, i - start));
+        if (!item.empty()) out.emplace_back(item);
+        start = i + 1;
+      }
+    }
+  }
+  return out;
+}
+
+// Content-Length framing over a byte stream. Leading CRLFs (keep-alive pongs) are counted and skipped.
+class StreamFramer {
+ public:
+  void append(const char* data, std::size_t n) { buf_.append(data, n); }
+  // Returns the next complete message, or nullopt; *pongs counts CRLFs skipped between messages.
+  std::optional<std::string> next(int* pongs, bool* bad) {
+    std::size_t skip = 0;
+    while (skip + 1 < buf_.size() && buf_[skip] == '\r' && buf_[skip + 1] == '\n') {
+      skip += 2;
+      ++*pongs;
+    }
+    if (skip) buf_.erase(0, skip);
+    const auto end = buf_.find("\r\n\r\n");
+    if (end == std::string::npos) {
+      if (buf_.size() > 65536) *bad = true;
+      return std::nullopt;
+    }
+    std::size_t body = 0;
+    std::string_view head(buf_.data(), end);
+    for (std::size_t pos = 0; pos < head.size();) {
+      auto e = head.find("\r\n", pos);
+      if (e == std::string_view::npos) e = head.size();
+      auto line = head.substr(pos, e - pos);
+      pos = e + 2;
+      const auto colon = line.find(':');
+      if (colon == std::string_view::npos) continue;
+      if (iequals(expand_compact(trim(line.substr(0, colon))), "Content-Length"))
+        body = static_cast<std::size_t>(std::atol(std::string(trim(line.substr(colon + 1))).c_str()));
+    }
+    const auto total = end + 4 + body;
+    if (buf_.size() < total) return std::nullopt;
+    std::string msg = buf_.substr(0, total);
+    buf_.erase(0, total);
+    return msg;
+  }
+
+ private:
+  std::string buf_;
+};
+
+// A response to `req` carrying its Via, From, To (tagged), Call-ID and CSeq.
+std::string make_response(const SipMessage& req, int code, std::string_view reason, std::string_view to_tag,
+                          std::string_view extra = {}) {
+  std::string r = "SIP/2.0 " + std::to_string(code) + " " + std::string(reason) + "\r\n";
+  for (auto v : req.all("Via")) r.append("Via: ").append(v).append("\r\n");
+  for (auto v : req.all("Record-Route")) r.append("Record-Route: ").append(v).append("\r\n");
+  r.append("From: ").append(req.header("From")).append("\r\n");
+  auto to = req.header("To");
+  r.append("To: ").append(to);
+  if (param(to, "tag").empty() && !to_tag.empty()) r.append(";tag=").append(to_tag);
+  r.append("\r\nCall-ID: ").append(req.header("Call-ID")).append("\r\n");
+  r.append("CSeq: ").append(req.header("CSeq")).append("\r\n");
+  r.append(extra);
+  r.append("Content-Length: 0\r\n\r\n");
+  return r;
+}
+
+// ---------------------------------------------------------------------------------------------------------
+// /proc readings of the edge process and its descendants (Kamailio forks its workers).
+
+std::vector<int> process_tree(int root) {
+  std::vector<int> out{root};
+  std::map<int, std::vector<int>> children;
+  for (const auto& e : std::filesystem::directory_iterator("/proc")) {
+    const auto name = e.path().filename().string();
+    if (name.empty() || !std::isdigit(static_cast<unsigned char>(name[0]))) continue;
+    std::ifstream in(e.path() / "stat");
+    std::string s;
+    std::getline(in, s);
+    const auto rp = s.rfind(')');
+    if (rp == std::string::npos) continue;
+    std::istringstream rest(s.substr(rp + 2));
+    char state = 0;
+    int ppid = 0;
+    rest >> state >> ppid;
+    children[ppid].push_back(std::stoi(name));
+  }
+  for (std::size_t i = 0; i < out.size(); ++i)
+    for (int c : children[out[i]]) out.push_back(c);
+  return out;
+}
+
+struct ProcSample {
+  double cpu_s = 0;  // utime + stime
+  long pss_kb = 0;   // proportional set size (shared memory counted once across the tree)
+  long rss_kb = 0;
+  long hwm_kb = 0;  // peak RSS (VmHWM), summed over the tree
+  int processes = 0;
+};
+
+long status_kb(const std::string& text, std::string_view key) {
+  const auto p = text.find(std::string(key) + ":");
+  return p == std::string::npos ? 0 : std::atol(text.c_str() + p + key.size() + 1);
+}
+
+ProcSample sample_edge(int pid) {
+  ProcSample out;
+  if (pid <= 0) return out;
+  const double tick = static_cast<double>(sysconf(_SC_CLK_TCK));
+  for (int p : process_tree(pid)) {
+    const std::string dir = "/proc/" + std::to_string(p);
+    std::ifstream st(dir + "/stat");
+    std::string s;
+    std::getline(st, s);
+    const auto rp = s.rfind(')');
+    if (rp == std::string::npos) continue;
+    std::istringstream rest(s.substr(rp + 2));
+    std::string f;
+    std::vector<std::string> fields;
+    while (rest >> f) fields.push_back(f);
+    if (fields.size() < 13) continue;
+    // On-CPU nanoseconds of every live thread (schedstat), finer than utime + stime's clock ticks;
+    // the ticks of threads that already exited are added from the process's own counters.
+    double sched_s = 0;
+    std::error_code ec;
+    for (const auto& task : std::filesystem::directory_iterator(dir + "/task", ec)) {
+      std::ifstream ss(task.path() / "schedstat");
+      double ns = 0;
+      if (ss >> ns) sched_s += ns / 1e9;
+    }
+    const double ticks_s = (std::stod(fields[11]) + std::stod(fields[12])) / tick;  // utime, stime
+    out.cpu_s += sched_s > 0 ? sched_s : ticks_s;
+    std::ifstream sr(dir + "/smaps_rollup");
+    std::stringstream ss;
+    ss << sr.rdbuf();
+    out.pss_kb += status_kb(ss.str(), "Pss");
+    std::ifstream stt(dir + "/status");
+    std::stringstream ts;
+    ts << stt.rdbuf();
+    out.rss_kb += status_kb(ts.str(), "VmRSS");
+    out.hwm_kb += status_kb(ts.str(), "VmHWM");
+    ++out.processes;
+  }
+  return out;
+}
+
+// ---------------------------------------------------------------------------------------------------------
+// Statistics
+
+struct Stats {
+  std::vector<std::uint32_t> latency_us;
+  std::map<std::string, std::uint64_t> failures;  // "408", "timeout", "no_binding", "send_error", ...
+  std::uint64_t sent = 0;
+  std::uint64_t ok = 0;
+  double max_gap_ms = 0;
+  std::optional<Clock::time_point> last_ok;
+
+  void success(Clock::time_point sent_at, Clock::time_point now) {
+    ++ok;
+    latency_us.push_back(static_cast<std::uint32_t>(
+        std::chrono::duration_cast<std::chrono::microseconds>(now - sent_at).count()));
+    if (last_ok)
+      max_gap_ms = std::max(max_gap_ms, std::chrono::duration<double, std::milli>(now - *last_ok).count());
+    last_ok = now;
+  }
+  std::uint64_t failed() const {
+    std::uint64_t n = 0;
+    for (const auto& [k, v] : failures) n += v;
+    return n;
+  }
+  double percentile_ms(double q) {
+    if (latency_us.empty()) return 0;
+    std::sort(latency_us.begin(), latency_us.end());
+    const auto i = static_cast<std::size_t>(q * static_cast<double>(latency_us.size() - 1));
+    return latency_us[i] / 1000.0;
+  }
+};
+
+void print(const std::string& prefix, const std::string& key, const std::string& value) {
+  std::cout << prefix << key << "=" << value << "\n";
+}
+std::string fmt(double v, int digits = 2) {
+  char b[64];
+  std::snprintf(b, sizeof b, "%.*f", digits, v);
+  return b;
+}
+
+// ---------------------------------------------------------------------------------------------------------
+
+class Load;
+
+// One simulated outbound client: its own flow (a TCP connection or a UDP socket) from 127.0.0.x.
+class Client : public std::enable_shared_from_this<Client> {
+ public:
+  Client(Load& load, asio::io_context& io, int index);
+  void start();
+  void send_register();
+  void keepalive();
+  void close();
+  bool registered() const { return registered_; }
+  bool alive() const { return alive_; }
+  int index() const { return index_; }
+  std::string aor() const { return "sip:u" + std::to_string(index_) + "@bench.test"; }
+
+ private:
+  Load& load_;
+  int index_;
+  bool udp_;
+  tcp::socket tcp_;
+  udp::socket udp_sock_;
+  udp::endpoint edge_;
+  std::string local_ip_;
+  std::uint16_t local_port_ = 0;
+  std::array<char, 16384> rbuf_{};
+  StreamFramer framer_;
+  std::deque<std::string> wq_;
+  bool writing_ = false;
+  bool registered_ = false;
+  bool alive_ = false;
+  bool reg_pending_ = false;
+  int cseq_ = 0;
+  int reg_tries_ = 0;
+  std::string reg_text_;
+  asio::steady_timer reg_timer_;
+  Clock::time_point reg_sent_;
+
+  void arm_retransmit();
+
+  void on_connected();
+  void read();
+  void on_message(std::string text);
+  void write(std::string data);
+  void do_write();
+  void lost();
+};
+
+// A connection the edge opened to the core simulator.
+class CoreConn : public std::enable_shared_from_this<CoreConn> {
+ public:
+  CoreConn(Load& load, tcp::socket s) : load_(load), sock_(std::move(s)) {}
+  void start() { read(); }
+  void write(std::string data);
+  bool open() const { return open_; }
+
+ private:
+  Load& load_;
+  tcp::socket sock_;
+  std::array<char, 65536> rbuf_{};
+  StreamFramer framer_;
+  std::deque<std::string> wq_;
+  bool writing_ = false;
+  bool open_ = true;
+  void read();
+  void do_write();
+};
+
+struct Binding {
+  std::weak_ptr<CoreConn> conn;
+  std::string aor;
+  std::string contact_uri;
+  std::vector<std::string> first_path;   // the Path of the first registration (tokens minted first)
+  std::vector<std::string> latest_path;  // the Path of the newest registration
+};
+
+struct Txn {
+  Clock::time_point sent;
+  int kind = 0;  // 0 message/options, 1 invite, 2 bye
+  int binding = 0;
+  bool old_token = true;
+};
+
+class Load {
+ public:
+  Load(Options o, asio::io_context& io) : opt_(std::move(o)), io_(io), acceptor_(io), tick_(io) {}
+  int run();
+
+  // Called by clients / core connections.
+  void client_registered(Client& c, Clock::time_point sent, int status);
+  void client_flow_lost() { ++flows_lost_; }
+  void count_pong() { ++pongs_; }
+  void count_ka() { ++keepalives_; }
+  void count_retransmission() { ++retransmissions_; }
+  void client_answered() { ++client_answers_; }
+  void core_message(const std::shared_ptr<CoreConn>& conn, std::string text);
+  bool stopping() const { return stopping_; }
+  const Options& opt() const { return opt_; }
+  std::string source_ip(int i) const {
+    return "127.0.0." + std::to_string(2 + i % std::max(1, opt_.sources));
+  }
+
+ private:
+  Options opt_;
+  asio::io_context& io_;
+  tcp::acceptor acceptor_;
+  asio::steady_timer tick_;
+  Clock::time_point run_start_ = Clock::now();
+  std::vector<std::shared_ptr<Client>> clients_;
+  std::vector<std::shared_ptr<CoreConn>> core_conns_;
+  std::unordered_map<std::string, int> binding_index_;  // AoR -> binding
+  std::vector<Binding> bindings_;
+  std::unordered_map<std::string, Txn> txns_;  // by our Via branch
+  std::uint64_t branch_seq_ = 0;
+  bool stopping_ = false;
+
+  // Registration phase.
+  int started_ = 0;
+  int reg_outstanding_ = 0;
+  int registered_ = 0;
+  int reg_failed_ = 0;
+  std::vector<std::uint32_t> reg_latency_us_;
+  bool refreshing_ = false;
+  int refreshed_ = 0;
+
+  std::uint64_t flows_lost_ = 0, pongs_ = 0, keepalives_ = 0, client_answers_ = 0, retransmissions_ = 0;
+  std::uint64_t old_token_ok_ = 0, new_token_ok_ = 0, calls_ok_ = 0;
+  std::size_t ka_cursor_ = 0;
+  Stats stats_;
+  std::size_t next_binding_ = 0;
+  std::vector<std::string> mix_;
+  std::size_t mix_i_ = 0;
+  pid_t exec_child_ = 0;
+
+  void listen_core();
+  void accept_core();
+  void start_more_clients();
+  void run_until(const std::function<bool()>& done, double limit_s, double tick_ms = 5,
+                 const std::function<void()>& each = {});
+  bool out_of_time() const {
+    return std::chrono::duration<double>(Clock::now() - run_start_).count() > opt_.max_seconds;
+  }
+  void send_request(const std::string& kind);
+  void send_in_dialog(int b, const std::string& method, const std::vector<std::string>& route,
+                      const std::string& target, const std::string& call_id, int cseq, int kind,
+                      bool old_token);
+  void expire_txns();
+  void keepalive_slice(double dt_s);
+  void load_phase(double rate, double seconds, Stats& st, const std::string& prefix, bool report);
+  void report_proc(const std::string& prefix, const ProcSample& a, const ProcSample& b, std::uint64_t txns);
+  void spawn_exec();
+  void run_mark() {
+    if (opt_.mark_cmd.empty()) return;
+    const int rc = std::system(opt_.mark_cmd.c_str());
+    if (rc != 0) std::cerr << "sipload: --mark-cmd exited with " << rc << "\n";
+  }
+};
+
+// ---------------------------------------------------------------------------------------------------------
+// Client
+
+Client::Client(Load& load, asio::io_context& io, int index)
+    : load_(load),
+      index_(index),
+      udp_(load.opt().transport == "udp"),
+      tcp_(io),
+      udp_sock_(io),
+      reg_timer_(io) {
+  local_ip_ = load.source_ip(index);
+  edge_ = udp::endpoint(asio::ip::make_address(load.opt().edge_host), load.opt().edge_port);
+}
+
+void Client::start() {
+  boost::system::error_code ec;
+  const auto local = asio::ip::make_address(local_ip_);
+  if (udp_) {
+    udp_sock_.open(udp::v4(), ec);
+    if (!ec) udp_sock_.bind(udp::endpoint(local, 0), ec);
+    if (ec) {
+      load_.client_registered(*this, Clock::now(), -1);
+      return;
+    }
+    local_port_ = udp_sock_.local_endpoint().port();
+    alive_ = true;
+    read();
+    send_register();
+    return;
+  }
+  tcp_.open(tcp::v4(), ec);
+  if (!ec) tcp_.bind(tcp::endpoint(local, 0), ec);
+  if (ec) {
+    load_.client_registered(*this, Clock::now(), -1);
+    return;
+  }
+  local_port_ = tcp_.local_endpoint().port();
+  reg_sent_ = Clock::now();
+  tcp_.async_connect(tcp::endpoint(edge_.address(), edge_.port()),
+                     [self = shared_from_this()](const boost::system::error_code& e) {
+                       if (e) {
+                         self->load_.client_registered(*self, self->reg_sent_, -2);
+                         return;
+                       }
+                       self->on_connected();
+                     });
+}
+
+void Client::on_connected() {
+  boost::system::error_code ec;
+  tcp_.set_option(tcp::no_delay(true), ec);
+  alive_ = true;
+  read();
+  send_register();
+}
+
+void Client::send_register() {
+  const std::string tr = udp_ ? "UDP" : "TCP";
+  const std::string tp = udp_ ? "udp" : "tcp";
+  const std::string hostport = local_ip_ + ":" + std::to_string(local_port_);
+  const std::string user = "u" + std::to_string(index_);
+  char uuid[64];
+  std::snprintf(uuid, sizeof uuid, "00000000-0000-4000-8000-%012x", index_);
+  ++cseq_;
+  std::string m = "REGISTER sip:bench.test SIP/2.0\r\n";
+  m += "Via: SIP/2.0/" + tr + " " + hostport + ";branch=z9hG4bKr" + std::to_string(index_) + "x" +
+       std::to_string(cseq_) + ";rport\r\n";
+  m += "Max-Forwards: 70\r\n";
+  m += "From: <" + aor() + ">;tag=f" + std::to_string(index_) + "\r\n";
+  m += "To: <" + aor() + ">\r\n";
+  m += "Call-ID: reg" + std::to_string(index_) + "@bench.test\r\n";
+  m += "CSeq: " + std::to_string(cseq_) + " REGISTER\r\n";
+  m += "Supported: outbound, path\r\n";
+  m += "Contact: <sip:" + user + "@" + hostport + ";transport=" + tp +
+       ";ob>;reg-id=1;+sip.instance=\"<urn:uuid:" + uuid + ">\"\r\n";
+  m += "Expires: " + std::to_string(load_.opt().expires) + "\r\n";
+  m += "Content-Length: 0\r\n\r\n";
+  reg_sent_ = Clock::now();
+  reg_pending_ = true;
+  reg_tries_ = 0;
+  if (udp_) {
+    reg_text_ = m;
+    arm_retransmit();
+  }
+  write(std::move(m));
+}
+
+// UDP is unreliable: retransmit the REGISTER as RFC 3261 Timer E does (500 ms doubling), 7 sends in all.
+void Client::arm_retransmit() {
+  reg_timer_.expires_after(std::chrono::milliseconds(500 << reg_tries_));
+  reg_timer_.async_wait([self = shared_from_this()](const boost::system::error_code& e) {
+    if (e || !self->reg_pending_ || !self->alive_) return;
+    if (++self->reg_tries_ >= 7) {
+      self->reg_pending_ = false;
+      self->load_.client_registered(*self, self->reg_sent_, 408);
+      return;
+    }
+    self->load_.count_retransmission();
+    self->write(self->reg_text_);
+    self->arm_retransmit();
+  });
+}
+
+void Client::keepalive() {
+  if (!alive_) return;
+  load_.count_ka();
+  if (udp_) {
+    // STUN Binding request (RFC 5389): type 0x0001, length 0, magic cookie, 12-byte transaction id.
+    std::string s(20, '\0');
+    s[1] = 0x01;
+    s[4] = 0x21, s[5] = 0x12, s[6] = static_cast<char>(0xA4), s[7] = 0x42;
+    for (int i = 0; i < 4; ++i) s[8 + i] = static_cast<char>((index_ >> (8 * i)) & 0xff);
+    write(std::move(s));
+  } else {
+    write("\r\n\r\n");
+  }
+}
+
+void Client::read() {
+  auto self = shared_from_this();
+  if (udp_) {
+    udp_sock_.async_receive(asio::buffer(rbuf_), [self](const boost::system::error_code& e, std::size_t n) {
+      if (e) return;
+      if (n >= 20 && (self->rbuf_[0] == 0x01 || self->rbuf_[0] == 0x00)) {
+        self->load_.count_pong();  // STUN Binding response
+      } else if (n > 0 && !(n <= 4 && self->rbuf_[0] == '\r')) {
+        self->on_message(std::string(self->rbuf_.data(), n));
+      }
+      self->read();
+    });
+    return;
+  }
+  tcp_.async_read_some(asio::buffer(rbuf_), [self](const boost::system::error_code& e, std::size_t n) {
+    if (e) {
+      self->lost();
+      return;
+    }
+    self->framer_.append(self->rbuf_.data(), n);
+    for (;;) {
+      int pongs = 0;
+      bool bad = false;
+      auto m = self->framer_.next(&pongs, &bad);
+      for (int i = 0; i < pongs; ++i) self->load_.count_pong();
+      if (bad) {
+        self->lost();
+        return;
+      }
+      if (!m) break;
+      self->on_message(std::move(*m));
+    }
+    self->read();
+  });
+}
+
+void Client::lost() {
+  if (!alive_) return;
+  alive_ = false;
+  if (!load_.stopping()) load_.client_flow_lost();
+}
+
+void Client::on_message(std::string text) {
+  SipMessage m;
+  m.text = std::move(text);
+  if (!m.parse()) return;
+  if (m.is_response) {
+    if (m.header("CSeq").find("REGISTER") != std::string_view::npos && m.status >= 200 && reg_pending_) {
+      reg_pending_ = false;
+      reg_timer_.cancel();
+      const bool first = !registered_;
+      if (m.status < 300) registered_ = true;
+      if (first || m.status >= 300)
+        load_.client_registered(*this, reg_sent_, m.status);
+      else
+        load_.client_registered(*this, reg_sent_, 0);  // a refresh answered
+    }
+    return;
+  }
+  if (m.method == "ACK") return;
+  load_.client_answered();
+  const std::string tag = "ua" + std::to_string(index_);
+  if (m.method == "INVITE") {
+    const std::string contact = "Contact: <sip:u" + std::to_string(index_) + "@" + local_ip_ + ":" +
+                                std::to_string(local_port_) + ";transport=" + (udp_ ? "udp" : "tcp") +
+                                ";ob>\r\n";
+    write(make_response(m, 200, "OK", tag, contact));
+    return;
+  }
+  write(make_response(m, 200, "OK", tag));
+}
+
+void Client::write(std::string data) {
+  if (udp_) {
+    auto buf = std::make_shared<std::string>(std::move(data));
+    udp_sock_.async_send_to(asio::buffer(*buf), edge_,
+                            [buf](const boost::system::error_code&, std::size_t) {});
+    return;
+  }
+  wq_.push_back(std::move(data));
+  if (!writing_) do_write();
+}
+
+void Client::do_write() {
+  if (wq_.empty() || !alive_) {
+    writing_ = false;
+    return;
+  }
+  writing_ = true;
+  asio::async_write(tcp_, asio::buffer(wq_.front()),
+                    [self = shared_from_this()](const boost::system::error_code& e, std::size_t) {
+                      self->wq_.pop_front();
+                      if (e) {
+                        self->writing_ = false;
+                        self->lost();
+                        return;
+                      }
+                      self->do_write();
+                    });
+}
+
+void Client::close() {
+  alive_ = false;
+  boost::system::error_code ec;
+  if (udp_)
+    udp_sock_.close(ec);
+  else
+    tcp_.close(ec);
+}
+
+// ---------------------------------------------------------------------------------------------------------
+// Core side
+
+void CoreConn::read() {
+  sock_.async_read_some(asio::buffer(rbuf_),
+                        [self = shared_from_this()](const boost::system::error_code& e, std::size_t n) {
+                          if (e) {
+                            self->open_ = false;
+                            return;
+                          }
+                          self->framer_.append(self->rbuf_.data(), n);
+                          for (;;) {
+                            int pongs = 0;
+                            bool bad = false;
+                            auto m = self->framer_.next(&pongs, &bad);
+                            if (pongs > 0) self->write("\r\n");
+                            if (bad) {
+                              self->open_ = false;
+                              return;
+                            }
+                            if (!m) break;
+                            self->load_.core_message(self, std::move(*m));
+                          }
+                          self->read();
+                        });
+}
+
+void CoreConn::write(std::string data) {
+  if (!open_) return;
+  wq_.push_back(std::move(data));
+  if (!writing_) do_write();
+}
+
+void CoreConn::do_write() {
+  if (wq_.empty()) {
+    writing_ = false;
+    return;
+  }
+  writing_ = true;
+  asio::async_write(sock_, asio::buffer(wq_.front()),
+                    [self = shared_from_this()](const boost::system::error_code& e, std::size_t) {
+                      self->wq_.pop_front();
+                      if (e) {
+                        self->open_ = false;
+                        self->writing_ = false;
+                        return;
+                      }
+                      self->do_write();
+                    });
+}
+
+void Load::core_message(const std::shared_ptr<CoreConn>& conn, std::string text) {
+  SipMessage m;
+  m.text = std::move(text);
+  if (!m.parse()) return;
+  const auto now = Clock::now();
+  if (!m.is_response) {
+    if (m.method == "REGISTER") {
+      const std::string aor(addr_uri(m.header("To")));
+      const auto contact = m.header("Contact");
+      auto [it, fresh] = binding_index_.try_emplace(aor, static_cast<int>(bindings_.size()));
+      if (fresh) bindings_.emplace_back();
+      Binding& b = bindings_[static_cast<std::size_t>(it->second)];
+      b.conn = conn;
+      b.aor = aor;
+      b.contact_uri = std::string(addr_uri(contact));
+      b.latest_path = split_list(m.all("Path"));
+      if (fresh) b.first_path = b.latest_path;
+      std::string extra;
+      extra += "Contact: " + std::string(contact) + ";expires=" + std::to_string(opt_.expires) + "\r\n";
+      for (const auto& p : b.latest_path) extra += "Path: " + p + "\r\n";
+      extra += "Require: outbound\r\n";
+      conn->write(make_response(m, 200, "OK", "core", extra));
+    } else if (m.method == "ACK") {
+    } else {
+      conn->write(make_response(m, 200, "OK", "core"));  // client -> core requests (none expected)
+    }
+    return;
+  }
+  const auto via = m.header("Via");
+  const std::string branch(param(via, "branch"));
+  auto it = txns_.find(branch);
+  if (it == txns_.end() || m.status < 200) return;
+  Txn t = it->second;
+  txns_.erase(it);
+  if (m.status >= 300) {
+    ++stats_.failures[std::to_string(m.status)];
+    return;
+  }
+  stats_.success(t.sent, now);
+  (t.old_token ? old_token_ok_ : new_token_ok_)++;
+  if (t.kind == 1) {
+    // 2xx to INVITE: ACK and BYE along the route set (the reversed Record-Route, else the Path).
+    auto rr = split_list(m.all("Record-Route"));
+    std::reverse(rr.begin(), rr.end());
+    const auto& b = bindings_[static_cast<std::size_t>(t.binding)];
+    if (rr.empty()) rr = t.old_token ? b.first_path : b.latest_path;
+    std::string target(addr_uri(m.header("Contact")));
+    if (target.empty()) target = b.contact_uri;
+    const std::string call_id(m.header("Call-ID"));
+    const std::string to(m.header("To"));
+    send_in_dialog(t.binding, "ACK", rr, target, call_id, 1, -1, t.old_token);
+    send_in_dialog(t.binding, "BYE", rr, target, call_id, 2, 2, t.old_token);
+  } else if (t.kind == 2) {
+    ++calls_ok_;
+  }
+}
+
+void Load::send_in_dialog(int b, const std::string& method, const std::vector<std::string>& route,
+                          const std::string& target, const std::string& call_id, int cseq, int kind,
+                          bool old_token) {
+  auto& bind = bindings_[static_cast<std::size_t>(b)];
+  auto conn = bind.conn.lock();
+  ++stats_.sent;
+  if (!conn || !conn->open()) {
+    ++stats_.failures["no_core_connection"];
+    return;
+  }
+  const std::string branch = "z9hG4bKc" + std::to_string(++branch_seq_);
+  std::string m = method + " " + target + " SIP/2.0\r\n";
+  m += "Via: SIP/2.0/TCP " + opt_.core_host + ":" + std::to_string(opt_.core_port) + ";branch=" + branch +
+       "\r\n";
+  for (const auto& r : route) m += "Route: " + r + "\r\n";
+  m += "Max-Forwards: 70\r\n";
+  m += "From: <sip:core@bench.test>;tag=core" + call_id.substr(0, 8) + "\r\n";
+  std::string to = "To: <" + bind.aor + ">";
+  if (method != "INVITE") to += ";tag=ua";
+  m += to + "\r\nCall-ID: " + call_id + "\r\n";
+  m += "CSeq: " + std::to_string(cseq) + " " + method + "\r\n";
+  if (method == "INVITE")
+    m +=
+        "Contact: <sip:core@" + opt_.core_host + ":" + std::to_string(opt_.core_port) + ";transport=tcp>\r\n";
+  if (method == "MESSAGE") {
+    m += "Content-Type: text/plain\r\nContent-Length: 12\r\n\r\nsipload ping";
+  } else {
+    m += "Content-Length: 0\r\n\r\n";
+  }
+  if (kind >= 0)
+    txns_[branch] = Txn{Clock::now(), kind, b, old_token};
+  else
+    --stats_.sent;  // an ACK is not a transaction
+  conn->write(std::move(m));
+}
+
+void Load::send_request(const std::string& kind) {
+  if (bindings_.empty()) {
+    ++stats_.sent;
+    ++stats_.failures["no_binding"];
+    return;
+  }
+  const int b = static_cast<int>(next_binding_++ % bindings_.size());
+  const auto& bind = bindings_[static_cast<std::size_t>(b)];
+  // After a refresh, alternate the tokens minted at the first registration and at the newest one.
+  const bool use_old = bind.first_path == bind.latest_path || (branch_seq_ % 2 == 0);
+  const auto& route = use_old ? bind.first_path : bind.latest_path;
+  const std::string call_id = (kind == "call" ? "c" : "m") + std::to_string(branch_seq_ + 1) + "@core";
+  if (kind == "call")
+    send_in_dialog(b, "INVITE", route, bind.contact_uri, call_id, 1, 1, use_old);
+  else
+    send_in_dialog(b, kind == "options" ? "OPTIONS" : "MESSAGE", route, bind.contact_uri, call_id, 1, 0,
+                   use_old);
+}
+
+void Load::expire_txns() {
+  const auto limit = Clock::now() - std::chrono::milliseconds(opt_.timeout_ms);
+  for (auto it = txns_.begin(); it != txns_.end();) {
+    if (it->second.sent < limit) {
+      ++stats_.failures["timeout"];
+      it = txns_.erase(it);
+    } else {
+      ++it;
+    }
+  }
+}
+
+void Load::client_registered(Client& c, Clock::time_point sent, int status) {
+  if (refreshing_) {
+    if (status == 0)
+      ++refreshed_;
+    else
+      ++stats_.failures["refresh_" + std::to_string(status)];
+    --reg_outstanding_;
+    return;
+  }
+  --reg_outstanding_;
+  if (status >= 200 && status < 300) {
+    ++registered_;
+    reg_latency_us_.push_back(static_cast<std::uint32_t>(
+        std::chrono::duration_cast<std::chrono::microseconds>(Clock::now() - sent).count()));
+  } else if (status != 0) {
+    ++reg_failed_;
+    std::cerr << "sipload: client " << c.index() << " register failed: "
+              << (status == -1   ? "bind"
+                  : status == -2 ? "connect"
+                                 : std::to_string(status))
+              << "\n";
+  }
+  start_more_clients();
+}
+
+void Load::start_more_clients() {
+  while (started_ < opt_.clients && reg_outstanding_ < opt_.register_window && !stopping_) {
+    auto c = std::make_shared<Client>(*this, io_, started_++);
+    clients_.push_back(c);
+    ++reg_outstanding_;
+    c->start();
+  }
+}
+
+void Load::listen_core() {
+  tcp::endpoint ep(asio::ip::make_address(opt_.core_host), opt_.core_port);
+  acceptor_.open(ep.protocol());
+  acceptor_.set_option(tcp::acceptor::reuse_address(true));
+  acceptor_.bind(ep);
+  acceptor_.listen();
+  accept_core();
+}
+
+void Load::accept_core() {
+  acceptor_.async_accept([this](const boost::system::error_code& e, tcp::socket s) {
+    if (e) return;
+    boost::system::error_code ec;
+    s.set_option(tcp::no_delay(true), ec);
+    auto c = std::make_shared<CoreConn>(*this, std::move(s));
+    core_conns_.push_back(c);
+    c->start();
+    accept_core();
+  });
+}
+
+void Load::run_until(const std::function<bool()>& done, double limit_s, double tick_ms,
+                     const std::function<void()>& each) {
+  const auto end =
+      Clock::now() + std::chrono::duration_cast<Clock::duration>(std::chrono::duration<double>(limit_s));
+  auto last = Clock::now();
+  while (!done() && Clock::now() < end && !out_of_time()) {
+    io_.run_for(std::chrono::microseconds(static_cast<long>(tick_ms * 1000)));
+    const auto now = Clock::now();
+    keepalive_slice(std::chrono::duration<double>(now - last).count());
+    last = now;
+    if (each) each();
+  }
+}
+
+// Spreads keep-alives evenly: over one interval every client sends one.
+void Load::keepalive_slice(double dt_s) {
+  if (opt_.keepalive_s <= 0 || clients_.empty()) return;
+  static double carry = 0;
+  carry += dt_s / opt_.keepalive_s * static_cast<double>(clients_.size());
+  while (carry >= 1) {
+    carry -= 1;
+    clients_[ka_cursor_++ % clients_.size()]->keepalive();
+  }
+}
+
+void Load::spawn_exec() {
+  const char* argv[] = {"/bin/sh", "-c", opt_.exec_cmd.c_str(), nullptr};
+  if (posix_spawn(&exec_child_, "/bin/sh", nullptr, nullptr, const_cast<char* const*>(argv), environ) != 0)
+    exec_child_ = 0;
+  std::cerr << "sipload: exec started: " << opt_.exec_cmd << "\n";
+}
+
+void Load::load_phase(double rate, double seconds, Stats& st, const std::string& prefix, bool report) {
+  stats_ = Stats{};
+  old_token_ok_ = new_token_ok_ = calls_ok_ = 0;
+  const auto start = Clock::now();
+  std::uint64_t offered = 0;
+  bool exec_done = opt_.exec_at_s < 0, refresh_done = opt_.refresh_at_s < 0;
+  int refresh_cursor = 0;
+  auto last_expire = start;
+  run_until([&] { return Clock::now() - start >= std::chrono::duration<double>(seconds); }, seconds + 1, 1,
+            [&] {
+              const double t = std::chrono::duration<double>(Clock::now() - start).count();
+              const auto due = static_cast<std::uint64_t>(t * rate);
+              while (offered < due) {
+                send_request(mix_[mix_i_++ % mix_.size()]);
+                ++offered;
+              }
+              if (!exec_done && t >= opt_.exec_at_s) {
+                exec_done = true;
+                spawn_exec();
+              }
+              if (!refresh_done && t >= opt_.refresh_at_s) {
+                refreshing_ = true;
+                while (refresh_cursor < static_cast<int>(clients_.size()) &&
+                       reg_outstanding_ < opt_.register_window) {
+                  auto& c = clients_[static_cast<std::size_t>(refresh_cursor++)];
+                  if (c->alive()) {
+                    ++reg_outstanding_;
+                    c->send_register();
+                  }
+                }
+                if (refresh_cursor >= static_cast<int>(clients_.size())) refresh_done = true;
+              }
+              if (Clock::now() - last_expire > std::chrono::milliseconds(100)) {
+                expire_txns();
+                last_expire = Clock::now();
+              }
+            });
+  const double elapsed = std::chrono::duration<double>(Clock::now() - start).count();
+  // Let what is in flight finish (bounded by the transaction timeout).
+  run_until([&] { return txns_.empty(); }, opt_.timeout_ms / 1000.0 + 0.5, 1, [&] { expire_txns(); });
+  expire_txns();
+  refreshing_ = false;
+  st = stats_;
+  if (!report) return;
+  // Transactions (a call is two: INVITE and BYE) offered and answered per second.
+  print(prefix, "offered_rate", fmt(static_cast<double>(st.sent) / seconds, 1));
+  print(prefix, "achieved_rate", fmt(static_cast<double>(st.ok) / elapsed, 1));
+  print(prefix, "transactions_sent", std::to_string(st.sent));
+  print(prefix, "transactions_ok", std::to_string(st.ok));
+  print(prefix, "calls_ok", std::to_string(calls_ok_));
+  print(prefix, "failures", std::to_string(st.failed()));
+  for (const auto& [k, v] : st.failures) print(prefix, "failures_" + k, std::to_string(v));
+  print(prefix, "latency_p50_ms", fmt(st.percentile_ms(0.50), 3));
+  print(prefix, "latency_p90_ms", fmt(st.percentile_ms(0.90), 3));
+  print(prefix, "latency_p99_ms", fmt(st.percentile_ms(0.99), 3));
+  print(prefix, "latency_max_ms", fmt(st.percentile_ms(1.0), 3));
+  print(prefix, "max_gap_ms", fmt(st.max_gap_ms, 1));
+  if (opt_.refresh_at_s >= 0) {
+    print(prefix, "refreshed", std::to_string(refreshed_));
+    int changed = 0;
+    for (const auto& b : bindings_) changed += b.first_path != b.latest_path;
+    print(prefix, "paths_changed", std::to_string(changed));
+    print(prefix, "old_token_ok", std::to_string(old_token_ok_));
+    print(prefix, "new_token_ok", std::to_string(new_token_ok_));
+  }
+}
+
+void Load::report_proc(const std::string& prefix, const ProcSample& a, const ProcSample& b,
+                       std::uint64_t txns) {
+  if (opt_.edge_pid <= 0) return;
+  print(prefix, "edge_cpu_s", fmt(b.cpu_s - a.cpu_s, 3));
+  if (txns)
+    print(prefix, "edge_cpu_us_per_transaction",
+          fmt((b.cpu_s - a.cpu_s) * 1e6 / static_cast<double>(txns), 2));
+  print(prefix, "edge_rss_peak_kb", std::to_string(b.hwm_kb));
+  print(prefix, "edge_pss_kb", std::to_string(b.pss_kb));
+  print(prefix, "edge_processes", std::to_string(b.processes));
+}
+
+int Load::run() {
+  std::stringstream ms(opt_.mix);
+  for (std::string k; std::getline(ms, k, ',');)
+    if (!k.empty()) mix_.push_back(k);
+  if (mix_.empty()) mix_.push_back("message");
+  if (!opt_.label.empty()) print("", "label", opt_.label);
+  print("", "transport", opt_.transport);
+  listen_core();
+  const ProcSample before = sample_edge(opt_.edge_pid);
+  if (opt_.edge_pid > 0) print("", "edge_pss_kb_before", std::to_string(before.pss_kb));
+
+  // Phase 1: registration (a burst bounded by the register window). One client registers alone first,
+  // so the edge's connection to the core exists before the burst, as it would in service.
+  const int window = opt_.register_window;
+  opt_.register_window = 1;
+  start_more_clients();
+  run_until([&] { return registered_ + reg_failed_ >= std::min(1, opt_.clients); }, 10, 5);
+  opt_.register_window = window;
+  const auto reg_start = Clock::now();
+  start_more_clients();
+  run_until([&] { return registered_ + reg_failed_ >= opt_.clients; }, opt_.max_seconds, 5);
+  const double reg_s = std::chrono::duration<double>(Clock::now() - reg_start).count();
+  const ProcSample after_reg = sample_edge(opt_.edge_pid);
+  print("register_", "clients", std::to_string(opt_.clients));
+  print("register_", "registered", std::to_string(registered_));
+  print("register_", "failures", std::to_string(opt_.clients - registered_));
+  print("register_", "seconds", fmt(reg_s, 3));
+  print("register_", "udp_retransmissions", std::to_string(retransmissions_));
+  print("register_", "rate", fmt(registered_ / std::max(reg_s, 1e-6), 1));
+  {
+    Stats s;
+    s.latency_us = reg_latency_us_;
+    print("register_", "latency_p50_ms", fmt(s.percentile_ms(0.5), 3));
+    print("register_", "latency_p99_ms", fmt(s.percentile_ms(0.99), 3));
+  }
+  report_proc("register_", before, after_reg, static_cast<std::uint64_t>(registered_));
+
+  // Phase 2: idle hold (keep-alives only): memory per idle flow.
+  if (opt_.hold_s > 0) {
+    const std::uint64_t ka0 = keepalives_, pong0 = pongs_;
+    run_until([] { return false; }, opt_.hold_s, 20);
+    const ProcSample held = sample_edge(opt_.edge_pid);
+    int alive = 0;
+    for (const auto& c : clients_) alive += c->alive() && c->registered();
+    print("idle_", "flows", std::to_string(alive));
+    print("idle_", "keepalives_sent", std::to_string(keepalives_ - ka0));
+    print("idle_", "keepalive_answers", std::to_string(pongs_ - pong0));
+    print("idle_", "flows_lost", std::to_string(flows_lost_));
+    if (opt_.edge_pid > 0 && alive > 0) {
+      print("idle_", "edge_pss_kb", std::to_string(held.pss_kb));
+      print("idle_", "edge_rss_kb", std::to_string(held.rss_kb));
+      print("idle_", "memory_per_flow_bytes",
+            fmt(static_cast<double>(held.pss_kb - before.pss_kb) * 1024.0 / alive, 0));
+      print("idle_", "edge_cpu_s", fmt(held.cpu_s - after_reg.cpu_s, 3));
+    }
+  }
+
+  // Phase 3: core -> client load at a fixed rate, or a ramp to the highest rate that holds.
+  if (!opt_.ramp.empty()) {
+    double r0 = 0, step = 0, rmax = 0;
+    if (std::sscanf(opt_.ramp.c_str(), "%lf:%lf:%lf", &r0, &step, &rmax) != 3 || step <= 0) {
+      std::cerr << "sipload: --ramp START:STEP:MAX\n";
+      return 2;
+    }
+    double best = 0;
+    for (double r = r0; r <= rmax && !out_of_time(); r += step) {
+      Stats st;
+      double p99 = 0;
+      bool pass = false;
+      // A step fails only when it fails twice in a row: a shared machine stalls now and then.
+      for (int attempt = 0; attempt < 2 && !pass; ++attempt) {
+        load_phase(r, opt_.step_s, st, "", false);
+        p99 = st.percentile_ms(0.99);
+        const double achieved = static_cast<double>(st.ok) / opt_.step_s;
+        pass = st.failed() == 0 && p99 <= opt_.max_p99_ms && achieved >= 0.95 * r;
+      }
+      std::cerr << "sipload: ramp rate=" << r << " ok=" << st.ok << " failed=" << st.failed()
+                << " p99_ms=" << p99 << (pass ? " pass" : " FAIL") << "\n";
+      print("ramp_", "step_" + fmt(r, 0),
+            std::string(pass ? "pass" : "fail") + ",p99_ms=" + fmt(p99, 2) +
+                ",failures=" + std::to_string(st.failed()));
+      if (!pass) break;
+      best = r;
+    }
+    print("", "max_rate", fmt(best, 0));
+  } else if (opt_.rate > 0) {
+    // The edge's CPU with keep-alives only (its timers, sweeps): the baseline a transaction adds to.
+    const ProcSample q0 = sample_edge(opt_.edge_pid);
+    const auto quiet_start = Clock::now();
+    run_until([] { return false; }, std::min(2.0, opt_.duration_s), 20);
+    const ProcSample q1 = sample_edge(opt_.edge_pid);
+    const double idle_cpu_per_s =
+        (q1.cpu_s - q0.cpu_s) / std::chrono::duration<double>(Clock::now() - quiet_start).count();
+    run_mark();
+    const ProcSample a = sample_edge(opt_.edge_pid);
+    const auto load_start = Clock::now();
+    Stats st;
+    load_phase(opt_.rate, opt_.duration_s, st, "load_", true);
+    const double load_s = std::chrono::duration<double>(Clock::now() - load_start).count();
+    const ProcSample b = sample_edge(opt_.edge_pid);
+    run_mark();
+    report_proc("load_", a, b, st.ok);
+    if (opt_.edge_pid > 0 && st.ok > 0) {
+      print("load_", "edge_cpu_idle_ms_per_s", fmt(idle_cpu_per_s * 1e3, 2));
+      print("load_", "edge_cpu_us_per_transaction_marginal",
+            fmt((b.cpu_s - a.cpu_s - idle_cpu_per_s * load_s) * 1e6 / static_cast<double>(st.ok), 2));
+    }
+  }
+
+  int alive = 0;
+  for (const auto& c : clients_) alive += c->alive();
+  print("", "flows_lost", std::to_string(flows_lost_));
+  print("", "flows_alive", std::to_string(alive));
+  print("", "keepalives_sent", std::to_string(keepalives_));
+  print("", "keepalive_answers", std::to_string(pongs_));
+  if (exec_child_ > 0) {
+    int status = 0;
+    for (int i = 0; i < 300 && waitpid(exec_child_, &status, WNOHANG) == 0; ++i) usleep(100000);
+    print("", "exec_status", std::to_string(WIFEXITED(status) ? WEXITSTATUS(status) : -1));
+  }
+  const ProcSample end = sample_edge(opt_.edge_pid);
+  if (opt_.edge_pid > 0) {
+    print("", "edge_cpu_s_total", fmt(end.cpu_s - before.cpu_s, 3));
+    print("", "edge_rss_peak_kb", std::to_string(end.hwm_kb));
+  }
+  stopping_ = true;
+  for (auto& c : clients_) c->close();
+  io_.run_for(std::chrono::milliseconds(50));
+  std::cout.flush();
+  return registered_ == opt_.clients ? 0 : 1;
+}
+
+}  // namespace
+
+int main(int argc, char** argv) {
+  namespace po = boost::program_options;
+  Options o;
+  std::string edge = "127.0.0.1:5060", core = "127.0.0.1:5080";
+  po::options_description desc(
+      "sipload: RFC 5626 outbound clients + a registrar/proxy simulator, loopback only.\n"
+      "Prints one key=value line per figure. Options");
+  desc.add_options()("help", "this text")("edge", po::value(&edge)->default_value(edge),
+                                          "edge listener HOST:PORT the clients register through")(
+      "core-listen", po::value(&core)->default_value(core), "core simulator TCP listener HOST:PORT")(
+      "transport", po::value(&o.transport)->default_value(o.transport), "client flows: tcp or udp")(
+      "clients", po::value(&o.clients)->default_value(o.clients), "simulated outbound clients (flows)")(
+      "sources", po::value(&o.sources)->default_value(o.sources), "client source addresses 127.0.0.2..")(
+      "register-window", po::value(&o.register_window)->default_value(o.register_window),
+      "REGISTERs (and connects) outstanding at once")(
+      "keepalive", po::value(&o.keepalive_s)->default_value(o.keepalive_s),
+      "seconds between keep-alives per flow (CRLF on TCP, STUN on UDP); 0: none")(
+      "expires", po::value(&o.expires)->default_value(o.expires), "REGISTER Expires")(
+      "hold", po::value(&o.hold_s)->default_value(o.hold_s),
+      "seconds idle after registering (memory per flow)")("rate", po::value(&o.rate)->default_value(o.rate),
+                                                          "core -> client requests per second; 0: none")(
+      "duration", po::value(&o.duration_s)->default_value(o.duration_s), "seconds of load at --rate")(
+      "mix", po::value(&o.mix)->default_value(o.mix), "comma list of message, options, call (round robin)")(
+      "ramp", po::value(&o.ramp), "START:STEP:MAX: raise the rate until failures or p99 exceed the bound")(
+      "step-seconds", po::value(&o.step_s)->default_value(o.step_s), "seconds per ramp step")(
+      "max-p99-ms", po::value(&o.max_p99_ms)->default_value(o.max_p99_ms), "ramp: latency bound")(
+      "timeout-ms", po::value(&o.timeout_ms)->default_value(o.timeout_ms),
+      "a transaction unanswered this long fails")("edge-pid", po::value(&o.edge_pid)->default_value(0),
+                                                  "edge process (and its children): CPU, RSS, PSS")(
+      "refresh-at", po::value(&o.refresh_at_s)->default_value(-1),
+      "load phase: re-REGISTER every client at this second (tokens minted after a rotation)")(
+      "exec-at", po::value(&o.exec_at_s)->default_value(-1), "load phase: run --exec at this second")(
+      "exec", po::value(&o.exec_cmd), "shell command for --exec-at (e.g. a key rotation)")(
+      "mark-cmd", po::value(&o.mark_cmd), "shell command run just before and after the load phase")(
+      "max-seconds", po::value(&o.max_seconds)->default_value(o.max_seconds), "hard bound on the whole run")(
+      "label", po::value(&o.label), "printed as label=...");
+  po::variables_map vm;
+  try {
+    po::store(po::parse_command_line(argc, argv, desc), vm);
+    po::notify(vm);
+  } catch (const std::exception& e) {
+    std::cerr << "sipload: " << e.what() << "\n";
+    return 2;
+  }
+  if (vm.count("help")) {
+    std::cout << desc << "\n";
+    return 0;
+  }
+  auto split = [](const std::string& hp, std::string* host, std::uint16_t* port) {
+    const auto c = hp.rfind(':');
+    *host = hp.substr(0, c);
+    *port = static_cast<std::uint16_t>(std::stoi(hp.substr(c + 1)));
+  };
+  split(edge, &o.edge_host, &o.edge_port);
+  split(core, &o.core_host, &o.core_port);
+  if (o.transport != "tcp" && o.transport != "udp") {
+    std::cerr << "sipload: --transport tcp or udp (TLS and WS clients are not implemented yet)\n";
+    return 2;
+  }
+  if (o.clients < 0 || o.clients > 200000 || o.max_seconds <= 0 || o.rate > 1e6) {
+    std::cerr << "sipload: --clients 0..200000, --rate <= 1e6, --max-seconds > 0\n";
+    return 2;
+  }
+  // Loopback only: the edge and the core must be 127.x addresses.
+  if (o.edge_host.rfind("127.", 0) != 0 || o.core_host.rfind("127.", 0) != 0) {
+    std::cerr << "sipload: loopback addresses only\n";
+    return 2;
+  }
+  rlimit rl{};
+  if (getrlimit(RLIMIT_NOFILE, &rl) == 0) {
+    rl.rlim_cur = rl.rlim_max;
+    setrlimit(RLIMIT_NOFILE, &rl);
+  }
+  asio::io_context io(1);
+  Load load(o, io);
+  try {
+    return load.run();
+  } catch (const std::exception& e) {
+    std::cerr << "sipload: " << e.what() << "\n";
+    return 2;
+  }
+}
