@@ -51,13 +51,15 @@ void SessionBase::on_write(const boost::system::error_code& ec, std::size_t n) {
     close_now(CloseReason::io_error);
     return;
   }
+  const std::size_t done = in_flight_;
+  in_flight_ = 0;
   auto& c = st_->counters.of(transport_);
-  c.messages_out.fetch_add(1, std::memory_order_relaxed);
+  c.messages_out.fetch_add(done, std::memory_order_relaxed);
   c.bytes_out.fetch_add(n, std::memory_order_relaxed);
-  entry_->messages_out.fetch_add(1, std::memory_order_relaxed);
+  entry_->messages_out.fetch_add(done, std::memory_order_relaxed);
   entry_->bytes_out.fetch_add(n, std::memory_order_relaxed);
-  writes_.pop_front();
-  queued_.fetch_sub(1, std::memory_order_relaxed);
+  writes_.erase(writes_.begin(), writes_.begin() + static_cast<std::ptrdiff_t>(done));
+  queued_.fetch_sub(done, std::memory_order_relaxed);
   if (!writes_.empty()) {
     writing_ = true;
     start_write();

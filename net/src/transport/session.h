@@ -32,7 +32,8 @@ class SessionBase : public FlowLink, public Resumable, public std::enable_shared
   void keep_tls(std::shared_ptr<ssl::context> ctx) { tls_ctx_ = std::move(ctx); }
 
  protected:
-  virtual void start_write() = 0;  // async write of writes_.front(); calls on_write
+  // Async write of the first in_flight_ (>= 1) entries of writes_; calls on_write.
+  virtual void start_write() = 0;
   virtual void close_socket() noexcept = 0;
 
   void enqueue(std::string bytes);  // on the worker
@@ -52,7 +53,8 @@ class SessionBase : public FlowLink, public Resumable, public std::enable_shared
   const flow::Transport transport_;
   const asio::ip::address peer_;
   std::shared_ptr<FlowEntry> entry_;
-  std::deque<std::string> writes_;
+  std::deque<std::string> writes_;  // push_back keeps the bytes of earlier entries in place
+  std::size_t in_flight_ = 0;       // entries of writes_ the current write carries
   bool writing_ = false;
   bool closing_after_write_ = false;
   CloseReason close_reason_ = CloseReason::peer_closed;

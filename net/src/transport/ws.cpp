@@ -158,6 +158,7 @@ class WsSession final : public SessionBase {
       writing_ = false;
       return;
     }
+    in_flight_ = 1;  // one SIP message per WebSocket message
     ws_.async_write(asio::buffer(writes_.front()),
                     [self = shared(), this](const boost::system::error_code& ec, std::size_t n) { on_write(ec, n); });
   }

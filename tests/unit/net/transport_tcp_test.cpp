@@ -101,6 +101,42 @@ TEST_F(TcpTest, SendToFlowReachesExactlyThatConnection) {
   EXPECT_EQ(b.inbox, "for-b");
 }
 
+TEST_F(TcpTest, AcceptedConnectionsSendWithoutNagle) {
+  // A message must not wait for the client's delayed ACK of the previous one
+  // (an ACK right behind a 200 OK, a BYE right behind an ACK).
+  start();
+  TcpClient c;
+  ASSERT_TRUE(c.connect(v4()));
+  ASSERT_TRUE(c.write(sip_request("REGISTER", "nd")));
+  ASSERT_TRUE(handler->wait_messages(1));
+  const int fd = socket_fd_between(c.s.remote_endpoint(), c.local());
+  ASSERT_GE(fd, 0) << "the server side of the connection was not found";
+  EXPECT_EQ(tcp_nodelay(fd), 1);
+}
+
+TEST_F(TcpTest, ABurstOfSendsToOneFlowArrivesWholeAndInOrder) {
+  // Queued messages leave together (one gathered write); none may be lost,
+  // reordered or counted twice.
+  start();
+  TcpClient c;
+  ASSERT_TRUE(c.connect(v4()));
+  ASSERT_TRUE(c.write(sip_request("REGISTER", "burst")));
+  ASSERT_TRUE(handler->wait_messages(1));
+  const auto before = tr->stats().of(Transport::tcp).messages_out;
+  constexpr int kCount = 500;
+  std::string expected;
+  for (int i = 0; i < kCount; ++i) {
+    std::string m = "message-" + std::to_string(i) + ";";
+    expected += m;
+    ASSERT_TRUE(tr->send_to_flow(key_of(c), std::move(m)));
+  }
+  ASSERT_TRUE(c.read_until("message-" + std::to_string(kCount - 1) + ";"));
+  EXPECT_EQ(c.inbox, expected);
+  for (int i = 0; i < 100 && tr->stats().of(Transport::tcp).messages_out < before + kCount; ++i)
+    std::this_thread::sleep_for(10ms);
+  EXPECT_EQ(tr->stats().of(Transport::tcp).messages_out, before + kCount);
+}
+
 TEST_F(TcpTest, HandlerAnswersOnTheSameFlow) {
   start();
   handler->echo_prefix = "echo:";

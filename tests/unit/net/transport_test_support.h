@@ -17,9 +17,14 @@
 
 #include <gtest/gtest.h>
 
+#include <netinet/in.h>
+#include <netinet/tcp.h>
+#include <sys/socket.h>
+
 #include <chrono>
 #include <condition_variable>
 #include <cstdlib>
+#include <cstring>
 #include <filesystem>
 #include <functional>
 #include <mutex>
@@ -248,6 +253,34 @@ class StreamClient {
  private:
   std::array<char, 65536> chunk{};
 };
+// The socket of this process whose local end is `local` and remote end `remote` (the server side
+// of a loopback connection the test made), found by walking /proc/self/fd; -1 when none.
+inline int socket_fd_between(const tcp::endpoint& local, const tcp::endpoint& remote) {
+  for (const auto& e : std::filesystem::directory_iterator("/proc/self/fd")) {
+    const int fd = std::atoi(e.path().filename().c_str());
+    sockaddr_storage a{}, b{};
+    socklen_t la = sizeof a, lb = sizeof b;
+    if (::getsockname(fd, reinterpret_cast<sockaddr*>(&a), &la) != 0) continue;
+    if (::getpeername(fd, reinterpret_cast<sockaddr*>(&b), &lb) != 0) continue;
+    tcp::endpoint l, r;
+    if (la > l.capacity() || lb > r.capacity()) continue;
+    std::memcpy(l.data(), &a, la);
+    l.resize(la);
+    std::memcpy(r.data(), &b, lb);
+    r.resize(lb);
+    if (l == local && r == remote) return fd;
+  }
+  return -1;
+}
+
+// TCP_NODELAY of that socket: 1 on, 0 off, -1 when it cannot be read.
+inline int tcp_nodelay(int fd) {
+  int on = 0;
+  socklen_t len = sizeof on;
+  if (fd < 0 || ::getsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &on, &len) != 0) return -1;
+  return on != 0 ? 1 : 0;
+}
+
 using TcpClient = StreamClient<tcp::socket>;
 using TlsClient = StreamClient<ssl::stream<tcp::socket>>;
 

@@ -42,6 +42,27 @@ TEST_F(TlsTest, DeliversAndAnswersOverTlsOnIpv4AndIpv6) {
   EXPECT_EQ(tr->stats().of(Transport::tls).messages_in, 2u);
 }
 
+TEST_F(TlsTest, ABurstOfSendsArrivesWholeAndInOrderWithoutNagle) {
+  start();
+  TlsClient c(*client_ctx);
+  ASSERT_TRUE(c.connect(v4()));
+  ASSERT_TRUE(c.write(sip_request("REGISTER", "tls-burst")));
+  ASSERT_TRUE(handler->wait_messages(1));
+  const auto server = c.s.lowest_layer().remote_endpoint();
+  const auto local = c.local();
+  EXPECT_EQ(tcp_nodelay(socket_fd_between(server, local)), 1);
+  const FlowKey key{Transport::tls, *flow::Endpoint::parse(server.address().to_string(), server.port()),
+                    *flow::Endpoint::parse(local.address().to_string(), local.port())};
+  std::string expected;
+  for (int i = 0; i < 300; ++i) {
+    std::string m = "tls-message-" + std::to_string(i) + ";";
+    expected += m;
+    ASSERT_TRUE(tr->send_to_flow(key, std::move(m)));
+  }
+  ASSERT_TRUE(c.read_until("tls-message-299;"));
+  EXPECT_EQ(c.inbox, expected);
+}
+
 TEST_F(TlsTest, CrlfCrlfPingGetsOneCrlfPong) {
   start();
   TlsClient c(*client_ctx);
