@@ -1,10 +1,11 @@
 // sipload: RFC 5626 load generator — outbound clients on one side, a registrar/proxy simulator on the other.
 //
-// Clients (UDP or TCP, spread over several 127.0.0.x source addresses) REGISTER through the edge with
-// +sip.instance, reg-id, ;ob and "Supported: outbound, path", send CRLF (TCP) or STUN (UDP) keep-alives and
-// answer whatever arrives on their flow. The core side accepts the edge's connection, stores each binding's
-// Path and, at a target rate, sends in-dialog MESSAGE/OPTIONS or whole INVITE/ACK/BYE calls toward the
-// clients through that Path (the flow token). Everything is bounded in count and time and stays on loopback.
+// Clients (UDP, TCP, TLS, WS or WSS, spread over several 127.0.0.x source addresses) REGISTER through the
+// edge with +sip.instance, reg-id, ;ob and "Supported: outbound, path", send CRLF (streams, also inside a
+// WS text frame, or a WS ping) or STUN (UDP) keep-alives and answer whatever arrives on their flow. The core
+// side accepts the edge's connection, stores each binding's Path and, at a target rate, sends in-dialog
+// MESSAGE/OPTIONS or whole INVITE/ACK/BYE calls toward the clients through that Path (the flow token).
+// Everything is bounded in count and time and stays on loopback.
 // Output: one "key=value" line per figure (see --help).
 #include <fcntl.h>
 #include <spawn.h>
@@ -35,9 +36,11 @@
 #include <vector>
 
 #include <boost/asio.hpp>
+#include <boost/asio/ssl.hpp>
 #include <boost/program_options.hpp>
 
-extern char** environ;
+#include <openssl/evp.h>
+#include <openssl/ssl.h>
 
 namespace {
 
@@ -54,7 +57,9 @@ struct Options {
   std::uint16_t edge_port = 5060;
   std::string core_host = "127.0.0.1";
   std::uint16_t core_port = 5080;
-  std::string transport = "tcp";
+  std::string transport = "tcp";  // udp, tcp, tls, ws, wss
+  std::string tls_ca;             // verify the edge's certificate against this file; empty: no verification
+  std::string ws_keepalive = "crlf";  // WS keep-alive: CRLFCRLF in a text frame, or a WS ping
   int clients = 100;
   int sources = 8;            // client source addresses 127.0.0.2 .. 127.0.0.(1+sources)
   int register_window = 500;  // REGISTERs (with their connects) outstanding at once
@@ -247,6 +252,124 @@ class StreamFramer {
   std::string buf_;
 };
 
+// ---------------------------------------------------------------------------------------------------------
+// WebSocket (RFC 6455) as RFC 7118 uses it: one SIP message per text frame, client frames masked.
+// A small framer of our own: sipload must not share code with the edge it measures.
+
+enum WsOpcode : std::uint8_t {
+  kWsCont = 0x0,
+  kWsText = 0x1,
+  kWsBinary = 0x2,
+  kWsClose = 0x8,
+  kWsPing = 0x9,
+  kWsPong = 0xA
+};
+
+std::string base64(const unsigned char* data, std::size_t n) {
+  std::string out(4 * ((n + 2) / 3), '\0');
+  const int len = EVP_EncodeBlock(reinterpret_cast<unsigned char*>(out.data()), data, static_cast<int>(n));
+  out.resize(static_cast<std::size_t>(std::max(len, 0)));
+  return out;
+}
+
+// Sec-WebSocket-Accept for a Sec-WebSocket-Key: base64(SHA-1(key + the RFC 6455 GUID)).
+std::string ws_accept_key(std::string_view key) {
+  const std::string in = std::string(key) + "258EAFA5-E914-47DA-95CA-C5AB0DC85B11";
+  unsigned char md[EVP_MAX_MD_SIZE];
+  unsigned int len = 0;
+  if (EVP_Digest(in.data(), in.size(), md, &len, EVP_sha1(), nullptr) != 1) return {};
+  return base64(md, len);
+}
+
+// Masking protects intermediaries' caches from crafted payloads (RFC 6455 §10.3), not secrecy; on loopback
+// a fast generator is enough. Also the source of Sec-WebSocket-Key nonces.
+std::uint32_t ws_mask_key() {
+  static std::uint64_t x = 0x9E3779B97F4A7C15ULL ^ static_cast<std::uint64_t>(getpid());
+  x ^= x << 13;
+  x ^= x >> 7;
+  x ^= x << 17;
+  return static_cast<std::uint32_t>(x >> 16);
+}
+
+// One complete client frame (FIN set, masked) carrying `payload`.
+std::string ws_frame(std::uint8_t opcode, std::string_view payload) {
+  std::string f;
+  f.reserve(payload.size() + 14);
+  f.push_back(static_cast<char>(0x80 | opcode));
+  const std::size_t n = payload.size();
+  if (n < 126) {
+    f.push_back(static_cast<char>(0x80 | n));
+  } else if (n <= 0xFFFF) {
+    f.push_back(static_cast<char>(0x80 | 126));
+    f.push_back(static_cast<char>(n >> 8));
+    f.push_back(static_cast<char>(n & 0xFF));
+  } else {
+    f.push_back(static_cast<char>(0x80 | 127));
+    for (int i = 7; i >= 0; --i)
+      f.push_back(static_cast<char>((static_cast<std::uint64_t>(n) >> (8 * i)) & 0xFF));
+  }
+  const std::uint32_t key = ws_mask_key();
+  const std::array<char, 4> mask{static_cast<char>(key >> 24), static_cast<char>(key >> 16),
+                                 static_cast<char>(key >> 8), static_cast<char>(key)};
+  f.append(mask.data(), 4);
+  for (std::size_t i = 0; i < n; ++i) f.push_back(static_cast<char>(payload[i] ^ mask[i % 4]));
+  return f;
+}
+
+struct WsFrame {
+  std::uint8_t opcode = 0;
+  bool fin = true;
+  std::string payload;
+};
+
+// Server frames off a byte stream. A masked server frame, reserved bits, a fragmented or oversized control
+// frame, or a frame above 64 KiB (no SIP message of ours is near that) is a protocol error: *bad.
+class WsDecoder {
+ public:
+  void append(const char* data, std::size_t n) { buf_.append(data, n); }
+  std::optional<WsFrame> next(bool* bad) {
+    if (buf_.size() < 2) return std::nullopt;
+    const auto b0 = static_cast<std::uint8_t>(buf_[0]);
+    const auto b1 = static_cast<std::uint8_t>(buf_[1]);
+    WsFrame f;
+    f.fin = (b0 & 0x80) != 0;
+    f.opcode = b0 & 0x0F;
+    if ((b0 & 0x70) != 0 || (b1 & 0x80) != 0 || (f.opcode >= 0x8 && (!f.fin || (b1 & 0x7F) > 125))) {
+      *bad = true;
+      return std::nullopt;
+    }
+    std::size_t len = b1 & 0x7F, head = 2;
+    if (len == 126) {
+      if (buf_.size() < 4) return std::nullopt;
+      len = (static_cast<std::size_t>(static_cast<std::uint8_t>(buf_[2])) << 8) |
+            static_cast<std::uint8_t>(buf_[3]);
+      head = 4;
+    } else if (len == 127) {
+      if (buf_.size() < 10) return std::nullopt;
+      std::uint64_t l = 0;
+      for (int i = 0; i < 8; ++i) l = (l << 8) | static_cast<std::uint8_t>(buf_[2 + i]);
+      if (l > kMaxFrame) {
+        *bad = true;
+        return std::nullopt;
+      }
+      len = static_cast<std::size_t>(l);
+      head = 10;
+    }
+    if (len > kMaxFrame) {
+      *bad = true;
+      return std::nullopt;
+    }
+    if (buf_.size() < head + len) return std::nullopt;
+    f.payload = buf_.substr(head, len);
+    buf_.erase(0, head + len);
+    return f;
+  }
+
+ private:
+  static constexpr std::size_t kMaxFrame = 65536;
+  std::string buf_;
+};
+
 // A response to `req` carrying its Via, From, To (tagged), Call-ID and CSeq.
 std::string make_response(const SipMessage& req, int code, std::string_view reason, std::string_view to_tag,
                           std::string_view extra = {}) {
@@ -388,7 +511,10 @@ std::string fmt(double v, int digits = 2) {
 
 class Load;
 
-// One simulated outbound client: its own flow (a TCP connection or a UDP socket) from 127.0.0.x.
+enum class Transport { udp, tcp, tls, ws, wss };
+
+// One simulated outbound client: its own flow (a UDP socket, or a TCP connection, optionally under TLS,
+// optionally upgraded to a WebSocket) from 127.0.0.x.
 class Client : public std::enable_shared_from_this<Client> {
  public:
   Client(Load& load, asio::io_context& io, int index);
@@ -404,16 +530,25 @@ class Client : public std::enable_shared_from_this<Client> {
  private:
   Load& load_;
   int index_;
+  Transport tr_;
   bool udp_;
+  bool tls_on_;  // tls, wss
+  bool ws_on_;   // ws, wss
   tcp::socket tcp_;
+  std::unique_ptr<asio::ssl::stream<tcp::socket>> tls_;  // takes tcp_ over once connected
   udp::socket udp_sock_;
   udp::endpoint edge_;
   std::string local_ip_;
   std::uint16_t local_port_ = 0;
   std::array<char, 16384> rbuf_{};
   StreamFramer framer_;
+  WsDecoder ws_;
+  std::string ws_msg_;  // a fragmented text message being gathered
+  std::string ws_key_;  // Sec-WebSocket-Key sent in the upgrade
+  std::string http_;    // the upgrade request, then the response as it arrives
   std::deque<std::string> wq_;
   bool writing_ = false;
+  bool closing_ = false;  // answering the server's WS close: the queue still drains
   bool registered_ = false;
   bool alive_ = false;
   bool reg_pending_ = false;
@@ -424,13 +559,42 @@ class Client : public std::enable_shared_from_this<Client> {
   Clock::time_point reg_sent_;
 
   void arm_retransmit();
+  std::string sent_by() const;  // Via sent-by and Contact host:port
+  std::string contact_param() const;
+
+  // The byte stream under the SIP (or WS) framing: plain TCP or TLS.
+  template <class Handler>
+  void stream_read(Handler&& h) {
+    if (tls_)
+      tls_->async_read_some(asio::buffer(rbuf_), std::forward<Handler>(h));
+    else
+      tcp_.async_read_some(asio::buffer(rbuf_), std::forward<Handler>(h));
+  }
+  template <class Handler>
+  void stream_write(const std::string& data, Handler&& h) {
+    if (tls_)
+      asio::async_write(*tls_, asio::buffer(data), std::forward<Handler>(h));
+    else
+      asio::async_write(tcp_, asio::buffer(data), std::forward<Handler>(h));
+  }
 
   void on_connected();
+  void on_secure();
+  void ws_upgrade();
+  void read_upgrade_response();
+  bool check_upgrade_response(std::string_view head) const;
+  void ready();
+  void fail_setup(int status);
   void read();
+  void on_stream_bytes(std::size_t n);
+  void on_ws_bytes(std::size_t n);
+  void on_ws_text(std::string text);
   void on_message(std::string text);
   void write(std::string data);
+  void write_raw(std::string bytes);
   void do_write();
   void lost();
+  void close_socket();
 };
 
 // A connection the edge opened to the core simulator.
@@ -470,8 +634,11 @@ struct Txn {
 
 class Load {
  public:
-  Load(Options o, asio::io_context& io) : opt_(std::move(o)), io_(io), acceptor_(io), tick_(io) {}
+  Load(Options o, asio::io_context& io)
+      : opt_(std::move(o)), io_(io), tls_ctx_(asio::ssl::context::tls_client), acceptor_(io), tick_(io) {}
   int run();
+  asio::ssl::context& tls_context() { return tls_ctx_; }
+  Transport transport() const { return transport_; }
 
   // Called by clients / core connections.
   void client_registered(Client& c, Clock::time_point sent, int status);
@@ -490,6 +657,8 @@ class Load {
  private:
   Options opt_;
   asio::io_context& io_;
+  asio::ssl::context tls_ctx_;  // shared by every TLS/WSS client; no session reuse (each flow a device)
+  Transport transport_ = Transport::tcp;
   tcp::acceptor acceptor_;
   asio::steady_timer tick_;
   Clock::time_point run_start_ = Clock::now();
@@ -549,13 +718,15 @@ class Load {
 Client::Client(Load& load, asio::io_context& io, int index)
     : load_(load),
       index_(index),
-      udp_(load.opt().transport == "udp"),
+      tr_(load.transport()),
+      udp_(tr_ == Transport::udp),
+      tls_on_(tr_ == Transport::tls || tr_ == Transport::wss),
+      ws_on_(tr_ == Transport::ws || tr_ == Transport::wss),
       tcp_(io),
       udp_sock_(io),
-      reg_timer_(io) {
-  local_ip_ = load.source_ip(index);
-  edge_ = udp::endpoint(asio::ip::make_address(load.opt().edge_host), load.opt().edge_port);
-}
+      edge_(asio::ip::make_address(load.opt().edge_host), load.opt().edge_port),
+      local_ip_(load.source_ip(index)),
+      reg_timer_(io) {}
 
 void Client::start() {
   boost::system::error_code ec;
@@ -580,11 +751,11 @@ void Client::start() {
     return;
   }
   local_port_ = tcp_.local_endpoint().port();
-  reg_sent_ = Clock::now();
+  reg_sent_ = Clock::now();  // registration latency includes the connect, TLS handshake and WS upgrade
   tcp_.async_connect(tcp::endpoint(edge_.address(), edge_.port()),
                      [self = shared_from_this()](const boost::system::error_code& e) {
                        if (e) {
-                         self->load_.client_registered(*self, self->reg_sent_, -2);
+                         self->fail_setup(-2);
                          return;
                        }
                        self->on_connected();
@@ -594,21 +765,162 @@ void Client::start() {
 void Client::on_connected() {
   boost::system::error_code ec;
   tcp_.set_option(tcp::no_delay(true), ec);
+  if (!tls_on_) {
+    on_secure();
+    return;
+  }
+  tls_ = std::make_unique<asio::ssl::stream<tcp::socket>>(std::move(tcp_), load_.tls_context());
+  if (!load_.opt().tls_ca.empty())
+    tls_->set_verify_callback(asio::ssl::host_name_verification(load_.opt().edge_host));
+  tls_->async_handshake(
+      asio::ssl::stream_base::client, [self = shared_from_this()](const boost::system::error_code& e) {
+        if (e) {
+          std::cerr << "sipload: client " << self->index_ << " TLS handshake: " << e.message() << "\n";
+          self->fail_setup(-3);
+          return;
+        }
+        self->on_secure();
+      });
+}
+
+void Client::on_secure() {
+  if (ws_on_)
+    ws_upgrade();
+  else
+    ready();
+}
+
+// RFC 6455 §4.1 / RFC 7118 §4.1: the opening handshake with the "sip" subprotocol.
+void Client::ws_upgrade() {
+  std::array<unsigned char, 16> nonce{};
+  for (std::size_t i = 0; i < nonce.size(); i += 4) {
+    const std::uint32_t r = ws_mask_key();
+    for (std::size_t j = 0; j < 4; ++j) nonce[i + j] = static_cast<unsigned char>(r >> (8 * j));
+  }
+  ws_key_ = base64(nonce.data(), nonce.size());
+  const std::string host = load_.opt().edge_host + ":" + std::to_string(load_.opt().edge_port);
+  http_ = "GET / HTTP/1.1\r\nHost: " + host + "\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n" +
+          "Sec-WebSocket-Key: " + ws_key_ + "\r\nSec-WebSocket-Version: 13\r\n" +
+          "Sec-WebSocket-Protocol: sip\r\nOrigin: http://" + host + "\r\n\r\n";
+  stream_write(http_, [self = shared_from_this()](const boost::system::error_code& e, std::size_t) {
+    if (e) {
+      self->fail_setup(-4);
+      return;
+    }
+    self->http_.clear();
+    self->read_upgrade_response();
+  });
+}
+
+void Client::read_upgrade_response() {
+  stream_read([self = shared_from_this()](const boost::system::error_code& e, std::size_t n) {
+    if (e) {
+      self->fail_setup(-4);
+      return;
+    }
+    self->http_.append(self->rbuf_.data(), n);
+    const auto end = self->http_.find("\r\n\r\n");
+    if (end == std::string::npos) {
+      if (self->http_.size() > 8192) {
+        self->fail_setup(-4);
+        return;
+      }
+      self->read_upgrade_response();
+      return;
+    }
+    if (!self->check_upgrade_response(std::string_view(self->http_).substr(0, end + 2))) {
+      std::cerr << "sipload: client " << self->index_
+                << " WS upgrade refused: " << self->http_.substr(0, self->http_.find("\r\n")) << "\n";
+      self->fail_setup(-4);
+      return;
+    }
+    // Frames the server sent right behind its 101 (none expected before our REGISTER).
+    if (self->http_.size() > end + 4)
+      self->ws_.append(self->http_.data() + end + 4, self->http_.size() - end - 4);
+    self->http_.clear();
+    self->http_.shrink_to_fit();
+    self->ready();
+  });
+}
+
+// 101, Upgrade: websocket, the accept key of our nonce and "sip" as the subprotocol.
+bool Client::check_upgrade_response(std::string_view head) const {
+  if (head.substr(0, 13) != "HTTP/1.1 101 " && head.substr(0, 13) != "HTTP/1.1 101\r") return false;
+  bool upgrade = false, accept = false, sip = false;
+  for (std::size_t pos = head.find("\r\n") + 2; pos < head.size();) {
+    auto e = head.find("\r\n", pos);
+    if (e == std::string_view::npos) e = head.size();
+    const auto line = head.substr(pos, e - pos);
+    pos = e + 2;
+    const auto colon = line.find(':');
+    if (colon == std::string_view::npos) continue;
+    const auto name = trim(line.substr(0, colon));
+    const auto value = trim(line.substr(colon + 1));
+    if (iequals(name, "Upgrade")) upgrade = iequals(value, "websocket");
+    if (iequals(name, "Sec-WebSocket-Accept")) accept = value == ws_accept_key(ws_key_);
+    if (iequals(name, "Sec-WebSocket-Protocol")) sip = iequals(value, "sip");
+  }
+  return upgrade && accept && sip;
+}
+
+void Client::ready() {
   alive_ = true;
   read();
+  if (ws_on_ && !load_.stopping()) on_ws_bytes(0);  // anything buffered behind the 101
   send_register();
 }
 
+// The flow could not be set up (connect, TLS handshake, WS upgrade): a failed registration.
+void Client::fail_setup(int status) {
+  close_socket();
+  load_.client_registered(*this, reg_sent_, status);
+}
+
+std::string Client::sent_by() const {
+  // RFC 7118 §5.2: a WebSocket client has no reachable address of its own; a .invalid host says so.
+  if (ws_on_) return "c" + std::to_string(index_) + ".invalid";
+  return local_ip_ + ":" + std::to_string(local_port_);
+}
+
+std::string Client::contact_param() const {
+  switch (tr_) {
+    case Transport::udp:
+      return "udp";
+    case Transport::tcp:
+      return "tcp";
+    case Transport::tls:
+      return "tls";
+    case Transport::ws:
+    case Transport::wss:
+      return "ws";  // RFC 7118 §5: transport=ws for both
+  }
+  return "tcp";
+}
+
+std::string via_token(Transport t) {
+  switch (t) {
+    case Transport::udp:
+      return "UDP";
+    case Transport::tcp:
+      return "TCP";
+    case Transport::tls:
+      return "TLS";
+    case Transport::ws:
+      return "WS";
+    case Transport::wss:
+      return "WSS";
+  }
+  return "TCP";
+}
+
 void Client::send_register() {
-  const std::string tr = udp_ ? "UDP" : "TCP";
-  const std::string tp = udp_ ? "udp" : "tcp";
-  const std::string hostport = local_ip_ + ":" + std::to_string(local_port_);
+  const std::string hostport = sent_by();
   const std::string user = "u" + std::to_string(index_);
   char uuid[64];
   std::snprintf(uuid, sizeof uuid, "00000000-0000-4000-8000-%012x", index_);
   ++cseq_;
   std::string m = "REGISTER sip:bench.test SIP/2.0\r\n";
-  m += "Via: SIP/2.0/" + tr + " " + hostport + ";branch=z9hG4bKr" + std::to_string(index_) + "x" +
+  m += "Via: SIP/2.0/" + via_token(tr_) + " " + hostport + ";branch=z9hG4bKr" + std::to_string(index_) + "x" +
        std::to_string(cseq_) + ";rport\r\n";
   m += "Max-Forwards: 70\r\n";
   m += "From: <" + aor() + ">;tag=f" + std::to_string(index_) + "\r\n";
@@ -616,7 +928,7 @@ void Client::send_register() {
   m += "Call-ID: reg" + std::to_string(index_) + "@bench.test\r\n";
   m += "CSeq: " + std::to_string(cseq_) + " REGISTER\r\n";
   m += "Supported: outbound, path\r\n";
-  m += "Contact: <sip:" + user + "@" + hostport + ";transport=" + tp +
+  m += "Contact: <sip:" + user + "@" + hostport + ";transport=" + contact_param() +
        ";ob>;reg-id=1;+sip.instance=\"<urn:uuid:" + uuid + ">\"\r\n";
   m += "Expires: " + std::to_string(load_.opt().expires) + "\r\n";
   m += "Content-Length: 0\r\n\r\n";
@@ -656,8 +968,10 @@ void Client::keepalive() {
     s[4] = 0x21, s[5] = 0x12, s[6] = static_cast<char>(0xA4), s[7] = 0x42;
     for (int i = 0; i < 4; ++i) s[8 + i] = static_cast<char>((index_ >> (8 * i)) & 0xff);
     write(std::move(s));
+  } else if (ws_on_ && load_.opt().ws_keepalive == "ping") {
+    write_raw(ws_frame(kWsPing, "sipload"));  // answered by a pong frame
   } else {
-    write("\r\n\r\n");
+    write("\r\n\r\n");  // on WS: inside one text frame (RFC 5626 §3.5.1 over RFC 7118)
   }
 }
 
@@ -675,26 +989,92 @@ void Client::read() {
     });
     return;
   }
-  tcp_.async_read_some(asio::buffer(rbuf_), [self](const boost::system::error_code& e, std::size_t n) {
+  stream_read([self](const boost::system::error_code& e, std::size_t n) {
     if (e) {
       self->lost();
       return;
     }
-    self->framer_.append(self->rbuf_.data(), n);
-    for (;;) {
-      int pongs = 0;
-      bool bad = false;
-      auto m = self->framer_.next(&pongs, &bad);
-      for (int i = 0; i < pongs; ++i) self->load_.count_pong();
-      if (bad) {
-        self->lost();
-        return;
-      }
-      if (!m) break;
-      self->on_message(std::move(*m));
-    }
-    self->read();
+    if (self->ws_on_)
+      self->on_ws_bytes(n);
+    else
+      self->on_stream_bytes(n);
+    if (self->alive_) self->read();
   });
+}
+
+void Client::on_stream_bytes(std::size_t n) {
+  framer_.append(rbuf_.data(), n);
+  for (;;) {
+    int pongs = 0;
+    bool bad = false;
+    auto m = framer_.next(&pongs, &bad);
+    for (int i = 0; i < pongs; ++i) load_.count_pong();
+    if (bad) {
+      lost();
+      close_socket();
+      return;
+    }
+    if (!m) break;
+    on_message(std::move(*m));
+  }
+}
+
+void Client::on_ws_bytes(std::size_t n) {
+  ws_.append(rbuf_.data(), n);
+  for (;;) {
+    bool bad = false;
+    auto f = ws_.next(&bad);
+    if (bad) {
+      std::cerr << "sipload: client " << index_ << " WS protocol error from the edge\n";
+      lost();
+      close_socket();
+      return;
+    }
+    if (!f) break;
+    switch (f->opcode) {
+      case kWsText:
+      case kWsBinary:
+        if (f->fin)
+          on_ws_text(std::move(f->payload));
+        else
+          ws_msg_ = std::move(f->payload);
+        break;
+      case kWsCont:
+        ws_msg_ += f->payload;
+        if (ws_msg_.size() > 65536) {
+          lost();
+          close_socket();
+          return;
+        }
+        if (f->fin) on_ws_text(std::exchange(ws_msg_, {}));
+        break;
+      case kWsPing:
+        write_raw(ws_frame(kWsPong, f->payload));
+        break;
+      case kWsPong:
+        load_.count_pong();
+        break;
+      case kWsClose:
+        // Echo the status code (RFC 6455 §5.5.1); the server then closes the TCP connection.
+        if (alive_) {
+          closing_ = true;
+          write_raw(ws_frame(kWsClose, f->payload.substr(0, 2)));
+          lost();
+        }
+        return;
+      default:
+        break;
+    }
+  }
+}
+
+// A WS message: a CRLF keep-alive answer (what edged sends for our CRLFCRLF) or one SIP message.
+void Client::on_ws_text(std::string text) {
+  if (!text.empty() && text.find_first_not_of("\r\n") == std::string::npos) {
+    load_.count_pong();
+    return;
+  }
+  on_message(std::move(text));
 }
 
 void Client::lost() {
@@ -724,9 +1104,8 @@ void Client::on_message(std::string text) {
   load_.client_answered();
   const std::string tag = "ua" + std::to_string(index_);
   if (m.method == "INVITE") {
-    const std::string contact = "Contact: <sip:u" + std::to_string(index_) + "@" + local_ip_ + ":" +
-                                std::to_string(local_port_) + ";transport=" + (udp_ ? "udp" : "tcp") +
-                                ";ob>\r\n";
+    const std::string contact = "Contact: <sip:u" + std::to_string(index_) + "@" + sent_by() +
+                                ";transport=" + contact_param() + ";ob>\r\n";
     write(make_response(m, 200, "OK", tag, contact));
     return;
   }
@@ -740,35 +1119,43 @@ void Client::write(std::string data) {
                             [buf](const boost::system::error_code&, std::size_t) {});
     return;
   }
-  wq_.push_back(std::move(data));
+  write_raw(ws_on_ ? ws_frame(kWsText, data) : std::move(data));  // one SIP message per WS message
+}
+
+void Client::write_raw(std::string bytes) {
+  wq_.push_back(std::move(bytes));
   if (!writing_) do_write();
 }
 
 void Client::do_write() {
-  if (wq_.empty() || !alive_) {
+  if (wq_.empty() || (!alive_ && !closing_)) {
     writing_ = false;
     return;
   }
   writing_ = true;
-  asio::async_write(tcp_, asio::buffer(wq_.front()),
-                    [self = shared_from_this()](const boost::system::error_code& e, std::size_t) {
-                      self->wq_.pop_front();
-                      if (e) {
-                        self->writing_ = false;
-                        self->lost();
-                        return;
-                      }
-                      self->do_write();
-                    });
+  stream_write(wq_.front(), [self = shared_from_this()](const boost::system::error_code& e, std::size_t) {
+    self->wq_.pop_front();
+    if (e) {
+      self->writing_ = false;
+      self->closing_ = false;
+      self->lost();
+      return;
+    }
+    self->do_write();
+  });
+}
+
+void Client::close_socket() {
+  boost::system::error_code ec;
+  if (tls_) tls_->next_layer().close(ec);
+  tcp_.close(ec);
+  udp_sock_.close(ec);
 }
 
 void Client::close() {
   alive_ = false;
-  boost::system::error_code ec;
-  if (udp_)
-    udp_sock_.close(ec);
-  else
-    tcp_.close(ec);
+  closing_ = false;
+  close_socket();
 }
 
 // ---------------------------------------------------------------------------------------------------------
@@ -965,6 +1352,8 @@ void Load::client_registered(Client& c, Clock::time_point sent, int status) {
     std::cerr << "sipload: client " << c.index() << " register failed: "
               << (status == -1   ? "bind"
                   : status == -2 ? "connect"
+                  : status == -3 ? "tls handshake"
+                  : status == -4 ? "ws upgrade"
                                  : std::to_string(status))
               << "\n";
   }
@@ -1119,6 +1508,21 @@ int Load::run() {
   if (mix_.empty()) mix_.push_back("message");
   if (!opt_.label.empty()) print("", "label", opt_.label);
   print("", "transport", opt_.transport);
+  const std::map<std::string, Transport> transports{{"udp", Transport::udp},
+                                                    {"tcp", Transport::tcp},
+                                                    {"tls", Transport::tls},
+                                                    {"ws", Transport::ws},
+                                                    {"wss", Transport::wss}};
+  transport_ = transports.at(opt_.transport);
+  if (transport_ == Transport::tls || transport_ == Transport::wss) {
+    SSL_CTX_set_min_proto_version(tls_ctx_.native_handle(), TLS1_2_VERSION);
+    if (opt_.tls_ca.empty()) {
+      tls_ctx_.set_verify_mode(asio::ssl::verify_none);  // the lab certificate is self-signed
+    } else {
+      tls_ctx_.load_verify_file(opt_.tls_ca);
+      tls_ctx_.set_verify_mode(asio::ssl::verify_peer);
+    }
+  }
   listen_core();
   const ProcSample before = sample_edge(opt_.edge_pid);
   if (opt_.edge_pid > 0) print("", "edge_pss_kb_before", std::to_string(before.pss_kb));
@@ -1246,7 +1650,9 @@ int Load::run() {
 
 }  // namespace
 
-int main(int argc, char** argv) {
+namespace {
+
+int run_main(int argc, char** argv) {
   namespace po = boost::program_options;
   Options o;
   std::string edge = "127.0.0.1:5060", core = "127.0.0.1:5080";
@@ -1256,13 +1662,19 @@ int main(int argc, char** argv) {
   desc.add_options()("help", "this text")("edge", po::value(&edge)->default_value(edge),
                                           "edge listener HOST:PORT the clients register through")(
       "core-listen", po::value(&core)->default_value(core), "core simulator TCP listener HOST:PORT")(
-      "transport", po::value(&o.transport)->default_value(o.transport), "client flows: tcp or udp")(
+      "transport", po::value(&o.transport)->default_value(o.transport),
+      "client flows: udp, tcp, tls, ws (RFC 7118) or wss")(
+      "tls-ca", po::value(&o.tls_ca),
+      "tls/wss: verify the edge's certificate (and 127.x address) against this PEM file; default: no "
+      "verification (the lab certificate is self-signed)")(
+      "ws-keepalive", po::value(&o.ws_keepalive)->default_value(o.ws_keepalive),
+      "ws/wss keep-alive: crlf (CRLFCRLF in a text frame) or ping (a WS ping)")(
       "clients", po::value(&o.clients)->default_value(o.clients), "simulated outbound clients (flows)")(
       "sources", po::value(&o.sources)->default_value(o.sources), "client source addresses 127.0.0.2..")(
       "register-window", po::value(&o.register_window)->default_value(o.register_window),
       "REGISTERs (and connects) outstanding at once")(
       "keepalive", po::value(&o.keepalive_s)->default_value(o.keepalive_s),
-      "seconds between keep-alives per flow (CRLF on TCP, STUN on UDP); 0: none")(
+      "seconds between keep-alives per flow (CRLFCRLF on TCP/TLS/WS, STUN on UDP); 0: none")(
       "expires", po::value(&o.expires)->default_value(o.expires), "REGISTER Expires")(
       "hold", po::value(&o.hold_s)->default_value(o.hold_s),
       "seconds idle after registering (memory per flow)")("rate", po::value(&o.rate)->default_value(o.rate),
@@ -1301,8 +1713,13 @@ int main(int argc, char** argv) {
   };
   split(edge, &o.edge_host, &o.edge_port);
   split(core, &o.core_host, &o.core_port);
-  if (o.transport != "tcp" && o.transport != "udp") {
-    std::cerr << "sipload: --transport tcp or udp (TLS and WS clients are not implemented yet)\n";
+  if (o.transport != "tcp" && o.transport != "udp" && o.transport != "tls" && o.transport != "ws" &&
+      o.transport != "wss") {
+    std::cerr << "sipload: --transport udp, tcp, tls, ws or wss\n";
+    return 2;
+  }
+  if (o.ws_keepalive != "crlf" && o.ws_keepalive != "ping") {
+    std::cerr << "sipload: --ws-keepalive crlf or ping\n";
     return 2;
   }
   if (o.clients < 0 || o.clients > 200000 || o.max_seconds <= 0 || o.rate > 1e6) {
@@ -1327,4 +1744,17 @@ int main(int argc, char** argv) {
     std::cerr << "sipload: " << e.what() << "\n";
     return 2;
   }
+}
+
+}  // namespace
+
+int main(int argc, char** argv) {
+  try {
+    return run_main(argc, argv);
+  } catch (const std::exception& e) {  // a malformed --edge / --core-listen port, out of memory
+    std::cerr << "sipload: " << e.what() << "\n";
+  } catch (...) {
+    std::cerr << "sipload: unknown exception\n";
+  }
+  return 2;
 }
