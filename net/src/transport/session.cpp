@@ -114,6 +114,33 @@ bool SessionBase::park_if_paused() {
   return true;
 }
 
+void open_superseding(const std::shared_ptr<State>& st, Worker& w, const flow::FlowKey& key,
+                      std::shared_ptr<SessionBase> s, const asio::ip::address& peer) {
+  auto finish = [st, &w, key, s = std::move(s), peer]() mutable {
+    asio::post(w.ctx, [st, key, s = std::move(s), peer] {
+      if (!st->stopping.load(std::memory_order_acquire) && s->open(key)) {
+        s->start();
+        return;
+      }
+      st->release(peer);  // s goes with this handler and closes the socket
+    });
+  };
+  const auto old = st->table.find(key);
+  if (!old) {  // ended meanwhile
+    finish();
+    return;
+  }
+  st->counters.superseded_flows.fetch_add(1, std::memory_order_relaxed);
+  asio::post(st->workers.at(old->worker)->ctx, [st, old, finish = std::move(finish)]() mutable {
+    if (auto link = old->link.lock()) {
+      link->expire(old, CloseReason::peer_closed);
+    } else {
+      st->close_flow(old, CloseReason::peer_closed);
+    }
+    finish();
+  });
+}
+
 std::string listener_name(const ListenerConfig& cfg) {
   std::string t = flow::to_string(cfg.transport);
   for (char& ch : t) ch = static_cast<char>(std::tolower(static_cast<unsigned char>(ch)));

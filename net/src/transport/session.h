@@ -63,6 +63,15 @@ class SessionBase : public FlowLink, public Resumable, public std::enable_shared
   std::atomic<std::size_t> queued_{0};
 };
 
+// The flow table still holds a flow with the new connection's 4-tuple. The
+// kernel accepts a connection only when no live socket has its 4-tuple, so the
+// old connection is already dead (the client reset it and reused its port)
+// and only its worker has not read the reset yet. Ends the old flow on its own
+// worker, then opens and starts the new session on w; when even that fails the
+// new connection is closed and its admission given back.
+void open_superseding(const std::shared_ptr<State>& st, Worker& w, const flow::FlowKey& key,
+                      std::shared_ptr<SessionBase> s, const asio::ip::address& peer);
+
 // Builds a session on worker w for an accepted socket and starts it; gives the
 // admission back when the peer is already gone.
 // `keep` is the TLS context a TLS session reads through: reload_tls() swaps the
@@ -80,12 +89,14 @@ void launch(const std::shared_ptr<State>& st, Worker& w, flow::Transport t, tcp:
   }
   auto s = std::make_shared<Session>(st, w, t, peer, std::forward<Args>(args)...);
   s->keep_tls(std::move(keep));
-  if (!s->open(flow::FlowKey{t, to_flow(local), to_flow(remote)})) {
-    st->release(peer);
+  const flow::FlowKey key{t, to_flow(local), to_flow(remote)};
+  if (!s->open(key)) {
+    open_superseding(st, w, key, std::move(s), peer);
     return;
   }
   s->start();
 }
+
 
 
 // Factories used by the stream acceptor (socket already on worker w's io_context).

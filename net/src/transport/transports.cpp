@@ -231,6 +231,7 @@ TransportStats Transports::stats() const {
   s.connections_now = state_->connections();
   s.refused_max_connections = c.refused_max_connections.load();
   s.refused_per_address = c.refused_per_address.load();
+  s.superseded_flows = c.superseded_flows.load();
   s.oversized = c.oversized.load();
   s.framing_errors = c.framing_errors.load();
   s.read_timeouts = c.read_timeouts.load();

@@ -326,6 +326,108 @@ TEST_F(TcpTest, PauseHoldsMessagesAndKeepsConnectionsResumeDeliversThem) {
   EXPECT_FALSE(c.closed);
 }
 
+// Records like RecordingHandler, but a message containing "block-me" holds its
+// worker thread inside on_message until release().
+class GateHandler final : public MessageHandler {
+ public:
+  void on_message(const Inbound& in, Outbound&) override {
+    const std::string bytes(in.bytes);
+    std::unique_lock lock(mu_);
+    messages_.push_back(bytes);
+    cv_.notify_all();
+    if (bytes.find("block-me") != std::string::npos) {
+      blocked_ = true;
+      cv_.notify_all();
+      cv_.wait_for(lock, 10s, [&] { return released_; });
+    }
+  }
+  void on_flow_closed(const FlowKey& flow) override {
+    std::lock_guard lock(mu_);
+    closed_.push_back(flow);
+    cv_.notify_all();
+  }
+  bool wait_blocked() {
+    std::unique_lock lock(mu_);
+    return cv_.wait_for(lock, 5s, [&] { return blocked_; });
+  }
+  void release() {
+    std::lock_guard lock(mu_);
+    released_ = true;
+    cv_.notify_all();
+  }
+  bool wait_message(std::string_view what, ms t = 5s) {
+    std::unique_lock lock(mu_);
+    return cv_.wait_for(lock, t, [&] {
+      return std::any_of(messages_.begin(), messages_.end(),
+                         [&](const std::string& m) { return m.find(what) != std::string::npos; });
+    });
+  }
+  std::size_t closed_count(const FlowKey& k) {
+    std::lock_guard lock(mu_);
+    return static_cast<std::size_t>(std::count(closed_.begin(), closed_.end(), k));
+  }
+
+ private:
+  std::mutex mu_;
+  std::condition_variable cv_;
+  std::vector<std::string> messages_;
+  std::vector<FlowKey> closed_;
+  bool blocked_ = false, released_ = false;
+};
+
+TEST(TcpReuseTest, ANewConnectionReusingADeadFlowsFourTupleIsServed) {
+  // A client resets its connection and reconnects from the same port before
+  // the old flow's worker has read the reset: the kernel accepts the new
+  // connection (no live socket has that 4-tuple any more), so the stale flow
+  // must give way instead of the new connection being dropped.
+  TransportConfig cfg = test_config({listen(Transport::tcp)});
+  cfg.workers = 2;
+  auto gate = std::make_shared<GateHandler>();
+  Transports tr(cfg, gate);
+  tr.start();
+  const tcp::endpoint server = ep("127.0.0.1", tr.port(Transport::tcp));
+
+  // The listener runs on worker 0; the first connection goes to worker 1 (ties
+  // go round-robin), whose thread the gate then holds.
+  TcpClient old_client;
+  old_client.s.open(tcp::v4());
+  old_client.s.set_option(asio::socket_base::reuse_address(true));
+  old_client.s.bind(ep("127.0.0.1", 0));
+  const tcp::endpoint local = old_client.local();
+  ASSERT_TRUE(old_client.connect(server));
+  const FlowKey key{Transport::tcp, *flow::Endpoint::parse("127.0.0.1", server.port()),
+                    *flow::Endpoint::parse("127.0.0.1", local.port())};
+  ASSERT_TRUE(old_client.write(sip_request("OPTIONS", "block-me")));
+  ASSERT_TRUE(gate->wait_blocked());
+  const auto old_entry = tr.find_flow(key);
+  ASSERT_NE(old_entry, nullptr);
+
+  // Reset (SO_LINGER 0: no TIME_WAIT) and reconnect from the same address and port.
+  old_client.s.set_option(asio::socket_base::linger(true, 0));
+  old_client.s.close();
+  TcpClient next;
+  next.s.open(tcp::v4());
+  next.s.set_option(asio::socket_base::reuse_address(true));
+  next.s.bind(local);
+  ASSERT_TRUE(next.connect(server));
+  ASSERT_TRUE(next.write(sip_request("OPTIONS", "hello-again")));
+  // Worker 0 accepts it while worker 1 still holds the stale flow.
+  for (int i = 0; i < 500 && tr.stats().superseded_flows == 0; ++i) std::this_thread::sleep_for(5ms);
+  EXPECT_EQ(tr.stats().superseded_flows, 1u);
+
+  gate->release();
+  ASSERT_TRUE(gate->wait_message("hello-again")) << "the new connection was dropped";
+  EXPECT_FALSE(next.read_some(200ms)) << "nothing is sent to the client";
+  EXPECT_FALSE(next.closed);
+  const auto now = tr.find_flow(key);
+  ASSERT_NE(now, nullptr);
+  EXPECT_NE(now, old_entry);
+  EXPECT_EQ(gate->closed_count(key), 1u);  // the old flow, once
+  EXPECT_TRUE(tr.flow_alive(key));
+  EXPECT_NE(old_entry->worker, now->worker) << "the setup meant the new connection to open while the old worker was held";
+  tr.stop();
+}
+
 TEST_F(TcpTest, StartFailsWithAClearReasonWhenThePortIsTaken) {
   start();
   const auto port = tr->port(Transport::tcp);

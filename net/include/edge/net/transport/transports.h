@@ -53,6 +53,7 @@ struct TransportStats {
   std::uint64_t udp_garbage = 0;         // datagrams that were neither SIP, STUN nor CRLF
   std::uint64_t send_failures = 0;       // write queue full or link gone
   std::uint64_t upgrade_refused = 0;     // WebSocket handshakes refused
+  std::uint64_t superseded_flows = 0;    // a new connection reused a dead flow's 4-tuple before it was reaped
   std::uint64_t tls_handshake_failures = 0;
   // Core next hop.
   bool core_connected = false;
