@@ -27,7 +27,8 @@ bool SessionBase::send(const FlowEntry&, std::string bytes) {
   if (w_.ctx.get_executor().running_in_this_thread()) {
     enqueue(std::move(bytes));
   } else {
-    asio::post(w_.ctx, [self = shared_from_this(), b = std::move(bytes)]() mutable { self->enqueue(std::move(b)); });
+    asio::post(w_.ctx,
+               [self = shared_from_this(), b = std::move(bytes)]() mutable { self->enqueue(std::move(b)); });
   }
   return true;
 }

@@ -58,7 +58,7 @@ class SessionBase : public FlowLink, public Resumable, public std::enable_shared
   bool writing_ = false;
   bool closing_after_write_ = false;
   CloseReason close_reason_ = CloseReason::peer_closed;
-  bool closed_ = false;  // worker-only
+  bool closed_ = false;            // worker-only
   std::atomic<bool> gone_{false};  // any thread: send() fails fast
   std::atomic<std::size_t> queued_{0};
 };
@@ -97,15 +97,15 @@ void launch(const std::shared_ptr<State>& st, Worker& w, flow::Transport t, tcp:
   s->start();
 }
 
-
-
 // Factories used by the stream acceptor (socket already on worker w's io_context).
 void start_ws_session(const std::shared_ptr<State>& st, Worker& w, tcp::socket sock, flow::Transport t,
                       const asio::ip::address& peer, std::shared_ptr<ssl::context> tls);
 
 // Listener factories; they bind (throwing TransportError) and start accepting.
-std::shared_ptr<Listener> make_udp_listener(const std::shared_ptr<State>& st, Worker& w, const ListenerConfig& cfg);
-std::shared_ptr<Listener> make_stream_listener(const std::shared_ptr<State>& st, Worker& w, const ListenerConfig& cfg);
+std::shared_ptr<Listener> make_udp_listener(const std::shared_ptr<State>& st, Worker& w,
+                                            const ListenerConfig& cfg);
+std::shared_ptr<Listener> make_stream_listener(const std::shared_ptr<State>& st, Worker& w,
+                                               const ListenerConfig& cfg);
 
 // "tcp 127.0.0.1:5060"
 std::string listener_name(const ListenerConfig& cfg);

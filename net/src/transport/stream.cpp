@@ -24,7 +24,8 @@ class StreamSession final : public SessionBase {
 
  public:
   template <class... Args>
-  StreamSession(std::shared_ptr<State> st, Worker& w, flow::Transport t, asio::ip::address peer, Args&&... args)
+  StreamSession(std::shared_ptr<State> st, Worker& w, flow::Transport t, asio::ip::address peer,
+                Args&&... args)
       : SessionBase(std::move(st), w, t, std::move(peer)),
         stream_(std::forward<Args>(args)...),
         buf_(st_->config.limits.max_message_size) {}
@@ -33,17 +34,17 @@ class StreamSession final : public SessionBase {
     if constexpr (kTls) {
       // The handshake counts as the header section: a client that stalls in it is closed.
       arm_deadline(st_->config.limits.header_read_timeout);
-      stream_.async_handshake(ssl::stream_base::server,
-                              [self = shared(), this](const boost::system::error_code& ec) {
-                                if (closed_) return;
-                                if (ec) {
-                                  st_->counters.tls_handshake_failures.fetch_add(1, std::memory_order_relaxed);
-                                  close_now(CloseReason::io_error);
-                                  return;
-                                }
-                                entry_->clear_read_deadline();
-                                do_read();
-                              });
+      stream_.async_handshake(
+          ssl::stream_base::server, [self = shared(), this](const boost::system::error_code& ec) {
+            if (closed_) return;
+            if (ec) {
+              st_->counters.tls_handshake_failures.fetch_add(1, std::memory_order_relaxed);
+              close_now(CloseReason::io_error);
+              return;
+            }
+            entry_->clear_read_deadline();
+            do_read();
+          });
     } else {
       do_read();
     }
@@ -55,7 +56,9 @@ class StreamSession final : public SessionBase {
   }
 
  private:
-  std::shared_ptr<StreamSession> shared() { return std::static_pointer_cast<StreamSession>(shared_from_this()); }
+  std::shared_ptr<StreamSession> shared() {
+    return std::static_pointer_cast<StreamSession>(shared_from_this());
+  }
 
   void do_read() {
     auto space = buf_.prepare();
@@ -63,16 +66,15 @@ class StreamSession final : public SessionBase {
       fail(sip::Error::message_too_large);
       return;
     }
-    stream_.async_read_some(space, [self = shared(), this](const boost::system::error_code& ec, std::size_t n) {
-      on_read(ec, n);
-    });
+    stream_.async_read_some(space, [self = shared(), this](const boost::system::error_code& ec,
+                                                           std::size_t n) { on_read(ec, n); });
   }
 
   void on_read(const boost::system::error_code& ec, std::size_t n) {
     if (closed_ || closing_after_write_) return;
     if (ec) {
       close_now(ec == asio::error::eof || ec == asio::ssl::error::stream_truncated ? CloseReason::peer_closed
-                                                                                    : CloseReason::io_error);
+                                                                                   : CloseReason::io_error);
       return;
     }
     buf_.commit(n);
@@ -141,7 +143,8 @@ class StreamSession final : public SessionBase {
 
   void fail(sip::Error e) {
     const bool too_big = e == sip::Error::message_too_large || e == sip::Error::content_length_too_large;
-    (too_big ? st_->counters.oversized : st_->counters.framing_errors).fetch_add(1, std::memory_order_relaxed);
+    (too_big ? st_->counters.oversized : st_->counters.framing_errors)
+        .fetch_add(1, std::memory_order_relaxed);
     const CloseReason why = too_big ? CloseReason::oversized : CloseReason::framing_error;
     std::string answer = error_response(buf_.data(), sip::suggested_status(e), st_->config);
     if (answer.empty()) {
@@ -159,10 +162,9 @@ class StreamSession final : public SessionBase {
   void start_write() override {
     in_flight_ = std::min(writes_.size(), kMaxGather);
     for (std::size_t i = 0; i < in_flight_; ++i) gather_[i] = asio::buffer(writes_[i]);
-    asio::async_write(stream_, BufferView{gather_.data(), gather_.data() + in_flight_},
-                      [self = shared(), this](const boost::system::error_code& ec, std::size_t n) {
-                        on_write(ec, n);
-                      });
+    asio::async_write(
+        stream_, BufferView{gather_.data(), gather_.data() + in_flight_},
+        [self = shared(), this](const boost::system::error_code& ec, std::size_t n) { on_write(ec, n); });
   }
 
   void close_socket() noexcept override {
@@ -229,8 +231,8 @@ class StreamListener final : public Listener, public std::enable_shared_from_thi
     // Accept straight onto the least-loaded worker's io_context: the socket
     // never migrates afterwards.
     Worker& target = st_->least_loaded();
-    acceptor_.async_accept(target.ctx, [self = shared_from_this(), &target](const boost::system::error_code& ec,
-                                                                             tcp::socket sock) {
+    acceptor_.async_accept(target.ctx, [self = shared_from_this(), &target](
+                                           const boost::system::error_code& ec, tcp::socket sock) {
       self->on_accept(ec, std::move(sock), target);
     });
   }
@@ -292,7 +294,8 @@ class StreamListener final : public Listener, public std::enable_shared_from_thi
 
 }  // namespace
 
-std::shared_ptr<Listener> make_stream_listener(const std::shared_ptr<State>& st, Worker& w, const ListenerConfig& cfg) {
+std::shared_ptr<Listener> make_stream_listener(const std::shared_ptr<State>& st, Worker& w,
+                                               const ListenerConfig& cfg) {
   auto l = std::make_shared<StreamListener>(st, w, cfg);
   l->bind();
   l->start();

@@ -1,4 +1,5 @@
-// TCP transport: delivery, CRLF pong, send_to_flow, flow close, timeouts, limits, framing errors, pause/resume.
+// TCP transport: delivery, CRLF pong, send_to_flow, flow close, timeouts, limits, framing errors,
+// pause/resume.
 #include "transport_test_support.h"
 
 namespace edge::net::test {
@@ -243,7 +244,8 @@ TEST_F(TcpTest, MaxConnectionsRefusesTheNextConnection) {
   ASSERT_TRUE(eventually([&] { return tr->stats().connections_now == 2; }));
   ASSERT_TRUE(c.connect(v4()));  // the kernel completes the handshake; we close at once
   EXPECT_TRUE(c.wait_closed(2s));
-  EXPECT_TRUE(eventually([&] { return tr->stats().refused_max_connections == 1u; })) << tr->stats().refused_max_connections;
+  EXPECT_TRUE(eventually([&] { return tr->stats().refused_max_connections == 1u; }))
+      << tr->stats().refused_max_connections;
   // The admitted ones still work.
   ASSERT_TRUE(a.write(sip_request("OPTIONS", "still")));
   EXPECT_TRUE(handler->wait_messages(1));
@@ -259,7 +261,8 @@ TEST_F(TcpTest, PerAddressLimitRefusesButOtherAddressesGetIn) {
   ASSERT_TRUE(eventually([&] { return tr->stats().connections_now == 1; }));
   ASSERT_TRUE(b.connect(ep("127.0.0.1", port)));
   EXPECT_TRUE(b.wait_closed(2s));
-  EXPECT_TRUE(eventually([&] { return tr->stats().refused_per_address == 1u; })) << tr->stats().refused_per_address;
+  EXPECT_TRUE(eventually([&] { return tr->stats().refused_per_address == 1u; }))
+      << tr->stats().refused_per_address;
   // Another loopback source address is a different client.
   other.s.open(tcp::v4());
   other.s.bind(ep("127.0.0.2", 0));
@@ -424,7 +427,8 @@ TEST(TcpReuseTest, ANewConnectionReusingADeadFlowsFourTupleIsServed) {
   EXPECT_NE(now, old_entry);
   EXPECT_EQ(gate->closed_count(key), 1u);  // the old flow, once
   EXPECT_TRUE(tr.flow_alive(key));
-  EXPECT_NE(old_entry->worker, now->worker) << "the setup meant the new connection to open while the old worker was held";
+  EXPECT_NE(old_entry->worker, now->worker)
+      << "the setup meant the new connection to open while the old worker was held";
   tr.stop();
 }
 

@@ -1,4 +1,5 @@
-// Helpers for the transport tests: a recording MessageHandler, loopback clients with timeouts, test certificates.
+// Helpers for the transport tests: a recording MessageHandler, loopback clients with timeouts, test
+// certificates.
 #pragma once
 
 #include "edge/net/transport/transports.h"
@@ -44,15 +45,24 @@ using namespace std::chrono_literals;
 using ms = std::chrono::milliseconds;
 
 // A minimal, valid SIP request (Content-Length framed).
-inline std::string sip_request(const std::string& method, const std::string& call_id, const std::string& body = {}) {
-  std::string m = method + " sip:bob@example.test SIP/2.0\r\n"
-                  "Via: SIP/2.0/TCP 127.0.0.1:5099;branch=z9hG4bK-" + call_id + "\r\n"
+inline std::string sip_request(const std::string& method, const std::string& call_id,
+                               const std::string& body = {}) {
+  std::string m = method +
+                  " sip:bob@example.test SIP/2.0\r\n"
+                  "Via: SIP/2.0/TCP 127.0.0.1:5099;branch=z9hG4bK-" +
+                  call_id +
+                  "\r\n"
                   "Max-Forwards: 70\r\n"
                   "From: <sip:alice@example.test>;tag=a1\r\n"
                   "To: <sip:bob@example.test>\r\n"
-                  "Call-ID: " + call_id + "\r\n"
-                  "CSeq: 1 " + method + "\r\n"
-                  "Content-Length: " + std::to_string(body.size()) + "\r\n\r\n" + body;
+                  "Call-ID: " +
+                  call_id +
+                  "\r\n"
+                  "CSeq: 1 " +
+                  method +
+                  "\r\n"
+                  "Content-Length: " +
+                  std::to_string(body.size()) + "\r\n\r\n" + body;
   return m;
 }
 
@@ -141,7 +151,9 @@ inline TransportConfig test_config(std::vector<ListenerConfig> listeners) {
   return c;
 }
 
-inline ListenerConfig listen(flow::Transport t, const std::string& addr = "127.0.0.1") { return {t, addr, 0}; }
+inline ListenerConfig listen(flow::Transport t, const std::string& addr = "127.0.0.1") {
+  return {t, addr, 0};
+}
 
 // --- async operations with a deadline, on a client-side io_context -----------
 
@@ -204,7 +216,8 @@ class StreamClient {
     return true;
   }
   bool write(std::string_view data) {
-    auto r = run_op(io, [&](OpHandler h) { asio::async_write(s, asio::buffer(data.data(), data.size()), h); });
+    auto r =
+        run_op(io, [&](OpHandler h) { asio::async_write(s, asio::buffer(data.data(), data.size()), h); });
     return !r.ec;
   }
   // Reads until the inbox contains `what`; false on timeout or close.
@@ -218,7 +231,8 @@ class StreamClient {
   }
   // One read; false on timeout (pending read cancelled) or EOF/error (closed = true).
   bool read_some(ms t) {
-    auto r = run_op(io, [&](OpHandler h) { s.async_read_some(asio::buffer(chunk), h); }, t);
+    auto r = run_op(
+        io, [&](OpHandler h) { s.async_read_some(asio::buffer(chunk), h); }, t);
     if (r.ec == asio::error::timed_out) {
       boost::system::error_code ec;
       s.lowest_layer().cancel(ec);
@@ -300,10 +314,11 @@ class TestCert {
     dir = d;
     cert = (dir / "cert.pem").string();
     key = (dir / "key.pem").string();
-    const std::string cmd = "openssl req -x509 -newkey ec -pkeyopt ec_paramgen_curve:prime256v1 -nodes -keyout '" +
-                            key + "' -out '" + cert +
-                            "' -days 1 -subj /CN=localhost "
-                            "-addext subjectAltName=IP:127.0.0.1,IP:::1,DNS:localhost >/dev/null 2>&1";
+    const std::string cmd =
+        "openssl req -x509 -newkey ec -pkeyopt ec_paramgen_curve:prime256v1 -nodes -keyout '" + key +
+        "' -out '" + cert +
+        "' -days 1 -subj /CN=localhost "
+        "-addext subjectAltName=IP:127.0.0.1,IP:::1,DNS:localhost >/dev/null 2>&1";
     if (std::system(cmd.c_str()) != 0 || !std::filesystem::exists(cert)) {
       throw std::runtime_error("openssl req failed: cannot make a test certificate");
     }
@@ -334,7 +349,8 @@ class WsClient {
     auto r = run_op(io, [&](OpHandler h) { beast::get_lowest_layer(ws).async_connect(to, h); });
     if (r.ec) return false;
     if constexpr (!std::is_same_v<Next, tcp::socket>) {
-      auto hs = run_op(io, [&](OpHandler h) { ws.next_layer().async_handshake(ssl::stream_base::client, h); });
+      auto hs =
+          run_op(io, [&](OpHandler h) { ws.next_layer().async_handshake(ssl::stream_base::client, h); });
       if (hs.ec) return false;
     }
     ws.set_option(websocket::stream_base::decorator([protocol](websocket::request_type& req) {
@@ -351,7 +367,8 @@ class WsClient {
   // One WS message; nullopt-like empty + false on timeout/close.
   bool read(std::string& out, ms t = 5s) {
     buf.consume(buf.size());
-    auto r = run_op(io, [&](OpHandler h) { ws.async_read(buf, h); }, t);
+    auto r = run_op(
+        io, [&](OpHandler h) { ws.async_read(buf, h); }, t);
     if (r.ec) {
       if (r.ec != asio::error::timed_out) closed = true;
       return false;
