@@ -536,13 +536,13 @@ void SipFrontEnd::log_status() {
       "flows_wss={} core_connected={} requests_from_clients={} requests_from_core={} r403={} r430={} r503={} "
       "verifies_avoided={} verifies_hsm={} mints_hsm={} minting_version={} connections={} "
       "refused_max_connections={} refused_per_address={} read_timeouts={} framing_errors={} oversized={} "
-      "udp_garbage={} tls_handshake_failures={} upgrade_refused={} superseded_flows={}",
+      "udp_garbage={} tls_handshake_failures={} upgrade_refused={} superseded_flows={} core_disconnects={}",
       hsm::to_string(hsm_.state()), h.sign, h.verify, ts.flows_now[1], ts.flows_now[2], ts.flows_now[3],
       ts.flows_now[6], ts.flows_now[7], ts.core_connected, p.requests_from_clients, p.requests_from_core,
       p.r403, p.r430, p.r503, p.verifies_avoided, p.verifies_hsm, p.mints_hsm,
       rules.mac ? rules.mac->minting_version() : 0, ts.connections_now, ts.refused_max_connections,
       ts.refused_per_address, ts.read_timeouts, ts.framing_errors, ts.oversized, ts.udp_garbage,
-      ts.tls_handshake_failures, ts.upgrade_refused, ts.superseded_flows);
+      ts.tls_handshake_failures, ts.upgrade_refused, ts.superseded_flows, ts.core_disconnects);
 }
 
 }  // namespace edge::firmware

@@ -23,8 +23,7 @@ namespace {
   } while (0)
 
 bool inside(std::string_view outer, std::string_view v) {
-  return v.empty() ||
-         (v.data() >= outer.data() && v.data() + v.size() <= outer.data() + outer.size());
+  return v.empty() || (v.data() >= outer.data() && v.data() + v.size() <= outer.data() + outer.size());
 }
 
 void exercise(const sip::Message& m, std::string_view in) {
@@ -45,11 +44,9 @@ void exercise(const sip::Message& m, std::string_view in) {
   for (std::size_t i = 0; sip::via_at(m, i, via) != sip::Error::no_such_header && i < 64; ++i) {
     check(inside(raw, via.branch) && inside(raw, via.host) && inside(raw, via.params));
   }
-  for (sip::HeaderId id :
-       {sip::HeaderId::route, sip::HeaderId::record_route, sip::HeaderId::path}) {
+  for (sip::HeaderId id : {sip::HeaderId::route, sip::HeaderId::record_route, sip::HeaderId::path}) {
     sip::RouteValue r;
-    for (std::size_t i = 0; sip::route_at(m, id, i, r) != sip::Error::no_such_header && i < 64;
-         ++i) {
+    for (std::size_t i = 0; sip::route_at(m, id, i, r) != sip::Error::no_such_header && i < 64; ++i) {
       (void)r.uri.lr();
       (void)r.uri.transport();
     }
@@ -95,7 +92,7 @@ extern "C" int LLVMFuzzerTestOneInput(const std::uint8_t* data, std::size_t size
   }
   // Resuming a search must give the answer a fresh search gives.
   const sip::Frame half = sip::frame_stream(in.substr(0, size / 2));
-  if (half.status == sip::FrameStatus::need_more && half.size == 0) {
+  if (half.status == sip::FrameStatus::need_more) {
     const sip::Frame resumed = sip::frame_stream(in, {}, half.scanned);
     check(resumed.status == f.status && resumed.size == f.size && resumed.error == f.error);
   }

@@ -128,8 +128,7 @@ Error Parser::start_line(std::string_view line, Message& m) {
     if (sp == std::string_view::npos) return Error::bad_start_line;
     if (!is_sip_version(line.substr(0, sp))) return Error::bad_version;
     std::string_view rest = line.substr(sp + 1);
-    if (rest.size() < 3 || !lex::is_digit(rest[0]) || !lex::is_digit(rest[1]) ||
-        !lex::is_digit(rest[2]))
+    if (rest.size() < 3 || !lex::is_digit(rest[0]) || !lex::is_digit(rest[1]) || !lex::is_digit(rest[2]))
       return Error::bad_status_code;
     // Lenient on one point: "SIP/2.0 200" without the SP before an empty reason is common.
     if (rest.size() > 3 && rest[3] != ' ') return Error::bad_status_code;
@@ -273,23 +272,20 @@ Error Parser::run(std::string_view in, Message& m, const ParseOptions& o) {
       if (h.id == HeaderId::content_length) {
         std::uint32_t v = 0;
         if (!lex::parse_uint(h.value, 0xffffffffu, v)) return Error::bad_content_length;
-        return v == *m.content_length_ ? Error::duplicate_header
-                                       : Error::conflicting_content_length;
+        return v == *m.content_length_ ? Error::duplicate_header : Error::conflicting_content_length;
       }
       return Error::duplicate_header;
     }
   }
 
   // RFC 3261 §8.1.1: the headers every request and response carries.
-  for (HeaderId id :
-       {HeaderId::via, HeaderId::from, HeaderId::to, HeaderId::call_id, HeaderId::cseq})
+  for (HeaderId id : {HeaderId::via, HeaderId::from, HeaderId::to, HeaderId::call_id, HeaderId::cseq})
     if (m.first_[static_cast<std::size_t>(id)] == 0) return Error::missing_header;
   if (m.is_request() && m.cseq_.method != m.method_name_) return Error::cseq_method_mismatch;
 
   if (m.content_length_) {
     const std::size_t cl = *m.content_length_;
-    if (cl > lim.max_message_size || pos + cl > lim.max_message_size)
-      return Error::content_length_too_large;
+    if (cl > lim.max_message_size || pos + cl > lim.max_message_size) return Error::content_length_too_large;
     if (n - pos < cl) return Error::body_truncated;
     m.body_ = buf.substr(pos, cl);
     m.raw_ = buf.substr(0, pos + cl);
@@ -364,8 +360,7 @@ Frame frame_stream(std::string_view b, const Limits& lim, std::size_t resume_fro
   const std::size_t from = resume_from > 3 ? std::min(resume_from - 3, window) : 0;
   std::size_t end = b.substr(0, window).find("\r\n\r\n", from);
   if (end == std::string_view::npos) {
-    if (b.size() >= lim.max_message_size)
-      return {FrameStatus::error, 0, Error::message_too_large, 0};
+    if (b.size() >= lim.max_message_size) return {FrameStatus::error, 0, Error::message_too_large, 0};
     f.scanned = window;
     return f;
   }
@@ -378,7 +373,9 @@ Frame frame_stream(std::string_view b, const Limits& lim, std::size_t resume_fro
   if (cl > lim.max_message_size || body_begin + cl > lim.max_message_size)
     return {FrameStatus::error, 0, Error::content_length_too_large, 0};
   const std::size_t total = body_begin + cl;
-  if (b.size() < total) return {FrameStatus::need_more, total, Error::ok, window};
+  // Header section in, body not: a resumed search must find this header end
+  // again (frame_stream searches from resume_from - 3), not the next message's.
+  if (b.size() < total) return {FrameStatus::need_more, total, Error::ok, end + 3};
   return {FrameStatus::message, total, Error::ok, 0};
 }
 

@@ -156,8 +156,7 @@ TEST(SipParser, EveryCorpusMessageParses) {
   for (const auto& e : std::filesystem::directory_iterator(EDGE_TEST_CORPUS_DIR)) {
     if (e.path().extension() != ".sip") continue;
     const std::string s = load(e.path().filename().string());
-    const bool datagram_only =
-        e.path().filename().string().find("no_content_length") != std::string::npos;
+    const bool datagram_only = e.path().filename().string().find("no_content_length") != std::string::npos;
     sip::Message m;
     EXPECT_EQ(parse(s, m, !datagram_only), Error::ok) << e.path();
     EXPECT_EQ(m.raw().size(), s.size()) << e.path();
@@ -210,8 +209,7 @@ TEST(SipParser, SkipsLeadingCrlf) {
 
 TEST(SipParser, ManyHeadersOverflowInlineSlots) {
   std::string head(kRegister);
-  for (int i = 0; i < 100; ++i)
-    head += "X-Filler-" + std::to_string(i) + ": " + std::to_string(i) + "\n";
+  for (int i = 0; i < 100; ++i) head += "X-Filler-" + std::to_string(i) + ": " + std::to_string(i) + "\n";
   sip::Message m;
   const std::string s = msg(head);
   ASSERT_EQ(parse(s, m, true), Error::ok);
@@ -259,18 +257,14 @@ TEST(SipParserStrict, LineEndingsAndControlCharacters) {
   std::string lf_only(kRegister);  // bare LF line endings
   lf_only += "\n";
   EXPECT_EQ(parse(lf_only, m), Error::bad_line_ending);
-  EXPECT_EQ(parse(register_with("Call-ID: 8a1c3e5f", "Call-ID: 8a1c\r3e5f"), m),
-            Error::bad_line_ending);
+  EXPECT_EQ(parse(register_with("Call-ID: 8a1c3e5f", "Call-ID: 8a1c\r3e5f"), m), Error::bad_line_ending);
   EXPECT_EQ(parse(register_with("Call-ID: 8a1c3e5f", std::string("Call-ID: 8a1c\0003e5f", 17)), m),
             Error::control_character);
-  EXPECT_EQ(parse(register_with("To: <sip:alice@example.test>",
-                                "To: \"\x1b[31m\" <sip:alice@example.test>"),
-                  m),
-            Error::control_character);
   EXPECT_EQ(
-      parse(register_with("To: <sip:alice@example.test>", "To: \"\x7f\" <sip:alice@example.test>"),
-            m),
+      parse(register_with("To: <sip:alice@example.test>", "To: \"\x1b[31m\" <sip:alice@example.test>"), m),
       Error::control_character);
+  EXPECT_EQ(parse(register_with("To: <sip:alice@example.test>", "To: \"\x7f\" <sip:alice@example.test>"), m),
+            Error::control_character);
 }
 
 TEST(SipParserStrict, Utf8IsValidated) {
@@ -300,8 +294,7 @@ TEST(SipParserStrict, HeaderLineSyntax) {
   EXPECT_EQ(parse(register_with("Max-Forwards: 70", "Max-Forwards 70"), m), Error::missing_colon);
   EXPECT_EQ(parse(register_with("Max-Forwards: 70", "Max Forwards: 70"), m), Error::missing_colon);
   EXPECT_EQ(parse(register_with("Max-Forwards: 70", ": 70"), m), Error::bad_header_name);
-  EXPECT_EQ(parse(register_with("Max-Forwards: 70", "Max(Forwards: 70"), m),
-            Error::bad_header_name);
+  EXPECT_EQ(parse(register_with("Max-Forwards: 70", "Max(Forwards: 70"), m), Error::bad_header_name);
   EXPECT_EQ(parse(register_with("Max-Forwards: 70", "Max-Forwards   :   70"), m), Error::ok);
   std::string s(kRegister);
   s.insert(s.find('\n') + 1, " continuation\n");
@@ -315,9 +308,8 @@ TEST(SipParserStrict, HeaderLineSyntax) {
 TEST(SipParserStrict, DuplicateSingleValuedHeaders) {
   sip::Message m;
   for (std::string_view line :
-       {"Call-ID: other", "i: other", "CSeq: 1 REGISTER", "From: <sip:x@y>;tag=1",
-        "f: <sip:x@y>;tag=1", "To: <sip:x@y>", "Max-Forwards: 10", "Flow-Timer: 30",
-        "Content-Length: 0", "l: 0"}) {
+       {"Call-ID: other", "i: other", "CSeq: 1 REGISTER", "From: <sip:x@y>;tag=1", "f: <sip:x@y>;tag=1",
+        "To: <sip:x@y>", "Max-Forwards: 10", "Flow-Timer: 30", "Content-Length: 0", "l: 0"}) {
     std::string s(kRegister);
     s += std::string(line) + "\n";
     if (line.starts_with("Flow-Timer")) s += std::string(line) + "\n";  // not in the template
@@ -367,15 +359,12 @@ TEST(SipParserStrict, MandatoryHeadersAndCSeq) {
             Error::cseq_method_mismatch);
   EXPECT_EQ(parse(register_with("CSeq: 38122 REGISTER", "CSeq: REGISTER"), m), Error::bad_cseq);
   EXPECT_EQ(parse(register_with("CSeq: 38122 REGISTER", "CSeq: 38122"), m), Error::bad_cseq);
-  EXPECT_EQ(parse(register_with("CSeq: 38122 REGISTER", "CSeq: 2147483648 REGISTER"), m),
-            Error::bad_cseq);
+  EXPECT_EQ(parse(register_with("CSeq: 38122 REGISTER", "CSeq: 2147483648 REGISTER"), m), Error::bad_cseq);
   EXPECT_EQ(parse(register_with("CSeq: 38122 REGISTER", "CSeq: 12x REGISTER"), m), Error::bad_cseq);
   EXPECT_EQ(parse(register_with("CSeq: 38122 REGISTER", "CSeq:  38122 \n REGISTER"), m), Error::ok);
   EXPECT_EQ(m.cseq().number, 38122u);
-  EXPECT_EQ(parse(register_with("Max-Forwards: 70", "Max-Forwards: 256"), m),
-            Error::bad_max_forwards);
-  EXPECT_EQ(parse(register_with("Max-Forwards: 70", "Max-Forwards: -1"), m),
-            Error::bad_max_forwards);
+  EXPECT_EQ(parse(register_with("Max-Forwards: 70", "Max-Forwards: 256"), m), Error::bad_max_forwards);
+  EXPECT_EQ(parse(register_with("Max-Forwards: 70", "Max-Forwards: -1"), m), Error::bad_max_forwards);
   EXPECT_EQ(parse(register_with("Max-Forwards: 70", "Flow-Timer: soon"), m), Error::bad_flow_timer);
   EXPECT_EQ(parse(register_with("Call-ID: 8a1c3e5f", "Call-ID: two words"), m), Error::bad_call_id);
   EXPECT_EQ(parse(register_with("Call-ID: 8a1c3e5f", "Call-ID:"), m), Error::bad_call_id);
@@ -447,6 +436,39 @@ TEST(SipFraming, ResumeFromKeepsWorkLinear) {
   }
   EXPECT_EQ(f.status, sip::FrameStatus::message);
   EXPECT_EQ(f.size, s.size());
+}
+
+TEST(SipFraming, ResumingInsideABodyFindsTheSameMessage) {
+  // A MESSAGE whose body arrives in pieces, the next message right behind it:
+  // the resumed search must not take the second message's header end for the
+  // first's (that read both header sections as one: a duplicate Content-Length,
+  // a framing error, and the connection closed).
+  const std::string first =
+      "MESSAGE sip:a@127.0.0.1 SIP/2.0\r\nVia: SIP/2.0/TCP 127.0.0.1:5080;branch=z9hG4bK1\r\n"
+      "Call-ID: m1\r\nCSeq: 1 MESSAGE\r\nContent-Type: text/plain\r\nContent-Length: 12\r\n\r\nsipload ping";
+  const std::string second =
+      "OPTIONS sip:a@127.0.0.1 SIP/2.0\r\nVia: SIP/2.0/TCP 127.0.0.1:5080;branch=z9hG4bK2\r\n"
+      "Call-ID: m2\r\nCSeq: 1 OPTIONS\r\nContent-Length: 0\r\n\r\n";
+  const std::string stream = first + second;
+  const std::size_t body_at = first.size() - 12;
+  for (std::size_t cut = body_at; cut < first.size(); ++cut) {
+    const sip::Frame part = sip::frame_stream(std::string_view(stream).substr(0, cut));
+    ASSERT_EQ(part.status, sip::FrameStatus::need_more) << cut;
+    ASSERT_EQ(part.size, first.size()) << cut;
+    // The rest of the body and the whole next message arrive together.
+    const sip::Frame whole = sip::frame_stream(stream, {}, part.scanned);
+    EXPECT_EQ(whole.status, sip::FrameStatus::message) << cut;
+    EXPECT_EQ(whole.size, first.size()) << cut;
+    // A byte at a time through the body.
+    std::size_t scanned = part.scanned;
+    sip::Frame f = part;
+    for (std::size_t n = cut + 1; n <= first.size() && f.status == sip::FrameStatus::need_more; ++n) {
+      f = sip::frame_stream(std::string_view(stream).substr(0, n), {}, scanned);
+      scanned = f.scanned;
+    }
+    EXPECT_EQ(f.status, sip::FrameStatus::message) << cut;
+    EXPECT_EQ(f.size, first.size()) << cut;
+  }
 }
 
 TEST(SipFraming, KeepAlives) {

@@ -75,6 +75,27 @@ TEST_F(TcpTest, SplitAndPipelinedMessagesAreFramedExactly) {
   EXPECT_EQ(msgs[1].bytes, m2);
 }
 
+TEST_F(TcpTest, ABodySplitAcrossReadsWithTheNextMessageBehindItIsFramedExactly) {
+  // The second read brings the rest of the first body and a whole second
+  // message: the framer must resume at the first message's header end.
+  start();
+  TcpClient c;
+  ASSERT_TRUE(c.connect(v4()));
+  const std::string m1 = sip_request("MESSAGE", "split-body", "a body of twenty-eight bytes");
+  const std::string m2 = sip_request("MESSAGE", "behind", "next");
+  const std::size_t cut = m1.size() - 10;  // inside the body
+  ASSERT_TRUE(c.write(m1.substr(0, cut)));
+  std::this_thread::sleep_for(50ms);
+  ASSERT_TRUE(c.write(m1.substr(cut) + m2));
+  ASSERT_TRUE(handler->wait_messages(2));
+  auto msgs = handler->messages();
+  EXPECT_EQ(msgs[0].bytes, m1);
+  EXPECT_EQ(msgs[1].bytes, m2);
+  EXPECT_FALSE(c.read_some(100ms));
+  EXPECT_FALSE(c.closed);
+  EXPECT_EQ(tr->stats().framing_errors, 0u);
+}
+
 TEST_F(TcpTest, CrlfCrlfPingGetsExactlyOneCrlfPong) {
   start();
   TcpClient c;
