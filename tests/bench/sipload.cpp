@@ -1165,6 +1165,7 @@ void CoreConn::read() {
   sock_.async_read_some(asio::buffer(rbuf_),
                         [self = shared_from_this()](const boost::system::error_code& e, std::size_t n) {
                           if (e) {
+                            if (self->open_) std::cerr << "sipload: core connection lost: " << e.message() << "\n";
                             self->open_ = false;
                             return;
                           }
@@ -1175,6 +1176,7 @@ void CoreConn::read() {
                             auto m = self->framer_.next(&pongs, &bad);
                             if (pongs > 0) self->write("\r\n");
                             if (bad) {
+                              std::cerr << "sipload: core connection unframeable, closed\n";
                               self->open_ = false;
                               return;
                             }
@@ -1593,7 +1595,9 @@ int Load::run() {
         pass = st.failed() == 0 && p99 <= opt_.max_p99_ms && achieved >= 0.95 * r;
       }
       std::cerr << "sipload: ramp rate=" << r << " ok=" << st.ok << " failed=" << st.failed()
-                << " p99_ms=" << p99 << (pass ? " pass" : " FAIL") << "\n";
+                << " p99_ms=" << p99 << (pass ? " pass" : " FAIL");
+      for (const auto& [kind, n] : st.failures) std::cerr << " " << kind << "=" << n;
+      std::cerr << "\n";
       print("ramp_", "step_" + fmt(r, 0),
             std::string(pass ? "pass" : "fail") + ",p99_ms=" + fmt(p99, 2) +
                 ",failures=" + std::to_string(st.failed()));
