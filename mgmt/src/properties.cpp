@@ -197,8 +197,8 @@ struct Builder {
   }
   void enumeration(std::string name, std::string def, std::vector<std::string> allowed,
                    v1::RestartClass restart, std::string description, Getter get, Setter set) {
-    auto& d = add(std::move(name), PropertyType::enumeration, std::move(def), restart,
-                  std::move(description), std::move(get), std::move(set));
+    auto& d = add(std::move(name), PropertyType::enumeration, std::move(def), restart, std::move(description),
+                  std::move(get), std::move(set));
     d.allowed = std::move(allowed);
   }
 };
@@ -520,6 +520,21 @@ std::string PropertyRegistry::get(const v1::ApplianceConfig& config, std::string
   if (d == nullptr)
     throw MgmtError(ErrorCode::invalid_argument, "unknown property '" + std::string(name) + "'");
   return d->get(config);
+}
+
+v1::RestartClass PropertyRegistry::restart_class(const v1::ApplianceConfig& current,
+                                                 const v1::ApplianceConfig& next) const {
+  v1::RestartClass worst = v1::RESTART_NONE;
+  bool process = false;
+  for (const auto& d : props_) {
+    if (d.get(current) == d.get(next)) continue;
+    if (d.restart == v1::RESTART_PROCESS) {
+      process = true;
+    } else if (d.restart > worst) {
+      worst = d.restart;
+    }
+  }
+  return worst == v1::RESTART_NONE && process ? v1::RESTART_PROCESS : worst;
 }
 
 v1::ApplianceConfig PropertyRegistry::defaults() const {

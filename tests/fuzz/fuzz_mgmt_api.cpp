@@ -27,12 +27,9 @@ namespace {
 
 class TrivialFrontEnd : public mgmt::FrontEnd {
  public:
-  v1::RestartClass restart_class(const v1::ApplianceConfig&, const v1::ApplianceConfig&) override {
-    return v1::RESTART_FRONT_END;
-  }
   std::string validate(const v1::ApplianceConfig&) override { return ""; }
   std::chrono::milliseconds drain(std::chrono::milliseconds) override { return {}; }
-  void apply(const v1::ApplianceConfig&) override {}
+  void apply(const v1::ApplianceConfig&, v1::RestartClass) override {}
   void start() override {}
   std::string health() override { return ""; }
   v1::FrontEndStatus status() override {

@@ -12,11 +12,6 @@
 namespace edge::test {
 namespace v1 = mgmt::v1;
 
-v1::RestartClass RecordingFrontEnd::restart_class(const v1::ApplianceConfig& current,
-                                                  const v1::ApplianceConfig& next) {
-  return current.SerializeAsString() == next.SerializeAsString() ? v1::RESTART_NONE : v1::RESTART_FRONT_END;
-}
-
 std::string RecordingFrontEnd::validate(const v1::ApplianceConfig&) {
   record("validate");
   return "";
@@ -27,7 +22,7 @@ std::chrono::milliseconds RecordingFrontEnd::drain(std::chrono::milliseconds) {
   return std::chrono::milliseconds(0);
 }
 
-void RecordingFrontEnd::apply(const v1::ApplianceConfig& next) {
+void RecordingFrontEnd::apply(const v1::ApplianceConfig& next, v1::RestartClass) {
   record("apply");
   std::lock_guard lock(mu_);
   running_ = next;
@@ -110,7 +105,7 @@ MgmtFixture::MgmtFixture() {
   ao.version = "9.9.9-test";
   ao.drain_bound = std::chrono::milliseconds(200);
   agent_ = std::make_unique<mgmt::Agent>(ao, *hsm_, initial);
-  front_end_.apply(agent_->boot_config());
+  front_end_.apply(agent_->boot_config(), v1::RESTART_LISTENERS);
   front_end_.start();
   agent_->attach_front_end(&front_end_);
 }

@@ -23,11 +23,9 @@ namespace edge::test {
 // A healthy front end that records what the agent asked of it.
 class RecordingFrontEnd : public mgmt::FrontEnd {
  public:
-  mgmt::v1::RestartClass restart_class(const mgmt::v1::ApplianceConfig& current,
-                                       const mgmt::v1::ApplianceConfig& next) override;
   std::string validate(const mgmt::v1::ApplianceConfig& next) override;
   std::chrono::milliseconds drain(std::chrono::milliseconds bound) override;
-  void apply(const mgmt::v1::ApplianceConfig& next) override;
+  void apply(const mgmt::v1::ApplianceConfig& next, mgmt::v1::RestartClass cls) override;
   void start() override;
   std::string health() override;
   mgmt::v1::FrontEndStatus status() override;

@@ -6,7 +6,11 @@
 
 #include <atomic>
 #include <future>
+#include <mutex>
+#include <stdexcept>
+#include <string>
 #include <thread>
+#include <vector>
 
 namespace edge::mgmt {
 namespace {
@@ -14,20 +18,15 @@ namespace {
 using namespace std::chrono_literals;
 namespace fs = std::filesystem;
 
-// A front end that records what the agent asks of it and mints through its
-// own KeySetMac view, as the real one does: the view changes only at apply().
+// A front end that records what the agent asks of it (and the restart class
+// it is told) and mints through its own KeySetMac view, as the real one does:
+// the view changes only at apply(). A test may hold drain() or apply() on a
+// gate; apply() then blocks with the fake's own lock held, as SipFrontEnd's
+// does while it builds rules in the HSM.
 class FakeFrontEnd : public FrontEnd {
  public:
   explicit FakeFrontEnd(hsm::Hsm& h) : hsm_(h) {}
 
-  v1::RestartClass restart_class(const v1::ApplianceConfig& current,
-                                 const v1::ApplianceConfig& next) override {
-    v1::RestartClass rc = v1::RESTART_NONE;
-    for (const auto& d : PropertyRegistry::instance().all()) {
-      if (d.get(current) != d.get(next) && d.restart > rc) rc = d.restart;
-    }
-    return rc;
-  }
   std::string validate(const v1::ApplianceConfig&) override {
     std::lock_guard lock(mu_);
     calls_.push_back("validate");
@@ -37,14 +36,23 @@ class FakeFrontEnd : public FrontEnd {
     {
       std::lock_guard lock(mu_);
       calls_.push_back("drain");
+      state_ = "draining";
     }
     drain_entered = true;
+    if (drain_gate.valid()) drain_gate.wait();
     std::this_thread::sleep_for(drain_delay);
     return drain_delay;
   }
-  void apply(const v1::ApplianceConfig& next) override {
+  void apply(const v1::ApplianceConfig& next, v1::RestartClass cls) override {
     std::lock_guard lock(mu_);
     calls_.push_back("apply");
+    classes_.push_back(cls);
+    apply_entered = true;
+    if (apply_gate.valid()) apply_gate.wait();
+    if (apply_failures > 0) {
+      --apply_failures;
+      throw std::runtime_error("cannot bind tcp 127.0.0.1:5060");
+    }
     current_ = next;
     const auto& ft = next.sip().flow_token();
     mac_ = ft.key_set().empty() ? nullptr : hsm_.mac_for(ft.key_set());
@@ -56,6 +64,7 @@ class FakeFrontEnd : public FrontEnd {
   void start() override {
     std::lock_guard lock(mu_);
     calls_.push_back("start");
+    state_ = "running";
   }
   std::string health() override {
     std::lock_guard lock(mu_);
@@ -69,7 +78,7 @@ class FakeFrontEnd : public FrontEnd {
   v1::FrontEndStatus status() override {
     std::lock_guard lock(mu_);
     v1::FrontEndStatus s;
-    s.set_state("running");
+    s.set_state(state_);
     s.set_key_set(current_.sip().flow_token().key_set());
     if (mac_) s.set_minting_version(mac_->minting_version());
     return s;
@@ -78,6 +87,11 @@ class FakeFrontEnd : public FrontEnd {
   std::vector<std::string> calls() {
     std::lock_guard lock(mu_);
     return calls_;
+  }
+  // The class of every apply() so far, in order.
+  std::vector<v1::RestartClass> classes() {
+    std::lock_guard lock(mu_);
+    return classes_;
   }
   v1::ApplianceConfig current() {
     std::lock_guard lock(mu_);
@@ -94,13 +108,19 @@ class FakeFrontEnd : public FrontEnd {
 
   std::string validate_reason;
   std::atomic<int> unhealthy_times{0};
+  std::atomic<int> apply_failures{0};
   std::chrono::milliseconds drain_delay{0};
   std::atomic<bool> drain_entered{false};
+  std::atomic<bool> apply_entered{false};
+  // Set only while no apply runs; a valid gate holds the step until it is made ready.
+  std::shared_future<void> drain_gate, apply_gate;
 
  private:
   hsm::Hsm& hsm_;
   std::mutex mu_;
   std::vector<std::string> calls_;
+  std::vector<v1::RestartClass> classes_;
+  std::string state_ = "running";
   v1::ApplianceConfig current_;
   std::shared_ptr<hsm::KeySetMac> mac_;
 };
@@ -147,7 +167,8 @@ class AgentTest : public ::testing::Test {
   void SetUp() override {
     hsm.keysets().create("sipflow");
     agent = make_agent();
-    fe.apply(agent->boot_config());
+    // As edged boots its front end: built from nothing.
+    fe.apply(agent->boot_config(), v1::RESTART_LISTENERS);
     agent->attach_front_end(&fe);
   }
 
@@ -502,6 +523,109 @@ TEST_F(AgentTest, WithoutAFrontEndApplyValidatesAndCommits) {
   EXPECT_EQ(resp.generation(), 2u);
   EXPECT_EQ(resp.restart(), v1::RESTART_FRONT_END);
   EXPECT_EQ(fe.calls().size(), 1u) << "only the fixture's own apply";
+}
+
+// Reads answer from snapshots: an apply held inside the front end (in its
+// drain, or in its apply with the front end's own lock held) delays neither
+// status nor the key-set views. The bound is generous; this checks that they
+// do not wait at all, not how fast they are.
+TEST_F(AgentTest, StatusAndKeySetsDoNotWaitForAnApplyInProgress) {
+  for (const std::string step : {"drain", "apply"}) {
+    SCOPED_TRACE("apply held in " + step);
+    std::promise<void> release;
+    std::shared_future<void>& gate = step == "drain" ? fe.drain_gate : fe.apply_gate;
+    std::atomic<bool>& entered = step == "drain" ? fe.drain_entered : fe.apply_entered;
+    entered = false;
+    gate = release.get_future().share();
+    const std::uint64_t before = agent->generation();
+    agent->set_property(op, set("sip.flow_timer", std::to_string(40 + before)));
+    auto applying = std::async(std::launch::async, [&] { return agent->apply(op, apply_req()); });
+    const auto until = std::chrono::steady_clock::now() + 20s;
+    while (!entered && std::chrono::steady_clock::now() < until) std::this_thread::sleep_for(5ms);
+    const bool held = entered;
+
+    auto status = std::async(std::launch::async, [&] { return agent->status(); });
+    auto key_sets = std::async(std::launch::async, [&] { return agent->list_key_sets(); });
+    auto key_set = std::async(std::launch::async, [&] { return agent->get_key_set("sipflow"); });
+    const bool status_answered = status.wait_for(5s) == std::future_status::ready;
+    const bool key_sets_answered = key_sets.wait_for(5s) == std::future_status::ready;
+    const bool key_set_answered = key_set.wait_for(5s) == std::future_status::ready;
+    // Release before any assertion can return, so the apply (and a read that did wait) ends.
+    release.set_value();
+    const auto applied = applying.get();
+    gate = {};
+
+    ASSERT_TRUE(held) << "the apply never reached the front end's " << step;
+    EXPECT_TRUE(status_answered) << "status waited for the apply";
+    EXPECT_TRUE(key_sets_answered) << "list_key_sets waited for the apply";
+    EXPECT_TRUE(key_set_answered) << "get_key_set waited for the apply";
+    const v1::Status st = status.get();
+    EXPECT_EQ(st.generation(), before) << "not committed while the apply was held";
+    EXPECT_TRUE(st.staged_changes());
+    // The front end's last snapshot: taken before the drain, or after it.
+    EXPECT_EQ(st.front_end().state(), step == "drain" ? "running" : "draining");
+    const auto sets = key_sets.get();
+    ASSERT_EQ(sets.key_sets_size(), 1);
+    EXPECT_TRUE(sets.key_sets(0).in_use());
+    EXPECT_TRUE(sets.key_sets(0).versions(0).minting());
+    EXPECT_TRUE(key_set.get().versions(0).minting());
+    EXPECT_EQ(applied.generation(), before + 1);
+    EXPECT_EQ(agent->status().front_end().state(), "running");
+  }
+}
+
+// The agent decides the restart class from the property registry and passes
+// it to the front end; a restore passes the class of the change back, and
+// the configuration the front end already has is a front-end restart.
+TEST_F(AgentTest, TheAgentDecidesTheRestartClassItPassesToTheFrontEnd) {
+  const auto classes_since = [&](std::size_t n) {
+    const auto all = fe.classes();
+    return std::vector<v1::RestartClass>(all.begin() + static_cast<std::ptrdiff_t>(n), all.end());
+  };
+  using Classes = std::vector<v1::RestartClass>;
+  std::size_t seen = fe.classes().size();
+
+  agent->set_property(op, set("log.level", "debug"));
+  EXPECT_EQ(agent->apply(op, apply_req()).restart(), v1::RESTART_NONE);
+  EXPECT_EQ(classes_since(seen), Classes{v1::RESTART_NONE});
+  seen = fe.classes().size();
+
+  agent->set_property(op, set("sip.flow_timer", "60"));
+  EXPECT_EQ(agent->apply(op, apply_req()).restart(), v1::RESTART_FRONT_END);
+  EXPECT_EQ(classes_since(seen), Classes{v1::RESTART_FRONT_END});
+  seen = fe.classes().size();
+
+  // The worst class of the changed properties wins.
+  agent->set_property(op, set("listen", "udp 127.0.0.1 0; tcp 127.0.0.1 0"));
+  agent->set_property(op, set("sip.flow_timer", "90"));
+  EXPECT_EQ(agent->apply(op, apply_req()).restart(), v1::RESTART_LISTENERS);
+  EXPECT_EQ(classes_since(seen), Classes{v1::RESTART_LISTENERS});
+  seen = fe.classes().size();
+
+  // RestartFrontEnd (and SIGHUP): the same configuration again.
+  agent->restart_front_end(op);
+  EXPECT_EQ(classes_since(seen), Classes{v1::RESTART_FRONT_END});
+  seen = fe.classes().size();
+
+  // A failed health check: the restore is the change back, of the same class.
+  agent->set_property(op, set("listen", "udp 127.0.0.1 0"));
+  fe.unhealthy_times = 1;
+  EXPECT_EQ(code_of([&] { agent->apply(op, apply_req()); }), ErrorCode::aborted);
+  EXPECT_EQ(classes_since(seen), (Classes{v1::RESTART_LISTENERS, v1::RESTART_LISTENERS}));
+  seen = fe.classes().size();
+
+  // A swap that failed left the front end on what it had: putting that back
+  // is the same configuration again.
+  fe.apply_failures = 1;
+  EXPECT_EQ(code_of([&] { agent->apply(op, apply_req()); }), ErrorCode::aborted);
+  EXPECT_EQ(classes_since(seen), (Classes{v1::RESTART_LISTENERS, v1::RESTART_FRONT_END}));
+  seen = fe.classes().size();
+
+  // A process-class value waits for the next start of edged: the front end is not called.
+  agent->discard_staged(op);
+  agent->set_property(op, set("mgmt.socket", "other.sock"));
+  EXPECT_EQ(agent->apply(op, apply_req()).restart(), v1::RESTART_PROCESS);
+  EXPECT_TRUE(classes_since(seen).empty());
 }
 
 }  // namespace

@@ -5,7 +5,9 @@
 #include <google/protobuf/util/message_differencer.h>
 #include <gtest/gtest.h>
 
+#include <initializer_list>
 #include <string>
+#include <utility>
 
 namespace edge::mgmt {
 namespace {
@@ -217,6 +219,50 @@ TEST(Properties, DiffListsEveryChangedProperty) {
   EXPECT_EQ(d[0], "sip.flow_timer: 30 -> 60");
   EXPECT_EQ(d[1], "log.level: info -> debug");
   EXPECT_TRUE(diff_properties(a, a).empty());
+}
+
+// The restart class of a change is the registry's: the worst class among the
+// changed properties, where a process-class value (read at start only) makes
+// a change heavier only when nothing else in it needs a restart.
+TEST(Properties, RestartClassOfAChangeIsTheWorstOfTheChangedProperties) {
+  const auto base = [] {
+    auto c = reg().defaults();
+    reg().set(c, "sip.flow_token.key_set", "sipflow");
+    reg().set(c, "listen", "udp 127.0.0.1 5060");
+    return c;
+  }();
+  const auto with = [&](std::initializer_list<std::pair<const char*, const char*>> values) {
+    auto c = base;
+    for (const auto& [name, value] : values) reg().set(c, name, value);
+    return c;
+  };
+  const auto cls = [&](std::initializer_list<std::pair<const char*, const char*>> values) {
+    return reg().restart_class(base, with(values));
+  };
+  EXPECT_EQ(reg().restart_class(base, base), v1::RESTART_NONE) << "nothing changed";
+  EXPECT_EQ(cls({{"log.level", "debug"}}), v1::RESTART_NONE);
+  EXPECT_EQ(cls({{"sip.flow_timer", "60"}}), v1::RESTART_FRONT_END);
+  EXPECT_EQ(cls({{"sip.flow_token.key_version", "2"}}), v1::RESTART_FRONT_END);
+  EXPECT_EQ(cls({{"log.level", "debug"}, {"advertise", "udp 192.0.2.1 5060"}}), v1::RESTART_FRONT_END);
+  EXPECT_EQ(cls({{"listen", "tcp 127.0.0.1 5060"}}), v1::RESTART_LISTENERS);
+  EXPECT_EQ(cls({{"core", "sip:127.0.0.1:5080"}, {"sip.flow_timer", "60"}}), v1::RESTART_LISTENERS);
+  EXPECT_EQ(cls({{"hsm.module", "/usr/lib/pkcs11/other.so"}}), v1::RESTART_PROCESS);
+  EXPECT_EQ(cls({{"hsm.module", "/usr/lib/pkcs11/other.so"}, {"log.level", "debug"}}), v1::RESTART_PROCESS)
+      << "a live value does not hide that the rest waits for the next start";
+  EXPECT_EQ(cls({{"mgmt.socket", "other.sock"}, {"sip.flow_timer", "60"}}), v1::RESTART_FRONT_END)
+      << "a process-class value does not make a front-end change heavier";
+  EXPECT_EQ(cls({{"hsm.token", "other"}, {"listen", "tcp 127.0.0.1 5060"}}), v1::RESTART_LISTENERS);
+  // Symmetric: undoing a change (a rollback) is a change of the same class.
+  const auto listeners = with({{"listen", "tcp 127.0.0.1 5060"}, {"sip.flow_timer", "60"}});
+  EXPECT_EQ(reg().restart_class(listeners, base), reg().restart_class(base, listeners));
+  // A property changed alone is a change of its own class (shown for the
+  // booleans, which any configuration can flip).
+  for (const auto& d : reg().all()) {
+    if (d.type != PropertyType::boolean) continue;
+    auto c = base;
+    reg().set(c, d.name, d.get(base) == "true" ? "false" : "true");
+    EXPECT_EQ(reg().restart_class(base, c), d.restart) << d.name;
+  }
 }
 
 }  // namespace

@@ -42,14 +42,22 @@ struct AgentOptions {
 // Thread-safe: every public call may come from any gRPC thread. Calls that
 // change the front end (apply, confirm, rollback, restart, the confirm
 // deadline) are serialized; a second apply while one runs is refused with
-// ErrorCode::aborted. Refusals throw MgmtError with the reason; every change
-// and every refused change is written to the audit log.
+// ErrorCode::aborted. Reads (status, list_key_sets, get_key_set, properties,
+// get_config, generations) never wait for an apply in progress: they answer
+// from snapshots. Refusals throw MgmtError with the reason; every change and
+// every refused change is written to the audit log.
 //
 // Staging: property changes and the minting version of a rotated key set are
 // staged on a candidate configuration; apply validates the candidate (values,
 // key set exists and mints/verifies in the HSM, FrontEnd::validate), drains the
 // front end, swaps, starts, checks health and commits a new generation, or
-// puts the previous configuration back and reports why.
+// puts the previous configuration back and reports why. The agent decides the
+// restart class of each change from the property registry and tells the front
+// end (FrontEnd::apply).
+//
+// Agent is a facade: each method hands its RPC to the part that owns the job
+// (change controller, key-set administration, staging area, request memory,
+// front-end link; mgmt/src/agent.cpp lists them).
 class Agent {
  public:
   // Opens the store. `initial` seeds generation 1 on first boot (the lab default
@@ -97,7 +105,7 @@ class Agent {
   void shutdown();
 
  private:
-  struct Impl;
+  struct Impl;  // the parts
   std::unique_ptr<Impl> impl_;
   EventBus events_;
   AuditLog audit_;

@@ -52,6 +52,15 @@ class PropertyRegistry {
   // A configuration holding every default (flow-token security off, no listeners).
   v1::ApplianceConfig defaults() const;
 
+  // What moving the running edge from `current` to `next` takes, from the
+  // classes of the properties whose values differ: the worst of NONE <
+  // FRONT_END < LISTENERS; PROCESS only when no property of those two classes
+  // changed (a process-class value waits for the next start of edged, so it
+  // does not make a front-end or listener change any heavier); NONE when
+  // nothing differs. The management agent decides every restart with this,
+  // once per change, and tells the front end (FrontEnd::apply).
+  v1::RestartClass restart_class(const v1::ApplianceConfig& current, const v1::ApplianceConfig& next) const;
+
  private:
   PropertyRegistry();
   std::vector<PropertyDescriptor> props_;
