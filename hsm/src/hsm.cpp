@@ -123,9 +123,56 @@ Hsm::Impl::Impl(HsmConfig cfg)
     }
     throw_fault(fault);
   }
+  constructing_ = false;
+  if (config.background_recovery) recovery_thread_ = std::thread([this] { recovery_loop(); });
 }
 
-Hsm::Impl::~Impl() = default;
+Hsm::Impl::~Impl() {
+  {
+    std::lock_guard lock(recovery_mu_);
+    recovery_stop_ = true;
+  }
+  recovery_cv_.notify_all();
+  if (recovery_thread_.joinable()) recovery_thread_.join();
+}
+
+bool Hsm::Impl::may_recover_here() const noexcept {
+  return !config.background_recovery || constructing_ || std::this_thread::get_id() == recovery_thread_.get_id();
+}
+
+void Hsm::Impl::wake_recovery() {
+  if (!config.background_recovery) return;
+  {
+    // Under the loop's mutex, so a state change between its check and its wait
+    // is not missed.
+    std::lock_guard lock(recovery_mu_);
+  }
+  recovery_cv_.notify_all();
+}
+
+void Hsm::Impl::recovery_loop() {
+  std::unique_lock lock(recovery_mu_);
+  while (!recovery_stop_) {
+    if (state.load(std::memory_order_acquire) != HsmState::unavailable) {
+      recovery_cv_.wait(lock);  // available, or a wrong PIN (never retried by itself)
+      continue;
+    }
+    const std::int64_t wait_ns = retry_at_ns_.load(std::memory_order_acquire) - now_ns();
+    if (wait_ns > 0) {
+      recovery_cv_.wait_for(lock, std::chrono::nanoseconds(wait_ns));
+      continue;
+    }
+    lock.unlock();
+    {
+      std::lock_guard rebuilding(rebuild_mu_);
+      if (state.load(std::memory_order_acquire) == HsmState::unavailable &&
+          now_ns() >= retry_at_ns_.load(std::memory_order_acquire)) {
+        rebuild();
+      }
+    }
+    lock.lock();
+  }
+}
 
 void Hsm::Impl::refresh_token_info(const Slot& slot) {
   TokenInfo ti = slot.token_info();
@@ -176,6 +223,14 @@ CK_RV Hsm::Impl::open_anchor(Fault& fault) {
 }
 
 CK_RV Hsm::Impl::login(Session& session, Fault& fault) {
+  if (!may_recover_here()) {
+    // Reading the PIN and C_Login belong to the recovery thread; the caller
+    // answers unavailable and the fault wakes that thread.
+    fault.fn = "C_Login";
+    fault.rv = CKR_USER_NOT_LOGGED_IN;
+    fault.detail = "login lost; left to the HSM recovery thread";
+    return fault.rv;
+  }
   std::lock_guard lock(login_mu_);
   // The PIN is read for this login and wiped when it returns: nothing holds it
   // between logins (a re-login after a rebuild reads the file again).
@@ -207,6 +262,7 @@ bool Hsm::Impl::enter() {
   HsmState s = state.load(std::memory_order_acquire);
   if (s == HsmState::available) return true;
   if (s == HsmState::pin_incorrect) return false;
+  if (!may_recover_here()) return false;  // the recovery thread rebuilds, at the back-off deadline
   if (now_ns() < retry_at_ns_.load(std::memory_order_acquire)) return false;
   // One thread rebuilds; the others answer "unavailable" meanwhile instead of
   // queueing up behind a slow HSM.
@@ -343,6 +399,7 @@ void Hsm::Impl::mark_unavailable(const std::string& reason, bool rebuild_failed)
     state.store(HsmState::unavailable, std::memory_order_release);
   }
   if (transition) notify(HsmState::unavailable, reason);
+  wake_recovery();
 }
 
 void Hsm::Impl::set_pin_incorrect(const std::string& reason) {
@@ -369,6 +426,7 @@ void Hsm::Impl::request_rebuild() {
   backoff_ = config.backoff_initial;
   retry_at_ns_.store(0, std::memory_order_release);
   state.store(HsmState::unavailable, std::memory_order_release);
+  wake_recovery();
 }
 
 std::string Hsm::Impl::unavailable_message() const {

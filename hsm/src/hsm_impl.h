@@ -7,7 +7,9 @@
 
 #include <atomic>
 #include <chrono>
+#include <condition_variable>
 #include <mutex>
+#include <thread>
 #include <string>
 #include <type_traits>
 
@@ -92,6 +94,17 @@ struct Hsm::Impl {
   // so dropping a broken pool session must not take the login with it.
   std::mutex anchor_mu_;
   Session anchor_;
+
+  // HsmConfig::background_recovery: the thread that rebuilds, woken by a fault
+  // (mark_unavailable, request_rebuild) and at each back-off deadline.
+  void recovery_loop();
+  void wake_recovery();
+  bool may_recover_here() const noexcept;
+  std::mutex recovery_mu_;
+  std::condition_variable recovery_cv_;
+  bool recovery_stop_ = false;
+  bool constructing_ = true;
+  std::thread recovery_thread_;
 };
 
 template <class F>

@@ -35,14 +35,17 @@ constexpr auto kComesBackWithin = 15s;
 
 class RecoveryTest : public ::testing::Test {
  protected:
-  void open(std::chrono::milliseconds backoff_initial = 50ms, std::chrono::milliseconds backoff_max = 400ms) {
+  void open(std::chrono::milliseconds backoff_initial = 50ms, std::chrono::milliseconds backoff_max = 400ms,
+            bool background = false) {
     auto config = shim_.config();
     config.backoff_initial = backoff_initial;
     config.backoff_max = backoff_max;
     config.max_sessions = 2;
+    config.background_recovery = background;
     config.on_state_change = [this](HsmState s, const std::string& reason) {
       std::lock_guard lock(mu_);
       changes_.emplace_back(s, reason);
+      change_threads_.push_back(std::this_thread::get_id());
     };
     hsm_ = std::make_unique<Hsm>(config);
     hsm_->keysets().create("sipflow");
@@ -71,8 +74,14 @@ class RecoveryTest : public ::testing::Test {
   std::shared_ptr<edge::hsm::KeySetMac> mac_;
   std::vector<std::uint8_t> data_ = edge::test::sample_data();
   MacTag tag_{};
+  std::vector<std::thread::id> threads_of_changes() {
+    std::lock_guard lock(mu_);
+    return change_threads_;
+  }
+
   std::mutex mu_;
   std::vector<std::pair<HsmState, std::string>> changes_;
+  std::vector<std::thread::id> change_threads_;
 };
 
 // ---- session faults: reopen and retry once, invisible to the caller --------------------
@@ -127,6 +136,52 @@ TEST_F(RecoveryTest, UserNotLoggedInLogsInAgain) {
   EXPECT_EQ(verify(), MacStatus::ok);
   EXPECT_GT(shim_.calls("C_Login"), logins);
   EXPECT_EQ(hsm_->state(), HsmState::available);
+}
+
+// ---- background recovery (edged): never on the caller's thread ---------------------
+
+TEST_F(RecoveryTest, BackgroundRecoveryLogsInAgainOnItsOwnThreadNotTheCallers) {
+  open(50ms, 400ms, true);
+  const auto logins = shim_.calls("C_Login");
+  shim_.set("C_SignInit CKR_USER_NOT_LOGGED_IN count=1\n");
+  // The caller neither reads the PIN nor logs in: it is told at once.
+  EXPECT_EQ(sign(), MacStatus::unavailable);
+  EXPECT_EQ(shim_.calls("C_Login"), logins) << "C_Login on the calling thread";
+  // Nobody calls again: the HSM's own thread logs in and it comes back.
+  EXPECT_TRUE(edge::test::wait_until([&] { return hsm_->state() == HsmState::available; }, kComesBackWithin));
+  EXPECT_GT(shim_.calls("C_Login"), logins);
+  EXPECT_EQ(sign(), MacStatus::ok);
+  const auto threads = threads_of_changes();
+  ASSERT_EQ(threads.size(), 2u);  // unavailable (the caller saw it), available (the rebuild)
+  EXPECT_EQ(threads.front(), std::this_thread::get_id());
+  EXPECT_NE(threads.back(), std::this_thread::get_id()) << "the rebuild ran on the caller's thread";
+}
+
+TEST_F(RecoveryTest, BackgroundRecoveryRebuildsAfterADeviceFaultWithoutAnyCaller) {
+  open(50ms, 400ms, true);
+  shim_.set("C_Sign CKR_DEVICE_ERROR count=1\n");
+  EXPECT_EQ(sign(), MacStatus::unavailable);
+  const auto recoveries = counters().recoveries;
+  EXPECT_TRUE(edge::test::wait_until([&] { return hsm_->state() == HsmState::available; }, kComesBackWithin));
+  EXPECT_GT(counters().recoveries, recoveries);
+  EXPECT_EQ(verify(), MacStatus::ok);
+  EXPECT_NE(threads_of_changes().back(), std::this_thread::get_id());
+}
+
+TEST_F(RecoveryTest, BackgroundRecoveryKeepsCallersOutWhileTheHsmIsAway) {
+  open(50ms, 200ms, true);
+  shim_.set("* CKR_DEVICE_REMOVED\n");
+  EXPECT_EQ(sign(), MacStatus::unavailable);
+  // The recovery thread keeps trying (and failing) on its own back-off; callers
+  // are answered at once and never rebuild.
+  const auto opens = shim_.calls("C_OpenSession");
+  for (int i = 0; i < 50; ++i) EXPECT_EQ(verify(), MacStatus::unavailable);
+  EXPECT_TRUE(edge::test::wait_until([&] { return shim_.calls("C_OpenSession") > opens || shim_.injected() > 1; },
+                                     kComesBackWithin))
+      << "no rebuild attempt by the recovery thread";
+  shim_.clear();
+  EXPECT_TRUE(edge::test::wait_until([&] { return hsm_->state() == HsmState::available; }, kComesBackWithin));
+  EXPECT_EQ(sign(), MacStatus::ok);
 }
 
 // ---- stale handles: find the key again ------------------------------------------------

@@ -41,6 +41,14 @@ struct HsmConfig {
   // -> pin_incorrect) with the reason; never with a PIN. Runs on the thread
   // that saw the change, outside the library's locks; keep it short.
   std::function<void(HsmState, const std::string& reason)> on_state_change;
+  // Where recovery runs. false: on the thread whose call found the fault (the
+  // next call after the back-off rebuilds; a lost login is logged in again
+  // inline). true: on a thread of the Hsm's own, never on a caller's: a
+  // rebuild (module restart, token search, sessions, PIN read, C_Login) or a
+  // lost login makes the calling operation answer unavailable at once, and
+  // every operation until the recovery thread is done. For callers that must
+  // not stall, such as SIP worker threads (edged sets it).
+  bool background_recovery = false;
 };
 
 struct HsmStatus {
@@ -56,9 +64,14 @@ struct HsmStatus {
 // it throws Pkcs11Error / HsmError when that fails (a wrong PIN included).
 //
 // Faults after construction never throw out of the MAC path: they move the
-// state to unavailable (MacStatus::unavailable, status().last_error) and the
-// next call after the back-off deadline rebuilds (re-find the slot by token,
-// reopen sessions, re-login, re-find keys). No background thread.
+// state to unavailable (MacStatus::unavailable, status().last_error) and,
+// after the back-off deadline, a rebuild re-finds the slot by token, reopens
+// sessions, logs in again and re-finds keys: on the next call, or on the
+// Hsm's recovery thread when HsmConfig::background_recovery is set.
+//
+// May block (per operation): a session checkout waits up to
+// HsmConfig::checkout_timeout when every session is lent out, and the PKCS#11
+// call itself takes what the HSM takes (SoftHSM: ~20 us; a network HSM: ms).
 class Hsm {
  public:
   explicit Hsm(HsmConfig config);

@@ -28,6 +28,12 @@ bool constant_time_equal(std::span<const std::uint8_t> a, std::span<const std::u
 
 // Signs and verifies bytes with version V of one configured key set.
 // Implementations are thread-safe.
+//
+// May block: sign() and verify() are one HSM operation each. KeySetMac waits
+// for a free session (at most HsmConfig::checkout_timeout, 2 s by default)
+// and for the HSM's answer; it never recovers the HSM on the caller's thread
+// when HsmConfig::background_recovery is set (it answers unavailable
+// instead). minting_version() and epoch() never block.
 class MacOracle {
  public:
   virtual ~MacOracle() = default;
