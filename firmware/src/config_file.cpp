@@ -276,6 +276,9 @@ hsm::HsmConfig EdgedConfig::hsm_config() const {
   h.token.label = hsm_token;
   h.token.uri = hsm_token_uri;
   h.pin = pin;
+  // The MAC calls come from SIP workers: a rebuild or a lost login must never
+  // stall one (they answer unavailable, 503, while the HSM's thread recovers).
+  h.background_recovery = true;
   return h;
 }
 

@@ -13,6 +13,7 @@
 #include <edge/mgmt/server.h>
 
 #include <spdlog/sinks/stdout_sinks.h>
+#include <spdlog/async.h>
 #include <spdlog/spdlog.h>
 #include <systemd/sd-daemon.h>
 
@@ -29,6 +30,9 @@
 
 namespace edge::firmware {
 namespace {
+
+// Lines the asynchronous log holds before it drops the oldest (about 2 MB).
+constexpr std::size_t kLogQueueLines = 8192;
 
 std::string read_file(const std::filesystem::path& path) {
   std::ifstream in(path);
@@ -118,7 +122,16 @@ int run_daemon(const DaemonOptions& o) {
   for (int s : {SIGTERM, SIGINT, SIGHUP, SIGUSR1}) sigaddset(&signals, s);
   pthread_sigmask(SIG_BLOCK, &signals, nullptr);
 
-  auto logger = spdlog::stderr_logger_mt("edged");
+  // Asynchronous: SIP workers log (rate-limited) from the per-message path, and a
+  // slow stderr (a journal under pressure, a full pipe) must not stall them. The
+  // queue is bounded; when it is full the oldest line is dropped, never the
+  // caller blocked (counted as log_dropped in the status line). Every line is
+  // written out before run_daemon returns.
+  spdlog::init_thread_pool(kLogQueueLines, 1);
+  struct FlushLogOnReturn {
+    ~FlushLogOnReturn() { spdlog::shutdown(); }
+  } flush_log_on_return;
+  auto logger = spdlog::create_async_nb<spdlog::sinks::stderr_sink_mt>("edged");
   spdlog::set_default_logger(logger);
   spdlog::set_pattern("%Y-%m-%dT%H:%M:%S.%eZ %l %v", spdlog::pattern_time_type::utc);
 
@@ -205,7 +218,8 @@ int run_daemon(const DaemonOptions& o) {
   });
 
   // systemd (Type=notify): READY once the listeners and the HSM are up; the
-  // watchdog is fed from this loop only while the front end's timer thread runs.
+  // watchdog is fed from this loop only while the proxy's timers run on a
+  // transport worker (SipFrontEnd::last_tick).
   std::uint64_t watchdog_usec = 0;
   const bool watchdog = sd_watchdog_enabled(0, &watchdog_usec) > 0 && watchdog_usec > 0;
   sd_notifyf(0, "READY=1\nSTATUS=generation %llu", static_cast<unsigned long long>(agent->generation()));

@@ -5,19 +5,15 @@
 
 #include <edge/hsm/error.h>
 #include <edge/mgmt/properties.h>
+#include <edge/net/transport/check.h>
 
 #include <google/protobuf/util/message_differencer.h>
-#include <netdb.h>
-#include <openssl/err.h>
-#include <openssl/ssl.h>
+#include <spdlog/async.h>
 #include <spdlog/spdlog.h>
-#include <sys/socket.h>
-#include <unistd.h>
 
 #include <algorithm>
 #include <array>
-#include <cstring>
-#include <system_error>
+#include <thread>
 
 namespace edge::firmware {
 namespace {
@@ -48,37 +44,6 @@ bool needs_tls(const EdgedConfig& c) {
          });
 }
 
-// Binds (and closes) a socket like the listener would, to learn before a
-// restart whether the address is usable. Returns "" or the reason.
-std::string try_bind(const net::ListenerConfig& l) {
-  addrinfo hints{};
-  hints.ai_flags = AI_NUMERICHOST | AI_NUMERICSERV | AI_PASSIVE;
-  hints.ai_socktype = l.transport == flow::Transport::udp ? SOCK_DGRAM : SOCK_STREAM;
-  addrinfo* res = nullptr;
-  const std::string port = std::to_string(l.port);
-  const std::string what = std::string(flow::to_string(l.transport)) + " " + l.address + ":" + port;
-  if (::getaddrinfo(l.address.c_str(), port.c_str(), &hints, &res) != 0 || res == nullptr) {
-    return what + ": not an IP address";
-  }
-  std::string reason;
-  const int fd = ::socket(res->ai_family, res->ai_socktype | SOCK_CLOEXEC, 0);
-  if (fd < 0) {
-    reason = what + ": socket: " + std::generic_category().message(errno);
-  } else {
-    const int one = 1;
-    ::setsockopt(fd, SOL_SOCKET, SO_REUSEADDR, &one, sizeof one);
-    if (::bind(fd, res->ai_addr, res->ai_addrlen) != 0)
-      reason = what + ": cannot bind: " + std::generic_category().message(errno);
-    ::close(fd);
-  }
-  ::freeaddrinfo(res);
-  return reason;
-}
-
-bool same_listener(const net::ListenerConfig& a, const net::ListenerConfig& b) {
-  return a.transport == b.transport && a.address == b.address && a.port == b.port;
-}
-
 mgmt::v1::Transport to_v1(flow::Transport t) {
   switch (t) {
     case flow::Transport::udp:
@@ -96,90 +61,45 @@ mgmt::v1::Transport to_v1(flow::Transport t) {
   }
 }
 
+// Lines the asynchronous log dropped because its queue was full (edged's
+// logger; 0 with a synchronous one).
+std::size_t log_dropped() {
+  const auto pool = spdlog::thread_pool();
+  return pool ? pool->overrun_counter() : 0;
+}
+
 }  // namespace
 
 // Counts handler calls in progress, so a drain knows when the last message
-// delivered before the pause has been handled.
+// delivered before the pause has been handled; notes each timer tick for the
+// systemd watchdog.
 class SipFrontEnd::CountingHandler final : public net::MessageHandler {
  public:
-  CountingHandler(std::shared_ptr<net::EdgeProxy> proxy, std::shared_ptr<std::atomic<int>> in_flight)
-      : proxy_(std::move(proxy)), in_flight_(std::move(in_flight)) {}
-  void on_message(const net::Inbound& in, net::Outbound& out) override {
+  using Tick = std::atomic<std::chrono::steady_clock::time_point>;
+  CountingHandler(std::shared_ptr<net::EdgeProxy> proxy, std::shared_ptr<std::atomic<int>> in_flight,
+                  std::shared_ptr<Tick> last_tick)
+      : proxy_(std::move(proxy)), in_flight_(std::move(in_flight)), last_tick_(std::move(last_tick)) {}
+  void on_message(const net::Inbound& in, net::Network& out) override {
     in_flight_->fetch_add(1, std::memory_order_acq_rel);
     proxy_->on_message(in, out);
     in_flight_->fetch_sub(1, std::memory_order_acq_rel);
   }
   void on_flow_closed(const net::FlowKey& flow) override { proxy_->on_flow_closed(flow); }
+  void on_timer(std::chrono::steady_clock::time_point now, net::Network& out) override {
+    last_tick_->store(now, std::memory_order_relaxed);
+    proxy_->on_timer(now, out);
+  }
 
  private:
   std::shared_ptr<net::EdgeProxy> proxy_;
   std::shared_ptr<std::atomic<int>> in_flight_;
+  std::shared_ptr<Tick> last_tick_;
 };
 
-ReportedCounts ReportedCounts::of(const net::EdgeProxy& proxy) {
-  const auto p = proxy.stats();
-  ReportedCounts c;
-  c.requests_from_clients = p.requests_from_clients;
-  c.requests_from_core = p.requests_from_core;
-  c.r403 = p.r403;
-  c.r430 = p.r430;
-  c.r503 = p.r503;
-  c.verifies_avoided = p.verifies_avoided;
-  c.verifies_hsm = p.verifies_hsm;
-  c.mints_hsm = p.mints_hsm;
-  return c;
-}
-
-ReportedCounts& ReportedCounts::operator+=(const ReportedCounts& o) {
-  requests_from_clients += o.requests_from_clients;
-  requests_from_core += o.requests_from_core;
-  r403 += o.r403;
-  r430 += o.r430;
-  r503 += o.r503;
-  verifies_avoided += o.verifies_avoided;
-  verifies_hsm += o.verifies_hsm;
-  mints_hsm += o.mints_hsm;
-  return *this;
-}
-
-ReportedCounts& ReportedCounts::operator-=(const ReportedCounts& o) {
-  requests_from_clients -= o.requests_from_clients;
-  requests_from_core -= o.requests_from_core;
-  r403 -= o.r403;
-  r430 -= o.r430;
-  r503 -= o.r503;
-  verifies_avoided -= o.verifies_avoided;
-  verifies_hsm -= o.verifies_hsm;
-  mints_hsm -= o.mints_hsm;
-  return *this;
-}
-
-ReportedCounts SipFrontEnd::counts_locked() const {
-  ReportedCounts c = replaced_counts_;
-  if (rules_.proxy) c += ReportedCounts::of(*rules_.proxy);
-  return c;
-}
-
-void check_tls_material(const std::string& certificate_chain_file, const std::string& private_key_file) {
-  std::unique_ptr<SSL_CTX, decltype(&SSL_CTX_free)> ctx(SSL_CTX_new(TLS_server_method()), &SSL_CTX_free);
-  auto fail = [](const std::string& what) {
-    char buf[256] = "unknown error";
-    if (const unsigned long e = ERR_get_error()) ERR_error_string_n(e, buf, sizeof buf);
-    ERR_clear_error();
-    throw std::runtime_error(what + ": " + buf);
-  };
-  if (!ctx) fail("tls: SSL_CTX_new");
-  if (SSL_CTX_use_certificate_chain_file(ctx.get(), certificate_chain_file.c_str()) != 1) {
-    fail("tls: cannot load certificate chain " + certificate_chain_file);
-  }
-  if (SSL_CTX_use_PrivateKey_file(ctx.get(), private_key_file.c_str(), SSL_FILETYPE_PEM) != 1) {
-    fail("tls: cannot load private key " + private_key_file);
-  }
-  if (SSL_CTX_check_private_key(ctx.get()) != 1) fail("tls: private key does not match the certificate");
-}
-
 SipFrontEnd::SipFrontEnd(hsm::Hsm& hsm, std::filesystem::path state_dir)
-    : hsm_(hsm), state_dir_(std::move(state_dir)) {}
+    : hsm_(hsm),
+      state_dir_(std::move(state_dir)),
+      proxy_state_(std::make_shared<net::ProxyState>(net::ProxyStateOptions{}, proxy_log_sink())) {}
 
 SipFrontEnd::~SipFrontEnd() { stop(); }
 
@@ -210,12 +130,12 @@ Rules SipFrontEnd::build_rules(const EdgedConfig& cfg) {
     }
     r.codec = std::make_shared<flow::TokenCodec>(r.mac);
   }
-  r.proxy = std::make_shared<net::EdgeProxy>(cfg.proxy_config(), r.codec, proxy_log_sink());
+  r.proxy = std::make_shared<net::EdgeProxy>(proxy_state_, cfg.proxy_config(), r.codec);
   return r;
 }
 
 std::shared_ptr<net::MessageHandler> SipFrontEnd::wrap(const std::shared_ptr<net::EdgeProxy>& proxy) {
-  return std::make_shared<CountingHandler>(proxy, in_flight_);
+  return std::make_shared<CountingHandler>(proxy, in_flight_, last_tick_);
 }
 
 void SipFrontEnd::boot(const mgmt::v1::ApplianceConfig& config) {
@@ -250,18 +170,13 @@ void SipFrontEnd::boot(const mgmt::v1::ApplianceConfig& config) {
     transports_ = std::move(transports);
     state_ = "running";
   }
-  timer_stop_ = false;
-  timer_ = std::thread([this] { timer_loop(); });
 }
 
 void SipFrontEnd::stop() {
-  timer_stop_ = true;
-  if (timer_.joinable()) timer_.join();
   std::shared_ptr<net::Transports> t;
   {
     std::lock_guard lock(mu_);
     t = std::move(transports_);
-    retiring_.clear();
     state_ = "stopped";
   }
   if (t) {
@@ -270,63 +185,19 @@ void SipFrontEnd::stop() {
   }
 }
 
-void SipFrontEnd::timer_loop() {
-  // The proxies' transaction timers (UDP retransmissions toward clients, 408s),
-  // for the current rules and for those a restart replaced.
-  while (!timer_stop_.load()) {
-    std::this_thread::sleep_for(std::chrono::milliseconds(100));
-    last_tick_ = std::chrono::steady_clock::now();
-    std::shared_ptr<net::Transports> t;
-    std::vector<std::shared_ptr<net::EdgeProxy>> proxies;
-    {
-      std::lock_guard lock(mu_);
-      t = transports_;
-      if (rules_.proxy) proxies.push_back(rules_.proxy);
-      const auto now = std::chrono::steady_clock::now();
-      std::erase_if(retiring_, [&](const auto& r) {
-        return r.first->pending_transactions() == 0 || now - r.second > std::chrono::seconds(64);
-      });
-      for (const auto& r : retiring_) proxies.push_back(r.first);
-    }
-    if (!t) continue;
-    for (const auto& p : proxies) p->on_timer(net::Clock::now(), *t);
-  }
-}
-
-mgmt::v1::RestartClass SipFrontEnd::restart_class(const mgmt::v1::ApplianceConfig& current,
-                                                  const mgmt::v1::ApplianceConfig& next) {
-  const auto& registry = mgmt::PropertyRegistry::instance();
-  RestartClass worst = mgmt::v1::RESTART_NONE;
-  bool process = false;
-  for (const auto& p : registry.all()) {
-    if (p.get(current) == p.get(next)) continue;
-    if (p.restart == mgmt::v1::RESTART_PROCESS) {
-      process = true;
-    } else if (p.restart > worst) {
-      worst = p.restart;
-    }
-  }
-  return worst == mgmt::v1::RESTART_NONE && process ? mgmt::v1::RESTART_PROCESS : worst;
-}
-
 std::string SipFrontEnd::validate(const mgmt::v1::ApplianceConfig& next) {
   try {
     const EdgedConfig cfg = convert(next);
     // The rules build exactly as apply() will build them (key set, version, proxy settings).
     build_rules(cfg);
-    if (needs_tls(cfg)) check_tls_material(cfg.tls.certificate_chain_file, cfg.tls.private_key_file);
+    // Addresses, TLS material and new listeners: net checks them as start()
+    // would use them (the listeners this instance holds now are not re-bound).
     std::vector<net::ListenerConfig> current;
     {
       std::lock_guard lock(mu_);
       if (transports_) current = cfg_.listeners;
     }
-    for (const auto& l : cfg.listeners) {
-      const bool bound = std::any_of(current.begin(), current.end(),
-                                     [&](const net::ListenerConfig& c) { return same_listener(c, l); });
-      if (bound || l.port == 0) continue;
-      if (auto reason = try_bind(l); !reason.empty()) return reason;
-    }
-    return {};
+    return net::check(cfg.transport_config(), current);
   } catch (const std::exception& e) {
     return e.what();
   }
@@ -350,14 +221,16 @@ std::chrono::milliseconds SipFrontEnd::drain(std::chrono::milliseconds bound) {
   return std::chrono::duration_cast<std::chrono::milliseconds>(std::chrono::steady_clock::now() - start);
 }
 
-void SipFrontEnd::apply(const mgmt::v1::ApplianceConfig& next) {
+void SipFrontEnd::apply(const mgmt::v1::ApplianceConfig& next, RestartClass cls) {
   EdgedConfig cfg = convert(next);
   std::unique_lock lock(mu_);
-  RestartClass cls = transports_ ? restart_class(applied_, next) : mgmt::v1::RESTART_LISTENERS;
-  // The same configuration again is a restart (SIGHUP, RestartFrontEnd): the
-  // rules and the key-set view are rebuilt, e.g. after a rotation in the HSM.
+  // The agent decided the class (mgmt::FrontEnd::apply). Without transports
+  // (a rebuild failed) there is nothing to keep: they are built again.
+  if (!transports_) cls = mgmt::v1::RESTART_LISTENERS;
+  // The same configuration again (SIGHUP, RestartFrontEnd) comes as a
+  // front-end restart: the rules and the key-set view are rebuilt, e.g. after
+  // a rotation in the HSM, and what ran before the last swap stays the rollback.
   const bool same = transports_ && google::protobuf::util::MessageDifferencer::Equals(applied_, next);
-  if (same) cls = mgmt::v1::RESTART_FRONT_END;
   spdlog::set_level(to_spdlog(cfg.log_level));
   if (cls == mgmt::v1::RESTART_NONE || cls == mgmt::v1::RESTART_PROCESS) {
     applied_ = next;
@@ -377,12 +250,9 @@ void SipFrontEnd::apply(const mgmt::v1::ApplianceConfig& next) {
     // TLS first: if the material does not load, nothing has changed.
     if (needs_tls(cfg)) transports_->reload_tls(cfg.tls);
     transports_->set_handler(wrap(rules.proxy));
-    std::erase_if(retiring_, [&](const auto& r) { return r.first == rules.proxy; });
-    if (rules_.proxy != rules.proxy) retiring_.emplace_back(rules_.proxy, std::chrono::steady_clock::now());
   } else {
     // Listener, core or limit change: the transports are rebuilt, flows close.
     auto old = std::move(transports_);
-    retiring_.clear();
     lock.unlock();
     if (old) {
       old->pause();
@@ -400,12 +270,6 @@ void SipFrontEnd::apply(const mgmt::v1::ApplianceConfig& next) {
     }
     lock.lock();
     transports_ = std::move(fresh);
-  }
-  // The outgoing proxy's counts join the totals; a proxy swapped back in (a
-  // rollback) leaves them again, as its own counters carry on.
-  if (rules_.proxy && rules_.proxy != rules.proxy) replaced_counts_ += ReportedCounts::of(*rules_.proxy);
-  if (rules.proxy && rules.proxy != rules_.proxy && previous_ && rules.proxy == previous_->rules.proxy) {
-    replaced_counts_ -= ReportedCounts::of(*rules.proxy);
   }
   if (!same) previous_ = std::move(replaced);
   rules_ = std::move(rules);
@@ -460,7 +324,6 @@ mgmt::v1::FrontEndStatus SipFrontEnd::status() {
   mgmt::v1::FrontEndStatus s;
   std::shared_ptr<net::Transports> t;
   Rules rules;
-  ReportedCounts counts;
   {
     std::lock_guard lock(mu_);
     s.set_state(state_);
@@ -468,8 +331,8 @@ mgmt::v1::FrontEndStatus SipFrontEnd::status() {
     s.set_key_set(cfg_.key_set);
     t = transports_;
     rules = rules_;
-    counts = counts_locked();
   }
+  const net::ProxyStats counts = proxy_state_->stats();
   if (rules.mac) s.set_minting_version(rules.mac->minting_version());
   if (t) {
     const auto ts = t->stats();
@@ -518,13 +381,12 @@ std::vector<net::BoundListener> SipFrontEnd::listening() const {
 void SipFrontEnd::log_status() {
   std::shared_ptr<net::Transports> t;
   Rules rules;
-  ReportedCounts p;
   {
     std::lock_guard lock(mu_);
     t = transports_;
     rules = rules_;
-    p = counts_locked();
   }
+  const net::ProxyStats p = proxy_state_->stats();
   if (!t || !rules.proxy) {
     spdlog::info("event=status front_end=stopped hsm={}", hsm::to_string(hsm_.state()));
     return;
@@ -536,13 +398,14 @@ void SipFrontEnd::log_status() {
       "flows_wss={} core_connected={} requests_from_clients={} requests_from_core={} r403={} r430={} r503={} "
       "verifies_avoided={} verifies_hsm={} mints_hsm={} minting_version={} connections={} "
       "refused_max_connections={} refused_per_address={} read_timeouts={} framing_errors={} oversized={} "
-      "udp_garbage={} tls_handshake_failures={} upgrade_refused={} superseded_flows={} core_disconnects={}",
+      "udp_garbage={} tls_handshake_failures={} upgrade_refused={} superseded_flows={} core_disconnects={} "
+      "log_dropped={}",
       hsm::to_string(hsm_.state()), h.sign, h.verify, ts.flows_now[1], ts.flows_now[2], ts.flows_now[3],
       ts.flows_now[6], ts.flows_now[7], ts.core_connected, p.requests_from_clients, p.requests_from_core,
       p.r403, p.r430, p.r503, p.verifies_avoided, p.verifies_hsm, p.mints_hsm,
       rules.mac ? rules.mac->minting_version() : 0, ts.connections_now, ts.refused_max_connections,
       ts.refused_per_address, ts.read_timeouts, ts.framing_errors, ts.oversized, ts.udp_garbage,
-      ts.tls_handshake_failures, ts.upgrade_refused, ts.superseded_flows, ts.core_disconnects);
+      ts.tls_handshake_failures, ts.upgrade_refused, ts.superseded_flows, ts.core_disconnects, log_dropped());
 }
 
 }  // namespace edge::firmware

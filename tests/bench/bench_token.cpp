@@ -7,8 +7,8 @@
 #include <benchmark/benchmark.h>
 #include <edge/hsm/hsm.h>
 #include <edge/hsm/keyset_mac.h>
-#include <edge/net/flow/token.h>
-#include <edge/net/flow/token_codec.h>
+#include <edge/net/token/token.h>
+#include <edge/net/token/token_codec.h>
 #include <edge/test/raw_p11.h>
 #include <edge/test/softhsm_fixture.h>
 #include <openssl/core_names.h>

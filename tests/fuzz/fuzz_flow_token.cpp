@@ -1,8 +1,8 @@
 // libFuzzer target for the flow-token decoder, with a deterministic in-process MacOracle (no HSM).
 #include <edge/hsm/mac.h>
-#include <edge/net/flow/base64url.h>
-#include <edge/net/flow/token.h>
-#include <edge/net/flow/token_codec.h>
+#include <edge/net/token/base64url.h>
+#include <edge/net/token/token.h>
+#include <edge/net/token/token_codec.h>
 
 #include <algorithm>
 #include <array>
@@ -17,7 +17,7 @@ using namespace edge;
 using namespace edge::flow;
 
 // Versions 1..3 verify, 4 is retired, the rest are unknown. Tags are SipHash
-// based (the same derivation as tests/unit/net/flow_test_oracle.h, so seed
+// based (the same derivation as tests/unit/net/token_test_oracle.h, so seed
 // tokens made there verify here); no secret is involved, none is needed.
 class FuzzOracle : public hsm::MacOracle {
  public:

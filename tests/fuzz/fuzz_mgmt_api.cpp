@@ -6,6 +6,7 @@
 #include <edge/mgmt/agent.h>
 #include <edge/mgmt/error.h>
 #include <edge/mgmt/properties.h>
+#include <edge/test/fake_front_end.h>
 #include <edge/test/softhsm_fixture.h>
 #include <spdlog/spdlog.h>
 #include <unistd.h>
@@ -24,20 +25,6 @@ namespace v1 = edge::mgmt::v1;
 namespace fs = std::filesystem;
 
 namespace {
-
-class TrivialFrontEnd : public mgmt::FrontEnd {
- public:
-  std::string validate(const v1::ApplianceConfig&) override { return ""; }
-  std::chrono::milliseconds drain(std::chrono::milliseconds) override { return {}; }
-  void apply(const v1::ApplianceConfig&, v1::RestartClass) override {}
-  void start() override {}
-  std::string health() override { return ""; }
-  v1::FrontEndStatus status() override {
-    v1::FrontEndStatus s;
-    s.set_state("running");
-    return s;
-  }
-};
 
 // SoftHSM's file store and the agent's store both fsync: on a disk that is most of an input's time.
 bool prefer_memory_tmp() {
@@ -177,7 +164,7 @@ extern "C" int LLVMFuzzerTestOneInput(const std::uint8_t* data, std::size_t size
   fs::create_directories(e.state);
   bool keys_touched = false;
   {
-    TrivialFrontEnd fe;
+    edge::test::FakeFrontEnd fe;
     mgmt::AgentOptions o;
     o.state_dir = e.state;
     o.drain_bound = std::chrono::milliseconds(10);

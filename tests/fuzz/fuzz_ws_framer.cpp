@@ -1,5 +1,5 @@
 // Fuzz target: the WebSocket framing of a SIP flow — the HTTP upgrade, then Beast's frame parser
-// configured exactly as WsSession configures it (ws_framing.h), over an in-memory stream.
+// configured exactly as WsConnection configures it (ws_framing.h), over an in-memory stream.
 // Byte 0 picks: bit 0 the input carries its own upgrade request (else a valid one is prepended),
 // bits 1-2 the message size limit, bits 3-5 how many bytes one read returns.
 #include <boost/asio/io_context.hpp>
@@ -64,7 +64,7 @@ extern "C" int LLVMFuzzerTestOneInput(const std::uint8_t* data, std::size_t size
   ws.next_layer().append(beast::string_view(head.data(), head.size()));
   ws.next_layer().close_remote();  // reads see the bytes appended, then end of stream
 
-  // The upgrade, as WsSession::read_upgrade / on_upgrade do it.
+  // The upgrade, as WsConnection::read_upgrade / on_upgrade do it.
   beast::flat_buffer buf;
   http::request_parser<http::empty_body> parser;
   parser.header_limit(8192);
@@ -83,7 +83,7 @@ extern "C" int LLVMFuzzerTestOneInput(const std::uint8_t* data, std::size_t size
   ws.control_callback([&pings](websocket::frame_type kind, beast::string_view) {
     if (kind == websocket::frame_type::ping) ++pings;
   });
-  ws.accept(req, ec);  // WsSession drops bytes read past the header section, so do we
+  ws.accept(req, ec);  // WsConnection drops bytes read past the header section, so do we
   if (ec) return 0;
   ws.next_layer().append(beast::string_view(frames.data(), frames.size()));
 

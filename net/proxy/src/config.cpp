@@ -47,8 +47,6 @@ void ProxyConfig::validate() const {
   if (flow_timer_seconds == 0) throw std::invalid_argument("proxy: flow_timer_seconds is 0");
   if (flow_token_security && key_set.empty())
     throw std::invalid_argument("proxy: flow-token security enabled without a key set name");
-  if (limits.max_transactions == 0) throw std::invalid_argument("proxy: max_transactions is 0");
-  if (limits.t1.count() <= 0 || limits.t2 < limits.t1) throw std::invalid_argument("proxy: bad T1/T2");
   if (limits.max_own_routes == 0 || limits.max_own_routes > ProxyLimits::kMaxOwnRoutes)
     throw std::invalid_argument("proxy: max_own_routes must be 1.." +
                                 std::to_string(ProxyLimits::kMaxOwnRoutes));

@@ -11,39 +11,16 @@
 
 #include <array>
 #include <cstring>
-#include <random>
 #include <stdexcept>
 #include <utility>
 
 namespace edge::net {
-
-// The counters: one atomic per ProxyStats field (the list is checked by the
-// compiler in stats(): a name missing on either side does not build).
-#define EDGE_PROXY_COUNTERS(X)                                                                             \
-  X(requests_from_clients)                                                                                 \
-  X(requests_from_core) X(responses_from_core) X(responses_from_clients) X(forwarded_to_core)              \
-      X(forwarded_to_flow) X(local_responses) X(r200_options) X(r400) X(r403) X(r404) X(r408) X(r416)      \
-          X(r421) X(r430) X(r439) X(r483) X(r500) X(r503) X(paths_added) X(record_routes_added)            \
-              X(incoming_via_token) X(outgoing_via_token) X(flow_timers_set) X(mints_avoided) X(mints_hsm) \
-                  X(verifies_avoided) X(verifies_hsm) X(retransmissions_absorbed) X(responses_replayed)    \
-                      X(retransmissions_to_clients) X(drop_unparseable) X(drop_response_not_ours)          \
-                          X(drop_response_flow_gone) X(drop_response_core_down) X(drop_ack)                \
-                              X(drop_answer_undeliverable) X(drop_edit_failed)
-
-struct EdgeProxy::Counters {
-// NOLINTNEXTLINE(bugprone-macro-parentheses): name is a member's identifier, not an expression
-#define EDGE_X(name) std::atomic<std::uint64_t> name{0};
-  EDGE_PROXY_COUNTERS(EDGE_X)
-#undef EDGE_X
-};
 
 namespace {
 
 using sip::Error;
 using sip::HeaderId;
 using sip::Method;
-
-void bump(std::atomic<std::uint64_t>& c) noexcept { c.fetch_add(1, std::memory_order_relaxed); }
 
 bool ieq(std::string_view a, std::string_view b) noexcept {
   if (a.size() != b.size()) return false;
@@ -169,19 +146,14 @@ char method_class(Method m) noexcept {
   }
 }
 
-std::uint64_t random_seed() {
-  std::random_device rd;
-  return (static_cast<std::uint64_t>(rd()) << 32) ^ rd();
-}
-
 }  // namespace
 
 // Everything one on_message call works with.
 struct EdgeProxy::Ctx {
-  Ctx(const Inbound& i, Outbound& o, Clock::time_point n) : in(i), out(o), now(n) {}
+  Ctx(const Inbound& i, Network& o, Clock::time_point n) : in(i), out(o), now(n) {}
 
   const Inbound& in;
-  Outbound& out;
+  Network& out;
   sip::Message msg;
   Clock::time_point now;
   IpText src;          // in.flow.remote address text
@@ -197,16 +169,14 @@ struct EdgeProxy::Ctx {
   const OwnRoute* token = nullptr;  // the one whose token picked the flow
 };
 
-EdgeProxy::EdgeProxy(ProxyConfig config, std::shared_ptr<flow::TokenCodec> codec, LogSink log)
-    : config_(std::move(config)),
+EdgeProxy::EdgeProxy(std::shared_ptr<ProxyState> state, ProxyConfig config,
+                     std::shared_ptr<flow::TokenCodec> codec)
+    : state_(std::move(state)),
+      counters_(state_ ? &state_->counters() : nullptr),
+      config_(std::move(config)),
       codec_(std::move(codec)),
-      counters_(std::make_unique<Counters>()),
-      log_(std::move(log), config_.limits.log_lines_per_second),
-      // Domain-separated from the flow-table hash key, stable for the process.
-      branches_({flow::process_hash_key()[0] ^ 0x7669616272616e63ULL, flow::process_hash_key()[1] + 1}),
-      transactions_(config_.limits.max_transactions, {config_.limits.t1, config_.limits.t2}),
-      seed_(random_seed()),
       retry_after_(std::to_string(config_.limits.retry_after_seconds)) {
+  if (!state_) throw std::invalid_argument("proxy: no ProxyState given");
   config_.validate();
   if (config_.flow_token_security && !codec_)
     throw std::invalid_argument("proxy: flow-token security enabled but no TokenCodec given");
@@ -214,63 +184,8 @@ EdgeProxy::EdgeProxy(ProxyConfig config, std::shared_ptr<flow::TokenCodec> codec
 
 EdgeProxy::~EdgeProxy() = default;
 
-ProxyStats EdgeProxy::stats() const noexcept {
-  ProxyStats s;
-#define EDGE_X(name) s.name = counters_->name.load(std::memory_order_relaxed);
-  EDGE_PROXY_COUNTERS(EDGE_X)
-#undef EDGE_X
-  s.transaction_evictions = transactions_.evictions();
-  s.log_suppressed = log_.suppressed_total();
-  return s;
-}
-
 void EdgeProxy::log(LogLevel level, LogEvent event, std::string_view fields, Clock::time_point now) {
-  if (log_.enabled()) log_.log(level, event, fields, now);
-}
-
-void EdgeProxy::count_status(int status) noexcept {
-  Counters& k = *counters_;
-  bump(k.local_responses);
-  switch (status) {
-    case 200:
-      bump(k.r200_options);
-      break;
-    case 400:
-      bump(k.r400);
-      break;
-    case 403:
-      bump(k.r403);
-      break;
-    case 404:
-      bump(k.r404);
-      break;
-    case 408:
-      bump(k.r408);
-      break;
-    case 416:
-      bump(k.r416);
-      break;
-    case 421:
-      bump(k.r421);
-      break;
-    case 430:
-      bump(k.r430);
-      break;
-    case 439:
-      bump(k.r439);
-      break;
-    case 483:
-      bump(k.r483);
-      break;
-    case 500:
-      bump(k.r500);
-      break;
-    case 503:
-      bump(k.r503);
-      break;
-    default:
-      break;
-  }
+  state_->log(level, event, fields, now);
 }
 
 namespace {
@@ -323,7 +238,7 @@ bool recover_headers(std::string_view bytes, const sip::ParseOptions& opts, std:
 // ---------------------------------------------------------------------------------------------
 // Entry points
 
-void EdgeProxy::on_message(const Inbound& in, Outbound& out) {
+void EdgeProxy::on_message(const Inbound& in, Network& out) {
   Ctx c(in, out, in.received == Clock::time_point{} ? Clock::now() : in.received);
   sip::ParseOptions opts;
   opts.stream = is_stream(in.flow.transport);
@@ -348,40 +263,14 @@ void EdgeProxy::on_message(const Inbound& in, Outbound& out) {
     on_response(c);
 }
 
-void EdgeProxy::on_flow_closed(const FlowKey& flow) { transactions_.forget_flow(flow); }
+void EdgeProxy::on_flow_closed(const FlowKey& flow) { state_->on_flow_closed(flow); }
 
-void EdgeProxy::on_timer(Clock::time_point now, Outbound& out) {
-  for (TransactionTable::Due& d : transactions_.poll(now)) {
-    if (d.kind == TransactionTable::Due::Kind::retransmit) {
-      if (out.send_to_flow(d.flow, std::move(d.bytes))) bump(counters_->retransmissions_to_clients);
-      continue;
-    }
-    // Timer B/F fired with no answer from the UDP client: 408 to the core, once.
-    // The stored request carries our Via on top; the core must not see it.
-    sip::Message req;
-    std::string resp;
-    if (sip::parse(d.bytes, req) != Error::ok || req.method() == Method::ack) continue;
-    const sip::Tag tag = sip::make_tag(seed_, tag_counter_.fetch_add(1, std::memory_order_relaxed));
-    sip::ResponseSpec spec;
-    spec.status = 408;
-    spec.to_tag = tag.view();
-    if (sip::build_response(req, spec, resp) != Error::ok) continue;
-    sip::Message rm;
-    if (sip::parse(resp, rm) != Error::ok) continue;
-    sip::Editor ed(rm);
-    if (ed.remove_top_via() != Error::ok) continue;
-    std::string bytes;
-    ed.serialize(bytes);
-    count_status(408);
-    if (!out.send_to_core(std::move(bytes))) bump(counters_->drop_answer_undeliverable);
-    log(LogLevel::info, LogEvent::flow_failed, "status=408 flow=" + flow::to_string(d.flow), now);
-  }
-}
+void EdgeProxy::on_timer(Clock::time_point now, Network& net) { state_->on_timer(now, net); }
 
 // ---------------------------------------------------------------------------------------------
 // Local answers
 
-void EdgeProxy::unparseable(const Inbound& in, Outbound& out, const sip::Message& m, int status) {
+void EdgeProxy::unparseable(const Inbound& in, Network& out, const sip::Message& m, int status) {
   // A 400 needs what RFC 3261 §8.2.6.2 copies; without it nothing can be sent back.
   const bool answerable = m.is_request() && !m.method_name().empty() && m.method() != Method::ack &&
                           m.first(HeaderId::via) && m.first(HeaderId::from) && m.first(HeaderId::to) &&
@@ -400,7 +289,7 @@ void EdgeProxy::unparseable(const Inbound& in, Outbound& out, const sip::Message
     log(LogLevel::debug, LogEvent::dropped, "reason=unparseable flow=" + flow::to_string(in.flow), now);
     return;
   }
-  count_status(spec.status);
+  state_->count_status(spec.status);
   log(LogLevel::info, LogEvent::bad_request,
       "status=" + std::to_string(spec.status) + " flow=" + flow::to_string(in.flow), now);
   const bool sent =
@@ -418,7 +307,7 @@ void EdgeProxy::reply(Ctx& c, int status, std::string_view reason, std::string_v
   std::size_t n = 0;
   if (!extra_name.empty()) extra[n++] = {extra_name, extra_value};
   if (status == 503) extra[n++] = {"Retry-After", retry_after_};
-  const sip::Tag tag = sip::make_tag(seed_, tag_counter_.fetch_add(1, std::memory_order_relaxed));
+  const sip::Tag tag = state_->next_tag();
   sip::ResponseSpec spec;
   spec.status = status;
   spec.reason = reason;
@@ -437,8 +326,8 @@ void EdgeProxy::reply(Ctx& c, int status, std::string_view reason, std::string_v
 }
 
 void EdgeProxy::send_reply_bytes(Ctx& c, int status, std::string bytes) {
-  count_status(status);
-  if (!c.tx_key.empty()) transactions_.upstream_response(c.tx_key, c.in.flow, status, bytes, c.now);
+  state_->count_status(status);
+  if (!c.tx_key.empty()) state_->transactions().upstream_response(c.tx_key, c.in.flow, status, bytes, c.now);
   const bool sent =
       c.in.from_core ? c.out.send_to_core(std::move(bytes)) : c.out.send_to_flow(c.in.flow, std::move(bytes));
   if (!sent) bump(counters_->drop_answer_undeliverable);
@@ -468,11 +357,11 @@ void EdgeProxy::on_request(Ctx& c) {
 
   // A UDP client retransmits until it hears from us: absorb and replay (§17.2).
   if (!c.in.from_core && c.in.flow.transport == flow::Transport::udp && m.method() != Method::ack) {
-    const sip::Branch unique = sip::make_stateless_branch(seed_, m);
-    const ViaBranch b = branches_.for_client(unique.view().substr(7), c.in.flow);
+    const sip::Branch unique = state_->stateless_branch(m);
+    const ViaBranch b = state_->branches().for_client(unique.view().substr(7), c.in.flow);
     std::string key(b.view());
     key += method_class(m.method());
-    TransactionTable::UpstreamHit hit = transactions_.upstream_request(key, c.in.flow, c.now);
+    TransactionTable::UpstreamHit hit = state_->transactions().upstream_request(key, c.in.flow, c.now);
     if (hit.seen == TransactionTable::Seen::retransmission) {
       if (!hit.replay.empty()) {
         bump(counters_->responses_replayed);
@@ -632,8 +521,8 @@ void EdgeProxy::forward_to_core(Ctx& c, bool dialog, bool outbound_register) {
   step(ed.decrement_max_forwards());
   step(ed.add_received_rport(0, c.src.view(), c.in.flow.remote.port));
 
-  const sip::Branch unique = sip::make_stateless_branch(seed_, m);
-  const ViaBranch branch = branches_.for_client(unique.view().substr(7), c.in.flow);
+  const sip::Branch unique = state_->stateless_branch(m);
+  const ViaBranch branch = state_->branches().for_client(unique.view().substr(7), c.in.flow);
   step(ed.push_via({flow::to_string(config_.core_side.transport), config_.core_side.host,
                     config_.core_side.port, branch.view(), false}));
 
@@ -705,19 +594,26 @@ void EdgeProxy::forward_to_core(Ctx& c, bool dialog, bool outbound_register) {
       if (e == Error::ok) bump(counters_->record_routes_added);
     }
   }
-  step(ed.ensure_content_length());
-  if (e != Error::ok) {
-    edit_failed(c, e);
-    return;
-  }
   std::string bytes;
-  ed.serialize(bytes);
+  if (!finish_edit(c, ed, e, bytes)) return;
   if (!c.out.send_to_core(std::move(bytes))) {
     log(LogLevel::warn, LogEvent::core_unavailable, "flow=" + flow::to_string(c.in.flow), c.now);
     reply(c, 503, "Core Unreachable");
     return;
   }
   bump(counters_->forwarded_to_core);
+}
+
+// The last step of a request's edits: Content-Length, then the bytes to send. False
+// (and answered) when any step failed.
+bool EdgeProxy::finish_edit(Ctx& c, sip::Editor& ed, Error e, std::string& bytes) {
+  if (e == Error::ok) e = ed.ensure_content_length();
+  if (e != Error::ok) {
+    edit_failed(c, e);
+    return false;
+  }
+  ed.serialize(bytes);
+  return true;
 }
 
 // An edit the editor refused (a limit, a header it cannot rewrite): counted, logged and
@@ -746,10 +642,10 @@ void EdgeProxy::forward_to_flow(Ctx& c, const FlowKey& flow, bool dialog) {
   step(ed.pop_routes(c.own_routes));
   step(ed.decrement_max_forwards());
   if (!c.in.from_core) step(ed.add_received_rport(0, c.src.view(), c.in.flow.remote.port));
-  const sip::Branch unique = sip::make_stateless_branch(seed_, m);
+  const sip::Branch unique = state_->stateless_branch(m);
   // The branch says where the response goes: the core, or the client that sent it.
-  const ViaBranch branch = c.in.from_core ? branches_.for_core(unique.view().substr(7))
-                                          : branches_.for_client(unique.view().substr(7), c.in.flow);
+  const ViaBranch branch = c.in.from_core ? state_->branches().for_core(unique.view().substr(7))
+                                          : state_->branches().for_client(unique.view().substr(7), c.in.flow);
   step(ed.push_via({flow::to_string(flow.transport), us->host, us->port, branch.view(), false}));
   std::string rr_copy, rr_client;
   if (dialog) {
@@ -763,13 +659,8 @@ void EdgeProxy::forward_to_flow(Ctx& c, const FlowKey& flow, bool dialog) {
     step(ed.insert_record_route(rr_copy));
     if (e == Error::ok) bump(counters_->record_routes_added);
   }
-  step(ed.ensure_content_length());
-  if (e != Error::ok) {
-    edit_failed(c, e);
-    return;
-  }
   std::string bytes;
-  ed.serialize(bytes);
+  if (!finish_edit(c, ed, e, bytes)) return;
   // Nobody retransmits on the UDP leg of a request the core sent over a reliable
   // connection: we do, and answer 408 once if the client stays silent.
   const bool track = c.in.from_core && flow.transport == flow::Transport::udp &&
@@ -785,7 +676,7 @@ void EdgeProxy::forward_to_flow(Ctx& c, const FlowKey& flow, bool dialog) {
   if (track) {
     std::string key(branch.view());
     key += method_class(m.method());
-    transactions_.downstream_request(key, flow, m.method() == Method::invite, std::move(copy), c.now);
+    state_->transactions().downstream_request(key, flow, m.method() == Method::invite, std::move(copy), c.now);
   }
 }
 
@@ -802,7 +693,7 @@ void EdgeProxy::on_response(Ctx& c) {
     sent_by.host = top.host;
     sent_by.port = top.port;
     if (ieq(top.transport, "TLS")) sent_by.scheme = sip::Uri::Scheme::sips;
-    if (is_ours(config_, sent_by)) d = branches_.decode(top.branch);
+    if (is_ours(config_, sent_by)) d = state_->branches().decode(top.branch);
   }
   // A response from the core goes back to the client flow in our branch; one from a
   // client goes to the core. A client may send one toward another client's flow
@@ -820,7 +711,7 @@ void EdgeProxy::on_response(Ctx& c) {
   const int status = m.status();
   std::string key(top.branch);
   key += method_class(sip::method_from_name(m.cseq().method));
-  if (!c.in.from_core) transactions_.downstream_response(key, status);
+  if (!c.in.from_core) state_->transactions().downstream_response(key, status);
 
   sip::Editor ed(m);
   Error e = ed.remove_top_via();
@@ -854,7 +745,7 @@ void EdgeProxy::on_response(Ctx& c) {
     return;
   }
   if (d->flow.transport == flow::Transport::udp)
-    transactions_.upstream_response(key, d->flow, status, bytes, c.now);
+    state_->transactions().upstream_response(key, d->flow, status, bytes, c.now);
   if (!c.out.send_to_flow(d->flow, std::move(bytes))) {
     // RFC 3261 §18.2.2 would open a new connection; an edge never does.
     bump(counters_->drop_response_flow_gone);

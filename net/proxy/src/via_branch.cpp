@@ -2,7 +2,7 @@
 #include "edge/net/proxy/via_branch.h"
 
 #include "edge/hsm/mac.h"
-#include "edge/net/flow/base64url.h"
+#include "edge/net/token/base64url.h"
 
 #include <cstring>
 

@@ -36,14 +36,6 @@ std::uint64_t fnv1a(std::uint64_t h, std::string_view s) noexcept {
   return h ^ 0xff;  // separator so ("ab","c") and ("a","bc") differ
 }
 
-bool one_line(std::string_view v) noexcept {
-  for (char c : v) {
-    auto u = static_cast<unsigned char>(c);
-    if ((u < 0x20 && c != '\t') || u == 0x7f) return false;
-  }
-  return true;
-}
-
 }  // namespace
 
 Branch make_branch(std::uint64_t seed, std::uint64_t counter) noexcept {
@@ -349,7 +341,7 @@ Error Editor::set_flow_timer(std::uint32_t seconds) {
 }
 
 Error Editor::add_header(std::string_view name, std::string_view value) {
-  if (!lex::all_token(name) || !one_line(value)) return Error::bad_edit_input;
+  if (!lex::all_token(name) || !lex::is_one_line(value)) return Error::bad_edit_input;
   HeaderId id = header_id(name);
   // A second copy of a single-valued header would make the output unparseable.
   if (is_single_valued(id) && m_->first(id)) return Error::bad_edit_input;

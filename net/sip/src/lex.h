@@ -41,6 +41,15 @@ inline bool ieq(std::string_view a, std::string_view b) noexcept {
   return true;
 }
 
+// A header value or reason phrase we write: one line, no control characters but HT.
+inline bool is_one_line(std::string_view v) noexcept {
+  for (char c : v) {
+    auto u = static_cast<unsigned char>(c);
+    if ((u < 0x20 && c != '\t') || u == 0x7f) return false;
+  }
+  return true;
+}
+
 inline bool all_token(std::string_view s) noexcept {
   if (s.empty()) return false;
   for (char c : s)

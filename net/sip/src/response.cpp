@@ -102,24 +102,14 @@ Tag make_tag(std::uint64_t seed, std::uint64_t counter) noexcept {
   return t;
 }
 
-namespace {
-bool one_line(std::string_view v) noexcept {
-  for (char c : v) {
-    auto u = static_cast<unsigned char>(c);
-    if ((u < 0x20 && c != '\t') || u == 0x7f) return false;
-  }
-  return true;
-}
-}  // namespace
-
 Error build_response(const Message& req, const ResponseSpec& spec, std::string& out) {
   if (!req.is_request()) return Error::not_a_request;
   if (req.method() == Method::ack) return Error::bad_edit_input;
   if (spec.status < 100 || spec.status > 699) return Error::bad_edit_input;
-  if (!one_line(spec.reason)) return Error::bad_edit_input;
+  if (!lex::is_one_line(spec.reason)) return Error::bad_edit_input;
   if (!spec.to_tag.empty() && !lex::all_token(spec.to_tag)) return Error::bad_edit_input;
   for (const ExtraHeader& h : spec.extra)
-    if (!lex::all_token(h.name) || !one_line(h.value)) return Error::bad_edit_input;
+    if (!lex::all_token(h.name) || !lex::is_one_line(h.value)) return Error::bad_edit_input;
 
   Editor vias(req);
   if (!spec.source_ip.empty()) {

@@ -10,8 +10,8 @@
 namespace edge::sip {
 namespace {
 
-// unreserved / escaped / user-unreserved / password chars: what may appear before '@'.
-bool is_userinfo_char(char c) noexcept {
+// unreserved (alphanum / mark) and the '%' of an escape: allowed in every URI part we check.
+bool is_unreserved_or_escape(char c) noexcept {
   if (lex::is_alnum(c)) return true;
   switch (c) {
     case '-':
@@ -24,6 +24,16 @@ bool is_userinfo_char(char c) noexcept {
     case '(':
     case ')':
     case '%':
+      return true;
+    default:
+      return false;
+  }
+}
+
+// user-unreserved / password chars: what else may appear before '@'.
+bool is_userinfo_char(char c) noexcept {
+  if (is_unreserved_or_escape(c)) return true;
+  switch (c) {
     case '&':
     case '=':
     case '+':
@@ -39,20 +49,10 @@ bool is_userinfo_char(char c) noexcept {
   }
 }
 
-// paramchar / hnv-unreserved: what may appear in uri-parameters and headers.
+// param-unreserved / hnv-unreserved: what else may appear in uri-parameters and headers.
 bool is_param_char(char c) noexcept {
-  if (lex::is_alnum(c)) return true;
+  if (is_unreserved_or_escape(c)) return true;
   switch (c) {
-    case '-':
-    case '_':
-    case '.':
-    case '!':
-    case '~':
-    case '*':
-    case '\'':
-    case '(':
-    case ')':
-    case '%':
     case '[':
     case ']':
     case '/':

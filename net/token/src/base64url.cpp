@@ -1,5 +1,5 @@
 // Strict unpadded base64url encoder/decoder with table lookups and no allocation.
-#include <edge/net/flow/base64url.h>
+#include <edge/net/token/base64url.h>
 
 #include <array>
 

@@ -1,5 +1,5 @@
 // Flow identity: endpoint construction, text forms, equality and keyed (SipHash) hashing.
-#include <edge/net/flow/flow_key.h>
+#include <edge/net/token/flow_key.h>
 
 #include <arpa/inet.h>
 

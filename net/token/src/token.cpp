@@ -1,7 +1,7 @@
 // Flow token format v1: building the signed part and parsing a presented text, HSM-free.
-#include <edge/net/flow/token.h>
+#include <edge/net/token/token.h>
 
-#include <edge/net/flow/base64url.h>
+#include <edge/net/token/base64url.h>
 
 #include <algorithm>
 #include <cstring>

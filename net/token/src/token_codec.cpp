@@ -1,6 +1,6 @@
 // Token codec: mint through the HSM, verify via the flow's own token, the verified cache, then the
 // HSM.
-#include <edge/net/flow/token_codec.h>
+#include <edge/net/token/token_codec.h>
 
 #include <edge/hsm/mac.h>
 

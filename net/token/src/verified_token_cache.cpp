@@ -1,5 +1,5 @@
 // Verified-token cache: fixed memory, per-set locks, LRU within a set, epoch-checked entries.
-#include <edge/net/flow/verified_token_cache.h>
+#include <edge/net/token/verified_token_cache.h>
 
 #include <edge/hsm/mac.h>
 

@@ -1,23 +1,20 @@
-// SessionBase: write queue, close-once, delivery and pause handling shared by TCP/TLS/WS/WSS sessions.
-#include "session.h"
+// ClientConnection: write queue, close-once, delivery and pause handling shared by TCP/TLS/WS/WSS sessions.
+#include "client_connection.h"
 
 #include <boost/asio/post.hpp>
 
-#include <cctype>
-#include <cerrno>
-
 namespace edge::net::detail {
 
-bool SessionBase::open(const flow::FlowKey& key) {
+bool ClientConnection::open(const flow::FlowKey& key) {
   entry_ = st_->open_flow(key, w_, std::weak_ptr<FlowLink>(shared_from_this()));
   if (!entry_) return false;  // cannot happen for a fresh connection: the remote port is ours
   w_.load.fetch_add(1, std::memory_order_relaxed);
   st_->counters.of(transport_).accepted.fetch_add(1, std::memory_order_relaxed);
-  State::join(w_, std::static_pointer_cast<Resumable>(shared_from_this()));
+  State::join(w_, std::static_pointer_cast<WorkerMember>(shared_from_this()));
   return true;
 }
 
-bool SessionBase::send(const FlowEntry&, std::string bytes) {
+bool ClientConnection::send(const FlowEntry&, std::string bytes) {
   if (gone_.load(std::memory_order_acquire)) return false;
   if (queued_.fetch_add(1, std::memory_order_relaxed) >= st_->config.limits.max_write_queue) {
     queued_.fetch_sub(1, std::memory_order_relaxed);
@@ -33,7 +30,7 @@ bool SessionBase::send(const FlowEntry&, std::string bytes) {
   return true;
 }
 
-void SessionBase::enqueue(std::string bytes) {
+void ClientConnection::enqueue(std::string bytes) {
   if (closed_ || closing_after_write_) {
     queued_.fetch_sub(1, std::memory_order_relaxed);
     return;
@@ -45,7 +42,7 @@ void SessionBase::enqueue(std::string bytes) {
   }
 }
 
-void SessionBase::on_write(const boost::system::error_code& ec, std::size_t n) {
+void ClientConnection::on_write(const boost::system::error_code& ec, std::size_t n) {
   writing_ = false;
   if (closed_) return;
   if (ec) {
@@ -69,7 +66,7 @@ void SessionBase::on_write(const boost::system::error_code& ec, std::size_t n) {
   }
 }
 
-void SessionBase::close_after_write(CloseReason why) {
+void ClientConnection::close_after_write(CloseReason why) {
   close_reason_ = why;
   if (!writing_ && writes_.empty()) {
     close_now(why);
@@ -79,7 +76,7 @@ void SessionBase::close_after_write(CloseReason why) {
   arm_deadline(st_->config.limits.header_read_timeout);
 }
 
-void SessionBase::close_now(CloseReason why) {
+void ClientConnection::close_now(CloseReason why) {
   if (closed_) return;
   closed_ = true;
   gone_.store(true, std::memory_order_release);
@@ -92,7 +89,7 @@ void SessionBase::close_now(CloseReason why) {
   st_->close_flow(entry_, why);
 }
 
-void SessionBase::deliver(std::string_view bytes) {
+void ClientConnection::deliver(std::string_view bytes) {
   const auto now = Clock::now();
   entry_->touch(now);
   entry_->messages_in.fetch_add(1, std::memory_order_relaxed);
@@ -107,16 +104,16 @@ void SessionBase::deliver(std::string_view bytes) {
   st_->deliver(in);
 }
 
-bool SessionBase::park_if_paused() {
+bool ClientConnection::park_if_paused() {
   if (!st_->paused.load(std::memory_order_acquire)) return false;
   // A whole message is waiting in our buffer: not the peer's fault, so no read deadline.
   entry_->clear_read_deadline();
-  State::park(w_, std::static_pointer_cast<Resumable>(shared_from_this()));
+  State::park(w_, std::static_pointer_cast<WorkerMember>(shared_from_this()));
   return true;
 }
 
 void open_superseding(const std::shared_ptr<State>& st, Worker& w, const flow::FlowKey& key,
-                      std::shared_ptr<SessionBase> s, const asio::ip::address& peer) {
+                      std::shared_ptr<ClientConnection> s, const asio::ip::address& peer) {
   auto finish = [st, &w, key, s = std::move(s), peer]() mutable {
     asio::post(w.ctx, [st, key, s = std::move(s), peer] {
       if (!st->stopping.load(std::memory_order_acquire) && s->open(key)) {
@@ -140,36 +137,6 @@ void open_superseding(const std::shared_ptr<State>& st, Worker& w, const flow::F
     }
     finish();
   });
-}
-
-std::string listener_name(const ListenerConfig& cfg) {
-  std::string t = flow::to_string(cfg.transport);
-  for (char& ch : t) ch = static_cast<char>(std::tolower(static_cast<unsigned char>(ch)));
-  const bool v6 = cfg.address.find(':') != std::string::npos;
-  return t + " " + (v6 ? "[" + cfg.address + "]" : cfg.address) + ":" + std::to_string(cfg.port);
-}
-
-void throw_bind_error(const ListenerConfig& cfg, const boost::system::error_code& ec) {
-  std::string why;
-  if (ec == asio::error::address_in_use) {
-    why = "address in use";
-  } else if (ec == asio::error::access_denied) {
-    why = "permission denied";
-  } else if (ec == asio::error::address_family_not_supported) {
-    why = "address family not supported";
-  } else if (ec.value() == EADDRNOTAVAIL) {
-    why = "address not available";
-  } else {
-    why = ec.message();
-  }
-  throw TransportError(listener_name(cfg) + ": " + why);
-}
-
-asio::ip::address parse_address(const ListenerConfig& cfg) {
-  boost::system::error_code ec;
-  auto a = asio::ip::make_address(cfg.address, ec);
-  if (ec) throw TransportError(listener_name(cfg) + ": not an IP address");
-  return a;
 }
 
 }  // namespace edge::net::detail

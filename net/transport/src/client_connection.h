@@ -1,29 +1,37 @@
-// Internal: the common part of a client connection (TCP, TLS, WS, WSS) and the listener/session factories.
+// Internal: the common part of a client connection (TCP, TLS, WS, WSS) and how one starts on its worker.
 #pragma once
 
+#include "address.h"
 #include "state.h"
+#include "worker.h"
 
+#include "edge/net/transport/flow_table.h"
+
+#include <boost/asio/ip/tcp.hpp>
+#include <boost/asio/ssl/context.hpp>
+
+#include <atomic>
+#include <chrono>
 #include <deque>
+#include <memory>
+#include <string>
+#include <string_view>
 
 namespace edge::net::detail {
 
-// A listening socket on one worker.
-class Listener : public Resumable {
- public:
-  virtual BoundListener bound() const = 0;
-};
-
 // One client connection, owned by one worker for its whole life. Everything
 // except send() runs on that worker's thread, so no member needs a lock.
-class SessionBase : public FlowLink, public Resumable, public std::enable_shared_from_this<SessionBase> {
+class ClientConnection : public FlowLink,
+                         public WorkerMember,
+                         public std::enable_shared_from_this<ClientConnection> {
  public:
-  SessionBase(std::shared_ptr<State> st, Worker& w, flow::Transport t, asio::ip::address peer)
+  ClientConnection(std::shared_ptr<State> st, Worker& w, flow::Transport t, asio::ip::address peer)
       : st_(std::move(st)), w_(w), transport_(t), peer_(std::move(peer)) {}
 
   // FlowLink
   bool send(const FlowEntry& flow, std::string bytes) override;
   void expire(const std::shared_ptr<FlowEntry>&, CloseReason why) override { close_now(why); }
-  // Resumable
+  // WorkerMember
   void close_now(CloseReason why) override;
 
   // On the worker, right after construction: flow entry, membership, then start().
@@ -70,7 +78,7 @@ class SessionBase : public FlowLink, public Resumable, public std::enable_shared
 // worker, then opens and starts the new session on w; when even that fails the
 // new connection is closed and its admission given back.
 void open_superseding(const std::shared_ptr<State>& st, Worker& w, const flow::FlowKey& key,
-                      std::shared_ptr<SessionBase> s, const asio::ip::address& peer);
+                      std::shared_ptr<ClientConnection> s, const asio::ip::address& peer);
 
 // Builds a session on worker w for an accepted socket and starts it; gives the
 // admission back when the peer is already gone.
@@ -97,20 +105,11 @@ void launch(const std::shared_ptr<State>& st, Worker& w, flow::Transport t, tcp:
   s->start();
 }
 
-// Factories used by the stream acceptor (socket already on worker w's io_context).
+// Factories used by the stream acceptor (socket already on worker w's io_context): TCP and TLS
+// (stream_connection.cpp), WS and WSS (ws_connection.cpp). `tls` is the listener's context for tls / wss.
+void start_stream_connection(const std::shared_ptr<State>& st, Worker& w, tcp::socket sock, flow::Transport t,
+                             const asio::ip::address& peer, std::shared_ptr<ssl::context> tls);
 void start_ws_session(const std::shared_ptr<State>& st, Worker& w, tcp::socket sock, flow::Transport t,
                       const asio::ip::address& peer, std::shared_ptr<ssl::context> tls);
-
-// Listener factories; they bind (throwing TransportError) and start accepting.
-std::shared_ptr<Listener> make_udp_listener(const std::shared_ptr<State>& st, Worker& w,
-                                            const ListenerConfig& cfg);
-std::shared_ptr<Listener> make_stream_listener(const std::shared_ptr<State>& st, Worker& w,
-                                               const ListenerConfig& cfg);
-
-// "tcp 127.0.0.1:5060"
-std::string listener_name(const ListenerConfig& cfg);
-// TransportError "tcp 127.0.0.1:5060: address in use".
-[[noreturn]] void throw_bind_error(const ListenerConfig& cfg, const boost::system::error_code& ec);
-asio::ip::address parse_address(const ListenerConfig& cfg);
 
 }  // namespace edge::net::detail

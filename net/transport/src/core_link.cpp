@@ -1,4 +1,4 @@
-// CoreLink: connect, frame, deliver (from_core), queue while down, reconnect with exponential back-off.
+// CoreLink: connect, frame (StreamFramer), deliver (from_core), queue while down, reconnect with back-off.
 #include "core_link.h"
 
 #include "edge/net/sip/message.h"
@@ -21,7 +21,7 @@ CoreLink::CoreLink(std::shared_ptr<State> st, Worker& w)
       w_(w),
       cfg_(st_->config.core),
       timer_(w.ctx),
-      buf_(st_->config.limits.max_message_size),
+      framer_(st_->sip_limits),
       dgram_(st_->config.limits.max_message_size + 1),
       backoff_(cfg_.reconnect_initial) {}
 
@@ -75,7 +75,7 @@ void CoreLink::connect() {
     if (!e && gen == self->gen_ && !self->connected_) self->drop_connection();
   });
   sock.async_connect(tcp::endpoint(addr, cfg_.port), [self = shared_from_this(), gen, remote,
-                                                       this](const boost::system::error_code& e) {
+                                                      this](const boost::system::error_code& e) {
     if (closed_ || gen != gen_) return;
     if (e) {
       drop_connection();
@@ -113,17 +113,16 @@ void CoreLink::on_connected(unsigned gen) {
 
 void CoreLink::do_read(unsigned gen) {
   if (udp_) {
-    udp_->async_receive(asio::buffer(dgram_), [self = shared_from_this(), gen](const boost::system::error_code& ec,
-                                                                              std::size_t n) {
-      self->on_read(gen, ec, n);
-    });
+    udp_->async_receive(asio::buffer(dgram_),
+                        [self = shared_from_this(), gen](const boost::system::error_code& ec, std::size_t n) {
+                          self->on_read(gen, ec, n);
+                        });
     return;
   }
-  auto space = buf_.prepare();
+  auto space = framer_.prepare();
   with_stream([&](auto& s) {
-    s.async_read_some(space, [self = shared_from_this(), gen](const boost::system::error_code& ec, std::size_t n) {
-      self->on_read(gen, ec, n);
-    });
+    s.async_read_some(space, [self = shared_from_this(), gen](const boost::system::error_code& ec,
+                                                              std::size_t n) { self->on_read(gen, ec, n); });
   });
 }
 
@@ -132,7 +131,8 @@ void CoreLink::on_read(unsigned gen, const boost::system::error_code& ec, std::s
   if (udp_) {
     if (ec == asio::error::operation_aborted) return;
     // ICMP "port unreachable" while the core restarts: keep the socket, keep reading.
-    if (!ec && n > 0 && n <= st_->config.limits.max_message_size && (dgram_[0] != '\r' && dgram_[0] != '\n')) {
+    if (!ec && n > 0 && n <= st_->config.limits.max_message_size &&
+        (dgram_[0] != '\r' && dgram_[0] != '\n')) {
       if (st_->paused.load(std::memory_order_acquire)) {
         parked_ = true;
         parked_dgram_ = n;
@@ -148,45 +148,40 @@ void CoreLink::on_read(unsigned gen, const boost::system::error_code& ec, std::s
     drop_connection();
     return;
   }
-  buf_.commit(n);
+  framer_.commit(n);
   process(gen);
 }
 
-void CoreLink::process(unsigned gen) {
-  for (;;) {
-    const std::string_view data = buf_.data();
-    if (data.empty()) break;
-    const sip::Frame f = sip::frame_stream(data, st_->sip_limits, buf_.scanned);
-    switch (f.status) {
-      case sip::FrameStatus::keep_alive:
-        enqueue_front_pong();
-        buf_.consume(f.size);
-        continue;
-      case sip::FrameStatus::stray_crlf:
-        buf_.consume(f.size);
-        continue;
-      case sip::FrameStatus::message:
-        if (st_->paused.load(std::memory_order_acquire)) {
-          parked_ = true;
-          State::park(w_, shared_from_this());
-          return;
-        }
-        deliver(data.substr(0, f.size));
-        if (closed_ || gen != gen_) return;
-        buf_.consume(f.size);
-        continue;
-      case sip::FrameStatus::need_more:
-        buf_.scanned = f.scanned;
-        do_read(gen);
-        return;
-      case sip::FrameStatus::error:
-        // The core broke the stream: start over on a fresh connection.
-        st_->counters.framing_errors.fetch_add(1, std::memory_order_relaxed);
-        drop_connection();
-        return;
+// The core's stream: CRLFCRLF is answered ahead of the queue, a lone CRLF and
+// the read phases mean nothing here (the core is trusted not to stall), and a
+// message that cannot be framed ends this connection.
+struct CoreLink::Framing {
+  CoreLink& l;
+  unsigned gen;
+
+  bool on_message(std::string_view m) {
+    if (l.st_->paused.load(std::memory_order_acquire)) {
+      l.parked_ = true;
+      State::park(l.w_, l.shared_from_this());
+      return false;  // stays buffered; resume_reading() delivers it
     }
+    l.deliver(m);
+    return !l.closed_ && gen == l.gen_;
   }
-  do_read(gen);
+  void on_keepalive(KeepAlive k) {
+    if (k == KeepAlive::ping) l.enqueue_front_pong();
+  }
+  void on_phase(ReadPhase) {}
+  void on_error(const FramingError&) {
+    // The core broke the stream: start over on a fresh connection.
+    l.st_->counters.framing_errors.fetch_add(1, std::memory_order_relaxed);
+    l.drop_connection();
+  }
+};
+
+void CoreLink::process(unsigned gen) {
+  Framing cb{*this, gen};
+  if (framer_.drain(cb) == Drained::read_more) do_read(gen);
 }
 
 void CoreLink::deliver(std::string_view bytes) {
@@ -219,7 +214,8 @@ bool CoreLink::send(std::string bytes) {
   if (w_.ctx.get_executor().running_in_this_thread()) {
     enqueue(std::move(bytes));
   } else {
-    asio::post(w_.ctx, [self = shared_from_this(), b = std::move(bytes)]() mutable { self->enqueue(std::move(b)); });
+    asio::post(w_.ctx,
+               [self = shared_from_this(), b = std::move(bytes)]() mutable { self->enqueue(std::move(b)); });
   }
   return true;
 }
@@ -245,16 +241,17 @@ void CoreLink::write_next() {
   if (pongs_ > 0) {
     writing_ = true;
     with_stream([&](auto& s) {
-      asio::async_write(s, asio::buffer("\r\n", 2), [self = shared_from_this(), gen](const boost::system::error_code& ec, std::size_t) {
-        self->writing_ = false;
-        if (self->closed_ || gen != self->gen_) return;
-        if (ec) {
-          self->drop_connection();
-          return;
-        }
-        --self->pongs_;
-        self->write_next();
-      });
+      asio::async_write(s, asio::buffer("\r\n", 2),
+                        [self = shared_from_this(), gen](const boost::system::error_code& ec, std::size_t) {
+                          self->writing_ = false;
+                          if (self->closed_ || gen != self->gen_) return;
+                          if (ec) {
+                            self->drop_connection();
+                            return;
+                          }
+                          --self->pongs_;
+                          self->write_next();
+                        });
     });
     return;
   }
@@ -296,7 +293,7 @@ void CoreLink::drop_connection() {
   if (udp_) udp_->close(ec);
   // Handlers still reference the old socket objects until they run, so the
   // objects are replaced (not destroyed) only on the next connect.
-  buf_.consume(buf_.data().size());
+  framer_.clear();
   if (closed_) return;
   timer_.expires_after(backoff_);
   backoff_ = std::min(cfg_.reconnect_max, backoff_ * 2);

@@ -1,8 +1,12 @@
-// Transports: start/stop of workers and listeners, the expiry sweep, pause/resume, Outbound, stats.
+// Transports: start/stop of workers and listeners, the expiry sweep, pause/resume, Network, stats.
 #include "edge/net/transport/transports.h"
 
+#include "config_rules.h"
 #include "core_link.h"
-#include "session.h"
+#include "listener.h"
+#include "state.h"
+#include "tls_context.h"
+#include "worker.h"
 
 #include <boost/asio/post.hpp>
 
@@ -14,41 +18,6 @@ using detail::State;
 using detail::Worker;
 
 namespace {
-
-bool needs_server_tls(const TransportConfig& c) {
-  for (const auto& l : c.listeners)
-    if (l.transport == flow::Transport::tls || l.transport == flow::Transport::wss) return true;
-  return false;
-}
-bool needs_client_tls(const TransportConfig& c) {
-  return c.core.enabled && c.core.transport == flow::Transport::tls;
-}
-
-void validate(const TransportConfig& c) {
-  for (const auto& l : c.listeners) {
-    switch (l.transport) {
-      case flow::Transport::udp:
-      case flow::Transport::tcp:
-      case flow::Transport::tls:
-      case flow::Transport::ws:
-      case flow::Transport::wss:
-        break;
-      default:
-        throw TransportError(detail::listener_name(l) + ": transport not supported by a listener");
-    }
-  }
-  if (c.core.enabled) {
-    const auto t = c.core.transport;
-    if (t != flow::Transport::tcp && t != flow::Transport::tls && t != flow::Transport::udp) {
-      throw TransportError("core: transport must be tcp, tls or udp");
-    }
-    boost::system::error_code ec;
-    boost::asio::ip::make_address(c.core.address, ec);
-    if (ec) throw TransportError("core " + c.core.address + ": not an IP address");
-  }
-  if (c.limits.max_message_size < 512) throw TransportError("limits: max_message_size below 512 bytes");
-  if (c.limits.sweep_interval.count() <= 0) throw TransportError("limits: sweep_interval must be positive");
-}
 
 // Ends the flows that went silent or stalled; runs on each worker for the flows it owns.
 void sweep_once(State& st, Worker& w) {
@@ -89,6 +58,17 @@ void arm_sweep(State* st, Worker* w) {
   });
 }
 
+// The handler's timers on worker 0 (a steady_timer, no thread of its own). They
+// run while paused too: a retransmission toward a UDP client is not a new message.
+void arm_handler_timer(State* st, Worker* w) {
+  w->handler_timer.expires_after(st->config.limits.handler_timer_interval);
+  w->handler_timer.async_wait([st, w](const boost::system::error_code& ec) {
+    if (ec || st->stopping.load(std::memory_order_acquire)) return;
+    if (auto h = st->handler()) h->on_timer(Clock::now(), *st->outbound);
+    arm_handler_timer(st, w);
+  });
+}
+
 }  // namespace
 
 Transports::Transports(TransportConfig config, std::shared_ptr<MessageHandler> handler)
@@ -101,9 +81,10 @@ Transports::~Transports() { stop(); }
 void Transports::start() {
   State& st = *state_;
   if (!st.workers.empty()) throw TransportError("transports: already started");
-  validate(config_);
-  st.set_tls(needs_server_tls(config_) ? detail::make_server_tls(config_.tls) : nullptr,
-             needs_client_tls(config_) ? detail::make_client_tls(config_.tls, config_.core) : nullptr);
+  detail::validate(config_);
+  st.set_tls(
+      detail::needs_server_tls(config_) ? detail::make_server_tls(config_.tls) : nullptr,
+      detail::needs_client_tls(config_) ? detail::make_client_tls(config_.tls, config_.core) : nullptr);
 
   unsigned n = config_.workers;
   if (n == 0) n = std::max(1u, std::thread::hardware_concurrency());
@@ -128,6 +109,7 @@ void Transports::start() {
     st.core = std::make_shared<detail::CoreLink>(state_, *st.workers[0]);
     st.core->start();
   }
+  arm_handler_timer(&st, st.workers[0].get());
   for (auto& w : st.workers) {
     arm_sweep(&st, w.get());
     w->thread = std::thread([wp = w.get()] { wp->ctx.run(); });
@@ -149,12 +131,13 @@ void Transports::stop() {
         }
       }
       wp->sweep_buf.clear();
-      std::vector<std::shared_ptr<detail::Resumable>> rest;
+      std::vector<std::shared_ptr<detail::WorkerMember>> rest;
       for (auto& [p, weak] : wp->members)
         if (auto m = weak.lock()) rest.push_back(std::move(m));
       for (auto& m : rest) m->close_now(CloseReason::shutdown);
       wp->parked.clear();
       wp->sweep_timer.cancel();
+      wp->handler_timer.cancel();
       wp->guard.reset();
     });
   }
@@ -192,13 +175,15 @@ void Transports::resume() {
 
 bool Transports::paused() const noexcept { return state_->paused.load(std::memory_order_acquire); }
 
-void Transports::set_handler(std::shared_ptr<MessageHandler> handler) { state_->set_handler(std::move(handler)); }
+void Transports::set_handler(std::shared_ptr<MessageHandler> handler) {
+  state_->set_handler(std::move(handler));
+}
 
 void Transports::reload_tls(const TlsConfig& tls) {
   TransportConfig next = config_;
   next.tls = tls;
-  auto server = needs_server_tls(next) ? detail::make_server_tls(tls) : nullptr;  // throws, old stays
-  auto client = needs_client_tls(next) ? detail::make_client_tls(tls, next.core) : nullptr;
+  auto server = detail::needs_server_tls(next) ? detail::make_server_tls(tls) : nullptr;  // throws, old stays
+  auto client = detail::needs_client_tls(next) ? detail::make_client_tls(tls, next.core) : nullptr;
   state_->set_tls(std::move(server), std::move(client));
   config_.tls = tls;
 }

@@ -1,5 +1,6 @@
 // UDP listener: one socket per listener on one worker; STUN / CRLF / SIP demultiplexing; UDP flows.
-#include "session.h"
+#include "address.h"
+#include "listener.h"
 
 #include "edge/net/sip/stun.h"
 
@@ -18,17 +19,17 @@ namespace stun = sip::stun;
 class UdpListener final : public Listener, public FlowLink, public std::enable_shared_from_this<UdpListener> {
  public:
   UdpListener(std::shared_ptr<State> st, Worker& w, const ListenerConfig& cfg)
-      : st_(std::move(st)), w_(w), cfg_(cfg), sock_(w.ctx),
+      : st_(std::move(st)),
+        w_(w),
+        cfg_(cfg),
+        sock_(w.ctx),
         // One byte more than the limit: a datagram that fills it was larger (Linux truncates silently).
         buf_(st_->config.limits.max_message_size + 1) {}
 
   void bind() {
-    const auto addr = parse_address(cfg_);
-    const udp::endpoint ep(addr, cfg_.port);
+    const udp::endpoint ep(parse_address(cfg_), cfg_.port);
     boost::system::error_code ec;
-    sock_.open(ep.protocol(), ec);
-    if (!ec && addr.is_v6()) sock_.set_option(asio::ip::v6_only(true), ec);
-    if (!ec) sock_.bind(ep, ec);
+    bind_udp(sock_, ep, ec);
     if (ec) throw_bind_error(cfg_, ec);
     // Sends are synchronous and must never block the worker: a full socket
     // buffer drops the datagram, as the network might.
@@ -79,7 +80,9 @@ class UdpListener final : public Listener, public FlowLink, public std::enable_s
     return true;
   }
 
-  void expire(const std::shared_ptr<FlowEntry>& flow, CloseReason why) override { st_->close_flow(flow, why); }
+  void expire(const std::shared_ptr<FlowEntry>& flow, CloseReason why) override {
+    st_->close_flow(flow, why);
+  }
 
  private:
   void send_now(const udp::endpoint& to, std::string_view bytes, const flow::FlowKey& key) {
@@ -215,7 +218,8 @@ class UdpListener final : public Listener, public FlowLink, public std::enable_s
 
 }  // namespace
 
-std::shared_ptr<Listener> make_udp_listener(const std::shared_ptr<State>& st, Worker& w, const ListenerConfig& cfg) {
+std::shared_ptr<Listener> make_udp_listener(const std::shared_ptr<State>& st, Worker& w,
+                                            const ListenerConfig& cfg) {
   auto l = std::make_shared<UdpListener>(st, w, cfg);
   l->bind();
   l->start();

@@ -1,5 +1,5 @@
 // The WebSocket framing of a SIP flow (RFC 7118), free of sockets: the upgrade check, the Beast
-// stream options, and what one WS message is. WsSession and the ws fuzz target share it.
+// stream options, and what one WS message is. WsConnection and the ws fuzz target share it.
 #pragma once
 
 #include <boost/beast/http/field.hpp>

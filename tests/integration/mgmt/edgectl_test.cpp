@@ -68,7 +68,7 @@ TEST_F(EdgectlTest, PropertySetByWebSphereAliasShowsInStagedConfig) {
   CommandResult applied = edgectl({"apply", "--request-id", "cli-1"});
   ASSERT_EQ(applied.exit_code, 0) << applied.err;
   EXPECT_THAT(applied.out, HasSubstr("generation:"));
-  EXPECT_EQ(front_end_.running().sip().flow_token().key_set(), "flow2");
+  EXPECT_EQ(front_end_.current().sip().flow_token().key_set(), "flow2");
 }
 
 TEST_F(EdgectlTest, RefusedChangeExitsThreeWithOneLine) {

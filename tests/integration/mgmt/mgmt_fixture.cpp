@@ -12,52 +12,6 @@
 namespace edge::test {
 namespace v1 = mgmt::v1;
 
-std::string RecordingFrontEnd::validate(const v1::ApplianceConfig&) {
-  record("validate");
-  return "";
-}
-
-std::chrono::milliseconds RecordingFrontEnd::drain(std::chrono::milliseconds) {
-  record("drain");
-  return std::chrono::milliseconds(0);
-}
-
-void RecordingFrontEnd::apply(const v1::ApplianceConfig& next, v1::RestartClass) {
-  record("apply");
-  std::lock_guard lock(mu_);
-  running_ = next;
-}
-
-void RecordingFrontEnd::start() { record("start"); }
-
-std::string RecordingFrontEnd::health() {
-  record("health");
-  return "";
-}
-
-v1::FrontEndStatus RecordingFrontEnd::status() {
-  std::lock_guard lock(mu_);
-  v1::FrontEndStatus s;
-  s.set_state("running");
-  s.set_key_set(running_.sip().flow_token().key_set());
-  return s;
-}
-
-std::vector<std::string> RecordingFrontEnd::calls() const {
-  std::lock_guard lock(mu_);
-  return calls_;
-}
-
-v1::ApplianceConfig RecordingFrontEnd::running() const {
-  std::lock_guard lock(mu_);
-  return running_;
-}
-
-void RecordingFrontEnd::record(std::string call) {
-  std::lock_guard lock(mu_);
-  calls_.push_back(std::move(call));
-}
-
 struct LogCapture::Sink : spdlog::sinks::base_sink<std::mutex> {
   mutable std::mutex text_mu;
   std::string text;

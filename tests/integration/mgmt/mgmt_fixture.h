@@ -6,6 +6,7 @@
 #include <edge/mgmt/front_end.h>
 #include <edge/mgmt/server.h>
 #include <edge/mgmt/v1/agent.grpc.pb.h>
+#include <edge/test/fake_front_end.h>
 #include <edge/test/sip/pki.h>
 #include <edge/test/softhsm_fixture.h>
 #include <gmock/gmock.h>
@@ -19,26 +20,6 @@
 #include <vector>
 
 namespace edge::test {
-
-// A healthy front end that records what the agent asked of it.
-class RecordingFrontEnd : public mgmt::FrontEnd {
- public:
-  std::string validate(const mgmt::v1::ApplianceConfig& next) override;
-  std::chrono::milliseconds drain(std::chrono::milliseconds bound) override;
-  void apply(const mgmt::v1::ApplianceConfig& next, mgmt::v1::RestartClass cls) override;
-  void start() override;
-  std::string health() override;
-  mgmt::v1::FrontEndStatus status() override;
-
-  std::vector<std::string> calls() const;
-  mgmt::v1::ApplianceConfig running() const;
-
- private:
-  void record(std::string call);
-  mutable std::mutex mu_;
-  std::vector<std::string> calls_;
-  mgmt::v1::ApplianceConfig running_;
-};
 
 // Thread-safe capture of what spdlog writes (the server logs refusals from gRPC threads).
 class LogCapture {
@@ -78,7 +59,7 @@ class MgmtFixture : public ::testing::Test {
   std::unique_ptr<TestPki> other_pki_;
   CertFiles server_cert_, ops_, watcher_, stranger_, foreign_ops_;
   LogCapture log_;
-  RecordingFrontEnd front_end_;
+  FakeFrontEnd front_end_;  // healthy, records what the agent asked of it
   std::unique_ptr<mgmt::Agent> agent_;
   std::unique_ptr<mgmt::MgmtServer> server_;
 };

@@ -120,7 +120,7 @@ TEST_F(MgmtServerTest, OperatorCertificateRotatesAndApplies) {
   rpc = apply(*ops, &applied);
   ASSERT_TRUE(rpc.ok()) << rpc.error_message();
   EXPECT_EQ(applied.generation(), 2u);
-  EXPECT_EQ(front_end_.running().sip().flow_token().key_set(), kKeySet);
+  EXPECT_EQ(front_end_.current().sip().flow_token().key_set(), kKeySet);
 
   grpc::ClientContext gctx;
   set_deadline(gctx);

@@ -11,6 +11,8 @@
 #include <csignal>
 #include <cstdlib>
 #include <cstring>
+#include <filesystem>
+#include <iostream>
 #include <map>
 #include <stdexcept>
 #include <system_error>
@@ -36,18 +38,29 @@ struct Pipe {
 
 }  // namespace
 
-std::filesystem::path find_program(std::string_view name) {
-  if (name.find('/') != std::string_view::npos) return std::filesystem::path(name);
-  const char* path = std::getenv("PATH");
-  std::string_view p = path ? path : "/usr/local/bin:/usr/bin:/bin:/usr/sbin:/sbin";
-  while (true) {
-    auto colon = p.find(':');
-    std::filesystem::path candidate = std::filesystem::path(p.substr(0, colon)) / name;
-    if (::access(candidate.c_str(), X_OK) == 0) return candidate;
-    if (colon == std::string_view::npos) break;
-    p.remove_prefix(colon + 1);
+std::filesystem::path find_program(std::string_view name, std::string_view debian_package) {
+  const std::string n(name);
+  if (n.find('/') != std::string::npos) {
+    if (::access(n.c_str(), X_OK) == 0) return n;
+  } else {
+    const char* env = std::getenv("PATH");
+    std::string_view p = env ? env : "/usr/local/bin:/usr/bin:/bin";
+    const std::string path = std::string(p) + ":/usr/local/sbin:/usr/sbin:/sbin";
+    std::string_view rest = path;
+    while (!rest.empty()) {
+      const auto colon = rest.find(':');
+      const std::string_view dir = rest.substr(0, colon);
+      if (!dir.empty()) {
+        std::filesystem::path candidate = std::filesystem::path(dir) / n;
+        if (::access(candidate.c_str(), X_OK) == 0) return candidate;
+      }
+      if (colon == std::string_view::npos) break;
+      rest.remove_prefix(colon + 1);
+    }
   }
-  return {};
+  throw std::runtime_error(n + " not found on PATH: install the Debian package " +
+                           std::string(debian_package) +
+                           " (scripts/setup does); a test needing it fails without it");
 }
 
 CommandResult run_command(const std::vector<std::string>& argv,
@@ -57,8 +70,7 @@ CommandResult run_command(const std::vector<std::string>& argv,
   // A child that exits without reading its stdin must not kill the test with SIGPIPE.
   static const bool sigpipe_ignored = [] { return std::signal(SIGPIPE, SIG_IGN) != SIG_ERR; }();
   (void)sigpipe_ignored;
-  auto program = find_program(argv[0]);
-  if (program.empty()) throw std::runtime_error("run_command: " + argv[0] + " not found in PATH");
+  const auto program = find_program(argv[0], "that provides " + argv[0]);
 
   std::map<std::string, std::string> vars;
   for (char** e = environ; *e; ++e) {
@@ -142,6 +154,11 @@ TempDir::TempDir(std::string_view prefix) {
 }
 
 TempDir::~TempDir() {
+  const char* keep = std::getenv("EDGE_KEEP_TEST_DIRS");
+  if (keep && std::string_view(keep) == "1") {
+    std::cerr << "kept test dir " << path_ << "\n";
+    return;
+  }
   std::error_code ec;
   std::filesystem::remove_all(path_, ec);
 }

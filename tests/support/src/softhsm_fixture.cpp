@@ -50,9 +50,7 @@ SoftHsmToken::SoftHsmToken(SoftHsmTokenOptions options) : options_(std::move(opt
     throw std::runtime_error(std::string("SoftHSM2 module missing: ") + softhsm_module_path() +
                              " (install softhsm2: scripts/setup)");
   }
-  if (find_program("softhsm2-util").empty()) {
-    throw std::runtime_error("softhsm2-util not found in PATH (install softhsm2: scripts/setup)");
-  }
+  find_program("softhsm2-util", "softhsm2");  // throws, naming the package
   if (options_.label.empty()) {
     static std::atomic<unsigned> counter{0};
     options_.label = "edge-t-" + std::to_string(::getpid()) + "-" + std::to_string(counter++);

@@ -176,8 +176,8 @@ TEST_F(RecoveryTest, BackgroundRecoveryKeepsCallersOutWhileTheHsmIsAway) {
   // are answered at once and never rebuild.
   const auto opens = shim_.calls("C_OpenSession");
   for (int i = 0; i < 50; ++i) EXPECT_EQ(verify(), MacStatus::unavailable);
-  EXPECT_TRUE(edge::test::wait_until([&] { return shim_.calls("C_OpenSession") > opens || shim_.injected() > 1; },
-                                     kComesBackWithin))
+  EXPECT_TRUE(edge::test::wait_until(
+      [&] { return shim_.calls("C_OpenSession") > opens || shim_.injected() > 1; }, kComesBackWithin))
       << "no rebuild attempt by the recovery thread";
   shim_.clear();
   EXPECT_TRUE(edge::test::wait_until([&] { return hsm_->state() == HsmState::available; }, kComesBackWithin));

@@ -1,5 +1,6 @@
 // Agent against a real SoftHSM token and a scripted front end: staging, key sets, apply, confirm, rollback.
 #include <edge/mgmt/agent.h>
+#include <edge/test/fake_front_end.h>
 #include <edge/test/process.h>
 #include <edge/test/softhsm_fixture.h>
 #include <gtest/gtest.h>
@@ -18,112 +19,7 @@ namespace {
 using namespace std::chrono_literals;
 namespace fs = std::filesystem;
 
-// A front end that records what the agent asks of it (and the restart class
-// it is told) and mints through its own KeySetMac view, as the real one does:
-// the view changes only at apply(). A test may hold drain() or apply() on a
-// gate; apply() then blocks with the fake's own lock held, as SipFrontEnd's
-// does while it builds rules in the HSM.
-class FakeFrontEnd : public FrontEnd {
- public:
-  explicit FakeFrontEnd(hsm::Hsm& h) : hsm_(h) {}
-
-  std::string validate(const v1::ApplianceConfig&) override {
-    std::lock_guard lock(mu_);
-    calls_.push_back("validate");
-    return validate_reason;
-  }
-  std::chrono::milliseconds drain(std::chrono::milliseconds) override {
-    {
-      std::lock_guard lock(mu_);
-      calls_.push_back("drain");
-      state_ = "draining";
-    }
-    drain_entered = true;
-    if (drain_gate.valid()) drain_gate.wait();
-    std::this_thread::sleep_for(drain_delay);
-    return drain_delay;
-  }
-  void apply(const v1::ApplianceConfig& next, v1::RestartClass cls) override {
-    std::lock_guard lock(mu_);
-    calls_.push_back("apply");
-    classes_.push_back(cls);
-    apply_entered = true;
-    if (apply_gate.valid()) apply_gate.wait();
-    if (apply_failures > 0) {
-      --apply_failures;
-      throw std::runtime_error("cannot bind tcp 127.0.0.1:5060");
-    }
-    current_ = next;
-    const auto& ft = next.sip().flow_token();
-    mac_ = ft.key_set().empty() ? nullptr : hsm_.mac_for(ft.key_set());
-    if (mac_) {
-      mac_->refresh();
-      mac_->set_minting_version(ft.key_version());
-    }
-  }
-  void start() override {
-    std::lock_guard lock(mu_);
-    calls_.push_back("start");
-    state_ = "running";
-  }
-  std::string health() override {
-    std::lock_guard lock(mu_);
-    calls_.push_back("health");
-    if (unhealthy_times > 0) {
-      --unhealthy_times;
-      return "listener udp 127.0.0.1:5060 is down";
-    }
-    return "";
-  }
-  v1::FrontEndStatus status() override {
-    std::lock_guard lock(mu_);
-    v1::FrontEndStatus s;
-    s.set_state(state_);
-    s.set_key_set(current_.sip().flow_token().key_set());
-    if (mac_) s.set_minting_version(mac_->minting_version());
-    return s;
-  }
-
-  std::vector<std::string> calls() {
-    std::lock_guard lock(mu_);
-    return calls_;
-  }
-  // The class of every apply() so far, in order.
-  std::vector<v1::RestartClass> classes() {
-    std::lock_guard lock(mu_);
-    return classes_;
-  }
-  v1::ApplianceConfig current() {
-    std::lock_guard lock(mu_);
-    return current_;
-  }
-  std::uint32_t minting_version() {
-    std::lock_guard lock(mu_);
-    return mac_ ? mac_->minting_version() : 0;
-  }
-  std::shared_ptr<hsm::KeySetMac> mac() {
-    std::lock_guard lock(mu_);
-    return mac_;
-  }
-
-  std::string validate_reason;
-  std::atomic<int> unhealthy_times{0};
-  std::atomic<int> apply_failures{0};
-  std::chrono::milliseconds drain_delay{0};
-  std::atomic<bool> drain_entered{false};
-  std::atomic<bool> apply_entered{false};
-  // Set only while no apply runs; a valid gate holds the step until it is made ready.
-  std::shared_future<void> drain_gate, apply_gate;
-
- private:
-  hsm::Hsm& hsm_;
-  std::mutex mu_;
-  std::vector<std::string> calls_;
-  std::vector<v1::RestartClass> classes_;
-  std::string state_ = "running";
-  v1::ApplianceConfig current_;
-  std::shared_ptr<hsm::KeySetMac> mac_;
-};
+using edge::test::FakeFrontEnd;
 
 ErrorCode code_of(const std::function<void()>& f, std::string* what = nullptr) {
   try {
@@ -203,7 +99,7 @@ class AgentTest : public ::testing::Test {
   edge::test::SoftHsmToken token;
   hsm::Hsm hsm{token.config()};
   edge::test::TempDir state{"edge-agent"};
-  FakeFrontEnd fe{hsm};
+  FakeFrontEnd fe{&hsm};
   Caller op{"uid:1000", v1::ROLE_OPERATOR};
   std::unique_ptr<Agent> agent;
 };

@@ -56,7 +56,7 @@ class Dialog : public ProxyFixture {};
 TEST_F(Dialog, OutgoingInviteGetsTwoRecordRoutesTheUaFacingOneWithTheToken) {
   const std::string inv = alice_invite();
   from_client(kAlice, inv);
-  const FakeOutbound::Sent s = out_.take();
+  const FakeNetwork::Sent s = out_.take();
   ASSERT_TRUE(s.to_core);
   Out fwd(s.bytes);
   // UDP toward clients, TCP toward the core: RFC 5658 double Record-Route.
@@ -102,7 +102,7 @@ TEST_F(Dialog, WholeCallFromAUdpClientInviteOkAckByeFromCoreAndItsOk) {
   for (int status : {180, 200}) {
     from_core(answer(inv.text(), status,
                      {{"Record-Route", rr}, {"Contact", "<sip:bob@203.0.113.5:40312;transport=tcp>"}}));
-    const FakeOutbound::Sent s = out_.take();
+    const FakeNetwork::Sent s = out_.take();
     ASSERT_FALSE(s.to_core);
     EXPECT_EQ(s.flow, kAlice);
     Out resp(s.bytes);
@@ -127,7 +127,7 @@ TEST_F(Dialog, WholeCallFromAUdpClientInviteOkAckByeFromCoreAndItsOk) {
       "CSeq: 1 ACK\n"
       "Content-Length: 0\n\n");
   from_client(kAlice, ack);
-  const FakeOutbound::Sent a = out_.take();
+  const FakeNetwork::Sent a = out_.take();
   ASSERT_TRUE(a.to_core);
   Out fack(a.bytes);
   EXPECT_TRUE(fack.values(HeaderId::route).empty());
@@ -150,7 +150,7 @@ TEST_F(Dialog, WholeCallFromAUdpClientInviteOkAckByeFromCoreAndItsOk) {
       "CSeq: 2 BYE\n"
       "Content-Length: 0\n\n");
   from_core(bye);
-  const FakeOutbound::Sent b = out_.take();
+  const FakeNetwork::Sent b = out_.take();
   ASSERT_FALSE(b.to_core);
   EXPECT_EQ(b.flow, kAlice);
   Out fbye(b.bytes);
@@ -163,7 +163,7 @@ TEST_F(Dialog, WholeCallFromAUdpClientInviteOkAckByeFromCoreAndItsOk) {
 
   // alice's 200 to the BYE goes to the core without our Via.
   from_client(kAlice, answer(fbye.text(), 200));
-  const FakeOutbound::Sent ok = out_.take();
+  const FakeNetwork::Sent ok = out_.take();
   ASSERT_TRUE(ok.to_core);
   Out fok(ok.bytes);
   EXPECT_EQ(fok.status(), 200);
@@ -174,7 +174,7 @@ TEST_F(Dialog, WholeCallFromAUdpClientInviteOkAckByeFromCoreAndItsOk) {
 TEST_F(Dialog, IncomingInviteGoesOverTheTokensFlowWithRecordRouteCopiedWithoutOb) {
   const std::string token = token_of(kBob);
   from_core(core_invite("<sip:" + token + "@10.0.0.1:5060;transport=tcp;lr;ob>"));
-  const FakeOutbound::Sent s = out_.take();
+  const FakeNetwork::Sent s = out_.take();
   ASSERT_FALSE(s.to_core);
   EXPECT_EQ(s.flow, kBob);
   Out fwd(s.bytes);
@@ -189,7 +189,7 @@ TEST_F(Dialog, IncomingInviteGoesOverTheTokensFlowWithRecordRouteCopiedWithoutOb
 
   // bob's 200 returns to the core with our Via popped.
   from_client(kBob, answer(fwd.text(), 200));
-  const FakeOutbound::Sent ok = out_.take();
+  const FakeNetwork::Sent ok = out_.take();
   ASSERT_TRUE(ok.to_core);
   EXPECT_EQ(Out(ok.bytes).via(0).branch, "z9hG4bKcore1");
 }
@@ -198,7 +198,7 @@ TEST_F(Dialog, CancelFromAClientFollowsItsInviteWithTheSameBranch) {
   from_client(kAlice, alice_invite());
   Out inv(out_.take().bytes);
   from_client(kAlice, alice_invite("CANCEL"));
-  const FakeOutbound::Sent s = out_.take();
+  const FakeNetwork::Sent s = out_.take();
   ASSERT_TRUE(s.to_core);
   Out cancel(s.bytes);
   EXPECT_EQ(cancel.msg().method(), sip::Method::cancel);
@@ -211,7 +211,7 @@ TEST_F(Dialog, CancelFromTheCoreFollowsTheIncomingInviteToTheSameFlow) {
   from_core(core_invite(route));
   Out inv(out_.take().bytes);
   from_core(core_invite(route, "CANCEL"));
-  const FakeOutbound::Sent s = out_.take();
+  const FakeNetwork::Sent s = out_.take();
   EXPECT_EQ(s.flow, kBob);
   Out cancel(s.bytes);
   EXPECT_EQ(cancel.via(0).branch, inv.via(0).branch);
@@ -221,7 +221,7 @@ TEST_F(Dialog, CancelFromTheCoreFollowsTheIncomingInviteToTheSameFlow) {
 TEST_F(Dialog, IncomingInviteToAnIpv6Flow) {
   const std::string token = token_of(kCarol);
   from_core(core_invite("<sip:" + token + "@10.0.0.1:5060;transport=tcp;lr;ob>"));
-  const FakeOutbound::Sent s = out_.take();
+  const FakeNetwork::Sent s = out_.take();
   EXPECT_EQ(s.flow, kCarol);
   Out fwd(s.bytes);
   EXPECT_EQ(fwd.via(0).host, "2001:db8::10");

@@ -27,7 +27,7 @@ class Errors : public ProxyFixture {};
 
 TEST_F(Errors, MaxForwardsZeroIs483) {
   from_client(kBob, options("sip:carol@example.test", 0));
-  const FakeOutbound::Sent s = out_.take();
+  const FakeNetwork::Sent s = out_.take();
   ASSERT_FALSE(s.to_core);
   Out resp(s.bytes);
   EXPECT_EQ(resp.status(), 483);
@@ -47,7 +47,7 @@ TEST_F(Errors, OptionsAddressedToUsIsAnswered200EvenWithMaxForwardsZero) {
   from_client(kBob, options("sip:192.0.2.10:5060", 0));
   EXPECT_EQ(Out(out_.take().bytes).status(), 200);
   from_core(options("sip:10.0.0.1;transport=tcp", 70, "10.0.0.2:5060"));
-  const FakeOutbound::Sent s = out_.take();
+  const FakeNetwork::Sent s = out_.take();
   EXPECT_TRUE(s.to_core);
   EXPECT_EQ(Out(s.bytes).status(), 200);
   EXPECT_EQ(proxy_->stats().r200_options, 2u);
@@ -77,7 +77,7 @@ TEST_F(Errors, AnUnparseableRequestWithTheHeadersToAnswerGets400) {
                            "CSeq: 1 MESSAGE\n"
                            "Content-Length: 0\n"
                            "Content-Length: 4\n\n"));
-  const FakeOutbound::Sent s = out_.take();
+  const FakeNetwork::Sent s = out_.take();
   ASSERT_FALSE(s.to_core);
   EXPECT_EQ(s.flow, kAlice);
   Out resp(s.bytes);
@@ -97,7 +97,7 @@ TEST_F(Errors, UdpGarbageIsDroppedAndCounted) {
 TEST_F(Errors, CoreUnreachableIs503WithRetryAfter) {
   out_.core_up = false;
   from_client(kBob, options("sip:carol@example.test", 70));
-  const FakeOutbound::Sent s = out_.take();
+  const FakeNetwork::Sent s = out_.take();
   ASSERT_FALSE(s.to_core);
   Out resp(s.bytes);
   EXPECT_EQ(resp.status(), 503);
@@ -178,17 +178,24 @@ TEST_F(Errors, ADatagramWithoutContentLengthGetsOneOnTheWayToAStreamCore) {
 TEST_F(Errors, ConfigurationProblemsAreRefusedAtConstruction) {
   ProxyConfig no_client = lab_config();
   no_client.client_side.clear();
-  EXPECT_THROW(EdgeProxy(no_client, codec_), std::invalid_argument);
+  EXPECT_THROW(EdgeProxy(state_, no_client, codec_), std::invalid_argument);
   ProxyConfig no_set = lab_config();
   no_set.key_set.clear();
-  EXPECT_THROW(EdgeProxy(no_set, codec_), std::invalid_argument);
-  EXPECT_THROW(EdgeProxy(lab_config(), nullptr), std::invalid_argument);
+  EXPECT_THROW(EdgeProxy(state_, no_set, codec_), std::invalid_argument);
+  EXPECT_THROW(EdgeProxy(state_, lab_config(), nullptr), std::invalid_argument);
   ProxyConfig bad_host = lab_config();
   bad_host.core_side.host = "not a host";
-  EXPECT_THROW(EdgeProxy(bad_host, codec_), std::invalid_argument);
+  EXPECT_THROW(EdgeProxy(state_, bad_host, codec_), std::invalid_argument);
   ProxyConfig twice = lab_config();
   twice.client_side.push_back({Transport::udp, "192.0.2.11", 5060});
-  EXPECT_THROW(EdgeProxy(twice, codec_), std::invalid_argument);
+  EXPECT_THROW(EdgeProxy(state_, twice, codec_), std::invalid_argument);
+  EXPECT_THROW(EdgeProxy(nullptr, lab_config(), codec_), std::invalid_argument);
+  ProxyStateOptions no_memory;
+  no_memory.max_transactions = 0;
+  EXPECT_THROW(ProxyState{no_memory}, std::invalid_argument);
+  ProxyStateOptions bad_timers;
+  bad_timers.t2 = bad_timers.t1 / 2;
+  EXPECT_THROW(ProxyState{bad_timers}, std::invalid_argument);
 }
 
 }  // namespace

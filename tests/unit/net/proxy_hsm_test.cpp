@@ -42,8 +42,8 @@ class ProxyHsm : public ::testing::Test {
   void restart_front_end() {
     proxy_.reset();
     codec_ = std::make_shared<flow::TokenCodec>(mac_);
-    proxy_ = std::make_unique<EdgeProxy>(lab_config(), codec_);
-    out_ = FakeOutbound{};
+    proxy_ = std::make_unique<EdgeProxy>(std::make_shared<ProxyState>(), lab_config(), codec_);
+    out_ = FakeNetwork{};
     out_.add_flow(kBob);
   }
   hsm::OpCountersSnapshot ops() const { return hsm_->counters().snapshot(); }
@@ -57,7 +57,7 @@ class ProxyHsm : public ::testing::Test {
   std::shared_ptr<hsm::KeySetMac> mac_;
   std::shared_ptr<flow::TokenCodec> codec_;
   std::unique_ptr<EdgeProxy> proxy_;
-  FakeOutbound out_;
+  FakeNetwork out_;
 };
 
 TEST_F(ProxyHsm, RegisterMintsOnceThenTheTokenRoutesWithoutFurtherHsmCalls) {
@@ -72,7 +72,7 @@ TEST_F(ProxyHsm, RegisterMintsOnceThenTheTokenRoutesWithoutFurtherHsmCalls) {
   from_client(kBob, register_tcp({}, "path, outbound", "38123"));
   EXPECT_EQ(Out(out_.take().bytes).route_user(HeaderId::path, 0), token);
   from_core(core_invite(token));
-  const FakeOutbound::Sent s = out_.take();
+  const FakeNetwork::Sent s = out_.take();
   EXPECT_EQ(s.flow, kBob);
   EXPECT_EQ(ops().sign, after_mint.sign);
   EXPECT_EQ(ops().verify, after_mint.verify);

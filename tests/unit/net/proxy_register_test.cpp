@@ -2,7 +2,7 @@
 // keep on 2xx.
 #include "proxy_test_support.h"
 
-#include <edge/net/flow/token.h>
+#include <edge/net/token/token.h>
 
 namespace edge::net::testing {
 namespace {
@@ -53,7 +53,7 @@ TEST_F(Register, WithoutSupportedPathIs421WhenPathIsRequired) {
   cfg.require_path = true;
   make(cfg);
   from_client(kBob, register_tcp({}, {}));
-  const FakeOutbound::Sent s = out_.take();
+  const FakeNetwork::Sent s = out_.take();
   EXPECT_FALSE(s.to_core);
   EXPECT_EQ(s.flow, kBob);
   Out resp(s.bytes);
@@ -65,7 +65,7 @@ TEST_F(Register, WithoutSupportedPathIs421WhenPathIsRequired) {
 TEST_F(Register, MintFailureIs503WithRetryAfter) {
   oracle_->set_unavailable(true);
   from_client(kBob, register_tcp());
-  const FakeOutbound::Sent s = out_.take();
+  const FakeNetwork::Sent s = out_.take();
   ASSERT_FALSE(s.to_core);
   Out resp(s.bytes);
   EXPECT_EQ(resp.status(), 503);
@@ -106,7 +106,7 @@ TEST_F(Register, OkWithRequireOutboundGetsFlowTimerKeepAndMarksTheFlow) {
                    {{"Require", "outbound"},
                     {"Contact", "<sip:bob@203.0.113.5:40312;transport=tcp;ob>;expires=60"},
                     {"Path", "<" + fwd.route_uri(HeaderId::path, 0) + ">"}}));
-  const FakeOutbound::Sent s = out_.take();
+  const FakeNetwork::Sent s = out_.take();
   ASSERT_FALSE(s.to_core);
   EXPECT_EQ(s.flow, kBob);
   Out resp(s.bytes);
@@ -158,7 +158,7 @@ TEST_F(Register, Ipv6ClientGetsReceivedAndAPathTokenNamingItsFlow) {
   EXPECT_EQ(v.flow, kCarol);
   // The 200 finds carol's IPv6 flow through our branch.
   from_core(answer(fwd.text(), 200, {{"Require", "outbound"}}));
-  const FakeOutbound::Sent s = out_.take();
+  const FakeNetwork::Sent s = out_.take();
   EXPECT_EQ(s.flow, kCarol);
 }
 

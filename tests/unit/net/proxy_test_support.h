@@ -1,14 +1,14 @@
-// Shared fixture for the edge-proxy tests: a recording fake of our own Outbound seam, flows, and message
+// Shared fixture for the edge-proxy tests: a recording fake of our own Network seam, flows, and message
 // helpers.
 #pragma once
 
-#include <edge/net/flow/token_codec.h>
 #include <edge/net/proxy/edge_proxy.h>
 #include <edge/net/sip/headers.h>
 #include <edge/net/sip/message.h>
 #include <edge/net/sip/response.h>
 #include <edge/net/sip/uri.h>
-#include <edge/net/transport/seam.h>
+#include <edge/net/token/token_codec.h>
+#include <edge/net/transport/message_handler.h>
 
 #include <gtest/gtest.h>
 
@@ -19,7 +19,7 @@
 #include <utility>
 #include <vector>
 
-#include "flow_test_oracle.h"
+#include "token_test_oracle.h"
 
 namespace edge::net::testing {
 
@@ -29,7 +29,7 @@ using flow::Transport;
 
 // Records what the proxy sends, and plays the flow table: flows are alive until
 // closed, each with its FlowToken, as the transport layer keeps them.
-class FakeOutbound : public Outbound {
+class FakeNetwork : public Network {
  public:
   struct Sent {
     bool to_core = false;
@@ -163,23 +163,30 @@ inline std::string fill(std::string text, const std::vector<std::pair<std::strin
   return text;
 }
 
-// A proxy over a deterministic MacOracle (pure-logic tests) and a fake Outbound
+// A proxy over a deterministic MacOracle (pure-logic tests) and a fake Network
 // with alice (UDP), bob (TCP) and carol (TCP over IPv6) connected.
 class ProxyFixture : public ::testing::Test {
  protected:
   void SetUp() override { make(lab_config()); }
 
-  void make(ProxyConfig cfg) {
+  // A new process: new ProxyState, key oracle, codec and rules, the three flows.
+  void make(ProxyConfig cfg, ProxyStateOptions options = {}) {
     proxy_.reset();
-    config_ = std::move(cfg);
+    state_ =
+        std::make_shared<ProxyState>(options, [this](LogLevel, std::string_view ev, std::string_view fields) {
+          log_.push_back(std::string(ev) + " " + std::string(fields));
+        });
     oracle_ = std::make_shared<flow::testing::TestOracle>();
     codec_ = std::make_shared<flow::TokenCodec>(oracle_);
-    proxy_ = std::make_unique<EdgeProxy>(config_, config_.flow_token_security ? codec_ : nullptr,
-                                         [this](LogLevel, std::string_view ev, std::string_view fields) {
-                                           log_.push_back(std::string(ev) + " " + std::string(fields));
-                                         });
-    out_ = FakeOutbound{};
+    swap_rules(std::move(cfg));
+    out_ = FakeNetwork{};
     for (const FlowKey& f : {kAlice, kBob, kCarol}) out_.add_flow(f);
+  }
+  // A controlled restart: new rules over the same ProxyState (and codec), as
+  // edged's front end builds them at an apply; flows stay.
+  void swap_rules(ProxyConfig cfg) {
+    config_ = std::move(cfg);
+    proxy_ = std::make_unique<EdgeProxy>(state_, config_, config_.flow_token_security ? codec_ : nullptr);
   }
 
   void from_client(const FlowKey& f, const std::string& text) {
@@ -199,8 +206,9 @@ class ProxyFixture : public ::testing::Test {
   ProxyConfig config_;
   std::shared_ptr<flow::testing::TestOracle> oracle_;
   std::shared_ptr<flow::TokenCodec> codec_;
+  std::shared_ptr<ProxyState> state_;
   std::unique_ptr<EdgeProxy> proxy_;
-  FakeOutbound out_;
+  FakeNetwork out_;
   std::vector<std::string> log_;
   Clock::time_point now_ = Clock::time_point{} + std::chrono::hours(1);
 };

@@ -52,7 +52,7 @@ TEST_F(Token, OneChangedCharacterInTheTokenIs403FromTheCore) {
   for (std::size_t i : {std::size_t{0}, std::size_t{10}, token.size() - 2}) {
     const std::string route = "<sip:" + with_char_changed(token, i) + "@10.0.0.1:5060;transport=tcp;lr;ob>";
     from_core(core_request("INVITE", "sip:bob@203.0.113.5:40312;transport=tcp", route));
-    const FakeOutbound::Sent s = out_.take();
+    const FakeNetwork::Sent s = out_.take();
     ASSERT_TRUE(s.to_core) << i;
     Out resp(s.bytes);
     EXPECT_EQ(resp.status(), 403) << i;
@@ -64,7 +64,7 @@ TEST_F(Token, OneChangedCharacterInTheTokenIs403FromTheCore) {
 TEST_F(Token, ATamperedTokenFromAClientIs403) {
   const std::string bad = with_char_changed(token_of(kBob), 20);
   from_client(kBob, client_bye("<sip:" + bad + "@192.0.2.10:5060;transport=tcp;lr>"));
-  const FakeOutbound::Sent s = out_.take();
+  const FakeNetwork::Sent s = out_.take();
   ASSERT_FALSE(s.to_core);
   EXPECT_EQ(s.flow, kBob);
   EXPECT_EQ(Out(s.bytes).status(), 403);
@@ -80,7 +80,7 @@ TEST_F(Token, AGoneFlowIs430) {
   out_.close_flow(kBob);
   from_core(
       core_request("INVITE", "sip:bob@203.0.113.5", "<sip:" + token + "@10.0.0.1:5060;transport=tcp;lr;ob>"));
-  const FakeOutbound::Sent s = out_.take();
+  const FakeNetwork::Sent s = out_.take();
   ASSERT_TRUE(s.to_core);
   Out resp(s.bytes);
   EXPECT_EQ(resp.status(), 430);
@@ -120,7 +120,7 @@ TEST_F(Token, ATokenWeMintedVerifiesFromTheCacheWithoutTheHsm) {
 TEST_F(Token, TheClientsOwnTokenOnItsFlowIsOutgoingAndGoesToTheCore) {
   const std::string token = token_of(kBob);
   from_client(kBob, client_bye("<sip:" + token + "@192.0.2.10:5060;transport=tcp;lr>, <sip:10.0.0.2;lr>"));
-  const FakeOutbound::Sent s = out_.take();
+  const FakeNetwork::Sent s = out_.take();
   ASSERT_TRUE(s.to_core);
   Out fwd(s.bytes);
   // Our value popped; the core's stays for the core to consume.
@@ -147,7 +147,7 @@ std::string alice_message(std::string_view route) {
 TEST_F(Token, AnotherClientsTokenFromAClientGoesViaTheCoreByDefault) {
   const std::string bob = "<sip:" + token_of(kBob) + "@10.0.0.1:5060;transport=tcp;lr>";
   from_client(kAlice, alice_message(bob));
-  const FakeOutbound::Sent s = out_.take();
+  const FakeNetwork::Sent s = out_.take();
   ASSERT_TRUE(s.to_core);
   Out fwd(s.bytes);
   // bob's value stays: the core routes the request back through us.
@@ -163,7 +163,7 @@ TEST_F(Token, TheRouteWalkPopsTheClientsOwnTokenThenStopsAtAnotherFlows) {
       "@192.0.2.10:5060;lr>, <sip:10.0.0.1:5060;transport=tcp;lr>, <sip:" + token_of(kBob) +
       "@10.0.0.1:5060;transport=tcp;lr>";
   from_client(kAlice, alice_message(route));
-  const FakeOutbound::Sent s = out_.take();
+  const FakeNetwork::Sent s = out_.take();
   ASSERT_TRUE(s.to_core);
   Out fwd(s.bytes);
   ASSERT_EQ(fwd.values(HeaderId::route).size(), 1u);
@@ -181,11 +181,11 @@ TEST_F(Token, WithDirectClientToClientRoutingAnotherClientsTokenIsIncomingOverTh
   cfg.client_to_client_direct = true;
   make(cfg);
   from_client(kAlice, alice_message("<sip:" + token_of(kBob) + "@192.0.2.10:5060;lr>"));
-  const FakeOutbound::Sent s = out_.take();
+  const FakeNetwork::Sent s = out_.take();
   EXPECT_EQ(s.flow, kBob);
   EXPECT_EQ(Out(s.bytes).values(HeaderId::route).size(), 0u);
   from_client(kBob, answer(s.bytes, 200));
-  const FakeOutbound::Sent back = out_.take();
+  const FakeNetwork::Sent back = out_.take();
   EXPECT_FALSE(back.to_core);
   EXPECT_EQ(back.flow, kAlice);
 }
@@ -218,9 +218,9 @@ TEST_F(Token, AnAckThatCannotBeRoutedIsDroppedNeverAnswered) {
 }
 
 TEST_F(Token, RejectedTokensAreLoggedRateLimitedAndNeverPrinted) {
-  ProxyConfig cfg = lab_config();
-  cfg.limits.log_lines_per_second = 2;
-  make(cfg);
+  ProxyStateOptions options;
+  options.log_lines_per_second = 2;
+  make(lab_config(), options);
   const std::string token = token_of(kBob);
   const std::string bad = with_char_changed(token, 7);
   for (int i = 0; i < 10; ++i)

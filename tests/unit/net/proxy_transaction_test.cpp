@@ -63,7 +63,7 @@ TEST_F(Transactions, AfterAProvisionalTheRetransmissionGetsItAgain) {
   from_core(answer(fwd.text(), 100));
   const std::string trying = out_.take().bytes;
   from_client(kAlice, inv);
-  const FakeOutbound::Sent s = out_.take();
+  const FakeNetwork::Sent s = out_.take();
   EXPECT_EQ(s.flow, kAlice);
   EXPECT_EQ(s.bytes, trying);
   EXPECT_EQ(proxy_->stats().responses_replayed, 1u);
@@ -117,13 +117,13 @@ TEST_F(Transactions, CancelAndAckAreNotRetransmissionsOfTheirInvite) {
 
 TEST_F(Transactions, TowardAUdpClientWeRetransmitAndAnswer408OnceWhenItStaysSilent) {
   from_core(core_to_alice("MESSAGE", token_of(kAlice)));
-  const FakeOutbound::Sent first = out_.take();
+  const FakeNetwork::Sent first = out_.take();
   ASSERT_EQ(first.flow, kAlice);
   // Timer E: T1, 2*T1, 4*T1, then T2 (4 s) until Timer F (64*T1 = 32 s).
   std::vector<int> at_ms;
   for (int ms = 0; ms <= 33000; ms += 100) {
     proxy_->on_timer(now_ + std::chrono::milliseconds(ms), out_);
-    for (const FakeOutbound::Sent& s : out_.sent) {
+    for (const FakeNetwork::Sent& s : out_.sent) {
       if (!s.to_core) {
         EXPECT_EQ(s.bytes, first.bytes);
         at_ms.push_back(ms);
@@ -171,9 +171,9 @@ TEST_F(Transactions, AClosedFlowIsNoLongerRetransmittedTo) {
 }
 
 TEST_F(Transactions, MemoryIsBoundedAndEntriesExpire) {
-  ProxyConfig cfg = lab_config();
-  cfg.limits.max_transactions = 4;
-  make(cfg);
+  ProxyStateOptions options;
+  options.max_transactions = 4;
+  make(lab_config(), options);
   for (int i = 0; i < 10; ++i) from_client(kAlice, alice_request("MESSAGE", "z9hG4bKb" + std::to_string(i)));
   EXPECT_EQ(out_.sent.size(), 10u);
   EXPECT_EQ(proxy_->stats().transaction_evictions, 6u);
@@ -189,6 +189,118 @@ TEST_F(Transactions, MemoryIsBoundedAndEntriesExpire) {
   proxy_->on_timer(now_, out_);
   from_client(kAlice, alice_request("MESSAGE", "z9hG4bKb9"));
   EXPECT_EQ(out_.sent.size(), 1u);
+}
+
+// A controlled restart replaces the rules (EdgeProxy) and keeps the ProxyState:
+// transactions begun before it end as if nothing had happened.
+class AcrossARestart : public ProxyFixture {
+ protected:
+  // What an apply of sip.flow_timer does: new rules over the same state. The
+  // replaced rules stay alive and their timers keep being driven, as a front
+  // end that kept the old proxy until its transactions ended would: whatever
+  // they still send shows a transaction that the restart split in two.
+  void apply() {
+    replaced_.push_back(std::move(proxy_));
+    ProxyConfig next = config_;
+    next.flow_timer_seconds += 30;
+    swap_rules(next);
+  }
+  void tick_for(std::chrono::milliseconds span) {
+    for (auto ms = 0ms; ms <= span; ms += 100ms) {
+      proxy_->on_timer(now_ + ms, out_);
+      for (const auto& p : replaced_) p->on_timer(now_ + ms, out_);
+    }
+  }
+  void close_flow(const FlowKey& f) {
+    out_.close_flow(f);
+    proxy_->on_flow_closed(f);  // the transport layer tells the current handler only
+  }
+
+  std::vector<std::unique_ptr<EdgeProxy>> replaced_;
+};
+
+TEST_F(AcrossARestart, TheCancelOfAnInviteForwardedBeforeItCarriesTheSameBranch) {
+  from_client(kAlice, alice_request("INVITE", "z9hG4bKar1"));
+  const std::string invite_branch(Out(out_.take().bytes).via(0).branch);
+  apply();
+  from_client(kAlice, alice_request("CANCEL", "z9hG4bKar1"));
+  EXPECT_EQ(Out(out_.take().bytes).via(0).branch, invite_branch);
+  from_client(kAlice, alice_request("ACK", "z9hG4bKar1", {}, "b1"));  // after a non-2xx: same branch
+  EXPECT_EQ(Out(out_.take().bytes).via(0).branch, invite_branch);
+}
+
+TEST_F(AcrossARestart, AUdpRetransmissionIsStillAbsorbedByTheOneTransactionTable) {
+  const std::string inv = alice_request("INVITE", "z9hG4bKar2");
+  from_client(kAlice, inv);
+  ASSERT_TRUE(out_.take().to_core);
+  apply();
+  from_client(kAlice, inv);
+  EXPECT_TRUE(out_.sent.empty());
+  EXPECT_EQ(proxy_->stats().retransmissions_absorbed, 1u);
+}
+
+TEST_F(AcrossARestart, WithAUdpCoreTheRetransmissionCarriesTheSameBranch) {
+  ProxyConfig cfg = lab_config();
+  cfg.core_side = {Transport::udp, "10.0.0.1", 5060};
+  make(cfg);
+  const std::string inv = alice_request("INVITE", "z9hG4bKar3");
+  from_client(kAlice, inv);
+  const std::string first = out_.take().bytes;
+  apply();
+  from_client(kAlice, inv);
+  const std::string again = out_.take().bytes;
+  EXPECT_EQ(Out(again).via(0).branch, Out(first).via(0).branch);
+  EXPECT_EQ(again, first);
+}
+
+TEST_F(AcrossARestart, AnInviteRingingAcrossItGetsIts200ToTheCallerAndNo408IsSent) {
+  from_core(core_to_alice("INVITE", token_of(kAlice)));
+  Out fwd(out_.take().bytes);
+  apply();
+  from_client(kAlice, answer(fwd.text(), 180));  // the phone rings: heard by the new rules
+  ASSERT_TRUE(out_.take().to_core);
+  tick_for(10s);
+  EXPECT_TRUE(out_.sent.empty()) << "the INVITE retransmitted after its 180";
+  from_client(kAlice, answer(fwd.text(), 200));
+  const FakeNetwork::Sent ok = out_.take();
+  ASSERT_TRUE(ok.to_core);
+  EXPECT_EQ(Out(ok.bytes).status(), 200);
+  tick_for(40s);
+  EXPECT_TRUE(out_.sent.empty()) << "retransmission or 408 after the answer";
+  EXPECT_EQ(proxy_->stats().r408, 0u);
+}
+
+TEST_F(AcrossARestart, AnAnswerAfterItStopsTheRetransmissionsOfARequestSentBeforeIt) {
+  from_core(core_to_alice("MESSAGE", token_of(kAlice)));
+  Out fwd(out_.take().bytes);
+  apply();
+  from_client(kAlice, answer(fwd.text(), 200));
+  ASSERT_TRUE(out_.take().to_core);
+  tick_for(40s);
+  EXPECT_TRUE(out_.sent.empty());
+  EXPECT_EQ(proxy_->stats().retransmissions_to_clients, 0u);
+}
+
+TEST_F(AcrossARestart, AFlowClosedAfterItEndsTheTransactionsBegunBeforeIt) {
+  from_core(core_to_alice("MESSAGE", token_of(kAlice)));
+  out_.take();
+  apply();
+  close_flow(kAlice);
+  tick_for(40s);
+  EXPECT_TRUE(out_.sent.empty()) << "a 408 for a flow the new rules were told is gone";
+}
+
+TEST_F(AcrossARestart, CountersKeepCountingWithoutArithmetic) {
+  from_client(kAlice, alice_request("MESSAGE", "z9hG4bKar4"));
+  out_.take();
+  const std::shared_ptr<ProxyState> before = proxy_->state();
+  apply();
+  from_client(kAlice, alice_request("MESSAGE", "z9hG4bKar5"));
+  out_.take();
+  EXPECT_EQ(proxy_->state(), before);
+  EXPECT_EQ(proxy_->stats().requests_from_clients, 2u);
+  EXPECT_EQ(proxy_->stats().forwarded_to_core, 2u);
+  EXPECT_EQ(state_->stats().requests_from_clients, 2u);
 }
 
 TEST(ViaBranchCodec, RoundTripsIpv4AndIpv6FlowsAndRejectsAnyChange) {

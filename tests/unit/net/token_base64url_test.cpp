@@ -1,5 +1,5 @@
 // Strict unpadded base64url: RFC 4648 vectors, canonical-only decoding, SIP URI user-part charset.
-#include <edge/net/flow/base64url.h>
+#include <edge/net/token/base64url.h>
 
 #include <gtest/gtest.h>
 

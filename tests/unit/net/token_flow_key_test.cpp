@@ -1,5 +1,5 @@
 // Flow identity: endpoints, equality, keyed hashing and text forms of FlowKey.
-#include <edge/net/flow/flow_key.h>
+#include <edge/net/token/flow_key.h>
 
 #include <gtest/gtest.h>
 

@@ -1,8 +1,8 @@
 // Token format v1 and codec logic with a deterministic oracle: layout, categories, tamper
 // detection, no allocation.
-#include <edge/net/flow/base64url.h>
-#include <edge/net/flow/token.h>
-#include <edge/net/flow/token_codec.h>
+#include <edge/net/token/base64url.h>
+#include <edge/net/token/token.h>
+#include <edge/net/token/token_codec.h>
 
 #include <gtest/gtest.h>
 
@@ -12,7 +12,7 @@
 #include <string>
 #include <vector>
 
-#include "flow_test_oracle.h"
+#include "token_test_oracle.h"
 
 // Counts heap allocations so tests can prove the per-message path makes none.
 // GCC's -Wmismatched-new-delete cannot see that this pair is consistent.

@@ -2,9 +2,9 @@
 // counts.
 #include <edge/hsm/hsm.h>
 #include <edge/hsm/keyset_mac.h>
-#include <edge/net/flow/base64url.h>
-#include <edge/net/flow/token.h>
-#include <edge/net/flow/token_codec.h>
+#include <edge/net/token/base64url.h>
+#include <edge/net/token/token.h>
+#include <edge/net/token/token_codec.h>
 #include <edge/test/fault_shim.h>
 #include <edge/test/softhsm_fixture.h>
 #include <gtest/gtest.h>

@@ -2,7 +2,7 @@
 #pragma once
 
 #include <edge/hsm/mac.h>
-#include <edge/net/flow/flow_key.h>
+#include <edge/net/token/flow_key.h>
 
 #include <atomic>
 #include <cstdint>

@@ -1,5 +1,5 @@
 // Verified-token cache: hard capacity, LRU per set, epoch and version invalidation, thread safety.
-#include <edge/net/flow/verified_token_cache.h>
+#include <edge/net/token/verified_token_cache.h>
 
 #include <gtest/gtest.h>
 

@@ -1,4 +1,5 @@
-// Core next hop: persistent TCP/TLS/UDP connection, from_core delivery, queueing while down, reconnect after a core restart.
+// Core next hop: persistent TCP/TLS/UDP connection, from_core delivery and framing, queueing while down,
+// reconnect after a core restart or a broken stream.
 #include "transport_test_support.h"
 
 namespace edge::net::test {
@@ -23,7 +24,8 @@ class FakeCore {
   template <class Client, class... Args>
   std::unique_ptr<Client> accept(ms t, Args&&... args) {
     auto c = std::make_unique<Client>(std::forward<Args>(args)...);
-    auto r = run_op(io, [&](OpHandler h) { acc->async_accept(c->s.lowest_layer(), h); }, t);
+    auto r = run_op(
+        io, [&](OpHandler h) { acc->async_accept(c->s.lowest_layer(), h); }, t);
     if (r.ec) return nullptr;
     if constexpr (std::is_same_v<Client, TlsClient>) {
       auto hs = run_op(c->io, [&](OpHandler h) { c->s.async_handshake(ssl::stream_base::server, h); });
@@ -76,6 +78,49 @@ TEST_F(CoreTest, SendsToTheCoreAndDeliversItsMessagesFromCore) {
   EXPECT_EQ(m.flow.transport, Transport::tcp);
   EXPECT_EQ(m.flow.remote.port, core.port);
   ASSERT_TRUE(conn->read_until(out + "\r\n"));  // the core's ping got its pong
+}
+
+// The core link frames with the same driver as client connections (StreamFramer); the bug it had
+// at 18,000 tx/s: a body split across reads with the next message behind it.
+TEST_F(CoreTest, ABodySplitAcrossReadsWithTheNextMessageBehindItIsFramedExactly) {
+  FakeCore core;
+  start(Transport::tcp, core.port);
+  auto conn = core.accept<TcpClient>(5s);
+  ASSERT_NE(conn, nullptr);
+  const std::string m1 = sip_request("MESSAGE", "core-split", "a body of twenty-eight bytes");
+  const std::string m2 = sip_request("MESSAGE", "core-behind", "next");
+  const std::size_t cut = m1.size() - 10;  // inside the body
+  ASSERT_TRUE(conn->write(m1.substr(0, cut)));
+  std::this_thread::sleep_for(50ms);
+  ASSERT_TRUE(conn->write(m1.substr(cut) + "\r\n" + m2));
+  ASSERT_TRUE(handler->wait_messages(2));
+  EXPECT_EQ(handler->messages()[0].bytes, m1);
+  EXPECT_EQ(handler->messages()[1].bytes, m2);
+  EXPECT_FALSE(conn->read_some(100ms));  // a lone CRLF is not answered
+  EXPECT_FALSE(conn->closed);
+  EXPECT_EQ(tr->stats().framing_errors, 0u);
+  EXPECT_EQ(tr->stats().core_disconnects, 0u);
+}
+
+// A stream the core broke is not answered (the core is not a client): the link starts over.
+TEST_F(CoreTest, AnUnframeableStreamFromTheCoreDropsTheConnectionAndReconnects) {
+  FakeCore core;
+  start(Transport::tcp, core.port);
+  auto conn = core.accept<TcpClient>(5s);
+  ASSERT_NE(conn, nullptr);
+  std::string broken = sip_request("NOTIFY", "no-length");
+  broken.erase(broken.find("Content-Length: 0\r\n"), 19);
+  ASSERT_TRUE(conn->write(broken));
+  ASSERT_TRUE(conn->wait_closed(3s));
+  EXPECT_TRUE(conn->inbox.empty()) << conn->inbox;
+  EXPECT_TRUE(eventually([&] { return tr->stats().framing_errors == 1u; }));
+  EXPECT_TRUE(handler->messages().empty());
+  auto again = core.accept<TcpClient>(5s);
+  ASSERT_NE(again, nullptr);
+  ASSERT_TRUE(again->write(sip_request("NOTIFY", "fresh")));
+  ASSERT_TRUE(handler->wait_messages(1));
+  EXPECT_NE(handler->messages()[0].bytes.find("Call-ID: fresh"), std::string::npos);
+  EXPECT_EQ(tr->stats().core_disconnects, 1u);
 }
 
 TEST_F(CoreTest, ReconnectsAfterTheCoreRestartsAndSendsWhatWasQueued) {

@@ -354,7 +354,7 @@ TEST_F(TcpTest, PauseHoldsMessagesAndKeepsConnectionsResumeDeliversThem) {
 // worker thread inside on_message until release().
 class GateHandler final : public MessageHandler {
  public:
-  void on_message(const Inbound& in, Outbound&) override {
+  void on_message(const Inbound& in, Network&) override {
     const std::string bytes(in.bytes);
     std::unique_lock lock(mu_);
     messages_.push_back(bytes);

@@ -78,7 +78,7 @@ class RecordingHandler final : public MessageHandler {
  public:
   std::string echo_prefix;  // non-empty: send echo_prefix + message back on the same flow
 
-  void on_message(const Inbound& in, Outbound& out) override {
+  void on_message(const Inbound& in, Network& out) override {
     {
       std::lock_guard lock(mu_);
       messages_.push_back({in.flow, in.from_core, std::string(in.bytes)});

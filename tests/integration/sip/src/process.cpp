@@ -126,43 +126,6 @@ struct Launch {
 
 }  // namespace
 
-std::filesystem::path find_program(std::string_view name, std::string_view debian_package) {
-  std::string n(name);
-  if (n.find('/') != std::string::npos) {
-    if (access(n.c_str(), X_OK) == 0) return n;
-  } else {
-    const char* env = std::getenv("PATH");
-    // Daemons live in sbin, which a non-login PATH may lack.
-    std::string path = std::string(env ? env : "/usr/local/bin:/usr/bin:/bin") + ":/usr/local/sbin:/usr/sbin:/sbin";
-    std::stringstream dirs(path);
-    std::string dir;
-    while (std::getline(dirs, dir, ':')) {
-      if (dir.empty()) continue;
-      std::filesystem::path candidate = std::filesystem::path(dir) / n;
-      if (access(candidate.c_str(), X_OK) == 0) return candidate;
-    }
-  }
-  throw std::runtime_error(n + " not found on PATH: install the Debian package " + std::string(debian_package) +
-                           " (scripts/setup does); a test needing a real peer fails without it");
-}
-
-TempDir::TempDir(std::string_view prefix) {
-  const char* base = std::getenv("TMPDIR");
-  std::string tmpl = std::string(base && *base ? base : "/tmp") + "/" + std::string(prefix) + "-XXXXXX";
-  if (mkdtemp(tmpl.data()) == nullptr) throw_errno("mkdtemp " + tmpl);
-  path_ = tmpl;
-}
-
-TempDir::~TempDir() {
-  const char* keep = std::getenv("EDGE_KEEP_TEST_DIRS");
-  if (keep && std::string_view(keep) == "1") {
-    std::cerr << "kept test dir " << path_ << "\n";
-    return;
-  }
-  std::error_code ec;
-  std::filesystem::remove_all(path_, ec);
-}
-
 std::string read_file(const std::filesystem::path& path) {
   std::ifstream in(path, std::ios::binary);
   if (!in) return {};

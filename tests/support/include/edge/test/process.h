@@ -22,10 +22,14 @@ CommandResult run_command(const std::vector<std::string>& argv,
                           const std::vector<std::pair<std::string, std::string>>& env = {},
                           std::string_view input = {});
 
-// Absolute path of a program found in PATH, empty when absent.
-std::filesystem::path find_program(std::string_view name);
+// Absolute path of a program on PATH (plus the sbin directories, where daemons
+// live and a non-login PATH may not look). Throws std::runtime_error naming
+// the Debian package to install: a test whose real part is missing fails, it
+// never skips.
+std::filesystem::path find_program(std::string_view name, std::string_view debian_package);
 
-// A fresh directory under $TMPDIR (or /tmp), removed with everything in it on destruction.
+// A fresh directory under $TMPDIR (or /tmp), removed with everything in it on
+// destruction unless EDGE_KEEP_TEST_DIRS=1 is set (then its path is printed).
 class TempDir {
  public:
   explicit TempDir(std::string_view prefix = "edge-test");

@@ -1,7 +1,7 @@
 // Plain configuration of the edge-proxy rules: our advertised addresses, Flow-Timer, Path policy, limits.
 #pragma once
 
-#include "edge/net/flow/flow_key.h"
+#include "edge/net/token/flow_key.h"
 
 #include <chrono>
 #include <cstddef>
@@ -22,21 +22,14 @@ struct AdvertisedAddress {
 };
 
 struct ProxyLimits {
-  // Transaction memory (retransmission absorption, stored local answers, UDP
-  // retransmission toward clients). When full the oldest entry is evicted: a
-  // later retransmission is then forwarded once more, which the core absorbs.
-  std::size_t max_transactions = 16384;
-  // RFC 3261 T1 / T2: retransmission toward UDP clients and entry lifetimes (64*T1).
-  std::chrono::milliseconds t1{500};
-  std::chrono::milliseconds t2{4000};
   // Retry-After on our 503s (HSM or core unavailable).
   std::uint32_t retry_after_seconds = 5;
   // At most this many of our own Route values are looked at in one request (a
   // double Record-Route leaves two per pass through us; more is a loop).
   static constexpr std::size_t kMaxOwnRoutes = 8;
   std::size_t max_own_routes = 4;  // 1..kMaxOwnRoutes
-  // Log lines per event kind per second before suppression (0: no limit).
-  std::uint32_t log_lines_per_second = 10;
+  // Transaction memory, T1/T2 and the log rate belong to the process, not to one
+  // set of rules: ProxyStateOptions (proxy_state.h).
 };
 
 struct ProxyConfig {
@@ -46,7 +39,7 @@ struct ProxyConfig {
   // Record-Route.
   std::vector<AdvertisedAddress> client_side;
   // Core-facing side: how the core reaches us. Its transport is the transport of
-  // the core next hop (Outbound::send_to_core); it goes into the Via we push
+  // the core next hop (Network::send_to_core); it goes into the Via we push
   // toward the core, into Path, and into the core-facing Record-Route.
   AdvertisedAddress core_side{flow::Transport::tcp, {}, 5060};
 

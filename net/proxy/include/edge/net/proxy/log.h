@@ -14,7 +14,9 @@ enum class LogLevel : std::uint8_t { debug, info, warn, error };
 const char* to_string(LogLevel l) noexcept;
 
 // One event: a short stable name ("token_rejected") and key=value fields. The
-// daemon points this at spdlog; tests capture it. Called on worker threads.
+// daemon points this at spdlog; tests capture it. Called on worker threads, so
+// it must not block: edged's logger is asynchronous (a bounded queue that drops
+// its oldest line when full).
 using LogSink = std::function<void(LogLevel, std::string_view event, std::string_view fields)>;
 
 // The per-message event kinds, each rate-limited on its own so a flood of one kind

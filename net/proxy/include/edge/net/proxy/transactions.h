@@ -2,7 +2,7 @@
 // clients.
 #pragma once
 
-#include "edge/net/flow/flow_key.h"
+#include "edge/net/token/flow_key.h"
 
 #include <chrono>
 #include <cstddef>

@@ -2,7 +2,7 @@
 // response goes back to.
 #pragma once
 
-#include "edge/net/flow/flow_key.h"
+#include "edge/net/token/flow_key.h"
 
 #include <array>
 #include <cstddef>

@@ -1,7 +1,7 @@
 // Flow token wire format v1: constants, value types and the HSM-free encode/parse steps.
 #pragma once
 
-#include <edge/net/flow/flow_key.h>
+#include <edge/net/token/flow_key.h>
 
 #include <array>
 #include <cstddef>

@@ -2,9 +2,9 @@
 #pragma once
 
 #include <edge/hsm/mac.h>
-#include <edge/net/flow/flow_key.h>
-#include <edge/net/flow/token.h>
-#include <edge/net/flow/verified_token_cache.h>
+#include <edge/net/token/flow_key.h>
+#include <edge/net/token/token.h>
+#include <edge/net/token/verified_token_cache.h>
 
 #include <atomic>
 #include <cstddef>
@@ -66,6 +66,7 @@ class FlowToken {
   // The flow's token under the codec's current minting version. Costs one HSM
   // sign the first time and whenever the minting version or the oracle epoch
   // changed since (after a rotation or retirement); otherwise no HSM call.
+  // May block for that sign (see TokenCodec).
   MintResult get(TokenCodec& codec);
 
   // True when `text` equals (constant time) the token this flow holds and no
@@ -109,6 +110,11 @@ struct TokenCodecStats {
 
 // Mints and verifies flow tokens for one key set. Thread-safe; verify() and
 // the cache-hit path never allocate.
+//
+// May block: mint(), FlowToken::get() when it has to mint, and verify() when
+// neither the flow's own token nor the verified cache answers make one HSM
+// call through the MacOracle (hsm::MacOracle says how long that may take).
+// Everything else here (the cache hits) never blocks.
 class TokenCodec {
  public:
   explicit TokenCodec(std::shared_ptr<hsm::MacOracle> oracle, TokenCodecConfig config = {});

@@ -1,8 +1,8 @@
 // Bounded, thread-safe cache of tokens the HSM has already verified (set-associative LRU).
 #pragma once
 
-#include <edge/net/flow/flow_key.h>
-#include <edge/net/flow/token.h>
+#include <edge/net/token/flow_key.h>
+#include <edge/net/token/token.h>
 
 #include <atomic>
 #include <cstddef>

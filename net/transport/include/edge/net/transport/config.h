@@ -1,7 +1,7 @@
 // Plain configuration of the SIP transport layer: listeners, TLS material, core next hop, limits, workers.
 #pragma once
 
-#include "edge/net/flow/flow_key.h"
+#include "edge/net/token/flow_key.h"
 
 #include <chrono>
 #include <cstddef>
@@ -64,6 +64,9 @@ struct TransportLimits {
   // How often each worker walks the flow table for expired flows and stalled
   // reads; bounds the precision of every timeout above.
   std::chrono::milliseconds sweep_interval{1'000};
+  // How often worker 0 calls MessageHandler::on_timer (the proxy's transaction
+  // timers: retransmission toward UDP clients, 408s). T1/5 is plenty.
+  std::chrono::milliseconds handler_timer_interval{100};
 };
 
 struct TransportConfig {

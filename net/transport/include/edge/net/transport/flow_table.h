@@ -1,8 +1,8 @@
 // The table of live client flows: one entry per flow, O(1) lookup by FlowKey, sharded locks.
 #pragma once
 
-#include "edge/net/flow/flow_key.h"
-#include "edge/net/flow/token_codec.h"
+#include "edge/net/token/flow_key.h"
+#include "edge/net/token/token_codec.h"
 
 #include <array>
 #include <atomic>

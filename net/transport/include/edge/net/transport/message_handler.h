@@ -1,8 +1,8 @@
 // The seam between the transport layer (sockets, flows) and the proxy rules above it.
 #pragma once
 
-#include "edge/net/flow/flow_key.h"
-#include "edge/net/flow/token_codec.h"
+#include "edge/net/token/flow_key.h"
+#include "edge/net/token/token_codec.h"
 
 #include <chrono>
 #include <cstdint>
@@ -26,9 +26,9 @@ struct Inbound {
 
 // What the proxy may ask of the transport layer. Thread-safe; never blocks on I/O
 // (a send to a flow owned by another worker is posted to that worker).
-class Outbound {
+class Network {
  public:
-  virtual ~Outbound() = default;
+  virtual ~Network() = default;
 
   // Sends on exactly this client flow (UDP: from the listener socket of
   // flow.local to flow.remote). False when the flow is gone: the caller answers 430.
@@ -50,13 +50,22 @@ class Outbound {
   virtual void mark_registered(const FlowKey& flow, std::chrono::seconds flow_timer) = 0;
 };
 
-// Implemented by the proxy rules; called on the worker thread that owns the flow.
+// Implemented by the proxy rules. Calls arrive on transport worker threads and
+// must not block on I/O.
 class MessageHandler {
  public:
   virtual ~MessageHandler() = default;
-  virtual void on_message(const Inbound& in, Outbound& out) = 0;
-  // The flow closed, errored or timed out; it is already gone for routing.
+  // On the worker thread that owns the flow.
+  virtual void on_message(const Inbound& in, Network& out) = 0;
+  // The flow closed, errored or timed out; it is already gone for routing. On
+  // the flow's worker.
   virtual void on_flow_closed(const FlowKey& flow) = 0;
+  // Every TransportLimits::handler_timer_interval on worker 0, paused or not,
+  // for the handler that is current then (a controlled restart swaps it).
+  virtual void on_timer(std::chrono::steady_clock::time_point now, Network& out) {
+    (void)now;
+    (void)out;
+  }
 };
 
 }  // namespace edge::net

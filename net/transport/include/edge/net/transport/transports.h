@@ -1,9 +1,9 @@
-// The SIP transport layer: listeners, worker threads, flow table, core link; implements Outbound.
+// The SIP transport layer: listeners, worker threads, flow table, core link; implements Network.
 #pragma once
 
 #include "edge/net/transport/config.h"
 #include "edge/net/transport/flow_table.h"
-#include "edge/net/transport/seam.h"
+#include "edge/net/transport/message_handler.h"
 
 #include <array>
 #include <cstdint>
@@ -70,7 +70,7 @@ struct State;
 
 // Owns everything below the proxy rules. A daemon builds one from its
 // configuration, gives it the proxy's MessageHandler and calls start(); the
-// proxy talks back through the Outbound interface this class implements:
+// proxy talks back through the Network interface this class implements:
 //
 //   TransportConfig cfg;                       // from the management schema
 //   cfg.listeners = {{Transport::tcp, "192.0.2.10", 5060}, {Transport::udp, "192.0.2.10", 5060}};
@@ -86,7 +86,7 @@ struct State;
 // FlowKey and asking flow_alive() / flow_token() / send_to_flow() with it.
 // Bind listeners to concrete addresses: the FlowKey (and so the token) carries
 // the listener's bound address, and a wildcard address would put 0.0.0.0 there.
-// Outbound calls may come from any thread, but not concurrently with stop().
+// Network calls may come from any thread, but not concurrently with stop().
 //
 // Threads: `workers` threads each run one io_context. A stream connection is
 // accepted on its listener's worker straight onto the least-loaded worker's
@@ -99,7 +99,7 @@ struct State;
 // the socket buffers or the connection's read buffer), keeps every listening
 // socket and every flow; set_handler() and reload_tls() swap the proxy rules
 // and the TLS material without touching a socket; resume() carries on.
-class Transports final : public Outbound {
+class Transports final : public Network {
  public:
   Transports(TransportConfig config, std::shared_ptr<MessageHandler> handler);
   ~Transports() override;
@@ -133,7 +133,7 @@ class Transports final : public Outbound {
   std::shared_ptr<FlowEntry> find_flow(const FlowKey& key) const;
   const TransportConfig& config() const noexcept { return config_; }
 
-  // Outbound
+  // Network
   bool send_to_flow(const FlowKey& flow, std::string bytes) override;
   bool send_to_core(std::string bytes) override;
   bool flow_alive(const FlowKey& flow) const override;

@@ -1,6 +1,7 @@
 // Real peers as child processes that never outlive their test, plus temp dirs and PATH lookup.
 #pragma once
 
+#include <edge/test/process.h>
 #include <sys/types.h>
 
 #include <chrono>
@@ -12,23 +13,7 @@
 
 namespace edge::test {
 
-// Absolute path of a program on PATH. Throws std::runtime_error naming the
-// Debian package to install: a missing real peer fails the test, never skips it.
-std::filesystem::path find_program(std::string_view name, std::string_view debian_package);
-
-// A fresh directory under $TMPDIR (or /tmp), removed with its contents on
-// destruction unless EDGE_KEEP_TEST_DIRS=1 is set (then its path is printed).
-class TempDir {
- public:
-  explicit TempDir(std::string_view prefix = "edge-sip");
-  ~TempDir();
-  TempDir(const TempDir&) = delete;
-  TempDir& operator=(const TempDir&) = delete;
-  const std::filesystem::path& path() const { return path_; }
-
- private:
-  std::filesystem::path path_;
-};
+// find_program and TempDir: tests/support (edge/test/process.h), one of each for every test.
 
 struct ProcessOptions {
   std::filesystem::path program;      // absolute (see find_program)

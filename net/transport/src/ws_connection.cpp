@@ -1,5 +1,5 @@
 // WS and WSS client connections (RFC 7118): HTTP upgrade with "sip" subprotocol, one SIP message per WS message.
-#include "session.h"
+#include "client_connection.h"
 #include "ws_framing.h"
 
 #include <boost/asio/ssl/stream.hpp>
@@ -19,13 +19,13 @@ namespace websocket = beast::websocket;
 namespace {
 
 template <class Next>
-class WsSession final : public SessionBase {
+class WsConnection final : public ClientConnection {
   static constexpr bool kTls = !std::is_same_v<Next, tcp::socket>;
 
  public:
   template <class... Args>
-  WsSession(std::shared_ptr<State> st, Worker& w, flow::Transport t, asio::ip::address peer, Args&&... args)
-      : SessionBase(std::move(st), w, t, std::move(peer)), ws_(std::forward<Args>(args)...) {}
+  WsConnection(std::shared_ptr<State> st, Worker& w, flow::Transport t, asio::ip::address peer, Args&&... args)
+      : ClientConnection(std::move(st), w, t, std::move(peer)), ws_(std::forward<Args>(args)...) {}
 
   void start() override {
     // TLS handshake and HTTP upgrade both count as the header section.
@@ -53,7 +53,7 @@ class WsSession final : public SessionBase {
   }
 
  private:
-  std::shared_ptr<WsSession> shared() { return std::static_pointer_cast<WsSession>(shared_from_this()); }
+  std::shared_ptr<WsConnection> shared() { return std::static_pointer_cast<WsConnection>(shared_from_this()); }
 
   void read_upgrade() {
     parser_.emplace();
@@ -184,9 +184,9 @@ void start_ws_session(const std::shared_ptr<State>& st, Worker& w, tcp::socket s
                       const asio::ip::address& peer, std::shared_ptr<ssl::context> tls) {
   if (t == flow::Transport::wss) {
     auto& ctx = *tls;
-    launch<WsSession<ssl::stream<tcp::socket>>>(st, w, t, sock, peer, std::move(tls), std::move(sock), ctx);
+    launch<WsConnection<ssl::stream<tcp::socket>>>(st, w, t, sock, peer, std::move(tls), std::move(sock), ctx);
   } else {
-    launch<WsSession<tcp::socket>>(st, w, t, sock, peer, nullptr, std::move(sock));
+    launch<WsConnection<tcp::socket>>(st, w, t, sock, peer, nullptr, std::move(sock));
   }
 }
 

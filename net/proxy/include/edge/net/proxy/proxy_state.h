@@ -1,0 +1,122 @@
+// What the edge-proxy rules keep for the life of the process: transaction memory, branch key and seed,
+// the To-tag counter, the counters, the log limiter.
+#pragma once
+
+#include "edge/net/proxy/log.h"
+#include "edge/net/proxy/stats.h"
+#include "edge/net/proxy/transactions.h"
+#include "edge/net/proxy/via_branch.h"
+#include "edge/net/sip/editor.h"
+#include "edge/net/sip/response.h"
+#include "edge/net/transport/message_handler.h"
+
+#include <atomic>
+#include <chrono>
+#include <cstddef>
+#include <cstdint>
+#include <string_view>
+
+namespace edge::sip {
+class Message;
+}
+
+namespace edge::net {
+
+// Fixed for the life of a ProxyState (so for the life of the process in edged):
+// nothing here is an operator property, and a table whose capacity or timers
+// changed under live entries would have to be rebuilt, which is the bug this
+// split removes.
+struct ProxyStateOptions {
+  // Transaction memory (retransmission absorption, stored local answers, UDP
+  // retransmission toward clients). When full the oldest entry is evicted: a
+  // later retransmission is then forwarded once more, which the core absorbs.
+  std::size_t max_transactions = 16384;
+  // RFC 3261 T1 / T2: retransmission toward UDP clients and entry lifetimes (64*T1).
+  std::chrono::milliseconds t1{500};
+  std::chrono::milliseconds t2{4000};
+  // Log lines per event kind per second before suppression (0: no limit).
+  std::uint32_t log_lines_per_second = 10;
+};
+
+// The counters: one atomic per ProxyStats field. The list is checked by the
+// compiler in stats(): a name missing on either side does not build.
+#define EDGE_PROXY_COUNTERS(X)                                                                             \
+  X(requests_from_clients)                                                                                 \
+  X(requests_from_core) X(responses_from_core) X(responses_from_clients) X(forwarded_to_core)              \
+      X(forwarded_to_flow) X(local_responses) X(r200_options) X(r400) X(r403) X(r404) X(r408) X(r416)      \
+          X(r421) X(r430) X(r439) X(r483) X(r500) X(r503) X(paths_added) X(record_routes_added)            \
+              X(incoming_via_token) X(outgoing_via_token) X(flow_timers_set) X(mints_avoided) X(mints_hsm) \
+                  X(verifies_avoided) X(verifies_hsm) X(retransmissions_absorbed) X(responses_replayed)    \
+                      X(retransmissions_to_clients) X(drop_unparseable) X(drop_response_not_ours)          \
+                          X(drop_response_flow_gone) X(drop_response_core_down) X(drop_ack)                \
+                              X(drop_answer_undeliverable) X(drop_edit_failed)
+
+struct ProxyCounters {
+// NOLINTNEXTLINE(bugprone-macro-parentheses): name is a member's identifier, not an expression
+#define EDGE_X(name) std::atomic<std::uint64_t> name{0};
+  EDGE_PROXY_COUNTERS(EDGE_X)
+#undef EDGE_X
+};
+
+inline void bump(std::atomic<std::uint64_t>& c) noexcept { c.fetch_add(1, std::memory_order_relaxed); }
+
+// The long-lived half of the proxy, as Sofia-SIP's nta_agent is to its
+// callbacks: an EdgeProxy (the rules: configuration and token codec) is
+// replaced at every controlled restart, the ProxyState it points to is not.
+// So, across any number of applies:
+//  * the stateless branch of a request (RFC 3261 §16.11) stays the same: a
+//    CANCEL, a non-2xx ACK or a UDP retransmission of a request forwarded before
+//    the apply matches its INVITE at the core;
+//  * one transaction table sees both halves of a transaction: a client's answer
+//    after the swap stops the retransmissions and the 408 of a request the core
+//    sent before it;
+//  * the counters keep counting (status reads one set, no arithmetic);
+//  * the log limiter's windows carry on (a restart does not reopen a flood).
+//
+// Thread-safe: every member may be used from every worker at once (atomics,
+// and the transaction table's and the log limiter's own locks, never held
+// while calling out).
+class ProxyState {
+ public:
+  explicit ProxyState(ProxyStateOptions options = {}, LogSink log = {});
+  ProxyState(const ProxyState&) = delete;
+  ProxyState& operator=(const ProxyState&) = delete;
+
+  const ProxyStateOptions& options() const noexcept { return options_; }
+
+  // The unique part of the branch we put on a request we forward: derived from
+  // the request's own branch (or its transaction identifiers) under a seed drawn
+  // once per ProxyState, so equal for retransmissions, CANCEL and non-2xx ACK.
+  sip::Branch stateless_branch(const sip::Message& request) const noexcept;
+  // Our Via branches, tagged under a key that is stable for the process.
+  const BranchCodec& branches() const noexcept { return branches_; }
+  // A To tag for an answer of ours; never the same twice in a process.
+  sip::Tag next_tag() noexcept;
+
+  TransactionTable& transactions() noexcept { return transactions_; }
+  ProxyCounters& counters() noexcept { return counters_; }
+  // Counts a local answer: local_responses and its status's own counter.
+  void count_status(int status) noexcept;
+  bool logging() const noexcept { return log_.enabled(); }
+  void log(LogLevel level, LogEvent event, std::string_view fields, Clock::time_point now);
+
+  // Retransmits toward UDP clients and answers the core 408 once for a request a
+  // UDP client never answered (Timer A/E, B/F). Called periodically on one
+  // transport worker (MessageHandler::on_timer); cheap when nothing is due.
+  void on_timer(Clock::time_point now, Network& net);
+  // A flow closed: its pending client-side transactions can never be answered.
+  void on_flow_closed(const FlowKey& flow) noexcept { transactions_.forget_flow(flow); }
+
+  ProxyStats stats() const noexcept;
+
+ private:
+  const ProxyStateOptions options_;
+  ProxyCounters counters_;
+  RateLimitedLog log_;
+  const BranchCodec branches_;
+  const std::uint64_t seed_;  // stateless branch and To-tag seed, random per ProxyState
+  std::atomic<std::uint64_t> tag_counter_{0};
+  TransactionTable transactions_;
+};
+
+}  // namespace edge::net

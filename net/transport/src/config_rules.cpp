@@ -1,0 +1,40 @@
+// The configuration rules checked before start() binds or loads anything.
+#include "config_rules.h"
+
+#include "listener.h"
+
+#include "edge/net/transport/transports.h"
+
+#include <boost/asio/ip/address.hpp>
+
+namespace edge::net::detail {
+
+void validate(const TransportConfig& c) {
+  for (const auto& l : c.listeners) {
+    switch (l.transport) {
+      case flow::Transport::udp:
+      case flow::Transport::tcp:
+      case flow::Transport::tls:
+      case flow::Transport::ws:
+      case flow::Transport::wss:
+        break;
+      default:
+        throw TransportError(listener_name(l) + ": transport not supported by a listener");
+    }
+  }
+  if (c.core.enabled) {
+    const auto t = c.core.transport;
+    if (t != flow::Transport::tcp && t != flow::Transport::tls && t != flow::Transport::udp) {
+      throw TransportError("core: transport must be tcp, tls or udp");
+    }
+    boost::system::error_code ec;
+    boost::asio::ip::make_address(c.core.address, ec);
+    if (ec) throw TransportError("core " + c.core.address + ": not an IP address");
+  }
+  if (c.limits.max_message_size < 512) throw TransportError("limits: max_message_size below 512 bytes");
+  if (c.limits.sweep_interval.count() <= 0) throw TransportError("limits: sweep_interval must be positive");
+  if (c.limits.handler_timer_interval.count() <= 0)
+    throw TransportError("limits: handler_timer_interval must be positive");
+}
+
+}  // namespace edge::net::detail

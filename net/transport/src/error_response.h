@@ -1,0 +1,17 @@
+// Internal: the 400/513 a stream connection answers to a message it cannot frame, before it closes.
+#pragma once
+
+#include "edge/net/transport/config.h"
+
+#include <string>
+#include <string_view>
+
+namespace edge::net::detail {
+
+// A response with `status` (400, 513, ...) to the request at the start of
+// `bytes`, when enough of its header section parses to address one (Via, From,
+// To, Call-ID, CSeq; Content-Length is ignored, it is what usually broke the
+// framing); empty otherwise, and for status 0 or a response.
+std::string error_response(std::string_view bytes, int status, const TransportConfig& cfg);
+
+}  // namespace edge::net::detail

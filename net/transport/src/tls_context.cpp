@@ -1,0 +1,95 @@
+// TLS contexts for the listeners (server) and the core link (client): versions, material, verification.
+#include "tls_context.h"
+
+#include "edge/net/transport/transports.h"
+
+#include <openssl/ssl.h>
+
+#include <string>
+
+namespace edge::net::detail {
+
+namespace {
+
+[[noreturn]] void tls_fail(const std::string& what, const std::string& file,
+                           const boost::system::error_code& ec) {
+  throw TransportError("tls: cannot load " + what + " " + file + ": " + ec.message());
+}
+
+void restrict_versions(ssl::context& ctx) {
+  ctx.set_options(ssl::context::default_workarounds | ssl::context::no_sslv2 | ssl::context::no_sslv3 |
+                  ssl::context::no_tlsv1 | ssl::context::no_tlsv1_1 | ssl::context::single_dh_use);
+  SSL_CTX_set_min_proto_version(ctx.native_handle(), TLS1_2_VERSION);
+}
+
+// The certificate chain and its private key, which must belong together.
+void use_certificate(ssl::context& ctx, const TlsConfig& cfg) {
+  boost::system::error_code ec;
+  ctx.use_certificate_chain_file(cfg.certificate_chain_file, ec);
+  if (ec) tls_fail("certificate chain", cfg.certificate_chain_file, ec);
+  ctx.use_private_key_file(cfg.private_key_file, ssl::context::pem, ec);
+  if (ec) tls_fail("private key", cfg.private_key_file, ec);
+  if (SSL_CTX_check_private_key(ctx.native_handle()) != 1) {
+    throw TransportError("tls: private key " + cfg.private_key_file + " does not match the certificate");
+  }
+}
+
+}  // namespace
+
+bool needs_server_tls(const TransportConfig& c) {
+  for (const auto& l : c.listeners)
+    if (l.transport == flow::Transport::tls || l.transport == flow::Transport::wss) return true;
+  return false;
+}
+
+bool needs_client_tls(const TransportConfig& c) {
+  return c.core.enabled && c.core.transport == flow::Transport::tls;
+}
+
+std::shared_ptr<ssl::context> make_server_tls(const TlsConfig& cfg) {
+  auto ctx = std::make_shared<ssl::context>(ssl::context::tls_server);
+  restrict_versions(*ctx);
+  boost::system::error_code ec;
+  if (cfg.certificate_chain_file.empty()) throw TransportError("tls: no certificate chain file configured");
+  if (cfg.private_key_file.empty()) throw TransportError("tls: no private key file configured");
+  use_certificate(*ctx, cfg);
+  if (!cfg.ca_file.empty()) {
+    ctx->load_verify_file(cfg.ca_file, ec);
+    if (ec) tls_fail("CA file", cfg.ca_file, ec);
+  }
+  switch (cfg.client_certs) {
+    case ClientCertPolicy::none:
+      ctx->set_verify_mode(ssl::verify_none);
+      break;
+    case ClientCertPolicy::optional:
+      ctx->set_verify_mode(ssl::verify_peer);
+      break;
+    case ClientCertPolicy::required:
+      ctx->set_verify_mode(ssl::verify_peer | ssl::verify_fail_if_no_peer_cert);
+      break;
+  }
+  if (cfg.client_certs != ClientCertPolicy::none && cfg.ca_file.empty()) {
+    throw TransportError("tls: client certificates requested but no CA file configured");
+  }
+  return ctx;
+}
+
+std::shared_ptr<ssl::context> make_client_tls(const TlsConfig& cfg, const CoreConfig& core) {
+  auto ctx = std::make_shared<ssl::context>(ssl::context::tls_client);
+  restrict_versions(*ctx);
+  boost::system::error_code ec;
+  if (!cfg.ca_file.empty()) {
+    ctx->load_verify_file(cfg.ca_file, ec);
+    if (ec) tls_fail("CA file", cfg.ca_file, ec);
+    ctx->set_verify_mode(ssl::verify_peer);
+  } else {
+    // No CA configured: the core link is only encrypted, not authenticated.
+    ctx->set_verify_mode(ssl::verify_none);
+  }
+  // Our certificate is presented to the core only when one is configured.
+  if (!cfg.certificate_chain_file.empty() && !cfg.private_key_file.empty()) use_certificate(*ctx, cfg);
+  (void)core;
+  return ctx;
+}
+
+}  // namespace edge::net::detail
