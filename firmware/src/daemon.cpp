@@ -12,8 +12,8 @@
 #include <edge/mgmt/properties.h>
 #include <edge/mgmt/server.h>
 
-#include <spdlog/sinks/stdout_sinks.h>
 #include <spdlog/async.h>
+#include <spdlog/sinks/stdout_sinks.h>
 #include <spdlog/spdlog.h>
 #include <systemd/sd-daemon.h>
 

@@ -6,8 +6,8 @@
 #include <edge/hsm/hsm.h>
 #include <edge/hsm/keyset_mac.h>
 #include <edge/mgmt/front_end.h>
-#include <edge/net/token/token_codec.h>
 #include <edge/net/proxy/edge_proxy.h>
+#include <edge/net/token/token_codec.h>
 #include <edge/net/transport/transports.h>
 
 #include <atomic>

@@ -137,7 +137,8 @@ Hsm::Impl::~Impl() {
 }
 
 bool Hsm::Impl::may_recover_here() const noexcept {
-  return !config.background_recovery || constructing_ || std::this_thread::get_id() == recovery_thread_.get_id();
+  return !config.background_recovery || constructing_ ||
+         std::this_thread::get_id() == recovery_thread_.get_id();
 }
 
 void Hsm::Impl::wake_recovery() {

@@ -9,8 +9,8 @@
 #include <chrono>
 #include <condition_variable>
 #include <mutex>
-#include <thread>
 #include <string>
+#include <thread>
 #include <type_traits>
 
 #include "session_pool.h"
@@ -21,11 +21,11 @@ namespace edge::hsm {
 enum class Recovery : std::uint8_t {
   reopen_session,  // CKR_SESSION_HANDLE_INVALID / CKR_SESSION_CLOSED: new session, retry once
   relogin,         // CKR_USER_NOT_LOGGED_IN: C_Login, retry once
-  refind,         // CKR_OBJECT_HANDLE_INVALID / CKR_KEY_HANDLE_INVALID: re-find the key, retry once
-  unavailable,    // device / token gone or broken: back off, then rebuild
-  pin,            // PIN refused at login: stop, never retry (no lockout)
-  not_permitted,  // CKR_KEY_FUNCTION_NOT_PERMITTED: the key is retired in the HSM
-  other,          // anything else: this operation failed, the HSM is fine
+  refind,          // CKR_OBJECT_HANDLE_INVALID / CKR_KEY_HANDLE_INVALID: re-find the key, retry once
+  unavailable,     // device / token gone or broken: back off, then rebuild
+  pin,             // PIN refused at login: stop, never retry (no lockout)
+  not_permitted,   // CKR_KEY_FUNCTION_NOT_PERMITTED: the key is retired in the HSM
+  other,           // anything else: this operation failed, the HSM is fine
 };
 Recovery classify(CK_RV rv) noexcept;
 inline bool retry_once(Recovery r) noexcept {

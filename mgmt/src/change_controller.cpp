@@ -205,13 +205,19 @@ ChangeController::Transition ChangeController::drive(FrontEndLink::Session& fe, 
 
 // --- the changes --------------------------------------------------------------
 
-v1::ApplyResponse ChangeController::apply(const std::string& actor, const v1::ApplyRequest& r,
-                                          std::string& detail) {
-  if (auto rep = parts_.memory.replay(r.request_id())) return *rep;
-  std::unique_lock change(change_mu_, std::try_to_lock);
+std::optional<v1::ApplyResponse> ChangeController::begin_change(const std::string& request_id,
+                                                                std::unique_lock<std::mutex>& change) {
+  if (auto rep = parts_.memory.replay(request_id)) return rep;
+  change = std::unique_lock(change_mu_, std::try_to_lock);
   if (!change.owns_lock()) throw MgmtError(ErrorCode::aborted, "another apply is in progress");
   // The first attempt may have finished while this one waited for the lock.
-  if (auto rep = parts_.memory.replay(r.request_id())) return *rep;
+  return parts_.memory.replay(request_id);
+}
+
+v1::ApplyResponse ChangeController::apply(const std::string& actor, const v1::ApplyRequest& r,
+                                          std::string& detail) {
+  std::unique_lock<std::mutex> change;
+  if (auto rep = begin_change(r.request_id(), change)) return *rep;
 
   const auto st = state();
   const v1::StoredGeneration& base = st->committed;
@@ -352,10 +358,8 @@ void ChangeController::expire() {
 
 v1::ApplyResponse ChangeController::rollback(const std::string& actor, const v1::RollbackRequest& r,
                                              std::string& detail) {
-  if (auto rep = parts_.memory.replay(r.request_id())) return *rep;
-  std::unique_lock change(change_mu_, std::try_to_lock);
-  if (!change.owns_lock()) throw MgmtError(ErrorCode::aborted, "another apply is in progress");
-  if (auto rep = parts_.memory.replay(r.request_id())) return *rep;
+  std::unique_lock<std::mutex> change;
+  if (auto rep = begin_change(r.request_id(), change)) return *rep;
 
   const auto st = state();
   const v1::StoredGeneration& base = st->committed;

@@ -125,6 +125,12 @@ class ChangeController {
   class ApplyingMark;
 
   void publish_state(State s);
+  // The start of an apply or a rollback: the answer already given to this
+  // request id, if any; else the change lock taken into `change` (ABORTED when
+  // another change holds it), and again the answer when the first attempt
+  // finished while this one came in.
+  std::optional<v1::ApplyResponse> begin_change(const std::string& request_id,
+                                                std::unique_lock<std::mutex>& change);
   // Registry re-check and HSM mint/verify probe; throws the refusal.
   void check(const v1::ApplianceConfig& next);
   // FrontEnd::validate; throws the refusal.

@@ -28,8 +28,7 @@ using namespace edge::flow;
 constexpr const char* kSet = "bench-flows";
 
 FlowKey bench_flow(std::uint16_t rport = 40312) {
-  return {Transport::tls, *Endpoint::parse("192.0.2.10", 5061),
-          *Endpoint::parse("198.51.100.7", rport)};
+  return {Transport::tls, *Endpoint::parse("192.0.2.10", 5061), *Endpoint::parse("198.51.100.7", rport)};
 }
 
 // The signed part of the bench flow's token: what every MAC below is computed over.
@@ -52,8 +51,7 @@ struct Env {
     if (!hsm.keysets().exists(kSet)) hsm.keysets().create(kSet);
     mac = hsm.mac_for(kSet);
     mac->refresh();
-    if (mac->minting_version() == 0)
-      throw std::runtime_error("bench key set has no active version");
+    if (mac->minting_version() == 0) throw std::runtime_error("bench key set has no active version");
   }
   std::uint64_t hsm_ops() const {
     const auto s = hsm.counters().snapshot();
@@ -64,8 +62,8 @@ struct Env {
 };
 
 void report_hsm_calls(benchmark::State& state, const Env& env, std::uint64_t before) {
-  state.counters["hsm_calls_per_op"] = benchmark::Counter(
-      static_cast<double>(env.hsm_ops() - before) / static_cast<double>(state.iterations()));
+  state.counters["hsm_calls_per_op"] = benchmark::Counter(static_cast<double>(env.hsm_ops() - before) /
+                                                          static_cast<double>(state.iterations()));
 }
 
 // Reference: one in-process HMAC-SHA256 over the token's signed part, with a
@@ -104,8 +102,7 @@ void BM_Reference_SoftHsmRawSign(benchmark::State& state) {
   const CK_SLOT_ID slot = p11.slot_by_label(bench_token().label());
   const CK_SESSION_HANDLE session = p11.open_session(slot, false);
   p11.login(session, bench_token().user_pin());
-  const auto keys =
-      p11.find_by_label(session, hsm::version_label(kSet, env.mac->minting_version()));
+  const auto keys = p11.find_by_label(session, hsm::version_label(kSet, env.mac->minting_version()));
   if (keys.size() != 1) {
     state.SkipWithError("key not found");
     return;

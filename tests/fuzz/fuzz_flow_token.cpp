@@ -23,8 +23,7 @@ class FuzzOracle : public hsm::MacOracle {
  public:
   std::uint32_t minting_version() const override { return 3; }
   std::uint64_t epoch() const override { return 1; }
-  hsm::MacStatus sign(std::uint32_t v, std::span<const std::uint8_t> data,
-                      hsm::MacTag& out) override {
+  hsm::MacStatus sign(std::uint32_t v, std::span<const std::uint8_t> data, hsm::MacTag& out) override {
     if (auto st = check(v); st != hsm::MacStatus::ok) return st;
     out = tag(v, data);
     return hsm::MacStatus::ok;
@@ -101,8 +100,8 @@ extern "C" int LLVMFuzzerTestOneInput(const std::uint8_t* data, std::size_t size
     const std::size_t signed_size = size > kTagSize ? size - kTagSize : size;
     std::uint32_t version = 0;
     if (signed_size >= 5) {
-      version = (std::uint32_t{raw[1]} << 24) | (std::uint32_t{raw[2]} << 16) |
-                (std::uint32_t{raw[3]} << 8) | raw[4];
+      version = (std::uint32_t{raw[1]} << 24) | (std::uint32_t{raw[2]} << 16) | (std::uint32_t{raw[3]} << 8) |
+                raw[4];
     }
     const auto tag = FuzzOracle::tag(version, {raw.data(), signed_size});
     std::copy_n(tag.begin(), kTagSize, raw.begin() + static_cast<std::ptrdiff_t>(signed_size));
@@ -111,8 +110,8 @@ extern "C" int LLVMFuzzerTestOneInput(const std::uint8_t* data, std::size_t size
     const std::string_view forged(out.data(), len);
     check_text(forged);
     ParsedToken p;
-    if (parse_token(forged, p) == ParseStatus::well_formed && p.key_version >= 1 &&
-        p.key_version <= 3 && !codec().verify(forged).valid()) {
+    if (parse_token(forged, p) == ParseStatus::well_formed && p.key_version >= 1 && p.key_version <= 3 &&
+        !codec().verify(forged).valid()) {
       fail();
     }
   }

@@ -201,7 +201,8 @@ std::string_view cseq_method_of(std::string_view bytes) noexcept {
   while (pos != std::string_view::npos && pos + 2 < bytes.size()) {
     const std::size_t begin = pos + 2;
     const std::size_t end = bytes.find("\r\n", begin);
-    const std::string_view line = bytes.substr(begin, end == std::string_view::npos ? bytes.size() - begin : end - begin);
+    const std::string_view line =
+        bytes.substr(begin, end == std::string_view::npos ? bytes.size() - begin : end - begin);
     if (line.empty()) break;  // end of the header section
     const std::size_t colon = line.find(':');
     if (colon != std::string_view::npos) {
@@ -676,7 +677,8 @@ void EdgeProxy::forward_to_flow(Ctx& c, const FlowKey& flow, bool dialog) {
   if (track) {
     std::string key(branch.view());
     key += method_class(m.method());
-    state_->transactions().downstream_request(key, flow, m.method() == Method::invite, std::move(copy), c.now);
+    state_->transactions().downstream_request(key, flow, m.method() == Method::invite, std::move(copy),
+                                              c.now);
   }
 }
 

@@ -98,8 +98,7 @@ Error Editor::restore_on_error(const Snapshot& s, Error e) {
   return e;
 }
 
-Error Editor::add_edit(std::size_t begin, std::size_t end, std::size_t text_off,
-                       std::size_t text_len) {
+Error Editor::add_edit(std::size_t begin, std::size_t end, std::size_t text_off, std::size_t text_len) {
   if (count_ >= kMaxEdits) return Error::too_many_edits;
   const bool ins = begin == end;
   for (std::size_t k = 0; k < count_; ++k) {
@@ -200,8 +199,7 @@ Error Editor::received_rport(std::size_t via_index, std::string_view ip, std::ui
     Error e;
     if (p && p->has_value) {
       std::size_t off = put_uint(port);
-      e = add_edit(m_->offset_of(p->value), m_->offset_of(p->value) + p->value.size(), off,
-                   text_size_ - off);
+      e = add_edit(m_->offset_of(p->value), m_->offset_of(p->value) + p->value.size(), off, text_size_ - off);
     } else if (p) {
       const std::size_t after_name = m_->offset_of(p->name) + p->name.size();
       std::size_t off = put("=");
@@ -217,8 +215,7 @@ Error Editor::received_rport(std::size_t via_index, std::string_view ip, std::ui
   if (!want_rport && lex::ieq(via.host, ip)) return Error::ok;
   if (auto p = via.param("received"); p && p->has_value) {
     std::size_t off = put(ip);
-    return add_edit(m_->offset_of(p->value), m_->offset_of(p->value) + p->value.size(), off,
-                    ip.size());
+    return add_edit(m_->offset_of(p->value), m_->offset_of(p->value) + p->value.size(), off, ip.size());
   }
   std::size_t off = put(";received=");
   put(ip);
@@ -323,8 +320,7 @@ Error Editor::decrement_max_forwards() {
   if (*mf == 0) return Error::max_forwards_exhausted;
   const Header* h = m_->first(HeaderId::max_forwards);
   std::size_t off = put_uint(*mf - 1);
-  return add_edit(m_->offset_of(h->value), m_->offset_of(h->value) + h->value.size(), off,
-                  text_size_ - off);
+  return add_edit(m_->offset_of(h->value), m_->offset_of(h->value) + h->value.size(), off, text_size_ - off);
 }
 
 Error Editor::set_flow_timer(std::uint32_t seconds) {
@@ -358,8 +354,7 @@ Error Editor::ensure_content_length() {
 
 std::size_t Editor::size() const noexcept {
   std::size_t n = m_->raw().size();
-  for (std::size_t k = 0; k < count_; ++k)
-    n = n + edits_[k].text_len - (edits_[k].end - edits_[k].begin);
+  for (std::size_t k = 0; k < count_; ++k) n = n + edits_[k].text_len - (edits_[k].end - edits_[k].begin);
   return n;
 }
 

@@ -38,9 +38,7 @@ bool ValueIterator::next(HeaderValue& out) noexcept {
 namespace {
 
 // gen-value = token / host / quoted-string; host may be an IPv6 reference.
-bool is_gen_value_char(char c) noexcept {
-  return lex::is_token(c) || c == '[' || c == ']' || c == ':';
-}
+bool is_gen_value_char(char c) noexcept { return lex::is_token(c) || c == '[' || c == ']' || c == ':'; }
 
 }  // namespace
 
@@ -104,8 +102,7 @@ std::string_view take_token(std::string_view s, std::size_t& i) noexcept {
 }
 
 bool valid_address(std::string_view v) noexcept {
-  if (v.size() > 2 && v.front() == '[' && v.back() == ']')
-    return is_valid_ipv6(v.substr(1, v.size() - 2));
+  if (v.size() > 2 && v.front() == '[' && v.back() == ']') return is_valid_ipv6(v.substr(1, v.size() - 2));
   return is_valid_ipv6(v) || is_valid_hostname(v);
 }
 
@@ -275,9 +272,7 @@ Error single_name_addr(const Message& m, HeaderId id, NameAddr& out) noexcept {
 Error from_header(const Message& m, NameAddr& out) noexcept {
   return single_name_addr(m, HeaderId::from, out);
 }
-Error to_header(const Message& m, NameAddr& out) noexcept {
-  return single_name_addr(m, HeaderId::to, out);
-}
+Error to_header(const Message& m, NameAddr& out) noexcept { return single_name_addr(m, HeaderId::to, out); }
 
 std::string_view from_tag(const Message& m) noexcept {
   NameAddr na;
@@ -331,8 +326,7 @@ Error parse_contact(std::string_view text, ContactValue& out) noexcept {
       out.instance = unquote(p.value);
     } else if (lex::ieq(p.name, "reg-id")) {
       // RFC 5626 §10: reg-id = 1 to (2^31 - 1)
-      if (!p.has_value || !lex::parse_uint(p.value, 0x7fffffffu, n) || n == 0)
-        return Error::bad_contact;
+      if (!p.has_value || !lex::parse_uint(p.value, 0x7fffffffu, n) || n == 0) return Error::bad_contact;
       out.reg_id = n;
     } else if (lex::ieq(p.name, "expires")) {
       if (!p.has_value || !lex::parse_uint(p.value, 0xffffffffu, n)) return Error::bad_contact;

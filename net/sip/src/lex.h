@@ -30,9 +30,7 @@ inline bool is_wsp(char c) noexcept { return c == ' ' || c == '\t'; }
 // (folding), so CR and LF there are linear white space.
 inline bool is_lws(char c) noexcept { return c == ' ' || c == '\t' || c == '\r' || c == '\n'; }
 
-inline char lower(char c) noexcept {
-  return (c >= 'A' && c <= 'Z') ? static_cast<char>(c + 32) : c;
-}
+inline char lower(char c) noexcept { return (c >= 'A' && c <= 'Z') ? static_cast<char>(c + 32) : c; }
 
 inline bool ieq(std::string_view a, std::string_view b) noexcept {
   if (a.size() != b.size()) return false;

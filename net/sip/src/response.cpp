@@ -113,8 +113,7 @@ Error build_response(const Message& req, const ResponseSpec& spec, std::string& 
 
   Editor vias(req);
   if (!spec.source_ip.empty()) {
-    if (Error e = vias.add_received_rport(0, spec.source_ip, spec.source_port); e != Error::ok)
-      return e;
+    if (Error e = vias.add_received_rport(0, spec.source_ip, spec.source_port); e != Error::ok) return e;
   }
   const Header* to = req.first(HeaderId::to);
   NameAddr to_value;
@@ -123,8 +122,7 @@ Error build_response(const Message& req, const ResponseSpec& spec, std::string& 
   const std::size_t start = out.size();
   out.reserve(start + 256 + req.headers_end());
   out.append("SIP/2.0 ");
-  char code[3] = {static_cast<char>('0' + spec.status / 100),
-                  static_cast<char>('0' + spec.status / 10 % 10),
+  char code[3] = {static_cast<char>('0' + spec.status / 100), static_cast<char>('0' + spec.status / 10 % 10),
                   static_cast<char>('0' + spec.status % 10)};
   out.append(code, 3);
   out.push_back(' ');

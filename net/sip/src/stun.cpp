@@ -28,9 +28,7 @@ constexpr std::array<std::uint32_t, 256> kCrcTable = [] {
   return t;
 }();
 
-std::uint16_t get16(const std::uint8_t* p) noexcept {
-  return static_cast<std::uint16_t>(p[0] << 8 | p[1]);
-}
+std::uint16_t get16(const std::uint8_t* p) noexcept { return static_cast<std::uint16_t>(p[0] << 8 | p[1]); }
 std::uint32_t get32(const std::uint8_t* p) noexcept {
   return std::uint32_t{p[0]} << 24 | std::uint32_t{p[1]} << 16 | std::uint32_t{p[2]} << 8 | p[3];
 }
@@ -88,8 +86,7 @@ void put_header(std::uint8_t* p, std::uint16_t type, const TransactionId& id) no
   std::memcpy(p + 8, id.data(), id.size());
 }
 
-std::size_t put_attr(std::uint8_t* p, std::uint16_t type, const void* value,
-                     std::size_t len) noexcept {
+std::size_t put_attr(std::uint8_t* p, std::uint16_t type, const void* value, std::size_t len) noexcept {
   put16(p, type);
   put16(p + 2, static_cast<std::uint16_t>(len));
   if (len) std::memcpy(p + 4, value, len);
@@ -207,8 +204,7 @@ std::size_t encode_binding_success(const TransactionId& id, const Endpoint& mapp
   std::uint8_t* base = out.data();
   put_header(base, kBindingSuccess, id);
   std::size_t pos = kHeaderSize;
-  if (!software.empty())
-    pos += put_attr(base + pos, kAttrSoftware, software.data(), software.size());
+  if (!software.empty()) pos += put_attr(base + pos, kAttrSoftware, software.data(), software.size());
 
   std::uint8_t value[20] = {};
   value[1] = mapped.ipv6 ? 0x02 : 0x01;
@@ -226,9 +222,8 @@ std::size_t encode_binding_error(const TransactionId& id, int code, std::string_
                                  std::span<const std::uint16_t> unknown,
                                  std::span<std::uint8_t> out) noexcept {
   if (code < 300 || code > 699 || reason_phrase.size() > 128 || unknown.size() > 64) return 0;
-  const std::size_t need =
-      kHeaderSize + 4 + ((4 + reason_phrase.size() + 3) & ~std::size_t{3}) +
-      (unknown.empty() ? 0 : 4 + ((unknown.size() * 2 + 3) & ~std::size_t{3})) + 8;
+  const std::size_t need = kHeaderSize + 4 + ((4 + reason_phrase.size() + 3) & ~std::size_t{3}) +
+                           (unknown.empty() ? 0 : 4 + ((unknown.size() * 2 + 3) & ~std::size_t{3})) + 8;
   if (out.size() < need) return 0;
   std::uint8_t* base = out.data();
   put_header(base, kBindingError, id);
@@ -256,8 +251,7 @@ DatagramKind classify_datagram(std::span<const std::uint8_t> d) noexcept {
       return DatagramKind::keep_alive;
     }
     // RFC 7983: 0..3 is STUN; the cookie confirms it (RFC 5389 §6).
-    if (d.size() >= kHeaderSize && b <= 3 && get32(d.data() + 4) == kMagicCookie)
-      return DatagramKind::stun;
+    if (d.size() >= kHeaderSize && b <= 3 && get32(d.data() + 4) == kMagicCookie) return DatagramKind::stun;
     return DatagramKind::unknown;
   }
   // A SIP start line begins with a method (a token) or "SIP/".

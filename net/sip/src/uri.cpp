@@ -200,8 +200,7 @@ Error parse_uri(std::string_view s, Uri& u) noexcept {
   if (i < rest.size() && rest[i] != ';' && rest[i] != '?') return Error::bad_uri;
 
   std::size_t q = rest.find('?', i);
-  std::string_view params =
-      rest.substr(i, q == std::string_view::npos ? std::string_view::npos : q - i);
+  std::string_view params = rest.substr(i, q == std::string_view::npos ? std::string_view::npos : q - i);
   for (char c : params)
     if (!is_param_char(c) || c == '?') return Error::bad_uri;
   if (!valid_escapes(params)) return Error::bad_uri;

@@ -21,9 +21,7 @@ constexpr std::array<std::uint8_t, 256> kReverse = make_reverse();
 
 }  // namespace
 
-bool is_base64url_char(char c) noexcept {
-  return kReverse[static_cast<unsigned char>(c)] != kInvalid;
-}
+bool is_base64url_char(char c) noexcept { return kReverse[static_cast<unsigned char>(c)] != kInvalid; }
 
 std::size_t base64url_encode(std::span<const std::uint8_t> in, std::span<char> out) noexcept {
   const std::size_t need = base64url_encoded_size(in.size());
@@ -31,8 +29,7 @@ std::size_t base64url_encode(std::span<const std::uint8_t> in, std::span<char> o
   std::size_t o = 0;
   std::size_t i = 0;
   for (; i + 3 <= in.size(); i += 3) {
-    const std::uint32_t v =
-        (std::uint32_t{in[i]} << 16) | (std::uint32_t{in[i + 1]} << 8) | in[i + 2];
+    const std::uint32_t v = (std::uint32_t{in[i]} << 16) | (std::uint32_t{in[i + 1]} << 8) | in[i + 2];
     out[o++] = kAlphabet[(v >> 18) & 63];
     out[o++] = kAlphabet[(v >> 12) & 63];
     out[o++] = kAlphabet[(v >> 6) & 63];
@@ -63,8 +60,7 @@ std::ptrdiff_t base64url_decode(std::string_view in, std::span<std::uint8_t> out
     const std::uint8_t a = sextet(i), b = sextet(i + 1), c = sextet(i + 2), d = sextet(i + 3);
     // kInvalid has bit 7 set and no sextet does: one test covers all four.
     if ((a | b | c | d) & 0x80) return -1;
-    const std::uint32_t v =
-        (std::uint32_t{a} << 18) | (std::uint32_t{b} << 12) | (std::uint32_t{c} << 6) | d;
+    const std::uint32_t v = (std::uint32_t{a} << 18) | (std::uint32_t{b} << 12) | (std::uint32_t{c} << 6) | d;
     out[o++] = static_cast<std::uint8_t>(v >> 16);
     out[o++] = static_cast<std::uint8_t>(v >> 8);
     out[o++] = static_cast<std::uint8_t>(v);
@@ -79,8 +75,7 @@ std::ptrdiff_t base64url_decode(std::string_view in, std::span<std::uint8_t> out
     const std::uint8_t a = sextet(i), b = sextet(i + 1), c = sextet(i + 2);
     if ((a | b | c) & 0x80) return -1;
     if (c & 0x03) return -1;  // 2 unused bits must be zero
-    const std::uint32_t v =
-        (std::uint32_t{a} << 18) | (std::uint32_t{b} << 12) | (std::uint32_t{c} << 6);
+    const std::uint32_t v = (std::uint32_t{a} << 18) | (std::uint32_t{b} << 12) | (std::uint32_t{c} << 6);
     out[o++] = static_cast<std::uint8_t>(v >> 16);
     out[o++] = static_cast<std::uint8_t>(v >> 8);
   }

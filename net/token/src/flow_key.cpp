@@ -13,13 +13,20 @@ namespace edge::flow {
 
 const char* to_string(Transport t) noexcept {
   switch (t) {
-    case Transport::udp: return "UDP";
-    case Transport::tcp: return "TCP";
-    case Transport::tls: return "TLS";
-    case Transport::sctp: return "SCTP";
-    case Transport::tls_sctp: return "TLS-SCTP";
-    case Transport::ws: return "WS";
-    case Transport::wss: return "WSS";
+    case Transport::udp:
+      return "UDP";
+    case Transport::tcp:
+      return "TCP";
+    case Transport::tls:
+      return "TLS";
+    case Transport::sctp:
+      return "SCTP";
+    case Transport::tls_sctp:
+      return "TLS-SCTP";
+    case Transport::ws:
+      return "WS";
+    case Transport::wss:
+      return "WSS";
   }
   return "?";
 }
@@ -65,8 +72,7 @@ std::optional<Endpoint> Endpoint::parse(std::string_view ip, std::uint16_t p) {
 bool Endpoint::is_v4_mapped() const noexcept {
   // ::ffff:0:0/96, RFC 4291 §2.5.5.2.
   static constexpr std::uint8_t kPrefix[12] = {0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0xff, 0xff};
-  return family == Family::ipv6 &&
-         std::equal(std::begin(kPrefix), std::end(kPrefix), address.begin());
+  return family == Family::ipv6 && std::equal(std::begin(kPrefix), std::end(kPrefix), address.begin());
 }
 
 Endpoint Endpoint::unmapped() const noexcept {
@@ -95,8 +101,7 @@ std::string to_string(const Endpoint& e) {
 }
 
 std::string to_string(const FlowKey& k) {
-  return std::string(to_string(k.transport)) + " " + to_string(k.local) + "->" +
-         to_string(k.remote);
+  return std::string(to_string(k.transport)) + " " + to_string(k.local) + "->" + to_string(k.remote);
 }
 
 namespace {
@@ -125,10 +130,9 @@ std::uint64_t load_le(const std::uint8_t* p, std::size_t n) noexcept {
 }
 
 template <int C, int D>
-std::uint64_t siphash(const std::array<std::uint64_t, 2>& key,
-                      std::span<const std::uint8_t> data) noexcept {
-  SipState s{key[0] ^ 0x736f6d6570736575ULL, key[1] ^ 0x646f72616e646f6dULL,
-             key[0] ^ 0x6c7967656e657261ULL, key[1] ^ 0x7465646279746573ULL};
+std::uint64_t siphash(const std::array<std::uint64_t, 2>& key, std::span<const std::uint8_t> data) noexcept {
+  SipState s{key[0] ^ 0x736f6d6570736575ULL, key[1] ^ 0x646f72616e646f6dULL, key[0] ^ 0x6c7967656e657261ULL,
+             key[1] ^ 0x7465646279746573ULL};
   const std::size_t n = data.size();
   const std::size_t full = n & ~std::size_t{7};
   for (std::size_t i = 0; i < full; i += 8) {

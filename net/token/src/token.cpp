@@ -10,11 +10,16 @@ namespace edge::flow {
 
 const char* to_string(TokenStatus s) noexcept {
   switch (s) {
-    case TokenStatus::valid: return "valid";
-    case TokenStatus::not_ours: return "not_ours";
-    case TokenStatus::malformed: return "malformed";
-    case TokenStatus::tampered: return "tampered";
-    case TokenStatus::hsm_unavailable: return "hsm_unavailable";
+    case TokenStatus::valid:
+      return "valid";
+    case TokenStatus::not_ours:
+      return "not_ours";
+    case TokenStatus::malformed:
+      return "malformed";
+    case TokenStatus::tampered:
+      return "tampered";
+    case TokenStatus::hsm_unavailable:
+      return "hsm_unavailable";
   }
   return "?";
 }
@@ -49,8 +54,7 @@ Endpoint get_endpoint(const std::uint8_t* p, Family family) noexcept {
 }  // namespace
 
 EncodeStatus encode_signed_part(const FlowKey& flow, std::uint32_t key_version,
-                                std::span<std::uint8_t, kMaxRawSize> out,
-                                std::size_t& size) noexcept {
+                                std::span<std::uint8_t, kMaxRawSize> out, std::size_t& size) noexcept {
   // One family bit for both sides keeps the token a byte shorter than a
   // per-side family; a flow whose sides differ only exists when a dual-stack
   // socket reports v4-mapped addresses, and unmapped() fixes that upstream.
@@ -103,8 +107,8 @@ ParseStatus parse_token(std::string_view text, ParsedToken& out) noexcept {
   if (((flags & kFlagIpv6) != 0) != (family == Family::ipv6)) return ParseStatus::malformed;
   const auto transport = transport_from_code(flags & kFlagTransport);
   if (!transport) return ParseStatus::malformed;
-  const std::uint32_t version = (std::uint32_t{raw[1]} << 24) | (std::uint32_t{raw[2]} << 16) |
-                                (std::uint32_t{raw[3]} << 8) | raw[4];
+  const std::uint32_t version =
+      (std::uint32_t{raw[1]} << 24) | (std::uint32_t{raw[2]} << 16) | (std::uint32_t{raw[3]} << 8) | raw[4];
   if (version == 0) return ParseStatus::malformed;
 
   const std::size_t side = (family == Family::ipv4 ? 4 : 16) + 2;

@@ -10,20 +10,28 @@ namespace edge::flow {
 
 const char* to_string(MintStatus s) noexcept {
   switch (s) {
-    case MintStatus::ok: return "ok";
-    case MintStatus::invalid_flow: return "invalid_flow";
-    case MintStatus::no_active_key: return "no_active_key";
-    case MintStatus::hsm_unavailable: return "hsm_unavailable";
+    case MintStatus::ok:
+      return "ok";
+    case MintStatus::invalid_flow:
+      return "invalid_flow";
+    case MintStatus::no_active_key:
+      return "no_active_key";
+    case MintStatus::hsm_unavailable:
+      return "hsm_unavailable";
   }
   return "?";
 }
 
 const char* to_string(VerifySource s) noexcept {
   switch (s) {
-    case VerifySource::none: return "none";
-    case VerifySource::flow: return "flow";
-    case VerifySource::cache: return "cache";
-    case VerifySource::hsm: return "hsm";
+    case VerifySource::none:
+      return "none";
+    case VerifySource::flow:
+      return "flow";
+    case VerifySource::cache:
+      return "cache";
+    case VerifySource::hsm:
+      return "hsm";
   }
   return "?";
 }
@@ -68,8 +76,7 @@ MintResult FlowToken::get(TokenCodec& codec) {
   return r;
 }
 
-bool FlowToken::holds(std::string_view text, std::uint64_t epoch,
-                      std::uint32_t* key_version) const noexcept {
+bool FlowToken::holds(std::string_view text, std::uint64_t epoch, std::uint32_t* key_version) const noexcept {
   std::lock_guard lock(mu_);
   // Sizes and epochs are not secret; only the bytes need a constant-time compare.
   if (text_.empty() || text.size() != text_.size || epoch != epoch_) return false;
@@ -157,7 +164,8 @@ VerifyResult TokenCodec::verify(std::string_view text, const FlowToken* presente
   // 2. Structure, decided without the HSM so junk costs no HSM call.
   ParsedToken p;
   switch (parse_token(text, p)) {
-    case ParseStatus::well_formed: break;
+    case ParseStatus::well_formed:
+      break;
     case ParseStatus::not_ours:
       r.status = TokenStatus::not_ours;
       not_ours_.fetch_add(1, std::memory_order_relaxed);
@@ -202,9 +210,7 @@ VerifyResult TokenCodec::verify(std::string_view text, const FlowToken* presente
   return r;
 }
 
-void TokenCodec::forget_key_version(std::uint32_t version) noexcept {
-  cache_.forget_version(version);
-}
+void TokenCodec::forget_key_version(std::uint32_t version) noexcept { cache_.forget_version(version); }
 
 TokenCodecStats TokenCodec::stats() const noexcept {
   TokenCodecStats s;

@@ -33,8 +33,8 @@ void VerifiedTokenCache::drop(Entry& e) noexcept {
   size_.fetch_sub(1, std::memory_order_relaxed);
 }
 
-bool VerifiedTokenCache::lookup(std::span<const std::uint8_t> token, std::uint64_t epoch,
-                                FlowKey& flow, std::uint32_t& key_version) noexcept {
+bool VerifiedTokenCache::lookup(std::span<const std::uint8_t> token, std::uint64_t epoch, FlowKey& flow,
+                                std::uint32_t& key_version) noexcept {
   if (sets_ == 0 || token.empty() || token.size() > kMaxRawSize) {
     misses_.fetch_add(1, std::memory_order_relaxed);
     return false;
@@ -63,8 +63,8 @@ bool VerifiedTokenCache::lookup(std::span<const std::uint8_t> token, std::uint64
   return false;
 }
 
-void VerifiedTokenCache::insert(std::span<const std::uint8_t> token, std::uint64_t epoch,
-                                const FlowKey& flow, std::uint32_t key_version) noexcept {
+void VerifiedTokenCache::insert(std::span<const std::uint8_t> token, std::uint64_t epoch, const FlowKey& flow,
+                                std::uint32_t key_version) noexcept {
   if (sets_ == 0 || token.empty() || token.size() > kMaxRawSize) return;
   const std::size_t s = set_index(token);
   Set& set = set_state_[s];

@@ -16,16 +16,10 @@ bool ClientConnection::open(const flow::FlowKey& key) {
 
 bool ClientConnection::send(const FlowEntry&, std::string bytes) {
   if (gone_.load(std::memory_order_acquire)) return false;
-  if (queued_.fetch_add(1, std::memory_order_relaxed) >= st_->config.limits.max_write_queue) {
-    queued_.fetch_sub(1, std::memory_order_relaxed);
+  if (!hand_to_worker(w_, queued_, st_->config.limits.max_write_queue, std::move(bytes),
+                      [self = shared_from_this()](std::string b) { self->enqueue(std::move(b)); })) {
     st_->counters.send_failures.fetch_add(1, std::memory_order_relaxed);
     return false;
-  }
-  if (w_.ctx.get_executor().running_in_this_thread()) {
-    enqueue(std::move(bytes));
-  } else {
-    asio::post(w_.ctx,
-               [self = shared_from_this(), b = std::move(bytes)]() mutable { self->enqueue(std::move(b)); });
   }
   return true;
 }

@@ -206,16 +206,10 @@ void CoreLink::resume_reading() {
 }
 
 bool CoreLink::send(std::string bytes) {
-  if (queued_.fetch_add(1, std::memory_order_relaxed) >= cfg_.max_queued) {
-    queued_.fetch_sub(1, std::memory_order_relaxed);
+  if (!hand_to_worker(w_, queued_, cfg_.max_queued, std::move(bytes),
+                      [self = shared_from_this()](std::string b) { self->enqueue(std::move(b)); })) {
     st_->counters.core_queue_full.fetch_add(1, std::memory_order_relaxed);
     return false;
-  }
-  if (w_.ctx.get_executor().running_in_this_thread()) {
-    enqueue(std::move(bytes));
-  } else {
-    asio::post(w_.ctx,
-               [self = shared_from_this(), b = std::move(bytes)]() mutable { self->enqueue(std::move(b)); });
   }
   return true;
 }

@@ -5,21 +5,29 @@ namespace edge::net {
 
 const char* to_string(CloseReason r) noexcept {
   switch (r) {
-    case CloseReason::peer_closed: return "peer_closed";
-    case CloseReason::io_error: return "io_error";
-    case CloseReason::idle_timeout: return "idle_timeout";
-    case CloseReason::flow_timeout: return "flow_timeout";
-    case CloseReason::read_timeout: return "read_timeout";
-    case CloseReason::framing_error: return "framing_error";
-    case CloseReason::oversized: return "oversized";
-    case CloseReason::bad_upgrade: return "bad_upgrade";
-    case CloseReason::shutdown: return "shutdown";
+    case CloseReason::peer_closed:
+      return "peer_closed";
+    case CloseReason::io_error:
+      return "io_error";
+    case CloseReason::idle_timeout:
+      return "idle_timeout";
+    case CloseReason::flow_timeout:
+      return "flow_timeout";
+    case CloseReason::read_timeout:
+      return "read_timeout";
+    case CloseReason::framing_error:
+      return "framing_error";
+    case CloseReason::oversized:
+      return "oversized";
+    case CloseReason::bad_upgrade:
+      return "bad_upgrade";
+    case CloseReason::shutdown:
+      return "shutdown";
   }
   return "?";
 }
 
-FlowEntry::FlowEntry(const flow::FlowKey& k, unsigned w, std::weak_ptr<FlowLink> l,
-                     Clock::time_point now)
+FlowEntry::FlowEntry(const flow::FlowKey& k, unsigned w, std::weak_ptr<FlowLink> l, Clock::time_point now)
     : key(k), worker(w), created(now), token(std::make_shared<flow::FlowToken>(k)), link(std::move(l)) {
   touch(now);
 }

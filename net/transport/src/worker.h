@@ -5,14 +5,17 @@
 
 #include <boost/asio/executor_work_guard.hpp>
 #include <boost/asio/io_context.hpp>
+#include <boost/asio/post.hpp>
 #include <boost/asio/steady_timer.hpp>
 
 #include <atomic>
 #include <cstddef>
 #include <memory>
 #include <optional>
+#include <string>
 #include <thread>
 #include <unordered_map>
+#include <utility>
 #include <vector>
 
 namespace edge::net::detail {
@@ -43,5 +46,25 @@ struct Worker {
       parked;  // strong: a parked session has no pending operation holding it
   std::vector<std::shared_ptr<FlowEntry>> sweep_buf;
 };
+
+// Hands bytes to the worker that owns a connection, bounded: takes one of
+// `limit` places in `queued` (the owner gives it back when the bytes are
+// written or dropped) and calls enqueue(bytes) there, at once when already on
+// that worker, else posted. False, and nothing done, when every place is
+// taken. Any thread; never blocks.
+template <class Enqueue>
+bool hand_to_worker(Worker& w, std::atomic<std::size_t>& queued, std::size_t limit, std::string bytes,
+                    Enqueue enqueue) {
+  if (queued.fetch_add(1, std::memory_order_relaxed) >= limit) {
+    queued.fetch_sub(1, std::memory_order_relaxed);
+    return false;
+  }
+  if (w.ctx.get_executor().running_in_this_thread()) {
+    enqueue(std::move(bytes));
+  } else {
+    asio::post(w.ctx, [e = std::move(enqueue), b = std::move(bytes)]() mutable { e(std::move(b)); });
+  }
+  return true;
+}
 
 }  // namespace edge::net::detail

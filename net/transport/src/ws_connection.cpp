@@ -1,4 +1,5 @@
-// WS and WSS client connections (RFC 7118): HTTP upgrade with "sip" subprotocol, one SIP message per WS message.
+// WS and WSS client connections (RFC 7118): HTTP upgrade with "sip" subprotocol, one SIP message per WS
+// message.
 #include "client_connection.h"
 #include "ws_framing.h"
 
@@ -24,23 +25,24 @@ class WsConnection final : public ClientConnection {
 
  public:
   template <class... Args>
-  WsConnection(std::shared_ptr<State> st, Worker& w, flow::Transport t, asio::ip::address peer, Args&&... args)
+  WsConnection(std::shared_ptr<State> st, Worker& w, flow::Transport t, asio::ip::address peer,
+               Args&&... args)
       : ClientConnection(std::move(st), w, t, std::move(peer)), ws_(std::forward<Args>(args)...) {}
 
   void start() override {
     // TLS handshake and HTTP upgrade both count as the header section.
     arm_deadline(st_->config.limits.header_read_timeout);
     if constexpr (kTls) {
-      ws_.next_layer().async_handshake(ssl::stream_base::server,
-                                       [self = shared(), this](const boost::system::error_code& ec) {
-                                         if (closed_) return;
-                                         if (ec) {
-                                           st_->counters.tls_handshake_failures.fetch_add(1, std::memory_order_relaxed);
-                                           close_now(CloseReason::io_error);
-                                           return;
-                                         }
-                                         read_upgrade();
-                                       });
+      ws_.next_layer().async_handshake(
+          ssl::stream_base::server, [self = shared(), this](const boost::system::error_code& ec) {
+            if (closed_) return;
+            if (ec) {
+              st_->counters.tls_handshake_failures.fetch_add(1, std::memory_order_relaxed);
+              close_now(CloseReason::io_error);
+              return;
+            }
+            read_upgrade();
+          });
     } else {
       read_upgrade();
     }
@@ -53,21 +55,24 @@ class WsConnection final : public ClientConnection {
   }
 
  private:
-  std::shared_ptr<WsConnection> shared() { return std::static_pointer_cast<WsConnection>(shared_from_this()); }
+  std::shared_ptr<WsConnection> shared() {
+    return std::static_pointer_cast<WsConnection>(shared_from_this());
+  }
 
   void read_upgrade() {
     parser_.emplace();
     parser_->header_limit(8192);
     parser_->body_limit(0);
-    http::async_read(ws_.next_layer(), buf_, *parser_,
-                     [self = shared(), this](const boost::system::error_code& ec, std::size_t) {
-                       if (closed_) return;
-                       if (ec) {
-                         close_now(ec == http::error::end_of_stream ? CloseReason::peer_closed : CloseReason::io_error);
-                         return;
-                       }
-                       on_upgrade();
-                     });
+    http::async_read(
+        ws_.next_layer(), buf_, *parser_,
+        [self = shared(), this](const boost::system::error_code& ec, std::size_t) {
+          if (closed_) return;
+          if (ec) {
+            close_now(ec == http::error::end_of_stream ? CloseReason::peer_closed : CloseReason::io_error);
+            return;
+          }
+          on_upgrade();
+        });
   }
 
   void on_upgrade() {
@@ -77,7 +82,8 @@ class WsConnection final : public ClientConnection {
       // RFC 7118 §4.1: the "sip" subprotocol is mandatory; refuse anything else.
       st_->counters.upgrade_refused.fetch_add(1, std::memory_order_relaxed);
       refusal_.version(req.version());
-      refusal_.result(websocket::is_upgrade(req) ? http::status::bad_request : http::status::upgrade_required);
+      refusal_.result(websocket::is_upgrade(req) ? http::status::bad_request
+                                                 : http::status::upgrade_required);
       refusal_.set(http::field::connection, "close");
       refusal_.body() = "WebSocket upgrade with Sec-WebSocket-Protocol: sip required\r\n";
       refusal_.prepare_payload();
@@ -159,8 +165,9 @@ class WsConnection final : public ClientConnection {
       return;
     }
     in_flight_ = 1;  // one SIP message per WebSocket message
-    ws_.async_write(asio::buffer(writes_.front()),
-                    [self = shared(), this](const boost::system::error_code& ec, std::size_t n) { on_write(ec, n); });
+    ws_.async_write(
+        asio::buffer(writes_.front()),
+        [self = shared(), this](const boost::system::error_code& ec, std::size_t n) { on_write(ec, n); });
   }
 
   void close_socket() noexcept override {
@@ -184,7 +191,8 @@ void start_ws_session(const std::shared_ptr<State>& st, Worker& w, tcp::socket s
                       const asio::ip::address& peer, std::shared_ptr<ssl::context> tls) {
   if (t == flow::Transport::wss) {
     auto& ctx = *tls;
-    launch<WsConnection<ssl::stream<tcp::socket>>>(st, w, t, sock, peer, std::move(tls), std::move(sock), ctx);
+    launch<WsConnection<ssl::stream<tcp::socket>>>(st, w, t, sock, peer, std::move(tls), std::move(sock),
+                                                   ctx);
   } else {
     launch<WsConnection<tcp::socket>>(st, w, t, sock, peer, nullptr, std::move(sock));
   }

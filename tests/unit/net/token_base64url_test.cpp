@@ -12,8 +12,7 @@ namespace {
 
 std::string encode(std::string_view bytes) {
   std::string out(base64url_encoded_size(bytes.size()), '\0');
-  const auto n =
-      base64url_encode({reinterpret_cast<const std::uint8_t*>(bytes.data()), bytes.size()}, out);
+  const auto n = base64url_encode({reinterpret_cast<const std::uint8_t*>(bytes.data()), bytes.size()}, out);
   EXPECT_EQ(n, out.size());
   return out;
 }
@@ -64,8 +63,8 @@ TEST(Base64url, AcceptsExactlyTheSixtyFourCharacters) {
   int accepted = 0;
   for (int c = 0; c < 256; ++c) {
     const char ch = static_cast<char>(c);
-    const bool expect = (ch >= 'A' && ch <= 'Z') || (ch >= 'a' && ch <= 'z') ||
-                        (ch >= '0' && ch <= '9') || ch == '-' || ch == '_';
+    const bool expect = (ch >= 'A' && ch <= 'Z') || (ch >= 'a' && ch <= 'z') || (ch >= '0' && ch <= '9') ||
+                        ch == '-' || ch == '_';
     EXPECT_EQ(is_base64url_char(ch), expect) << c;
     accepted += expect;
     // Decoding agrees with the predicate in every position of a quad.

@@ -10,8 +10,7 @@
 namespace edge::flow {
 namespace {
 
-FlowKey key(Transport t, const char* local, std::uint16_t lport, const char* remote,
-            std::uint16_t rport) {
+FlowKey key(Transport t, const char* local, std::uint16_t lport, const char* remote, std::uint16_t rport) {
   return FlowKey{t, *Endpoint::parse(local, lport), *Endpoint::parse(remote, rport)};
 }
 
@@ -31,8 +30,8 @@ TEST(FlowKey, ParsesIpv4AndIpv6AndRejectsJunk) {
   EXPECT_EQ(v6->address[0], 0x20);
   EXPECT_EQ(v6->address[15], 1);
 
-  for (const char* bad : {"", "192.0.2", "192.0.2.256", "[2001:db8::1]", "host.example",
-                          "2001:db8::1::2", "1.2.3.4 "}) {
+  for (const char* bad :
+       {"", "192.0.2", "192.0.2.256", "[2001:db8::1]", "host.example", "2001:db8::1::2", "1.2.3.4 "}) {
     EXPECT_FALSE(Endpoint::parse(bad, 1)) << bad;
   }
 }
@@ -101,8 +100,7 @@ TEST(FlowKey, TextForms) {
             "TLS-SCTP 192.0.2.1:5061->198.51.100.7:1");
   std::vector<std::string> names;
   for (Transport t : kAllTransports) names.emplace_back(to_string(t));
-  EXPECT_EQ(names,
-            (std::vector<std::string>{"UDP", "TCP", "TLS", "SCTP", "TLS-SCTP", "WS", "WSS"}));
+  EXPECT_EQ(names, (std::vector<std::string>{"UDP", "TCP", "TLS", "SCTP", "TLS-SCTP", "WS", "WSS"}));
 }
 
 TEST(FlowKey, TransportCodesRoundTripAndZeroIsNone) {

@@ -74,17 +74,14 @@ class FixedTagOracle : public hsm::MacOracle {
  public:
   std::uint32_t minting_version() const override { return 3; }
   std::uint64_t epoch() const override { return 1; }
-  hsm::MacStatus sign(std::uint32_t, std::span<const std::uint8_t> data,
-                      hsm::MacTag& out) override {
+  hsm::MacStatus sign(std::uint32_t, std::span<const std::uint8_t> data, hsm::MacTag& out) override {
     last_signed.assign(data.begin(), data.end());
-    static constexpr hsm::MacTag kTagV4 = {0x8a, 0xfd, 0xea, 0x0a, 0x11, 0x43, 0x69, 0x2a,
-                                           0xd0, 0x71, 0xc5, 0x32, 0x92, 0xef, 0x6f, 0xd4,
-                                           0x0b, 0x16, 0xfe, 0xe5, 0xc2, 0xa7, 0xb0, 0xea,
-                                           0x47, 0x82, 0x30, 0x97, 0x88, 0x42, 0xc4, 0x9b};
-    static constexpr hsm::MacTag kTagV6 = {0x9f, 0x0f, 0x1b, 0x23, 0x78, 0xda, 0xb7, 0x5b,
-                                           0x21, 0x07, 0x39, 0x95, 0xad, 0x6a, 0xf9, 0xe1,
-                                           0x41, 0x98, 0x98, 0x69, 0x0e, 0x2c, 0x4e, 0x94,
-                                           0x2f, 0x6a, 0x93, 0xd6, 0x5e, 0x55, 0xb2, 0xa2};
+    static constexpr hsm::MacTag kTagV4 = {0x8a, 0xfd, 0xea, 0x0a, 0x11, 0x43, 0x69, 0x2a, 0xd0, 0x71, 0xc5,
+                                           0x32, 0x92, 0xef, 0x6f, 0xd4, 0x0b, 0x16, 0xfe, 0xe5, 0xc2, 0xa7,
+                                           0xb0, 0xea, 0x47, 0x82, 0x30, 0x97, 0x88, 0x42, 0xc4, 0x9b};
+    static constexpr hsm::MacTag kTagV6 = {0x9f, 0x0f, 0x1b, 0x23, 0x78, 0xda, 0xb7, 0x5b, 0x21, 0x07, 0x39,
+                                           0x95, 0xad, 0x6a, 0xf9, 0xe1, 0x41, 0x98, 0x98, 0x69, 0x0e, 0x2c,
+                                           0x4e, 0x94, 0x2f, 0x6a, 0x93, 0xd6, 0x5e, 0x55, 0xb2, 0xa2};
     out = data.size() == kSignedSizeV4 ? kTagV4 : kTagV6;
     return hsm::MacStatus::ok;
   }
@@ -152,8 +149,7 @@ TEST(TokenFormat, RoundTripsEveryTransportOverIpv4AndIpv6) {
 TEST(TokenFormat, FlowsThatCannotBeEncoded) {
   auto oracle = std::make_shared<TestOracle>();
   TokenCodec codec(oracle);
-  FlowKey mixed{Transport::tcp, *Endpoint::parse("192.0.2.1", 5060),
-                *Endpoint::parse("2001:db8::1", 5060)};
+  FlowKey mixed{Transport::tcp, *Endpoint::parse("192.0.2.1", 5060), *Endpoint::parse("2001:db8::1", 5060)};
   EXPECT_EQ(codec.mint(mixed).status, MintStatus::invalid_flow);
   EXPECT_EQ(codec.mint(mixed).encode, EncodeStatus::family_mismatch);
   mixed.remote = mixed.remote.unmapped();  // not mapped: still mixed

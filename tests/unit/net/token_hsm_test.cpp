@@ -295,9 +295,8 @@ TEST_F(FlowTokenHsm, ConcurrentMintAndVerify) {
   for (int t = 0; t < 4; ++t) {
     threads.emplace_back([&, t] {
       for (int i = 0; i < 50; ++i) {
-        const FlowKey flow =
-            (i % 2) ? v4_flow(Transport::tcp, static_cast<std::uint16_t>(1000 + t * 100 + i))
-                    : v6_flow(Transport::ws, static_cast<std::uint16_t>(1000 + t * 100 + i));
+        const FlowKey flow = (i % 2) ? v4_flow(Transport::tcp, static_cast<std::uint16_t>(1000 + t * 100 + i))
+                                     : v6_flow(Transport::ws, static_cast<std::uint16_t>(1000 + t * 100 + i));
         const MintResult m = c->mint(flow);
         if (m.status != MintStatus::ok) {
           ++bad;

@@ -48,8 +48,7 @@ class TestOracle : public hsm::MacOracle {
     return epoch_;
   }
 
-  hsm::MacStatus sign(std::uint32_t version, std::span<const std::uint8_t> data,
-                      hsm::MacTag& out) override {
+  hsm::MacStatus sign(std::uint32_t version, std::span<const std::uint8_t> data, hsm::MacTag& out) override {
     ++signs;
     if (auto st = check(version); st != hsm::MacStatus::ok) return st;
     out = tag(version, data);

@@ -47,8 +47,7 @@ class MacOracle {
   virtual std::uint64_t epoch() const = 0;
 
   // Full 32-byte HMAC-SHA256 of data under key version `version`.
-  virtual MacStatus sign(std::uint32_t version, std::span<const std::uint8_t> data,
-                         MacTag& out) = 0;
+  virtual MacStatus sign(std::uint32_t version, std::span<const std::uint8_t> data, MacTag& out) = 0;
 
   // Checks a full or truncated (16..32 bytes) tag in constant time.
   virtual MacStatus verify(std::uint32_t version, std::span<const std::uint8_t> data,

@@ -165,8 +165,9 @@ ChildProcess::ChildProcess(const ProcessOptions& options) : log_file_(options.lo
     errno = e;
     throw_errno("ChildProcess set-up");
   }
-  Launch launch{program.c_str(), argv.data(), working_dir.empty() ? nullptr : working_dir.c_str(), log_fd, null_fd,
-                lifeline[1],     report[1]};
+  Launch launch{program.c_str(), argv.data(), working_dir.empty() ? nullptr : working_dir.c_str(),
+                log_fd,          null_fd,     lifeline[1],
+                report[1]};
   keeper_ = fork();
   if (keeper_ == 0) {
     close(lifeline[0]);

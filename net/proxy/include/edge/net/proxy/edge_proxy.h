@@ -2,10 +2,10 @@
 // response routing.
 #pragma once
 
-#include "edge/net/token/token_codec.h"
 #include "edge/net/proxy/config.h"
 #include "edge/net/proxy/proxy_state.h"
 #include "edge/net/sip/error.h"
+#include "edge/net/token/token_codec.h"
 #include "edge/net/transport/message_handler.h"
 
 #include <array>
@@ -18,7 +18,7 @@
 namespace edge::sip {
 class Editor;
 class Message;
-}
+}  // namespace edge::sip
 
 namespace edge::net {
 

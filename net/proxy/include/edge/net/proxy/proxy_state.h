@@ -40,15 +40,16 @@ struct ProxyStateOptions {
 
 // The counters: one atomic per ProxyStats field. The list is checked by the
 // compiler in stats(): a name missing on either side does not build.
-#define EDGE_PROXY_COUNTERS(X)                                                                             \
-  X(requests_from_clients)                                                                                 \
-  X(requests_from_core) X(responses_from_core) X(responses_from_clients) X(forwarded_to_core)              \
-      X(forwarded_to_flow) X(local_responses) X(r200_options) X(r400) X(r403) X(r404) X(r408) X(r416)      \
-          X(r421) X(r430) X(r439) X(r483) X(r500) X(r503) X(paths_added) X(record_routes_added)            \
-              X(incoming_via_token) X(outgoing_via_token) X(flow_timers_set) X(mints_avoided) X(mints_hsm) \
-                  X(verifies_avoided) X(verifies_hsm) X(retransmissions_absorbed) X(responses_replayed)    \
-                      X(retransmissions_to_clients) X(drop_unparseable) X(drop_response_not_ours)          \
-                          X(drop_response_flow_gone) X(drop_response_core_down) X(drop_ack)                \
+#define EDGE_PROXY_COUNTERS(X)                                                                           \
+  X(requests_from_clients)                                                                               \
+  X(requests_from_core)                                                                                  \
+  X(responses_from_core) X(responses_from_clients) X(forwarded_to_core) X(forwarded_to_flow)             \
+      X(local_responses) X(r200_options) X(r400) X(r403) X(r404) X(r408) X(r416) X(r421) X(r430) X(r439) \
+          X(r483) X(r500) X(r503) X(paths_added) X(record_routes_added) X(incoming_via_token)            \
+              X(outgoing_via_token) X(flow_timers_set) X(mints_avoided) X(mints_hsm) X(verifies_avoided) \
+                  X(verifies_hsm) X(retransmissions_absorbed) X(responses_replayed)                      \
+                      X(retransmissions_to_clients) X(drop_unparseable) X(drop_response_not_ours)        \
+                          X(drop_response_flow_gone) X(drop_response_core_down) X(drop_ack)              \
                               X(drop_answer_undeliverable) X(drop_edit_failed)
 
 struct ProxyCounters {

@@ -55,8 +55,8 @@ class Editor {
   Error push_via(const ViaSpec& via);
   // RFC 3581 / RFC 3261 §18.2.1 on the index-th Via: received when the sent-by host differs from
   // the source or rport was asked for; rport=port when the Via has rport (or force_rport).
-  Error add_received_rport(std::size_t via_index, std::string_view source_ip,
-                           std::uint16_t source_port, bool force_rport = false);
+  Error add_received_rport(std::size_t via_index, std::string_view source_ip, std::uint16_t source_port,
+                           bool force_rport = false);
   // RFC 6223: gives the index-th Via's keep parameter a value. no_such_header when the Via has
   // no keep parameter: only a UA that offered keep-alives gets one.
   Error set_via_keep(std::size_t via_index, std::uint32_t seconds);
@@ -118,8 +118,7 @@ class Editor {
                     std::string_view value, std::string_view value_suffix);
   Error remove_leading_values(HeaderId id, std::size_t count);
   Error remove_values(HeaderId id, std::size_t count);
-  Error received_rport(std::size_t via_index, std::string_view ip, std::uint16_t port,
-                       bool force_rport);
+  Error received_rport(std::size_t via_index, std::string_view ip, std::uint16_t port, bool force_rport);
   std::size_t insert_point(HeaderId id) const noexcept;
 
   // Text storage for edits: inline first, heap only for unusually large insertions.

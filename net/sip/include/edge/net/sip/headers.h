@@ -78,13 +78,9 @@ struct Via {
   bool keep = false;   // RFC 6223, present with or without a value
   std::optional<std::uint32_t> keep_value;
 
-  std::optional<Param> param(std::string_view name) const noexcept {
-    return find_header_param(params, name);
-  }
+  std::optional<Param> param(std::string_view name) const noexcept { return find_header_param(params, name); }
   // RFC 3261 §8.1.1.7: a branch starting with the magic cookie comes from an RFC 3261 element.
-  bool rfc3261_branch() const noexcept {
-    return branch.size() > 7 && branch.substr(0, 7) == "z9hG4bK";
-  }
+  bool rfc3261_branch() const noexcept { return branch.size() > 7 && branch.substr(0, 7) == "z9hG4bK"; }
 };
 Error parse_via(std::string_view via_parm, Via& out) noexcept;
 
@@ -100,9 +96,7 @@ struct NameAddr {
   std::string_view params;        // header parameters, from their first ';' (or empty)
   bool angle_brackets = false;
 
-  std::optional<Param> param(std::string_view name) const noexcept {
-    return find_header_param(params, name);
-  }
+  std::optional<Param> param(std::string_view name) const noexcept { return find_header_param(params, name); }
   std::string_view tag() const noexcept;  // "" when absent
 };
 Error parse_name_addr(std::string_view text, NameAddr& out) noexcept;
@@ -129,9 +123,9 @@ Error route_at(const Message& m, HeaderId id, std::size_t index, RouteValue& out
 struct ContactValue {
   bool star = false;
   NameAddr addr;
-  Uri uri;                    // valid when uri_is_sip
-  bool uri_is_sip = false;    // a tel: or other scheme is legal in a Contact; the edge only looks
-  std::string_view instance;  // +sip.instance value, quotes removed ("<urn:uuid:...>")
+  Uri uri;                              // valid when uri_is_sip
+  bool uri_is_sip = false;              // a tel: or other scheme is legal in a Contact; the edge only looks
+  std::string_view instance;            // +sip.instance value, quotes removed ("<urn:uuid:...>")
   std::optional<std::uint32_t> reg_id;  // 1 .. 2^31-1 (RFC 5626 §10)
   std::optional<std::uint32_t> expires;
   bool ob() const noexcept { return uri_is_sip && uri.ob(); }

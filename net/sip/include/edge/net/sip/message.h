@@ -159,8 +159,7 @@ class Message {
   Method method_ = Method::other;
 
   std::size_t header_count_ = 0;
-  std::array<std::uint32_t, static_cast<std::size_t>(HeaderId::count_)>
-      first_{};  // index + 1, 0 = none
+  std::array<std::uint32_t, static_cast<std::size_t>(HeaderId::count_)> first_{};  // index + 1, 0 = none
   std::array<Header, kInlineHeaders> inline_{};
   std::vector<Header> overflow_;  // empty on the common path
 };
@@ -199,7 +198,6 @@ struct Frame {
 // Delimits the next message on a stream from the bytes received so far. A missing,
 // malformed, duplicated or over-limit Content-Length is an error: a stream cannot be framed
 // without it (RFC 3261 §18.3).
-Frame frame_stream(std::string_view bytes, const Limits& limits = {},
-                   std::size_t resume_from = 0) noexcept;
+Frame frame_stream(std::string_view bytes, const Limits& limits = {}, std::size_t resume_from = 0) noexcept;
 
 }  // namespace edge::sip

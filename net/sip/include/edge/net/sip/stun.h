@@ -54,16 +54,14 @@ struct Message {
   std::size_t unknown_count = 0;
 
   std::uint16_t method() const noexcept {
-    return static_cast<std::uint16_t>((type & 0x000f) | ((type & 0x00e0) >> 1) |
-                                      ((type & 0x3e00) >> 2));
+    return static_cast<std::uint16_t>((type & 0x000f) | ((type & 0x00e0) >> 1) | ((type & 0x3e00) >> 2));
   }
   bool is_binding_request() const noexcept { return type == kBindingRequest; }
 };
 
 // Decodes a STUN message with full bounds checks. require_fingerprint makes a missing
 // FINGERPRINT an error (RFC 5626 §4.4.2 lets the server check it to tell STUN from noise).
-Error decode(std::span<const std::uint8_t> datagram, Message& out,
-             bool require_fingerprint = false) noexcept;
+Error decode(std::span<const std::uint8_t> datagram, Message& out, bool require_fingerprint = false) noexcept;
 
 // Binding success response with XOR-MAPPED-ADDRESS (+ SOFTWARE when given, <= 128 bytes)
 // (+ FINGERPRINT). Returns the size written, 0 when out is too small or software too long.

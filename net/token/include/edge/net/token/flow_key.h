@@ -52,9 +52,7 @@ struct Endpoint {
   static std::optional<Endpoint> parse(std::string_view ip, std::uint16_t port);
 
   std::size_t address_size() const noexcept { return family == Family::ipv4 ? 4 : 16; }
-  std::span<const std::uint8_t> address_bytes() const noexcept {
-    return {address.data(), address_size()};
-  }
+  std::span<const std::uint8_t> address_bytes() const noexcept { return {address.data(), address_size()}; }
   // ::ffff:a.b.c.d as seen on a dual-stack socket.
   bool is_v4_mapped() const noexcept;
   // The same endpoint with a v4-mapped IPv6 address turned into plain IPv4, so a
@@ -85,12 +83,10 @@ std::string to_string(const FlowKey& k);
 // SipHash-1-3 of data under a 128-bit key. The remote address and port of a
 // flow are chosen by whoever connects, so table hashing must be keyed to keep
 // an attacker from piling flows into one bucket (hash flooding).
-std::uint64_t siphash13(const std::array<std::uint64_t, 2>& key,
-                        std::span<const std::uint8_t> data) noexcept;
+std::uint64_t siphash13(const std::array<std::uint64_t, 2>& key, std::span<const std::uint8_t> data) noexcept;
 // SipHash-2-4, the reference variant; exposed so tests can check the
 // implementation against the published vectors.
-std::uint64_t siphash24(const std::array<std::uint64_t, 2>& key,
-                        std::span<const std::uint8_t> data) noexcept;
+std::uint64_t siphash24(const std::array<std::uint64_t, 2>& key, std::span<const std::uint8_t> data) noexcept;
 
 // A 128-bit key drawn once per process from the OS random source.
 const std::array<std::uint64_t, 2>& process_hash_key() noexcept;

@@ -26,10 +26,10 @@ inline constexpr std::uint8_t kFlagTransport = 0x0f;
 
 inline constexpr std::size_t kSignedSizeV4 = kHeaderSize + 2 * std::size_t{4 + 2};   // 18
 inline constexpr std::size_t kSignedSizeV6 = kHeaderSize + 2 * std::size_t{16 + 2};  // 42
-inline constexpr std::size_t kRawSizeV4 = kSignedSizeV4 + kTagSize;       // 34
-inline constexpr std::size_t kRawSizeV6 = kSignedSizeV6 + kTagSize;       // 58
-inline constexpr std::size_t kTextSizeV4 = (kRawSizeV4 * 8 + 5) / 6;      // 46
-inline constexpr std::size_t kTextSizeV6 = (kRawSizeV6 * 8 + 5) / 6;      // 78
+inline constexpr std::size_t kRawSizeV4 = kSignedSizeV4 + kTagSize;                  // 34
+inline constexpr std::size_t kRawSizeV6 = kSignedSizeV6 + kTagSize;                  // 58
+inline constexpr std::size_t kTextSizeV4 = (kRawSizeV4 * 8 + 5) / 6;                 // 46
+inline constexpr std::size_t kTextSizeV6 = (kRawSizeV6 * 8 + 5) / 6;                 // 78
 inline constexpr std::size_t kMaxRawSize = kRawSizeV6;
 inline constexpr std::size_t kMaxTextSize = kTextSizeV6;
 
@@ -65,9 +65,7 @@ struct TokenText {
 
   std::string_view view() const noexcept { return {chars.data(), size}; }
   bool empty() const noexcept { return size == 0; }
-  friend bool operator==(const TokenText& a, const TokenText& b) noexcept {
-    return a.view() == b.view();
-  }
+  friend bool operator==(const TokenText& a, const TokenText& b) noexcept { return a.view() == b.view(); }
 };
 
 // A decoded but not yet authenticated token. Everything is inline; it borrows
@@ -82,9 +80,7 @@ struct ParsedToken {
   std::span<const std::uint8_t> signed_part() const noexcept {
     return {raw.data(), static_cast<std::size_t>(raw_size - kTagSize)};
   }
-  std::span<const std::uint8_t> tag() const noexcept {
-    return {raw.data() + raw_size - kTagSize, kTagSize};
-  }
+  std::span<const std::uint8_t> tag() const noexcept { return {raw.data() + raw_size - kTagSize, kTagSize}; }
 };
 
 // First decoding step: text -> structure, no MAC check, no allocation, reads
@@ -102,8 +98,7 @@ enum class EncodeStatus : std::uint8_t {
 // Writes the signed part (everything before the tag) for `flow` under
 // `key_version` into out; sets `size` to kSignedSizeV4 or kSignedSizeV6.
 EncodeStatus encode_signed_part(const FlowKey& flow, std::uint32_t key_version,
-                                std::span<std::uint8_t, kMaxRawSize> out,
-                                std::size_t& size) noexcept;
+                                std::span<std::uint8_t, kMaxRawSize> out, std::size_t& size) noexcept;
 
 // Appends the first kTagSize bytes of `mac` to the signed part held in
 // raw[0..signed_size) and writes the base64url text.

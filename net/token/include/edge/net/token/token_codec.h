@@ -72,8 +72,7 @@ class FlowToken {
   // True when `text` equals (constant time) the token this flow holds and no
   // key version stopped verifying since it was minted (epoch unchanged); then
   // sets *key_version (when given) to the version that minted it.
-  bool holds(std::string_view text, std::uint64_t epoch,
-             std::uint32_t* key_version = nullptr) const noexcept;
+  bool holds(std::string_view text, std::uint64_t epoch, std::uint32_t* key_version = nullptr) const noexcept;
 
   // Number of times get() had to mint (tests and status).
   std::uint64_t mints() const noexcept { return mints_.load(std::memory_order_relaxed); }
@@ -147,9 +146,8 @@ class TokenCodec {
   TokenCodecConfig config_;
   VerifiedTokenCache cache_;
   std::atomic<std::uint64_t> seen_epoch_;
-  std::atomic<std::uint64_t> mints_{0}, mint_failures_{0}, by_flow_{0}, by_cache_{0},
-      hsm_verifies_{0}, not_ours_{0}, malformed_{0}, tampered_{0}, unavailable_{0},
-      epoch_changes_{0};
+  std::atomic<std::uint64_t> mints_{0}, mint_failures_{0}, by_flow_{0}, by_cache_{0}, hsm_verifies_{0},
+      not_ours_{0}, malformed_{0}, tampered_{0}, unavailable_{0}, epoch_changes_{0};
 };
 
 }  // namespace edge::flow

@@ -85,8 +85,7 @@ class VerifiedTokenCache {
   std::unique_ptr<Set[]> set_state_;
   std::unique_ptr<Entry[]> entries_;
   std::atomic<std::size_t> size_{0};
-  std::atomic<std::uint64_t> hits_{0}, misses_{0}, inserts_{0}, evictions_{0}, stale_drops_{0},
-      clears_{0};
+  std::atomic<std::uint64_t> hits_{0}, misses_{0}, inserts_{0}, evictions_{0}, stale_drops_{0}, clears_{0};
 };
 
 }  // namespace edge::flow

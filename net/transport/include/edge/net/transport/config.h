@@ -46,9 +46,9 @@ struct CoreConfig {
 };
 
 struct TransportLimits {
-  std::size_t max_connections = 10'000;        // stream connections, all listeners
-  std::size_t max_per_source_address = 100;    // stream connections from one IP address
-  std::size_t max_message_size = 65'535;       // bytes; stream: answer 513 then close, UDP: drop
+  std::size_t max_connections = 10'000;      // stream connections, all listeners
+  std::size_t max_per_source_address = 100;  // stream connections from one IP address
+  std::size_t max_message_size = 65'535;     // bytes; stream: answer 513 then close, UDP: drop
   // Slowloris: a message whose header section is not complete this long after
   // its first byte, or whose body is not complete this long after its headers,
   // closes the connection. The TLS handshake and the WS upgrade count as headers.

@@ -21,15 +21,15 @@ using Clock = std::chrono::steady_clock;
 
 // Why a flow ended (counted, logged, never sent on the wire).
 enum class CloseReason : std::uint8_t {
-  peer_closed,     // EOF / connection reset
-  io_error,        // read/write/handshake failure
-  idle_timeout,    // unregistered flow silent longer than the idle timeout
-  flow_timeout,    // registered flow silent longer than Flow-Timer + grace
-  read_timeout,    // half a message then silence (slowloris)
-  framing_error,   // the stream could not be framed
-  oversized,       // message larger than the limit
-  bad_upgrade,     // WebSocket upgrade refused
-  shutdown,        // Transports::stop()
+  peer_closed,    // EOF / connection reset
+  io_error,       // read/write/handshake failure
+  idle_timeout,   // unregistered flow silent longer than the idle timeout
+  flow_timeout,   // registered flow silent longer than Flow-Timer + grace
+  read_timeout,   // half a message then silence (slowloris)
+  framing_error,  // the stream could not be framed
+  oversized,      // message larger than the limit
+  bad_upgrade,    // WebSocket upgrade refused
+  shutdown,       // Transports::stop()
 };
 const char* to_string(CloseReason r) noexcept;
 
@@ -51,8 +51,7 @@ class FlowLink {
 // owning worker, the proxy (any thread) and status readers never need a lock.
 class FlowEntry {
  public:
-  FlowEntry(const flow::FlowKey& key, unsigned worker, std::weak_ptr<FlowLink> link,
-            Clock::time_point now);
+  FlowEntry(const flow::FlowKey& key, unsigned worker, std::weak_ptr<FlowLink> link, Clock::time_point now);
   FlowEntry(const FlowEntry&) = delete;
   FlowEntry& operator=(const FlowEntry&) = delete;
 
@@ -81,9 +80,7 @@ class FlowEntry {
     read_deadline_ns.store(t.time_since_epoch().count(), std::memory_order_relaxed);
   }
   void clear_read_deadline() noexcept { read_deadline_ns.store(0, std::memory_order_relaxed); }
-  std::int64_t read_deadline_raw() const noexcept {
-    return read_deadline_ns.load(std::memory_order_relaxed);
-  }
+  std::int64_t read_deadline_raw() const noexcept { return read_deadline_ns.load(std::memory_order_relaxed); }
 
   std::atomic<std::uint64_t> messages_in{0}, messages_out{0}, bytes_in{0}, bytes_out{0};
 

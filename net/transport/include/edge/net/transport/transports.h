@@ -29,8 +29,8 @@ struct BoundListener {
 };
 
 struct TransportCounters {
-  std::uint64_t accepted = 0;           // connections accepted (streams)
-  std::uint64_t flows_opened = 0;       // flow entries created
+  std::uint64_t accepted = 0;      // connections accepted (streams)
+  std::uint64_t flows_opened = 0;  // flow entries created
   std::uint64_t flows_closed = 0;
   std::uint64_t messages_in = 0, messages_out = 0;
   std::uint64_t bytes_in = 0, bytes_out = 0;
@@ -45,15 +45,15 @@ struct TransportStats {
   std::uint64_t connections_now = 0;
   std::uint64_t refused_max_connections = 0;
   std::uint64_t refused_per_address = 0;
-  std::uint64_t oversized = 0;           // messages over max_message_size (any transport)
-  std::uint64_t framing_errors = 0;      // streams closed because they could not be framed
-  std::uint64_t read_timeouts = 0;       // slowloris closes
-  std::uint64_t idle_timeouts = 0;       // unregistered flows expired
-  std::uint64_t flow_timeouts = 0;       // registered flows expired
-  std::uint64_t udp_garbage = 0;         // datagrams that were neither SIP, STUN nor CRLF
-  std::uint64_t send_failures = 0;       // write queue full or link gone
-  std::uint64_t upgrade_refused = 0;     // WebSocket handshakes refused
-  std::uint64_t superseded_flows = 0;    // a new connection reused a dead flow's 4-tuple before it was reaped
+  std::uint64_t oversized = 0;         // messages over max_message_size (any transport)
+  std::uint64_t framing_errors = 0;    // streams closed because they could not be framed
+  std::uint64_t read_timeouts = 0;     // slowloris closes
+  std::uint64_t idle_timeouts = 0;     // unregistered flows expired
+  std::uint64_t flow_timeouts = 0;     // registered flows expired
+  std::uint64_t udp_garbage = 0;       // datagrams that were neither SIP, STUN nor CRLF
+  std::uint64_t send_failures = 0;     // write queue full or link gone
+  std::uint64_t upgrade_refused = 0;   // WebSocket handshakes refused
+  std::uint64_t superseded_flows = 0;  // a new connection reused a dead flow's 4-tuple before it was reaped
   std::uint64_t tls_handshake_failures = 0;
   // Core next hop.
   bool core_connected = false;
@@ -61,7 +61,9 @@ struct TransportStats {
   std::uint64_t core_messages_in = 0, core_messages_out = 0;
   std::uint64_t core_queue_full = 0;
 
-  const TransportCounters& of(flow::Transport t) const { return per_transport[static_cast<std::size_t>(t) & 7]; }
+  const TransportCounters& of(flow::Transport t) const {
+    return per_transport[static_cast<std::size_t>(t) & 7];
+  }
 };
 
 namespace detail {
