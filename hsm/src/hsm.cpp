@@ -230,6 +230,9 @@ CK_RV Hsm::Impl::login(Session& session, Fault& fault) {
     fault.fn = "C_Login";
     fault.rv = CKR_USER_NOT_LOGGED_IN;
     fault.detail = "login lost; left to the HSM recovery thread";
+    // Whoever asked (a MAC call's retry, a session opened for the pool) answers
+    // unavailable; this is what wakes the thread that logs in.
+    mark_unavailable(fault.detail, false);
     return fault.rv;
   }
   std::lock_guard lock(login_mu_);
