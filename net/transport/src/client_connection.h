@@ -9,6 +9,7 @@
 
 #include <boost/asio/ip/tcp.hpp>
 #include <boost/asio/ssl/context.hpp>
+#include <boost/asio/ssl/stream.hpp>
 
 #include <atomic>
 #include <chrono>
@@ -105,11 +106,24 @@ void launch(const std::shared_ptr<State>& st, Worker& w, flow::Transport t, tcp:
   s->start();
 }
 
+// launch() of Connection<tcp::socket> for tcp / ws, or of
+// Connection<ssl::stream<tcp::socket>> reading through `tls` for tls / wss.
+template <template <class> class Connection>
+void launch_plain_or_tls(const std::shared_ptr<State>& st, Worker& w, tcp::socket sock, flow::Transport t,
+                         const asio::ip::address& peer, std::shared_ptr<ssl::context> tls) {
+  if (t == flow::Transport::tls || t == flow::Transport::wss) {
+    auto& ctx = *tls;
+    launch<Connection<ssl::stream<tcp::socket>>>(st, w, t, sock, peer, std::move(tls), std::move(sock), ctx);
+  } else {
+    launch<Connection<tcp::socket>>(st, w, t, sock, peer, nullptr, std::move(sock));
+  }
+}
+
 // Factories used by the stream acceptor (socket already on worker w's io_context): TCP and TLS
 // (stream_connection.cpp), WS and WSS (ws_connection.cpp). `tls` is the listener's context for tls / wss.
 void start_stream_connection(const std::shared_ptr<State>& st, Worker& w, tcp::socket sock, flow::Transport t,
                              const asio::ip::address& peer, std::shared_ptr<ssl::context> tls);
-void start_ws_session(const std::shared_ptr<State>& st, Worker& w, tcp::socket sock, flow::Transport t,
-                      const asio::ip::address& peer, std::shared_ptr<ssl::context> tls);
+void start_ws_connection(const std::shared_ptr<State>& st, Worker& w, tcp::socket sock, flow::Transport t,
+                         const asio::ip::address& peer, std::shared_ptr<ssl::context> tls);
 
 }  // namespace edge::net::detail

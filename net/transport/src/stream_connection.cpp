@@ -180,13 +180,7 @@ class StreamConnection final : public ClientConnection {
 
 void start_stream_connection(const std::shared_ptr<State>& st, Worker& w, tcp::socket sock, flow::Transport t,
                              const asio::ip::address& peer, std::shared_ptr<ssl::context> tls) {
-  if (t == flow::Transport::tls) {
-    auto& ctx = *tls;
-    launch<StreamConnection<ssl::stream<tcp::socket>>>(st, w, t, sock, peer, std::move(tls), std::move(sock),
-                                                       ctx);
-  } else {
-    launch<StreamConnection<tcp::socket>>(st, w, t, sock, peer, nullptr, std::move(sock));
-  }
+  launch_plain_or_tls<StreamConnection>(st, w, std::move(sock), t, peer, std::move(tls));
 }
 
 }  // namespace edge::net::detail

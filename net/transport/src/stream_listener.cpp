@@ -92,7 +92,7 @@ class StreamListener final : public Listener, public std::enable_shared_from_thi
       if (t == flow::Transport::tcp || t == flow::Transport::tls) {
         start_stream_connection(st, target, std::move(s), t, peer, tls);
       } else {
-        start_ws_session(st, target, std::move(s), t, peer, tls);
+        start_ws_connection(st, target, std::move(s), t, peer, tls);
       }
     });
     do_accept();

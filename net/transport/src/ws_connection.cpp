@@ -187,15 +187,9 @@ class WsConnection final : public ClientConnection {
 
 }  // namespace
 
-void start_ws_session(const std::shared_ptr<State>& st, Worker& w, tcp::socket sock, flow::Transport t,
-                      const asio::ip::address& peer, std::shared_ptr<ssl::context> tls) {
-  if (t == flow::Transport::wss) {
-    auto& ctx = *tls;
-    launch<WsConnection<ssl::stream<tcp::socket>>>(st, w, t, sock, peer, std::move(tls), std::move(sock),
-                                                   ctx);
-  } else {
-    launch<WsConnection<tcp::socket>>(st, w, t, sock, peer, nullptr, std::move(sock));
-  }
+void start_ws_connection(const std::shared_ptr<State>& st, Worker& w, tcp::socket sock, flow::Transport t,
+                         const asio::ip::address& peer, std::shared_ptr<ssl::context> tls) {
+  launch_plain_or_tls<WsConnection>(st, w, std::move(sock), t, peer, std::move(tls));
 }
 
 }  // namespace edge::net::detail
