@@ -11,23 +11,40 @@
 //   EDGE_P11SHIM_STATS    optional: a file rewritten (temp + rename) after every
 //                         injected fault, at C_Finalize and when the shim is unloaded,
 //                         for tests that drive another process (the edge-hsm CLI).
+//   EDGE_P11SHIM_STATS_MS optional, with EDGE_P11SHIM_STATS: while the module is
+//                         initialised, a thread of the shim also rewrites the stats file
+//                         every N ms when a counter changed, so a benchmark can read live
+//                         counts of a running daemon (read twice N ms apart to be sure the
+//                         file is current). Started by C_Initialize, joined by C_Finalize.
 //
 // Control file: one rule per line, `#` starts a comment.
-//   <function|*> [CKR_NAME|0xHEX] [count=N] [every=N] [after=N] [delay_ms=N]
+//   <function|*> [CKR_NAME|0xHEX] [count=N] [every=N] [after=N] [delay_ms=N] [delay_us=N]
+//                [max_concurrent=N]
 //     function   one of the wrapped C_ functions below; `*` = all of them but C_Finalize
 //     CKR_NAME   fail the call with this code instead of forwarding it
 //     count=N    fire at most N times, then the rule is spent
 //     every=N    fire on every Nth matching call only (5, 10, 15, ...)
 //     after=N    let the first N matching calls through before firing
 //     delay_ms=N sleep N ms when the rule fires (then fail or forward)
-//   Each matching rule counts the call; the delays of every firing rule add up and the
+//     delay_us=N sleep N microseconds when the rule fires (adds to delay_ms; the sleep is
+//                a plain nanosleep: it overshoots by the kernel's timer slack, about 50 us
+//                by default, and never spins, so a slow HSM costs no CPU)
+//     max_concurrent=N  an HSM with N engines: at most N of the calls this rule fires for
+//                are inside the module at once (the delay and the real call both count);
+//                further callers block until one leaves, in no promised order. For `*`
+//                the N slots are shared by every function. Works alone or with a delay
+//                or a code; N >= 1.
+//   Each matching rule counts the call; the delays of every firing rule add up, the call
+//   takes a slot of every firing rule that caps (in file order) before its delay, and the
 //   first firing rule (in file order) that has a code decides the failure. Counters of
-//   the rules restart when the file is re-read.
+//   the rules restart when the file is re-read; so do the caps (calls already inside keep
+//   the slot of the old rule until they leave).
 //   Examples:
 //     C_Sign CKR_DEVICE_ERROR count=3
 //     C_Sign CKR_SESSION_HANDLE_INVALID every=5
 //     * CKR_DEVICE_REMOVED
 //     C_Sign delay_ms=300
+//     C_Sign delay_us=1000 max_concurrent=4      # 1 ms per MAC, 4 engines: 4,000 MACs/s
 //     C_Login CKR_PIN_INCORRECT
 //
 // Faithfulness to the PKCS#11 rules, so a test sees what a real token would do:
@@ -37,9 +54,11 @@
 //   - every other faulted call is not forwarded (C_Login with a fault never reaches the
 //     token, so an injected CKR_PIN_INCORRECT cannot lock a PIN).
 //
-// Counters: per function, calls seen and faults injected, the sessions open in the real
-// module (a leak detector) and C_Finalize calls made while another thread was inside the
-// module (forbidden by PKCS#11); read in-process through the
+// Counters: per function, calls seen and faults injected, calls inside the module now and
+// the most seen at once (max_inside: after any wait for a max_concurrent slot, so with a
+// cap it never exceeds N), calls that had to wait for a slot (waited) and are waiting now;
+// the sessions open in the real module (a leak detector) and C_Finalize calls made while
+// another thread was inside the module (forbidden by PKCS#11); read in-process through the
 // exported edge_p11shim_* functions (dlopen the shim with RTLD_NOLOAD and dlsym them),
 // or from the stats file. Everything here is thread-safe.
 #include "shim_rules.h"
@@ -51,10 +70,12 @@
 #include <array>
 #include <atomic>
 #include <chrono>
+#include <condition_variable>
 #include <cstdio>
 #include <cstdlib>
 #include <cstring>
 #include <fstream>
+#include <memory>
 #include <mutex>
 #include <sstream>
 #include <string>
@@ -80,6 +101,15 @@ struct FileSig {
   bool operator==(const FileSig&) const = default;
 };
 
+// The slots of one max_concurrent rule: a counting semaphore.
+struct Gate {
+  explicit Gate(std::uint64_t n) : limit(n) {}
+  std::mutex m;
+  std::condition_variable cv;
+  const std::uint64_t limit;
+  std::uint64_t inside = 0;
+};
+
 struct State {
   std::once_flag once;
   void* real_handle = nullptr;
@@ -92,11 +122,17 @@ struct State {
   std::string stats_path;
   std::atomic<bool> has_control{false};
   std::vector<edge::test::shim::Rule> rules;
+  std::vector<std::shared_ptr<Gate>> gates;  // per rule (null: no cap), rebuilt with the rules
   FileSig sig;
 
   std::array<std::atomic<unsigned long long>, kFnCount> calls{};
   std::array<std::atomic<unsigned long long>, kFnCount> injected{};
   std::atomic<unsigned long long> injected_total{0};
+  std::array<std::atomic<int>, kFnCount> inside{};                 // past any slot wait, not yet returned
+  std::array<std::atomic<int>, kFnCount> max_inside{};             // high-water mark of inside
+  std::array<std::atomic<int>, kFnCount> waiting{};                // blocked on a max_concurrent slot now
+  std::array<std::atomic<unsigned long long>, kFnCount> waited{};  // calls that had to wait
+
   // Sessions open in the real module as far as the calls through the shim tell.
   std::atomic<long long> open_sessions{0};
   // Calls currently inside a wrapper (delays included), and C_Finalize calls made while
@@ -105,6 +141,12 @@ struct State {
   std::atomic<int> in_flight{0};
   std::atomic<unsigned long long> finalize_while_busy{0};
   std::mutex stats_mu;
+
+  // EDGE_P11SHIM_STATS_MS: the periodic stats writer.
+  std::mutex writer_mu;
+  std::condition_variable writer_cv;
+  bool writer_stop = false;
+  std::thread writer;
 };
 
 // Never destroyed: the stats flusher below runs at unload, after function-local statics
@@ -132,6 +174,7 @@ void reload_if_changed(State& s) {
   if (now == s.sig) return;
   s.sig = now;
   s.rules.clear();
+  s.gates.clear();
   if (!now.exists) return;
   std::ifstream in(s.control_path);
   std::stringstream text;
@@ -141,6 +184,8 @@ void reload_if_changed(State& s) {
     std::fprintf(stderr, "edge_p11shim: %s: %s (rule ignored)\n", s.control_path.c_str(), e.c_str());
   }
   s.rules = std::move(parsed.rules);
+  for (const auto& r : s.rules)
+    s.gates.push_back(r.max_concurrent ? std::make_shared<Gate>(r.max_concurrent) : nullptr);
 }
 
 void write_stats() {
@@ -160,48 +205,143 @@ void write_stats() {
       auto name = edge::test::shim::fn_name(static_cast<Fn>(i));
       out << "calls " << name << ' ' << s.calls[i].load() << '\n';
       out << "injected " << name << ' ' << s.injected[i].load() << '\n';
+      out << "max_inside " << name << ' ' << s.max_inside[i].load() << '\n';
+      out << "waited " << name << ' ' << s.waited[i].load() << '\n';
     }
   }
   std::rename(tmp.c_str(), path.c_str());
 }
 
-struct InFlight {
-  InFlight() { st().in_flight.fetch_add(1, std::memory_order_acq_rel); }
-  ~InFlight() { st().in_flight.fetch_sub(1, std::memory_order_acq_rel); }
-  InFlight(const InFlight&) = delete;
-  InFlight& operator=(const InFlight&) = delete;
+// One call through a wrapper, from entry to return: counts it, applies the rules (waits for
+// the slots of capping rules, sleeps the delay) and holds the slots until the wrapper returns,
+// so the real call counts against the cap too. fault(): the code to fail with (CKR_OK:
+// forward).
+class Call {
+ public:
+  explicit Call(Fn f) : idx_(static_cast<std::size_t>(f)) {
+    State& s = st();
+    s.in_flight.fetch_add(1, std::memory_order_acq_rel);
+    s.calls[idx_].fetch_add(1, std::memory_order_relaxed);
+    edge::test::shim::Decision d;
+    if (s.has_control.load(std::memory_order_acquire)) {
+      std::lock_guard lock(s.mu);
+      if (!s.control_path.empty()) {
+        reload_if_changed(s);
+        if (!s.rules.empty()) {
+          d = edge::test::shim::decide(s.rules, f);
+          for (auto i : d.capped) held_.push_back(s.gates[i]);
+        }
+      }
+    }
+    for (auto& g : held_) acquire(*g);
+    enter();
+    if (d.delay_us) std::this_thread::sleep_for(std::chrono::microseconds(d.delay_us));
+    if (d.rv) {
+      fault_ = *d.rv;
+      s.injected[idx_].fetch_add(1, std::memory_order_relaxed);
+      s.injected_total.fetch_add(1, std::memory_order_relaxed);
+      write_stats();
+    }
+  }
+  ~Call() {
+    State& s = st();
+    // Leave before giving the slots back: a caller let in by the release must never find
+    // this call still counted (max_inside <= N is what the tests assert).
+    s.inside[idx_].fetch_sub(1, std::memory_order_acq_rel);
+    for (auto it = held_.rbegin(); it != held_.rend(); ++it) release(**it);
+    s.in_flight.fetch_sub(1, std::memory_order_acq_rel);
+  }
+  Call(const Call&) = delete;
+  Call& operator=(const Call&) = delete;
+  CK_RV fault() const noexcept { return fault_; }
+
+ private:
+  void acquire(Gate& g) {
+    std::unique_lock lock(g.m);
+    if (g.inside >= g.limit) {
+      State& s = st();
+      s.waited[idx_].fetch_add(1, std::memory_order_relaxed);
+      s.waiting[idx_].fetch_add(1, std::memory_order_acq_rel);
+      g.cv.wait(lock, [&] { return g.inside < g.limit; });
+      s.waiting[idx_].fetch_sub(1, std::memory_order_acq_rel);
+    }
+    ++g.inside;
+  }
+  static void release(Gate& g) {
+    {
+      std::lock_guard lock(g.m);
+      --g.inside;
+    }
+    g.cv.notify_one();
+  }
+  void enter() {
+    State& s = st();
+    const int now = s.inside[idx_].fetch_add(1, std::memory_order_acq_rel) + 1;
+    int seen = s.max_inside[idx_].load(std::memory_order_relaxed);
+    while (now > seen && !s.max_inside[idx_].compare_exchange_weak(seen, now, std::memory_order_relaxed)) {
+    }
+  }
+
+  std::size_t idx_;
+  CK_RV fault_ = CKR_OK;
+  std::vector<std::shared_ptr<Gate>> held_;
 };
 
-// Counts the call, applies the delay and says which code to fail with (CKR_OK: forward).
-CK_RV consult(Fn f) {
+// The periodic writer (EDGE_P11SHIM_STATS_MS). It never calls into the real module, and it
+// is joined before C_Finalize returns and when the shim is unloaded, so it never outlives
+// the module's code.
+unsigned long long counters_sum() {
   State& s = st();
-  auto idx = static_cast<std::size_t>(f);
-  s.calls[idx].fetch_add(1, std::memory_order_relaxed);
-  if (!s.has_control.load(std::memory_order_acquire)) return CKR_OK;
-  edge::test::shim::Decision d;
+  unsigned long long n = 0;
+  for (std::size_t i = 0; i < kFnCount; ++i) n += s.calls[i].load() + s.waited[i].load();
+  return n;
+}
+void start_writer() {
+  State& s = st();
+  const char* ms = std::getenv("EDGE_P11SHIM_STATS_MS");
+  const long interval = ms ? std::atol(ms) : 0;
   {
     std::lock_guard lock(s.mu);
-    if (s.control_path.empty()) return CKR_OK;
-    reload_if_changed(s);
-    if (s.rules.empty()) return CKR_OK;
-    d = edge::test::shim::decide(s.rules, f);
+    if (interval <= 0 || s.stats_path.empty()) return;
   }
-  if (d.delay_ms) std::this_thread::sleep_for(std::chrono::milliseconds(d.delay_ms));
-  if (!d.rv) return CKR_OK;
-  s.injected[idx].fetch_add(1, std::memory_order_relaxed);
-  s.injected_total.fetch_add(1, std::memory_order_relaxed);
-  write_stats();
-  return *d.rv;
+  std::lock_guard lock(s.writer_mu);
+  if (s.writer.joinable()) return;
+  s.writer_stop = false;
+  s.writer = std::thread([interval] {
+    State& w = st();
+    unsigned long long last = ~0ULL;
+    std::unique_lock lk(w.writer_mu);
+    while (!w.writer_cv.wait_for(lk, std::chrono::milliseconds(interval), [&] { return w.writer_stop; })) {
+      const unsigned long long now = counters_sum();
+      if (now == last) continue;
+      last = now;
+      lk.unlock();
+      write_stats();
+      lk.lock();
+    }
+  });
+}
+void stop_writer() {
+  State& s = st();
+  std::thread t;
+  {
+    std::lock_guard lock(s.writer_mu);
+    if (!s.writer.joinable()) return;
+    s.writer_stop = true;
+    t = std::move(s.writer);
+  }
+  s.writer_cv.notify_all();
+  t.join();
 }
 
 CK_FUNCTION_LIST& real() { return *st().real; }
 
 // ---- wrappers ---------------------------------------------------------------------------
 
-#define SHIM_GUARD(fn)                 \
-  InFlight in_flight_guard;            \
-  if (CK_RV fault = consult(Fn::fn)) { \
-    return fault;                      \
+#define SHIM_GUARD(fn)                   \
+  Call shim_call(Fn::fn);                \
+  if (CK_RV fault = shim_call.fault()) { \
+    return fault;                        \
   }
 
 // The control and stats files are taken from the environment at every C_Initialize, so
@@ -223,14 +363,23 @@ void read_environment() {
 
 CK_RV w_Initialize(void* args) {
   read_environment();
-  SHIM_GUARD(C_Initialize)
-  return real().C_Initialize(args);
+  CK_RV rv = CKR_OK;
+  {
+    SHIM_GUARD(C_Initialize)
+    rv = real().C_Initialize(args);
+  }
+  if (rv == CKR_OK) start_writer();
+  return rv;
 }
 CK_RV w_Finalize(void* reserved) {
   if (st().in_flight.load(std::memory_order_acquire) > 0) st().finalize_while_busy.fetch_add(1);
-  consult(Fn::C_Finalize);  // counted, never faulted (parse_rules refuses it)
-  CK_RV rv = real().C_Finalize(reserved);
+  CK_RV rv = CKR_OK;
+  {
+    Call call(Fn::C_Finalize);  // counted (and delayed or capped), never faulted: parse_rules refuses it
+    rv = real().C_Finalize(reserved);
+  }
   if (rv == CKR_OK) st().open_sessions.store(0);
+  stop_writer();
   write_stats();
   return rv;
 }
@@ -262,15 +411,15 @@ CK_RV w_OpenSession(CK_SLOT_ID slot, CK_FLAGS flags, void* app, CK_NOTIFY notify
   return rv;
 }
 CK_RV w_CloseSession(CK_SESSION_HANDLE session) {
-  InFlight in_flight_guard;
-  CK_RV fault = consult(Fn::C_CloseSession);
+  Call call(Fn::C_CloseSession);
+  CK_RV fault = call.fault();
   CK_RV rv = real().C_CloseSession(session);
   if (rv == CKR_OK) st().open_sessions.fetch_sub(1);
   return fault ? fault : rv;
 }
 CK_RV w_CloseAllSessions(CK_SLOT_ID slot) {
-  InFlight in_flight_guard;
-  CK_RV fault = consult(Fn::C_CloseAllSessions);
+  Call call(Fn::C_CloseAllSessions);
+  CK_RV fault = call.fault();
   CK_RV rv = real().C_CloseAllSessions(slot);
   if (rv == CKR_OK) st().open_sessions.store(0);  // tests use one token
   return fault ? fault : rv;
@@ -320,8 +469,8 @@ CK_RV w_SignInit(CK_SESSION_HANDLE session, CK_MECHANISM* mech, CK_OBJECT_HANDLE
   return real().C_SignInit(session, mech, key);
 }
 CK_RV w_Sign(CK_SESSION_HANDLE session, CK_BYTE* data, CK_ULONG len, CK_BYTE* sig, CK_ULONG* sig_len) {
-  InFlight in_flight_guard;
-  if (CK_RV fault = consult(Fn::C_Sign)) {
+  Call call(Fn::C_Sign);
+  if (CK_RV fault = call.fault()) {
     // An error return ends the operation: finish the real one so the session is idle.
     std::array<CK_BYTE, 1024> scratch{};
     CK_ULONG scratch_len = scratch.size();
@@ -335,8 +484,8 @@ CK_RV w_VerifyInit(CK_SESSION_HANDLE session, CK_MECHANISM* mech, CK_OBJECT_HAND
   return real().C_VerifyInit(session, mech, key);
 }
 CK_RV w_Verify(CK_SESSION_HANDLE session, CK_BYTE* data, CK_ULONG len, CK_BYTE* sig, CK_ULONG sig_len) {
-  InFlight in_flight_guard;
-  if (CK_RV fault = consult(Fn::C_Verify)) {
+  Call call(Fn::C_Verify);
+  if (CK_RV fault = call.fault()) {
     real().C_Verify(session, data, len, sig, sig_len);  // ends the operation
     return fault;
   }
@@ -414,7 +563,10 @@ CK_RV shim_get_function_list(CK_FUNCTION_LIST** out) {
 }
 
 struct Flusher {
-  ~Flusher() { write_stats(); }
+  ~Flusher() {
+    stop_writer();  // a process that exits without C_Finalize
+    write_stats();
+  }
 } flusher;
 
 }  // namespace
@@ -443,11 +595,33 @@ SHIM_EXPORT unsigned long long edge_p11shim_finalize_while_busy(void) {
   return st().finalize_while_busy.load();
 }
 
-// Zeroes every counter (not the rules' own counters, nor the open-session count).
+// Calls of one function inside the module right now (past any max_concurrent wait), the
+// most seen at once, calls blocked on a max_concurrent slot now, and calls that had to wait.
+SHIM_EXPORT int edge_p11shim_inside(const char* fn) {
+  auto f = edge::test::shim::fn_from_name(fn ? fn : "");
+  return f ? st().inside[static_cast<std::size_t>(*f)].load() : 0;
+}
+SHIM_EXPORT int edge_p11shim_max_inside(const char* fn) {
+  auto f = edge::test::shim::fn_from_name(fn ? fn : "");
+  return f ? st().max_inside[static_cast<std::size_t>(*f)].load() : 0;
+}
+SHIM_EXPORT int edge_p11shim_waiting(const char* fn) {
+  auto f = edge::test::shim::fn_from_name(fn ? fn : "");
+  return f ? st().waiting[static_cast<std::size_t>(*f)].load() : 0;
+}
+SHIM_EXPORT unsigned long long edge_p11shim_waited(const char* fn) {
+  auto f = edge::test::shim::fn_from_name(fn ? fn : "");
+  return f ? st().waited[static_cast<std::size_t>(*f)].load() : 0;
+}
+
+// Zeroes every counter (not the rules' own counters, nor the open-session count; the
+// high-water marks restart from the calls inside now).
 SHIM_EXPORT void edge_p11shim_reset_stats(void) {
   State& s = st();
   for (auto& c : s.calls) c.store(0);
   for (auto& c : s.injected) c.store(0);
+  for (std::size_t i = 0; i < kFnCount; ++i) s.max_inside[i].store(s.inside[i].load());
+  for (auto& c : s.waited) c.store(0);
   s.injected_total.store(0);
   s.finalize_while_busy.store(0);
 }

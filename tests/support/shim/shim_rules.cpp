@@ -52,6 +52,14 @@ std::optional<std::uint64_t> parse_u64(std::string_view s, int base = 10) {
   return v;
 }
 
+// max_concurrent=0 parses as "no cap" in the Rule; written out it is a mistake.
+bool line_has_zero_cap(const std::vector<std::string_view>& words) {
+  for (auto w : words) {
+    if (w.starts_with("max_concurrent=") && parse_u64(w.substr(15)) == std::uint64_t{0}) return true;
+  }
+  return false;
+}
+
 }  // namespace
 
 const char* fn_name(Fn f) noexcept {
@@ -144,11 +152,13 @@ ParseResult parse_rules(std::string_view text) {
       }
       auto key = w.substr(0, eq);
       auto val = parse_u64(w.substr(eq + 1));
-      std::uint64_t* slot = key == "count"      ? &r.count
-                            : key == "every"    ? &r.every
-                            : key == "after"    ? &r.after
-                            : key == "delay_ms" ? &r.delay_ms
-                                                : nullptr;
+      std::uint64_t* slot = key == "count"            ? &r.count
+                            : key == "every"          ? &r.every
+                            : key == "after"          ? &r.after
+                            : key == "delay_ms"       ? &r.delay_ms
+                            : key == "delay_us"       ? &r.delay_us
+                            : key == "max_concurrent" ? &r.max_concurrent
+                                                      : nullptr;
       if (!slot || !val) {
         error("bad option " + std::string(w));
         ok = false;
@@ -157,8 +167,16 @@ ParseResult parse_rules(std::string_view text) {
       }
     }
     if (!ok) continue;
-    if (!r.rv && r.delay_ms == 0) {
-      error("rule neither fails (CKR_...) nor delays (delay_ms=N)");
+    if (!r.rv && r.delay_ms == 0 && r.delay_us == 0 && r.max_concurrent == 0) {
+      error("rule neither fails (CKR_...), delays (delay_ms=N, delay_us=N) nor caps (max_concurrent=N)");
+      continue;
+    }
+    if (r.delay_ms > 3'600'000 || r.delay_us > 3'600'000'000ULL) {
+      error("delay above one hour");
+      continue;
+    }
+    if (line_has_zero_cap(words)) {
+      error("max_concurrent=0 would block every call for good");
       continue;
     }
     if (!r.all && r.fn == Fn::C_Finalize) {
@@ -170,12 +188,14 @@ ParseResult parse_rules(std::string_view text) {
   return out;
 }
 
-Decision decide(std::vector<Rule>& rules, Fn f) noexcept {
+Decision decide(std::vector<Rule>& rules, Fn f) {
   Decision d;
-  for (auto& r : rules) {
+  for (std::size_t i = 0; i < rules.size(); ++i) {
+    auto& r = rules[i];
     if (!r.matches(f) || !r.fire()) continue;
-    d.delay_ms += r.delay_ms;
+    d.delay_us += r.delay_ms * 1000 + r.delay_us;
     if (r.rv && !d.rv) d.rv = r.rv;
+    if (r.max_concurrent) d.capped.push_back(i);
   }
   return d;
 }

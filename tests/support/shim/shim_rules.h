@@ -64,6 +64,10 @@ struct Rule {
   std::uint64_t every = 0;     // fire on every Nth matching call (0 = each call)
   std::uint64_t after = 0;     // let the first N matching calls through
   std::uint64_t delay_ms = 0;  // sleep this long when the rule fires
+  std::uint64_t delay_us = 0;  // ... plus this many microseconds
+  // When the rule fires, at most this many calls it fired for are inside the module at once
+  // (the delay and the real call); further callers wait for a slot. 0: no cap.
+  std::uint64_t max_concurrent = 0;
 
   // Runtime state, reset whenever the control file is re-read.
   std::uint64_t seen = 0;
@@ -83,11 +87,13 @@ ParseResult parse_rules(std::string_view text);
 
 // What the shim does with one call after consulting every matching rule:
 // the delays of all firing rules add up; the first firing rule with a code decides
-// the failure.
+// the failure; the call takes a slot of every firing rule with max_concurrent (in rule
+// order, so two callers never wait on each other's slots in opposite orders).
 struct Decision {
   std::optional<CK_RV> rv;
-  std::uint64_t delay_ms = 0;
+  std::uint64_t delay_us = 0;       // delay_ms * 1000 + delay_us of every firing rule
+  std::vector<std::size_t> capped;  // indices (into the rules) of firing rules with max_concurrent
 };
-Decision decide(std::vector<Rule>& rules, Fn f) noexcept;
+Decision decide(std::vector<Rule>& rules, Fn f);
 
 }  // namespace edge::test::shim
