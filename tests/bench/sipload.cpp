@@ -80,6 +80,15 @@ struct Options {
   std::string mark_cmd;      // run (sh -c, waited for) just before and just after the load phase
   double max_seconds = 600;  // hard bound on the whole run
   std::string label;
+  // Forged-token flood (with --rate): a quiet load phase, then the same load with the flood beside it.
+  double flood_rate = 0;  // forged requests per second over UDP; 0: no flood
+  int flood_sources = 1;  // flood source addresses 127.0.10.1 .. (250 per third octet)
+  std::string flood_method = "MESSAGE";
+  // Calls with a new TCP flow per call (no registration): INVITE ;ob, ACK and the core's BYE over the
+  // Record-Route token, then the client closes.
+  int flow_calls = 0;     // calls in the measured phase; 0: none
+  int call_window = 200;  // flow calls in flight at once
+  int warmup_calls = 20;  // before the measured phase (the edge's core connection, caches)
 };
 
 // ---------------------------------------------------------------------------------------------------------
@@ -269,6 +278,45 @@ std::string base64(const unsigned char* data, std::size_t n) {
   std::string out(4 * ((n + 2) / 3), '\0');
   const int len = EVP_EncodeBlock(reinterpret_cast<unsigned char*>(out.data()), data, static_cast<int>(n));
   out.resize(static_cast<std::size_t>(std::max(len, 0)));
+  return out;
+}
+
+// Unpadded base64url (RFC 4648 §5), as flow tokens are written; decode returns nullopt on anything else.
+std::string base64url(const std::vector<std::uint8_t>& in) {
+  static constexpr char kAlpha[] = "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_";
+  std::string out;
+  std::uint32_t acc = 0;
+  int bits = 0;
+  for (auto b : in) {
+    acc = (acc << 8) | b;
+    bits += 8;
+    while (bits >= 6) {
+      bits -= 6;
+      out.push_back(kAlpha[(acc >> bits) & 0x3F]);
+    }
+  }
+  if (bits > 0) out.push_back(kAlpha[(acc << (6 - bits)) & 0x3F]);
+  return out;
+}
+std::optional<std::vector<std::uint8_t>> unbase64url(std::string_view s) {
+  std::vector<std::uint8_t> out;
+  std::uint32_t acc = 0;
+  int bits = 0;
+  for (char c : s) {
+    int v = c >= 'A' && c <= 'Z'   ? c - 'A'
+            : c >= 'a' && c <= 'z' ? c - 'a' + 26
+            : c >= '0' && c <= '9' ? c - '0' + 52
+            : c == '-'             ? 62
+            : c == '_'             ? 63
+                                   : -1;
+    if (v < 0) return std::nullopt;
+    acc = (acc << 6) | static_cast<std::uint32_t>(v);
+    bits += 6;
+    if (bits >= 8) {
+      bits -= 8;
+      out.push_back(static_cast<std::uint8_t>((acc >> bits) & 0xFF));
+    }
+  }
   return out;
 }
 
@@ -617,6 +665,30 @@ class CoreConn : public std::enable_shared_from_this<CoreConn> {
   void do_write();
 };
 
+// One call on a flow of its own: a fresh TCP connection, INVITE with ;ob in the Contact, ACK over the
+// Record-Route (the edge's token), the core's BYE answered on the same connection, which is then closed.
+class FlowCall : public std::enable_shared_from_this<FlowCall> {
+ public:
+  FlowCall(Load& load, asio::io_context& io, int index);
+  void start();
+  void close();
+  const std::string& call_id() const { return call_id_; }
+
+ private:
+  Load& load_;
+  int index_;
+  tcp::socket sock_;
+  std::string local_ip_, call_id_, sent_by_;
+  std::array<char, 16384> rbuf_{};
+  StreamFramer framer_;
+  std::deque<std::string> wq_;
+  bool writing_ = false, open_ = false, close_after_write_ = false, acked_ = false;
+  void read();
+  void on_message(std::string text);
+  void write(std::string data);
+  void do_write();
+};
+
 struct Binding {
   std::weak_ptr<CoreConn> conn;
   std::string aor;
@@ -627,9 +699,17 @@ struct Binding {
 
 struct Txn {
   Clock::time_point sent;
-  int kind = 0;  // 0 message/options, 1 invite, 2 bye
+  int kind = 0;  // 0 message/options, 1 invite, 2 bye, 3 the core's BYE of a flow call
   int binding = 0;
   bool old_token = true;
+  std::string call_id;  // kind 3
+};
+
+// A flow call as the core sees it (by Call-ID).
+struct FlowCallState {
+  Clock::time_point started;
+  std::weak_ptr<FlowCall> client;
+  bool bye_sent = false;
 };
 
 class Load {
@@ -647,11 +727,16 @@ class Load {
   void count_ka() { ++keepalives_; }
   void count_retransmission() { ++retransmissions_; }
   void client_answered() { ++client_answers_; }
+  void flow_call_failed(const std::string& call_id, const std::string& kind);
   void core_message(const std::shared_ptr<CoreConn>& conn, std::string text);
   bool stopping() const { return stopping_; }
   const Options& opt() const { return opt_; }
   std::string source_ip(int i) const {
     return "127.0.0." + std::to_string(2 + i % std::max(1, opt_.sources));
+  }
+  // Flood source address i: 127.0.10.1 .. 127.0.10.250, 127.0.11.1 ... (clear of the clients' and edge's).
+  static std::string flood_ip(int i) {
+    return "127.0." + std::to_string(10 + i / 250) + "." + std::to_string(1 + i % 250);
   }
 
  private:
@@ -688,6 +773,33 @@ class Load {
   std::size_t mix_i_ = 0;
   pid_t exec_child_ = 0;
 
+  // Forged-token flood.
+  struct FloodSocket {
+    std::unique_ptr<udp::socket> sock;
+    std::array<char, 2048> rbuf{};
+  };
+  std::vector<std::unique_ptr<FloodSocket>> flood_socks_;
+  std::string flood_route_pre_, flood_route_post_;  // the Path entry around its token
+  std::vector<std::uint8_t> flood_raw_;             // the real token's bytes
+  std::size_t flood_tag_at_ = 0;
+  bool flood_active_ = false;
+  std::uint64_t flood_sent_ = 0, flood_send_errors_ = 0, flood_rng_ = 0x243F6A8885A308D3ULL;
+  std::map<std::string, std::uint64_t> flood_answers_;  // by status code
+  bool setup_flood();
+  void flood_read(FloodSocket& fs);
+  void send_forged();
+
+  // Flow calls.
+  std::unordered_map<std::string, FlowCallState> fcalls_;
+  std::unordered_map<std::string, std::vector<std::string>> fcall_routes_;  // the core's route set
+  std::unordered_map<std::string, std::string> fcall_targets_;              // the caller's Contact
+  std::vector<std::shared_ptr<FlowCall>> fcall_clients_;
+  int fcall_started_ = 0;
+  Stats fcall_stats_;
+  void start_flow_call();
+  void flow_call_phase(int calls, double rate, const std::string& prefix, bool report);
+  void expire_flow_calls();
+
   void listen_core();
   void accept_core();
   void start_more_clients();
@@ -705,8 +817,9 @@ class Load {
   void load_phase(double rate, double seconds, Stats& st, const std::string& prefix, bool report);
   void report_proc(const std::string& prefix, const ProcSample& a, const ProcSample& b, std::uint64_t txns);
   void spawn_exec();
-  void run_mark() {
+  void run_mark(const char* name = "") {
     if (opt_.mark_cmd.empty()) return;
+    ::setenv("SIPLOAD_MARK", name, 1);  // which mark: quiet_start, quiet_end, load_start, load_end
     const int rc = std::system(opt_.mark_cmd.c_str());
     if (rc != 0) std::cerr << "sipload: --mark-cmd exited with " << rc << "\n";
   }
@@ -1165,7 +1278,8 @@ void CoreConn::read() {
   sock_.async_read_some(asio::buffer(rbuf_),
                         [self = shared_from_this()](const boost::system::error_code& e, std::size_t n) {
                           if (e) {
-                            if (self->open_) std::cerr << "sipload: core connection lost: " << e.message() << "\n";
+                            if (self->open_)
+                              std::cerr << "sipload: core connection lost: " << e.message() << "\n";
                             self->open_ = false;
                             return;
                           }
@@ -1234,6 +1348,35 @@ void Load::core_message(const std::shared_ptr<CoreConn>& conn, std::string text)
       extra += "Require: outbound\r\n";
       conn->write(make_response(m, 200, "OK", "core", extra));
     } else if (m.method == "ACK") {
+      // The ACK of a flow call came over the Record-Route token: the core hangs up over the same token.
+      auto fc = fcalls_.find(std::string(m.header("Call-ID")));
+      if (fc != fcalls_.end() && !fc->second.bye_sent) {
+        fc->second.bye_sent = true;
+        const std::string branch = "z9hG4bKb" + std::to_string(++branch_seq_);
+        std::string bye = "BYE " + fcall_targets_[fc->first] + " SIP/2.0\r\n";
+        bye += "Via: SIP/2.0/TCP " + opt_.core_host + ":" + std::to_string(opt_.core_port) +
+               ";branch=" + branch + "\r\n";
+        for (const auto& r : fcall_routes_[fc->first]) bye += "Route: " + r + "\r\n";
+        bye += "Max-Forwards: 70\r\n";
+        bye += "From: " + std::string(m.header("To")) + "\r\n";
+        bye += "To: " + std::string(m.header("From")) + "\r\n";
+        bye += "Call-ID: " + fc->first + "\r\nCSeq: 1 BYE\r\nContent-Length: 0\r\n\r\n";
+        Txn t;
+        t.sent = now;
+        t.kind = 3;
+        t.call_id = fc->first;
+        txns_[branch] = t;
+        conn->write(std::move(bye));
+      }
+    } else if (m.method == "INVITE" && fcalls_.count(std::string(m.header("Call-ID")))) {
+      // A flow call reached the core: answer 200 with the Record-Route (make_response copies it) and keep
+      // the route set (Record-Route in order, RFC 3261 §12.1.1) and the caller's Contact for the BYE.
+      const std::string cid(m.header("Call-ID"));
+      fcall_routes_[cid] = split_list(m.all("Record-Route"));
+      fcall_targets_[cid] = std::string(addr_uri(m.header("Contact")));
+      conn->write(make_response(m, 200, "OK", "core",
+                                "Contact: <sip:core@" + opt_.core_host + ":" +
+                                    std::to_string(opt_.core_port) + ";transport=tcp>\r\n"));
     } else {
       conn->write(make_response(m, 200, "OK", "core"));  // client -> core requests (none expected)
     }
@@ -1245,6 +1388,19 @@ void Load::core_message(const std::shared_ptr<CoreConn>& conn, std::string text)
   if (it == txns_.end() || m.status < 200) return;
   Txn t = it->second;
   txns_.erase(it);
+  if (t.kind == 3) {  // the BYE of a flow call: the call is over
+    auto fc = fcalls_.find(t.call_id);
+    if (fc == fcalls_.end()) return;
+    if (m.status >= 300) {
+      ++fcall_stats_.failures["bye_" + std::to_string(m.status)];
+    } else {
+      fcall_stats_.success(fc->second.started, now);
+    }
+    fcall_routes_.erase(t.call_id);
+    fcall_targets_.erase(t.call_id);
+    fcalls_.erase(fc);
+    return;
+  }
   if (m.status >= 300) {
     ++stats_.failures[std::to_string(m.status)];
     return;
@@ -1298,7 +1454,7 @@ void Load::send_in_dialog(int b, const std::string& method, const std::vector<st
     m += "Content-Length: 0\r\n\r\n";
   }
   if (kind >= 0)
-    txns_[branch] = Txn{Clock::now(), kind, b, old_token};
+    txns_[branch] = Txn{Clock::now(), kind, b, old_token, {}};
   else
     --stats_.sent;  // an ACK is not a transaction
   conn->write(std::move(m));
@@ -1333,6 +1489,292 @@ void Load::expire_txns() {
       ++it;
     }
   }
+}
+
+// ---------------------------------------------------------------------------------------------------------
+// Flow calls: a new TCP connection per call
+
+FlowCall::FlowCall(Load& load, asio::io_context& io, int index)
+    : load_(load),
+      index_(index),
+      sock_(io),
+      local_ip_(load.source_ip(index)),
+      call_id_("fc" + std::to_string(index) + "@bench.test") {}
+
+void FlowCall::start() {
+  boost::system::error_code ec;
+  sock_.open(tcp::v4(), ec);
+  if (!ec) sock_.bind(tcp::endpoint(asio::ip::make_address(local_ip_), 0), ec);
+  if (ec) {
+    load_.flow_call_failed(call_id_, "bind");
+    return;
+  }
+  sent_by_ = local_ip_ + ":" + std::to_string(sock_.local_endpoint().port());
+  const auto& o = load_.opt();
+  sock_.async_connect(tcp::endpoint(asio::ip::make_address(o.edge_host), o.edge_port),
+                      [self = shared_from_this()](const boost::system::error_code& e) {
+                        if (e) {
+                          self->load_.flow_call_failed(self->call_id_, "connect");
+                          return;
+                        }
+                        boost::system::error_code ec2;
+                        self->sock_.set_option(tcp::no_delay(true), ec2);
+                        self->open_ = true;
+                        self->read();
+                        const std::string i = std::to_string(self->index_);
+                        std::string m = "INVITE sip:core@bench.test SIP/2.0\r\n";
+                        m += "Via: SIP/2.0/TCP " + self->sent_by_ + ";branch=z9hG4bKi" + i + ";rport\r\n";
+                        m += "Max-Forwards: 70\r\n";
+                        m += "From: <sip:c" + i + "@bench.test>;tag=fc" + i + "\r\n";
+                        m += "To: <sip:core@bench.test>\r\n";
+                        m += "Call-ID: " + self->call_id_ + "\r\nCSeq: 1 INVITE\r\n";
+                        m += "Contact: <sip:c" + i + "@" + self->sent_by_ + ";transport=tcp;ob>\r\n";
+                        m += "Supported: outbound\r\nContent-Length: 0\r\n\r\n";
+                        self->write(std::move(m));
+                      });
+}
+
+void FlowCall::read() {
+  sock_.async_read_some(asio::buffer(rbuf_),
+                        [self = shared_from_this()](const boost::system::error_code& e, std::size_t n) {
+                          if (e) {
+                            if (self->open_ && !self->close_after_write_)
+                              self->load_.flow_call_failed(self->call_id_, "flow_closed");
+                            self->open_ = false;
+                            return;
+                          }
+                          self->framer_.append(self->rbuf_.data(), n);
+                          for (;;) {
+                            int pongs = 0;
+                            bool bad = false;
+                            auto m = self->framer_.next(&pongs, &bad);
+                            if (bad) {
+                              self->load_.flow_call_failed(self->call_id_, "unframeable");
+                              self->close();
+                              return;
+                            }
+                            if (!m) break;
+                            self->on_message(std::move(*m));
+                          }
+                          if (self->open_) self->read();
+                        });
+}
+
+void FlowCall::on_message(std::string text) {
+  SipMessage m;
+  m.text = std::move(text);
+  if (!m.parse()) return;
+  if (m.is_response) {
+    if (m.status < 200 || m.header("CSeq").find("INVITE") == std::string_view::npos) return;
+    if (m.status >= 300) {
+      load_.flow_call_failed(call_id_, "invite_" + std::to_string(m.status));
+      close();
+      return;
+    }
+    if (acked_) return;  // a retransmitted 2xx
+    acked_ = true;
+    // ACK along the route set: the Record-Route reversed (RFC 3261 §12.1.2), to the core's Contact.
+    auto rr = split_list(m.all("Record-Route"));
+    std::reverse(rr.begin(), rr.end());
+    std::string a = "ACK " + std::string(addr_uri(m.header("Contact"))) + " SIP/2.0\r\n";
+    a += "Via: SIP/2.0/TCP " + sent_by_ + ";branch=z9hG4bKa" + std::to_string(index_) + ";rport\r\n";
+    for (const auto& r : rr) a += "Route: " + r + "\r\n";
+    a += "Max-Forwards: 70\r\n";
+    a += "From: " + std::string(m.header("From")) + "\r\nTo: " + std::string(m.header("To")) + "\r\n";
+    a += "Call-ID: " + call_id_ + "\r\nCSeq: 1 ACK\r\nContent-Length: 0\r\n\r\n";
+    write(std::move(a));
+    return;
+  }
+  if (m.method == "BYE") {
+    close_after_write_ = true;  // the call is over: the flow goes once the 200 is out
+    write(make_response(m, 200, "OK", ""));
+    return;
+  }
+  if (m.method != "ACK") write(make_response(m, 200, "OK", "ua" + std::to_string(index_)));
+}
+
+void FlowCall::write(std::string data) {
+  if (!open_) return;
+  wq_.push_back(std::move(data));
+  if (!writing_) do_write();
+}
+
+void FlowCall::do_write() {
+  if (wq_.empty() || !open_) {
+    writing_ = false;
+    if (close_after_write_ && open_) close();
+    return;
+  }
+  writing_ = true;
+  asio::async_write(sock_, asio::buffer(wq_.front()),
+                    [self = shared_from_this()](const boost::system::error_code& e, std::size_t) {
+                      self->wq_.pop_front();
+                      if (e) {
+                        self->writing_ = false;
+                        if (self->open_) self->load_.flow_call_failed(self->call_id_, "send_error");
+                        self->close();
+                        return;
+                      }
+                      self->do_write();
+                    });
+}
+
+void FlowCall::close() {
+  open_ = false;
+  boost::system::error_code ec;
+  sock_.shutdown(tcp::socket::shutdown_both, ec);
+  sock_.close(ec);
+}
+
+void Load::flow_call_failed(const std::string& call_id, const std::string& kind) {
+  auto it = fcalls_.find(call_id);
+  if (it == fcalls_.end()) return;  // already over
+  if (stopping_) return;
+  ++fcall_stats_.failures[kind];
+  if (auto c = it->second.client.lock()) c->close();
+  fcall_routes_.erase(call_id);
+  fcall_targets_.erase(call_id);
+  fcalls_.erase(it);
+}
+
+void Load::start_flow_call() {
+  auto c = std::make_shared<FlowCall>(*this, io_, fcall_started_++);
+  fcalls_[c->call_id()] = FlowCallState{Clock::now(), c, false};
+  ++fcall_stats_.sent;
+  fcall_clients_.push_back(c);
+  c->start();
+}
+
+void Load::expire_flow_calls() {
+  const auto limit = Clock::now() - std::chrono::milliseconds(opt_.timeout_ms);
+  std::vector<std::string> old;
+  for (const auto& [id, st] : fcalls_)
+    if (st.started < limit) old.push_back(id);
+  for (const auto& id : old) flow_call_failed(id, "timeout");
+  // BYE transactions of expired calls.
+  for (auto it = txns_.begin(); it != txns_.end();) {
+    if (it->second.kind == 3 && !fcalls_.count(it->second.call_id))
+      it = txns_.erase(it);
+    else
+      ++it;
+  }
+  // Finished calls' sockets are closed; drop them.
+  std::erase_if(fcall_clients_,
+                [this](const std::shared_ptr<FlowCall>& c) { return !fcalls_.count(c->call_id()); });
+}
+
+// `calls` calls at `rate` per second, at most --call-window at once; then what is in flight finishes.
+void Load::flow_call_phase(int calls, double rate, const std::string& prefix, bool report) {
+  fcall_stats_ = Stats{};
+  const auto start = Clock::now();
+  int started = 0;
+  auto last_expire = start;
+  run_until([&] { return started >= calls && fcalls_.empty(); },
+            calls / std::max(rate, 1e-3) + opt_.timeout_ms / 1000.0 + 2, 1,
+            [&] {
+              const double t = std::chrono::duration<double>(Clock::now() - start).count();
+              const auto due = std::min<std::int64_t>(calls, static_cast<std::int64_t>(t * rate) + 1);
+              while (started < due && static_cast<int>(fcalls_.size()) < opt_.call_window) {
+                start_flow_call();
+                ++started;
+              }
+              if (Clock::now() - last_expire > std::chrono::milliseconds(100)) {
+                expire_flow_calls();
+                last_expire = Clock::now();
+              }
+            });
+  if (!fcalls_.empty()) fcall_stats_.failures["unfinished"] += fcalls_.size();
+  const double elapsed = std::chrono::duration<double>(Clock::now() - start).count();
+  if (!report) return;
+  print(prefix, "calls", std::to_string(fcall_stats_.sent));
+  print(prefix, "calls_ok", std::to_string(fcall_stats_.ok));
+  print(prefix, "failures", std::to_string(fcall_stats_.failed()));
+  for (const auto& [k, v] : fcall_stats_.failures) print(prefix, "failures_" + k, std::to_string(v));
+  print(prefix, "offered_rate", fmt(rate, 1));
+  print(prefix, "achieved_rate", fmt(static_cast<double>(fcall_stats_.ok) / std::max(elapsed, 1e-6), 1));
+  print(prefix, "latency_p50_ms", fmt(fcall_stats_.percentile_ms(0.50), 3));
+  print(prefix, "latency_p99_ms", fmt(fcall_stats_.percentile_ms(0.99), 3));
+  print(prefix, "latency_max_ms", fmt(fcall_stats_.percentile_ms(1.0), 3));
+}
+
+// ---------------------------------------------------------------------------------------------------------
+// Forged-token flood: requests whose Route carries a well-formed token of a real flow with a random tag
+
+bool Load::setup_flood() {
+  if (bindings_.empty() || bindings_.front().first_path.empty()) {
+    std::cerr << "sipload: --flood-rate needs a registered client whose Path carries a token\n";
+    return false;
+  }
+  const std::string& path = bindings_.front().first_path.front();  // <sip:TOKEN@host:port;...>
+  const auto a = path.find("sip:");
+  const auto b = path.find('@', a);
+  if (a == std::string::npos || b == std::string::npos) return false;
+  const std::string token = path.substr(a + 4, b - a - 4);
+  auto raw = unbase64url(token);
+  // Format v1 (docs/token-format.md): 34 bytes (IPv4) or 58 (IPv6); the 16-byte tag ends the token.
+  if (!raw || (raw->size() != 34 && raw->size() != 58) || base64url(*raw) != token) {
+    std::cerr << "sipload: the Path token is not a v1 flow token: " << token << "\n";
+    return false;
+  }
+  flood_raw_ = *raw;
+  flood_tag_at_ = raw->size() - 16;
+  flood_route_pre_ = path.substr(0, a + 4);
+  flood_route_post_ = path.substr(b);
+  for (int i = 0; i < opt_.flood_sources; ++i) {
+    auto fs = std::make_unique<FloodSocket>();
+    fs->sock = std::make_unique<udp::socket>(io_);
+    boost::system::error_code ec;
+    fs->sock->open(udp::v4(), ec);
+    if (!ec) fs->sock->bind(udp::endpoint(asio::ip::make_address(flood_ip(i)), 0), ec);
+    if (ec) {
+      std::cerr << "sipload: flood source " << flood_ip(i) << ": " << ec.message() << "\n";
+      return false;
+    }
+    flood_read(*fs);
+    flood_socks_.push_back(std::move(fs));
+  }
+  return true;
+}
+
+void Load::flood_read(FloodSocket& fs) {
+  fs.sock->async_receive(asio::buffer(fs.rbuf),
+                         [this, &fs](const boost::system::error_code& e, std::size_t n) {
+                           if (e) return;
+                           if (n > 12 && std::string_view(fs.rbuf.data(), 8) == "SIP/2.0 ")
+                             ++flood_answers_[std::string(fs.rbuf.data() + 8, 3)];
+                           flood_read(fs);
+                         });
+}
+
+void Load::send_forged() {
+  auto& fs = *flood_socks_[flood_sent_ % flood_socks_.size()];
+  ++flood_sent_;
+  auto raw = flood_raw_;
+  for (std::size_t i = flood_tag_at_; i < raw.size(); ++i) {
+    flood_rng_ ^= flood_rng_ << 13;
+    flood_rng_ ^= flood_rng_ >> 7;
+    flood_rng_ ^= flood_rng_ << 17;
+    raw[i] = static_cast<std::uint8_t>(flood_rng_ >> 24);
+  }
+  const auto local = fs.sock->local_endpoint();
+  const std::string n = std::to_string(flood_sent_);
+  const std::string& method = opt_.flood_method;
+  std::string m = method + " sip:u0@bench.test SIP/2.0\r\n";
+  m += "Via: SIP/2.0/UDP " + local.address().to_string() + ":" + std::to_string(local.port()) +
+       ";branch=z9hG4bKx" + n + ";rport\r\n";
+  m += "Route: " + flood_route_pre_ + base64url(raw) + flood_route_post_ + "\r\n";
+  m += "Max-Forwards: 70\r\nFrom: <sip:mallory@bench.test>;tag=x" + n + "\r\nTo: <sip:u0@bench.test>\r\n";
+  m += "Call-ID: x" + n + "@flood\r\nCSeq: 1 " + method + "\r\n";
+  if (method == "INVITE")
+    m +=
+        "Contact: <sip:mallory@" + local.address().to_string() + ":" + std::to_string(local.port()) + ">\r\n";
+  m += "Content-Length: 0\r\n\r\n";
+  boost::system::error_code ec;
+  // Synchronous and non-blocking: a full socket buffer drops the datagram, as the network would.
+  fs.sock->non_blocking(true, ec);
+  fs.sock->send_to(asio::buffer(m), udp::endpoint(asio::ip::make_address(opt_.edge_host), opt_.edge_port), 0,
+                   ec);
+  if (ec) ++flood_send_errors_;
 }
 
 void Load::client_registered(Client& c, Clock::time_point sent, int status) {
@@ -1439,6 +1881,10 @@ void Load::load_phase(double rate, double seconds, Stats& st, const std::string&
               while (offered < due) {
                 send_request(mix_[mix_i_++ % mix_.size()]);
                 ++offered;
+              }
+              if (flood_active_) {
+                const auto fdue = static_cast<std::uint64_t>(t * opt_.flood_rate);
+                while (flood_sent_ < fdue) send_forged();
               }
               if (!exec_done && t >= opt_.exec_at_s) {
                 exec_done = true;
@@ -1605,7 +2051,7 @@ int Load::run() {
       best = r;
     }
     print("", "max_rate", fmt(best, 0));
-  } else if (opt_.rate > 0) {
+  } else if (opt_.rate > 0 && opt_.flow_calls == 0) {
     // The edge's CPU with keep-alives only (its timers, sweeps): the baseline a transaction adds to.
     const ProcSample q0 = sample_edge(opt_.edge_pid);
     const auto quiet_start = Clock::now();
@@ -1613,20 +2059,66 @@ int Load::run() {
     const ProcSample q1 = sample_edge(opt_.edge_pid);
     const double idle_cpu_per_s =
         (q1.cpu_s - q0.cpu_s) / std::chrono::duration<double>(Clock::now() - quiet_start).count();
-    run_mark();
+    if (opt_.flood_rate > 0) {
+      // The same load without the flood first: the quiet figures the flood's are compared with.
+      if (!setup_flood()) return 2;
+      run_mark("quiet_start");
+      const ProcSample qa = sample_edge(opt_.edge_pid);
+      Stats qst;
+      load_phase(opt_.rate, opt_.duration_s, qst, "quiet_", true);
+      const ProcSample qb = sample_edge(opt_.edge_pid);
+      run_mark("quiet_end");
+      report_proc("quiet_", qa, qb, qst.ok);
+      flood_sent_ = 0;
+      flood_answers_.clear();
+      flood_active_ = true;
+    }
+    run_mark("load_start");
     const ProcSample a = sample_edge(opt_.edge_pid);
     const auto load_start = Clock::now();
     Stats st;
     load_phase(opt_.rate, opt_.duration_s, st, "load_", true);
     const double load_s = std::chrono::duration<double>(Clock::now() - load_start).count();
     const ProcSample b = sample_edge(opt_.edge_pid);
-    run_mark();
+    if (flood_active_) {
+      flood_active_ = false;
+      run_until([] { return false; }, 0.3, 5);  // late answers to the flood
+    }
+    run_mark("load_end");
     report_proc("load_", a, b, st.ok);
+    if (opt_.flood_rate > 0) {
+      std::uint64_t answered = 0;
+      for (const auto& [code, n] : flood_answers_) answered += n;
+      print("flood_", "sources", std::to_string(flood_socks_.size()));
+      print("flood_", "offered_rate", fmt(opt_.flood_rate, 1));
+      print("flood_", "sent", std::to_string(flood_sent_));
+      print("flood_", "send_errors", std::to_string(flood_send_errors_));
+      print("flood_", "answered", std::to_string(answered));
+      for (const auto& [code, n] : flood_answers_) print("flood_", "answered_" + code, std::to_string(n));
+      print("flood_", "unanswered", std::to_string(flood_sent_ > answered ? flood_sent_ - answered : 0));
+    }
     if (opt_.edge_pid > 0 && st.ok > 0) {
       print("load_", "edge_cpu_idle_ms_per_s", fmt(idle_cpu_per_s * 1e3, 2));
       print("load_", "edge_cpu_us_per_transaction_marginal",
             fmt((b.cpu_s - a.cpu_s - idle_cpu_per_s * load_s) * 1e6 / static_cast<double>(st.ok), 2));
     }
+  }
+
+  // Phase 4: calls with a new TCP flow per call (no registration needed).
+  if (opt_.flow_calls > 0) {
+    flow_call_phase(opt_.warmup_calls, std::max(opt_.rate, 1.0), "", false);
+    if (fcall_stats_.failed() > 0)
+      std::cerr << "sipload: " << fcall_stats_.failed() << " of " << opt_.warmup_calls
+                << " warm-up calls failed\n";
+    run_mark("load_start");
+    const ProcSample a = sample_edge(opt_.edge_pid);
+    flow_call_phase(opt_.flow_calls, opt_.rate > 0 ? opt_.rate : 100, "flowcall_", true);
+    const ProcSample b = sample_edge(opt_.edge_pid);
+    run_mark("load_end");
+    report_proc("flowcall_", a, b, fcall_stats_.ok);  // edge_cpu_us_per_transaction: per call here
+    if (opt_.edge_pid > 0 && fcall_stats_.ok > 0)
+      print("flowcall_", "edge_cpu_us_per_call",
+            fmt((b.cpu_s - a.cpu_s) * 1e6 / static_cast<double>(fcall_stats_.ok), 2));
   }
 
   int alive = 0;
@@ -1647,8 +2139,14 @@ int Load::run() {
   }
   stopping_ = true;
   for (auto& c : clients_) c->close();
+  for (auto& c : fcall_clients_) c->close();
+  for (auto& f : flood_socks_) {
+    boost::system::error_code ec;
+    f->sock->close(ec);
+  }
   io_.run_for(std::chrono::milliseconds(50));
   std::cout.flush();
+  if (opt_.flow_calls > 0 && fcall_stats_.ok != static_cast<std::uint64_t>(opt_.flow_calls)) return 1;
   return registered_ == opt_.clients ? 0 : 1;
 }
 
@@ -1697,7 +2195,20 @@ int run_main(int argc, char** argv) {
       "exec", po::value(&o.exec_cmd), "shell command for --exec-at (e.g. a key rotation)")(
       "mark-cmd", po::value(&o.mark_cmd), "shell command run just before and after the load phase")(
       "max-seconds", po::value(&o.max_seconds)->default_value(o.max_seconds), "hard bound on the whole run")(
-      "label", po::value(&o.label), "printed as label=...");
+      "label", po::value(&o.label), "printed as label=...")(
+      "flood-rate", po::value(&o.flood_rate)->default_value(0),
+      "with --rate: forged-token requests per second over UDP (a registered flow's Path token, random "
+      "tag), during a second load phase after a quiet one (quiet_* and load_* figures, flood_*)")(
+      "flood-sources", po::value(&o.flood_sources)->default_value(o.flood_sources),
+      "flood source addresses 127.0.10.1.. (250 per third octet), one UDP socket each")(
+      "flood-method", po::value(&o.flood_method)->default_value(o.flood_method),
+      "MESSAGE, OPTIONS or INVITE")(
+      "flow-calls", po::value(&o.flow_calls)->default_value(0),
+      "calls, each on a new TCP flow: INVITE ;ob, core answers 200, ACK over the Record-Route token, the "
+      "core's BYE over it, 200, the client closes (--rate: calls per second; flowcall_* figures)")(
+      "call-window", po::value(&o.call_window)->default_value(o.call_window), "flow calls in flight at once")(
+      "warmup-calls", po::value(&o.warmup_calls)->default_value(o.warmup_calls),
+      "flow calls before the measured ones (not counted)");
   po::variables_map vm;
   try {
     po::store(po::parse_command_line(argc, argv, desc), vm);
@@ -1728,6 +2239,16 @@ int run_main(int argc, char** argv) {
   }
   if (o.clients < 0 || o.clients > 200000 || o.max_seconds <= 0 || o.rate > 1e6) {
     std::cerr << "sipload: --clients 0..200000, --rate <= 1e6, --max-seconds > 0\n";
+    return 2;
+  }
+  // Bounded: at most 1,000 flood sources (127.0.10.1 .. 127.0.13.250) and 200,000 forged requests/s;
+  // at most 1,000,000 flow calls, 10,000 in flight.
+  if (o.flood_rate < 0 || o.flood_rate > 200000 || o.flood_sources < 1 || o.flood_sources > 1000 ||
+      (o.flood_rate > 0 && (o.rate <= 0 || o.clients < 1)) || o.flow_calls < 0 || o.flow_calls > 1000000 ||
+      o.call_window < 1 || o.call_window > 10000 || o.warmup_calls < 0 || o.warmup_calls > 10000 ||
+      (o.flood_method != "MESSAGE" && o.flood_method != "OPTIONS" && o.flood_method != "INVITE")) {
+    std::cerr << "sipload: --flood-rate 0..200000 (needs --rate and --clients), --flood-sources 1..1000, "
+                 "--flood-method MESSAGE|OPTIONS|INVITE, --flow-calls 0..1000000, --call-window 1..10000\n";
     return 2;
   }
   // Loopback only: the edge and the core must be 127.x addresses.
