@@ -147,6 +147,22 @@ EdgedConfig parse_config_text(const std::string& text, const std::string& origin
         // One of the two names the PIN's source; the other is written empty.
         if (!value.empty())
           c.pin = {key == "hsm.pin_file" ? hsm::PinSource::Kind::file : hsm::PinSource::Kind::env, value};
+      } else if (key == "hsm.work.threads") {
+        c.hsm_work.threads = number<unsigned>(value, 0, 64, what);
+      } else if (key == "hsm.work.max_queued") {
+        c.hsm_work.max_queued = number<std::size_t>(value, 1, 1'000'000, what);
+      } else if (key == "hsm.budget.verify_per_second") {
+        c.hsm_work.verify_per_second = number<std::uint32_t>(value, 0, 1'000'000, what);
+      } else if (key == "hsm.budget.verify_burst") {
+        c.hsm_work.verify_burst = number<std::uint32_t>(value, 1, 1'000'000, what);
+      } else if (key == "hsm.budget.mint_per_second") {
+        c.hsm_work.mint_per_second = number<std::uint32_t>(value, 0, 1'000'000, what);
+      } else if (key == "hsm.budget.mint_burst") {
+        c.hsm_work.mint_burst = number<std::uint32_t>(value, 1, 1'000'000, what);
+      } else if (key == "hsm.negative_cache.entries") {
+        c.negative_cache_entries = number<std::size_t>(value, 0, 1 << 20, what);
+      } else if (key == "hsm.negative_cache.ttl_ms") {
+        c.negative_cache_ttl = std::chrono::milliseconds(number<std::int64_t>(value, 0, 3'600'000, what));
       } else if (key == "sip.flow_token.key_set" || key == "com.ibm.ws.sip.key.set") {
         if (!value.empty() && !hsm::valid_key_set_name(value)) {
           throw ConfigError(std::string(what).append(": invalid key set name '").append(value).append("'"));
@@ -280,6 +296,19 @@ hsm::HsmConfig EdgedConfig::hsm_config() const {
   // stall one (they answer unavailable, 503, while the HSM's thread recovers).
   h.background_recovery = true;
   return h;
+}
+
+unsigned EdgedConfig::hsm_work_threads() const {
+  if (hsm_work.threads != 0) return hsm_work.threads;
+  const std::size_t sessions = hsm_config().max_sessions;
+  return static_cast<unsigned>(sessions > 3 ? sessions - 2 : 1);
+}
+
+flow::TokenCodecConfig EdgedConfig::codec_config() const {
+  flow::TokenCodecConfig t;
+  t.failed_cache_capacity = negative_cache_entries;
+  t.failed_cache_ttl = negative_cache_ttl;
+  return t;
 }
 
 }  // namespace edge::firmware

@@ -3,6 +3,8 @@
 
 #include <edge/hsm/hsm.h>
 #include <edge/net/proxy/config.h>
+#include <edge/net/token/hsm_work.h>
+#include <edge/net/token/token_codec.h>
 #include <edge/net/transport/config.h>
 
 #include <filesystem>
@@ -27,6 +29,11 @@ struct EdgedConfig {
   std::string hsm_token = "edge-lab";
   std::string hsm_token_uri;
   hsm::PinSource pin{hsm::PinSource::Kind::file, "hsm/user-pin"};
+  // HSM work off the SIP workers: budgets and bound (hsm.work.*, hsm.budget.*);
+  // hsm_work.threads 0 until hsm_work_threads() resolves it against the pool.
+  flow::HsmWorkConfig hsm_work{.threads = 0};
+  std::size_t negative_cache_entries = 4096;             // hsm.negative_cache.entries
+  std::chrono::milliseconds negative_cache_ttl{30'000};  // hsm.negative_cache.ttl_ms
 
   // SIP
   std::string key_set = "sipflow";  // empty: flow-token security off
@@ -49,6 +56,11 @@ struct EdgedConfig {
   net::TransportConfig transport_config() const;
   net::ProxyConfig proxy_config() const;
   hsm::HsmConfig hsm_config() const;
+  // hsm.work.threads, or when 0 the HSM's session pool less two (kept for the
+  // management agent and the recovery thread), at least one.
+  unsigned hsm_work_threads() const;
+  // The token codec settings of this configuration (the failed-token cache).
+  flow::TokenCodecConfig codec_config() const;
 };
 
 // Parses `path`; relative paths inside are resolved against state_dir.

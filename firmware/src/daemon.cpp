@@ -169,7 +169,9 @@ int run_daemon(const DaemonOptions& o) {
     agent_ptr = agent.get();
     config = agent->boot_config();
 
-    front_end = std::make_unique<SipFrontEnd>(*hsm, o.state_dir);
+    front_end = std::make_unique<SipFrontEnd>(
+        *hsm, o.state_dir,
+        parse_config_text(mgmt::export_conf_text(config), "configuration", o.state_dir).hsm_work_threads());
     front_end->boot(config);
     agent->attach_front_end(front_end.get());
     try {
@@ -234,6 +236,8 @@ int run_daemon(const DaemonOptions& o) {
     if (sig < 0) {
       if (watchdog && std::chrono::steady_clock::now() - front_end->last_tick() < tick)
         sd_notify(0, "WATCHDOG=1");
+      if (auto change = front_end->hsm_admission_change())
+        agent->report_hsm_admission(change->refusing, change->detail);
       continue;
     }
     if (sig == SIGUSR1) {

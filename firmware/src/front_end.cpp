@@ -96,10 +96,18 @@ class SipFrontEnd::CountingHandler final : public net::MessageHandler {
   std::shared_ptr<Tick> last_tick_;
 };
 
-SipFrontEnd::SipFrontEnd(hsm::Hsm& hsm, std::filesystem::path state_dir)
+namespace {
+net::ProxyStateOptions proxy_state_options(unsigned hsm_threads) {
+  net::ProxyStateOptions o;
+  o.hsm_work.threads = hsm_threads;
+  return o;
+}
+}  // namespace
+
+SipFrontEnd::SipFrontEnd(hsm::Hsm& hsm, std::filesystem::path state_dir, unsigned hsm_threads)
     : hsm_(hsm),
       state_dir_(std::move(state_dir)),
-      proxy_state_(std::make_shared<net::ProxyState>(net::ProxyStateOptions{}, proxy_log_sink())) {}
+      proxy_state_(std::make_shared<net::ProxyState>(proxy_state_options(hsm_threads), proxy_log_sink())) {}
 
 SipFrontEnd::~SipFrontEnd() { stop(); }
 
@@ -128,7 +136,7 @@ Rules SipFrontEnd::build_rules(const EdgedConfig& cfg) {
       throw hsm::HsmError("key set '" + cfg.key_set + "' has no active version (edgectl keyset rotate " +
                           cfg.key_set + ")");
     }
-    r.codec = std::make_shared<flow::TokenCodec>(r.mac);
+    r.codec = std::make_shared<flow::TokenCodec>(r.mac, cfg.codec_config());
   }
   r.proxy = std::make_shared<net::EdgeProxy>(proxy_state_, cfg.proxy_config(), r.codec);
   return r;
@@ -155,6 +163,11 @@ void SipFrontEnd::boot(const mgmt::v1::ApplianceConfig& config) {
     throw StartError(kExitConfig, e.what());
   } catch (const std::exception& e) {
     throw StartError(kExitHsm, e.what());
+  }
+  try {
+    proxy_state_->hsm_work()->configure(cfg.hsm_work);
+  } catch (const std::invalid_argument& e) {
+    throw StartError(kExitConfig, e.what());
   }
   auto transports = std::make_shared<net::Transports>(cfg.transport_config(), wrap(rules.proxy));
   try {
@@ -190,6 +203,9 @@ std::string SipFrontEnd::validate(const mgmt::v1::ApplianceConfig& next) {
     const EdgedConfig cfg = convert(next);
     // The rules build exactly as apply() will build them (key set, version, proxy settings).
     build_rules(cfg);
+    flow::HsmWorkConfig work = cfg.hsm_work;
+    work.threads = proxy_state_->hsm_work()->config().threads;
+    if (std::string p = work.problem(); !p.empty()) return p;
     // Addresses, TLS material and new listeners: net checks them as start()
     // would use them (the listeners this instance holds now are not re-bound).
     std::vector<net::ListenerConfig> current;
@@ -237,6 +253,10 @@ void SipFrontEnd::apply(const mgmt::v1::ApplianceConfig& next, RestartClass cls)
     cfg_ = std::move(cfg);
     return;
   }
+  // The budgets and the queue bound of the HSM work (the queue and its threads
+  // stay: work in flight comes back to the rules current then). Checked by
+  // validate(); a rollback puts the previous values back the same way.
+  proxy_state_->hsm_work()->configure(cfg.hsm_work);
   // Going back to the configuration before the last swap (a rollback) reuses
   // its rules; anything else builds new ones (key-set view read from the HSM).
   Rules rules;
@@ -347,7 +367,37 @@ mgmt::v1::FrontEndStatus SipFrontEnd::status() {
   }
   s.set_requests_from_clients(counts.requests_from_clients);
   s.set_requests_from_core(counts.requests_from_core);
+  const flow::HsmWorkStats w = proxy_state_->hsm_work_stats();
+  auto* hw = s.mutable_hsm_work();
+  hw->set_threads(w.threads);
+  hw->set_queued(w.queued_now);
+  hw->set_running(w.running_now);
+  hw->set_max_queued(w.max_queued);
+  hw->set_parked(counts.hsm_parked);
+  hw->set_refused_budget(counts.hsm_refused_budget);
+  hw->set_refused_queue_full(counts.hsm_refused_queue_full);
+  hw->set_shed(counts.hsm_shed);
+  hw->set_dropped_udp(counts.drop_hsm_busy);
+  hw->set_resume_dropped(counts.hsm_resume_dropped);
+  hw->set_wait_max_us(w.wait_us_max);
+  if (rules.codec) hw->set_negative_cache_hits(rules.codec->stats().refused_by_failed_cache);
   return s;
+}
+
+std::optional<SipFrontEnd::AdmissionChange> SipFrontEnd::hsm_admission_change() {
+  const net::ProxyStats p = proxy_state_->stats();
+  const std::uint64_t refused = p.hsm_refused_budget + p.hsm_refused_queue_full + p.hsm_shed;
+  std::lock_guard lock(mu_);
+  const std::uint64_t fresh = refused - admission_refusals_;
+  admission_refusals_ = refused;
+  if ((fresh != 0) == admission_refusing_) return std::nullopt;
+  admission_refusing_ = fresh != 0;
+  if (!admission_refusing_) return AdmissionChange{false, "HSM admission control admits all work again"};
+  return AdmissionChange{true, "HSM admission control refuses work: " + std::to_string(fresh) +
+                                   " refused in the last second (source budget " +
+                                   std::to_string(p.hsm_refused_budget) + ", queue full " +
+                                   std::to_string(p.hsm_refused_queue_full) + ", shed " +
+                                   std::to_string(p.hsm_shed) + " since start)"};
 }
 
 void SipFrontEnd::key_sets_changed() {
@@ -399,13 +449,16 @@ void SipFrontEnd::log_status() {
       "verifies_avoided={} verifies_hsm={} mints_hsm={} minting_version={} connections={} "
       "refused_max_connections={} refused_per_address={} read_timeouts={} framing_errors={} oversized={} "
       "udp_garbage={} tls_handshake_failures={} upgrade_refused={} superseded_flows={} core_disconnects={} "
-      "log_dropped={}",
+      "log_dropped={} hsm_parked={} hsm_queued={} hsm_refused_budget={} hsm_refused_queue_full={} "
+      "hsm_shed={} hsm_dropped_udp={} hsm_resume_dropped={} hsm_wait_max_us={}",
       hsm::to_string(hsm_.state()), h.sign, h.verify, ts.flows_now[1], ts.flows_now[2], ts.flows_now[3],
       ts.flows_now[6], ts.flows_now[7], ts.core_connected, p.requests_from_clients, p.requests_from_core,
       p.r403, p.r430, p.r503, p.verifies_avoided, p.verifies_hsm, p.mints_hsm,
       rules.mac ? rules.mac->minting_version() : 0, ts.connections_now, ts.refused_max_connections,
       ts.refused_per_address, ts.read_timeouts, ts.framing_errors, ts.oversized, ts.udp_garbage,
-      ts.tls_handshake_failures, ts.upgrade_refused, ts.superseded_flows, ts.core_disconnects, log_dropped());
+      ts.tls_handshake_failures, ts.upgrade_refused, ts.superseded_flows, ts.core_disconnects, log_dropped(),
+      p.hsm_parked, proxy_state_->hsm_work_stats().queued_now, p.hsm_refused_budget, p.hsm_refused_queue_full,
+      p.hsm_shed, p.drop_hsm_busy, p.hsm_resume_dropped, proxy_state_->hsm_work_stats().wait_us_max);
 }
 
 }  // namespace edge::firmware

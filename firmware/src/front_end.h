@@ -60,7 +60,9 @@ struct Rules {
 
 class SipFrontEnd final : public mgmt::FrontEnd {
  public:
-  SipFrontEnd(hsm::Hsm& hsm, std::filesystem::path state_dir);
+  // hsm_threads: the threads that make the proxy's HSM calls, for the life of
+  // the front end (EdgedConfig::hsm_work_threads()).
+  SipFrontEnd(hsm::Hsm& hsm, std::filesystem::path state_dir, unsigned hsm_threads = 4);
   ~SipFrontEnd() override;
   SipFrontEnd(const SipFrontEnd&) = delete;
   SipFrontEnd& operator=(const SipFrontEnd&) = delete;
@@ -73,6 +75,14 @@ class SipFrontEnd final : public mgmt::FrontEnd {
   // One event=status line.
   void log_status();
   std::vector<net::BoundListener> listening() const;
+  // HSM admission control started or stopped refusing work since the last
+  // call (the daemon polls it once a second for the event stream): nullopt
+  // when nothing changed.
+  struct AdmissionChange {
+    bool refusing = false;
+    std::string detail;
+  };
+  std::optional<AdmissionChange> hsm_admission_change();
   // When a transport worker last ran the proxy's timers (every 100 ms): the
   // systemd watchdog is fed only while they keep running.
   std::chrono::steady_clock::time_point last_tick() const { return last_tick_->load(); }
@@ -116,6 +126,9 @@ class SipFrontEnd final : public mgmt::FrontEnd {
   std::shared_ptr<net::Transports> transports_;
   std::string state_ = "stopped";  // running | draining | stopped | failed
   std::uint64_t restarts_ = 0;
+  // hsm_admission_change(): refusals seen at the last poll, and whether refusing.
+  std::uint64_t admission_refusals_ = 0;
+  bool admission_refusing_ = false;
 };
 
 }  // namespace edge::firmware

@@ -246,4 +246,8 @@ void Agent::report_hsm_state(const std::string& state, const std::string& reason
   publish(events_, v1::Event::HSM_FAULT, generation(), "hsm", state == "available", state + ": " + reason);
 }
 
+void Agent::report_hsm_admission(bool refusing, const std::string& detail) {
+  publish(events_, v1::Event::HSM_ADMISSION, generation(), "sip", !refusing, detail);
+}
+
 }  // namespace edge::mgmt

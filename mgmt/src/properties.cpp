@@ -267,6 +267,42 @@ PropertyRegistry::PropertyRegistry() {
         if (!v.empty()) c.mutable_hsm()->clear_pin_file();
       });
 
+  // HSM work off the SIP workers (docs/operations.md, "HSM admission control",
+  // has the arithmetic behind the defaults). Unset fields read as the default.
+  const auto work_uint = [&p](const char* name, std::uint32_t def, std::uint64_t min, std::uint64_t max,
+                              v1::RestartClass restart, const char* description,
+                              bool (v1::HsmWork::*has)() const, std::uint32_t (v1::HsmWork::*read)() const,
+                              void (v1::HsmWork::*write)(std::uint32_t)) {
+    p.uint(
+        name, def, min, max, restart, description,
+        [def, has, read](const C& c) { return u((c.hsm().work().*has)() ? (c.hsm().work().*read)() : def); },
+        [write](C& c, S v) { (c.mutable_hsm()->mutable_work()->*write)(static_cast<std::uint32_t>(n(v))); });
+  };
+  using W = v1::HsmWork;
+  work_uint("hsm.work.threads", 0, 0, 64, kProcess, "threads making HSM calls; 0: HSM sessions less two",
+            &W::has_threads, &W::threads, &W::set_threads);
+  work_uint("hsm.work.max_queued", 1024, 1, 1'000'000, kFrontEnd,
+            "HSM jobs waiting at most; past it 503 (streams) or drop (UDP)", &W::has_max_queued,
+            &W::max_queued, &W::set_max_queued);
+  work_uint("hsm.budget.verify_per_second", 400, 0, 1'000'000, kFrontEnd,
+            "cache-missing token verifies per second per source address", &W::has_verify_per_second,
+            &W::verify_per_second, &W::set_verify_per_second);
+  work_uint("hsm.budget.verify_burst", 1000, 1, 1'000'000, kFrontEnd,
+            "cache-missing token verifies a source address may make at once", &W::has_verify_burst,
+            &W::verify_burst, &W::set_verify_burst);
+  work_uint("hsm.budget.mint_per_second", 200, 0, 1'000'000, kFrontEnd,
+            "mints per second per source address for flows not registered", &W::has_mint_per_second,
+            &W::mint_per_second, &W::set_mint_per_second);
+  work_uint("hsm.budget.mint_burst", 500, 1, 1'000'000, kFrontEnd,
+            "mints a source address may make at once for flows not registered", &W::has_mint_burst,
+            &W::mint_burst, &W::set_mint_burst);
+  work_uint("hsm.negative_cache.entries", 4096, 0, 1 << 20, kFrontEnd,
+            "tokens the HSM refused, remembered; 0: off", &W::has_negative_cache_entries,
+            &W::negative_cache_entries, &W::set_negative_cache_entries);
+  work_uint("hsm.negative_cache.ttl_ms", 30'000, 0, 3'600'000, kFrontEnd,
+            "how long a refused token is remembered", &W::has_negative_cache_ttl_ms,
+            &W::negative_cache_ttl_ms, &W::set_negative_cache_ttl_ms);
+
   p.add(
        "sip.flow_token.key_set", PT::string, "", kFrontEnd,
        "key set of flow-token security; empty: flow-token security off",

@@ -112,6 +112,16 @@ void print_status(std::ostream& out, const v1::Status& s) {
   f.add("  requests", "from clients " + std::to_string(fe.requests_from_clients()) + ", from core " +
                           std::to_string(fe.requests_from_core()));
   f.add("  restarts", std::to_string(fe.restarts()));
+  const v1::HsmWorkStatus& w = fe.hsm_work();
+  f.add("  hsm work", std::to_string(w.threads()) + " threads, queued " + std::to_string(w.queued()) + "/" +
+                          std::to_string(w.max_queued()) + ", running " + std::to_string(w.running()) +
+                          ", parked " + std::to_string(w.parked()) + ", longest wait " +
+                          std::to_string(w.wait_max_us()) + " us");
+  f.add("  hsm refused", "source budget " + std::to_string(w.refused_budget()) + ", queue full " +
+                             std::to_string(w.refused_queue_full()) + ", shed " + std::to_string(w.shed()) +
+                             " (UDP dropped " + std::to_string(w.dropped_udp()) + "), flow gone " +
+                             std::to_string(w.resume_dropped()) + ", forged tokens cached " +
+                             std::to_string(w.negative_cache_hits()));
   const v1::HsmStatus& h = s.hsm();
   f.add("hsm", or_dash(h.state()));
   f.add("  token", or_dash(h.token_label())).add("  module", or_dash(h.module_description()));

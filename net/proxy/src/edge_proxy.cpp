@@ -6,11 +6,14 @@
 #include "edge/net/sip/message.h"
 #include "edge/net/sip/response.h"
 #include "edge/net/sip/uri.h"
+#include "edge/net/token/hsm_outcome.h"
 
 #include <arpa/inet.h>
 
 #include <array>
 #include <cstring>
+#include <memory>
+#include <optional>
 #include <stdexcept>
 #include <utility>
 
@@ -150,14 +153,16 @@ char method_class(Method m) noexcept {
 
 // Everything one on_message call works with.
 struct EdgeProxy::Ctx {
-  Ctx(const Inbound& i, Network& o, Clock::time_point n) : in(i), out(o), now(n) {}
+  Ctx(const Inbound& i, Network& o, Clock::time_point n) : in(i), out(o), now(n), resumed(i.hsm) {}
 
   const Inbound& in;
   Network& out;
   sip::Message msg;
   Clock::time_point now;
-  IpText src;          // in.flow.remote address text
-  std::string tx_key;  // upstream transaction key (UDP client), empty when untracked
+  const flow::HsmOutcome* resumed;         // set when the message comes back from HSM work
+  std::shared_ptr<Redelivery> redelivery;  // fetched once the message needs the HSM
+  IpText src;                              // in.flow.remote address text
+  std::string tx_key;                      // upstream transaction key (UDP client), empty when untracked
   // Our Route values at the top of the request (RFC 3261 §16.4), in order.
   struct OwnRoute {
     std::string_view uri_text;
@@ -353,7 +358,7 @@ bool is_ours(const ProxyConfig& cfg, const sip::Uri& u) noexcept {
 
 void EdgeProxy::on_request(Ctx& c) {
   const sip::Message& m = c.msg;
-  bump(c.in.from_core ? counters_->requests_from_core : counters_->requests_from_clients);
+  if (!c.resumed) bump(c.in.from_core ? counters_->requests_from_core : counters_->requests_from_clients);
   if (!c.in.from_core) c.src = ip_text(c.in.flow.remote);
 
   // A UDP client retransmits until it hears from us: absorb and replay (§17.2).
@@ -362,7 +367,10 @@ void EdgeProxy::on_request(Ctx& c) {
     const ViaBranch b = state_->branches().for_client(unique.view().substr(7), c.in.flow);
     std::string key(b.view());
     key += method_class(m.method());
-    TransactionTable::UpstreamHit hit = state_->transactions().upstream_request(key, c.in.flow, c.now);
+    // A message back from HSM work was recorded when it first came in (its
+    // retransmissions meanwhile were absorbed): carry on with that entry.
+    TransactionTable::UpstreamHit hit;
+    if (!c.resumed) hit = state_->transactions().upstream_request(key, c.in.flow, c.now);
     if (hit.seen == TransactionTable::Seen::retransmission) {
       if (!hit.replay.empty()) {
         bump(counters_->responses_replayed);
@@ -421,8 +429,8 @@ bool EdgeProxy::check_token(Ctx& c, std::string_view token, const flow::FlowToke
     reply(c, 403, "Invalid Flow Token");
     return false;
   }
-  const flow::VerifyResult v = codec_->verify(token, own);
-  bump(v.source == flow::VerifySource::hsm ? counters_->verifies_hsm : counters_->verifies_avoided);
+  flow::VerifyResult v;
+  if (!verify_now(c, token, own, v)) return false;
   if (v.status == flow::TokenStatus::valid) {
     flow = v.flow;
     return true;
@@ -439,6 +447,147 @@ bool EdgeProxy::check_token(Ctx& c, std::string_view token, const flow::FlowToke
       std::string("status=403 why=") + flow::to_string(v.status) + " " + who, c.now);
   reply(c, 403, "Invalid Flow Token");
   return false;
+}
+
+// ---------------------------------------------------------------------------------------------
+// HSM work: answered by a cache on the worker, or parked for the HsmWorkQueue
+
+bool EdgeProxy::offloading(Ctx& c) {
+  if (state_->hsm_work() == nullptr) return false;
+  if (!c.redelivery) c.redelivery = c.out.redelivery();
+  return c.redelivery != nullptr;
+}
+
+bool EdgeProxy::verify_now(Ctx& c, std::string_view token, const flow::FlowToken* own,
+                           flow::VerifyResult& v) {
+  const bool answered = c.resumed && c.resumed->kind == flow::HsmWorkKind::verify &&
+                        c.resumed->codec == codec_.get() && c.resumed->token == token;
+  if (std::optional<flow::VerifyResult> cached = codec_->verify_cached(token, own)) {
+    v = *cached;
+    if (!answered) bump(counters_->verifies_avoided);
+    return true;
+  }
+  if (answered) {
+    if (!c.resumed->ran) {
+      bump(counters_->hsm_shed);
+      hsm_refused(c, flow::HsmWorkKind::verify, "shed");
+      return false;
+    }
+    v = c.resumed->verify;
+    return true;
+  }
+  if (!offloading(c)) {
+    v = codec_->verify(token, own);
+    bump(v.source == flow::VerifySource::hsm ? counters_->verifies_hsm : counters_->verifies_avoided);
+    return true;
+  }
+  park(c, flow::HsmWorkKind::verify, token, nullptr);
+  return false;
+}
+
+bool EdgeProxy::mint_now(Ctx& c, const std::shared_ptr<flow::FlowToken>& ft, flow::MintResult& mr) {
+  const bool answered = c.resumed && c.resumed->kind == flow::HsmWorkKind::mint &&
+                        c.resumed->codec == codec_.get() && c.resumed->flow == ft->flow();
+  if (std::optional<flow::MintResult> held = ft->cached(*codec_)) {
+    mr = *held;
+    if (!answered) bump(counters_->mints_avoided);
+    return true;
+  }
+  if (answered) {
+    if (!c.resumed->ran) {
+      bump(counters_->hsm_shed);
+      hsm_refused(c, flow::HsmWorkKind::mint, "shed");
+      return false;
+    }
+    mr = c.resumed->mint;
+    return true;
+  }
+  if (!offloading(c)) {
+    const std::uint64_t before = ft->mints();
+    mr = ft->get(*codec_);
+    bump(ft->mints() != before ? counters_->mints_hsm : counters_->mints_avoided);
+    return true;
+  }
+  park(c, flow::HsmWorkKind::mint, {}, ft);
+  return false;
+}
+
+void EdgeProxy::park(Ctx& c, flow::HsmWorkKind kind, std::string_view token,
+                     std::shared_ptr<flow::FlowToken> ft) {
+  const flow::HsmPriority priority = c.in.from_core    ? flow::HsmPriority::core
+                                     : c.in.registered ? flow::HsmPriority::registered
+                                                       : flow::HsmPriority::unregistered;
+  auto outcome = std::make_shared<flow::HsmOutcome>();
+  outcome->kind = kind;
+  outcome->codec = codec_.get();
+  outcome->token.assign(token);
+  if (ft) outcome->flow = ft->flow();
+  ParkedMessage parked;
+  parked.flow = c.in.flow;
+  parked.from_core = c.in.from_core;
+  parked.registered = c.in.registered;
+  parked.bytes.assign(c.in.bytes);  // the one copy: the view dies with this call
+  parked.received = c.now;
+  // Runs once, on a queue thread (run) or where it was shed (not run). Holds the
+  // codec, not the proxy: the rules may be replaced meanwhile, and the message
+  // then goes to the rules current when it comes back. The counters belong to
+  // the state, which outlives its queue.
+  auto job = [counters = counters_, codec = codec_, ft = std::move(ft), outcome = std::move(outcome),
+              parked = std::move(parked),
+              target = std::weak_ptr<Redelivery>(c.redelivery)](bool run) mutable {
+    if (run) {
+      if (outcome->kind == flow::HsmWorkKind::verify) {
+        outcome->verify = codec->verify(outcome->token);
+        bump(outcome->verify.source == flow::VerifySource::hsm ? counters->verifies_hsm
+                                                               : counters->verifies_avoided);
+      } else {
+        const std::uint64_t before = ft->mints();
+        outcome->mint = ft->get(*codec);
+        bump(ft->mints() != before ? counters->mints_hsm : counters->mints_avoided);
+      }
+      outcome->ran = true;
+    }
+    parked.outcome = std::move(outcome);
+    const std::shared_ptr<Redelivery> to = target.lock();
+    bump(to && to->redeliver(std::move(parked)) ? counters->hsm_resumed : counters->hsm_resume_dropped);
+  };
+  switch (state_->hsm_work()->submit(kind, priority, c.in.flow.remote, std::move(job))) {
+    case flow::HsmAdmission::queued:
+      bump(counters_->hsm_parked);
+      return;
+    case flow::HsmAdmission::source_budget:
+      bump(counters_->hsm_refused_budget);
+      hsm_refused(c, kind, "source_budget");
+      return;
+    case flow::HsmAdmission::queue_full:
+      bump(counters_->hsm_refused_queue_full);
+      hsm_refused(c, kind, "queue_full");
+      return;
+    case flow::HsmAdmission::stopped:
+      hsm_refused(c, kind, "stopped");
+      return;
+  }
+}
+
+// HSM work this request needs was refused or shed: 503 with Retry-After on a
+// stream and to the core; on UDP nothing (a spoofed source would turn our answers
+// into a reflector), and the transaction is forgotten so a retransmission is a
+// new try once the budget refilled.
+void EdgeProxy::hsm_refused(Ctx& c, flow::HsmWorkKind kind, const char* why) {
+  const bool udp_client = !c.in.from_core && c.in.flow.transport == flow::Transport::udp;
+  if (state_->logging()) {
+    const std::string who = c.in.from_core ? std::string("from=core") : "flow=" + flow::to_string(c.in.flow);
+    log(LogLevel::warn, LogEvent::hsm_busy,
+        std::string("op=") + flow::to_string(kind) + " why=" + why +
+            (udp_client ? " action=drop " : " status=503 ") + who,
+        c.now);
+  }
+  if (udp_client) {
+    bump(counters_->drop_hsm_busy);
+    if (!c.tx_key.empty()) state_->transactions().forget_request(c.tx_key);
+    return;
+  }
+  reply(c, 503);
 }
 
 void EdgeProxy::request_from_client(Ctx& c) {
@@ -556,9 +705,8 @@ void EdgeProxy::forward_to_core(Ctx& c, bool dialog, bool outbound_register) {
       bump(counters_->drop_answer_undeliverable);
       return;
     }
-    const std::uint64_t before = ft->mints();
-    const flow::MintResult mr = ft->get(*codec_);
-    bump(ft->mints() != before ? counters_->mints_hsm : counters_->mints_avoided);
+    flow::MintResult mr;
+    if (!mint_now(c, ft, mr)) return;
     if (mr.status != flow::MintStatus::ok) {
       if (mr.status == flow::MintStatus::invalid_flow) {
         log(LogLevel::error, LogEvent::internal,

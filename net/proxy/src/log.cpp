@@ -31,6 +31,8 @@ const char* to_string(LogEvent e) noexcept {
       return "flow_failed";
     case LogEvent::core_unavailable:
       return "core_unavailable";
+    case LogEvent::hsm_busy:
+      return "hsm_busy";
     case LogEvent::dropped:
       return "dropped";
     case LogEvent::internal:

@@ -29,6 +29,11 @@ ProxyState::ProxyState(ProxyStateOptions options, LogSink log)
       transactions_(options_.max_transactions, {options_.t1, options_.t2}) {
   if (options_.max_transactions == 0) throw std::invalid_argument("proxy: max_transactions is 0");
   if (options_.t1.count() <= 0 || options_.t2 < options_.t1) throw std::invalid_argument("proxy: bad T1/T2");
+  if (options_.hsm_offload) hsm_work_ = std::make_unique<flow::HsmWorkQueue>(options_.hsm_work);  // throws
+}
+
+flow::HsmWorkStats ProxyState::hsm_work_stats() const {
+  return hsm_work_ ? hsm_work_->stats() : flow::HsmWorkStats{};
 }
 
 sip::Branch ProxyState::stateless_branch(const sip::Message& request) const noexcept {

@@ -153,6 +153,12 @@ void TransactionTable::forget_flow(const flow::FlowKey& f) noexcept {
   }
 }
 
+void TransactionTable::forget_request(std::string_view key) noexcept {
+  std::lock_guard lock(mu_);
+  auto it = entries_.find(key);
+  if (it != entries_.end() && !it->second.downstream && it->second.last_status == 0) erase(it);
+}
+
 std::size_t TransactionTable::size() const {
   std::lock_guard lock(mu_);
   return entries_.size();

@@ -30,6 +30,8 @@ const char* to_string(VerifySource s) noexcept {
       return "flow";
     case VerifySource::cache:
       return "cache";
+    case VerifySource::failed:
+      return "failed";
     case VerifySource::hsm:
       return "hsm";
   }
@@ -46,23 +48,24 @@ std::span<const std::uint8_t> as_bytes(std::string_view s) noexcept {
 
 // ---- FlowToken ----------------------------------------------------------
 
-MintResult FlowToken::get(TokenCodec& codec) {
+std::optional<MintResult> FlowToken::cached(TokenCodec& codec) const {
   hsm::MacOracle& oracle = codec.oracle();
   const std::uint32_t version = oracle.minting_version();
   const std::uint64_t epoch = oracle.epoch();
-  {
-    std::lock_guard lock(mu_);
-    // Re-mint on an epoch change too: the held version may be the one that
-    // stopped verifying, and the oracle cannot say which one did.
-    if (!text_.empty() && version_ == version && epoch_ == epoch) {
-      MintResult r;
-      r.status = MintStatus::ok;
-      r.token = text_;
-      r.key_version = version_;
-      r.epoch = epoch_;
-      return r;
-    }
-  }
+  std::lock_guard lock(mu_);
+  // Re-mint on an epoch change too: the held version may be the one that
+  // stopped verifying, and the oracle cannot say which one did.
+  if (text_.empty() || version_ != version || epoch_ != epoch) return std::nullopt;
+  MintResult r;
+  r.status = MintStatus::ok;
+  r.token = text_;
+  r.key_version = version_;
+  r.epoch = epoch_;
+  return r;
+}
+
+MintResult FlowToken::get(TokenCodec& codec) {
+  if (std::optional<MintResult> held = cached(codec)) return *held;
   // The HSM call runs without the lock; two threads racing here both mint and
   // the later store wins, both tokens being valid.
   MintResult r = codec.mint(flow_);
@@ -91,6 +94,7 @@ TokenCodec::TokenCodec(std::shared_ptr<hsm::MacOracle> oracle, TokenCodecConfig 
     : oracle_(std::move(oracle)),
       config_(config),
       cache_(config.verified_cache_capacity),
+      failed_(config.failed_cache_capacity, config.failed_cache_ttl),
       seen_epoch_(oracle_->epoch()) {}
 
 std::uint64_t TokenCodec::current_epoch() noexcept {
@@ -101,6 +105,7 @@ std::uint64_t TokenCodec::current_epoch() noexcept {
   // the change can never hit under the new epoch either.
   if (seen != epoch && seen_epoch_.compare_exchange_strong(seen, epoch)) {
     cache_.clear();
+    failed_.clear();
     epoch_changes_.fetch_add(1, std::memory_order_relaxed);
   }
   return epoch;
@@ -148,42 +153,62 @@ MintResult TokenCodec::mint(const FlowKey& flow) {
   return r;
 }
 
-VerifyResult TokenCodec::verify(std::string_view text, const FlowToken* presented_on) noexcept {
-  VerifyResult r;
-  const std::uint64_t epoch = current_epoch();
-
+bool TokenCodec::decide_without_hsm(std::string_view text, const FlowToken* presented_on, std::uint64_t epoch,
+                                    VerifyResult& r, ParsedToken& p) noexcept {
   // 1. The flow's own token: a byte compare, no decode, no HSM, no cache.
   if (presented_on != nullptr && presented_on->holds(text, epoch, &r.key_version)) {
     r.status = TokenStatus::valid;
     r.source = VerifySource::flow;
     r.flow = presented_on->flow();
     by_flow_.fetch_add(1, std::memory_order_relaxed);
-    return r;
+    return true;
   }
 
   // 2. Structure, decided without the HSM so junk costs no HSM call.
-  ParsedToken p;
   switch (parse_token(text, p)) {
     case ParseStatus::well_formed:
       break;
     case ParseStatus::not_ours:
       r.status = TokenStatus::not_ours;
       not_ours_.fetch_add(1, std::memory_order_relaxed);
-      return r;
+      return true;
     case ParseStatus::malformed:
       r.status = TokenStatus::malformed;
       malformed_.fetch_add(1, std::memory_order_relaxed);
-      return r;
+      return true;
   }
   r.key_version = p.key_version;
 
-  // 3. Already verified under the current epoch.
+  // 3. Already verified under the current epoch, or refused a moment ago.
   if (cache_.lookup(p.bytes(), epoch, r.flow, r.key_version)) {
     r.status = TokenStatus::valid;
     r.source = VerifySource::cache;
     by_cache_.fetch_add(1, std::memory_order_relaxed);
-    return r;
+    return true;
   }
+  if (failed_.contains(p.bytes(), epoch, FailedTokenCache::Clock::now())) {
+    r.status = TokenStatus::tampered;
+    r.source = VerifySource::failed;
+    by_failed_.fetch_add(1, std::memory_order_relaxed);
+    tampered_.fetch_add(1, std::memory_order_relaxed);
+    return true;
+  }
+  return false;
+}
+
+std::optional<VerifyResult> TokenCodec::verify_cached(std::string_view text,
+                                                      const FlowToken* presented_on) noexcept {
+  VerifyResult r;
+  ParsedToken p;
+  if (decide_without_hsm(text, presented_on, current_epoch(), r, p)) return r;
+  return std::nullopt;
+}
+
+VerifyResult TokenCodec::verify(std::string_view text, const FlowToken* presented_on) noexcept {
+  VerifyResult r;
+  const std::uint64_t epoch = current_epoch();
+  ParsedToken p;
+  if (decide_without_hsm(text, presented_on, epoch, r, p)) return r;
 
   // 4. The HSM: the key version in the token selects the key.
   r.source = VerifySource::hsm;
@@ -205,6 +230,7 @@ VerifyResult TokenCodec::verify(std::string_view text, const FlowToken* presente
     case hsm::MacStatus::bad_argument:  // cannot happen with a 16-byte tag; fail closed
       break;
   }
+  if (r.mac == hsm::MacStatus::mismatch) failed_.insert(p.bytes(), epoch, FailedTokenCache::Clock::now());
   r.status = TokenStatus::tampered;
   tampered_.fetch_add(1, std::memory_order_relaxed);
   return r;
@@ -218,6 +244,7 @@ TokenCodecStats TokenCodec::stats() const noexcept {
   s.mint_failures = mint_failures_.load(std::memory_order_relaxed);
   s.verified_by_flow = by_flow_.load(std::memory_order_relaxed);
   s.verified_by_cache = by_cache_.load(std::memory_order_relaxed);
+  s.refused_by_failed_cache = by_failed_.load(std::memory_order_relaxed);
   s.hsm_verifies = hsm_verifies_.load(std::memory_order_relaxed);
   s.not_ours = not_ours_.load(std::memory_order_relaxed);
   s.malformed = malformed_.load(std::memory_order_relaxed);
@@ -225,6 +252,7 @@ TokenCodecStats TokenCodec::stats() const noexcept {
   s.unavailable = unavailable_.load(std::memory_order_relaxed);
   s.epoch_changes = epoch_changes_.load(std::memory_order_relaxed);
   s.cache = cache_.stats();
+  s.failed_cache = failed_.stats();
   return s;
 }
 

@@ -95,6 +95,7 @@ void ClientConnection::deliver(std::string_view bytes) {
   in.flow = entry_->key;
   in.bytes = bytes;
   in.received = now;
+  in.registered = entry_->registered();
   st_->deliver(in);
 }
 

@@ -33,6 +33,7 @@ class CoreLink final : public WorkerMember, public std::enable_shared_from_this<
   bool send(std::string bytes);  // any thread; false when the queue is full
   void resume_reading() override;
   void close_now(CloseReason why) override;
+  Worker& worker() const noexcept { return w_; }
 
  private:
   void connect();

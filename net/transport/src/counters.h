@@ -22,6 +22,7 @@ struct Counters {
       send_failures{0}, upgrade_refused{0}, tls_handshake_failures{0}, superseded_flows{0};
   std::atomic<std::uint64_t> core_connects{0}, core_disconnects{0}, core_messages_in{0}, core_messages_out{0},
       core_queue_full{0};
+  std::atomic<std::uint64_t> redelivered{0}, redelivery_dropped{0};
   std::atomic<bool> core_connected{false};
 
   AtomicTransportCounters& of(flow::Transport t) { return per_transport[static_cast<std::size_t>(t) & 7]; }

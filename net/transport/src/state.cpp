@@ -1,6 +1,8 @@
 // State: admission, flow open/close, handler delivery, the TLS contexts in use, worker choice.
 #include "state.h"
 
+#include "core_link.h"
+
 #include "address.h"
 
 namespace edge::net::detail {
@@ -102,6 +104,50 @@ void State::close_flow(const std::shared_ptr<FlowEntry>& entry, CloseReason why)
 
 void State::deliver(const Inbound& in) {
   if (auto h = handler()) h->on_message(in, *outbound);
+}
+
+bool State::redeliver(ParkedMessage m) {
+  std::lock_guard lock(redeliver_mu);
+  if (stopping.load(std::memory_order_acquire) || workers.empty()) {
+    counters.redelivery_dropped.fetch_add(1, std::memory_order_relaxed);
+    return false;
+  }
+  Worker* w = nullptr;
+  if (m.from_core) {
+    if (core) w = &core->worker();
+  } else if (auto e = table.find(m.flow)) {
+    w = workers[e->worker].get();
+  } else if (m.flow.transport == flow::Transport::udp) {
+    // A UDP peer whose entry expired meanwhile is still reachable through the
+    // listener socket; any worker can hand it to the proxy.
+    w = workers.front().get();
+  }
+  if (w == nullptr) {
+    counters.redelivery_dropped.fetch_add(1, std::memory_order_relaxed);
+    return false;
+  }
+  asio::post(w->ctx, [this, w, pm = std::move(m)]() mutable { deliver_parked(*w, std::move(pm)); });
+  return true;
+}
+
+void State::deliver_parked(Worker& w, ParkedMessage m) {
+  if (stopping.load(std::memory_order_acquire)) return;
+  if (paused.load(std::memory_order_acquire)) {
+    w.redelivered.push_back(std::move(m));
+    return;
+  }
+  Inbound in;
+  in.flow = m.flow;
+  in.from_core = m.from_core;
+  in.bytes = m.bytes;
+  in.received = m.received;
+  in.registered = m.registered;
+  if (!m.from_core) {
+    if (auto e = table.find(m.flow)) in.registered = e->registered();
+  }
+  in.hsm = m.outcome.get();
+  counters.redelivered.fetch_add(1, std::memory_order_relaxed);
+  deliver(in);
 }
 
 }  // namespace edge::net::detail

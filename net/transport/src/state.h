@@ -28,7 +28,7 @@ namespace ssl = boost::asio::ssl;
 class CoreLink;
 class Listener;
 
-struct State {
+struct State final : Redelivery {
   State(const TransportConfig& cfg, std::shared_ptr<MessageHandler> h);
 
   const TransportConfig config;
@@ -64,6 +64,15 @@ struct State {
   void close_flow(const std::shared_ptr<FlowEntry>& entry, CloseReason why);
 
   void deliver(const Inbound& in);  // handler->on_message on the calling worker
+
+  // Redelivery: posts the message to the worker of its flow (the core link's for
+  // the core), where deliver_parked() runs it. False when the flow is gone or
+  // the transport stops.
+  bool redeliver(ParkedMessage m) override;
+  // On w: delivers now, or keeps it in w.redelivered while paused.
+  void deliver_parked(Worker& w, ParkedMessage m);
+  // Serialises redeliver() against stop() tearing the workers down.
+  std::mutex redeliver_mu;
 
   // Registers a member for pause/resume/stop on its worker (call on that worker).
   static void join(Worker& w, const std::shared_ptr<WorkerMember>& r) { w.members[r.get()] = r; }

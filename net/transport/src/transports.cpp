@@ -118,7 +118,10 @@ void Transports::start() {
 
 void Transports::stop() {
   State& st = *state_;
-  if (st.workers.empty() || st.stopping.exchange(true)) return;
+  {
+    std::lock_guard lock(st.redeliver_mu);  // no redelivery posts to a worker from here on
+    if (st.workers.empty() || st.stopping.exchange(true)) return;
+  }
   for (auto& w : st.workers) {
     boost::asio::post(w->ctx, [sp = &st, wp = w.get()] {
       // Every flow of this worker ends with on_flow_closed, then whatever else lives here.
@@ -136,6 +139,7 @@ void Transports::stop() {
         if (auto m = weak.lock()) rest.push_back(std::move(m));
       for (auto& m : rest) m->close_now(CloseReason::shutdown);
       wp->parked.clear();
+      wp->redelivered.clear();
       wp->sweep_timer.cancel();
       wp->handler_timer.cancel();
       wp->guard.reset();
@@ -165,13 +169,18 @@ void Transports::resume() {
   State& st = *state_;
   st.paused.store(false, std::memory_order_release);
   for (auto& w : st.workers) {
-    boost::asio::post(w->ctx, [wp = w.get()] {
+    boost::asio::post(w->ctx, [sp = &st, wp = w.get()] {
       auto parked = std::move(wp->parked);
       wp->parked.clear();
+      auto redelivered = std::move(wp->redelivered);
+      wp->redelivered.clear();
+      for (auto& m : redelivered) sp->deliver_parked(*wp, std::move(m));
       for (auto& r : parked) r->resume_reading();
     });
   }
 }
+
+std::shared_ptr<Redelivery> Transports::redelivery() { return state_; }
 
 bool Transports::paused() const noexcept { return state_->paused.load(std::memory_order_acquire); }
 
@@ -232,6 +241,8 @@ TransportStats Transports::stats() const {
   s.core_messages_in = c.core_messages_in.load();
   s.core_messages_out = c.core_messages_out.load();
   s.core_queue_full = c.core_queue_full.load();
+  s.redelivered = c.redelivered.load();
+  s.redelivery_dropped = c.redelivery_dropped.load();
   return s;
 }
 

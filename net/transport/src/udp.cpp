@@ -169,6 +169,7 @@ class UdpListener final : public Listener, public FlowLink, public std::enable_s
     in.flow = key;
     in.bytes = std::string_view(reinterpret_cast<const char*>(buf_.data()), n);
     in.received = now;
+    in.registered = e->registered();
     st_->deliver(in);
     return true;
   }

@@ -2,6 +2,7 @@
 #pragma once
 
 #include "edge/net/transport/flow_table.h"
+#include "edge/net/transport/message_handler.h"
 
 #include <boost/asio/executor_work_guard.hpp>
 #include <boost/asio/io_context.hpp>
@@ -45,6 +46,7 @@ struct Worker {
   std::vector<std::shared_ptr<WorkerMember>>
       parked;  // strong: a parked session has no pending operation holding it
   std::vector<std::shared_ptr<FlowEntry>> sweep_buf;
+  std::vector<ParkedMessage> redelivered;  // back from HSM work while paused: delivered on resume
 };
 
 // Hands bytes to the worker that owns a connection, bounded: takes one of

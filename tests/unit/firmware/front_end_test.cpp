@@ -4,6 +4,7 @@
 
 #include <edge/hsm/hsm.h>
 #include <edge/mgmt/properties.h>
+#include <edge/test/fault_shim.h>
 #include <edge/test/hsm_test_util.h>
 #include <edge/test/process.h>
 #include <edge/test/sip/ports.h>
@@ -175,6 +176,8 @@ std::string request(std::string_view method, std::uint16_t phone_port, std::stri
 
 class FrontEndTest : public ::testing::Test {
  protected:
+  explicit FrontEndTest(bool through_shim = false)
+      : hsm_(through_shim ? shim_.config() : token_.config()), fe_(hsm_, state_.path()) {}
   void SetUp() override {
     hsm_.keysets().create("sipflow");
     sip_port_ = test::free_port();
@@ -206,9 +209,10 @@ class FrontEndTest : public ::testing::Test {
   }
 
   test::SoftHsmToken token_;
-  hsm::Hsm hsm_{token_.config()};
+  test::FaultShim shim_{token_};
+  hsm::Hsm hsm_;
   test::TempDir state_{"edge-front-end"};
-  SipFrontEnd fe_{hsm_, state_.path()};
+  SipFrontEnd fe_;
   std::uint16_t sip_port_ = 0, core_port_ = 0;
   std::unique_ptr<FakeCore> core_;
 };
@@ -255,6 +259,40 @@ TEST_F(FrontEndTest, TheProxyTimersRunOnATransportWorker) {
   const auto t1 = fe_.last_tick();
   EXPECT_TRUE(test::wait_until([&] { return fe_.last_tick() > t1; }, 5s))
       << "no timer tick after the restart";
+}
+
+// The same front end on an HSM whose C_Sign takes 300 ms (the fault shim's latency).
+class FrontEndSlowHsmTest : public FrontEndTest {
+ protected:
+  FrontEndSlowHsmTest() : FrontEndTest(true) {}
+  void TearDown() override { shim_.clear(); }
+};
+
+TEST_F(FrontEndSlowHsmTest, AControlledRestartWithAMintInFlightLosesNothing) {
+  fe_.boot(config(30));
+  ASSERT_TRUE(core_->accept_link()) << "the core link never connected";
+  shim_.set("C_Sign delay_ms=300");
+  const auto signs = hsm_.counters().snapshot().sign;
+  Phone phone;
+  // A new flow's INVITE needs a Record-Route token: a mint, parked off the worker.
+  phone.send_to(sip_port_, request("INVITE", phone.port()));
+  ASSERT_TRUE(test::wait_until([&] { return fe_.status().hsm_work().parked() == 1; }, 5s));
+  // Its retransmission meanwhile is absorbed (the transaction was recorded).
+  phone.send_to(sip_port_, request("INVITE", phone.port()));
+  // An apply while the HSM works: the message comes back to the new rules.
+  controlled_restart(config(60));
+  const std::string invite = core_->read_message();
+  ASSERT_EQ(invite.rfind("INVITE ", 0), 0u) << "the INVITE was lost across the restart: " << invite;
+  EXPECT_NE(invite.find("Record-Route: <sip:"), std::string::npos) << invite;
+  const auto w = fe_.status().hsm_work();
+  EXPECT_EQ(w.parked(), 1u);
+  EXPECT_EQ(w.resume_dropped(), 0u);
+  EXPECT_EQ(w.refused_budget() + w.refused_queue_full() + w.shed(), 0u);
+  // One mint for the flow, one for the restart's health check (its sign probe).
+  EXPECT_EQ(hsm_.counters().snapshot().sign - signs, 2u);
+  // Nothing else reached the core (the retransmission stayed with the edge).
+  core_->send(answer(invite, 180, "Ringing"));
+  EXPECT_EQ(phone.receive().rfind("SIP/2.0 180", 0), 0u);
 }
 
 }  // namespace

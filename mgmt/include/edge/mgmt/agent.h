@@ -99,6 +99,9 @@ class Agent {
   AuditLog& audit() { return audit_; }
   // Publishes an HSM_FAULT event (the daemon forwards Hsm::on_state_change).
   void report_hsm_state(const std::string& state, const std::string& reason);
+  // Publishes an HSM_ADMISSION event: the front end's HSM admission control
+  // started (refusing) or stopped refusing work.
+  void report_hsm_admission(bool refusing, const std::string& detail);
 
   // Stops the confirm-deadline thread (a pending confirm stays pending; the
   // next start discards it, which is the rollback).

@@ -49,9 +49,18 @@ namespace edge::net {
 //
 // Thread-safe: on_message may run concurrently on every worker. Per message it
 // parses once (zero-copy), edits by splicing, and serializes once into the string
-// handed to Network; no HSM call when the flow's token is cached. May block: only
-// inside the token codec when a mint or a cache-missing verify reaches the HSM
-// (flow::TokenCodec says how long).
+// handed to Network; no HSM call when the flow's token is cached.
+//
+// Never blocks on the HSM when the Network offers a Redelivery and the state an
+// HsmWorkQueue (edged): a mint or a verify that no cache answers parks the
+// message (its bytes copied once) and submits the HSM call to the queue, whose
+// thread makes it and hands the message back to the transport; the transport
+// delivers it again on its flow's worker, and this time the answer is there.
+// Admission control sits in front (source budgets, the queue bound, priority of
+// the core and of registered flows); what it refuses is answered 503 with
+// Retry-After on a stream or to the core, and dropped on UDP (no reflection).
+// Without a queue or a Redelivery the codec's HSM calls run inline and may
+// block (flow::TokenCodec says how long).
 class EdgeProxy final : public MessageHandler {
  public:
   // codec may be null only when config.flow_token_security is false.
@@ -83,6 +92,13 @@ class EdgeProxy final : public MessageHandler {
   // Verifies a token of one of our Route values; answers 403 / 503 itself and
   // returns false when it does not name a flow.
   bool check_token(Ctx& c, std::string_view token, const flow::FlowToken* own, FlowKey& flow);
+  // The verify / mint answer without blocking: true with the result set, or
+  // false when the message was parked for the HSM or refused (answered).
+  bool verify_now(Ctx& c, std::string_view token, const flow::FlowToken* own, flow::VerifyResult& v);
+  bool mint_now(Ctx& c, const std::shared_ptr<flow::FlowToken>& ft, flow::MintResult& mr);
+  bool offloading(Ctx& c);
+  void park(Ctx& c, flow::HsmWorkKind kind, std::string_view token, std::shared_ptr<flow::FlowToken> ft);
+  void hsm_refused(Ctx& c, flow::HsmWorkKind kind, const char* why);
   void reply(Ctx& c, int status, std::string_view reason = {}, std::string_view extra_name = {},
              std::string_view extra_value = {});
   void send_reply_bytes(Ctx& c, int status, std::string bytes);

@@ -27,6 +27,7 @@ enum class LogEvent : std::uint8_t {
   hsm_unavailable,
   flow_failed,
   core_unavailable,
+  hsm_busy,  // HSM work refused (source budget, queue full) or shed
   dropped,
   internal,
   count_,

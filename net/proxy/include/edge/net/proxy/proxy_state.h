@@ -8,12 +8,14 @@
 #include "edge/net/proxy/via_branch.h"
 #include "edge/net/sip/editor.h"
 #include "edge/net/sip/response.h"
+#include "edge/net/token/hsm_work.h"
 #include "edge/net/transport/message_handler.h"
 
 #include <atomic>
 #include <chrono>
 #include <cstddef>
 #include <cstdint>
+#include <memory>
 #include <string_view>
 
 namespace edge::sip {
@@ -36,21 +38,29 @@ struct ProxyStateOptions {
   std::chrono::milliseconds t2{4000};
   // Log lines per event kind per second before suppression (0: no limit).
   std::uint32_t log_lines_per_second = 10;
+  // HSM work (mints, cache-missing verifies) runs on this queue's threads, off
+  // the I/O workers; hsm_work.threads is fixed here, its budgets and bound
+  // follow the properties (hsm_work().configure() at a controlled restart).
+  // hsm_offload false: the HSM calls run inline on the worker (tests, tools).
+  bool hsm_offload = true;
+  flow::HsmWorkConfig hsm_work{};
 };
 
 // The counters: one atomic per ProxyStats field. The list is checked by the
 // compiler in stats(): a name missing on either side does not build.
-#define EDGE_PROXY_COUNTERS(X)                                                                           \
-  X(requests_from_clients)                                                                               \
-  X(requests_from_core)                                                                                  \
-  X(responses_from_core) X(responses_from_clients) X(forwarded_to_core) X(forwarded_to_flow)             \
-      X(local_responses) X(r200_options) X(r400) X(r403) X(r404) X(r408) X(r416) X(r421) X(r430) X(r439) \
-          X(r483) X(r500) X(r503) X(paths_added) X(record_routes_added) X(incoming_via_token)            \
-              X(outgoing_via_token) X(flow_timers_set) X(mints_avoided) X(mints_hsm) X(verifies_avoided) \
-                  X(verifies_hsm) X(retransmissions_absorbed) X(responses_replayed)                      \
-                      X(retransmissions_to_clients) X(drop_unparseable) X(drop_response_not_ours)        \
-                          X(drop_response_flow_gone) X(drop_response_core_down) X(drop_ack)              \
-                              X(drop_answer_undeliverable) X(drop_edit_failed)
+#define EDGE_PROXY_COUNTERS(X)                                                                               \
+  X(requests_from_clients)                                                                                   \
+  X(requests_from_core)                                                                                      \
+  X(responses_from_core)                                                                                     \
+  X(responses_from_clients) X(forwarded_to_core) X(forwarded_to_flow) X(local_responses) X(r200_options)     \
+      X(r400) X(r403) X(r404) X(r408) X(r416) X(r421) X(r430) X(r439) X(r483) X(r500) X(r503) X(paths_added) \
+          X(record_routes_added) X(incoming_via_token) X(outgoing_via_token) X(flow_timers_set)              \
+              X(mints_avoided) X(mints_hsm) X(verifies_avoided) X(verifies_hsm) X(retransmissions_absorbed)  \
+                  X(responses_replayed) X(retransmissions_to_clients) X(drop_unparseable)                    \
+                      X(drop_response_not_ours) X(drop_response_flow_gone) X(drop_response_core_down)        \
+                          X(drop_ack) X(drop_answer_undeliverable) X(drop_edit_failed) X(drop_hsm_busy)      \
+                              X(hsm_parked) X(hsm_resumed) X(hsm_refused_budget) X(hsm_refused_queue_full)   \
+                                  X(hsm_shed) X(hsm_resume_dropped)
 
 struct ProxyCounters {
 // NOLINTNEXTLINE(bugprone-macro-parentheses): name is a member's identifier, not an expression
@@ -95,6 +105,9 @@ class ProxyState {
   sip::Tag next_tag() noexcept;
 
   TransactionTable& transactions() noexcept { return transactions_; }
+  // Null when options().hsm_offload is false.
+  flow::HsmWorkQueue* hsm_work() noexcept { return hsm_work_.get(); }
+  flow::HsmWorkStats hsm_work_stats() const;
   ProxyCounters& counters() noexcept { return counters_; }
   // Counts a local answer: local_responses and its status's own counter.
   void count_status(int status) noexcept;
@@ -118,6 +131,8 @@ class ProxyState {
   const std::uint64_t seed_;  // stateless branch and To-tag seed, random per ProxyState
   std::atomic<std::uint64_t> tag_counter_{0};
   TransactionTable transactions_;
+  // Last member: its threads stop (and shed what waits) before the rest goes.
+  std::unique_ptr<flow::HsmWorkQueue> hsm_work_;
 };
 
 }  // namespace edge::net

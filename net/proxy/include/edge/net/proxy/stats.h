@@ -25,6 +25,14 @@ struct ProxyStats {
   // HSM economy: token operations the caches saved, and the ones that reached the HSM.
   std::uint64_t mints_avoided = 0, mints_hsm = 0;
   std::uint64_t verifies_avoided = 0, verifies_hsm = 0;
+  // HSM work off the I/O path (flow::HsmWorkQueue): messages parked for it and
+  // delivered again; those the admission control refused (answered 503 on a
+  // stream or to the core, dropped on UDP: drop_hsm_busy); those that came back
+  // shed (a more urgent job took their place: answered the same way); those
+  // whose flow was gone when they came back (nobody to answer).
+  std::uint64_t hsm_parked = 0, hsm_resumed = 0;
+  std::uint64_t hsm_refused_budget = 0, hsm_refused_queue_full = 0, hsm_shed = 0;
+  std::uint64_t hsm_resume_dropped = 0;
   // Transaction memory.
   std::uint64_t retransmissions_absorbed = 0, responses_replayed = 0;
   std::uint64_t retransmissions_to_clients = 0, transaction_evictions = 0;
@@ -36,6 +44,7 @@ struct ProxyStats {
   std::uint64_t drop_ack = 0;                   // ACK we could not route (never answered)
   std::uint64_t drop_answer_undeliverable = 0;  // our own answer could not be sent
   std::uint64_t drop_edit_failed = 0;           // editor limits (answered 500 when possible)
+  std::uint64_t drop_hsm_busy = 0;              // UDP request refused HSM work (no 503: reflection)
   std::uint64_t log_suppressed = 0;
 };
 

@@ -66,6 +66,10 @@ class TransactionTable {
   // clients and timed-out requests that need a 408 toward the core (each once).
   std::vector<Due> poll(Clock::time_point now);
 
+  // An upstream request we neither forwarded nor answered (its HSM work was
+  // refused and a UDP client gets no 503): its retransmission is a new try.
+  void forget_request(std::string_view key) noexcept;
+
   // A flow closed: its downstream entries can never be answered.
   void forget_flow(const flow::FlowKey& flow) noexcept;
 

@@ -2,6 +2,7 @@
 #pragma once
 
 #include "edge/net/token/flow_key.h"
+#include "edge/net/token/hsm_outcome.h"
 #include "edge/net/token/token_codec.h"
 
 #include <chrono>
@@ -22,6 +23,33 @@ struct Inbound {
   bool from_core = false;  // arrived on the configured core next-hop connection
   std::string_view bytes;  // valid only during the on_message call
   std::chrono::steady_clock::time_point received{};
+  bool registered = false;  // the flow registered through us (the class of its HSM work)
+  // Set when this is a parked message delivered again (Redelivery): what the
+  // HSM work it waited for decided. Valid only during the on_message call.
+  const flow::HsmOutcome* hsm = nullptr;
+};
+
+// A message that waits for HSM work, off the I/O worker: its bytes copied once.
+struct ParkedMessage {
+  FlowKey flow;
+  bool from_core = false;
+  bool registered = false;
+  std::string bytes;
+  std::chrono::steady_clock::time_point received{};
+  std::shared_ptr<const flow::HsmOutcome> outcome;
+};
+
+// Hands a parked message back to the transport, which delivers it again (an
+// on_message with Inbound::hsm set) to the handler current then, on the worker
+// that owns its flow (the core link's worker for a message from the core), and
+// only once resumed when a controlled restart paused delivery. Any thread;
+// never blocks.
+class Redelivery {
+ public:
+  virtual ~Redelivery() = default;
+  // False, and nothing delivered, when the message's flow is gone (a closed
+  // connection or core link: nobody to answer) or the transport stopped.
+  virtual bool redeliver(ParkedMessage m) = 0;
 };
 
 // What the proxy may ask of the transport layer. Thread-safe; never blocks on I/O
@@ -48,6 +76,11 @@ class Network {
   // A REGISTER through this flow succeeded with Flow-Timer `flow_timer`: the
   // flow is now kept until flow_timer + grace of silence (RFC 5626 §5.4).
   virtual void mark_registered(const FlowKey& flow, std::chrono::seconds flow_timer) = 0;
+
+  // Where a handler hands parked messages back. The handler keeps it weakly
+  // (the transport may go away while HSM work runs); null when this Network
+  // cannot redeliver, and then the handler makes its HSM calls inline.
+  virtual std::shared_ptr<Redelivery> redelivery() { return nullptr; }
 };
 
 // Implemented by the proxy rules. Calls arrive on transport worker threads and

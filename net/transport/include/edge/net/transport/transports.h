@@ -60,6 +60,9 @@ struct TransportStats {
   std::uint64_t core_connects = 0, core_disconnects = 0;
   std::uint64_t core_messages_in = 0, core_messages_out = 0;
   std::uint64_t core_queue_full = 0;
+  // Parked messages (they waited for HSM work) delivered again, and those that
+  // could not be because their flow was gone or the transport stopped.
+  std::uint64_t redelivered = 0, redelivery_dropped = 0;
 
   const TransportCounters& of(flow::Transport t) const {
     return per_transport[static_cast<std::size_t>(t) & 7];
@@ -98,8 +101,9 @@ struct State;
 // STUN answers and SIP responses leaving from the port the client knows.
 //
 // Controlled restart: pause() stops delivering new messages (bytes stay in
-// the socket buffers or the connection's read buffer), keeps every listening
-// socket and every flow; set_handler() and reload_tls() swap the proxy rules
+// the socket buffers or the connection's read buffer; a parked message whose
+// HSM work completes waits on its worker), keeps every listening socket and
+// every flow; set_handler() and reload_tls() swap the proxy rules
 // and the TLS material without touching a socket; resume() carries on.
 class Transports final : public Network {
  public:
@@ -141,6 +145,9 @@ class Transports final : public Network {
   bool flow_alive(const FlowKey& flow) const override;
   std::shared_ptr<flow::FlowToken> flow_token(const FlowKey& flow) override;
   void mark_registered(const FlowKey& flow, std::chrono::seconds flow_timer) override;
+  // Parked messages come back through the transport's shared state, which a
+  // handler's HSM work may outlive this object in: it then drops them.
+  std::shared_ptr<Redelivery> redelivery() override;
 
  private:
   TransportConfig config_;
