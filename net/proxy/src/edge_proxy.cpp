@@ -461,7 +461,7 @@ bool EdgeProxy::offloading(Ctx& c) {
 bool EdgeProxy::verify_now(Ctx& c, std::string_view token, const flow::FlowToken* own,
                            flow::VerifyResult& v) {
   const bool answered = c.resumed && c.resumed->kind == flow::HsmWorkKind::verify &&
-                        c.resumed->codec == codec_.get() && c.resumed->token == token;
+                        c.resumed->codec == codec_ && c.resumed->token == token;
   if (std::optional<flow::VerifyResult> cached = codec_->verify_cached(token, own)) {
     v = *cached;
     if (!answered) bump(counters_->verifies_avoided);
@@ -487,7 +487,7 @@ bool EdgeProxy::verify_now(Ctx& c, std::string_view token, const flow::FlowToken
 
 bool EdgeProxy::mint_now(Ctx& c, const std::shared_ptr<flow::FlowToken>& ft, flow::MintResult& mr) {
   const bool answered = c.resumed && c.resumed->kind == flow::HsmWorkKind::mint &&
-                        c.resumed->codec == codec_.get() && c.resumed->flow == ft->flow();
+                        c.resumed->codec == codec_ && c.resumed->flow == ft->flow();
   if (std::optional<flow::MintResult> held = ft->cached(*codec_)) {
     mr = *held;
     if (!answered) bump(counters_->mints_avoided);
@@ -519,7 +519,7 @@ void EdgeProxy::park(Ctx& c, flow::HsmWorkKind kind, std::string_view token,
                                                        : flow::HsmPriority::unregistered;
   auto outcome = std::make_shared<flow::HsmOutcome>();
   outcome->kind = kind;
-  outcome->codec = codec_.get();
+  outcome->codec = codec_;
   outcome->token.assign(token);
   if (ft) outcome->flow = ft->flow();
   ParkedMessage parked;

@@ -4,6 +4,7 @@
 #include <edge/net/token/hsm_work.h>
 #include <edge/net/token/token_codec.h>
 
+#include <memory>
 #include <string>
 
 namespace edge::flow {
@@ -16,7 +17,9 @@ namespace edge::flow {
 struct HsmOutcome {
   HsmWorkKind kind = HsmWorkKind::verify;
   bool ran = false;                   // false: shed before it ran, or the queue stopped
-  const TokenCodec* codec = nullptr;  // whose key set answered (identity only)
+  // Whose key set answered. Held, not only pointed at: a codec freed meanwhile
+  // and another allocated at its address must not pass for it.
+  std::shared_ptr<const TokenCodec> codec;
   std::string token;                  // verify: the token text that was checked
   VerifyResult verify;                // verify: the codec's answer
   FlowKey flow;                       // mint: the flow whose token was minted
