@@ -26,8 +26,8 @@ namespace v1 = edge::mgmt::v1;
 // A lab SoftHSM token with the key set "sipflow", made by edge-hsm in its own directory (not by edged),
 // so edged can be pointed at it through the shim.
 void provision_token(const std::filesystem::path& dir) {
-  for (const std::vector<std::string>& args :
-       {std::vector<std::string>{"init-lab-token"}, std::vector<std::string>{"keyset", "create", "sipflow"}}) {
+  for (const std::vector<std::string>& args : {std::vector<std::string>{"init-lab-token"},
+                                               std::vector<std::string>{"keyset", "create", "sipflow"}}) {
     ProcessOptions p;
     p.program = find_program("env", "coreutils");
     p.args = {"EDGE_STATE_DIR=" + dir.string(), edge_hsm_program().string()};
@@ -201,9 +201,8 @@ TEST_F(HsmFault, SlowHsmDelaysButDoesNotFail) {
   std::vector<TestUa*> uas;
   for (int i = 0; i < 4; ++i) uas.push_back(&ua("slow" + std::to_string(i)));
   for (TestUa* u : uas) {
-    regs.push_back(std::async(std::launch::async, [this, u] {
-      return register_through_edge(*u, Transport::tcp).status();
-    }));
+    regs.push_back(std::async(std::launch::async,
+                              [this, u] { return register_through_edge(*u, Transport::tcp).status(); }));
   }
   const auto start = Clock::now();
   bystander_->send_ping();
@@ -241,6 +240,45 @@ TEST_F(HsmFault, PinRefusedAtRunTimeIsNotRetried) {
   EXPECT_EQ(bystander_->register_with().status(), 200);
   fault("");
   expect_unharmed();
+}
+
+// HSM admission control end to end (docs/operations.md, "HSM admission control"): a source address that
+// spent its mint budget gets 503 with Retry-After for a REGISTER on a new TCP flow, flows that registered
+// keep working, and the refusal shows in `edgectl status`, the status line and as an HSM_ADMISSION event.
+class HsmAdmission : public HsmFault {
+ protected:
+  EdgedOptions edged_options() override {
+    EdgedOptions o = HsmFault::edged_options();
+    // Three mints for unregistered flows from 127.0.0.1, never refilled: the bystander's and two more.
+    o.extra.push_back({"hsm.budget.mint_per_second", "0"});
+    o.extra.push_back({"hsm.budget.mint_burst", "3"});
+    return o;
+  }
+};
+
+TEST_F(HsmAdmission, ASourceOverItsMintBudgetGets503AndTheRefusalIsReported) {
+  auto events = watch_events(1);
+  EXPECT_EQ(register_new().status(), 200);
+  EXPECT_EQ(register_new().status(), 200);
+  const SipMessage refused = register_new();
+  EXPECT_EQ(refused.status(), 503);
+  EXPECT_TRUE(refused.header("Retry-After").has_value());
+  // Registered flows are not budgeted: the bystander still reaches the core and back.
+  bystander_->send_ping();
+  EXPECT_TRUE(bystander_->wait_pong(Millis(3000)));
+
+  const v1::Status s = edgectl_status();
+  EXPECT_EQ(s.front_end().hsm_work().refused_budget(), 1u);
+  EXPECT_GE(s.front_end().hsm_work().parked(), 3u);
+  EXPECT_GE(s.front_end().hsm_work().threads(), 1u);
+  ASSERT_EQ(events.wait_for(std::chrono::seconds(5)), std::future_status::ready);
+  const std::string ev = events.get();
+  EXPECT_NE(ev.find("hsm-admission failed"), std::string::npos) << ev;
+  EXPECT_NE(ev.find("source budget 1"), std::string::npos) << ev;
+  EXPECT_TRUE(edge_->wait_for_log("event=hsm_busy", Millis(2000)));
+  const EdgedStatus line = edge_->status();
+  EXPECT_EQ(line.number("hsm_refused_budget"), 1u);
+  EXPECT_EQ(line.number("hsm_resume_dropped"), 0u);
 }
 
 // A PIN the token refuses at start: edged exits 4 and says why, without a PIN in the log.
