@@ -15,6 +15,7 @@
 
 #include <algorithm>
 #include <array>
+#include <atomic>
 #include <cctype>
 #include <chrono>
 #include <cstdint>
@@ -31,6 +32,7 @@
 #include <sstream>
 #include <string>
 #include <string_view>
+#include <thread>
 #include <unordered_map>
 #include <utility>
 #include <vector>
@@ -62,6 +64,8 @@ struct Options {
   std::string ws_keepalive = "crlf";  // WS keep-alive: CRLFCRLF in a text frame, or a WS ping
   int clients = 100;
   int sources = 8;            // client source addresses 127.0.0.2 .. 127.0.0.(1+sources)
+  int reg_sources = 0;        // > 0: client source addresses 127.0.20.1 .. instead (250 per third octet)
+  int retry_503_ms = 0;       // > 0: a REGISTER answered 503 is sent again after this many ms
   int register_window = 500;  // REGISTERs (with their connects) outstanding at once
   double keepalive_s = 20;    // CRLF (TCP) / STUN (UDP) interval per flow; 0: none
   int expires = 3600;
@@ -605,6 +609,7 @@ class Client : public std::enable_shared_from_this<Client> {
   std::string reg_text_;
   asio::steady_timer reg_timer_;
   Clock::time_point reg_sent_;
+  int retries_503_ = 0;  // REGISTERs sent again after a 503 (--retry-503-ms)
 
   void arm_retransmit();
   std::string sent_by() const;  // Via sent-by and Contact host:port
@@ -716,6 +721,9 @@ class Load {
  public:
   Load(Options o, asio::io_context& io)
       : opt_(std::move(o)), io_(io), tls_ctx_(asio::ssl::context::tls_client), acceptor_(io), tick_(io) {}
+  ~Load() { stop_flood(); }
+  Load(const Load&) = delete;
+  Load& operator=(const Load&) = delete;
   int run();
   asio::ssl::context& tls_context() { return tls_ctx_; }
   Transport transport() const { return transport_; }
@@ -726,12 +734,22 @@ class Load {
   void count_pong() { ++pongs_; }
   void count_ka() { ++keepalives_; }
   void count_retransmission() { ++retransmissions_; }
+  void count_register_503(bool first) {
+    ++reg_503_;
+    reg_503_clients_ += first;
+  }
   void client_answered() { ++client_answers_; }
   void flow_call_failed(const std::string& call_id, const std::string& kind);
   void core_message(const std::shared_ptr<CoreConn>& conn, std::string text);
   bool stopping() const { return stopping_; }
   const Options& opt() const { return opt_; }
+  // Client (or flow call) i's source address: 127.0.0.2 .. 127.0.0.(1+sources), or with --reg-sources N
+  // 127.0.20.1 .. 127.0.20.250, 127.0.21.1 ... (N addresses, round robin; clear of the flood's 127.0.10-13).
   std::string source_ip(int i) const {
+    if (opt_.reg_sources > 0) {
+      const int j = i % opt_.reg_sources;
+      return "127.0." + std::to_string(20 + j / 250) + "." + std::to_string(1 + j % 250);
+    }
     return "127.0.0." + std::to_string(2 + i % std::max(1, opt_.sources));
   }
   // Flood source address i: 127.0.10.1 .. 127.0.10.250, 127.0.11.1 ... (clear of the clients' and edge's).
@@ -760,7 +778,9 @@ class Load {
   int reg_outstanding_ = 0;
   int registered_ = 0;
   int reg_failed_ = 0;
+  std::uint64_t reg_503_ = 0, reg_503_clients_ = 0;  // REGISTERs answered 503; clients that got one
   std::vector<std::uint32_t> reg_latency_us_;
+  std::vector<Clock::time_point> reg_done_;  // when each first registration succeeded, in order
   bool refreshing_ = false;
   int refreshed_ = 0;
 
@@ -773,7 +793,13 @@ class Load {
   std::size_t mix_i_ = 0;
   pid_t exec_child_ = 0;
 
-  // Forged-token flood.
+  // Forged-token flood. It runs on a thread of its own (its own io_context: the flood sockets, their
+  // answers), so that the legitimate load and its latency are not measured behind our own forged sends.
+  // The thread touches only the flood_* members below; the main thread reads them after the join.
+  asio::io_context flood_io_{1};
+  std::thread flood_thread_;
+  std::atomic<bool> flood_sending_{false}, flood_run_{false};
+  double flood_seconds_ = 0;  // from the flood's start to its last send
   struct FloodSocket {
     std::unique_ptr<udp::socket> sock;
     std::array<char, 2048> rbuf{};
@@ -782,12 +808,14 @@ class Load {
   std::string flood_route_pre_, flood_route_post_;  // the Path entry around its token
   std::vector<std::uint8_t> flood_raw_;             // the real token's bytes
   std::size_t flood_tag_at_ = 0;
-  bool flood_active_ = false;
+  bool flood_armed_ = false;  // the next load phase runs with the flood beside it
   std::uint64_t flood_sent_ = 0, flood_send_errors_ = 0, flood_rng_ = 0x243F6A8885A308D3ULL;
   std::map<std::string, std::uint64_t> flood_answers_;  // by status code
   bool setup_flood();
   void flood_read(FloodSocket& fs);
   void send_forged();
+  void start_flood();
+  void stop_flood();
 
   // Flow calls.
   std::unordered_map<std::string, FlowCallState> fcalls_;
@@ -1202,8 +1230,25 @@ void Client::on_message(std::string text) {
   if (!m.parse()) return;
   if (m.is_response) {
     if (m.header("CSeq").find("REGISTER") != std::string_view::npos && m.status >= 200 && reg_pending_) {
-      reg_pending_ = false;
       reg_timer_.cancel();
+      if (m.status == 503) load_.count_register_503(!registered_ && retries_503_ == 0);
+      // --retry-503-ms: the same client sends its REGISTER again (a new transaction on the same flow)
+      // after a fixed delay, Retry-After ignored: what is measured is the edge's admission rate, not a
+      // phone's back-off. At most kMaxRetries503 times; the latency counts from the first send.
+      constexpr int kMaxRetries503 = 600;
+      if (m.status == 503 && !registered_ && load_.opt().retry_503_ms > 0 && retries_503_ < kMaxRetries503 &&
+          !load_.stopping()) {
+        ++retries_503_;
+        reg_timer_.expires_after(std::chrono::milliseconds(load_.opt().retry_503_ms));
+        reg_timer_.async_wait([self = shared_from_this()](const boost::system::error_code& e) {
+          if (e || !self->reg_pending_ || !self->alive_ || self->load_.stopping()) return;
+          const auto first_sent = self->reg_sent_;
+          self->send_register();
+          self->reg_sent_ = first_sent;
+        });
+        return;
+      }
+      reg_pending_ = false;
       const bool first = !registered_;
       if (m.status < 300) registered_ = true;
       if (first || m.status >= 300)
@@ -1722,7 +1767,7 @@ bool Load::setup_flood() {
   flood_route_post_ = path.substr(b);
   for (int i = 0; i < opt_.flood_sources; ++i) {
     auto fs = std::make_unique<FloodSocket>();
-    fs->sock = std::make_unique<udp::socket>(io_);
+    fs->sock = std::make_unique<udp::socket>(flood_io_);
     boost::system::error_code ec;
     fs->sock->open(udp::v4(), ec);
     if (!ec) fs->sock->bind(udp::endpoint(asio::ip::make_address(flood_ip(i)), 0), ec);
@@ -1744,6 +1789,38 @@ void Load::flood_read(FloodSocket& fs) {
                              ++flood_answers_[std::string(fs.rbuf.data() + 8, 3)];
                            flood_read(fs);
                          });
+}
+
+// The flood thread: forged requests at --flood-rate while flood_sending_, answers read until stop_flood().
+// Bounded: each round sends at most what is due by then, and the main thread always stops it.
+void Load::start_flood() {
+  stop_flood();
+  flood_sent_ = 0;
+  flood_answers_.clear();
+  flood_seconds_ = 0;
+  flood_sending_ = true;
+  flood_run_ = true;
+  flood_thread_ = std::thread([this] {
+    const auto start = Clock::now();
+    auto last = start;
+    while (flood_run_.load()) {
+      if (flood_sending_.load()) {
+        const double t = std::chrono::duration<double>(Clock::now() - start).count();
+        const auto fdue = static_cast<std::uint64_t>(t * opt_.flood_rate);
+        while (flood_sent_ < fdue && flood_sending_.load()) send_forged();
+        last = Clock::now();
+      }
+      flood_io_.restart();
+      flood_io_.run_for(std::chrono::microseconds(500));
+    }
+    flood_seconds_ = std::chrono::duration<double>(last - start).count();
+  });
+}
+
+void Load::stop_flood() {
+  flood_sending_ = false;
+  flood_run_ = false;
+  if (flood_thread_.joinable()) flood_thread_.join();
 }
 
 void Load::send_forged() {
@@ -1789,6 +1866,7 @@ void Load::client_registered(Client& c, Clock::time_point sent, int status) {
   --reg_outstanding_;
   if (status >= 200 && status < 300) {
     ++registered_;
+    reg_done_.push_back(Clock::now());
     reg_latency_us_.push_back(static_cast<std::uint32_t>(
         std::chrono::duration_cast<std::chrono::microseconds>(Clock::now() - sent).count()));
   } else if (status != 0) {
@@ -1874,6 +1952,7 @@ void Load::load_phase(double rate, double seconds, Stats& st, const std::string&
   bool exec_done = opt_.exec_at_s < 0, refresh_done = opt_.refresh_at_s < 0;
   int refresh_cursor = 0;
   auto last_expire = start;
+  if (flood_armed_) start_flood();
   run_until([&] { return Clock::now() - start >= std::chrono::duration<double>(seconds); }, seconds + 1, 1,
             [&] {
               const double t = std::chrono::duration<double>(Clock::now() - start).count();
@@ -1881,10 +1960,6 @@ void Load::load_phase(double rate, double seconds, Stats& st, const std::string&
               while (offered < due) {
                 send_request(mix_[mix_i_++ % mix_.size()]);
                 ++offered;
-              }
-              if (flood_active_) {
-                const auto fdue = static_cast<std::uint64_t>(t * opt_.flood_rate);
-                while (flood_sent_ < fdue) send_forged();
               }
               if (!exec_done && t >= opt_.exec_at_s) {
                 exec_done = true;
@@ -1908,6 +1983,7 @@ void Load::load_phase(double rate, double seconds, Stats& st, const std::string&
               }
             });
   const double elapsed = std::chrono::duration<double>(Clock::now() - start).count();
+  flood_sending_ = false;  // the flood lasts as long as the load it runs beside; answers are still read
   // Let what is in flight finish (bounded by the transaction timeout).
   run_until([&] { return txns_.empty(); }, opt_.timeout_ms / 1000.0 + 0.5, 1, [&] { expire_txns(); });
   expire_txns();
@@ -1993,6 +2069,16 @@ int Load::run() {
   print("register_", "seconds", fmt(reg_s, 3));
   print("register_", "udp_retransmissions", std::to_string(retransmissions_));
   print("register_", "rate", fmt(registered_ / std::max(reg_s, 1e-6), 1));
+  // The rate over the second half of the successful registrations (from the n/2-th to the last): the
+  // steady rate once any initial burst allowance is spent.
+  if (reg_done_.size() >= 4) {
+    const std::size_t h = reg_done_.size() / 2;
+    const double s = std::chrono::duration<double>(reg_done_.back() - reg_done_[h]).count();
+    print("register_", "rate_second_half",
+          fmt(static_cast<double>(reg_done_.size() - 1 - h) / std::max(s, 1e-6), 1));
+  }
+  print("register_", "refused_503", std::to_string(reg_503_));
+  print("register_", "clients_refused_503", std::to_string(reg_503_clients_));
   {
     Stats s;
     s.latency_us = reg_latency_us_;
@@ -2069,9 +2155,7 @@ int Load::run() {
       const ProcSample qb = sample_edge(opt_.edge_pid);
       run_mark("quiet_end");
       report_proc("quiet_", qa, qb, qst.ok);
-      flood_sent_ = 0;
-      flood_answers_.clear();
-      flood_active_ = true;
+      flood_armed_ = true;
     }
     run_mark("load_start");
     const ProcSample a = sample_edge(opt_.edge_pid);
@@ -2080,9 +2164,10 @@ int Load::run() {
     load_phase(opt_.rate, opt_.duration_s, st, "load_", true);
     const double load_s = std::chrono::duration<double>(Clock::now() - load_start).count();
     const ProcSample b = sample_edge(opt_.edge_pid);
-    if (flood_active_) {
-      flood_active_ = false;
-      run_until([] { return false; }, 0.3, 5);  // late answers to the flood
+    if (flood_armed_) {
+      flood_armed_ = false;
+      run_until([] { return false; }, 0.3, 5);  // late answers to the flood (read by its thread)
+      stop_flood();
     }
     run_mark("load_end");
     report_proc("load_", a, b, st.ok);
@@ -2092,6 +2177,8 @@ int Load::run() {
       print("flood_", "sources", std::to_string(flood_socks_.size()));
       print("flood_", "offered_rate", fmt(opt_.flood_rate, 1));
       print("flood_", "sent", std::to_string(flood_sent_));
+      print("flood_", "seconds", fmt(flood_seconds_, 3));
+      print("flood_", "sent_rate", fmt(static_cast<double>(flood_sent_) / std::max(flood_seconds_, 1e-6), 1));
       print("flood_", "send_errors", std::to_string(flood_send_errors_));
       print("flood_", "answered", std::to_string(answered));
       for (const auto& [code, n] : flood_answers_) print("flood_", "answered_" + code, std::to_string(n));
@@ -2138,6 +2225,7 @@ int Load::run() {
     print("", "edge_rss_peak_kb", std::to_string(end.hwm_kb));
   }
   stopping_ = true;
+  stop_flood();
   for (auto& c : clients_) c->close();
   for (auto& c : fcall_clients_) c->close();
   for (auto& f : flood_socks_) {
@@ -2173,6 +2261,12 @@ int run_main(int argc, char** argv) {
       "ws/wss keep-alive: crlf (CRLFCRLF in a text frame) or ping (a WS ping)")(
       "clients", po::value(&o.clients)->default_value(o.clients), "simulated outbound clients (flows)")(
       "sources", po::value(&o.sources)->default_value(o.sources), "client source addresses 127.0.0.2..")(
+      "reg-sources", po::value(&o.reg_sources)->default_value(o.reg_sources),
+      "N > 0: client source addresses 127.0.20.1.. instead (N of them, 250 per third octet, 1..1000): each "
+      "new client socket binds to the next one, round robin (a burst from many sites)")(
+      "retry-503-ms", po::value(&o.retry_503_ms)->default_value(o.retry_503_ms),
+      "MS > 0: a REGISTER answered 503 is sent again on its flow after MS ms (Retry-After ignored; at "
+      "most 600 times); register_refused_503 counts the 503s either way")(
       "register-window", po::value(&o.register_window)->default_value(o.register_window),
       "REGISTERs (and connects) outstanding at once")(
       "keepalive", po::value(&o.keepalive_s)->default_value(o.keepalive_s),
@@ -2239,6 +2333,13 @@ int run_main(int argc, char** argv) {
   }
   if (o.clients < 0 || o.clients > 200000 || o.max_seconds <= 0 || o.rate > 1e6) {
     std::cerr << "sipload: --clients 0..200000, --rate <= 1e6, --max-seconds > 0\n";
+    return 2;
+  }
+  // Client addresses 127.0.0.2 .. 127.0.0.253, or at most 1,000 of 127.0.20.1 .. 127.0.23.250; retries
+  // 1 ms .. 10 s apart.
+  if (o.sources < 1 || o.sources > 252 || o.reg_sources < 0 || o.reg_sources > 1000 || o.retry_503_ms < 0 ||
+      o.retry_503_ms > 10000) {
+    std::cerr << "sipload: --sources 1..252, --reg-sources 0..1000, --retry-503-ms 0..10000\n";
     return 2;
   }
   // Bounded: at most 1,000 flood sources (127.0.10.1 .. 127.0.13.250) and 200,000 forged requests/s;
