@@ -43,6 +43,7 @@ class Latch {
   bool entered_ = false, open_ = false;
 };
 
+// What the jobs did. Declare it before the queue: the queue's destructor sheds what waits into it.
 struct Record {
   std::mutex mu;
   std::vector<std::string> ran, shed;
@@ -55,8 +56,8 @@ struct Record {
 };
 
 TEST(HsmWorkQueue, EachSourceHasItsOwnVerifyBudgetAndTheCoreHasNone) {
-  HsmWorkQueue q({.threads = 1, .verify_per_second = 0, .verify_burst = 3});
   Record r;
+  HsmWorkQueue q({.threads = 1, .verify_per_second = 0, .verify_burst = 3});
   const auto now = Clock::now();
   int queued = 0;
   for (int i = 0; i < 10; ++i)
@@ -75,8 +76,8 @@ TEST(HsmWorkQueue, EachSourceHasItsOwnVerifyBudgetAndTheCoreHasNone) {
 }
 
 TEST(HsmWorkQueue, TheBudgetRefillsAtItsRateUpToItsBurst) {
-  HsmWorkQueue q({.threads = 1, .verify_per_second = 10, .verify_burst = 2});
   Record r;
+  HsmWorkQueue q({.threads = 1, .verify_per_second = 10, .verify_burst = 2});
   const auto t0 = Clock::now();
   const Endpoint s = v4("198.51.100.1");
   auto take = [&](Clock::time_point t) {
@@ -94,8 +95,8 @@ TEST(HsmWorkQueue, TheBudgetRefillsAtItsRateUpToItsBurst) {
 }
 
 TEST(HsmWorkQueue, MintsAreBudgetedOnlyForFlowsThatDidNotRegister) {
-  HsmWorkQueue q({.threads = 1, .mint_per_second = 0, .mint_burst = 1});
   Record r;
+  HsmWorkQueue q({.threads = 1, .mint_per_second = 0, .mint_burst = 1});
   const Endpoint s = v4("198.51.100.1");
   EXPECT_EQ(q.submit(HsmWorkKind::mint, HsmPriority::unregistered, s, r.job("1")), HsmAdmission::queued);
   EXPECT_EQ(q.submit(HsmWorkKind::mint, HsmPriority::unregistered, s, r.job("2")),
@@ -107,8 +108,8 @@ TEST(HsmWorkQueue, MintsAreBudgetedOnlyForFlowsThatDidNotRegister) {
 }
 
 TEST(HsmWorkQueue, AnIpv6SubscriberIsOneSourcePerSlash64) {
-  HsmWorkQueue q({.threads = 1, .verify_per_second = 0, .verify_burst = 1});
   Record r;
+  HsmWorkQueue q({.threads = 1, .verify_per_second = 0, .verify_burst = 1});
   auto sub = [&](const char* ip) {
     return q.submit(HsmWorkKind::verify, HsmPriority::unregistered, *Endpoint::parse(ip, 5060), r.job(ip));
   };
@@ -120,9 +121,9 @@ TEST(HsmWorkQueue, AnIpv6SubscriberIsOneSourcePerSlash64) {
 }
 
 TEST(HsmWorkQueue, WaitingWorkIsServedCoreFirstThenRegisteredThenTheRest) {
-  HsmWorkQueue q({.threads = 1});
   Latch latch;
   Record r;
+  HsmWorkQueue q({.threads = 1});
   const Endpoint s = v4("198.51.100.1");
   ASSERT_EQ(q.submit(HsmWorkKind::mint, HsmPriority::core, s, [&](bool) { latch.wait_open(); }),
             HsmAdmission::queued);
@@ -139,9 +140,9 @@ TEST(HsmWorkQueue, WaitingWorkIsServedCoreFirstThenRegisteredThenTheRest) {
 }
 
 TEST(HsmWorkQueue, AFullQueueShedsTheNewestLessUrgentJobOrRefuses) {
-  HsmWorkQueue q({.threads = 1, .max_queued = 2});
   Latch latch;
   Record r;
+  HsmWorkQueue q({.threads = 1, .max_queued = 2});
   const Endpoint s = v4("198.51.100.1");
   q.submit(HsmWorkKind::mint, HsmPriority::core, s, [&](bool) { latch.wait_open(); });
   latch.wait_entered();
@@ -163,9 +164,9 @@ TEST(HsmWorkQueue, AFullQueueShedsTheNewestLessUrgentJobOrRefuses) {
 }
 
 TEST(HsmWorkQueue, StopShedsWhatWaitsLetsTheRunningJobFinishAndRefusesLaterWork) {
-  HsmWorkQueue q({.threads = 1});
   Latch latch;
   Record r;
+  HsmWorkQueue q({.threads = 1});
   const Endpoint s = v4("198.51.100.1");
   bool finished = false;
   q.submit(HsmWorkKind::mint, HsmPriority::core, s, [&](bool) {
