@@ -20,7 +20,7 @@ std::uint64_t random_seed() {
 
 }  // namespace
 
-ProxyState::ProxyState(ProxyStateOptions options, LogSink log)
+ProxyState::ProxyState(const ProxyStateOptions& options, LogSink log)
     : options_(options),
       log_(std::move(log), options_.log_lines_per_second),
       // Domain-separated from the flow-table hash key, stable for the process.

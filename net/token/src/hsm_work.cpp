@@ -56,7 +56,7 @@ std::string HsmWorkConfig::problem() const {
   return {};
 }
 
-HsmWorkQueue::HsmWorkQueue(HsmWorkConfig config) : config_(config) {
+HsmWorkQueue::HsmWorkQueue(const HsmWorkConfig& config) : config_(config) {
   if (const std::string p = config_.problem(); !p.empty()) throw std::invalid_argument(p);
   const auto& k = process_hash_key();
   hash_key_ = {k[0] ^ 0x6873'6d2d'776f'726bULL, k[1] + 0x6275'6467'6574'73ULL};  // not the flow table's key

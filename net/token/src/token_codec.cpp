@@ -90,7 +90,7 @@ bool FlowToken::holds(std::string_view text, std::uint64_t epoch, std::uint32_t*
 
 // ---- TokenCodec ---------------------------------------------------------
 
-TokenCodec::TokenCodec(std::shared_ptr<hsm::MacOracle> oracle, TokenCodecConfig config)
+TokenCodec::TokenCodec(std::shared_ptr<hsm::MacOracle> oracle, const TokenCodecConfig& config)
     : oracle_(std::move(oracle)),
       config_(config),
       cache_(config.verified_cache_capacity),

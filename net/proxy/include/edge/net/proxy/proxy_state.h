@@ -89,7 +89,7 @@ inline void bump(std::atomic<std::uint64_t>& c) noexcept { c.fetch_add(1, std::m
 // while calling out).
 class ProxyState {
  public:
-  explicit ProxyState(ProxyStateOptions options = {}, LogSink log = {});
+  explicit ProxyState(const ProxyStateOptions& options = {}, LogSink log = {});
   ProxyState(const ProxyState&) = delete;
   ProxyState& operator=(const ProxyState&) = delete;
 

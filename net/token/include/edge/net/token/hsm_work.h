@@ -92,7 +92,7 @@ class HsmWorkQueue {
   using Job = std::function<void(bool run)>;
   using Clock = std::chrono::steady_clock;
 
-  explicit HsmWorkQueue(HsmWorkConfig config = {});
+  explicit HsmWorkQueue(const HsmWorkConfig& config = {});
   ~HsmWorkQueue();  // stop()
   HsmWorkQueue(const HsmWorkQueue&) = delete;
   HsmWorkQueue& operator=(const HsmWorkQueue&) = delete;

@@ -131,7 +131,7 @@ struct TokenCodecStats {
 // what they leave open to an HsmWorkQueue (see edge::net::EdgeProxy).
 class TokenCodec {
  public:
-  explicit TokenCodec(std::shared_ptr<hsm::MacOracle> oracle, TokenCodecConfig config = {});
+  explicit TokenCodec(std::shared_ptr<hsm::MacOracle> oracle, const TokenCodecConfig& config = {});
   TokenCodec(const TokenCodec&) = delete;
   TokenCodec& operator=(const TokenCodec&) = delete;
 
