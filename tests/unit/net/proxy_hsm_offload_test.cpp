@@ -231,6 +231,8 @@ TEST_F(ProxyHsmOffload, ASlowMintDoesNotDelayACacheHitOnTheSameWorker) {
   ASSERT_EQ(out.size(), 2u);
   EXPECT_TRUE(out[1].to_core);
   EXPECT_FALSE(Out(out[1].bytes).route_user(HeaderId::path, 0).empty());
+  // The job counts its resumption after handing the message back: wait for it to end.
+  ASSERT_TRUE(state_->hsm_work()->drain(20s));
   EXPECT_EQ(state_->stats().mints_hsm, 2u);
   EXPECT_EQ(state_->stats().hsm_resumed, 2u);
 }
@@ -409,7 +411,9 @@ TEST_F(ProxyHsmOffload, AControlledRestartWithHsmWorkInFlightLosesNothing) {
     EXPECT_FALSE(Out(s.bytes).route_user(HeaderId::path, 0).empty());
   }
   // The flows' tokens were minted once each, by the work that ran across the swap.
+  ASSERT_TRUE(state_->hsm_work()->drain(20s));
   EXPECT_EQ(state_->stats().mints_hsm, 4u);
+  EXPECT_EQ(state_->stats().hsm_resumed, 4u);
   EXPECT_EQ(state_->stats().hsm_resume_dropped, 0u);
 }
 
