@@ -7,6 +7,10 @@ pkg_check_modules(P11KIT REQUIRED IMPORTED_TARGET p11-kit-1)
 # sd_notify (READY, STOPPING, WATCHDOG) for edged under systemd; a no-op without it.
 pkg_check_modules(SYSTEMD REQUIRED IMPORTED_TARGET libsystemd)
 find_package(spdlog REQUIRED)
+# The Prometheus endpoint of edged (firmware/): prometheus-cpp's collectables and
+# text serializer (its civetweb-based Exposer is not used: Debian's civetweb
+# crashes on TLS with OpenSSL 3; Boost.Beast serves the endpoint).
+find_package(prometheus-cpp CONFIG REQUIRED COMPONENTS core)
 
 # SoftHSM2 is the lab HSM and the one our tests run against.
 find_file(EDGE_SOFTHSM_MODULE libsofthsm2.so

@@ -170,8 +170,9 @@ EdgedConfig parse_config_text(const std::string& text, const std::string& origin
         c.key_set = value;
       } else if (key == "sip.flow_token.key_version") {
         c.key_version = number<std::uint32_t>(value, 0, 0xffffffu, what);
-      } else if (key.rfind("mgmt.", 0) == 0) {
-        // The management agent's own settings: mgmt/ validates and uses them.
+      } else if (key.rfind("mgmt.", 0) == 0 || key.rfind("metrics.", 0) == 0) {
+        // The management agent's and the metrics endpoint's own settings: the
+        // registry validated them; mgmt/ and the daemon use them.
       } else if (key == "listen" || key == "advertise") {
         const auto w = words(value);
         if (w.size() != 3) throw ConfigError(what + ": expected 'TRANSPORT ADDRESS PORT'");

@@ -4,6 +4,7 @@
 
 #include "front_end.h"
 #include "lab_tls.h"
+#include "metrics.h"
 
 #include <edge/hsm/error.h>
 #include <edge/hsm/lab.h>
@@ -140,6 +141,8 @@ int run_daemon(const DaemonOptions& o) {
   std::unique_ptr<mgmt::Agent> agent;
   std::unique_ptr<SipFrontEnd> front_end;
   std::unique_ptr<mgmt::MgmtServer> server;
+  // Reads the front end and the agent at every scrape: goes before either.
+  std::unique_ptr<MetricsServer> metrics;
   try {
     std::filesystem::create_directories(o.state_dir);
     mgmt::v1::ApplianceConfig config = startup_config(o);
@@ -178,6 +181,18 @@ int run_daemon(const DaemonOptions& o) {
       server = std::make_unique<mgmt::MgmtServer>(*agent, mgmt::server_options(config.mgmt(), o.state_dir));
     } catch (const std::exception& e) {
       throw StartError(kExitListen, std::string("management API: ") + e.what());
+    }
+    if (const MetricsOptions mo = metrics_options(config.metrics(), o.state_dir); mo.enabled()) {
+      try {
+        const mgmt::Agent* a = agent.get();
+        metrics = std::make_unique<MetricsServer>(
+            mo, std::vector<std::shared_ptr<prometheus::Collectable>>{
+                    make_edge_collector(*front_end, [a] { return a->generation(); }), make_process_collector()});
+      } catch (const std::exception& e) {
+        throw StartError(kExitListen, e.what());
+      }
+      spdlog::info("event=metrics_listening address={} port={} tls={} client_certs={}", mo.listen,
+                   metrics->port(), mo.tls(), mo.client_ca.empty() ? "none" : "required");
     }
     for (const auto& l : front_end->listening()) {
       spdlog::info("event=listening transport={} local={}", flow::to_string(l.transport),
@@ -265,6 +280,7 @@ int run_daemon(const DaemonOptions& o) {
   }
   // Stop: no new management calls, then a bounded drain of the SIP front end.
   sd_notify(0, "STOPPING=1");
+  metrics.reset();
   server->shutdown();
   agent->shutdown();
   watching = false;

@@ -226,6 +226,7 @@ std::chrono::milliseconds SipFrontEnd::drain(std::chrono::milliseconds bound) {
     std::lock_guard lock(mu_);
     t = transports_;
     state_ = "draining";
+    if (!pause_started_) pause_started_ = start;
   }
   if (t) t->pause();
   // New messages now wait in the socket buffers; let the ones already handed
@@ -303,6 +304,17 @@ void SipFrontEnd::start() {
   transports_->resume();
   state_ = "running";
   ++restarts_;
+  if (pause_started_) {
+    const auto us = static_cast<std::uint64_t>(
+        std::chrono::duration_cast<std::chrono::microseconds>(std::chrono::steady_clock::now() - *pause_started_)
+            .count());
+    pause_started_.reset();
+    const auto& bounds = FrontEndSnapshot::kPauseBoundsMs;
+    const auto* b = std::lower_bound(bounds.begin(), bounds.end(), (us + 999) / 1000);
+    ++pause_buckets_[static_cast<std::size_t>(b - bounds.begin())];
+    pause_last_us_ = us;
+    pause_sum_us_ += us;
+  }
 }
 
 std::string SipFrontEnd::health() {
@@ -340,47 +352,66 @@ std::string SipFrontEnd::health() {
   return {};
 }
 
-mgmt::v1::FrontEndStatus SipFrontEnd::status() {
-  mgmt::v1::FrontEndStatus s;
+FrontEndSnapshot SipFrontEnd::snapshot() const {
+  FrontEndSnapshot s;
   std::shared_ptr<net::Transports> t;
   Rules rules;
   {
     std::lock_guard lock(mu_);
-    s.set_state(state_);
-    s.set_restarts(restarts_);
-    s.set_key_set(cfg_.key_set);
+    s.state = state_;
+    s.restarts = restarts_;
+    s.key_set = cfg_.key_set;
+    s.core = applied_.sip().core_uri();
+    s.pause_buckets = pause_buckets_;
+    s.pause_last_us = pause_last_us_;
+    s.pause_sum_us = pause_sum_us_;
     t = transports_;
     rules = rules_;
   }
-  const net::ProxyStats counts = proxy_state_->stats();
-  if (rules.mac) s.set_minting_version(rules.mac->minting_version());
-  if (t) {
-    const auto ts = t->stats();
+  s.has_transports = t && rules.proxy;
+  if (t) s.transport = t->stats();
+  s.proxy = proxy_state_->stats();
+  s.hsm_work = proxy_state_->hsm_work_stats();
+  if (rules.mac) s.minting_version = rules.mac->minting_version();
+  if (rules.codec) s.negative_cache_hits = rules.codec->stats().refused_by_failed_cache;
+  s.hsm_ops = hsm_.counters().snapshot();
+  s.hsm_state = hsm_.state();
+  s.log_dropped = log_dropped();
+  return s;
+}
+
+mgmt::v1::FrontEndStatus SipFrontEnd::status() {
+  const FrontEndSnapshot n = snapshot();
+  mgmt::v1::FrontEndStatus s;
+  s.set_state(n.state);
+  s.set_restarts(n.restarts);
+  s.set_key_set(n.key_set);
+  s.set_minting_version(n.minting_version);
+  if (n.has_transports) {
     for (const auto tr : {flow::Transport::udp, flow::Transport::tcp, flow::Transport::tls,
                           flow::Transport::ws, flow::Transport::wss}) {
       auto* f = s.add_flows();
       f->set_transport(to_v1(tr));
-      f->set_flows(ts.flows_now[static_cast<std::size_t>(tr)]);
+      f->set_flows(n.transport.flows_now[static_cast<std::size_t>(tr)]);
     }
-    s.set_connections(ts.connections_now);
-    s.set_core_connected(ts.core_connected);
+    s.set_connections(n.transport.connections_now);
+    s.set_core_connected(n.transport.core_connected);
   }
-  s.set_requests_from_clients(counts.requests_from_clients);
-  s.set_requests_from_core(counts.requests_from_core);
-  const flow::HsmWorkStats w = proxy_state_->hsm_work_stats();
+  s.set_requests_from_clients(n.proxy.requests_from_clients);
+  s.set_requests_from_core(n.proxy.requests_from_core);
   auto* hw = s.mutable_hsm_work();
-  hw->set_threads(w.threads);
-  hw->set_queued(w.queued_now);
-  hw->set_running(w.running_now);
-  hw->set_max_queued(w.max_queued);
-  hw->set_parked(counts.hsm_parked);
-  hw->set_refused_budget(counts.hsm_refused_budget);
-  hw->set_refused_queue_full(counts.hsm_refused_queue_full);
-  hw->set_shed(counts.hsm_shed);
-  hw->set_dropped_udp(counts.drop_hsm_busy);
-  hw->set_resume_dropped(counts.hsm_resume_dropped);
-  hw->set_wait_max_us(w.wait_us_max);
-  if (rules.codec) hw->set_negative_cache_hits(rules.codec->stats().refused_by_failed_cache);
+  hw->set_threads(n.hsm_work.threads);
+  hw->set_queued(n.hsm_work.queued_now);
+  hw->set_running(n.hsm_work.running_now);
+  hw->set_max_queued(n.hsm_work.max_queued);
+  hw->set_parked(n.proxy.hsm_parked);
+  hw->set_refused_budget(n.proxy.hsm_refused_budget);
+  hw->set_refused_queue_full(n.proxy.hsm_refused_queue_full);
+  hw->set_shed(n.proxy.hsm_shed);
+  hw->set_dropped_udp(n.proxy.drop_hsm_busy);
+  hw->set_resume_dropped(n.proxy.hsm_resume_dropped);
+  hw->set_wait_max_us(n.hsm_work.wait_us_max);
+  hw->set_negative_cache_hits(n.negative_cache_hits);
   return s;
 }
 
@@ -429,20 +460,14 @@ std::vector<net::BoundListener> SipFrontEnd::listening() const {
 }
 
 void SipFrontEnd::log_status() {
-  std::shared_ptr<net::Transports> t;
-  Rules rules;
-  {
-    std::lock_guard lock(mu_);
-    t = transports_;
-    rules = rules_;
-  }
-  const net::ProxyStats p = proxy_state_->stats();
-  if (!t || !rules.proxy) {
-    spdlog::info("event=status front_end=stopped hsm={}", hsm::to_string(hsm_.state()));
+  const FrontEndSnapshot n = snapshot();
+  if (!n.has_transports) {
+    spdlog::info("event=status front_end=stopped hsm={}", hsm::to_string(n.hsm_state));
     return;
   }
-  const auto ts = t->stats();
-  const auto h = hsm_.counters().snapshot();
+  const auto& ts = n.transport;
+  const auto& p = n.proxy;
+  const auto& h = n.hsm_ops;
   spdlog::info(
       "event=status hsm={} hsm_sign={} hsm_verify={} flows_udp={} flows_tcp={} flows_tls={} flows_ws={} "
       "flows_wss={} core_connected={} requests_from_clients={} requests_from_core={} r403={} r430={} r503={} "
@@ -450,15 +475,16 @@ void SipFrontEnd::log_status() {
       "refused_max_connections={} refused_per_address={} read_timeouts={} framing_errors={} oversized={} "
       "udp_garbage={} tls_handshake_failures={} upgrade_refused={} superseded_flows={} core_disconnects={} "
       "log_dropped={} hsm_parked={} hsm_queued={} hsm_refused_budget={} hsm_refused_queue_full={} "
-      "hsm_shed={} hsm_dropped_udp={} hsm_resume_dropped={} hsm_wait_max_us={}",
-      hsm::to_string(hsm_.state()), h.sign, h.verify, ts.flows_now[1], ts.flows_now[2], ts.flows_now[3],
+      "hsm_shed={} hsm_dropped_udp={} hsm_resume_dropped={} hsm_wait_max_us={} restarts={} "
+      "restart_pause_last_ms={}",
+      hsm::to_string(n.hsm_state), h.sign, h.verify, ts.flows_now[1], ts.flows_now[2], ts.flows_now[3],
       ts.flows_now[6], ts.flows_now[7], ts.core_connected, p.requests_from_clients, p.requests_from_core,
-      p.r403, p.r430, p.r503, p.verifies_avoided, p.verifies_hsm, p.mints_hsm,
-      rules.mac ? rules.mac->minting_version() : 0, ts.connections_now, ts.refused_max_connections,
-      ts.refused_per_address, ts.read_timeouts, ts.framing_errors, ts.oversized, ts.udp_garbage,
-      ts.tls_handshake_failures, ts.upgrade_refused, ts.superseded_flows, ts.core_disconnects, log_dropped(),
-      p.hsm_parked, proxy_state_->hsm_work_stats().queued_now, p.hsm_refused_budget, p.hsm_refused_queue_full,
-      p.hsm_shed, p.drop_hsm_busy, p.hsm_resume_dropped, proxy_state_->hsm_work_stats().wait_us_max);
+      p.r403, p.r430, p.r503, p.verifies_avoided, p.verifies_hsm, p.mints_hsm, n.minting_version,
+      ts.connections_now, ts.refused_max_connections, ts.refused_per_address, ts.read_timeouts,
+      ts.framing_errors, ts.oversized, ts.udp_garbage, ts.tls_handshake_failures, ts.upgrade_refused,
+      ts.superseded_flows, ts.core_disconnects, n.log_dropped, p.hsm_parked, n.hsm_work.queued_now,
+      p.hsm_refused_budget, p.hsm_refused_queue_full, p.hsm_shed, p.drop_hsm_busy, p.hsm_resume_dropped,
+      n.hsm_work.wait_us_max, n.restarts, n.pause_last_us / 1000);
 }
 
 }  // namespace edge::firmware

@@ -10,6 +10,7 @@
 #include <edge/net/token/token_codec.h>
 #include <edge/net/transport/transports.h>
 
+#include <array>
 #include <atomic>
 #include <chrono>
 #include <filesystem>
@@ -58,6 +59,29 @@ struct Rules {
 // the rules after it (same branch for a CANCEL, one table for the answer, one
 // set of timers, which run on a transport worker) and the counters never reset.
 
+// Everything the front end counts, read at one moment: status(), the status
+// line and the Prometheus metrics are all made from it (one set of counters).
+struct FrontEndSnapshot {
+  std::string state;  // running | draining | stopped | failed
+  bool has_transports = false;
+  std::string key_set;
+  std::uint32_t minting_version = 0;
+  std::string core;  // the configured core URI ("" when none)
+  std::uint64_t restarts = 0;
+  // Controlled restarts' pauses (drain to resume): the last, their sum, and a
+  // histogram over kPauseBoundsMs (not cumulative; the last bucket is +Inf).
+  static constexpr std::array<std::uint64_t, 8> kPauseBoundsMs{5, 10, 25, 50, 100, 250, 1000, 5000};
+  std::array<std::uint64_t, kPauseBoundsMs.size() + 1> pause_buckets{};
+  std::uint64_t pause_last_us = 0, pause_sum_us = 0;
+  net::TransportStats transport;
+  net::ProxyStats proxy;
+  flow::HsmWorkStats hsm_work;
+  std::uint64_t negative_cache_hits = 0;  // of the current rules' codec
+  hsm::OpCountersSnapshot hsm_ops;
+  hsm::HsmState hsm_state = hsm::HsmState::available;
+  std::uint64_t log_dropped = 0;  // lines the asynchronous log dropped (queue full)
+};
+
 class SipFrontEnd final : public mgmt::FrontEnd {
  public:
   // hsm_threads: the threads that make the proxy's HSM calls, for the life of
@@ -74,6 +98,8 @@ class SipFrontEnd final : public mgmt::FrontEnd {
   void stop();
   // One event=status line.
   void log_status();
+  // Thread-safe (the metrics endpoint's threads, the signal thread).
+  FrontEndSnapshot snapshot() const;
   std::vector<net::BoundListener> listening() const;
   // HSM admission control started or stopped refusing work since the last
   // call (the daemon polls it once a second for the event stream): nullopt
@@ -126,6 +152,10 @@ class SipFrontEnd final : public mgmt::FrontEnd {
   std::shared_ptr<net::Transports> transports_;
   std::string state_ = "stopped";  // running | draining | stopped | failed
   std::uint64_t restarts_ = 0;
+  // The pause of the controlled restart in progress (drain() to start()), and those before.
+  std::optional<std::chrono::steady_clock::time_point> pause_started_;
+  std::array<std::uint64_t, FrontEndSnapshot::kPauseBoundsMs.size() + 1> pause_buckets_{};
+  std::uint64_t pause_last_us_ = 0, pause_sum_us_ = 0;
   // hsm_admission_change(): refusals seen at the last poll, and whether refusing.
   std::uint64_t admission_refusals_ = 0;
   bool admission_refusing_ = false;

@@ -8,6 +8,7 @@
 #include <edge/hsm/object.h>
 
 #include <atomic>
+#include <chrono>
 #include <memory>
 #include <mutex>
 
@@ -348,19 +349,30 @@ KeySetInfo KeySetMac::info() const {
   return info;
 }
 
+static_assert(static_cast<std::size_t>(MacStatus::bad_argument) + 1 == kMacResults,
+              "the MAC result label covers every MacStatus");
+
 MacStatus KeySetMac::sign(std::uint32_t version, std::span<const std::uint8_t> data, MacTag& out) {
-  return s_->compute(version, data, out.data(), s_->impl->counters.sign);
+  const auto start = std::chrono::steady_clock::now();
+  const MacStatus st = s_->compute(version, data, out.data(), s_->impl->counters.sign);
+  s_->impl->counters.mac_sign.record(static_cast<std::size_t>(st), std::chrono::steady_clock::now() - start);
+  return st;
 }
 
 MacStatus KeySetMac::verify(std::uint32_t version, std::span<const std::uint8_t> data,
                             std::span<const std::uint8_t> tag) {
-  if (tag.size() < 16 || tag.size() > kMacSize) return MacStatus::bad_argument;
+  if (tag.size() < 16 || tag.size() > kMacSize) {
+    s_->impl->counters.mac_verify.record(static_cast<std::size_t>(MacStatus::bad_argument), {});
+    return MacStatus::bad_argument;
+  }
   MacTag expected;
-  const MacStatus st = s_->compute(version, data, expected.data(), s_->impl->counters.verify);
-  if (st != MacStatus::ok) return st;
-  const bool equal =
-      constant_time_equal(std::span<const std::uint8_t>(expected.data(), tag.size()), tag);
-  return equal ? MacStatus::ok : MacStatus::mismatch;
+  const auto start = std::chrono::steady_clock::now();
+  MacStatus st = s_->compute(version, data, expected.data(), s_->impl->counters.verify);
+  if (st == MacStatus::ok &&
+      !constant_time_equal(std::span<const std::uint8_t>(expected.data(), tag.size()), tag))
+    st = MacStatus::mismatch;
+  s_->impl->counters.mac_verify.record(static_cast<std::size_t>(st), std::chrono::steady_clock::now() - start);
+  return st;
 }
 
 // ------------------------------------------------------------ Hsm::mac_for

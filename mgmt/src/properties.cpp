@@ -504,6 +504,42 @@ PropertyRegistry::PropertyRegistry() {
       "mgmt.drain_timeout_ms", 2000, 0, 60'000, kNone, "bound on the drain of a controlled restart",
       [](const C& c) { return u(c.mgmt().drain_timeout_ms()); },
       [](C& c, S v) { c.mutable_mgmt()->set_drain_timeout_ms(static_cast<std::uint32_t>(n(v))); });
+  // The Prometheus endpoint: process class, as the management listener (the
+  // HTTP server is built once at start).
+  p.add(
+      "metrics.listen", PT::string, "", kProcess,
+      "ADDRESS:PORT of the Prometheus endpoint (/metrics), IPv6 in brackets; empty: none (port 0: the OS picks)",
+      [](const C& c) { return c.metrics().listen(); },
+      [](C& c, S v) {
+        if (!v.empty()) {
+          const auto colon = v.rfind(':');
+          if (colon == std::string_view::npos || colon == 0)
+            refuse("metrics.listen", "expected ADDRESS:PORT, got '" + std::string(v) + "'");
+          std::string host(v.substr(0, colon));
+          const bool bracketed = host.size() > 2 && host.front() == '[' && host.back() == ']';
+          if (bracketed) host = host.substr(1, host.size() - 2);
+          // An IPv6 literal needs its brackets, or its last group reads as the port.
+          if (!ip_literal(host) || (host.find(':') != std::string::npos) != bracketed)
+            refuse("metrics.listen", "'" + std::string(v.substr(0, colon)) +
+                                         "' is not an IP address (IPv6 in brackets: [::1]:9464)");
+          checked_uint("metrics.listen port", v.substr(colon + 1), 0, 65535);
+        }
+        c.mutable_metrics()->set_listen(std::string(v));
+      });
+  p.add(
+      "metrics.tls.certificate", PT::string, "", kProcess,
+      "PEM certificate chain of metrics.listen; set: HTTPS only",
+      [](const C& c) { return c.metrics().tls_certificate(); },
+      [](C& c, S v) { c.mutable_metrics()->set_tls_certificate(std::string(v)); });
+  p.add(
+      "metrics.tls.private_key", PT::string, "", kProcess, "private key of metrics.tls.certificate",
+      [](const C& c) { return c.metrics().tls_private_key(); },
+      [](C& c, S v) { c.mutable_metrics()->set_tls_private_key(std::string(v)); });
+  p.add(
+      "metrics.tls.client_ca", PT::string, "", kProcess,
+      "CA that signs scrapers' client certificates; set: mutual TLS",
+      [](const C& c) { return c.metrics().client_ca_file(); },
+      [](C& c, S v) { c.mutable_metrics()->set_client_ca_file(std::string(v)); });
 }
 
 const PropertyDescriptor* PropertyRegistry::find(std::string_view name) const {

@@ -358,7 +358,10 @@ bool is_ours(const ProxyConfig& cfg, const sip::Uri& u) noexcept {
 
 void EdgeProxy::on_request(Ctx& c) {
   const sip::Message& m = c.msg;
-  if (!c.resumed) bump(c.in.from_core ? counters_->requests_from_core : counters_->requests_from_clients);
+  if (!c.resumed) {
+    bump(c.in.from_core ? counters_->requests_from_core : counters_->requests_from_clients);
+    bump(c.in.from_core ? counters_->requests_in_core : counters_->requests_in_client, m.method());
+  }
   if (!c.in.from_core) c.src = ip_text(c.in.flow.remote);
 
   // A UDP client retransmits until it hears from us: absorb and replay (§17.2).
@@ -751,6 +754,7 @@ void EdgeProxy::forward_to_core(Ctx& c, bool dialog, bool outbound_register) {
     return;
   }
   bump(counters_->forwarded_to_core);
+  bump(counters_->requests_out_core, c.msg.method());
 }
 
 // The last step of a request's edits: Content-Length, then the bytes to send. False
@@ -822,6 +826,7 @@ void EdgeProxy::forward_to_flow(Ctx& c, const FlowKey& flow, bool dialog) {
     return;
   }
   bump(counters_->forwarded_to_flow);
+  bump(counters_->requests_out_flow, m.method());
   if (track) {
     std::string key(branch.view());
     key += method_class(m.method());

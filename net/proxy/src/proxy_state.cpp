@@ -32,6 +32,31 @@ ProxyState::ProxyState(const ProxyStateOptions& options, LogSink log)
   if (options_.hsm_offload) hsm_work_ = std::make_unique<flow::HsmWorkQueue>(options_.hsm_work);  // throws
 }
 
+MethodClass method_class_of(sip::Method m) noexcept {
+  switch (m) {
+    case sip::Method::register_: return MethodClass::register_;
+    case sip::Method::invite: return MethodClass::invite;
+    case sip::Method::ack: return MethodClass::ack;
+    case sip::Method::bye: return MethodClass::bye;
+    case sip::Method::cancel: return MethodClass::cancel;
+    case sip::Method::options: return MethodClass::options;
+    default: return MethodClass::other;
+  }
+}
+
+const char* to_string(MethodClass c) noexcept {
+  switch (c) {
+    case MethodClass::register_: return "register";
+    case MethodClass::invite: return "invite";
+    case MethodClass::ack: return "ack";
+    case MethodClass::bye: return "bye";
+    case MethodClass::cancel: return "cancel";
+    case MethodClass::options: return "options";
+    case MethodClass::other: break;
+  }
+  return "other";
+}
+
 flow::HsmWorkStats ProxyState::hsm_work_stats() const {
   return hsm_work_ ? hsm_work_->stats() : flow::HsmWorkStats{};
 }
@@ -53,6 +78,13 @@ ProxyStats ProxyState::stats() const noexcept {
 #define EDGE_X(name) s.name = counters_.name.load(std::memory_order_relaxed);
   EDGE_PROXY_COUNTERS(EDGE_X)
 #undef EDGE_X
+  auto copy = [](const ProxyCounters::ByMethod& from, std::array<std::uint64_t, kMethodClasses>& to) {
+    for (std::size_t i = 0; i < kMethodClasses; ++i) to[i] = from[i].load(std::memory_order_relaxed);
+  };
+  copy(counters_.requests_in_client, s.requests_in_client);
+  copy(counters_.requests_in_core, s.requests_in_core);
+  copy(counters_.requests_out_core, s.requests_out_core);
+  copy(counters_.requests_out_flow, s.requests_out_flow);
   s.transaction_evictions = transactions_.evictions();
   s.log_suppressed = log_.suppressed_total();
   return s;

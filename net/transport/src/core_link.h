@@ -34,6 +34,8 @@ class CoreLink final : public WorkerMember, public std::enable_shared_from_this<
   void resume_reading() override;
   void close_now(CloseReason why) override;
   Worker& worker() const noexcept { return w_; }
+  // Messages waiting to be written to the core now (any thread).
+  std::size_t queued() const noexcept { return queued_.load(std::memory_order_relaxed); }
 
  private:
   void connect();

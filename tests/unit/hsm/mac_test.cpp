@@ -1,4 +1,5 @@
 // The MAC oracle: HMAC-SHA256 in the HSM, truncated tags, constant-time checks, one HSM call per operation.
+#include <edge/hsm/counters.h>
 #include <edge/hsm/error.h>
 #include <edge/hsm/hsm.h>
 #include <edge/hsm/keyset_mac.h>
@@ -8,6 +9,7 @@
 
 #include <gtest/gtest.h>
 
+#include <chrono>
 #include <memory>
 #include <span>
 #include <vector>
@@ -203,6 +205,56 @@ TEST_F(MacTest, ViewKeepsWorkingAfterTheHsmObjectIsGone) {
   EXPECT_EQ(mac_->sign(1, data, again), MacStatus::ok);
   EXPECT_EQ(again, tag);
   EXPECT_EQ(mac_->verify(1, data, tag), MacStatus::ok);
+}
+
+// What the metrics read: every MAC operation counted by result and timed in
+// one latency bucket, the buckets adding up to the count.
+TEST_F(MacTest, EveryOperationIsCountedByResultAndTimed) {
+  const auto before = hsm_->counters().snapshot();
+  ASSERT_EQ(before.mac_sign.count + before.mac_verify.count, 0u) << "a fresh Hsm";
+  const auto data = edge::test::sample_data();
+  MacTag tag{};
+  ASSERT_EQ(mac_->sign(1, data, tag), MacStatus::ok);
+  ASSERT_EQ(mac_->sign(99, data, tag), MacStatus::unknown_version);
+  ASSERT_EQ(mac_->sign(1, data, tag), MacStatus::ok);
+  ASSERT_EQ(mac_->verify(1, data, tag), MacStatus::ok);
+  MacTag wrong = tag;
+  wrong[0] ^= 1;
+  ASSERT_EQ(mac_->verify(1, data, wrong), MacStatus::mismatch);
+  ASSERT_EQ(mac_->verify(1, data, prefix(tag, 8)), MacStatus::bad_argument);
+
+  const auto s = hsm_->counters().snapshot();
+  auto at = [](const edge::hsm::MacOpSnapshot& m, MacStatus r) { return m.results[static_cast<std::size_t>(r)]; };
+  EXPECT_EQ(s.mac_sign.count, 3u);
+  EXPECT_EQ(at(s.mac_sign, MacStatus::ok), 2u);
+  EXPECT_EQ(at(s.mac_sign, MacStatus::unknown_version), 1u);
+  EXPECT_EQ(s.mac_verify.count, 3u);
+  EXPECT_EQ(at(s.mac_verify, MacStatus::ok), 1u);
+  EXPECT_EQ(at(s.mac_verify, MacStatus::mismatch), 1u);
+  EXPECT_EQ(at(s.mac_verify, MacStatus::bad_argument), 1u);
+  for (const auto* m : {&s.mac_sign, &s.mac_verify}) {
+    std::uint64_t in_buckets = 0;
+    for (const auto b : m->buckets) in_buckets += b;
+    EXPECT_EQ(in_buckets, m->count);
+  }
+  EXPECT_GT(s.mac_sign.sum_us + s.mac_verify.sum_us, 0u) << "SoftHSM takes some microseconds";
+  EXPECT_EQ(s.sign - before.sign, 2u) << "the HSM's own count: the unknown version cost no C_Sign";
+}
+
+TEST(MacLatency, EachDurationLandsInTheFirstBucketThatHoldsIt) {
+  edge::hsm::MacOpCounters c;
+  using us = std::chrono::microseconds;
+  c.record(0, us(0));
+  c.record(0, us(25));
+  c.record(0, us(26));
+  c.record(0, us(3'000'000));
+  const auto s = c.snapshot();
+  EXPECT_EQ(s.buckets[0], 2u);  // <= 25 us
+  EXPECT_EQ(s.buckets[1], 1u);  // <= 50 us
+  EXPECT_EQ(s.buckets.back(), 1u) << "past the last bound: +Inf";
+  EXPECT_EQ(s.count, 4u);
+  EXPECT_EQ(s.sum_us, 3'000'051u);
+  EXPECT_EQ(s.results[0], 4u);
 }
 
 TEST(MacCompare, ConstantTimeEqual) {

@@ -72,7 +72,11 @@ TEST(Properties, EveryEdgedConfKeyIsRegisteredWithItsRestartClass) {
                            "mgmt.tls.client_ca",
                            "mgmt.tls.roles",
                            "mgmt.keep_generations",
-                           "mgmt.drain_timeout_ms"}) {
+                           "mgmt.drain_timeout_ms",
+                           "metrics.listen",
+                           "metrics.tls.certificate",
+                           "metrics.tls.private_key",
+                           "metrics.tls.client_ca"}) {
     EXPECT_NE(reg().find(name), nullptr) << name;
   }
   EXPECT_EQ(reg().find("hsm.module")->restart, v1::RESTART_PROCESS);
@@ -80,6 +84,29 @@ TEST(Properties, EveryEdgedConfKeyIsRegisteredWithItsRestartClass) {
   EXPECT_EQ(reg().find("advertise")->restart, v1::RESTART_FRONT_END);
   EXPECT_EQ(reg().find("log.level")->restart, v1::RESTART_NONE);
   EXPECT_EQ(reg().find("sip.flow_token.key_set")->restart, v1::RESTART_FRONT_END);
+  EXPECT_EQ(reg().find("metrics.listen")->restart, v1::RESTART_PROCESS);
+}
+
+// The Prometheus endpoint: off by default, an IP literal (IPv6 in brackets) and a port.
+TEST(Properties, MetricsListenIsOffByDefaultAndTakesAnIpLiteralAndAPort) {
+  auto c = reg().defaults();
+  EXPECT_EQ(c.metrics().listen(), "");
+  reg().set(c, "metrics.listen", "127.0.0.1:9464");
+  EXPECT_EQ(reg().get(c, "metrics.listen"), "127.0.0.1:9464");
+  reg().set(c, "metrics.listen", "0.0.0.0:0");
+  EXPECT_EQ(c.metrics().listen(), "0.0.0.0:0");
+  reg().set(c, "metrics.listen", "[::1]:9464");
+  EXPECT_EQ(c.metrics().listen(), "[::1]:9464");
+  reg().set(c, "metrics.listen", "0.0.0.0:0");
+  for (const char* bad : {"9464", ":9464", "localhost:9464", "::1:9464", "[127.0.0.1]:9464", "127.0.0.1:65536",
+                          "127.0.0.1:x", "[]:9464"}) {
+    EXPECT_EQ(code_of([&] { reg().set(c, "metrics.listen", bad); }), ErrorCode::invalid_argument) << bad;
+  }
+  EXPECT_NE(what_of([&] { reg().set(c, "metrics.listen", "::1:9464"); }).find("IPv6 in brackets"),
+            std::string::npos);
+  EXPECT_EQ(c.metrics().listen(), "0.0.0.0:0") << "a refused value leaves the configuration as it was";
+  reg().unset(c, "metrics.listen");
+  EXPECT_EQ(c.metrics().listen(), "");
 }
 
 TEST(Properties, DefaultsMatchTheDaemonAndTransportDefaults) {

@@ -11,6 +11,7 @@
 #include "edge/net/token/hsm_work.h"
 #include "edge/net/transport/message_handler.h"
 
+#include <array>
 #include <atomic>
 #include <chrono>
 #include <cstddef>
@@ -67,7 +68,14 @@ struct ProxyCounters {
 #define EDGE_X(name) std::atomic<std::uint64_t> name{0};
   EDGE_PROXY_COUNTERS(EDGE_X)
 #undef EDGE_X
+  using ByMethod = std::array<std::atomic<std::uint64_t>, kMethodClasses>;
+  ByMethod requests_in_client{}, requests_in_core{}, requests_out_core{}, requests_out_flow{};
 };
+
+MethodClass method_class_of(sip::Method m) noexcept;
+inline void bump(ProxyCounters::ByMethod& c, sip::Method m) noexcept {
+  c[static_cast<std::size_t>(method_class_of(m))].fetch_add(1, std::memory_order_relaxed);
+}
 
 inline void bump(std::atomic<std::uint64_t>& c) noexcept { c.fetch_add(1, std::memory_order_relaxed); }
 

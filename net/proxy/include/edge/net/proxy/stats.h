@@ -1,11 +1,22 @@
 // Counters of the edge-proxy rules, as a plain snapshot for status and tests.
 #pragma once
 
+#include <array>
+#include <cstddef>
 #include <cstdint>
 
 namespace edge::net {
 
+// The method classes requests are counted by (bounded: a metric label).
+enum class MethodClass : std::uint8_t { register_, invite, ack, bye, cancel, options, other };
+inline constexpr std::size_t kMethodClasses = 7;
+const char* to_string(MethodClass c) noexcept;  // "register", "invite", ...
+
 struct ProxyStats {
+  // Requests by method class: received from clients / from the core, and
+  // forwarded to the core / over a client's flow.
+  std::array<std::uint64_t, kMethodClasses> requests_in_client{}, requests_in_core{};
+  std::array<std::uint64_t, kMethodClasses> requests_out_core{}, requests_out_flow{};
   // What came in.
   std::uint64_t requests_from_clients = 0;
   std::uint64_t requests_from_core = 0;

@@ -60,6 +60,7 @@ struct TransportStats {
   std::uint64_t core_connects = 0, core_disconnects = 0;
   std::uint64_t core_messages_in = 0, core_messages_out = 0;
   std::uint64_t core_queue_full = 0;
+  std::uint64_t core_queued_now = 0;  // messages waiting for the core connection
   // Parked messages (they waited for HSM work) delivered again, and those that
   // could not be because their flow was gone or the transport stopped.
   std::uint64_t redelivered = 0, redelivery_dropped = 0;
