@@ -2130,9 +2130,14 @@ int Load::run() {
                 << " p99_ms=" << p99 << (pass ? " pass" : " FAIL");
       for (const auto& [kind, n] : st.failures) std::cerr << " " << kind << "=" << n;
       std::cerr << "\n";
+      // The step's latency distribution and rates ride after the original three fields, for
+      // tests/bench/plot (latency against offered rate); p99 is the one that decides.
       print("ramp_", "step_" + fmt(r, 0),
             std::string(pass ? "pass" : "fail") + ",p99_ms=" + fmt(p99, 2) +
-                ",failures=" + std::to_string(st.failed()));
+                ",failures=" + std::to_string(st.failed()) + ",p50_ms=" + fmt(st.percentile_ms(0.50), 3) +
+                ",p90_ms=" + fmt(st.percentile_ms(0.90), 3) + ",offered_rate=" +
+                fmt(static_cast<double>(st.sent) / opt_.step_s, 1) +
+                ",achieved_rate=" + fmt(static_cast<double>(st.ok) / opt_.step_s, 1));
       if (!pass) break;
       best = r;
     }
