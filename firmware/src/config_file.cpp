@@ -175,15 +175,27 @@ EdgedConfig parse_config_text(const std::string& text, const std::string& origin
         // registry validated them; mgmt/ and the daemon use them.
       } else if (key == "listen" || key == "advertise") {
         const auto w = words(value);
-        if (w.size() != 3) throw ConfigError(what + ": expected 'TRANSPORT ADDRESS PORT'");
+        // listen = TRANSPORT ADDRESS PORT [proxy]: "proxy" takes PROXY protocol headers from
+        // proxy_protocol.trusted_sources (docs/operations.md, "Behind a load balancer").
+        const bool proxy = key == "listen" && w.size() == 4 && w[3] == "proxy";
+        if (w.size() != 3 && !proxy) {
+          throw ConfigError(what + (key == "listen" ? ": expected 'TRANSPORT ADDRESS PORT [proxy]'"
+                                                    : ": expected 'TRANSPORT ADDRESS PORT'"));
+        }
         const auto tr = transport(w[0], what);
         const auto port = number<std::uint16_t>(w[2], key == "listen" ? 0 : 1, 65535, what + " port");
         if (key == "listen") {
           if (!flow::Endpoint::parse(w[1], port))
             throw ConfigError(what + ": '" + w[1] + "' is not an IP address");
-          c.listeners.push_back({tr, w[1], port});
+          c.listeners.push_back({tr, w[1], port, proxy});
         } else {
           c.advertise.push_back({tr, w[1], port});
+        }
+      } else if (key == "proxy_protocol.trusted_sources") {
+        c.proxy_trusted_sources.clear();
+        std::istringstream list(value);
+        for (std::string entry; std::getline(list, entry, ';');) {
+          if (const std::string e = trim(entry); !e.empty()) c.proxy_trusted_sources.push_back(e);
         }
       } else if (key == "core") {
         c.core = parse_core_uri(value);
@@ -257,6 +269,7 @@ net::TransportConfig EdgedConfig::transport_config() const {
   t.core = core;
   t.limits = limits;
   t.workers = workers;
+  t.proxy_trusted_sources = proxy_trusted_sources;
   return t;
 }
 

@@ -39,7 +39,8 @@ struct EdgedConfig {
   std::string key_set = "sipflow";  // empty: flow-token security off
   std::uint32_t key_version = 0;    // the version that mints; 0: the newest active one
   std::vector<net::ListenerConfig> listeners;
-  std::vector<net::AdvertisedAddress> advertise;  // empty: derived from listeners
+  std::vector<std::string> proxy_trusted_sources;  // CIDR ranges; net validates them
+  std::vector<net::AdvertisedAddress> advertise;   // empty: derived from listeners
   net::CoreConfig core;
   net::TlsConfig tls;
   std::uint32_t flow_timer = 30;

@@ -396,6 +396,14 @@ mgmt::v1::FrontEndStatus SipFrontEnd::status() {
     }
     s.set_connections(n.transport.connections_now);
     s.set_core_connected(n.transport.core_connected);
+    const auto& ts = n.transport;
+    auto* pp = s.mutable_proxy_protocol();
+    pp->set_accepted(ts.proxy_accepted);
+    pp->set_refused_untrusted(ts.proxy_refused_untrusted);
+    pp->set_refused_missing(ts.proxy_refused_missing);
+    pp->set_refused_malformed(ts.proxy_refused_malformed);
+    pp->set_refused_unsupported(ts.proxy_refused_unsupported);
+    pp->set_refused_timeout(ts.proxy_refused_timeout);
   }
   s.set_requests_from_clients(n.proxy.requests_from_clients);
   s.set_requests_from_core(n.proxy.requests_from_core);
@@ -476,7 +484,8 @@ void SipFrontEnd::log_status() {
       "udp_garbage={} tls_handshake_failures={} upgrade_refused={} superseded_flows={} core_disconnects={} "
       "log_dropped={} hsm_parked={} hsm_queued={} hsm_refused_budget={} hsm_refused_queue_full={} "
       "hsm_shed={} hsm_dropped_udp={} hsm_resume_dropped={} hsm_wait_max_us={} restarts={} "
-      "restart_pause_last_ms={}",
+      "restart_pause_last_ms={} proxy_accepted={} proxy_refused_untrusted={} proxy_refused_missing={} "
+      "proxy_refused_malformed={} proxy_refused_unsupported={} proxy_refused_timeout={}",
       hsm::to_string(n.hsm_state), h.sign, h.verify, ts.flows_now[1], ts.flows_now[2], ts.flows_now[3],
       ts.flows_now[6], ts.flows_now[7], ts.core_connected, p.requests_from_clients, p.requests_from_core,
       p.r403, p.r430, p.r503, p.verifies_avoided, p.verifies_hsm, p.mints_hsm, n.minting_version,
@@ -484,7 +493,9 @@ void SipFrontEnd::log_status() {
       ts.framing_errors, ts.oversized, ts.udp_garbage, ts.tls_handshake_failures, ts.upgrade_refused,
       ts.superseded_flows, ts.core_disconnects, n.log_dropped, p.hsm_parked, n.hsm_work.queued_now,
       p.hsm_refused_budget, p.hsm_refused_queue_full, p.hsm_shed, p.drop_hsm_busy, p.hsm_resume_dropped,
-      n.hsm_work.wait_us_max, n.restarts, n.pause_last_us / 1000);
+      n.hsm_work.wait_us_max, n.restarts, n.pause_last_us / 1000, ts.proxy_accepted, ts.proxy_refused_untrusted,
+      ts.proxy_refused_missing, ts.proxy_refused_malformed, ts.proxy_refused_unsupported,
+      ts.proxy_refused_timeout);
 }
 
 }  // namespace edge::firmware

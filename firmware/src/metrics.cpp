@@ -178,6 +178,15 @@ class EdgeCollector final : public prometheus::Collectable {
     sample(refused, d(t.refused_per_address), {{"reason", "per_source_address"}});
     sample(refused, d(t.tls_handshake_failures), {{"reason", "tls_handshake"}});
     sample(refused, d(t.upgrade_refused), {{"reason", "websocket_upgrade"}});
+    // PROXY protocol headers on the listeners marked `proxy` (behind a load balancer).
+    auto& pp = out.counter("edge_proxy_protocol_headers_total",
+                           "PROXY protocol headers on proxy listeners: accepted, or why the connection closed");
+    sample(pp, d(t.proxy_accepted), {{"result", "accepted"}});
+    sample(pp, d(t.proxy_refused_untrusted), {{"result", "untrusted"}});
+    sample(pp, d(t.proxy_refused_missing), {{"result", "missing"}});
+    sample(pp, d(t.proxy_refused_malformed), {{"result", "malformed"}});
+    sample(pp, d(t.proxy_refused_unsupported), {{"result", "unsupported"}});
+    sample(pp, d(t.proxy_refused_timeout), {{"result", "timeout"}});
     auto& closed = out.counter("edge_connections_closed_total", "flows the edge closed, by reason");
     sample(closed, d(t.framing_errors), {{"reason", "framing_error"}});
     sample(closed, d(t.read_timeouts), {{"reason", "read_timeout"}});

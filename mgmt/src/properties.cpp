@@ -94,17 +94,24 @@ bool ip_literal(const std::string& a) {
   return inet_pton(AF_INET, a.c_str(), buf) == 1 || inet_pton(AF_INET6, a.c_str(), buf) == 1;
 }
 
-// One "TRANSPORT ADDRESS PORT" entry of listen / advertise.
+// One "TRANSPORT ADDRESS PORT" entry of listen / advertise; a listener may add "proxy".
 struct Endpoint {
   v1::Transport transport;
   std::string host;
   std::uint32_t port;
+  bool proxy = false;
 };
 
 Endpoint parse_endpoint(std::string_view name, std::string_view entry, bool listener) {
   const auto w = words(entry);
-  if (w.size() != 3) refuse(name, "expected 'TRANSPORT ADDRESS PORT', got '" + std::string(entry) + "'");
-  Endpoint e{transport_of(name, w[0]), w[1], 0};
+  const bool proxy = listener && w.size() == 4 && w[3] == "proxy";
+  if (w.size() != 3 && !proxy) {
+    refuse(name, std::string(listener ? "expected 'TRANSPORT ADDRESS PORT [proxy]', got '"
+                                      : "expected 'TRANSPORT ADDRESS PORT', got '") +
+                     std::string(entry) + "'");
+  }
+  Endpoint e{transport_of(name, w[0]), w[1], 0, proxy};
+  if (proxy && e.transport == v1::TRANSPORT_UDP) refuse(name, "proxy is for tcp, tls, ws and wss listeners");
   if (listener && !ip_literal(w[1])) refuse(name, "'" + w[1] + "' is not an IP address");
   e.port =
       static_cast<std::uint32_t>(checked_uint(std::string(name) + " port", w[2], listener ? 0 : 1, 65535));
@@ -118,7 +125,20 @@ void add_listeners(ApplianceConfig& c, std::string_view value) {
     l->set_transport(e.transport);
     l->set_address(e.host);
     l->set_port(e.port);
+    l->set_proxy_protocol(e.proxy);
   }
+}
+
+// "10.0.0.0/8", "2001:db8::/32" or one address.
+bool address_range(std::string_view entry) {
+  const auto slash = entry.find('/');
+  const std::string addr(entry.substr(0, slash));
+  unsigned char buf[16];
+  const bool v4 = inet_pton(AF_INET, addr.c_str(), buf) == 1;
+  if (!v4 && inet_pton(AF_INET6, addr.c_str(), buf) != 1) return false;
+  if (slash == std::string_view::npos) return true;
+  const auto bits = to_uint(entry.substr(slash + 1));
+  return bits && *bits <= (v4 ? 32u : 128u);
 }
 
 void add_advertise(ApplianceConfig& c, std::string_view value) {
@@ -143,6 +163,10 @@ std::string join_list(const Range& r, Render render) {
 
 std::string endpoint_text(v1::Transport t, const std::string& host, std::uint32_t port) {
   return std::string(transport_name(t)) + " " + host + " " + std::to_string(port);
+}
+
+std::string listener_text(const v1::Listener& l) {
+  return endpoint_text(l.transport(), l.address(), l.port()) + (l.proxy_protocol() ? " proxy" : "");
 }
 
 const char* role_name(v1::Role r) { return r == v1::ROLE_VIEWER ? "viewer" : "operator"; }
@@ -324,12 +348,9 @@ PropertyRegistry::PropertyRegistry() {
       });
 
   p.add(
-      "listen", PT::list, "", kListeners, "listeners: 'TRANSPORT ADDRESS PORT' entries separated by ';'",
-      [](const C& c) {
-        return join_list(c.sip().listeners(), [](const v1::Listener& l) {
-          return endpoint_text(l.transport(), l.address(), l.port());
-        });
-      },
+      "listen", PT::list, "", kListeners,
+      "listeners: 'TRANSPORT ADDRESS PORT [proxy]' entries separated by ';' (proxy: behind a load balancer)",
+      [](const C& c) { return join_list(c.sip().listeners(), listener_text); },
       [](C& c, S v) {
         c.mutable_sip()->clear_listeners();
         add_listeners(c, v);
@@ -345,6 +366,21 @@ PropertyRegistry::PropertyRegistry() {
       [](C& c, S v) {
         c.mutable_sip()->clear_advertise();
         add_advertise(c, v);
+      });
+  p.add(
+      "proxy_protocol.trusted_sources", PT::list, "", kListeners,
+      "load balancers whose PROXY protocol headers proxy listeners believe: address ranges separated by ';'",
+      [](const C& c) {
+        return join_list(c.sip().proxy_trusted_sources(), [](const std::string& s) { return s; });
+      },
+      [](C& c, S v) {
+        const auto entries = split(v, ';');
+        for (const auto e : entries) {
+          if (!address_range(e))
+            refuse("proxy_protocol.trusted_sources", "'" + std::string(e) + "' is not an address range");
+        }
+        c.mutable_sip()->clear_proxy_trusted_sources();
+        for (const auto e : entries) c.mutable_sip()->add_proxy_trusted_sources(std::string(e));
       });
   // Empty means no core configured; the front end checks the URI in depth.
   p.add(
@@ -652,9 +688,7 @@ std::string export_conf_text(const v1::ApplianceConfig& config) {
   std::string out = "# edged configuration, exported by the management agent.\n";
   for (const auto& d : PropertyRegistry::instance().all()) {
     if (d.name == "listen") {
-      for (const auto& l : config.sip().listeners()) {
-        out += "listen = " + endpoint_text(l.transport(), l.address(), l.port()) + "\n";
-      }
+      for (const auto& l : config.sip().listeners()) out += "listen = " + listener_text(l) + "\n";
     } else if (d.name == "advertise") {
       for (const auto& a : config.sip().advertise()) {
         out += "advertise = " + endpoint_text(a.transport(), a.host(), a.port()) + "\n";

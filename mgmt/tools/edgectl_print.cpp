@@ -112,6 +112,12 @@ void print_status(std::ostream& out, const v1::Status& s) {
   f.add("  requests", "from clients " + std::to_string(fe.requests_from_clients()) + ", from core " +
                           std::to_string(fe.requests_from_core()));
   f.add("  restarts", std::to_string(fe.restarts()));
+  const v1::ProxyProtocolStatus& pp = fe.proxy_protocol();
+  f.add("  proxy protocol",
+        "accepted " + std::to_string(pp.accepted()) + ", refused untrusted " +
+            std::to_string(pp.refused_untrusted()) + ", missing " + std::to_string(pp.refused_missing()) +
+            ", malformed " + std::to_string(pp.refused_malformed()) + ", unsupported " +
+            std::to_string(pp.refused_unsupported()) + ", timeout " + std::to_string(pp.refused_timeout()));
   const v1::HsmWorkStatus& w = fe.hsm_work();
   f.add("  hsm work", std::to_string(w.threads()) + " threads, queued " + std::to_string(w.queued()) + "/" +
                           std::to_string(w.max_queued()) + ", running " + std::to_string(w.running()) +

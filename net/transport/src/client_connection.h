@@ -15,10 +15,19 @@
 #include <chrono>
 #include <deque>
 #include <memory>
+#include <optional>
 #include <string>
 #include <string_view>
 
 namespace edge::net::detail {
+
+// What a PROXY protocol listener learnt before the session starts: the client
+// its balancer's header names (the flow's remote instead of the balancer), and
+// the bytes read past the header (the start of the SIP, TLS or HTTP stream).
+struct Preamble {
+  std::optional<flow::Endpoint> remote;
+  std::string bytes;
+};
 
 // One client connection, owned by one worker for its whole life. Everything
 // except send() runs on that worker's thread, so no member needs a lock.
@@ -39,6 +48,8 @@ class ClientConnection : public FlowLink,
   bool open(const flow::FlowKey& key);
   virtual void start() = 0;
   void keep_tls(std::shared_ptr<ssl::context> ctx) { tls_ctx_ = std::move(ctx); }
+  // Bytes already read from the socket; start() consumes them before reading.
+  void set_preread(std::string bytes) { preread_ = std::move(bytes); }
 
  protected:
   // Async write of the first in_flight_ (>= 1) entries of writes_; calls on_write.
@@ -62,6 +73,7 @@ class ClientConnection : public FlowLink,
   const flow::Transport transport_;
   const asio::ip::address peer_;
   std::shared_ptr<FlowEntry> entry_;
+  std::string preread_;
   std::deque<std::string> writes_;  // push_back keeps the bytes of earlier entries in place
   std::size_t in_flight_ = 0;       // entries of writes_ the current write carries
   bool writing_ = false;
@@ -77,7 +89,10 @@ class ClientConnection : public FlowLink,
 // old connection is already dead (the client reset it and reused its port)
 // and only its worker has not read the reset yet. Ends the old flow on its own
 // worker, then opens and starts the new session on w; when even that fails the
-// new connection is closed and its admission given back.
+// new connection is closed and its admission given back. Behind a load
+// balancer the 4-tuple is the client's as its header names it: a second
+// balancer connection naming the same client (it reconnected from the same
+// port before the balancer closed the old one) takes the flow over the same way.
 void open_superseding(const std::shared_ptr<State>& st, Worker& w, const flow::FlowKey& key,
                       std::shared_ptr<ClientConnection> s, const asio::ip::address& peer);
 
@@ -87,7 +102,7 @@ void open_superseding(const std::shared_ptr<State>& st, Worker& w, const flow::F
 // State's context for new connections while established ones keep theirs.
 template <class Session, class... Args>
 void launch(const std::shared_ptr<State>& st, Worker& w, flow::Transport t, tcp::socket& sock,
-            const asio::ip::address& peer, std::shared_ptr<ssl::context> keep, Args&&... args) {
+            const asio::ip::address& peer, Preamble pre, std::shared_ptr<ssl::context> keep, Args&&... args) {
   boost::system::error_code ec1, ec2;
   const auto local = sock.local_endpoint(ec1);
   const auto remote = sock.remote_endpoint(ec2);
@@ -98,7 +113,10 @@ void launch(const std::shared_ptr<State>& st, Worker& w, flow::Transport t, tcp:
   }
   auto s = std::make_shared<Session>(st, w, t, peer, std::forward<Args>(args)...);
   s->keep_tls(std::move(keep));
-  const flow::FlowKey key{t, to_flow(local), to_flow(remote)};
+  s->set_preread(std::move(pre.bytes));
+  // The flow is named after the client (its token, Via received, per-source
+  // budgets); the entry's link is this connection, the balancer's socket.
+  const flow::FlowKey key{t, to_flow(local), pre.remote ? *pre.remote : to_flow(remote)};
   if (!s->open(key)) {
     open_superseding(st, w, key, std::move(s), peer);
     return;
@@ -110,20 +128,32 @@ void launch(const std::shared_ptr<State>& st, Worker& w, flow::Transport t, tcp:
 // Connection<ssl::stream<tcp::socket>> reading through `tls` for tls / wss.
 template <template <class> class Connection>
 void launch_plain_or_tls(const std::shared_ptr<State>& st, Worker& w, tcp::socket sock, flow::Transport t,
-                         const asio::ip::address& peer, std::shared_ptr<ssl::context> tls) {
+                         const asio::ip::address& peer, std::shared_ptr<ssl::context> tls, Preamble pre) {
   if (t == flow::Transport::tls || t == flow::Transport::wss) {
     auto& ctx = *tls;
-    launch<Connection<ssl::stream<tcp::socket>>>(st, w, t, sock, peer, std::move(tls), std::move(sock), ctx);
+    launch<Connection<ssl::stream<tcp::socket>>>(st, w, t, sock, peer, std::move(pre), std::move(tls),
+                                                 std::move(sock), ctx);
   } else {
-    launch<Connection<tcp::socket>>(st, w, t, sock, peer, nullptr, std::move(sock));
+    launch<Connection<tcp::socket>>(st, w, t, sock, peer, std::move(pre), nullptr, std::move(sock));
   }
 }
 
 // Factories used by the stream acceptor (socket already on worker w's io_context): TCP and TLS
-// (stream_connection.cpp), WS and WSS (ws_connection.cpp). `tls` is the listener's context for tls / wss.
+// (stream_connection.cpp), WS and WSS (ws_connection.cpp). `tls` is the listener's context for tls / wss;
+// `peer` is the address whose admission the session gives back when it ends.
 void start_stream_connection(const std::shared_ptr<State>& st, Worker& w, tcp::socket sock, flow::Transport t,
-                             const asio::ip::address& peer, std::shared_ptr<ssl::context> tls);
+                             const asio::ip::address& peer, std::shared_ptr<ssl::context> tls,
+                             Preamble pre = {});
 void start_ws_connection(const std::shared_ptr<State>& st, Worker& w, tcp::socket sock, flow::Transport t,
-                         const asio::ip::address& peer, std::shared_ptr<ssl::context> tls);
+                         const asio::ip::address& peer, std::shared_ptr<ssl::context> tls, Preamble pre = {});
+
+// On a PROXY protocol listener (proxy_protocol.cpp): reads the header (bounded
+// in size and by header_read_timeout) before the session starts on w. From a
+// trusted balancer (`trusted`: only the total was admitted) the header is
+// required and its client is admitted by source; from anyone else (admitted
+// in full) a header is refused and the bytes go to the session unchanged.
+void start_proxied_connection(const std::shared_ptr<State>& st, Worker& w, tcp::socket sock,
+                              flow::Transport t, const asio::ip::address& peer, bool trusted,
+                              std::shared_ptr<ssl::context> tls);
 
 }  // namespace edge::net::detail

@@ -2,6 +2,7 @@
 #include "config_rules.h"
 
 #include "listener.h"
+#include "proxy_header.h"
 
 #include "edge/net/transport/transports.h"
 
@@ -21,6 +22,17 @@ void validate(const TransportConfig& c) {
       default:
         throw TransportError(listener_name(l) + ": transport not supported by a listener");
     }
+    if (l.proxy_protocol && l.transport == flow::Transport::udp) {
+      throw TransportError(listener_name(l) + ": the PROXY protocol is for stream listeners");
+    }
+    // Without a trusted balancer every header would be refused: a mistake, not a configuration.
+    if (l.proxy_protocol && c.proxy_trusted_sources.empty()) {
+      throw TransportError(listener_name(l) + ": proxy listener without proxy_protocol.trusted_sources");
+    }
+  }
+  for (const auto& s : c.proxy_trusted_sources) {
+    if (!Cidr::parse(s))
+      throw TransportError("proxy_protocol.trusted_sources: '" + s + "' is not an address range");
   }
   if (c.core.enabled) {
     const auto t = c.core.transport;

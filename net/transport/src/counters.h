@@ -23,6 +23,9 @@ struct Counters {
   std::atomic<std::uint64_t> core_connects{0}, core_disconnects{0}, core_messages_in{0}, core_messages_out{0},
       core_queue_full{0};
   std::atomic<std::uint64_t> redelivered{0}, redelivery_dropped{0};
+  // PROXY protocol listeners: headers believed, connections refused by ProxyRefusal.
+  std::atomic<std::uint64_t> proxy_accepted{0};
+  std::array<std::atomic<std::uint64_t>, 5> proxy_refused{};
   std::atomic<bool> core_connected{false};
 
   AtomicTransportCounters& of(flow::Transport t) { return per_transport[static_cast<std::size_t>(t) & 7]; }

@@ -5,12 +5,25 @@
 
 #include "address.h"
 
+#include <algorithm>
+
 namespace edge::net::detail {
 
 State::State(const TransportConfig& cfg, std::shared_ptr<MessageHandler> h)
     : config(cfg),
       sip_limits{cfg.limits.max_message_size, sip::Limits{}.max_header_line, sip::Limits{}.max_headers},
-      handler_(std::move(h)) {}
+      handler_(std::move(h)) {
+  // validate() refused any range that does not parse.
+  for (const auto& s : cfg.proxy_trusted_sources) {
+    if (auto c = Cidr::parse(s)) trusted_proxies_.push_back(*c);
+  }
+}
+
+bool State::trusted_proxy(const asio::ip::address& from) const {
+  const flow::Endpoint a = to_flow(from, 0).unmapped();
+  return std::any_of(trusted_proxies_.begin(), trusted_proxies_.end(),
+                     [&](const Cidr& c) { return c.contains(a); });
+}
 
 std::shared_ptr<ssl::context> State::tls_server() const {
   std::lock_guard lock(tls_mu_);
@@ -43,11 +56,29 @@ Worker& State::next_worker() noexcept {
 }
 
 bool State::admit(const asio::ip::address& from) {
+  if (!admit_total()) return false;
+  if (admit_source(from)) return true;
+  release_total();
+  return false;
+}
+
+void State::release(const asio::ip::address& from) {
+  release_source(from);
+  release_total();
+}
+
+bool State::admit_total() {
   if (connections_.fetch_add(1, std::memory_order_relaxed) >= config.limits.max_connections) {
     connections_.fetch_sub(1, std::memory_order_relaxed);
     counters.refused_max_connections.fetch_add(1, std::memory_order_relaxed);
     return false;
   }
+  return true;
+}
+
+void State::release_total() { connections_.fetch_sub(1, std::memory_order_relaxed); }
+
+bool State::admit_source(const asio::ip::address& from) {
   const flow::Endpoint key = to_flow(from, 0).unmapped();
   {
     std::lock_guard lock(addr_mu_);
@@ -58,19 +89,15 @@ bool State::admit(const asio::ip::address& from) {
     }
     if (n == 0) per_address_.erase(key);
   }
-  connections_.fetch_sub(1, std::memory_order_relaxed);
   counters.refused_per_address.fetch_add(1, std::memory_order_relaxed);
   return false;
 }
 
-void State::release(const asio::ip::address& from) {
+void State::release_source(const asio::ip::address& from) {
   const flow::Endpoint key = to_flow(from, 0).unmapped();
-  {
-    std::lock_guard lock(addr_mu_);
-    auto it = per_address_.find(key);
-    if (it != per_address_.end() && --it->second == 0) per_address_.erase(it);
-  }
-  connections_.fetch_sub(1, std::memory_order_relaxed);
+  std::lock_guard lock(addr_mu_);
+  auto it = per_address_.find(key);
+  if (it != per_address_.end() && --it->second == 0) per_address_.erase(it);
 }
 
 std::shared_ptr<FlowEntry> State::open_flow(const flow::FlowKey& key, Worker& w,

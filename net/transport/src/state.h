@@ -2,6 +2,7 @@
 #pragma once
 
 #include "counters.h"
+#include "proxy_header.h"
 #include "worker.h"
 
 #include "edge/net/sip/limits.h"
@@ -56,6 +57,14 @@ struct State final : Redelivery {
   // Connection admission (max_connections, max_per_source_address); release once per admitted one.
   bool admit(const asio::ip::address& from);
   void release(const asio::ip::address& from);
+  // The two halves, for a balancer's connection: the total when it is
+  // accepted, the source once its PROXY header has named the client.
+  bool admit_total();
+  void release_total();
+  bool admit_source(const asio::ip::address& from);
+  void release_source(const asio::ip::address& from);
+  // A load balancer in proxy_protocol.trusted_sources.
+  bool trusted_proxy(const asio::ip::address& from) const;
   std::size_t connections() const noexcept { return connections_.load(std::memory_order_relaxed); }
 
   // Creates and indexes the flow entry of a new connection or UDP peer.
@@ -84,6 +93,7 @@ struct State final : Redelivery {
   std::shared_ptr<CoreLink> core;
 
  private:
+  std::vector<Cidr> trusted_proxies_;
   std::atomic<std::shared_ptr<MessageHandler>> handler_;
   mutable std::mutex tls_mu_;
   std::shared_ptr<ssl::context> tls_server_, tls_client_;

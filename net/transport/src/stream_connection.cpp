@@ -34,17 +34,27 @@ class StreamConnection final : public ClientConnection {
     if constexpr (kTls) {
       // The handshake counts as the header section: a client that stalls in it is closed.
       arm_deadline(st_->config.limits.header_read_timeout);
-      stream_.async_handshake(
-          ssl::stream_base::server, [self = shared(), this](const boost::system::error_code& ec) {
-            if (closed_) return;
-            if (ec) {
-              st_->counters.tls_handshake_failures.fetch_add(1, std::memory_order_relaxed);
-              close_now(CloseReason::io_error);
-              return;
-            }
-            entry_->clear_read_deadline();
-            do_read();
-          });
+      // Bytes read behind a PROXY header are the start of the ClientHello.
+      stream_.async_handshake(ssl::stream_base::server, asio::buffer(preread_),
+                              [self = shared(), this](const boost::system::error_code& ec, std::size_t) {
+                                if (closed_) return;
+                                if (ec) {
+                                  st_->counters.tls_handshake_failures.fetch_add(1,
+                                                                                 std::memory_order_relaxed);
+                                  close_now(CloseReason::io_error);
+                                  return;
+                                }
+                                entry_->clear_read_deadline();
+                                preread_.clear();
+                                do_read();
+                              });
+    } else if (!preread_.empty()) {
+      // Read behind a PROXY header: framed as if this read had returned them.
+      const auto room = framer_.prepare();
+      const std::size_t n = asio::buffer_copy(room, asio::buffer(preread_));
+      framer_.commit(n);
+      preread_.clear();
+      process();
     } else {
       do_read();
     }
@@ -179,8 +189,8 @@ class StreamConnection final : public ClientConnection {
 }  // namespace
 
 void start_stream_connection(const std::shared_ptr<State>& st, Worker& w, tcp::socket sock, flow::Transport t,
-                             const asio::ip::address& peer, std::shared_ptr<ssl::context> tls) {
-  launch_plain_or_tls<StreamConnection>(st, w, std::move(sock), t, peer, std::move(tls));
+                             const asio::ip::address& peer, std::shared_ptr<ssl::context> tls, Preamble pre) {
+  launch_plain_or_tls<StreamConnection>(st, w, std::move(sock), t, peer, std::move(tls), std::move(pre));
 }
 
 }  // namespace edge::net::detail

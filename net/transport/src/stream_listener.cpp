@@ -66,7 +66,10 @@ class StreamListener final : public Listener, public std::enable_shared_from_thi
     }
     boost::system::error_code rec;
     const auto remote = sock.remote_endpoint(rec);
-    if (rec || !st_->admit(remote.address())) {
+    // A trusted balancer's connection counts toward the total now and toward
+    // its client's source once the PROXY header names it.
+    const bool trusted = !rec && cfg_.proxy_protocol && st_->trusted_proxy(remote.address());
+    if (rec || !(trusted ? st_->admit_total() : st_->admit(remote.address()))) {
       // Refused at once: the socket is closed before any byte is read.
       boost::system::error_code ignored;
       sock.close(ignored);
@@ -82,14 +85,21 @@ class StreamListener final : public Listener, public std::enable_shared_from_thi
     std::shared_ptr<ssl::context> tls;
     if (t == flow::Transport::tls || t == flow::Transport::wss) tls = st_->tls_server();
     const auto peer = remote.address();
-    asio::post(target.ctx, [st, &target, t, tls, peer, s = std::move(sock)]() mutable {
+    const bool proxy = cfg_.proxy_protocol;
+    asio::post(target.ctx, [st, &target, t, tls, peer, proxy, trusted, s = std::move(sock)]() mutable {
       if (st->stopping.load(std::memory_order_acquire)) {
         boost::system::error_code ignored;
         s.close(ignored);
-        st->release(peer);
+        if (trusted) {
+          st->release_total();
+        } else {
+          st->release(peer);
+        }
         return;
       }
-      if (t == flow::Transport::tcp || t == flow::Transport::tls) {
+      if (proxy) {
+        start_proxied_connection(st, target, std::move(s), t, peer, trusted, tls);
+      } else if (t == flow::Transport::tcp || t == flow::Transport::tls) {
         start_stream_connection(st, target, std::move(s), t, peer, tls);
       } else {
         start_ws_connection(st, target, std::move(s), t, peer, tls);

@@ -235,6 +235,12 @@ TransportStats Transports::stats() const {
   s.send_failures = c.send_failures.load();
   s.upgrade_refused = c.upgrade_refused.load();
   s.tls_handshake_failures = c.tls_handshake_failures.load();
+  s.proxy_accepted = c.proxy_accepted.load();
+  s.proxy_refused_untrusted = c.proxy_refused[0].load();
+  s.proxy_refused_missing = c.proxy_refused[1].load();
+  s.proxy_refused_malformed = c.proxy_refused[2].load();
+  s.proxy_refused_unsupported = c.proxy_refused[3].load();
+  s.proxy_refused_timeout = c.proxy_refused[4].load();
   s.core_connected = c.core_connected.load();
   s.core_connects = c.core_connects.load();
   s.core_disconnects = c.core_disconnects.load();

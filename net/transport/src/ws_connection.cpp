@@ -33,9 +33,12 @@ class WsConnection final : public ClientConnection {
     // TLS handshake and HTTP upgrade both count as the header section.
     arm_deadline(st_->config.limits.header_read_timeout);
     if constexpr (kTls) {
+      // Bytes read behind a PROXY header are the start of the ClientHello.
       ws_.next_layer().async_handshake(
-          ssl::stream_base::server, [self = shared(), this](const boost::system::error_code& ec) {
+          ssl::stream_base::server, asio::buffer(preread_),
+          [self = shared(), this](const boost::system::error_code& ec, std::size_t) {
             if (closed_) return;
+            preread_.clear();
             if (ec) {
               st_->counters.tls_handshake_failures.fetch_add(1, std::memory_order_relaxed);
               close_now(CloseReason::io_error);
@@ -44,6 +47,9 @@ class WsConnection final : public ClientConnection {
             read_upgrade();
           });
     } else {
+      // Read behind a PROXY header: the start of the HTTP upgrade.
+      buf_.commit(asio::buffer_copy(buf_.prepare(preread_.size()), asio::buffer(preread_)));
+      preread_.clear();
       read_upgrade();
     }
   }
@@ -188,8 +194,8 @@ class WsConnection final : public ClientConnection {
 }  // namespace
 
 void start_ws_connection(const std::shared_ptr<State>& st, Worker& w, tcp::socket sock, flow::Transport t,
-                         const asio::ip::address& peer, std::shared_ptr<ssl::context> tls) {
-  launch_plain_or_tls<WsConnection>(st, w, std::move(sock), t, peer, std::move(tls));
+                         const asio::ip::address& peer, std::shared_ptr<ssl::context> tls, Preamble pre) {
+  launch_plain_or_tls<WsConnection>(st, w, std::move(sock), t, peer, std::move(tls), std::move(pre));
 }
 
 }  // namespace edge::net::detail

@@ -292,5 +292,37 @@ TEST(Properties, RestartClassOfAChangeIsTheWorstOfTheChangedProperties) {
   }
 }
 
+// Behind a load balancer: "proxy" after a stream listener, the trusted balancers as address ranges;
+// both survive the edged.conf round trip and need a listener restart.
+TEST(Properties, ProxyProtocolListenersAndTrustedSources) {
+  v1::ApplianceConfig c = reg().defaults();
+  reg().set(c, "listen", "tcp 127.0.0.1 5070 proxy; tls ::1 5071 proxy; udp 127.0.0.1 5060");
+  ASSERT_EQ(c.sip().listeners_size(), 3);
+  EXPECT_TRUE(c.sip().listeners(0).proxy_protocol());
+  EXPECT_TRUE(c.sip().listeners(1).proxy_protocol());
+  EXPECT_FALSE(c.sip().listeners(2).proxy_protocol());
+  EXPECT_EQ(reg().get(c, "listen"), "tcp 127.0.0.1 5070 proxy; tls ::1 5071 proxy; udp 127.0.0.1 5060");
+  EXPECT_EQ(code_of([&] { reg().set(c, "listen", "udp 127.0.0.1 5060 proxy"); }),
+            ErrorCode::invalid_argument);
+  EXPECT_EQ(code_of([&] { reg().set(c, "listen", "tcp 127.0.0.1 5060 proxi"); }),
+            ErrorCode::invalid_argument);
+
+  reg().set(c, "proxy_protocol.trusted_sources", "10.0.1.0/28; 2001:db8::/32; 192.0.2.7");
+  ASSERT_EQ(c.sip().proxy_trusted_sources_size(), 3);
+  EXPECT_EQ(reg().get(c, "proxy_protocol.trusted_sources"), "10.0.1.0/28; 2001:db8::/32; 192.0.2.7");
+  for (const char* bad : {"10.0.0.0/33", "lb.example.com", "10.0.0.0/", "2001:db8::/129"}) {
+    EXPECT_EQ(code_of([&] { reg().set(c, "proxy_protocol.trusted_sources", bad); }),
+              ErrorCode::invalid_argument)
+        << bad;
+  }
+  EXPECT_EQ(c.sip().proxy_trusted_sources_size(), 3) << "a refused value changes nothing";
+  EXPECT_EQ(reg().find("proxy_protocol.trusted_sources")->restart, v1::RESTART_LISTENERS);
+
+  const auto back = import_conf_text(export_conf_text(c), "exported");
+  EXPECT_EQ(reg().get(back, "listen"), reg().get(c, "listen"));
+  EXPECT_EQ(reg().get(back, "proxy_protocol.trusted_sources"),
+            reg().get(c, "proxy_protocol.trusted_sources"));
+}
+
 }  // namespace
 }  // namespace edge::mgmt

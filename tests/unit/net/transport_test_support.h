@@ -206,9 +206,16 @@ class StreamClient {
   template <class... Args>
   explicit StreamClient(Args&&... args) : s(io, std::forward<Args>(args)...) {}
 
-  bool connect(const tcp::endpoint& to) {
+  // `preamble`: bytes written right after the TCP connect, before any TLS (a PROXY protocol header).
+  bool connect(const tcp::endpoint& to, std::string_view preamble = {}) {
     auto r = run_op(io, [&](OpHandler h) { s.lowest_layer().async_connect(to, h); });
     if (r.ec) return false;
+    if (!preamble.empty()) {
+      auto w = run_op(io, [&](OpHandler h) {
+        asio::async_write(beast::get_lowest_layer(s), asio::buffer(preamble.data(), preamble.size()), h);
+      });
+      if (w.ec) return false;
+    }
     if constexpr (!std::is_same_v<Stream, tcp::socket>) {
       auto hs = run_op(io, [&](OpHandler h) { s.async_handshake(ssl::stream_base::client, h); });
       if (hs.ec) return false;
@@ -345,9 +352,16 @@ class WsClient {
   template <class... Args>
   explicit WsClient(Args&&... args) : ws(io, std::forward<Args>(args)...) {}
 
-  bool connect(const tcp::endpoint& to, const std::string& protocol = "sip") {
+  // `preamble`: bytes written right after the TCP connect, before TLS and the upgrade (a PROXY header).
+  bool connect(const tcp::endpoint& to, const std::string& protocol = "sip", std::string_view preamble = {}) {
     auto r = run_op(io, [&](OpHandler h) { beast::get_lowest_layer(ws).async_connect(to, h); });
     if (r.ec) return false;
+    if (!preamble.empty()) {
+      auto w = run_op(io, [&](OpHandler h) {
+        asio::async_write(beast::get_lowest_layer(ws), asio::buffer(preamble.data(), preamble.size()), h);
+      });
+      if (w.ec) return false;
+    }
     if constexpr (!std::is_same_v<Next, tcp::socket>) {
       auto hs =
           run_op(io, [&](OpHandler h) { ws.next_layer().async_handshake(ssl::stream_base::client, h); });

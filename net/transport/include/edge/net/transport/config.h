@@ -27,6 +27,11 @@ struct ListenerConfig {
   flow::Transport transport = flow::Transport::udp;  // udp, tcp, tls, ws or wss
   std::string address = "127.0.0.1";                 // IPv4 or IPv6 literal, no brackets
   std::uint16_t port = 5060;                         // 0: the OS picks one (tests)
+  // Behind a load balancer (stream listeners only): a connection from a
+  // TransportConfig::proxy_trusted_sources address must begin with a PROXY
+  // protocol header (v1 or v2), whose client address then names the flow; any
+  // other source is a direct client and must not send one.
+  bool proxy_protocol = false;
 };
 
 // The core registrar/proxy behind the edge: one persistent connection.
@@ -76,6 +81,9 @@ struct TransportConfig {
   TransportLimits limits;
   // Worker threads, each owning one io_context; 0 = one per core.
   unsigned workers = 0;
+  // Load balancers whose PROXY headers are believed on proxy_protocol
+  // listeners: "10.0.0.0/8", "2001:db8::/32", or one address.
+  std::vector<std::string> proxy_trusted_sources;
   // Sent as Server on the 400/513 the transport answers itself; empty: none.
   std::string server_header = "edge";
 };

@@ -55,6 +55,14 @@ struct TransportStats {
   std::uint64_t upgrade_refused = 0;   // WebSocket handshakes refused
   std::uint64_t superseded_flows = 0;  // a new connection reused a dead flow's 4-tuple before it was reaped
   std::uint64_t tls_handshake_failures = 0;
+  // PROXY protocol listeners: headers believed (PROXY and LOCAL), and
+  // connections closed before their first message because of the header.
+  std::uint64_t proxy_accepted = 0;
+  std::uint64_t proxy_refused_untrusted = 0;    // a header from a source not trusted
+  std::uint64_t proxy_refused_missing = 0;      // a trusted source sent none
+  std::uint64_t proxy_refused_malformed = 0;    // bad signature, syntax, address or length
+  std::uint64_t proxy_refused_unsupported = 0;  // UNIX socket or UDP client
+  std::uint64_t proxy_refused_timeout = 0;      // not complete within header_read_timeout
   // Core next hop.
   bool core_connected = false;
   std::uint64_t core_connects = 0, core_disconnects = 0;
