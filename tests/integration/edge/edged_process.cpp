@@ -287,6 +287,15 @@ int EdgedProcess::edgectl(const std::vector<std::string>& args, std::string* out
   return run_tool(edgectl_program(), all, output, "edgectl");
 }
 
+std::string start_failure(EdgedOptions o) {
+  try {
+    EdgedProcess edge(std::move(o));
+  } catch (const std::runtime_error& e) {
+    return e.what();
+  }
+  return "edged started";
+}
+
 int EdgedProcess::stop() {
   if (!process_) return 255;
   return process_->stop(std::chrono::milliseconds(5000));

@@ -64,6 +64,11 @@ std::map<std::string, std::string> parse_log_fields(std::string_view line);
 // own. Returns the file's path (in dir), for KamailioOptions::config_template.
 std::filesystem::path write_aliasing_core_template(const std::filesystem::path& dir);
 
+// Starts edged with `o` expecting it to fail: EdgedProcess throws when edged
+// exits during start-up, and this returns that message (exit status and log),
+// or "edged started" when it did not fail.
+std::string start_failure(EdgedOptions o);
+
 // Path of build/bin/edged, build/bin/edge-hsm and build/bin/edgectl (set by CMake for the test binaries).
 std::filesystem::path edged_program();
 std::filesystem::path edge_hsm_program();

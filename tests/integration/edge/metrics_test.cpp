@@ -376,15 +376,6 @@ TEST(MetricsMutualTls, OnlyAScraperWithACertificateOfTheClientCaGetsIn) {
   EXPECT_EQ(edge.stop(), 0) << edge.log();
 }
 
-std::string start_failure(EdgedOptions o) {
-  try {
-    EdgedProcess edge(std::move(o));
-  } catch (const std::runtime_error& e) {
-    return e.what();
-  }
-  return "edged started";
-}
-
 TEST(MetricsConfig, BadMaterialOrATakenPortStopsTheStartWithTheReason) {
   EdgedOptions o;
   o.extra = {{"metrics.listen", "127.0.0.1:9464"},

@@ -10,17 +10,6 @@
 namespace edge::test {
 namespace {
 
-// EdgedProcess throws when edged exits during start-up; the message carries
-// the exit status and the log.
-std::string start_failure(EdgedOptions o) {
-  try {
-    EdgedProcess edge(std::move(o));
-  } catch (const std::runtime_error& e) {
-    return e.what();
-  }
-  return "edged started";
-}
-
 TEST(EdgedProduction, RefusesToStartWithoutACommittedConfiguration) {
   EdgedOptions o;
   o.write_config = false;
