@@ -22,6 +22,15 @@ namespace {
 constexpr std::uint16_t kMetricsPort = 9464;  // a private network namespace per test
 const std::string kUrl = "http://127.0.0.1:9464/metrics";
 
+// 127.0.0.1:port as a socket address.
+sockaddr_in loopback(std::uint16_t port) {
+  sockaddr_in a{};
+  a.sin_family = AF_INET;
+  a.sin_port = htons(port);
+  a.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+  return a;
+}
+
 struct Sample {
   std::string name;
   std::map<std::string, std::string> labels;
@@ -123,11 +132,8 @@ CurlResult curl(const std::filesystem::path& dir, std::vector<std::string> args)
 std::string raw_http(std::uint16_t port, const std::string& request) {
   const int fd = ::socket(AF_INET, SOCK_STREAM, 0);
   if (fd < 0) return "socket failed";
-  sockaddr_in a{};
-  a.sin_family = AF_INET;
-  a.sin_port = htons(port);
-  a.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
-  if (::connect(fd, reinterpret_cast<sockaddr*>(&a), sizeof a) != 0) {
+  const sockaddr_in a = loopback(port);
+  if (::connect(fd, reinterpret_cast<const sockaddr*>(&a), sizeof a) != 0) {
     ::close(fd);
     return "connect failed";
   }
@@ -151,11 +157,8 @@ std::string raw_http(std::uint16_t port, const std::string& request) {
 
 bool port_open(std::uint16_t port) {
   const int fd = ::socket(AF_INET, SOCK_STREAM, 0);
-  sockaddr_in a{};
-  a.sin_family = AF_INET;
-  a.sin_port = htons(port);
-  a.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
-  const bool open = ::connect(fd, reinterpret_cast<sockaddr*>(&a), sizeof a) == 0;
+  const sockaddr_in a = loopback(port);
+  const bool open = ::connect(fd, reinterpret_cast<const sockaddr*>(&a), sizeof a) == 0;
   ::close(fd);
   return open;
 }
@@ -263,11 +266,8 @@ TEST_F(Metrics, MalformedAndOversizedRequestsGetABoundedAnswerAndTheEndpointStay
   std::vector<int> held;
   for (std::size_t i = 0; i < 20; ++i) {
     const int fd = ::socket(AF_INET, SOCK_STREAM, 0);
-    sockaddr_in a{};
-    a.sin_family = AF_INET;
-    a.sin_port = htons(kMetricsPort);
-    a.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
-    if (::connect(fd, reinterpret_cast<sockaddr*>(&a), sizeof a) == 0) held.push_back(fd);
+    const sockaddr_in a = loopback(kMetricsPort);
+    if (::connect(fd, reinterpret_cast<const sockaddr*>(&a), sizeof a) == 0) held.push_back(fd);
   }
   for (const int fd : held) ::close(fd);
   // Half a request, then silence: the connection is the client's problem, not the endpoint's.
@@ -392,11 +392,8 @@ TEST(MetricsConfig, BadMaterialOrATakenPortStopsTheStartWithTheReason) {
 
   // The port is taken (here by a listener of our own).
   const int fd = ::socket(AF_INET, SOCK_STREAM, 0);
-  sockaddr_in a{};
-  a.sin_family = AF_INET;
-  a.sin_port = htons(kMetricsPort);
-  a.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
-  ASSERT_EQ(::bind(fd, reinterpret_cast<sockaddr*>(&a), sizeof a), 0);
+  const sockaddr_in a = loopback(kMetricsPort);
+  ASSERT_EQ(::bind(fd, reinterpret_cast<const sockaddr*>(&a), sizeof a), 0);
   ASSERT_EQ(::listen(fd, 1), 0);
   o.extra = {{"metrics.listen", "127.0.0.1:9464"}};
   why = start_failure(o);

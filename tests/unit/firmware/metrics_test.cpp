@@ -26,6 +26,15 @@
 namespace edge::firmware {
 namespace {
 
+// 127.0.0.1:port as a socket address.
+sockaddr_in loopback(std::uint16_t port) {
+  sockaddr_in a{};
+  a.sin_family = AF_INET;
+  a.sin_port = htons(port);
+  a.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+  return a;
+}
+
 class MetricsUnit : public ::testing::Test {
  protected:
   MetricsUnit() : hsm_(token_.config()), fe_(hsm_, state_.path()) {}
@@ -111,11 +120,8 @@ TEST_F(MetricsUnit, TheServerAnswersAGetOnThePortTheOsPicked) {
     port = server.port();
     ASSERT_NE(port, 0);
     const int fd = ::socket(AF_INET, SOCK_STREAM, 0);
-    sockaddr_in a{};
-    a.sin_family = AF_INET;
-    a.sin_port = htons(port);
-    a.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
-    ASSERT_EQ(::connect(fd, reinterpret_cast<sockaddr*>(&a), sizeof a), 0);
+    const sockaddr_in a = loopback(port);
+    ASSERT_EQ(::connect(fd, reinterpret_cast<const sockaddr*>(&a), sizeof a), 0);
     timeval tv{5, 0};
     ::setsockopt(fd, SOL_SOCKET, SO_RCVTIMEO, &tv, sizeof tv);
     const std::string get = "GET /metrics HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: close\r\n\r\n";
@@ -130,11 +136,8 @@ TEST_F(MetricsUnit, TheServerAnswersAGetOnThePortTheOsPicked) {
   }
   // Gone with the server.
   const int fd = ::socket(AF_INET, SOCK_STREAM, 0);
-  sockaddr_in a{};
-  a.sin_family = AF_INET;
-  a.sin_port = htons(port);
-  a.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
-  EXPECT_NE(::connect(fd, reinterpret_cast<sockaddr*>(&a), sizeof a), 0);
+  const sockaddr_in a = loopback(port);
+  EXPECT_NE(::connect(fd, reinterpret_cast<const sockaddr*>(&a), sizeof a), 0);
   ::close(fd);
 }
 
