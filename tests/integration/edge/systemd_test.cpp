@@ -104,5 +104,31 @@ TEST(EdgedSystemd, UnitFileVerifiesWithSystemdAnalyze) {
   EXPECT_EQ(verify.log(), "") << "systemd-analyze verify complained";
 }
 
+// Issue 18: the unit's sandbox, as systemd-analyze security rates it offline
+// (systemd 252 scale: 0 = fully sandboxed, 10 = none). The unit must stay at or
+// below 2.0; docs/security.md records the score.
+TEST(EdgedSystemd, UnitExposureLevelIsAtMostTwo) {
+  TempDir dir("edge-unit-security");
+  const auto path = dir.path() / "edged.service";
+  write_file(path, read_file(EDGE_SYSTEMD_UNIT));
+  ProcessOptions p;
+  p.program = find_program("systemd-analyze", "systemd");
+  p.args = {"security", "--offline=yes", "--no-pager", path.string()};
+  p.log_file = dir.path() / "security.log";
+  ChildProcess analyze(p);
+  const auto deadline = std::chrono::steady_clock::now() + std::chrono::seconds(30);
+  while (analyze.running() && std::chrono::steady_clock::now() < deadline) {
+    std::this_thread::sleep_for(std::chrono::milliseconds(20));
+  }
+  EXPECT_EQ(analyze.stop(std::chrono::milliseconds(500)), 0);
+  const std::string out = analyze.log();
+  const std::string marker = "Overall exposure level for edged.service: ";
+  const auto at = out.find(marker);
+  ASSERT_NE(at, std::string::npos) << "no exposure line in:\n" << out;
+  const double level = std::stod(out.substr(at + marker.size()));
+  EXPECT_LE(level, 2.0) << out;
+  EXPECT_GE(level, 0.0) << out;
+}
+
 }  // namespace
 }  // namespace edge::test
