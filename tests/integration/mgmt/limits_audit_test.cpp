@@ -41,11 +41,13 @@ grpc::Status close_watch(Watch& w) {
 
 class MgmtLimitsTest : public MgmtFixture {};
 
+constexpr int kCap = mgmt::ManagementService::kMaxWatchStreamsPerPeer;
+
 TEST_F(MgmtLimitsTest, WatchEventsIsCappedPerPeerAndAClosedStreamFreesItsSlot) {
-  constexpr int kCap = mgmt::ManagementService::kMaxWatchStreamsPerPeer;
   start_server();
   auto watcher = tls_stub(&watcher_);
   std::vector<std::unique_ptr<Watch>> open;
+  open.reserve(kCap);
   for (int i = 0; i < kCap; ++i) open.push_back(open_watch(*watcher));
 
   // One more from the same identity: refused, naming the cap.
