@@ -1,0 +1,83 @@
+// Issue 18 ("The key-set view follows the HSM"): a version retired with edge-hsm by another process,
+// with no SIGHUP and no management call, stops verifying within hsm.keyset_refresh_ms, including
+// tokens the front end verified (and cached) before, and no flow mints with it any more.
+#include <ostream>
+
+#include "edge_fixture.h"
+
+namespace edge::test {
+namespace {
+
+class KeySetView : public EdgeTest {
+ protected:
+  EdgedOptions edged_options() override {
+    EdgedOptions o;
+    o.extra.emplace_back("hsm.keyset_refresh_ms", "1000");
+    return o;
+  }
+};
+
+TEST_F(KeySetView, RetireWithEdgeHsmWhileRunningGets403ForACachedTokenAndNoFlowMintsWithIt) {
+  TestUa& alice = ua("alice");
+  const SipMessage reg = register_through_edge(alice, Transport::tcp);
+  ASSERT_EQ(reg.status(), 200) << reg.summary();
+  const std::string v1_token = path_token(reg);
+  ASSERT_EQ(token_key_version(v1_token), 1u) << v1_token;
+  const Endpoint flow = alice.local_endpoint();
+
+  // A call through the core's stored (version-1) Path: the edge verifies the token and caches it.
+  TestUa& bob = ua("bob");
+  bob.connect(Transport::udp, core_->endpoint(Transport::udp));
+  {
+    Call c = call(bob, alice);
+    bob.send(bob.make_in_dialog(c.caller, "BYE"));
+    const SipMessage bye = alice.receive_request("BYE");
+    alice.send(alice.make_response(bye, 200, "OK"));
+    ASSERT_EQ(bob.receive_response("BYE").status(), 200);
+  }
+
+  // Another process rotates and retires version 1 on the same token; edged is not told.
+  const std::size_t log_mark = edge_->log().size();
+  std::string out;
+  ASSERT_EQ(edge_->edge_hsm({"keyset", "rotate", "sipflow"}, &out), 0) << out;
+  ASSERT_EQ(edge_->edge_hsm({"keyset", "retire", "sipflow", "1"}, &out), 0) << out;
+  // One re-read may see the rotation alone (added=2) and the next the retirement; wait for the latter.
+  ASSERT_TRUE(edge_->wait_for_log(" removed=1 ", std::chrono::milliseconds(10000), log_mark))
+      << "the periodic re-read did not notice the retired version";
+  const auto changed = edge_->events("key_set_view_changed");
+  ASSERT_FALSE(changed.empty());
+  const auto fields = parse_log_fields(changed.back());
+  EXPECT_EQ(fields.at("removed"), "1") << changed.back();
+  EXPECT_EQ(fields.at("minting"), "2") << changed.back();
+  EXPECT_TRUE(edge_->events("reloaded").empty()) << "the test must not depend on a reload";
+
+  // The same version-1 Path, verified and cached a moment ago, now gets 403 from the edge.
+  const SipMessage invite = bob.make_invite(alice.aor());
+  bob.send(invite);
+  const SipMessage r = bob.receive_response("INVITE");
+  EXPECT_EQ(r.status(), 403) << r.summary();
+  EXPECT_NE(r.header("Server"), std::optional<std::string>(kCoreServer)) << "the 403 must come from the edge";
+  bob.send(TestUa::make_ack_for_failure(invite, r));
+  EXPECT_FALSE(alice.try_receive(Millis(500))) << "a request with a retired token reached the client";
+  EXPECT_EQ(edge_->status().number("r403"), 1u);
+
+  // The flow is still there, and what it is given now is minted with version 2.
+  EXPECT_TRUE(alice.is_open());
+  const SipMessage again = alice.register_with();
+  ASSERT_EQ(again.status(), 200) << again.summary();
+  const std::string v2_token = path_token(again);
+  EXPECT_EQ(token_key_version(v2_token), 2u) << v2_token;
+  EXPECT_EQ(alice.local_endpoint(), flow);
+
+  Call c2 = call(bob, alice);
+  const auto rr = c2.invite_received.header_values("Record-Route");
+  ASSERT_FALSE(rr.empty());
+  EXPECT_EQ(token_key_version(uri_user(uri_of(rr[0]))), 2u) << rr[0];
+  bob.send(bob.make_in_dialog(c2.caller, "BYE"));
+  const SipMessage bye2 = alice.receive_request("BYE");
+  alice.send(alice.make_response(bye2, 200, "OK"));
+  EXPECT_EQ(bob.receive_response("BYE").status(), 200);
+}
+
+}  // namespace
+}  // namespace edge::test
