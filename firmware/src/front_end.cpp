@@ -112,6 +112,44 @@ SipFrontEnd::SipFrontEnd(hsm::Hsm& hsm, std::filesystem::path state_dir, unsigne
 
 SipFrontEnd::~SipFrontEnd() { stop(); }
 
+namespace {
+std::string versions_text(const std::vector<std::uint32_t>& v) {
+  std::string out;
+  for (const std::uint32_t x : v) out += (out.empty() ? "" : ",") + std::to_string(x);
+  return out.empty() ? "-" : out;
+}
+
+// Re-reads one view; one event line when the versions that verify changed.
+// Throws what the HSM throws.
+void refresh_view(hsm::KeySetMac& mac) {
+  const auto usable = [](const hsm::KeySetInfo& info) {
+    std::vector<std::uint32_t> v;
+    for (const auto& k : info.versions)
+      if (k.state == hsm::KeyState::active) v.push_back(k.version);
+    return v;
+  };
+  const std::vector<std::uint32_t> before = usable(mac.info());
+  const std::uint64_t epoch = mac.epoch();
+  mac.refresh();
+  const std::vector<std::uint32_t> after = usable(mac.info());
+  if (before == after && epoch == mac.epoch()) return;
+  std::vector<std::uint32_t> added, removed;
+  std::ranges::set_difference(after, before, std::back_inserter(added));
+  std::ranges::set_difference(before, after, std::back_inserter(removed));
+  spdlog::info("event=key_set_view_changed key_set={} added={} removed={} minting={}", mac.key_set(),
+               versions_text(added), versions_text(removed), mac.minting_version());
+}
+
+// refresh_view, and a warning instead of an exception: the rules keep the view they had.
+void refresh_view_or_warn(hsm::KeySetMac& mac) {
+  try {
+    refresh_view(mac);
+  } catch (const std::exception& e) {
+    spdlog::warn("event=key_set_refresh_failed key_set={} reason=\"{}\"", mac.key_set(), e.what());
+  }
+}
+}  // namespace
+
 EdgedConfig SipFrontEnd::convert(const mgmt::v1::ApplianceConfig& config) const {
   // edged.conf text is the one canonical text form of the configuration: the
   // same parser checks a first-boot file and every generation the agent applies.
@@ -264,6 +302,8 @@ void SipFrontEnd::apply(const mgmt::v1::ApplianceConfig& next, RestartClass cls)
   Rules rules;
   if (!same && previous_ && google::protobuf::util::MessageDifferencer::Equals(previous_->config, next)) {
     rules = previous_->rules;
+    // A retire or a rotation's destroy since the swap counts for the rollback target too.
+    if (rules.mac) refresh_view_or_warn(*rules.mac);
   } else {
     rules = build_rules(cfg);
   }
@@ -440,34 +480,6 @@ std::optional<SipFrontEnd::AdmissionChange> SipFrontEnd::hsm_admission_change() 
                                    std::to_string(p.hsm_shed) + " since start)"};
 }
 
-namespace {
-std::string versions_text(const std::vector<std::uint32_t>& v) {
-  std::string out;
-  for (const std::uint32_t x : v) out += (out.empty() ? "" : ",") + std::to_string(x);
-  return out.empty() ? "-" : out;
-}
-
-// Re-reads one view; one event line when the versions that verify changed.
-void refresh_view(hsm::KeySetMac& mac) {
-  const auto usable = [](const hsm::KeySetInfo& info) {
-    std::vector<std::uint32_t> v;
-    for (const auto& k : info.versions)
-      if (k.state == hsm::KeyState::active) v.push_back(k.version);
-    return v;
-  };
-  const std::vector<std::uint32_t> before = usable(mac.info());
-  const std::uint64_t epoch = mac.epoch();
-  mac.refresh();
-  const std::vector<std::uint32_t> after = usable(mac.info());
-  if (before == after && epoch == mac.epoch()) return;
-  std::vector<std::uint32_t> added, removed;
-  std::ranges::set_difference(after, before, std::back_inserter(added));
-  std::ranges::set_difference(before, after, std::back_inserter(removed));
-  spdlog::info("event=key_set_view_changed key_set={} added={} removed={} minting={}", mac.key_set(),
-               versions_text(added), versions_text(removed), mac.minting_version());
-}
-}  // namespace
-
 void SipFrontEnd::poll_key_sets(std::chrono::steady_clock::time_point now) {
   {
     std::lock_guard lock(mu_);
@@ -488,12 +500,7 @@ void SipFrontEnd::key_sets_changed() {
   // and with it every cache of verified tokens (the flows' own tokens included)
   // stops answering for them.
   for (const auto& mac : {current, previous}) {
-    if (!mac) continue;
-    try {
-      refresh_view(*mac);
-    } catch (const std::exception& e) {
-      spdlog::warn("event=key_set_refresh_failed key_set={} reason=\"{}\"", mac->key_set(), e.what());
-    }
+    if (mac) refresh_view_or_warn(*mac);
   }
   std::lock_guard lock(mu_);
   // Rules whose key set has nothing left to mint with are no rollback target.

@@ -137,8 +137,8 @@ v1::KeySetChange KeySetAdmin::rotate(const v1::RotateKeySetRequest& r, std::stri
   // The rotation destroys the oldest versions beyond `retain`: never one
   // that a configuration or the running front end still mints with.
   const std::uint32_t retain = before.retain == 0 ? hsm::kDefaultRetain : before.retain;
-  if (before.versions.size() + 1 > retain) {
-    const std::size_t destroyed = before.versions.size() + 1 - retain;
+  const std::size_t destroyed = before.versions.size() + 1 > retain ? before.versions.size() + 1 - retain : 0;
+  if (destroyed > 0) {
     const auto in_use = versions_in_use(before, users_());
     for (std::size_t i = 0; i < destroyed && i < before.versions.size(); ++i) {
       if (in_use.count(before.versions[i].version) != 0) {
@@ -150,6 +150,8 @@ v1::KeySetChange KeySetAdmin::rotate(const v1::RotateKeySetRequest& r, std::stri
     }
   }
   const auto v = hsm_call(hsm_, [&] { return hsm_.keysets().rotate(r.name()); });
+  // Versions beyond `retain` are gone: tokens minted with them stop verifying now.
+  if (destroyed > 0) changed_();
   detail += " -> version " + std::to_string(v.version);
   v1::KeySetChange ch;
   // Staged, not live: the front end switches at the next apply, after the

@@ -40,7 +40,8 @@ struct KeySetUsers {
 class KeySetAdmin {
  public:
   using Users = std::function<KeySetUsers()>;
-  // `changed` runs after a version stopped verifying (retire, destroy): the
+  // `changed` runs after a version stopped verifying (retire, destroy, a rotation
+  // that destroyed versions beyond `retain`): the
   // front end must learn it now (FrontEnd::key_sets_changed).
   KeySetAdmin(hsm::Hsm& hsm, Users users, std::function<void()> changed);
 

@@ -87,7 +87,8 @@ TEST_F(Tokens, MalformedTokensGet403) {
 TEST_F(Tokens, ReplayedFromAnotherAddressIsIncomingOnlyAnd430OnceTheFlowIsGone) {
   EXPECT_FALSE(invite_with(token_, "127.0.0.3").has_value()) << "not forwarded";
   const SipMessage got = alice_->receive_request("INVITE");
-  EXPECT_EQ(got.header_values("Via").size(), 2u) << "edge Via + the sender's: it came from mallory, not the core";
+  EXPECT_EQ(got.header_values("Via").size(), 2u)
+      << "edge Via + the sender's: it came from mallory, not the core";
   alice_->close();
   ASSERT_TRUE(wait_status([](const EdgedStatus& s) { return s.number("flows_tcp") == 1; }));
   const auto r = invite_with(token_, "127.0.0.3");
@@ -116,6 +117,25 @@ TEST_F(Tokens, RetiredKeyVersionIsRefused) {
   EXPECT_FALSE(invite_with(path_token(ok)).has_value());
   EXPECT_EQ(alice_->receive_request("INVITE").method(), "INVITE");
   // The bystander's binding in the core carries a v1 token too: it re-registers (as phones do).
+  EXPECT_EQ(bystander_->register_with().status(), 200);
+  expect_unharmed();
+}
+
+// A rotation destroys the versions beyond `retain` (3): a token of the destroyed version gets 403
+// at once, before any apply (the agent refreshes the front end's key-set view on that rotation).
+TEST_F(Tokens, VersionDestroyedByARotationIsRefusedAtOnce) {
+  std::string out;
+  for (int i = 0; i < 2; ++i) {  // v2 then v3 mint; v1 is no longer in use but still verifies
+    ASSERT_EQ(edge_->edgectl({"keyset", "rotate", "sipflow"}, &out), 0) << out;
+    ASSERT_EQ(edge_->edgectl({"apply"}, &out), 0) << out;
+  }
+  EXPECT_FALSE(invite_with(token_).has_value()) << "v1 must still verify while it is retained";
+  alice_->receive_request("INVITE");
+  ASSERT_EQ(edge_->edgectl({"keyset", "rotate", "sipflow"}, &out), 0) << out;  // v4 staged; v1 destroyed
+  expect_403(token_, "key version 1 destroyed by the rotation");
+  const SipMessage ok = alice_->register_with();
+  ASSERT_EQ(ok.status(), 200);
+  EXPECT_EQ(token_key_version(path_token(ok)), 3u) << "v4 is only staged; v3 still mints";
   EXPECT_EQ(bystander_->register_with().status(), 200);
   expect_unharmed();
 }
