@@ -98,6 +98,15 @@ class SipFrontEnd::CountingHandler final : public net::MessageHandler {
 };
 
 namespace {
+// Objects with a version's label and ID that the HSM did not generate (a key planted
+// with a known value): never used; said loudly, once per view change.
+void log_refused_keys(const hsm::KeySetInfo& info) {
+  for (const auto& r : info.refused) {
+    spdlog::error("event=key_version_refused key_set={} version={} label={} reason=\"{}\"", info.name,
+                  r.version, r.label, r.reason);
+  }
+}
+
 net::ProxyStateOptions proxy_state_options(unsigned hsm_threads) {
   net::ProxyStateOptions o;
   o.hsm_work.threads = hsm_threads;
@@ -128,10 +137,18 @@ void refresh_view(hsm::KeySetMac& mac) {
       if (k.state == hsm::KeyState::active) v.push_back(k.version);
     return v;
   };
-  const std::vector<std::uint32_t> before = usable(mac.info());
+  const auto refused = [](const hsm::KeySetInfo& info) {
+    std::vector<std::string> v;
+    for (const auto& r : info.refused) v.push_back(r.label + ' ' + r.reason);
+    return v;
+  };
+  const hsm::KeySetInfo old_info = mac.info();
+  const std::vector<std::uint32_t> before = usable(old_info);
   const std::uint64_t epoch = mac.epoch();
   mac.refresh();
-  const std::vector<std::uint32_t> after = usable(mac.info());
+  const hsm::KeySetInfo new_info = mac.info();
+  if (refused(new_info) != refused(old_info)) log_refused_keys(new_info);
+  const std::vector<std::uint32_t> after = usable(new_info);
   if (before == after && epoch == mac.epoch()) return;
   std::vector<std::uint32_t> added, removed;
   std::ranges::set_difference(after, before, std::back_inserter(added));
@@ -165,6 +182,7 @@ Rules SipFrontEnd::build_rules(const EdgedConfig& cfg) {
     }
     r.mac = hsm_.mac_for(cfg.key_set);
     r.mac->refresh();
+    log_refused_keys(r.mac->info());
     // Pinned, also when the configuration says "newest" (0): a later refresh
     // (a retire elsewhere in the set) must not start minting with a version
     // that was rotated in but not applied yet.

@@ -502,7 +502,7 @@ SelfTestReport Hsm::self_test() {
   try {
     r.round_trip_detail = im.with_session([&](Session& s) -> std::string {
       CK_FUNCTION_LIST* f = s.functions();
-      AttributeTemplate t = mac_key_template(false);
+      AttributeTemplate t = mac_key_template(false, /*modifiable=*/false);
       t.add_string(CKA_LABEL, "edge-hsm selftest");
       im.counters.generate.fetch_add(1, std::memory_order_relaxed);
       UniqueObject key(s, generate_key(s, CKM_GENERIC_SECRET_KEY_GEN, t));

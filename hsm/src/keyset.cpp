@@ -136,7 +136,36 @@ std::optional<KeyId> decode_key_id(std::span<const std::uint8_t> raw) {
   return id;
 }
 
-std::vector<StoredKey> scan_keys(Session& session, OpCounters& counters, std::string_view set) {
+CK_RV check_provenance(CK_FUNCTION_LIST* f, CK_SESSION_HANDLE session, CK_OBJECT_HANDLE key,
+                       const char*& refusal) noexcept {
+  refusal = nullptr;
+  CK_BBOOL local = CK_FALSE, never_extractable = CK_FALSE, always_sensitive = CK_FALSE;
+  CK_ATTRIBUTE a[] = {
+      {CKA_LOCAL, &local, sizeof local},
+      {CKA_NEVER_EXTRACTABLE, &never_extractable, sizeof never_extractable},
+      {CKA_ALWAYS_SENSITIVE, &always_sensitive, sizeof always_sensitive},
+  };
+  // An attribute the token will not report (ulValueLen = CK_UNAVAILABLE_INFORMATION)
+  // counts as not true: provenance must be shown, not assumed.
+  const CK_RV rv = f->C_GetAttributeValue(session, key, a, 3);
+  if (rv != CKR_OK && rv != CKR_ATTRIBUTE_TYPE_INVALID && rv != CKR_ATTRIBUTE_SENSITIVE) return rv;
+  const auto is_true = [](const CK_ATTRIBUTE& x) {
+    return x.ulValueLen == sizeof(CK_BBOOL) && *static_cast<const CK_BBOOL*>(x.pValue) != CK_FALSE;
+  };
+  if (!is_true(a[0])) {
+    refusal =
+        "CKA_LOCAL is not true: the key was not generated inside this HSM (created from a value someone "
+        "knows, or imported)";
+  } else if (!is_true(a[1])) {
+    refusal = "CKA_NEVER_EXTRACTABLE is not true: the key was extractable at some time";
+  } else if (!is_true(a[2])) {
+    refusal = "CKA_ALWAYS_SENSITIVE is not true: the key was not sensitive at some time";
+  }
+  return CKR_OK;
+}
+
+std::vector<StoredKey> scan_keys(Session& session, OpCounters& counters, std::string_view set,
+                                 std::vector<std::pair<std::string, RefusedKey>>* refused) {
   AttributeTemplate t;
   t.add_class(CKO_SECRET_KEY).add_key_type(CKK_GENERIC_SECRET);
   counters.find.fetch_add(1, std::memory_order_relaxed);
@@ -150,6 +179,13 @@ std::vector<StoredKey> scan_keys(Session& session, OpCounters& counters, std::st
     // The label must agree with the ID: the per-message path finds a version
     // by both, so a key whose label was changed would be invisible there.
     if (a.label != version_label(id->set, id->version)) continue;
+    const char* refusal = nullptr;
+    if (CK_RV rv = check_provenance(session.functions(), session.handle(), h, refusal); rv != CKR_OK)
+      throw Pkcs11Error("C_GetAttributeValue", rv);
+    if (refusal != nullptr && !accepted_as_imported(*id)) {
+      if (refused != nullptr) refused->emplace_back(id->set, RefusedKey{id->version, a.label, refusal});
+      continue;
+    }
     StoredKey k;
     k.handle = h;
     k.id = std::move(*id);
@@ -164,10 +200,15 @@ std::vector<StoredKey> scan_keys(Session& session, OpCounters& counters, std::st
     if (x.id.version != y.id.version) return x.id.version < y.id.version;
     return x.id.created < y.id.created;
   });
+  if (refused != nullptr) {
+    std::stable_sort(refused->begin(), refused->end(), [](const auto& x, const auto& y) {
+      return x.first != y.first ? x.first < y.first : x.second.version < y.second.version;
+    });
+  }
   return out;
 }
 
-AttributeTemplate mac_key_template(bool on_token) {
+AttributeTemplate mac_key_template(bool on_token, bool modifiable) {
   AttributeTemplate t;
   t.add_class(CKO_SECRET_KEY)
       .add_key_type(CKK_GENERIC_SECRET)
@@ -182,19 +223,22 @@ AttributeTemplate mac_key_template(bool on_token) {
       .add_bool(CKA_DECRYPT, false)
       .add_bool(CKA_WRAP, false)
       .add_bool(CKA_UNWRAP, false)
-      .add_bool(CKA_DERIVE, false);
+      .add_bool(CKA_DERIVE, false)
+      // Modifiable only for key-set versions, whose retirement switches CKA_SIGN /
+      // CKA_VERIFY off; the token refuses every C_SetAttributeValue on any other key.
+      .add_bool(CKA_MODIFIABLE, modifiable)
+      // No C_CopyObject: a copy could carry different usage flags.
+      .add_bool(CKA_COPYABLE, false);
   return t;
 }
 
 CK_OBJECT_HANDLE generate_version(Session& session, OpCounters& counters, const KeyId& id) {
   const std::vector<std::uint8_t> raw = encode_key_id(id);
-  AttributeTemplate t = mac_key_template(true);
-  // Modifiable so that retirement can switch CKA_SIGN / CKA_VERIFY off.
-  t.add_bool(CKA_MODIFIABLE, true)
-      // No C_CopyObject: a copy could carry different usage flags.
-      .add_bool(CKA_COPYABLE, false)
-      .add_string(CKA_LABEL, version_label(id.set, id.version))
-      .add_bytes(CKA_ID, raw);
+  // Modifiable so that retirement can switch CKA_SIGN / CKA_VERIFY off (and set
+  // CKA_END_DATE): PKCS#11 has no per-attribute modifiability. What a PIN holder can
+  // do with that is in docs/security.md ("What a holder of the user PIN can still do").
+  AttributeTemplate t = mac_key_template(true, /*modifiable=*/true);
+  t.add_string(CKA_LABEL, version_label(id.set, id.version)).add_bytes(CKA_ID, raw);
   // No CKA_START_DATE: the creation time is in CKA_ID, and SoftHSM 2.6.1
   // cannot read a date back from a private object (see read_end_date), which
   // would break listings by other tools.
@@ -202,9 +246,12 @@ CK_OBJECT_HANDLE generate_version(Session& session, OpCounters& counters, const 
   return generate_key(session, CKM_GENERIC_SECRET_KEY_GEN, t);
 }
 
-KeySetInfo to_info(std::string_view set, const std::vector<StoredKey>& keys) {
+KeySetInfo to_info(std::string_view set, const std::vector<StoredKey>& keys,
+                   const std::vector<std::pair<std::string, RefusedKey>>& refused) {
   KeySetInfo info;
   info.name = std::string(set);
+  for (const auto& [owner, r] : refused)
+    if (owner == set) info.refused.push_back(r);
   for (const StoredKey& k : keys) {
     if (k.id.set != set) continue;
     if (!info.versions.empty() && info.versions.back().version == k.id.version)
@@ -249,6 +296,15 @@ bool valid_key_set_name(std::string_view name) noexcept {
     if (!ok) return false;
   }
   return true;
+}
+
+std::string refused_text(const std::vector<RefusedKey>& refused, std::uint32_t version) {
+  std::string out;
+  for (const RefusedKey& r : refused) {
+    if (version != 0 && r.version != version) continue;
+    out += "; object labelled '" + r.label + "' was refused: " + r.reason;
+  }
+  return out;
 }
 
 std::string version_label(std::string_view name, std::uint32_t version) {
@@ -332,8 +388,11 @@ void KeySetManager::retire(std::string_view name, std::uint32_t version) {
   check_name(name);
   Hsm::Impl& im = hsm_.impl();
   im.with_session([&](Session& s) {
-    std::vector<StoredKey> keys = scan_keys(s, im.counters, name);
-    if (keys.empty()) throw HsmError("key set '" + std::string(name) + "' does not exist");
+    std::vector<std::pair<std::string, RefusedKey>> refused;
+    std::vector<StoredKey> keys = scan_keys(s, im.counters, name, &refused);
+    const std::vector<RefusedKey> why = to_info(name, {}, refused).refused;
+    if (keys.empty())
+      throw HsmError("key set '" + std::string(name) + "' does not exist" + refused_text(why));
     bool found = false;
     for (const auto& k : keys) {
       if (k.id.version != version) continue;
@@ -346,18 +405,25 @@ void KeySetManager::retire(std::string_view name, std::uint32_t version) {
       Object(s, k.handle).set_attributes(t);
     }
     if (!found) {
-      throw HsmError("key set '" + std::string(name) + "' has no version " + std::to_string(version));
+      throw HsmError("key set '" + std::string(name) + "' has no version " + std::to_string(version) +
+                     refused_text(why, version));
     }
   });
 }
 
 std::vector<KeySetInfo> KeySetManager::list() {
   Hsm::Impl& im = hsm_.impl();
-  std::vector<StoredKey> keys = im.with_session([&](Session& s) { return scan_keys(s, im.counters, {}); });
+  std::vector<std::pair<std::string, RefusedKey>> refused;
+  std::vector<StoredKey> keys = im.with_session([&](Session& s) {
+    refused.clear();
+    return scan_keys(s, im.counters, {}, &refused);
+  });
+  // A set exists by its adopted versions; a set with refused objects only is not
+  // listed (get() names them in its error).
   std::vector<KeySetInfo> out;
   for (std::size_t i = 0; i < keys.size(); ++i) {
     if (i > 0 && keys[i].id.set == keys[i - 1].id.set) continue;
-    out.push_back(to_info(keys[i].id.set, keys));
+    out.push_back(to_info(keys[i].id.set, keys, refused));
   }
   return out;
 }
@@ -365,9 +431,15 @@ std::vector<KeySetInfo> KeySetManager::list() {
 KeySetInfo KeySetManager::get(std::string_view name) {
   check_name(name);
   Hsm::Impl& im = hsm_.impl();
-  std::vector<StoredKey> keys = im.with_session([&](Session& s) { return scan_keys(s, im.counters, name); });
-  if (keys.empty()) throw HsmError("key set '" + std::string(name) + "' does not exist");
-  return to_info(name, keys);
+  std::vector<std::pair<std::string, RefusedKey>> refused;
+  std::vector<StoredKey> keys = im.with_session([&](Session& s) {
+    refused.clear();
+    return scan_keys(s, im.counters, name, &refused);
+  });
+  KeySetInfo info = to_info(name, keys, refused);
+  if (keys.empty())
+    throw HsmError("key set '" + std::string(name) + "' does not exist" + refused_text(info.refused));
+  return info;
 }
 
 bool KeySetManager::exists(std::string_view name) {

@@ -61,6 +61,7 @@ struct View {
   std::uint32_t count = 0;  // entries[0 .. count-1], strictly ascending by version
   std::uint32_t retain = 0;
   std::unique_ptr<Entry[]> entries;
+  std::vector<RefusedKey> refused;  // objects with this set's labels that were not adopted
 
   Entry* find(std::uint32_t version) const noexcept {
     std::uint32_t lo = 0, hi = count;
@@ -116,10 +117,26 @@ CK_RV attempt(Hsm::Impl& im, Entry& e, SessionLease& lease, std::span<const std:
         {CKA_ID, e.raw_id.data(), static_cast<CK_ULONG>(e.raw_id.size())},
         {CKA_LABEL, e.label.data(), static_cast<CK_ULONG>(e.label.size())},
     };
-    CK_OBJECT_HANDLE found[2];
+    // More than one object may carry the label and ID: a key someone created with a
+    // value they know next to ours. Only a key the HSM generated is used. (Whoever
+    // plants more copies than this holds can hide ours; with the PIN they could as
+    // well destroy it: a denial of service either way, never a forged key in use.)
+    CK_OBJECT_HANDLE found[16];
     CK_ULONG n = 0;
     im.counters.find.fetch_add(1, std::memory_order_relaxed);
     if (CK_RV rv = find_objects_into(s, tmpl, 3, found, n, fn); rv != CKR_OK) return rv;
+    CK_OBJECT_HANDLE genuine = CK_INVALID_HANDLE;
+    for (CK_ULONG i = 0; i < n && genuine == CK_INVALID_HANDLE; ++i) {
+      const char* refusal = nullptr;
+      fn = "C_GetAttributeValue";
+      if (CK_RV rv = check_provenance(f, s.handle(), found[i], refusal); rv != CKR_OK) return rv;
+      if (refusal == nullptr) genuine = found[i];
+    }
+    if (n > 0 && genuine == CK_INVALID_HANDLE) {
+      // Only refused objects: this version does not verify; refresh() reports why.
+      not_found = true;
+      return CKR_OK;
+    }
     if (n == 0) {
       // Private objects are invisible to a session that is not logged in:
       // that is a lost login, not a missing key.
@@ -138,7 +155,7 @@ CK_RV attempt(Hsm::Impl& im, Entry& e, SessionLease& lease, std::span<const std:
       not_found = true;
       return CKR_OK;
     }
-    h = found[0];
+    h = genuine;
     e.cached.store(pack(epoch, h), std::memory_order_release);
   }
 
@@ -242,10 +259,14 @@ const std::string& KeySetMac::key_set() const noexcept { return s_->name; }
 void KeySetMac::refresh() {
   std::lock_guard lock(s_->refresh_mu);
   Hsm::Impl& im = *s_->impl;
-  std::vector<StoredKey> keys =
-      im.with_session([&](Session& s) { return scan_keys(s, im.counters, s_->name); });
+  std::vector<std::pair<std::string, RefusedKey>> refused;
+  std::vector<StoredKey> keys = im.with_session([&](Session& s) {
+    refused.clear();
+    return scan_keys(s, im.counters, s_->name, &refused);
+  });
 
   auto next = std::make_shared<View>();
+  for (auto& r : refused) next->refused.push_back(std::move(r.second));
   if (!keys.empty()) {
     // keys are sorted by version: count the distinct ones.
     std::uint32_t distinct = 0;
@@ -294,8 +315,9 @@ void KeySetMac::set_minting_version(std::uint32_t version) {
     const std::shared_ptr<View> v = s_->view.load(std::memory_order_acquire);
     const Entry* e = v->find(version);
     if (e == nullptr) {
+      const std::string why = refused_text(v->refused, version);
       throw HsmError("key set '" + s_->name + "' has no version " + std::to_string(version) +
-                     " (refresh first?)");
+                     (why.empty() ? std::string(" (refresh first?)") : why));
     }
     if (e->state.load(std::memory_order_acquire) != EntryState::active) {
       throw HsmError("key set '" + s_->name + "' version " + std::to_string(version) +
@@ -332,6 +354,7 @@ KeySetInfo KeySetMac::info() const {
   KeySetInfo info;
   info.name = s_->name;
   info.retain = v->retain;
+  info.refused = v->refused;
   const std::uint32_t minting = minting_version();
   for (std::uint32_t i = 0; i < v->count; ++i) {
     const Entry& e = v->entries[i];

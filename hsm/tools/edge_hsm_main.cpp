@@ -159,6 +159,9 @@ void print_set_lines(const KeySetInfo& set) {
     if (v.state == KeyState::retired && !v.retired_on.empty()) std::cout << " retired_on=" << v.retired_on;
     std::cout << '\n';
   }
+  // Objects with a version's label and ID that the HSM did not generate: never used.
+  for (const auto& r : set.refused)
+    std::cout << set.name << " v" << r.version << " REFUSED reason=\"" << r.reason << "\"\n";
 }
 
 // Names are restricted to [A-Za-z0-9._-] and dates to digits, so nothing here needs escaping.
@@ -174,6 +177,13 @@ void print_json(const std::vector<KeySetInfo>& sets) {
                 << "\",\"minting\":" << (v.minting ? "true" : "false") << ",\"created\":\""
                 << iso_time(v.created_unix) << "\",\"created_unix\":" << v.created_unix << ",\"retired_on\":"
                 << (v.retired_on.empty() ? std::string("null") : "\"" + v.retired_on + "\"") << '}';
+    }
+    // Labels are "<set>/v<N>" and reasons fixed texts without quotes or backslashes.
+    std::cout << "],\"refused\":[";
+    for (std::size_t j = 0; j < s.refused.size(); ++j) {
+      const RefusedKey& r = s.refused[j];
+      std::cout << (j ? "," : "") << "{\"version\":" << r.version << ",\"label\":\"" << r.label
+                << "\",\"reason\":\"" << r.reason << "\"}";
     }
     std::cout << "]}";
   }

@@ -228,9 +228,9 @@ void KeySetAdmin::check_mints(const ApplianceConfig& c) {
     if (v == 0)
       throw MgmtError(ErrorCode::failed_precondition, "key set '" + name + "' has no active version");
     if (!active_version(info, v)) {
-      throw MgmtError(ErrorCode::failed_precondition, "key set '" + name + "' has no active version " +
-                                                          std::to_string(v) +
-                                                          " (sip.flow_token.key_version)");
+      throw MgmtError(ErrorCode::failed_precondition,
+                      "key set '" + name + "' has no active version " + std::to_string(v) +
+                          " (sip.flow_token.key_version)" + hsm::refused_text(info.refused, v));
     }
     auto mac = hsm_.mac_for(name);
     mac->refresh();

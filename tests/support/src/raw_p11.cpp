@@ -108,6 +108,25 @@ CK_OBJECT_HANDLE RawP11::generate_hmac_key(CK_SESSION_HANDLE session, std::strin
   return key;
 }
 
+CK_OBJECT_HANDLE RawP11::create_known_hmac_key(CK_SESSION_HANDLE session, std::string_view label,
+                                               const std::vector<unsigned char>& id,
+                                               const std::vector<unsigned char>& value) const {
+  CK_OBJECT_CLASS cls = CKO_SECRET_KEY;
+  CK_KEY_TYPE type = CKK_GENERIC_SECRET;
+  CK_BBOOL yes = CK_TRUE, no = CK_FALSE;
+  std::string l(label);
+  std::vector<unsigned char> i(id), v(value);
+  std::vector<CK_ATTRIBUTE> tmpl = {
+      {CKA_CLASS, &cls, sizeof cls},   {CKA_KEY_TYPE, &type, sizeof type}, {CKA_TOKEN, &yes, sizeof yes},
+      {CKA_PRIVATE, &yes, sizeof yes}, {CKA_SENSITIVE, &yes, sizeof yes},  {CKA_EXTRACTABLE, &no, sizeof no},
+      {CKA_SIGN, &yes, sizeof yes},    {CKA_VERIFY, &yes, sizeof yes},     {CKA_LABEL, l.data(), l.size()},
+      {CKA_ID, i.data(), i.size()},    {CKA_VALUE, v.data(), v.size()},
+  };
+  CK_OBJECT_HANDLE key = CK_INVALID_HANDLE;
+  p11_check(list_->C_CreateObject(session, tmpl.data(), tmpl.size(), &key), "C_CreateObject");
+  return key;
+}
+
 SecretKeyAttributes read_secret_key(const RawP11& p11, CK_SESSION_HANDLE session, CK_OBJECT_HANDLE key) {
   SecretKeyAttributes a;
   CK_BBOOL b[15] = {};

@@ -103,6 +103,33 @@ TEST_F(KeyTemplateTest, KeyCannotBeMadeExtractableLater) {
   EXPECT_EQ(a.value_rv, CKR_ATTRIBUTE_SENSITIVE);
 }
 
+// CKA_MODIFIABLE only because retirement switches CKA_SIGN / CKA_VERIFY off; no copy with
+// other flags, and retirement leaves the provenance attributes the adoption check reads.
+TEST_F(KeyTemplateTest, VersionIsModifiableOnlyForRetirementAndCannotBeCopied) {
+  create_set([](auto& ks) {
+    ks.rotate("tmpl");
+    ks.retire("tmpl", 1);
+  });
+  auto o = open_raw();
+  o->session = o->p11.open_session(o->p11.slot_by_label(token_.label()), true);  // R/W
+  for (const char* label : {"tmpl/v1", "tmpl/v2"}) {
+    const auto key = only_key(*o, label);
+    auto a = edge::test::read_secret_key(o->p11, o->session, key);
+    EXPECT_TRUE(a.modifiable) << label << ": retirement needs C_SetAttributeValue";
+    CK_BBOOL copyable = CK_TRUE;
+    CK_ATTRIBUTE c{CKA_COPYABLE, &copyable, sizeof copyable};
+    ASSERT_EQ(o->p11.f().C_GetAttributeValue(o->session, key, &c, 1), CKR_OK);
+    EXPECT_EQ(copyable, CK_FALSE) << label;
+    CK_BBOOL yes = CK_TRUE;
+    CK_ATTRIBUTE more{CKA_DERIVE, &yes, sizeof yes};
+    CK_OBJECT_HANDLE copy = CK_INVALID_HANDLE;
+    EXPECT_NE(o->p11.f().C_CopyObject(o->session, key, &more, 1, &copy), CKR_OK) << label;
+    EXPECT_TRUE(a.local) << label;
+    EXPECT_TRUE(a.never_extractable) << label;
+    EXPECT_TRUE(a.always_sensitive) << label;
+  }
+}
+
 TEST_F(KeyTemplateTest, KeyIsInvisibleWithoutLogin) {
   create_set();
   auto o = open_raw(/*login=*/false);

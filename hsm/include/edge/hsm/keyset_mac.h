@@ -30,7 +30,10 @@ class KeySetMac final : public MacOracle {
   const std::string& key_set() const noexcept;
 
   // Re-reads the set's versions from the HSM. Keeps cached handles of versions
-  // that did not change. Throws HsmError / Pkcs11Error (management path).
+  // that did not change. Adopts only keys the HSM generated itself (CKA_LOCAL,
+  // CKA_NEVER_EXTRACTABLE, CKA_ALWAYS_SENSITIVE true); other objects with a version's
+  // label and ID are listed in info().refused and never used, also when the
+  // per-message path finds a key again. Throws HsmError / Pkcs11Error (management path).
   void refresh();
 
   // Pins the version new tokens are minted with; 0 = the newest active one.

@@ -36,6 +36,12 @@ class RawP11 {
   std::vector<CK_OBJECT_HANDLE> find_by_label(CK_SESSION_HANDLE session, std::string_view label) const;
   // A 32-byte CKK_GENERIC_SECRET token key for HMAC, as the design asks for key-set keys.
   CK_OBJECT_HANDLE generate_hmac_key(CK_SESSION_HANDLE session, std::string_view label) const;
+  // A CKK_GENERIC_SECRET token key made with C_CreateObject from a value the caller knows,
+  // otherwise as private, sensitive, non-extractable and sign/verify as edge_hsm's keys:
+  // what a PIN holder could plant to forge MACs offline. The token marks it CKA_LOCAL false.
+  CK_OBJECT_HANDLE create_known_hmac_key(CK_SESSION_HANDLE session, std::string_view label,
+                                         const std::vector<unsigned char>& id,
+                                         const std::vector<unsigned char>& value) const;
 
  private:
   void* handle_ = nullptr;
