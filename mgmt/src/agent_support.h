@@ -13,6 +13,7 @@
 #include <chrono>
 #include <cstdint>
 #include <exception>
+#include <optional>
 #include <string>
 #include <string_view>
 #include <utility>
@@ -64,20 +65,50 @@ inline void publish(EventBus& bus, v1::Event::Kind kind, std::uint64_t generatio
 // Runs `f` and writes one audit record with its outcome; `detail` is read
 // afterwards so the body may complete it (e.g. with the applied changes). A
 // foreign exception is reported to the caller as ErrorCode::internal.
+//
+// No change is made that cannot be audited: unless `must_run` (a safety
+// action such as the confirm-deadline rollback, which runs anyway), an audit
+// log that does not take a write (missing, not a regular file, unwritable, a
+// full file system) refuses the call before `f` runs, saying nothing changed.
+// If the record of a change that was made still fails, the error says that
+// the change is in effect and that its record is missing.
 template <class F>
-auto audited(AuditLog& audit, std::string_view actor, std::string_view action, std::string& detail, F&& f)
-    -> decltype(f()) {
+auto audited(AuditLog& audit, std::string_view actor, std::string_view action, std::string& detail, F&& f,
+             bool must_run = false) -> decltype(f()) {
+  if (!must_run) {
+    try {
+      audit.check_writable();
+    } catch (const std::exception& e) {
+      throw MgmtError(ErrorCode::unavailable, std::string(e.what()) + "; nothing was changed (" +
+                                                  std::string(action) +
+                                                  " is refused while it cannot be audited)");
+    }
+  }
+  auto record_refusal = [&](const MgmtError& e) {
+    try {
+      audit.record(actor, action, detail, std::string("refused: ") + e.what());
+    } catch (const std::exception& a) {
+      throw MgmtError(e.code(), std::string(e.what()) + "; its audit record was not written: " + a.what());
+    }
+  };
+  std::optional<decltype(f())> result;
   try {
-    auto result = f();
-    audit.record(actor, action, detail, "ok");
-    return result;
+    result.emplace(f());
   } catch (const MgmtError& e) {
-    audit.record(actor, action, detail, std::string("refused: ") + e.what());
+    record_refusal(e);
     throw;
   } catch (const std::exception& e) {
-    audit.record(actor, action, detail, std::string("refused: ") + e.what());
-    throw MgmtError(ErrorCode::internal, e.what());
+    const MgmtError internal(ErrorCode::internal, e.what());
+    record_refusal(internal);
+    throw internal;
   }
+  try {
+    audit.record(actor, action, detail, "ok");
+  } catch (const std::exception& e) {
+    throw MgmtError(ErrorCode::internal, std::string(action) + " was done and is in effect (" + detail +
+                                             "), but its audit record was not written: " + e.what());
+  }
+  return std::move(*result);
 }
 
 }  // namespace edge::mgmt::agent_parts

@@ -344,11 +344,14 @@ void ChangeController::expire() {
   if (!st->pending || Clock::now() < st->pending->deadline) return;
   std::string detail = "confirm deadline passed";
   try {
-    audited(parts_.audit, self_actor_, "confirm_deadline", detail, [&] {
-      detail +=
-          ", rolled back to generation " + std::to_string(drop_pending(self_actor_, "not confirmed in time"));
-      return 0;
-    });
+    audited(
+        parts_.audit, self_actor_, "confirm_deadline", detail,
+        [&] {
+          detail += ", rolled back to generation " +
+                    std::to_string(drop_pending(self_actor_, "not confirmed in time"));
+          return 0;
+        },
+        /*must_run=*/true);  // the safety rollback runs even when the audit log cannot take its record
   } catch (const std::exception& e) {
     spdlog::error("event=mgmt_confirm_deadline_failed reason=\"{}\"", e.what());
     // Still pending: try again, without spinning on a failure that lasts.

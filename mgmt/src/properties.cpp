@@ -171,18 +171,40 @@ std::string listener_text(const v1::Listener& l) {
 
 const char* role_name(v1::Role r) { return r == v1::ROLE_VIEWER ? "viewer" : "operator"; }
 
+// One mgmt.tls.roles entry as written: "uri:<URI>=role", "dns:<name>=role" or "cn:<CN>=role".
+std::string role_entry_text(const v1::CertificateRole& r) {
+  std::string who = !r.uri().empty()        ? "uri:" + r.uri()
+                    : !r.dns_name().empty() ? "dns:" + r.dns_name()
+                                            : "cn:" + r.common_name();
+  return who + "=" + role_name(r.role());
+}
+
 void set_roles(ApplianceConfig& c, std::string_view value) {
   auto* roles = c.mutable_mgmt()->mutable_roles();
   roles->Clear();
+  constexpr const char* kShape = "expected 'uri:<URI>=<role>', 'dns:<name>=<role>' or 'cn:<CN>=<role>'";
   for (const auto entry : split(value, ';')) {
-    // A CN may itself hold '=', the role never does.
+    // A URI or CN may itself hold '=', the role never does.
     const auto eq = entry.rfind('=');
-    if (eq == std::string_view::npos || trim(entry.substr(0, eq)).empty()) {
-      refuse("mgmt.tls.roles", "expected 'CN=viewer' or 'CN=operator', got '" + std::string(entry) + "'");
+    const auto colon = entry.find(':');
+    if (eq == std::string_view::npos || colon == std::string_view::npos || colon > eq) {
+      refuse("mgmt.tls.roles", std::string(kShape) + ", got '" + std::string(entry) + "'");
     }
+    const auto kind = trim(entry.substr(0, colon));
+    const auto who = std::string(trim(entry.substr(colon + 1, eq - colon - 1)));
+    if (who.empty()) refuse("mgmt.tls.roles", std::string(kShape) + ", got '" + std::string(entry) + "'");
     const auto role = trim(entry.substr(eq + 1));
     auto* r = roles->Add();
-    r->set_common_name(std::string(trim(entry.substr(0, eq))));
+    if (kind == "uri") {
+      r->set_uri(who);
+    } else if (kind == "dns") {
+      r->set_dns_name(who);
+    } else if (kind == "cn") {
+      r->set_common_name(who);
+    } else {
+      refuse("mgmt.tls.roles", "unknown kind '" + std::string(kind) + "' in '" + std::string(entry) +
+                                   "' (expected uri, dns or cn)");
+    }
     if (role == "viewer") {
       r->set_role(v1::ROLE_VIEWER);
     } else if (role == "operator") {
@@ -528,13 +550,20 @@ PropertyRegistry::PropertyRegistry() {
       [](const C& c) { return c.mgmt().client_ca_file(); },
       [](C& c, S v) { c.mutable_mgmt()->set_client_ca_file(std::string(v)); });
   p.add(
-      "mgmt.tls.roles", PT::list, "", kProcess, "'CN=viewer' / 'CN=operator' entries separated by ';'",
-      [](const C& c) {
-        return join_list(c.mgmt().roles(), [](const v1::CertificateRole& r) {
-          return r.common_name() + "=" + role_name(r.role());
-        });
-      },
-      set_roles);
+      "mgmt.tls.roles", PT::list, "", kProcess,
+      "'uri:<URI>=viewer|operator', 'dns:<name>=...', 'cn:<CN>=...' entries separated by ';' (cn: only with "
+      "mgmt.tls.cn_fallback)",
+      [](const C& c) { return join_list(c.mgmt().roles(), role_entry_text); }, set_roles);
+  p.add(
+      "mgmt.tls.cn_fallback", PT::boolean, "false", kProcess,
+      "let cn: entries of mgmt.tls.roles match the subject CN of a client certificate",
+      [](const C& c) { return b(c.mgmt().cn_fallback()); },
+      [](C& c, S v) { c.mutable_mgmt()->set_cn_fallback(v == "true"); });
+  p.add(
+      "mgmt.tls.crl", PT::string, "", kProcess,
+      "PEM CRL file of mgmt.tls.client_ca, checked at every handshake; empty: none",
+      [](const C& c) { return c.mgmt().crl_file(); },
+      [](C& c, S v) { c.mutable_mgmt()->set_crl_file(std::string(v)); });
   p.uint(
       "mgmt.keep_generations", 10, 1, 100, kNone, "committed generations kept for rollback",
       [](const C& c) { return u(c.mgmt().keep_generations()); },

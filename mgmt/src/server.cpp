@@ -14,7 +14,13 @@
 #include <grp.h>
 #include <grpcpp/grpcpp.h>
 #include <grpcpp/security/server_credentials.h>
+#include <grpcpp/security/tls_certificate_provider.h>
+#include <grpcpp/security/tls_credentials_options.h>
 #include <grpcpp/server_posix.h>
+#include <openssl/bio.h>
+#include <openssl/err.h>
+#include <openssl/pem.h>
+#include <openssl/x509.h>
 #include <poll.h>
 #include <spdlog/spdlog.h>
 #include <sys/socket.h>
@@ -24,10 +30,15 @@
 
 #include <algorithm>
 #include <atomic>
+#include <cctype>
 #include <cerrno>
 #include <charconv>
+#include <cstdio>
+#include <cstdlib>
 #include <cstring>
+#include <ctime>
 #include <fstream>
+#include <map>
 #include <mutex>
 #include <sstream>
 #include <system_error>
@@ -64,6 +75,93 @@ std::filesystem::path under(const std::filesystem::path& state_dir, const std::s
   return path.is_absolute() ? path : state_dir / path;
 }
 
+struct X509Free {
+  void operator()(X509* x) const { X509_free(x); }
+};
+struct CrlFree {
+  void operator()(X509_CRL* x) const { X509_CRL_free(x); }
+};
+struct BioFree {
+  void operator()(BIO* b) const { BIO_free(b); }
+};
+
+// A read-only BIO over `pem` (not copied: it must outlive the BIO).
+std::unique_ptr<BIO, BioFree> memory_bio(const std::string& pem) {
+  std::unique_ptr<BIO, BioFree> bio(BIO_new_mem_buf(pem.data(), static_cast<int>(pem.size())));
+  if (!bio) fail("mgmt: out of memory reading PEM");
+  return bio;
+}
+
+// Every PEM CRL in `crl_file`, each checked against a certificate of the
+// client CA bundle (its issuer and signature): a CRL the CA did not sign
+// would make every handshake fail, so it is refused at start with a reason.
+std::vector<std::unique_ptr<X509_CRL, CrlFree>> load_crls(const std::string& crl_file,
+                                                          const std::string& ca_pem) {
+  std::vector<std::unique_ptr<X509, X509Free>> cas;
+  auto ca_bio = memory_bio(ca_pem);
+  while (X509* ca = PEM_read_bio_X509(ca_bio.get(), nullptr, nullptr, nullptr)) cas.emplace_back(ca);
+  std::vector<std::unique_ptr<X509_CRL, CrlFree>> crls;
+  const std::string crl_pem = read_pem(crl_file, "CRL file");
+  auto bio = memory_bio(crl_pem);  // the BIO reads crl_pem in place
+  while (X509_CRL* crl = PEM_read_bio_X509_CRL(bio.get(), nullptr, nullptr, nullptr)) crls.emplace_back(crl);
+  ERR_clear_error();  // the end of the PEM stream reads as an error
+  if (crls.empty()) fail("mgmt: no PEM CRL in '" + crl_file + "'");
+  for (const auto& crl : crls) {
+    const bool signed_by_ca = std::any_of(cas.begin(), cas.end(), [&](const auto& ca) {
+      if (X509_NAME_cmp(X509_get_subject_name(ca.get()), X509_CRL_get_issuer(crl.get())) != 0) return false;
+      EVP_PKEY* key = X509_get0_pubkey(ca.get());
+      return key != nullptr && X509_CRL_verify(crl.get(), key) == 1;
+    });
+    ERR_clear_error();
+    if (!signed_by_ca)
+      fail("mgmt: a CRL in '" + crl_file + "' is not signed by a certificate of the client CA");
+    const ASN1_TIME* next = X509_CRL_get0_nextUpdate(crl.get());
+    if (next != nullptr && X509_cmp_current_time(next) < 0)
+      spdlog::error(
+          "event=mgmt_crl_expired file={} reason=\"nextUpdate has passed: every client handshake fails "
+          "until a current CRL is installed and edged restarts\"",
+          crl_file);
+  }
+  return crls;
+}
+
+// Writes the CRLs into a fresh private directory as <issuer hash>.r<N>, the
+// layout of OpenSSL's hashed-directory lookup that gRPC's crl_directory uses.
+std::filesystem::path write_crl_directory(const std::vector<std::unique_ptr<X509_CRL, CrlFree>>& crls) {
+  std::string tmpl = (std::filesystem::temp_directory_path() / "edge-mgmt-crl.XXXXXX").string();
+  if (::mkdtemp(tmpl.data()) == nullptr) fail("mgmt: cannot create a CRL directory: " + errno_text(errno));
+  std::filesystem::path dir(tmpl);
+  std::map<unsigned long, int> next_index;
+  for (const auto& crl : crls) {
+    const unsigned long hash = X509_NAME_hash_ex(X509_CRL_get_issuer(crl.get()), nullptr, nullptr, nullptr);
+    char name[32];
+    std::snprintf(name, sizeof name, "%08lx.r%d", hash, next_index[hash]++);
+    const std::filesystem::path path = dir / name;
+    std::FILE* f = std::fopen(path.c_str(), "w");
+    const bool ok = f != nullptr && PEM_write_X509_CRL(f, crl.get()) == 1;
+    if (f != nullptr && std::fclose(f) != 0) fail("mgmt: cannot write '" + path.string() + "'");
+    if (!ok) {
+      std::error_code ec;
+      std::filesystem::remove_all(dir, ec);
+      fail("mgmt: cannot write '" + path.string() + "'");
+    }
+  }
+  return dir;
+}
+
+bool same_dns_name(std::string_view a, std::string_view b) {
+  return a.size() == b.size() && std::equal(a.begin(), a.end(), b.begin(), [](char x, char y) {
+           return std::tolower(static_cast<unsigned char>(x)) == std::tolower(static_cast<unsigned char>(y));
+         });
+}
+
+// What a role entry matches, as audit actors and messages name it.
+std::string role_selector(const v1::CertificateRole& r) {
+  if (!r.uri().empty()) return "uri:" + r.uri();
+  if (!r.dns_name().empty()) return "dns:" + r.dns_name();
+  return "cn:" + r.common_name();
+}
+
 // What SO_PEERCRED (and SO_PEERGROUPS) said about one accepted connection.
 struct UnixPeer {
   ucred cred{};
@@ -81,7 +179,9 @@ ServerOptions server_options(const v1::MgmtSettings& m, const std::filesystem::p
   o.tls_certificate_file = under(state_dir, m.tls_certificate()).string();
   o.tls_private_key_file = under(state_dir, m.tls_private_key()).string();
   o.client_ca_file = under(state_dir, m.client_ca_file()).string();
+  o.crl_file = under(state_dir, m.crl_file()).string();
   o.roles.assign(m.roles().begin(), m.roles().end());
+  o.cn_fallback = m.cn_fallback();
   return o;
 }
 
@@ -94,6 +194,7 @@ struct MgmtServer::Impl {
   std::unique_ptr<ManagementService> service;
   std::unique_ptr<grpc::Server> server;
   int tcp_port = 0;
+  std::filesystem::path crl_dir;  // private copy of the CRLs, removed at shutdown
 
   int listen_fd = -1;
   bool socket_file_ours = false;  // bound by us: ours to remove at shutdown
@@ -233,24 +334,47 @@ Identity MgmtServer::Impl::identify_certificate(grpc::ServerContext& ctx, const 
   id.peer = peer;
   std::shared_ptr<const grpc::AuthContext> auth = ctx.auth_context();
   if (!auth || !auth->IsPeerAuthenticated()) {
+    // The handshake requires a certificate, so this is not expected on TCP.
     id.reason = "no client certificate";
     return id;
   }
-  std::vector<grpc::string_ref> cns = auth->FindPropertyValues(GRPC_X509_CN_PROPERTY_NAME);
-  if (cns.empty()) {
-    id.reason = "client certificate without a subject CN";
-    return id;
-  }
-  std::string cn(cns.front().data(), cns.front().size());
-  id.peer += ",cn:" + cn;
+  auto values = [&auth](const char* property) {
+    std::vector<std::string> out;
+    for (const grpc::string_ref& v : auth->FindPropertyValues(property)) out.emplace_back(v.data(), v.size());
+    return out;
+  };
+  const std::vector<std::string> uris = values(GRPC_PEER_URI_PROPERTY_NAME);
+  const std::vector<std::string> dns_names = values(GRPC_PEER_DNS_PROPERTY_NAME);
+  const std::vector<std::string> cns = values(GRPC_X509_CN_PROPERTY_NAME);
+  std::string names;  // what the certificate offers, for the log and the refusal
+  for (const auto& u : uris) names += (names.empty() ? "uri:" : ",uri:") + u;
+  for (const auto& d : dns_names) names += (names.empty() ? "dns:" : ",dns:") + d;
+  if (!cns.empty()) names += (names.empty() ? "cn:" : ",cn:") + cns.front();
+  if (!names.empty()) id.peer += "," + names;
+
   for (const v1::CertificateRole& r : options.roles) {
-    if (r.common_name() == cn && r.role() != v1::ROLE_UNSPECIFIED) {
-      id.caller = Caller{"cert:" + cn, r.role()};
+    if (r.role() == v1::ROLE_UNSPECIFIED) continue;
+    bool match = false;
+    if (!r.uri().empty()) {
+      match = std::find(uris.begin(), uris.end(), r.uri()) != uris.end();
+    } else if (!r.dns_name().empty()) {
+      match = std::any_of(dns_names.begin(), dns_names.end(),
+                          [&r](const std::string& d) { return same_dns_name(d, r.dns_name()); });
+    } else if (options.cn_fallback && !r.common_name().empty()) {
+      match = !cns.empty() && cns.front() == r.common_name();
+    }
+    if (match) {
+      id.caller = Caller{"cert:" + role_selector(r), r.role()};
       return id;
     }
   }
+  if (uris.empty() && dns_names.empty() && (!options.cn_fallback || cns.empty())) {
+    id.reason = "client certificate has no URI or DNS subjectAltName";
+    if (!cns.empty()) id.reason += " (its CN '" + cns.front() + "' counts only with mgmt.tls.cn_fallback)";
+    return id;  // UNAUTHENTICATED: nothing in it names the client
+  }
   id.refusal = grpc::StatusCode::PERMISSION_DENIED;
-  id.reason = "certificate CN '" + cn + "' has no role";
+  id.reason = "client certificate (" + names + ") matches no entry of mgmt.tls.roles";
   return id;
 }
 
@@ -266,6 +390,10 @@ void MgmtServer::Impl::stop() {
     if (server) server->Shutdown(std::chrono::system_clock::now() + kShutdownGrace);
     if (listen_fd >= 0) ::close(listen_fd);
     if (socket_file_ours) ::unlink(options.unix_socket.c_str());
+    if (!crl_dir.empty()) {
+      std::error_code ec;
+      std::filesystem::remove_all(crl_dir, ec);
+    }
     for (int fd : wake)
       if (fd >= 0) ::close(fd);
   });
@@ -281,11 +409,29 @@ MgmtServer::MgmtServer(Agent& agent, ServerOptions options)
   builder.SetMaxReceiveMessageSize(kMaxRequestBytes);
   builder.RegisterService(d.service.get());
   if (!d.options.tcp_listen.empty()) {
-    grpc::SslServerCredentialsOptions ssl(GRPC_SSL_REQUEST_CLIENT_CERTIFICATE_AND_VERIFY);
-    ssl.pem_root_certs = read_pem(d.options.client_ca_file, "client CA");
-    ssl.pem_key_cert_pairs.push_back({read_pem(d.options.tls_private_key_file, "TLS private key"),
-                                      read_pem(d.options.tls_certificate_file, "TLS certificate")});
-    builder.AddListeningPort(d.options.tcp_listen, grpc::SslServerCredentials(ssl), &d.tcp_port);
+    // TlsServerCredentials rather than SslServerCredentials: only the former
+    // takes a CRL directory in gRPC 1.51.
+    const std::string ca = read_pem(d.options.client_ca_file, "client CA");
+    auto provider = std::make_shared<grpc::experimental::StaticDataCertificateProvider>(
+        ca, std::vector<grpc::experimental::IdentityKeyCertPair>{
+                {read_pem(d.options.tls_private_key_file, "TLS private key"),
+                 read_pem(d.options.tls_certificate_file, "TLS certificate")}});
+    grpc::experimental::TlsServerCredentialsOptions tls(provider);
+    tls.watch_root_certs();
+    tls.watch_identity_key_cert_pairs();
+    tls.set_cert_request_type(GRPC_SSL_REQUEST_AND_REQUIRE_CLIENT_CERTIFICATE_AND_VERIFY);
+    if (!d.options.crl_file.empty()) {
+      d.crl_dir = write_crl_directory(load_crls(d.options.crl_file, ca));
+      tls.set_crl_directory(d.crl_dir.string());
+    }
+    if (std::any_of(d.options.roles.begin(), d.options.roles.end(),
+                    [](const v1::CertificateRole& r) { return !r.common_name().empty(); }) &&
+        !d.options.cn_fallback)
+      spdlog::warn(
+          "event=mgmt_cn_roles_ignored reason=\"mgmt.tls.roles has cn: entries but mgmt.tls.cn_fallback is "
+          "off\"");
+    builder.AddListeningPort(d.options.tcp_listen, grpc::experimental::TlsServerCredentials(tls),
+                             &d.tcp_port);
   }
   try {
     if (!d.options.unix_socket.empty()) d.open_unix_socket();

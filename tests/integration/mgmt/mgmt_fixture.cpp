@@ -47,10 +47,12 @@ MgmtFixture::MgmtFixture() {
   pki_ = std::make_unique<TestPki>(dir_.path() / "pki");
   other_pki_ = std::make_unique<TestPki>(dir_.path() / "other-pki", "another CA");
   server_cert_ = pki_->issue("edge-mgmt", {"IP:127.0.0.1"});
-  ops_ = pki_->issue("ops");
-  watcher_ = pki_->issue("watcher");
-  stranger_ = pki_->issue("stranger");
-  foreign_ops_ = other_pki_->issue("ops");
+  ops_ = pki_->issue("ops", {"URI:" + std::string(kOpsUri), "DNS:localhost"});
+  watcher_ = pki_->issue("watcher", {"DNS:" + std::string(kWatcherDns)});
+  stranger_ = pki_->issue("stranger", {"URI:spiffe://edge.test/mgmt/stranger"});
+  cn_only_ = pki_->issue("legacy-ops", {"IP:127.0.0.1"});
+  revoked_ops_ = pki_->issue("revoked-ops", {"URI:" + std::string(kOpsUri)});
+  foreign_ops_ = other_pki_->issue("ops", {"URI:" + std::string(kOpsUri)});
 
   v1::ApplianceConfig initial = mgmt::PropertyRegistry::instance().defaults();
   initial.mutable_sip()->mutable_flow_token()->set_key_set(kKeySet);
@@ -78,12 +80,17 @@ void MgmtFixture::start_server(unsigned unix_mode, long operator_gid) {
   m.set_tls_certificate(server_cert_.cert.string());
   m.set_tls_private_key(server_cert_.key.string());
   m.set_client_ca_file(pki_->ca_file().string());
+  m.set_crl_file(crl_file_.string());
+  m.set_cn_fallback(cn_fallback_);
   auto* r = m.add_roles();
-  r->set_common_name("ops");
+  r->set_uri(kOpsUri);
   r->set_role(v1::ROLE_OPERATOR);
   r = m.add_roles();
-  r->set_common_name("watcher");
+  r->set_dns_name(kWatcherDns);
   r->set_role(v1::ROLE_VIEWER);
+  r = m.add_roles();
+  r->set_common_name("legacy-ops");
+  r->set_role(v1::ROLE_OPERATOR);
   server_ = std::make_unique<mgmt::MgmtServer>(*agent_, mgmt::server_options(m, state_dir_));
 }
 

@@ -37,12 +37,18 @@ class LogCapture {
 class MgmtFixture : public ::testing::Test {
  protected:
   static constexpr const char* kKeySet = "flow";
+  static constexpr const char* kOpsUri = "spiffe://edge.test/mgmt/ops";
+  static constexpr const char* kWatcherDns = "watcher.mgmt.test";
+  static constexpr const char* kOpsActor = "cert:uri:spiffe://edge.test/mgmt/ops";
+  static constexpr const char* kWatcherActor = "cert:dns:watcher.mgmt.test";
 
   MgmtFixture();
   ~MgmtFixture() override;
 
-  // Starts MgmtServer on <state>/mgmt.sock and on 127.0.0.1:0 with mutual TLS
-  // (roles: ops operator, watcher viewer), through server_options().
+  // Starts MgmtServer on <state>/mgmt.sock and on 127.0.0.1:0 with mutual TLS,
+  // through server_options(). Roles: uri:kOpsUri operator, dns:kWatcherDns
+  // viewer, cn:legacy-ops operator (counts only with cn_fallback_); the CRL
+  // crl_file_ when set.
   void start_server(unsigned unix_mode = 0660, long operator_gid = -1);
 
   std::unique_ptr<mgmt::v1::EdgeManagement::Stub> unix_stub();
@@ -57,7 +63,12 @@ class MgmtFixture : public ::testing::Test {
   std::filesystem::path state_dir_;
   std::unique_ptr<TestPki> pki_;
   std::unique_ptr<TestPki> other_pki_;
-  CertFiles server_cert_, ops_, watcher_, stranger_, foreign_ops_;
+  // ops_: URI SAN kOpsUri; watcher_: DNS SAN kWatcherDns; stranger_: an
+  // unlisted URI; cn_only_: CN legacy-ops, an IP SAN only; revoked_ops_: URI
+  // kOpsUri (for CRL tests); foreign_ops_: kOpsUri from another CA.
+  CertFiles server_cert_, ops_, watcher_, stranger_, cn_only_, revoked_ops_, foreign_ops_;
+  bool cn_fallback_ = false;
+  std::filesystem::path crl_file_;
   LogCapture log_;
   FakeFrontEnd front_end_;  // healthy, records what the agent asked of it
   std::unique_ptr<mgmt::Agent> agent_;

@@ -19,6 +19,7 @@ namespace edge::test {
 namespace {
 namespace v1 = mgmt::v1;
 using ::testing::HasSubstr;
+using ::testing::Not;
 
 v1::Status get_status(v1::EdgeManagement::Stub& stub, grpc::Status* st) {
   grpc::ClientContext ctx;
@@ -127,7 +128,7 @@ TEST_F(MgmtServerTest, OperatorCertificateRotatesAndApplies) {
   v1::ListGenerationsResponse gens;
   ASSERT_TRUE(ops->ListGenerations(&gctx, v1::ListGenerationsRequest(), &gens).ok());
   ASSERT_FALSE(gens.generations().empty());
-  EXPECT_EQ(gens.generations().rbegin()->actor(), "cert:ops");
+  EXPECT_EQ(gens.generations().rbegin()->actor(), kOpsActor);
 }
 
 TEST_F(MgmtServerTest, ViewerCertificateReadsButMayNotChange) {
@@ -150,7 +151,7 @@ TEST_F(MgmtServerTest, ViewerCertificateReadsButMayNotChange) {
 
   std::string log = log_.text();
   EXPECT_THAT(log, HasSubstr("event=mgmt_refused"));
-  EXPECT_THAT(log, HasSubstr("actor=cert:watcher rpc=SetProperty"));
+  EXPECT_THAT(log, HasSubstr("actor=" + std::string(kWatcherActor) + " rpc=SetProperty"));
   EXPECT_THAT(log, HasSubstr("rpc=Apply code=PERMISSION_DENIED"));
   // Refused before the agent saw it: nothing was staged.
   grpc::ClientContext ctx;
@@ -160,22 +161,24 @@ TEST_F(MgmtServerTest, ViewerCertificateReadsButMayNotChange) {
   EXPECT_TRUE(cfg.staged().empty());
 }
 
-TEST_F(MgmtServerTest, CertificateWithUnknownCommonNameIsDenied) {
+TEST_F(MgmtServerTest, CertificateWithAnUnlistedSanIsDenied) {
   start_server();
   grpc::Status rpc;
   get_status(*tls_stub(&stranger_), &rpc);
   EXPECT_EQ(rpc.error_code(), grpc::StatusCode::PERMISSION_DENIED);
-  EXPECT_THAT(rpc.error_message(), HasSubstr("stranger"));
-  EXPECT_THAT(log_.text(),
-              HasSubstr("rpc=GetStatus code=PERMISSION_DENIED reason=\"certificate CN 'stranger'"));
+  EXPECT_THAT(rpc.error_message(), HasSubstr("uri:spiffe://edge.test/mgmt/stranger"));
+  EXPECT_THAT(log_.text(), HasSubstr("rpc=GetStatus code=PERMISSION_DENIED reason=\"client certificate "
+                                     "(uri:spiffe://edge.test/mgmt/stranger,cn:stranger) matches no entry"));
 }
 
-TEST_F(MgmtServerTest, TlsWithoutClientCertificateIsUnauthenticated) {
+// The handshake requires a client certificate: a client without one never
+// reaches a handler (before, it got UNAUTHENTICATED from the service).
+TEST_F(MgmtServerTest, TlsWithoutClientCertificateFailsTheHandshake) {
   start_server();
   grpc::Status rpc;
   get_status(*tls_stub(nullptr), &rpc);
-  EXPECT_EQ(rpc.error_code(), grpc::StatusCode::UNAUTHENTICATED) << rpc.error_message();
-  EXPECT_THAT(log_.text(), HasSubstr("code=UNAUTHENTICATED reason=\"no client certificate\""));
+  EXPECT_EQ(rpc.error_code(), grpc::StatusCode::UNAVAILABLE) << rpc.error_message();
+  EXPECT_THAT(log_.text(), Not(HasSubstr("event=mgmt_refused")));
 }
 
 TEST_F(MgmtServerTest, CertificateFromAnotherCaFailsTheHandshake) {
@@ -183,6 +186,68 @@ TEST_F(MgmtServerTest, CertificateFromAnotherCaFailsTheHandshake) {
   grpc::Status rpc;
   get_status(*tls_stub(&foreign_ops_), &rpc);
   EXPECT_EQ(rpc.error_code(), grpc::StatusCode::UNAVAILABLE) << rpc.error_message();
+  EXPECT_THAT(log_.text(), Not(HasSubstr("event=mgmt_refused")));
+}
+
+TEST_F(MgmtServerTest, OperatorSanMayChange) {
+  start_server();
+  auto ops = tls_stub(&ops_);
+  EXPECT_TRUE(set_property(*ops, "sip.flow_timer", "60").ok());
+}
+
+TEST_F(MgmtServerTest, RevokedCertificateFailsTheHandshakeAndOthersStillWork) {
+  crl_file_ = dir_.path() / "pki" / "clients.crl";
+  pki_->write_crl(crl_file_, {revoked_ops_});
+  start_server();
+  grpc::Status rpc;
+  get_status(*tls_stub(&revoked_ops_), &rpc);
+  EXPECT_EQ(rpc.error_code(), grpc::StatusCode::UNAVAILABLE) << rpc.error_message();
+  EXPECT_FALSE(set_property(*tls_stub(&revoked_ops_), "sip.flow_timer", "60").ok());
+  // Same CA, same URI SAN, not revoked: served.
+  EXPECT_TRUE(set_property(*tls_stub(&ops_), "sip.flow_timer", "61").ok());
+  get_status(*tls_stub(&watcher_), &rpc);
+  EXPECT_TRUE(rpc.ok()) << rpc.error_message();
+}
+
+TEST_F(MgmtServerTest, WithoutTheCrlTheSameCertificateIsServed) {
+  // The control for the test above: revoked_ops_ is a good certificate until the CRL names it.
+  start_server();
+  EXPECT_TRUE(set_property(*tls_stub(&revoked_ops_), "sip.flow_timer", "60").ok());
+}
+
+TEST_F(MgmtServerTest, CrlFromAnotherCaOrNotACrlIsRefusedAtStart) {
+  crl_file_ = dir_.path() / "other-pki" / "other.crl";
+  other_pki_->write_crl(crl_file_, {});
+  try {
+    start_server();
+    ADD_FAILURE() << "a CRL of another CA was accepted";
+  } catch (const mgmt::MgmtError& e) {
+    EXPECT_THAT(e.what(), HasSubstr("not signed by a certificate of the client CA"));
+  }
+  crl_file_ = server_cert_.cert;  // a certificate, no CRL
+  try {
+    start_server();
+    ADD_FAILURE() << "a file without a CRL was accepted";
+  } catch (const mgmt::MgmtError& e) {
+    EXPECT_THAT(e.what(), HasSubstr("no PEM CRL"));
+  }
+}
+
+TEST_F(MgmtServerTest, CnOnlyCertificateIsUnauthenticatedWithoutTheFallback) {
+  start_server();
+  grpc::Status rpc;
+  get_status(*tls_stub(&cn_only_), &rpc);
+  EXPECT_EQ(rpc.error_code(), grpc::StatusCode::UNAUTHENTICATED) << rpc.error_message();
+  EXPECT_THAT(rpc.error_message(), HasSubstr("mgmt.tls.cn_fallback"));
+  EXPECT_EQ(set_property(*tls_stub(&cn_only_), "sip.flow_timer", "60").error_code(),
+            grpc::StatusCode::UNAUTHENTICATED);
+}
+
+TEST_F(MgmtServerTest, CnOnlyCertificateGetsItsRoleWithTheFallback) {
+  cn_fallback_ = true;
+  start_server();
+  EXPECT_TRUE(set_property(*tls_stub(&cn_only_), "sip.flow_timer", "60").ok());
+  EXPECT_THAT(read_file(state_dir() / "audit.log"), HasSubstr("\"actor\":\"cert:cn:legacy-ops\""));
 }
 
 // Connects to the server as uid 65534 (nobody) with primary group `gid` and

@@ -425,6 +425,71 @@ TEST_F(AgentTest, WithoutAFrontEndApplyValidatesAndCommits) {
 // drain, or in its apply with the front end's own lock held) delays neither
 // status nor the key-set views. The bound is generous; this checks that they
 // do not wait at all, not how fast they are.
+// An audit log that cannot take a record (here: a directory in its place,
+// which stops writes even for root) refuses changes before they are made.
+TEST_F(AgentTest, AChangeIsRefusedWhileTheAuditLogCannotBeWritten) {
+  const fs::path log = state.path() / "audit.log";
+  fs::remove(log);
+  fs::create_directory(log);
+  const std::uint64_t gen = agent->generation();
+  const auto versions = agent->get_key_set("sipflow").versions_size();
+
+  std::string what;
+  EXPECT_EQ(code_of([&] { agent->set_property(op, set("sip.flow_timer", "61")); }, &what),
+            ErrorCode::unavailable);
+  EXPECT_NE(what.find("audit.log: Is a directory"), std::string::npos) << what;
+  EXPECT_NE(what.find("nothing was changed"), std::string::npos) << what;
+  EXPECT_TRUE(agent->get_config().staged().empty()) << "staged although it could not be audited";
+
+  v1::RotateKeySetRequest rot;
+  rot.set_name("sipflow");
+  EXPECT_EQ(code_of([&] { agent->rotate_key_set(op, rot); }, &what), ErrorCode::unavailable);
+  EXPECT_EQ(agent->get_key_set("sipflow").versions_size(), versions) << "the HSM was changed";
+  EXPECT_EQ(code_of([&] { agent->apply(op, apply_req()); }, &what), ErrorCode::unavailable);
+  EXPECT_EQ(agent->generation(), gen);
+
+  // Writable again: the same change goes through and is on record.
+  fs::remove(log);
+  agent->set_property(op, set("sip.flow_timer", "61"));
+  EXPECT_NE(
+      audit_text().find("\"action\":\"set_property\",\"detail\":\"sip.flow_timer = 61\",\"result\":\"ok\""),
+      std::string::npos)
+      << audit_text();
+}
+
+// The record of a change that was made fails (the log is replaced while the
+// apply runs): the error says the change is in effect and its record missing.
+TEST_F(AgentTest, AChangeWhoseRecordFailsSaysItIsInEffect) {
+  const std::uint64_t before = agent->generation();
+  agent->set_property(op, set("sip.flow_timer", "62"));
+  std::promise<void> release;
+  fe.apply_entered = false;
+  fe.apply_gate = release.get_future().share();
+  auto applying = std::async(std::launch::async, [&] {
+    std::string what;
+    const ErrorCode code = code_of([&] { agent->apply(op, apply_req()); }, &what);
+    return std::make_pair(code, what);
+  });
+  const auto until = std::chrono::steady_clock::now() + 20s;
+  while (!fe.apply_entered && std::chrono::steady_clock::now() < until) std::this_thread::sleep_for(5ms);
+  const bool held = fe.apply_entered;
+  const fs::path log = state.path() / "audit.log";
+  fs::remove(log);
+  fs::create_directory(log);
+  release.set_value();
+  const auto [code, what] = applying.get();
+  fe.apply_gate = {};
+
+  ASSERT_TRUE(held) << "the apply never reached the front end";
+  EXPECT_EQ(code, ErrorCode::internal);
+  EXPECT_NE(what.find("apply was done and is in effect"), std::string::npos) << what;
+  EXPECT_NE(what.find("its audit record was not written"), std::string::npos) << what;
+  EXPECT_NE(what.find("audit.log: Is a directory"), std::string::npos) << what;
+  // What the error says is what the box is in: committed and running.
+  EXPECT_EQ(agent->generation(), before + 1);
+  EXPECT_EQ(fe.current().sip().flow_timer(), 62u);
+}
+
 TEST_F(AgentTest, StatusAndKeySetsDoNotWaitForAnApplyInProgress) {
   for (const std::string step : {"drain", "apply"}) {
     SCOPED_TRACE("apply held in " + step);

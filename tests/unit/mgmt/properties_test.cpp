@@ -71,6 +71,8 @@ TEST(Properties, EveryEdgedConfKeyIsRegisteredWithItsRestartClass) {
                            "mgmt.tls.private_key",
                            "mgmt.tls.client_ca",
                            "mgmt.tls.roles",
+                           "mgmt.tls.cn_fallback",
+                           "mgmt.tls.crl",
                            "mgmt.keep_generations",
                            "mgmt.drain_timeout_ms",
                            "metrics.listen",
@@ -98,8 +100,8 @@ TEST(Properties, MetricsListenIsOffByDefaultAndTakesAnIpLiteralAndAPort) {
   reg().set(c, "metrics.listen", "[::1]:9464");
   EXPECT_EQ(c.metrics().listen(), "[::1]:9464");
   reg().set(c, "metrics.listen", "0.0.0.0:0");
-  for (const char* bad : {"9464", ":9464", "localhost:9464", "::1:9464", "[127.0.0.1]:9464", "127.0.0.1:65536",
-                          "127.0.0.1:x", "[]:9464"}) {
+  for (const char* bad : {"9464", ":9464", "localhost:9464", "::1:9464", "[127.0.0.1]:9464",
+                          "127.0.0.1:65536", "127.0.0.1:x", "[]:9464"}) {
     EXPECT_EQ(code_of([&] { reg().set(c, "metrics.listen", bad); }), ErrorCode::invalid_argument) << bad;
   }
   EXPECT_NE(what_of([&] { reg().set(c, "metrics.listen", "::1:9464"); }).find("IPv6 in brackets"),
@@ -161,10 +163,24 @@ TEST(Properties, EachTypeIsCheckedAndWritten) {
             ErrorCode::invalid_argument);
   reg().set(c, "advertise", "tls edge.example.com 5061");
   EXPECT_EQ(c.sip().advertise(0).host(), "edge.example.com");
-  reg().set(c, "mgmt.tls.roles", "ops-1=operator; audit=viewer");
-  ASSERT_EQ(c.mgmt().roles_size(), 2);
+  reg().set(c, "mgmt.tls.roles",
+            "uri:spiffe://edge.example/a=b=operator; dns:noc.example=viewer; cn:old-ops=operator");
+  ASSERT_EQ(c.mgmt().roles_size(), 3);
+  EXPECT_EQ(c.mgmt().roles(0).uri(), "spiffe://edge.example/a=b");  // the role is after the last '='
+  EXPECT_EQ(c.mgmt().roles(0).role(), v1::ROLE_OPERATOR);
+  EXPECT_EQ(c.mgmt().roles(1).dns_name(), "noc.example");
   EXPECT_EQ(c.mgmt().roles(1).role(), v1::ROLE_VIEWER);
-  EXPECT_EQ(code_of([&] { reg().set(c, "mgmt.tls.roles", "ops-1=admin"); }), ErrorCode::invalid_argument);
+  EXPECT_EQ(c.mgmt().roles(2).common_name(), "old-ops");
+  EXPECT_EQ(reg().get(c, "mgmt.tls.roles"),
+            "uri:spiffe://edge.example/a=b=operator; dns:noc.example=viewer; cn:old-ops=operator");
+  EXPECT_EQ(code_of([&] { reg().set(c, "mgmt.tls.roles", "dns:ops-1=admin"); }), ErrorCode::invalid_argument);
+  // A bare name (the CN form of before) says what it is: no guessing between CN and SAN.
+  EXPECT_EQ(code_of([&] { reg().set(c, "mgmt.tls.roles", "ops-1=operator"); }), ErrorCode::invalid_argument);
+  EXPECT_EQ(code_of([&] { reg().set(c, "mgmt.tls.roles", "email:a@b=operator"); }),
+            ErrorCode::invalid_argument);
+  EXPECT_EQ(code_of([&] { reg().set(c, "mgmt.tls.roles", "uri:=operator"); }), ErrorCode::invalid_argument);
+  EXPECT_EQ(reg().get(c, "mgmt.tls.cn_fallback"), "false");
+  EXPECT_EQ(code_of([&] { reg().set(c, "mgmt.tls.cn_fallback", "maybe"); }), ErrorCode::invalid_argument);
   // strings with their own shape
   EXPECT_EQ(code_of([&] { reg().set(c, "core", "http://x"); }), ErrorCode::invalid_argument);
   reg().set(c, "core", "sip:10.0.0.5:5060;transport=tcp");
@@ -226,7 +242,10 @@ TEST(Properties, ExportImportRoundTrip) {
   auto c = import_conf_text(edge::test::read_file(EDGE_DEFAULT_CONF), "edged.conf");
   reg().set(c, "advertise", "udp 192.0.2.1 5060; tls edge.example.com 5061");
   reg().set(c, "hsm.pin_env", "EDGE_PIN");
-  reg().set(c, "mgmt.tls.roles", "ops=operator; watch=viewer");
+  reg().set(c, "mgmt.tls.roles",
+            "uri:spiffe://edge.example/ops=operator; dns:watch.example=viewer; cn:x=viewer");
+  reg().set(c, "mgmt.tls.cn_fallback", "true");
+  reg().set(c, "mgmt.tls.crl", "tls/clients.crl");
   reg().set(c, "mgmt.operator_gid", "100");
   reg().set(c, "limits.flow_timeout_grace_ms", "0");
   const auto text = export_conf_text(c);

@@ -10,7 +10,9 @@ namespace edge::mgmt {
 
 class AuditLog {
  public:
-  // Opens (creates) the file in append mode, mode 0640.
+  // Creates the file (mode 0640) if needed; throws MgmtError(internal) when it
+  // cannot be opened for appending. Each record opens the path anew (O_APPEND,
+  // O_NOFOLLOW), so a rotated, removed or replaced file is noticed.
   explicit AuditLog(std::filesystem::path path);
   ~AuditLog();
   AuditLog(const AuditLog&) = delete;
@@ -18,14 +20,18 @@ class AuditLog {
 
   // One line: {"time":"2026-11-26T10:00:00.123Z","actor":"uid:0","action":"apply",
   //            "detail":"...","result":"ok"|"refused: reason"}; written and fsync'ed.
-  void record(std::string_view actor, std::string_view action, std::string_view detail, std::string_view result);
+  void record(std::string_view actor, std::string_view action, std::string_view detail,
+              std::string_view result);
+
+  // Throws MgmtError(internal) with the reason unless the path opens for
+  // appending as a regular file on a file system with room for records.
+  void check_writable() const;
 
   const std::filesystem::path& path() const { return path_; }
 
  private:
   std::filesystem::path path_;
   std::mutex mu_;
-  int fd_ = -1;
 };
 
 // JSON string escaping (quotes, backslash, control characters).

@@ -18,12 +18,19 @@ struct ServerOptions {
   std::filesystem::path unix_socket;
   unsigned unix_mode = 0660;
   long operator_gid = -1;
-  // TCP with mutual TLS; empty: none. Clients must present a certificate
-  // signed by client_ca_file; its subject CN picks the role (roles), a CN
-  // not listed gets PERMISSION_DENIED, no certificate UNAUTHENTICATED.
+  // TCP with mutual TLS; empty: none. The TLS handshake requires a client
+  // certificate signed by client_ca_file (and, with crl_file, not revoked by
+  // it): a client without one, or with another CA's, never reaches a handler.
+  // The role comes from the first entry of `roles` whose URI or DNS
+  // subjectAltName the certificate carries; common_name entries match the
+  // subject CN only when cn_fallback is set. A certificate with no URI/DNS
+  // SAN (and no usable CN) gets UNAUTHENTICATED, one whose SANs are not
+  // listed PERMISSION_DENIED.
   std::string tcp_listen;  // "127.0.0.1:7443" or "[::1]:7443"; port 0: the OS picks
   std::string tls_certificate_file, tls_private_key_file, client_ca_file;
+  std::string crl_file;  // PEM, one or more CRLs; empty: no revocation check
   std::vector<v1::CertificateRole> roles;
+  bool cn_fallback = false;
 };
 
 // Builds ServerOptions out of the configuration's mgmt section (paths relative to state_dir).

@@ -55,7 +55,8 @@ Cert new_cert(const std::string& cn, EVP_PKEY* key, X509* issuer, long serial) {
   X509_gmtime_adj(X509_getm_notAfter(c.get()), 86400);
   X509_set_pubkey(c.get(), key);
   X509_NAME* name = X509_get_subject_name(c.get());
-  X509_NAME_add_entry_by_txt(name, "CN", MBSTRING_ASC, reinterpret_cast<const unsigned char*>(cn.c_str()), -1, -1, 0);
+  X509_NAME_add_entry_by_txt(name, "CN", MBSTRING_ASC, reinterpret_cast<const unsigned char*>(cn.c_str()), -1,
+                             -1, 0);
   X509_set_issuer_name(c.get(), issuer ? X509_get_subject_name(issuer) : name);
   return c;
 }
@@ -67,8 +68,8 @@ void sign(X509* cert, EVP_PKEY* key) {
 void write_pem(const std::filesystem::path& path, X509* cert, EVP_PKEY* key) {
   FILE* f = std::fopen(path.c_str(), "w");
   if (f == nullptr) throw std::runtime_error("TestPki: cannot write " + path.string());
-  bool ok =
-      cert ? PEM_write_X509(f, cert) == 1 : PEM_write_PrivateKey(f, key, nullptr, nullptr, 0, nullptr, nullptr) == 1;
+  bool ok = cert ? PEM_write_X509(f, cert) == 1
+                 : PEM_write_PrivateKey(f, key, nullptr, nullptr, 0, nullptr, nullptr) == 1;
   std::fclose(f);
   if (!ok) fail("PEM write " + path.string());
 }
@@ -101,7 +102,8 @@ CertFiles TestPki::issue(const std::string& common_name, const std::vector<std::
   X509* ca = impl_->ca_cert.get();
   Cert cert = new_cert(common_name, key.get(), ca, serial_++);
   std::string san;
-  for (const auto& s : sans.empty() ? std::vector<std::string>{"IP:127.0.0.1", "IP:::1", "DNS:localhost"} : sans) {
+  for (const auto& s :
+       sans.empty() ? std::vector<std::string>{"IP:127.0.0.1", "IP:::1", "DNS:localhost"} : sans) {
     san += (san.empty() ? "" : ",") + s;
   }
   add_ext(cert.get(), ca, NID_basic_constraints, "critical,CA:FALSE");
@@ -118,6 +120,38 @@ CertFiles TestPki::issue(const std::string& common_name, const std::vector<std::
   write_pem(files.cert, cert.get(), nullptr);
   write_pem(files.key, nullptr, key.get());
   return files;
+}
+
+void TestPki::write_crl(const std::filesystem::path& path, const std::vector<CertFiles>& revoked) {
+  std::unique_ptr<X509_CRL, void (*)(X509_CRL*)> crl(X509_CRL_new(), X509_CRL_free);
+  if (!crl) fail("X509_CRL_new");
+  X509* ca = impl_->ca_cert.get();
+  X509_CRL_set_version(crl.get(), 1);
+  X509_CRL_set_issuer_name(crl.get(), X509_get_subject_name(ca));
+  std::unique_ptr<ASN1_TIME, void (*)(ASN1_TIME*)> last(X509_gmtime_adj(nullptr, -3600), ASN1_TIME_free);
+  std::unique_ptr<ASN1_TIME, void (*)(ASN1_TIME*)> next(X509_gmtime_adj(nullptr, 86400), ASN1_TIME_free);
+  if (!last || !next) fail("CRL times");
+  X509_CRL_set1_lastUpdate(crl.get(), last.get());
+  X509_CRL_set1_nextUpdate(crl.get(), next.get());
+  for (const CertFiles& files : revoked) {
+    FILE* f = std::fopen(files.cert.c_str(), "r");
+    if (f == nullptr) throw std::runtime_error("TestPki: cannot read " + files.cert.string());
+    Cert cert(PEM_read_X509(f, nullptr, nullptr, nullptr));
+    std::fclose(f);
+    if (!cert) fail("PEM read " + files.cert.string());
+    X509_REVOKED* r = X509_REVOKED_new();
+    if (r == nullptr) fail("X509_REVOKED_new");
+    X509_REVOKED_set_serialNumber(r, X509_get_serialNumber(cert.get()));
+    X509_REVOKED_set_revocationDate(r, last.get());
+    X509_CRL_add0_revoked(crl.get(), r);
+  }
+  X509_CRL_sort(crl.get());
+  if (X509_CRL_sign(crl.get(), impl_->ca_key.get(), EVP_sha256()) <= 0) fail("X509_CRL_sign");
+  FILE* out = std::fopen(path.c_str(), "w");
+  if (out == nullptr) throw std::runtime_error("TestPki: cannot write " + path.string());
+  const bool ok = PEM_write_X509_CRL(out, crl.get()) == 1;
+  std::fclose(out);
+  if (!ok) fail("PEM write " + path.string());
 }
 
 }  // namespace edge::test

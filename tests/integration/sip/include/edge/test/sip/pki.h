@@ -26,6 +26,9 @@ class TestPki {
   // A leaf for a server or client, valid one day. sans: "IP:127.0.0.1",
   // "IP:::1", "DNS:localhost"; empty means IP:127.0.0.1, IP:::1, DNS:localhost.
   CertFiles issue(const std::string& common_name, const std::vector<std::string>& sans = {});
+  // Writes a PEM CRL signed by this CA that revokes `revoked` (certificates
+  // it issued; none: an empty CRL), valid from an hour ago for one day.
+  void write_crl(const std::filesystem::path& path, const std::vector<CertFiles>& revoked);
 
  private:
   struct Impl;
