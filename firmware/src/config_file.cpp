@@ -139,6 +139,8 @@ EdgedConfig parse_config_text(const std::string& text, const std::string& origin
       if (key == "hsm.module") {
         c.lab_hsm = value == "softhsm-lab";
         c.hsm_module = c.lab_hsm ? "" : value;
+      } else if (key == "hsm.allow_software_token") {
+        c.allow_software_token = boolean(value, what);
       } else if (key == "hsm.token") {
         c.hsm_token = value;
       } else if (key == "hsm.token_uri") {

@@ -26,6 +26,9 @@ struct EdgedConfig {
   // HSM
   bool lab_hsm = true;  // hsm.module = softhsm-lab
   std::string hsm_module;
+  // hsm.allow_software_token: production mode accepts a SoftHSM module (by
+  // path or by what the module and token report); logged loudly at start.
+  bool allow_software_token = false;
   std::string hsm_token = "edge-lab";
   std::string hsm_token_uri;
   hsm::PinSource pin{hsm::PinSource::Kind::file, "hsm/user-pin"};

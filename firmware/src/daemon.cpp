@@ -8,6 +8,8 @@
 
 #include <edge/hsm/error.h>
 #include <edge/hsm/lab.h>
+#include <edge/hsm/module.h>
+#include <edge/hsm/slot.h>
 #include <edge/mgmt/agent.h>
 #include <edge/mgmt/config_store.h>
 #include <edge/mgmt/properties.h>
@@ -78,8 +80,65 @@ mgmt::v1::ApplianceConfig startup_config(const DaemonOptions& o) {
   }
 }
 
+bool contains_softhsm(std::string text) {
+  std::transform(text.begin(), text.end(), text.begin(), [](unsigned char c) { return std::tolower(c); });
+  return text.find("softhsm") != std::string::npos;
+}
+
+// Why `module_path` names a software token (SoftHSM), or "" when nothing in
+// the path says so: a component of the path as written or of the file it
+// resolves to (a symlink such as /usr/lib/pkcs11/vendor.so -> libsofthsm2.so).
+std::string software_module_path(const std::string& module_path) {
+  std::error_code ec;
+  const std::filesystem::path written(module_path);
+  const std::filesystem::path resolved = std::filesystem::weakly_canonical(written, ec);
+  for (const auto& path : {written, ec ? written : resolved}) {
+    for (const auto& part : path) {
+      if (contains_softhsm(part.string())) return "module path " + path.string() + " is SoftHSM's";
+    }
+  }
+  return {};
+}
+
+// Why the loaded module or the selected token is a software token, or "":
+// what C_GetInfo and C_GetTokenInfo report (a copy of libsofthsm2.so under any
+// name, or p11-kit's proxy in front of SoftHSM, still says SoftHSM there).
+// Loads the module and reads the token information only: no session, no login.
+std::string software_module_info(const hsm::HsmConfig& hc) {
+  const hsm::Module probe(hc.module_path);
+  const hsm::ModuleInfo mi = probe.info();
+  if (contains_softhsm(mi.manufacturer) || contains_softhsm(mi.description)) {
+    return "the module reports manufacturer '" + mi.manufacturer + "', library '" + mi.description + "'";
+  }
+  const hsm::TokenInfo ti = hsm::find_token_slot(probe, hc.token).token_info();
+  if (contains_softhsm(ti.manufacturer) || contains_softhsm(ti.model)) {
+    return "token '" + ti.label + "' reports manufacturer '" + ti.manufacturer + "', model '" + ti.model +
+           "'";
+  }
+  return {};
+}
+
+// Production mode keeps the flow-token keys out of software tokens: SoftHSM
+// keeps them in files that whoever can read the token directory (root, a
+// backup) can copy. hsm.allow_software_token lets it through, loudly.
+void check_software_token(const EdgedConfig& cfg, const hsm::HsmConfig& hc) {
+  std::string why = software_module_path(hc.module_path);
+  if (why.empty()) why = software_module_info(hc);
+  if (why.empty()) return;
+  if (!cfg.allow_software_token) {
+    throw StartError(kExitHsm, "production mode refuses a software token (" + why +
+                                   "): its keys are files on this host; set hsm.allow_software_token = "
+                                   "true to accept it");
+  }
+  spdlog::warn(
+      "event=software_token_allowed module={} reason=\"{}\" detail=\"hsm.allow_software_token is true: "
+      "the flow-token keys are files on this host, not in a hardware HSM\"",
+      hc.module_path, why);
+}
+
 // Lab mode provisions the SoftHSM token, the lab TLS certificate and the key
-// set; production mode provisions nothing and refuses a lab HSM.
+// set; production mode provisions nothing, refuses a lab HSM and (unless
+// hsm.allow_software_token) any software token.
 std::unique_ptr<hsm::Hsm> open_hsm(const DaemonOptions& o, const EdgedConfig& cfg,
                                    std::atomic<mgmt::Agent*>& agent) {
   try {
@@ -91,6 +150,7 @@ std::unique_ptr<hsm::Hsm> open_hsm(const DaemonOptions& o, const EdgedConfig& cf
       if (lab.token_created) spdlog::info("event=lab_token_created label={}", lab.label);
     }
     hsm::HsmConfig hc = cfg.hsm_config();
+    if (o.production) check_software_token(cfg, hc);
     // hsm/ has no logger (it depends on nothing above PKCS#11): its state
     // changes reach the operator and the agent's event stream through this hook.
     hc.on_state_change = [&agent](hsm::HsmState s, const std::string& reason) {

@@ -2,6 +2,7 @@
 #include "front_end.h"
 
 #include "daemon.h"
+#include "fd_limit.h"
 
 #include <edge/hsm/error.h>
 #include <edge/mgmt/properties.h>
@@ -212,6 +213,14 @@ void SipFrontEnd::boot(const mgmt::v1::ApplianceConfig& config) {
     throw StartError(kExitConfig, e.what());
   }
   spdlog::set_level(to_spdlog(cfg.log_level));
+  // One descriptor per stream connection and the headroom: the soft limit is
+  // raised up to the hard one (LimitNOFILE= in the unit), or the start is refused.
+  if (const FdLimit fl = ensure_fd_limit(cfg.limits.max_connections); fl.problem.empty()) {
+    spdlog::info("event=fd_limit soft={} hard={} needed={} raised={}", fl.soft, fl.hard, fl.needed,
+                 fl.raised);
+  } else {
+    throw StartError(kExitConfig, fl.problem);
+  }
   try {
     rules = build_rules(cfg);
   } catch (const ConfigError& e) {
@@ -263,6 +272,9 @@ std::string SipFrontEnd::validate(const mgmt::v1::ApplianceConfig& next) {
     flow::HsmWorkConfig work = cfg.hsm_work;
     work.threads = proxy_state_->hsm_work()->config().threads;
     if (std::string p = work.problem(); !p.empty()) return p;
+    // limits.max_connections within RLIMIT_NOFILE (the soft limit is raised
+    // now if it can be: harmless, and what apply would need anyway).
+    if (FdLimit fl = ensure_fd_limit(cfg.limits.max_connections); !fl.problem.empty()) return fl.problem;
     // Addresses, TLS material and new listeners: net checks them as start()
     // would use them (the listeners this instance holds now are not re-bound).
     std::vector<net::ListenerConfig> current;

@@ -10,6 +10,7 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
+#include <algorithm>
 #include <cerrno>
 #include <charconv>
 #include <cstring>
@@ -235,6 +236,7 @@ std::string serialize_manifest(const Manifest& m) {
   s += "version " + m.version + "\n";
   s += "built " + m.built + "\n";
   s += "key " + m.key + "\n";
+  if (m.rollback != 0) s += "rollback " + std::to_string(m.rollback) + "\n";
   for (const auto& f : m.files) {
     char mode[8];
     std::snprintf(mode, sizeof mode, "%04o", f.mode);
@@ -279,9 +281,17 @@ Manifest parse_manifest(std::string_view text) {
         m.key = value;
     }
   }
-  if (lines.size() - 5 > kMaxFiles)
+  // The optional rollback index (absent: 0; "rollback 0" would be a second spelling).
+  std::size_t first_file = 5;
+  if (lines[5].starts_with("rollback ")) {
+    if (!parse_decimal(lines[5].substr(9), m.rollback) || m.rollback == 0)
+      bad_line(6, "rollback index must be 1..4294967295 (no line for 0)");
+    first_file = 6;
+    if (lines.size() < 7) throw ImageError("manifest lists no file");
+  }
+  if (lines.size() - first_file > kMaxFiles)
     throw ImageError("manifest lists more than " + std::to_string(kMaxFiles) + " files");
-  for (std::size_t i = 5; i < lines.size(); ++i) {
+  for (std::size_t i = first_file; i < lines.size(); ++i) {
     const auto f = split(lines[i], ' ');
     if (f.size() != 5 || f[0] != "file") bad_line(i + 1, "expected 'file MODE SIZE SHA256 PATH'");
     FileEntry e;
@@ -365,7 +375,40 @@ std::vector<std::uint8_t> ecdsa_raw_to_der(std::span<const std::uint8_t, 64> raw
 
 // ------------------------------------------------------------------ verify
 
-VerifiedBundle verify_bundle(const fs::path& bundle, const TrustKey& trust, std::string_view compatible) {
+Keyring load_keyring(const fs::path& dir) {
+  Keyring ring;
+  ring.origin = "keyring " + dir.string();
+  std::error_code ec;
+  if (!fs::is_directory(dir, ec)) {
+    throw ImageError("no trust keyring at " + dir.string() +
+                     (ec ? ": " + ec.message() : std::string(" (not a directory)")));
+  }
+  std::vector<fs::path> files;
+  for (fs::directory_iterator it(dir, ec), end; !ec && it != end; it.increment(ec)) {
+    if (it->path().extension() == ".pem") files.push_back(it->path());
+  }
+  if (ec) throw ImageError("cannot read the trust keyring " + dir.string() + ": " + ec.message());
+  if (files.empty()) throw ImageError("trust keyring " + dir.string() + " holds no *.pem key");
+  if (files.size() > kMaxKeyringKeys) {
+    throw ImageError("trust keyring " + dir.string() + " holds " + std::to_string(files.size()) +
+                     " keys, more than " + std::to_string(kMaxKeyringKeys));
+  }
+  std::sort(files.begin(), files.end());
+  for (const auto& f : files) ring.keys.push_back(TrustKey::from_pem_file(f));
+  return ring;
+}
+
+Keyring keyring_of_file(const fs::path& pem) {
+  Keyring ring;
+  ring.keys.push_back(TrustKey::from_pem_file(pem));
+  ring.origin = "key " + ring.keys.front().origin();
+  return ring;
+}
+
+namespace {
+
+VerifiedBundle verify_with(const fs::path& bundle, std::span<const TrustKey> keys, const std::string& origin,
+                           std::string_view compatible) {
   Fd fd = open_read(bundle);
   struct stat st {};
   if (::fstat(fd.get(), &st) != 0) throw_errno("cannot stat " + bundle.string(), errno);
@@ -392,8 +435,9 @@ VerifiedBundle verify_bundle(const fs::path& bundle, const TrustKey& trust, std:
   std::vector<std::uint8_t> manifest(h.manifest_size), signature(h.signature_size);
   pread_exact(fd.get(), manifest.data(), manifest.size(), kHeaderSize, bundle);
   pread_exact(fd.get(), signature.data(), signature.size(), kHeaderSize + h.manifest_size, bundle);
-  if (!trust.verifies(manifest, signature)) {
-    throw ImageError("signature does not verify with " + trust.origin() +
+  if (std::none_of(keys.begin(), keys.end(),
+                   [&](const TrustKey& k) { return k.verifies(manifest, signature); })) {
+    throw ImageError("signature does not verify with " + origin +
                      " (wrong signer, or the manifest or signature was altered)");
   }
   // Only signed text reaches the parser.
@@ -428,6 +472,16 @@ VerifiedBundle verify_bundle(const fs::path& bundle, const TrustKey& trust, std:
     }
   }
   return out;
+}
+
+}  // namespace
+
+VerifiedBundle verify_bundle(const fs::path& bundle, const TrustKey& trust, std::string_view compatible) {
+  return verify_with(bundle, std::span<const TrustKey>(&trust, 1), trust.origin(), compatible);
+}
+
+VerifiedBundle verify_bundle(const fs::path& bundle, const Keyring& trust, std::string_view compatible) {
+  return verify_with(bundle, trust.keys, trust.origin, compatible);
 }
 
 // ------------------------------------------------------------------ build
@@ -469,6 +523,7 @@ Manifest build_bundle(const BuildRequest& req, const Signer& sign) {
   m.version = req.version;
   m.built = iso_utc(req.built_unix);
   m.key = req.key;
+  m.rollback = req.rollback;
   if (!valid_text(m.compatible)) throw ImageError("compatible string must be 1..128 printable characters");
   if (!valid_version(m.version)) {
     throw ImageError("version '" + m.version + "' is not 1..4 dot-separated numbers (e.g. 1.2.0)");

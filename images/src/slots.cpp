@@ -6,10 +6,12 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
+#include <algorithm>
 #include <cerrno>
 #include <csignal>
 #include <cstdlib>
 #include <cstring>
+#include <ctime>
 #include <set>
 #include <vector>
 
@@ -115,6 +117,24 @@ void unpack(const VerifiedBundle& b, const fs::path& dir) {
   for (const fs::path& d : dirs) fsync_dir(d);
 }
 
+// One line per install in <root>/audit.log, appended and fsynced before the
+// install changes anything: who (uid), what, and whether the rollback index
+// was overridden. A root whose audit log cannot be written takes no install.
+void audit(const fs::path& root, const InstallResult& r, const SlotsState& s, const InstallOptions& o) {
+  const fs::path path = root / "audit.log";
+  Fd fd(::open(path.c_str(), O_WRONLY | O_APPEND | O_CREAT | O_CLOEXEC | O_NOFOLLOW, 0600));
+  if (!fd) throw_errno("cannot open the audit log " + path.string(), errno);
+  const std::string line =
+      iso_utc(static_cast<std::int64_t>(std::time(nullptr))) +
+      " action=install uid=" + std::to_string(::getuid()) + " slot=" + std::string(1, r.slot) +
+      " version=" + r.version + " rollback=" + std::to_string(r.rollback) +
+      " stored_rollback=" + std::to_string(s.rollback) + " force=" + (o.force ? "yes" : "no") +
+      " downgrade=" + (r.downgrade ? "allowed" : "no") + " trust=\"" +
+      (o.trust.empty() ? std::string("unknown") : o.trust) + "\"\n";
+  write_all(fd.get(), line.data(), line.size(), path);
+  fsync_fd(fd.get(), path);
+}
+
 }  // namespace
 
 const char* to_string(SlotState s) noexcept {
@@ -133,13 +153,30 @@ const char* to_string(SlotState s) noexcept {
 
 std::string serialize_state(const SlotsState& s) {
   auto name = [](char c) { return c == 0 ? std::string("-") : std::string(1, c); };
-  std::string out = "edge-slots 1\nactive " + name(s.active) + "\nbooted " + name(s.booted) + "\n";
+  std::string out = "edge-slots 2\nactive " + name(s.active) + "\nbooted " + name(s.booted) + "\nrollback " +
+                    std::to_string(s.rollback) + "\n";
   for (const Slot* sl : {&s.a, &s.b}) {
     out += "slot " + name(sl->name) + " " + to_string(sl->state) + " " +
-           (sl->version.empty() ? std::string("-") : sl->version) + " " + std::to_string(sl->tries) + "\n";
+           (sl->version.empty() ? std::string("-") : sl->version) + " " + std::to_string(sl->tries) + " " +
+           std::to_string(sl->rollback) + "\n";
   }
   return out;
 }
+
+namespace {
+
+// A decimal 0..4294967295 spelt one way ("0", "7", never "07").
+bool state_number(std::string_view w, std::uint32_t& out) {
+  if (w.empty() || w.size() > 10 || (w.size() > 1 && w[0] == '0') ||
+      w.find_first_not_of("0123456789") != std::string_view::npos)
+    return false;
+  const std::uint64_t v = std::stoull(std::string(w));
+  if (v > 0xffffffffULL) return false;
+  out = static_cast<std::uint32_t>(v);
+  return true;
+}
+
+}  // namespace
 
 SlotsState parse_state(std::string_view text) {
   if (text.empty() || text.back() != '\n') throw ImageError("slot state file is truncated");
@@ -149,7 +186,9 @@ SlotsState parse_state(std::string_view text) {
     lines.push_back(text.substr(i, j - i));
     i = j + 1;
   }
-  if (lines.size() != 5 || lines[0] != "edge-slots 1")
+  // Format 1 had no rollback indices: its slots read as index 0.
+  const bool v1 = !lines.empty() && lines[0] == "edge-slots 1";
+  if (lines.size() != (v1 ? 5u : 6u) || (!v1 && lines[0] != "edge-slots 2"))
     throw ImageError("slot state file has an unknown format");
   SlotsState s;
   const auto active = words(lines[1]), booted = words(lines[2]);
@@ -157,12 +196,19 @@ SlotsState parse_state(std::string_view text) {
   if (booted.size() != 2 || booted[0] != "booted") throw ImageError("slot state line 3: expected 'booted'");
   s.active = slot_name(active[1], true, 2);
   s.booted = slot_name(booted[1], true, 3);
-  for (std::size_t i = 3; i < 5; ++i) {
+  std::size_t first_slot = 3;
+  if (!v1) {
+    const auto rb = words(lines[3]);
+    if (rb.size() != 2 || rb[0] != "rollback" || !state_number(rb[1], s.rollback))
+      throw ImageError("slot state line 4: expected 'rollback N'");
+    first_slot = 4;
+  }
+  for (std::size_t i = first_slot; i < first_slot + 2; ++i) {
     const auto w = words(lines[i]);
-    if (w.size() != 5 || w[0] != "slot")
+    if (w.size() != (v1 ? 5u : 6u) || w[0] != "slot")
       throw ImageError("slot state line " + std::to_string(i + 1) + ": bad slot line");
     Slot& sl = s.slot(slot_name(w[1], false, i + 1));
-    if (sl.name != (i == 3 ? 'a' : 'b')) throw ImageError("slot state: slots out of order");
+    if (sl.name != (i == first_slot ? 'a' : 'b')) throw ImageError("slot state: slots out of order");
     bool known = false;
     for (SlotState st : {SlotState::empty, SlotState::trying, SlotState::good, SlotState::bad}) {
       if (w[2] == to_string(st)) {
@@ -178,6 +224,8 @@ SlotsState parse_state(std::string_view text) {
     if (tries.empty() || tries.size() > 3 || tries.find_first_not_of("0123456789") != std::string::npos)
       throw ImageError("slot state line " + std::to_string(i + 1) + ": bad tries");
     sl.tries = static_cast<std::uint32_t>(std::stoul(tries));
+    if (!v1 && !state_number(w[5], sl.rollback))
+      throw ImageError("slot state line " + std::to_string(i + 1) + ": bad rollback index");
   }
   if (s.active != 0 && s.slot(s.active).state != SlotState::good)
     throw ImageError("slot state: the active slot is not good");
@@ -212,18 +260,30 @@ InstallResult SlotStore::install(const VerifiedBundle& bundle, const InstallOpti
         std::string("slot ") + target +
         " is on trial (booted, not committed): run mark-good, or boot again to fall back, first");
   }
-  InstallResult result{target, bundle.manifest.version, {}};
+  InstallResult result{target, bundle.manifest.version, {}, bundle.manifest.rollback, s.rollback, false};
+  // The rollback index first: --force (a version downgrade) never gets below it.
+  if (bundle.manifest.rollback < s.rollback) {
+    if (!options.allow_downgrade) {
+      throw ImageError("refusing rollback index " + std::to_string(bundle.manifest.rollback) + " (version " +
+                       bundle.manifest.version + "): below the stored rollback index " +
+                       std::to_string(s.rollback) +
+                       " of this root; --force does not override it, --allow-downgrade does (audited)");
+    }
+    result.downgrade = true;
+  }
   if (s.active != 0) {
     const Slot& act = s.slot(s.active);
     result.replaced_version = act.version;
-    if (!options.force && compare_versions(bundle.manifest.version, act.version) < 0) {
+    if (!options.force && !options.allow_downgrade &&
+        compare_versions(bundle.manifest.version, act.version) < 0) {
       throw ImageError("refusing downgrade from " + act.version + " (slot " + std::string(1, s.active) +
                        ") to " + bundle.manifest.version + "; use --force");
     }
   }
+  audit(root_, result, s, options);
 
   // 1. The target can never be booted again until step 4 finishes.
-  t = Slot{target, SlotState::empty, {}, 0};
+  t = Slot{target, SlotState::empty, {}, 0, 0};
   if (s.booted == target) s.booted = 0;
   save(s);
   stop_point("marked-empty");
@@ -256,7 +316,7 @@ InstallResult SlotStore::install(const VerifiedBundle& bundle, const InstallOpti
   stop_point("swapped");
 
   // 4. The one atomic step that makes the slot bootable.
-  t = Slot{target, SlotState::trying, bundle.manifest.version, options.tries};
+  t = Slot{target, SlotState::trying, bundle.manifest.version, options.tries, bundle.manifest.rollback};
   save(s);
   return result;
 }
@@ -306,6 +366,7 @@ char SlotStore::mark_good() {
   sl.state = SlotState::good;
   sl.tries = 0;
   s.active = s.booted;
+  s.rollback = std::max(s.rollback, sl.rollback);
   save(s);
   return s.booted;
 }

@@ -12,6 +12,7 @@
 #include <cstdlib>
 #include <ctime>
 #include <filesystem>
+#include <fstream>
 #include <iostream>
 #include <optional>
 #include <string>
@@ -26,6 +27,9 @@
 #ifndef EDGE_IMAGE_DEFAULT_UNIT
 #error "EDGE_IMAGE_DEFAULT_UNIT must be defined by the build"
 #endif
+#ifndef EDGE_IMAGE_KEYRING
+#error "EDGE_IMAGE_KEYRING must be defined by the build"
+#endif
 
 namespace {
 
@@ -39,20 +43,26 @@ constexpr int kExitUsage = 2;
 constexpr const char* kUsage = R"(usage: edge-image COMMAND [ARGS] [OPTIONS]
 
 Commands:
-  build --version V --out FILE.bundle [--key NAME]
+  build --version V --out FILE.bundle [--key NAME] [--rollback N]
         pack edged, edgectl, edge-hsm, the default configuration and the systemd
         unit (or the --file list), sign the manifest with key NAME (default
-        firmware) in the HSM, check the result against the key's public half
-  verify FILE.bundle --trust PUBKEY.pem
-        signature, compatibility, every file's SHA-256; exit 1 with the reason
-  install FILE.bundle --root DIR --trust PUBKEY.pem [--force] [--tries N]
+        firmware) in the HSM, check the result against the key's public half;
+        N (default 0) is the bundle's rollback index
+  verify FILE.bundle [--keyring DIR | --trust PUBKEY.pem]
+        signature (with the installed keyring, default )" EDGE_IMAGE_KEYRING R"(),
+        compatibility, every file's SHA-256; exit 1 with the reason
+  install FILE.bundle --root DIR [--keyring DIR | --trust PUBKEY.pem] [--force] [--allow-downgrade] [--tries N]
         verify, then write the inactive slot and mark it to try (N boots, default 3);
-        refuses a downgrade unless --force
+        refuses a version downgrade unless --force, and a bundle below the root's
+        stored rollback index unless --allow-downgrade (written to DIR/audit.log)
   boot --root DIR          select the slot a boot would use (counts a try) and print it
   mark-good --root DIR     commit the booted slot
   status --root DIR        the slots and their state
 
 Options:
+  --keyring DIR       (verify, install) trust the *.pem keys of DIR instead of )" EDGE_IMAGE_KEYRING R"(
+  --trust PUBKEY.pem  (verify, install) development: trust this one key instead of the keyring
+                      (said on stdout and, for install, in the audit log)
   --file PATH=SOURCE  (build) pack SOURCE as PATH instead of the default list; repeatable
   --bin-dir DIR       (build) where edged, edgectl, edge-hsm are (default: this program's directory)
   --config FILE       (build) default configuration (default: )" EDGE_IMAGE_DEFAULT_CONFIG R"()
@@ -71,10 +81,10 @@ struct UsageError {
 };
 
 struct Options {
-  std::optional<std::string> version, out, key, trust, root, tries, bin_dir, config, unit, compatible,
-      state_dir, module, token, token_uri, pin_file, pin_env;
+  std::optional<std::string> version, out, key, rollback, trust, keyring, root, tries, bin_dir, config, unit,
+      compatible, state_dir, module, token, token_uri, pin_file, pin_env;
   std::vector<std::string> files;
-  bool force = false, help = false;
+  bool force = false, allow_downgrade = false, help = false;
   std::vector<std::string> args;
 };
 
@@ -83,7 +93,9 @@ constexpr std::pair<const char*, std::optional<std::string> Options::*> kValueOp
     {"--version", &Options::version},
     {"--out", &Options::out},
     {"--key", &Options::key},
+    {"--rollback", &Options::rollback},
     {"--trust", &Options::trust},
+    {"--keyring", &Options::keyring},
     {"--root", &Options::root},
     {"--tries", &Options::tries},
     {"--bin-dir", &Options::bin_dir},
@@ -112,6 +124,10 @@ Options parse(int argc, char** argv) {
     }
     if (a == "--force") {
       o.force = true;
+      continue;
+    }
+    if (a == "--allow-downgrade") {
+      o.allow_downgrade = true;
       continue;
     }
     std::string name = a, value;
@@ -213,9 +229,9 @@ double ms_since(std::chrono::steady_clock::time_point t0) {
 
 int cmd_build(const Options& o) {
   only(o,
-       {&Options::version, &Options::out, &Options::key, &Options::bin_dir, &Options::config, &Options::unit,
-        &Options::compatible, &Options::state_dir, &Options::module, &Options::token, &Options::token_uri,
-        &Options::pin_file, &Options::pin_env},
+       {&Options::version, &Options::out, &Options::key, &Options::rollback, &Options::bin_dir,
+        &Options::config, &Options::unit, &Options::compatible, &Options::state_dir, &Options::module,
+        &Options::token, &Options::token_uri, &Options::pin_file, &Options::pin_env},
        "build");
   if (o.args.size() != 1 || o.force)
     throw UsageError{"usage: edge-image build --version V --out FILE [--key NAME]"};
@@ -228,6 +244,14 @@ int cmd_build(const Options& o) {
   req.key = o.key ? *o.key : "firmware";
   if (!edge::hsm::valid_signing_key_name(req.key)) throw UsageError{"invalid key name '" + req.key + "'"};
   req.compatible = compatible_of(o);
+  if (o.rollback) {
+    const std::string& r = *o.rollback;
+    if (r.empty() || r.size() > 10 || (r.size() > 1 && r[0] == '0') ||
+        r.find_first_not_of("0123456789") != std::string::npos || std::stoull(r) > 0xffffffffULL) {
+      throw UsageError{"--rollback must be 0..4294967295, not '" + r + "'"};
+    }
+    req.rollback = static_cast<std::uint32_t>(std::stoull(r));
+  }
   // SOURCE_DATE_EPOCH (reproducible builds): the same inputs give the same manifest.
   const char* epoch = std::getenv("SOURCE_DATE_EPOCH");
   req.built_unix =
@@ -241,6 +265,25 @@ int cmd_build(const Options& o) {
                      req.key + ")");
   }
   const edge::hsm::SigningKeyInfo key = keys.get(req.key);
+  // The default list carries the signer's public half as the installed
+  // system's keyring (etc/keyring/NAME.pub.pem in the slot), so that a bundle
+  // can also ship the key its successors are signed with.
+  struct RemoveOnExit {
+    fs::path path;
+    ~RemoveOnExit() {
+      std::error_code ignored;
+      if (!path.empty()) fs::remove(path, ignored);
+    }
+  } keyring_file;
+  if (o.files.empty()) {
+    keyring_file.path = fs::path(req.out.string() + ".keyring.tmp");
+    std::ofstream pem(keyring_file.path, std::ios::trunc);
+    pem << edge::hsm::public_key_pem(key.public_key_der);
+    pem.close();
+    if (!pem) throw ImageError("cannot write " + keyring_file.path.string());
+    fs::permissions(keyring_file.path, fs::perms(0644));
+    req.files.push_back({"etc/keyring/" + req.key + ".pub.pem", keyring_file.path});
+  }
   double sign_ms = 0;
   const auto t_build = std::chrono::steady_clock::now();
   const edge::images::Manifest m =
@@ -261,25 +304,38 @@ int cmd_build(const Options& o) {
   const double verify_ms = ms_since(t_verify);
   std::cout << "bundle " << req.out.string() << " version=" << m.version << " compatible=" << m.compatible
             << " files=" << m.files.size() << " payload_bytes=" << m.payload_size() << " key=" << req.key
-            << '\n'
+            << " rollback=" << m.rollback << '\n'
             << "timing build_ms=" << static_cast<long>(build_ms) << " hsm_sign_ms=" << sign_ms
             << " verify_ms=" << static_cast<long>(verify_ms) << '\n';
   return kExitOk;
 }
 
-edge::images::VerifiedBundle verified(const Options& o, const char* command) {
-  const auto trust = edge::images::TrustKey::from_pem_file(required(o.trust, "--trust PUBKEY.pem", command));
+// The keys a bundle must verify with: the installed system's keyring
+// (EDGE_IMAGE_KEYRING, or --keyring for another root), or with --trust one
+// key file, for development; that is said on stdout before anything else.
+edge::images::Keyring trust_of(const Options& o) {
+  if (o.trust && o.keyring) throw UsageError{"--trust and --keyring exclude each other"};
+  if (o.trust) {
+    std::cout << "note: development trust: --trust " << *o.trust << " instead of the installed keyring "
+              << EDGE_IMAGE_KEYRING << '\n';
+    return edge::images::keyring_of_file(*o.trust);
+  }
+  return edge::images::load_keyring(o.keyring ? fs::path(*o.keyring) : fs::path(EDGE_IMAGE_KEYRING));
+}
+
+edge::images::VerifiedBundle verified(const Options& o, const edge::images::Keyring& trust) {
   return edge::images::verify_bundle(o.args[1], trust, compatible_of(o));
 }
 
 int cmd_verify(const Options& o) {
-  only(o, {&Options::trust, &Options::compatible}, "verify");
+  only(o, {&Options::trust, &Options::keyring, &Options::compatible}, "verify");
   if (o.args.size() != 2 || o.force)
-    throw UsageError{"usage: edge-image verify FILE.bundle --trust PUBKEY.pem"};
-  const auto b = verified(o, "verify");
+    throw UsageError{"usage: edge-image verify FILE.bundle [--keyring DIR | --trust PUBKEY.pem]"};
+  const auto b = verified(o, trust_of(o));
   std::cout << "ok " << b.path.string() << " version=" << b.manifest.version
             << " compatible=" << b.manifest.compatible << " built=" << b.manifest.built
-            << " key=" << b.manifest.key << " files=" << b.manifest.files.size() << '\n';
+            << " key=" << b.manifest.key << " rollback=" << b.manifest.rollback
+            << " files=" << b.manifest.files.size() << '\n';
   for (const auto& f : b.manifest.files) {
     std::cout << "  " << f.path << " size=" << f.size << " sha256=" << edge::images::to_hex(f.sha256) << '\n';
   }
@@ -297,13 +353,21 @@ std::uint32_t tries_of(const Options& o) {
 }
 
 int cmd_install(const Options& o) {
-  only(o, {&Options::trust, &Options::root, &Options::tries, &Options::compatible}, "install");
+  only(o, {&Options::trust, &Options::keyring, &Options::root, &Options::tries, &Options::compatible},
+       "install");
   if (o.args.size() != 2)
-    throw UsageError{"usage: edge-image install FILE.bundle --root DIR --trust PUBKEY.pem"};
+    throw UsageError{"usage: edge-image install FILE.bundle --root DIR [--keyring DIR | --trust PUBKEY.pem]"};
   edge::images::SlotStore store(required(o.root, "--root DIR", "install"));
-  const edge::images::InstallOptions options{o.force, tries_of(o)};
-  const auto b = verified(o, "install");
+  const edge::images::Keyring trust = trust_of(o);
+  const edge::images::InstallOptions options{o.force, tries_of(o), o.allow_downgrade,
+                                             (o.trust ? "development " : "") + trust.origin};
+  const auto b = verified(o, trust);
   const auto r = store.install(b, options);
+  if (r.downgrade) {
+    std::cerr << "edge-image: warning: downgrade allowed: rollback index " << r.rollback
+              << " below the stored " << r.stored_rollback << " (recorded in "
+              << (store.root() / "audit.log").string() << ")\n";
+  }
   std::cout << "installed " << r.version << " into slot " << r.slot << " (" << store.slot_dir(r.slot).string()
             << "), trying for " << options.tries << " boots; active "
             << (r.replaced_version.empty() ? std::string("none") : r.replaced_version) << '\n';
@@ -313,7 +377,7 @@ int cmd_install(const Options& o) {
 void print_slot(const edge::images::SlotStore& store, const edge::images::Slot& s) {
   std::cout << "slot=" << s.name << " state=" << to_string(s.state)
             << " version=" << (s.version.empty() ? std::string("-") : s.version) << " tries=" << s.tries
-            << " path=" << store.slot_dir(s.name).string() << '\n';
+            << " path=" << store.slot_dir(s.name).string() << " rollback=" << s.rollback << '\n';
 }
 
 int cmd_root_only(const Options& o, const std::string& cmd) {
@@ -333,7 +397,8 @@ int cmd_root_only(const Options& o, const std::string& cmd) {
   } else {
     const auto s = store.status();
     std::cout << "active=" << (s.active ? std::string(1, s.active) : "-")
-              << " booted=" << (s.booted ? std::string(1, s.booted) : "-") << '\n';
+              << " booted=" << (s.booted ? std::string(1, s.booted) : "-") << " rollback=" << s.rollback
+              << '\n';
     print_slot(store, s.a);
     print_slot(store, s.b);
   }
@@ -350,6 +415,7 @@ int run(int argc, char** argv) {
   const std::string& cmd = o.args[0];
   if (!o.files.empty() && cmd != "build") throw UsageError{"--file applies to build only"};
   if (o.force && cmd != "install") throw UsageError{"--force applies to install only"};
+  if (o.allow_downgrade && cmd != "install") throw UsageError{"--allow-downgrade applies to install only"};
   if (cmd == "build") return cmd_build(o);
   if (cmd == "verify") return cmd_verify(o);
   if (cmd == "install") return cmd_install(o);

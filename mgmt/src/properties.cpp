@@ -290,6 +290,11 @@ PropertyRegistry::PropertyRegistry() {
       "PKCS#11 module path, or softhsm-lab for the lab token", [](const C& c) { return c.hsm().module(); },
       [](C& c, S v) { c.mutable_hsm()->set_module(std::string(v)); });
   p.add(
+      "hsm.allow_software_token", PT::boolean, "false", kProcess,
+      "production mode accepts a software token (SoftHSM) as hsm.module; logged as a warning at start",
+      [](const C& c) { return b(c.hsm().allow_software_token()); },
+      [](C& c, S v) { c.mutable_hsm()->set_allow_software_token(v == "true"); });
+  p.add(
       "hsm.token", PT::string, "edge-lab", kProcess, "token label",
       [](const C& c) { return c.hsm().token_label(); },
       [](C& c, S v) { c.mutable_hsm()->set_token_label(std::string(v)); });

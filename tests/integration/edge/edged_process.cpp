@@ -142,6 +142,11 @@ void EdgedProcess::launch() {
     p.args.insert(p.args.begin(), edged_program().string());
     p.args.insert(p.args.begin(), options_.env.begin(), options_.env.end());
   }
+  if (!options_.wrapper.empty()) {
+    p.args.insert(p.args.begin(), p.program.string());
+    p.args.insert(p.args.begin(), options_.wrapper.begin() + 1, options_.wrapper.end());
+    p.program = options_.wrapper.front();
+  }
   if (options_.write_config) p.args.insert(p.args.end(), {"--config", config_file_.string()});
   // One log file per start, so a restart's log is read from its beginning.
   p.log_file =

@@ -43,6 +43,9 @@ struct EdgedOptions {
   std::vector<std::string> env;
   // Extra edged arguments ("--production").
   std::vector<std::string> args;
+  // A program edged runs under, which execs it in place (absolute path first):
+  // {"/usr/bin/prlimit", "--nofile=512:512", "--"}.
+  std::vector<std::string> wrapper;
 };
 
 // One `event=status` line, its key=value fields.
@@ -130,8 +133,8 @@ class EdgedProcess {
   int starts_ = 0;
 
   void launch();
-  int run_tool(const std::filesystem::path& program, const std::vector<std::string>& args, std::string* output,
-               const std::string& name) const;
+  int run_tool(const std::filesystem::path& program, const std::vector<std::string>& args,
+               std::string* output, const std::string& name) const;
 };
 
 }  // namespace edge::test

@@ -2,8 +2,10 @@
 // exit code of docs/operations.md, when the configuration, a real HSM module or the key set is missing.
 #include <gtest/gtest.h>
 
+#include <filesystem>
 #include <string>
 #include <thread>
+#include <vector>
 
 #include "edged_process.h"
 
@@ -27,54 +29,85 @@ TEST(EdgedProduction, RefusesTheLabHsm) {
   EXPECT_NE(why.find("needs a real HSM module"), std::string::npos) << why;
 }
 
-// A real PKCS#11 module (SoftHSM2's, named by path as an operator would) with
-// a token that exists: edged starts only once the configured key set is there,
-// and it provisions nothing itself (no lab certificate, no key set).
-TEST(EdgedProduction, StartsOnlyWhenTheKeySetExistsInTheHsm) {
-  TempDir dir("edge-production");
-  // The token and its PIN file come from the provisioning tool, not from edged.
-  {
-    ProcessOptions p;
-    p.program = find_program("env", "coreutils");
-    p.args = {"EDGE_STATE_DIR=" + dir.path().string(), edge_hsm_program().string(), "init-lab-token"};
-    p.log_file = dir.path() / "init.log";
-    ChildProcess init(p);
-    const auto deadline = std::chrono::steady_clock::now() + std::chrono::seconds(30);
-    while (init.running() && std::chrono::steady_clock::now() < deadline) {
-      std::this_thread::sleep_for(std::chrono::milliseconds(20));
-    }
-    ASSERT_EQ(init.stop(std::chrono::milliseconds(500)), 0) << init.log();
+// Runs `edge-hsm ARGS...` on the state dir `dir` (the provisioning tool, not edged).
+void run_edge_hsm(const std::filesystem::path& dir, std::vector<std::string> args, const std::string& log) {
+  ProcessOptions p;
+  p.program = find_program("env", "coreutils");
+  p.args = {"EDGE_STATE_DIR=" + dir.string(), edge_hsm_program().string()};
+  p.args.insert(p.args.end(), args.begin(), args.end());
+  p.log_file = dir / log;
+  ChildProcess tool(p);
+  const auto deadline = std::chrono::steady_clock::now() + std::chrono::seconds(30);
+  while (tool.running() && std::chrono::steady_clock::now() < deadline) {
+    std::this_thread::sleep_for(std::chrono::milliseconds(20));
   }
+  ASSERT_EQ(tool.stop(std::chrono::milliseconds(500)), 0) << tool.log();
+}
+
+// Production options on a SoftHSM token made by edge-hsm init-lab-token in `dir`,
+// the module named by `module`.
+EdgedOptions production_on_softhsm(const TempDir& dir, const std::string& module) {
   EdgedOptions o;
   o.tls_port = 0;
   o.wss_port = 0;
   o.key_set = "prodflow";
   o.args = {"--production"};
-  const std::string conf = (dir.path() / "hsm" / "softhsm2.conf").string();
-  o.env = {"SOFTHSM2_CONF=" + conf};
-  o.extra = {{"hsm.module", EDGE_SOFTHSM_MODULE},
+  o.env = {"SOFTHSM2_CONF=" + (dir.path() / "hsm" / "softhsm2.conf").string()};
+  o.extra = {{"hsm.module", module},
              {"hsm.token", "edge-lab"},
              {"hsm.pin_file", (dir.path() / "hsm" / "user-pin").string()}};
+  return o;
+}
+
+// Issue 18: production refuses a software token named by its path, not only
+// the literal softhsm-lab, and says why and how to accept it.
+TEST(EdgedProduction, RefusesASoftHsmModulePath) {
+  TempDir dir("edge-production");
+  run_edge_hsm(dir.path(), {"init-lab-token"}, "init.log");
+  const std::string why = start_failure(production_on_softhsm(dir, EDGE_SOFTHSM_MODULE));
+  EXPECT_NE(why.find("status 4"), std::string::npos) << why;
+  EXPECT_NE(why.find("production mode refuses a software token (module path"), std::string::npos) << why;
+  EXPECT_NE(why.find("hsm.allow_software_token"), std::string::npos) << why;
+}
+
+// The same module under a name that says nothing (a copy of libsofthsm2.so):
+// what the module reports (C_GetInfo) gives it away.
+TEST(EdgedProduction, RefusesASoftHsmModuleUnderAnotherName) {
+  TempDir dir("edge-production");
+  run_edge_hsm(dir.path(), {"init-lab-token"}, "init.log");
+  const auto renamed = dir.path() / "libvendor-pkcs11.so";
+  std::filesystem::copy_file(EDGE_SOFTHSM_MODULE, renamed);
+  const std::string why = start_failure(production_on_softhsm(dir, renamed.string()));
+  EXPECT_NE(why.find("status 4"), std::string::npos) << why;
+  EXPECT_NE(why.find("production mode refuses a software token (the module reports manufacturer"),
+            std::string::npos)
+      << why;
+}
+
+// A real PKCS#11 module (SoftHSM2's, named by path as an operator would, and
+// accepted with hsm.allow_software_token, logged as a warning) with a token
+// that exists: edged starts only once the configured key set is there, and it
+// provisions nothing itself (no lab certificate, no key set).
+TEST(EdgedProduction, StartsOnlyWhenTheKeySetExistsInTheHsm) {
+  TempDir dir("edge-production");
+  // The token and its PIN file come from the provisioning tool, not from edged.
+  run_edge_hsm(dir.path(), {"init-lab-token"}, "init.log");
+  EdgedOptions o = production_on_softhsm(dir, EDGE_SOFTHSM_MODULE);
+  o.extra.emplace_back("hsm.allow_software_token", "true");
   const std::string why = start_failure(o);
   EXPECT_NE(why.find("status 4"), std::string::npos) << why;
   EXPECT_NE(why.find("key set 'prodflow' does not exist"), std::string::npos) << why;
 
-  ProcessOptions p;
-  p.program = find_program("env", "coreutils");
-  p.args = {"EDGE_STATE_DIR=" + dir.path().string(), edge_hsm_program().string(), "keyset", "create",
-            "prodflow"};
-  p.log_file = dir.path() / "create.log";
-  ChildProcess create(p);
-  const auto deadline = std::chrono::steady_clock::now() + std::chrono::seconds(30);
-  while (create.running() && std::chrono::steady_clock::now() < deadline) {
-    std::this_thread::sleep_for(std::chrono::milliseconds(20));
-  }
-  ASSERT_EQ(create.stop(std::chrono::milliseconds(500)), 0) << create.log();
+  run_edge_hsm(dir.path(), {"keyset", "create", "prodflow"}, "create.log");
 
   EdgedProcess edge(o);
   EXPECT_TRUE(edge.events("lab_token_created").empty());
   EXPECT_TRUE(edge.events("lab_certificate_created").empty());
   EXPECT_TRUE(edge.events("key_set_created").empty());
+  const auto allowed = edge.events("software_token_allowed");
+  ASSERT_EQ(allowed.size(), 1u) << edge.log();
+  EXPECT_NE(allowed[0].find(" warning "), std::string::npos) << allowed[0];
+  EXPECT_EQ(parse_log_fields(allowed[0])["module"], EDGE_SOFTHSM_MODULE);
   const auto started = edge.events("started");
   ASSERT_FALSE(started.empty());
   EXPECT_EQ(parse_log_fields(started.back())["key_set"], "prodflow");

@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # edge-image as a release engineer and a device use it: HSM-signed bundles, refusals, A/B install, kill -9.
 #
-# usage: edge_image_test.sh EDGE_IMAGE EDGE_HSM EDGED_CONF
+# usage: edge_image_test.sh EDGE_IMAGE EDGE_HSM EDGED_CONF KEYRING
+# (KEYRING: the build-time trust keyring path, CMake EDGE_IMAGE_KEYRING)
 # Real SoftHSM lab token (edge-hsm init-lab-token in a temporary EDGE_STATE_DIR), real processes.
 # Prints one "ok - ..." / "not ok - ..." line per check and "N passed, N failed" at the end;
 # exits non-zero when a check failed. Never skips: a missing tool is a failure.
@@ -10,6 +11,7 @@ set -uo pipefail
 EDGE_IMAGE=${1:?edge-image path}
 EDGE_HSM=${2:?edge-hsm path}
 CONF=${3:?default configuration path}
+KEYRING=${4:?build-time keyring path}
 
 passed=0
 failed=0
@@ -138,8 +140,35 @@ run verify v1.bundle --trust manifest.txt
 check "a trust file that is not a key: refused" refused "is not a PEM public key"
 run verify missing.bundle --trust "$PUB"
 check "missing bundle: refused" refused "cannot open missing.bundle"
+run verify v1.bundle --trust "$PUB"
+check "--trust is said to be development trust" has "^note: development trust: --trust $PUB instead of the installed keyring $KEYRING"
+
+# ---- the installed keyring (issue 18): the default trust, --trust only for development ----------
 run verify v1.bundle
-check "verify without --trust: usage error" test "$rc" = 2
+check "verify without --trust uses the build-time keyring $KEYRING" refused "$KEYRING"
+mkdir -p ring ring_other ring_both ring_empty ring_bad
+cp "$PUB" ring/firmware.pub.pem
+cp "$OTHER" ring_other/old.pem
+cp "$OTHER" ring_both/a-old.pem
+cp "$PUB" ring_both/b-new.pem
+echo "not a key" >ring_bad/x.pem
+cp "$PUB" ring_bad/y.pem
+echo "ignored" >ring/README
+run verify v1.bundle --keyring ring
+check "verify with the keyring: ok" has "^ok v1.bundle"
+check "no development note with a keyring" bash -c "! grep -q 'development' '$OUT'"
+run verify v1.bundle --keyring ring_other
+check "a keyring without the signer: refused" refused "signature does not verify with keyring ring_other"
+run verify v1.bundle --keyring ring_both
+check "a keyring with the old and the new key (rotation): ok" has "^ok v1.bundle"
+run verify v1.bundle --keyring ring_empty
+check "an empty keyring: refused" refused "holds no *.pem key"
+run verify v1.bundle --keyring ring_bad
+check "a keyring with a file that is not a key: refused" refused "is not a PEM public key"
+run verify v1.bundle --keyring nowhere
+check "a missing keyring: refused" refused "no trust keyring at nowhere"
+run verify v1.bundle --keyring ring --trust "$PUB"
+check "--keyring with --trust: usage error" test "$rc" = 2
 
 # ---- install -> boot -> mark-good --------------------------------------------------------------
 R="$WORK/root"
@@ -183,6 +212,43 @@ run status --root "$R"
 check "slot a is bad after running out" has "slot=a state=bad"
 run mark-good --root "$R"
 check "mark-good after the fallback keeps slot b" has "slot b committed"
+
+# ---- rollback index (issue 18): signed, stored at commit, --force does not pass it -------------
+SMALL=(--file "etc/edged.conf=$CONF")
+run build --version 2.0.0 --rollback 2 --out r2.bundle "${SMALL[@]}"
+check "build with --rollback 2" has "rollback=2"
+run build --version 2.1.0 --out r0.bundle "${SMALL[@]}"
+check "build without --rollback: index 0" has "rollback=0"
+run build --version 1.0.0 --rollback 1 --out r1.bundle "${SMALL[@]}"
+check "build with --rollback 1" succeeded
+run build --version 1.0.0 --rollback 01 --out rx.bundle "${SMALL[@]}"
+check "build with --rollback 01: usage error" test "$rc" = 2
+run verify r2.bundle --trust "$PUB"
+check "verify shows the signed rollback index" has "rollback=2 "
+RB="$WORK/rbroot"
+"$EDGE_IMAGE" install r2.bundle --root "$RB" --trust "$PUB" >/dev/null &&
+  "$EDGE_IMAGE" boot --root "$RB" >/dev/null && "$EDGE_IMAGE" mark-good --root "$RB" >/dev/null ||
+  bad "install and commit r2.bundle"
+run status --root "$RB"
+check "status: the committed rollback index is stored" has "^active=a booted=a rollback=2"
+check "slots.state holds it" grep -q '^rollback 2$' "$RB/slots.state"
+run install r0.bundle --root "$RB" --trust "$PUB"
+check "newer version, lower rollback index: refused" refused "below the stored rollback index 2"
+run install r1.bundle --root "$RB" --trust "$PUB" --force
+check "lower rollback index with --force: still refused" refused "--force does not override it"
+check "nothing was installed into slot b" test ! -e "$RB/slots/b"
+run install r1.bundle --root "$RB" --trust "$PUB" --allow-downgrade
+check "--allow-downgrade installs it" has "into slot b"
+check "--allow-downgrade warns on stderr" grep -q "warning: downgrade allowed: rollback index 1 below the stored 2" "$ERR"
+check "--allow-downgrade is in the audit log" \
+  grep -q "action=install uid=[0-9]* slot=b version=1.0.0 rollback=1 stored_rollback=2 force=no downgrade=allowed" \
+  "$RB/audit.log"
+check "the audit log names development trust" grep -q "trust=\"development key $PUB\"" "$RB/audit.log"
+run install r0.bundle --root "$WORK/ringroot" --keyring ring
+check "install with the keyring" has "into slot a"
+check "the audit log names the keyring" grep -q 'trust="keyring ring"' "$WORK/ringroot/audit.log"
+run verify r1.bundle --trust "$PUB" --allow-downgrade
+check "--allow-downgrade outside install: usage error" test "$rc" = 2
 
 # ---- interrupted installs: kill -9 at the durable-step boundaries ----------------------------------
 K="$WORK/kroot"

@@ -21,6 +21,7 @@ using edge::images::ImageError;
 using edge::images::SlotState;
 using edge::images::SlotStore;
 using edge::images::TrustKey;
+using ::testing::AllOf;
 using ::testing::HasSubstr;
 
 constexpr const char* kCompat = "unit-product";
@@ -62,9 +63,18 @@ void spit(const fs::path& p, const std::string& s) {
   out << s;
 }
 
+edge::images::InstallOptions opts(bool force, std::uint32_t tries, bool allow_downgrade = false) {
+  edge::images::InstallOptions o;
+  o.force = force;
+  o.tries = tries;
+  o.allow_downgrade = allow_downgrade;
+  return o;
+}
+
 class BundleTest : public ::testing::Test {
  protected:
-  fs::path make(const std::string& version, const std::string& name = "b.bundle") {
+  fs::path make(const std::string& version, const std::string& name = "b.bundle",
+                std::uint32_t rollback = 0) {
     spit(dir.path() / "prog", std::string(200000, 'x') + "program");
     fs::permissions(dir.path() / "prog", fs::perms::owner_all);
     spit(dir.path() / "conf", "key = value\n");
@@ -73,7 +83,8 @@ class BundleTest : public ::testing::Test {
                                    "firmware",
                                    1790000000,
                                    {{"bin/prog", dir.path() / "prog"}, {"etc/conf", dir.path() / "conf"}},
-                                   dir.path() / name};
+                                   dir.path() / name,
+                                   rollback};
     edge::images::build_bundle(req, [&](auto m) { return key.sign(m); });
     return req.out;
   }
@@ -192,7 +203,7 @@ TEST_F(BundleTest, SlotsInstallBootCommitDowngradeAndFallback) {
   EXPECT_EQ(store.install(v1, {}).slot, 'a');
   EXPECT_EQ(store.boot().slot, 'a');
   EXPECT_EQ(store.mark_good(), 'a');
-  EXPECT_EQ(store.install(v2, {false, 2}).slot, 'b');
+  EXPECT_EQ(store.install(v2, opts(false, 2)).slot, 'b');
   EXPECT_EQ(slurp(store.slot_dir('b') / "etc/conf"), "key = value\n");
   EXPECT_EQ(store.boot().slot, 'b');
   EXPECT_EQ(store.boot().slot, 'b');
@@ -205,12 +216,107 @@ TEST_F(BundleTest, SlotsInstallBootCommitDowngradeAndFallback) {
   store.mark_good();
   EXPECT_EQ(store.status().active, 'b');
   EXPECT_THAT([&] { store.install(v1, {}); }, ::testing::ThrowsMessage<ImageError>(HasSubstr("downgrade")));
-  EXPECT_EQ(store.install(v1, {true, 3}).slot, 'a');
+  EXPECT_EQ(store.install(v1, opts(true, 3)).slot, 'a');
+}
+
+// Issue 18: the rollback index is signed, stored with the slot state when a
+// slot is committed, and a bundle below it is refused even with --force
+// (force); only allow_downgrade passes, and that lands in the audit log.
+TEST_F(BundleTest, RollbackIndexRefusesOlderBundlesEvenWithForce) {
+  const auto r1 = edge::images::verify_bundle(make("1.0", "r1.bundle", 1), key.trust(), kCompat);
+  const auto r3 = edge::images::verify_bundle(make("1.1", "r3.bundle", 3), key.trust(), kCompat);
+  const auto r2 = edge::images::verify_bundle(make("2.0", "r2.bundle", 2), key.trust(), kCompat);
+  EXPECT_EQ(r3.manifest.rollback, 3u);
+  EXPECT_EQ(r1.manifest.rollback, 1u);
+  SlotStore store(dir.path() / "root");
+  EXPECT_EQ(store.install(r1, {}).slot, 'a');
+  store.boot();
+  store.mark_good();
+  EXPECT_EQ(store.status().rollback, 1u);
+  EXPECT_EQ(store.status().a.rollback, 1u);
+  EXPECT_EQ(store.install(r3, {}).slot, 'b');
+  // Installed, not committed: the stored index is still the committed one.
+  EXPECT_EQ(store.status().rollback, 1u);
+  EXPECT_EQ(store.status().b.rollback, 3u);
+  store.boot();
+  store.mark_good();
+  EXPECT_EQ(store.status().rollback, 3u);
+  // A newer version with a lower rollback index, and an older one: refused,
+  // --force or not, and the slot state is unchanged.
+  const std::string before = slurp(store.root() / "slots.state");
+  for (const bool force : {false, true}) {
+    for (const auto* b : {&r2, &r1}) {
+      EXPECT_THAT(
+          [&] {
+            store.install(*b, opts(force, 3));
+          },
+          ::testing::ThrowsMessage<ImageError>(
+              AllOf(HasSubstr("below the stored rollback index 3"), HasSubstr("--allow-downgrade"))))
+          << "force=" << force << " version " << b->manifest.version;
+    }
+  }
+  EXPECT_EQ(slurp(store.root() / "slots.state"), before);
+  const std::string audit_before = slurp(store.root() / "audit.log");
+  EXPECT_EQ(audit_before.find("downgrade=allowed"), std::string::npos) << audit_before;
+  // The separate permission passes, is reported and written to the audit log
+  // first; committing the older slot never lowers the stored index.
+  const auto r = store.install(r1, opts(false, 3, true));
+  EXPECT_TRUE(r.downgrade);
+  EXPECT_EQ(r.slot, 'a');
+  const std::string audit = slurp(store.root() / "audit.log");
+  EXPECT_THAT(audit, HasSubstr("action=install"));
+  EXPECT_THAT(audit, HasSubstr("slot=a version=1.0 rollback=1 stored_rollback=3 force=no downgrade=allowed"));
+  store.boot();
+  store.mark_good();
+  EXPECT_EQ(store.status().rollback, 3u);
+  EXPECT_THAT(
+      [&] {
+        store.install(r2, opts(true, 3));
+      },
+      ::testing::ThrowsMessage<ImageError>(HasSubstr("below the stored rollback index 3")));
+}
+
+TEST_F(BundleTest, RollbackLineIsSignedAndHasOneSpelling) {
+  const auto b = edge::images::verify_bundle(make("1.0", "r.bundle", 7), key.trust(), kCompat);
+  const std::string text = edge::images::serialize_manifest(b.manifest);
+  EXPECT_THAT(text, HasSubstr("\nkey firmware\nrollback 7\nfile "));
+  EXPECT_EQ(edge::images::parse_manifest(text).rollback, 7u);
+  // Index 0 has no line; "rollback 0", "rollback 07" and junk are refused.
+  const auto zero = edge::images::verify_bundle(make("1.0", "z.bundle"), key.trust(), kCompat);
+  EXPECT_EQ(edge::images::serialize_manifest(zero.manifest).find("rollback"), std::string::npos);
+  for (const char* bad : {"rollback 0", "rollback 07", "rollback -1", "rollback x", "rollback 4294967296"}) {
+    std::string t = text;
+    t.replace(t.find("rollback 7"), 10, bad);
+    EXPECT_THAT([&] { edge::images::parse_manifest(t); },
+                ::testing::ThrowsMessage<ImageError>(HasSubstr("manifest line 6: rollback index")))
+        << bad;
+  }
+  // The index is covered by the signature: raising it in a bundle breaks it.
+  std::string bytes = slurp(dir.path() / "r.bundle");
+  bytes[bytes.find("rollback 7") + 9] = '9';
+  spit(dir.path() / "raised.bundle", bytes);
+  EXPECT_THAT(verify_error(dir.path() / "raised.bundle"), HasSubstr("signature does not verify"));
 }
 
 TEST(SlotStateFile, StrictParse) {
-  const std::string good = "edge-slots 1\nactive a\nbooted a\nslot a good 1.0 0\nslot b trying 2.0 3\n";
+  const std::string good =
+      "edge-slots 2\nactive a\nbooted a\nrollback 4\nslot a good 1.0 0 4\nslot b trying 2.0 3 5\n";
   EXPECT_EQ(edge::images::serialize_state(edge::images::parse_state(good)), good);
+  EXPECT_EQ(edge::images::parse_state(good).rollback, 4u);
+  EXPECT_EQ(edge::images::parse_state(good).b.rollback, 5u);
+  // Format 1 (before rollback indices) reads as index 0 and is written as format 2.
+  const std::string v1 = "edge-slots 1\nactive a\nbooted a\nslot a good 1.0 0\nslot b trying 2.0 3\n";
+  EXPECT_EQ(edge::images::serialize_state(edge::images::parse_state(v1)),
+            "edge-slots 2\nactive a\nbooted a\nrollback 0\nslot a good 1.0 0 0\nslot b trying 2.0 3 0\n");
+  for (const char* bad : {"rollback -", "rollback 04", "rollbak 4"}) {
+    std::string t = good;
+    t.replace(t.find("rollback 4"), 10, bad);
+    EXPECT_THROW(edge::images::parse_state(t), ImageError) << bad;
+  }
+  EXPECT_THROW(
+      edge::images::parse_state(
+          "edge-slots 2\nactive a\nbooted a\nrollback 4\nslot a good 1.0 0\nslot b trying 2.0 3 5\n"),
+      ImageError);
   EXPECT_THROW(edge::images::parse_state(good.substr(0, good.size() - 1)), ImageError);
   EXPECT_THROW(
       edge::images::parse_state("edge-slots 1\nactive b\nbooted a\nslot a good 1.0 0\nslot b trying 2.0 3\n"),

@@ -41,10 +41,16 @@ struct FileEntry {
 
 struct Manifest {
   std::uint32_t format = kFormatVersion;
-  std::string compatible;        // product / hardware the bundle is for
-  std::string version;           // 1..4 dot-separated decimal numbers
-  std::string built;             // UTC "YYYY-MM-DDTHH:MM:SSZ"
-  std::string key;               // name of the signing key (informational; trust decides)
+  std::string compatible;  // product / hardware the bundle is for
+  std::string version;     // 1..4 dot-separated decimal numbers
+  std::string built;       // UTC "YYYY-MM-DDTHH:MM:SSZ"
+  std::string key;         // name of the signing key (informational; trust decides)
+  // Rollback index: raised by the release process whenever older bundles must
+  // no longer install (a security fix). Monotonic, independent of `version`;
+  // a slot store refuses a bundle below the index it has committed (slots.h).
+  // Signed like the rest: the line "rollback N" (N >= 1) after "key"; no line
+  // means 0, so there is one spelling of each manifest.
+  std::uint32_t rollback = 0;
   std::vector<FileEntry> files;  // payload order
 
   std::uint64_t payload_size() const noexcept;
@@ -85,6 +91,20 @@ class TrustKey {
   std::string origin_;
 };
 
+// The keys an installed system trusts (as RAUC's keyring): every "*.pem" file
+// of one directory, each an EC P-256 public key (a key rotation ships the new
+// key next to the old one). A bundle verifies when any of them verifies it.
+struct Keyring {
+  std::string origin;  // "keyring /etc/edge/keyring" or "key PATH", for messages and the audit log
+  std::vector<TrustKey> keys;
+};
+inline constexpr std::size_t kMaxKeyringKeys = 32;
+// Refuses a missing or unreadable directory, one without a key, more than
+// kMaxKeyringKeys keys, and a .pem file that is not a P-256 public key.
+Keyring load_keyring(const std::filesystem::path& dir);
+// One key file (edge-image --trust): a keyring of one.
+Keyring keyring_of_file(const std::filesystem::path& pem);
+
 // A bundle whose header, signature, compatibility and every file hash were checked.
 struct VerifiedBundle {
   std::filesystem::path path;
@@ -98,6 +118,9 @@ struct VerifiedBundle {
 // payload length, then the SHA-256 of every file, streamed (memory stays bounded
 // whatever the bundle declares).
 VerifiedBundle verify_bundle(const std::filesystem::path& bundle, const TrustKey& trust,
+                             std::string_view compatible);
+// The same with any key of `trust` (the signature step fails only when none verifies).
+VerifiedBundle verify_bundle(const std::filesystem::path& bundle, const Keyring& trust,
                              std::string_view compatible);
 
 // Signs the manifest text; returns a DER ECDSA-Sig-Value.
@@ -113,6 +136,7 @@ struct BuildRequest {
   std::int64_t built_unix = 0;
   std::vector<BuildInput> files;
   std::filesystem::path out;
+  std::uint32_t rollback = 0;  // Manifest::rollback
 };
 
 // Hashes the inputs, signs the manifest and writes the bundle atomically (temp file,
