@@ -19,7 +19,7 @@
 //
 // Control file: one rule per line, `#` starts a comment.
 //   <function|*> [CKR_NAME|0xHEX] [count=N] [every=N] [after=N] [delay_ms=N] [delay_us=N]
-//                [max_concurrent=N]
+//                [max_concurrent=N] [token_flags=0xHEX]
 //     function   one of the wrapped C_ functions below; `*` = all of them but C_Finalize
 //     CKR_NAME   fail the call with this code instead of forwarding it
 //     count=N    fire at most N times, then the rule is spent
@@ -236,6 +236,7 @@ class Call {
     for (auto& g : held_) acquire(*g);
     enter();
     if (d.delay_us) std::this_thread::sleep_for(std::chrono::microseconds(d.delay_us));
+    token_flags_ = d.token_flags;
     if (d.rv) {
       fault_ = *d.rv;
       s.injected[idx_].fetch_add(1, std::memory_order_relaxed);
@@ -254,6 +255,7 @@ class Call {
   Call(const Call&) = delete;
   Call& operator=(const Call&) = delete;
   CK_RV fault() const noexcept { return fault_; }
+  std::uint64_t token_flags() const noexcept { return token_flags_; }
 
  private:
   void acquire(Gate& g) {
@@ -284,6 +286,7 @@ class Call {
 
   std::size_t idx_;
   CK_RV fault_ = CKR_OK;
+  std::uint64_t token_flags_ = 0;
   std::vector<std::shared_ptr<Gate>> held_;
 };
 
@@ -397,7 +400,9 @@ CK_RV w_GetSlotInfo(CK_SLOT_ID slot, CK_SLOT_INFO* info) {
 }
 CK_RV w_GetTokenInfo(CK_SLOT_ID slot, CK_TOKEN_INFO* info) {
   SHIM_GUARD(C_GetTokenInfo)
-  return real().C_GetTokenInfo(slot, info);
+  CK_RV rv = real().C_GetTokenInfo(slot, info);
+  if (rv == CKR_OK && info != nullptr) info->flags |= static_cast<CK_FLAGS>(shim_call.token_flags());
+  return rv;
 }
 CK_RV w_GetMechanismInfo(CK_SLOT_ID slot, CK_MECHANISM_TYPE type, CK_MECHANISM_INFO* info) {
   SHIM_GUARD(C_GetMechanismInfo)
