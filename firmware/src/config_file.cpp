@@ -163,6 +163,8 @@ EdgedConfig parse_config_text(const std::string& text, const std::string& origin
         c.negative_cache_entries = number<std::size_t>(value, 0, 1 << 20, what);
       } else if (key == "hsm.negative_cache.ttl_ms") {
         c.negative_cache_ttl = std::chrono::milliseconds(number<std::int64_t>(value, 0, 3'600'000, what));
+      } else if (key == "hsm.keyset_refresh_ms") {
+        c.keyset_refresh = std::chrono::milliseconds(number<std::int64_t>(value, 0, 3'600'000, what));
       } else if (key == "sip.flow_token.key_set" || key == "com.ibm.ws.sip.key.set") {
         if (!value.empty() && !hsm::valid_key_set_name(value)) {
           throw ConfigError(std::string(what).append(": invalid key set name '").append(value).append("'"));

@@ -34,6 +34,9 @@ struct EdgedConfig {
   flow::HsmWorkConfig hsm_work{.threads = 0};
   std::size_t negative_cache_entries = 4096;             // hsm.negative_cache.entries
   std::chrono::milliseconds negative_cache_ttl{30'000};  // hsm.negative_cache.ttl_ms
+  // hsm.keyset_refresh_ms: the key-set view is re-read this often (0: only
+  // after the agent's rotate / retire / destroy).
+  std::chrono::milliseconds keyset_refresh{30'000};
 
   // SIP
   std::string key_set = "sipflow";  // empty: flow-token security off

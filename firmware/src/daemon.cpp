@@ -186,8 +186,9 @@ int run_daemon(const DaemonOptions& o) {
       try {
         const mgmt::Agent* a = agent.get();
         metrics = std::make_unique<MetricsServer>(
-            mo, std::vector<std::shared_ptr<prometheus::Collectable>>{
-                    make_edge_collector(*front_end, [a] { return a->generation(); }), make_process_collector()});
+            mo,
+            std::vector<std::shared_ptr<prometheus::Collectable>>{
+                make_edge_collector(*front_end, [a] { return a->generation(); }), make_process_collector()});
       } catch (const std::exception& e) {
         throw StartError(kExitListen, e.what());
       }
@@ -253,6 +254,7 @@ int run_daemon(const DaemonOptions& o) {
         sd_notify(0, "WATCHDOG=1");
       if (auto change = front_end->hsm_admission_change())
         agent->report_hsm_admission(change->refusing, change->detail);
+      front_end->poll_key_sets(std::chrono::steady_clock::now());
       continue;
     }
     if (sig == SIGUSR1) {

@@ -13,6 +13,7 @@
 
 #include <algorithm>
 #include <array>
+#include <iterator>
 #include <thread>
 
 namespace edge::firmware {
@@ -305,9 +306,9 @@ void SipFrontEnd::start() {
   state_ = "running";
   ++restarts_;
   if (pause_started_) {
-    const auto us = static_cast<std::uint64_t>(
-        std::chrono::duration_cast<std::chrono::microseconds>(std::chrono::steady_clock::now() - *pause_started_)
-            .count());
+    const auto us = static_cast<std::uint64_t>(std::chrono::duration_cast<std::chrono::microseconds>(
+                                                   std::chrono::steady_clock::now() - *pause_started_)
+                                                   .count());
     pause_started_.reset();
     const auto& bounds = FrontEndSnapshot::kPauseBoundsMs;
     const auto* b = std::lower_bound(bounds.begin(), bounds.end(), (us + 999) / 1000);
@@ -439,6 +440,43 @@ std::optional<SipFrontEnd::AdmissionChange> SipFrontEnd::hsm_admission_change() 
                                    std::to_string(p.hsm_shed) + " since start)"};
 }
 
+namespace {
+std::string versions_text(const std::vector<std::uint32_t>& v) {
+  std::string out;
+  for (const std::uint32_t x : v) out += (out.empty() ? "" : ",") + std::to_string(x);
+  return out.empty() ? "-" : out;
+}
+
+// Re-reads one view; one event line when the versions that verify changed.
+void refresh_view(hsm::KeySetMac& mac) {
+  const auto usable = [](const hsm::KeySetInfo& info) {
+    std::vector<std::uint32_t> v;
+    for (const auto& k : info.versions)
+      if (k.state == hsm::KeyState::active) v.push_back(k.version);
+    return v;
+  };
+  const std::vector<std::uint32_t> before = usable(mac.info());
+  const std::uint64_t epoch = mac.epoch();
+  mac.refresh();
+  const std::vector<std::uint32_t> after = usable(mac.info());
+  if (before == after && epoch == mac.epoch()) return;
+  std::vector<std::uint32_t> added, removed;
+  std::ranges::set_difference(after, before, std::back_inserter(added));
+  std::ranges::set_difference(before, after, std::back_inserter(removed));
+  spdlog::info("event=key_set_view_changed key_set={} added={} removed={} minting={}", mac.key_set(),
+               versions_text(added), versions_text(removed), mac.minting_version());
+}
+}  // namespace
+
+void SipFrontEnd::poll_key_sets(std::chrono::steady_clock::time_point now) {
+  {
+    std::lock_guard lock(mu_);
+    if (cfg_.keyset_refresh.count() <= 0 || now - key_sets_read_ < cfg_.keyset_refresh) return;
+    key_sets_read_ = now;
+  }
+  key_sets_changed();
+}
+
 void SipFrontEnd::key_sets_changed() {
   std::shared_ptr<hsm::KeySetMac> current, previous;
   {
@@ -452,7 +490,7 @@ void SipFrontEnd::key_sets_changed() {
   for (const auto& mac : {current, previous}) {
     if (!mac) continue;
     try {
-      mac->refresh();
+      refresh_view(*mac);
     } catch (const std::exception& e) {
       spdlog::warn("event=key_set_refresh_failed key_set={} reason=\"{}\"", mac->key_set(), e.what());
     }
@@ -481,7 +519,8 @@ void SipFrontEnd::log_status() {
       "flows_wss={} core_connected={} requests_from_clients={} requests_from_core={} r403={} r430={} r503={} "
       "verifies_avoided={} verifies_hsm={} mints_hsm={} minting_version={} connections={} "
       "refused_max_connections={} refused_per_address={} read_timeouts={} framing_errors={} oversized={} "
-      "udp_garbage={} tls_handshake_failures={} upgrade_refused={} superseded_flows={} core_disconnects={} "
+      "udp_garbage={} stun_unsolicited={} tls_handshake_failures={} upgrade_refused={} superseded_flows={} "
+      "core_disconnects={} "
       "log_dropped={} hsm_parked={} hsm_queued={} hsm_refused_budget={} hsm_refused_queue_full={} "
       "hsm_shed={} hsm_dropped_udp={} hsm_resume_dropped={} hsm_wait_max_us={} restarts={} "
       "restart_pause_last_ms={} proxy_accepted={} proxy_refused_untrusted={} proxy_refused_missing={} "
@@ -490,12 +529,12 @@ void SipFrontEnd::log_status() {
       ts.flows_now[6], ts.flows_now[7], ts.core_connected, p.requests_from_clients, p.requests_from_core,
       p.r403, p.r430, p.r503, p.verifies_avoided, p.verifies_hsm, p.mints_hsm, n.minting_version,
       ts.connections_now, ts.refused_max_connections, ts.refused_per_address, ts.read_timeouts,
-      ts.framing_errors, ts.oversized, ts.udp_garbage, ts.tls_handshake_failures, ts.upgrade_refused,
-      ts.superseded_flows, ts.core_disconnects, n.log_dropped, p.hsm_parked, n.hsm_work.queued_now,
-      p.hsm_refused_budget, p.hsm_refused_queue_full, p.hsm_shed, p.drop_hsm_busy, p.hsm_resume_dropped,
-      n.hsm_work.wait_us_max, n.restarts, n.pause_last_us / 1000, ts.proxy_accepted, ts.proxy_refused_untrusted,
-      ts.proxy_refused_missing, ts.proxy_refused_malformed, ts.proxy_refused_unsupported,
-      ts.proxy_refused_timeout);
+      ts.framing_errors, ts.oversized, ts.udp_garbage, ts.stun_unsolicited, ts.tls_handshake_failures,
+      ts.upgrade_refused, ts.superseded_flows, ts.core_disconnects, n.log_dropped, p.hsm_parked,
+      n.hsm_work.queued_now, p.hsm_refused_budget, p.hsm_refused_queue_full, p.hsm_shed, p.drop_hsm_busy,
+      p.hsm_resume_dropped, n.hsm_work.wait_us_max, n.restarts, n.pause_last_us / 1000, ts.proxy_accepted,
+      ts.proxy_refused_untrusted, ts.proxy_refused_missing, ts.proxy_refused_malformed,
+      ts.proxy_refused_unsupported, ts.proxy_refused_timeout);
 }
 
 }  // namespace edge::firmware

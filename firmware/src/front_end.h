@@ -112,6 +112,11 @@ class SipFrontEnd final : public mgmt::FrontEnd {
   // When a transport worker last ran the proxy's timers (every 100 ms): the
   // systemd watchdog is fed only while they keep running.
   std::chrono::steady_clock::time_point last_tick() const { return last_tick_->load(); }
+  // Re-reads the key-set views when hsm.keyset_refresh_ms has passed since
+  // the last read (the daemon calls it once a second), so a retire done outside
+  // the agent (edge-hsm, another process on the token) is seen. An unchanged
+  // view keeps the epoch, and with it every cache of verified tokens.
+  void poll_key_sets(std::chrono::steady_clock::time_point now);
 
   // mgmt::FrontEnd
   std::string validate(const mgmt::v1::ApplianceConfig& next) override;
@@ -157,6 +162,8 @@ class SipFrontEnd final : public mgmt::FrontEnd {
   std::array<std::uint64_t, FrontEndSnapshot::kPauseBoundsMs.size() + 1> pause_buckets_{};
   std::uint64_t pause_last_us_ = 0, pause_sum_us_ = 0;
   // hsm_admission_change(): refusals seen at the last poll, and whether refusing.
+  // poll_key_sets(): when the views were last read.
+  std::chrono::steady_clock::time_point key_sets_read_ = std::chrono::steady_clock::now();
   std::uint64_t admission_refusals_ = 0;
   bool admission_refusing_ = false;
 };

@@ -188,6 +188,9 @@ class EdgeCollector final : public prometheus::Collectable {
     sample(pp, d(t.proxy_refused_malformed), {{"result", "malformed"}});
     sample(pp, d(t.proxy_refused_unsupported), {{"result", "unsupported"}});
     sample(pp, d(t.proxy_refused_timeout), {{"result", "timeout"}});
+    sample(out.counter("edge_stun_unsolicited_total",
+                       "STUN Binding requests not answered because their source has no flow (no reflection)"),
+           d(t.stun_unsolicited));
     auto& closed = out.counter("edge_connections_closed_total", "flows the edge closed, by reason");
     sample(closed, d(t.framing_errors), {{"reason", "framing_error"}});
     sample(closed, d(t.read_timeouts), {{"reason", "read_timeout"}});

@@ -285,7 +285,12 @@ Manifest parse_manifest(std::string_view text) {
     const auto f = split(lines[i], ' ');
     if (f.size() != 5 || f[0] != "file") bad_line(i + 1, "expected 'file MODE SIZE SHA256 PATH'");
     FileEntry e;
-    if (f[1].size() != 4 || f[1][0] != '0' || !parse_number(f[1], e.mode, 8)) bad_line(i + 1, "bad mode");
+    if (f[1].size() != 4 || !parse_number(f[1], e.mode, 8)) bad_line(i + 1, "bad mode");
+    // Slot files are owned by the installer: no setuid/setgid/sticky bit, nothing another
+    // user or group could rewrite between install and boot.
+    if ((e.mode & 07000) != 0)
+      bad_line(i + 1, "mode " + std::string(f[1]) + " has a setuid, setgid or sticky bit");
+    if ((e.mode & 0022) != 0) bad_line(i + 1, "mode " + std::string(f[1]) + " is group- or world-writable");
     if (!parse_decimal(f[2], e.size) || e.size > kMaxFileSize) bad_line(i + 1, "bad size");
     if (!parse_hex32(f[3], e.sha256)) bad_line(i + 1, "bad SHA-256 (64 lower-case hex digits)");
     if (!valid_path(f[4])) bad_line(i + 1, "bad path '" + std::string(f[4].substr(0, 80)) + "'");

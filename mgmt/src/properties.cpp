@@ -326,6 +326,9 @@ PropertyRegistry::PropertyRegistry() {
   work_uint("hsm.negative_cache.ttl_ms", 30'000, 0, 3'600'000, kFrontEnd,
             "how long a refused token is remembered", &W::has_negative_cache_ttl_ms,
             &W::negative_cache_ttl_ms, &W::set_negative_cache_ttl_ms);
+  work_uint("hsm.keyset_refresh_ms", 30'000, 0, 3'600'000, kFrontEnd,
+            "how often the key-set view is re-read from the HSM (checked once a second); 0: off",
+            &W::has_keyset_refresh_ms, &W::keyset_refresh_ms, &W::set_keyset_refresh_ms);
 
   p.add(
        "sip.flow_token.key_set", PT::string, "", kFrontEnd,
@@ -544,7 +547,8 @@ PropertyRegistry::PropertyRegistry() {
   // HTTP server is built once at start).
   p.add(
       "metrics.listen", PT::string, "", kProcess,
-      "ADDRESS:PORT of the Prometheus endpoint (/metrics), IPv6 in brackets; empty: none (port 0: the OS picks)",
+      "ADDRESS:PORT of the Prometheus endpoint (/metrics), IPv6 in brackets; empty: none (port 0: the OS "
+      "picks)",
       [](const C& c) { return c.metrics().listen(); },
       [](C& c, S v) {
         if (!v.empty()) {

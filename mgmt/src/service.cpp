@@ -97,10 +97,18 @@ grpc::Status ManagementService::call(grpc::ServerContext& ctx, const char* rpc, 
     reason = std::string("role ") + role_name(id.caller->role) + " may not call " + rpc + " (needs " +
              role_name(need) + ")";
   }
+  const char* code_name =
+      code == grpc::StatusCode::PERMISSION_DENIED ? "PERMISSION_DENIED" : "UNAUTHENTICATED";
   spdlog::warn("event=mgmt_refused peer={} actor={} rpc={} code={} reason={}", log_value(id.peer),
-               log_value(actor), rpc,
-               code == grpc::StatusCode::PERMISSION_DENIED ? "PERMISSION_DENIED" : "UNAUTHENTICATED",
-               log_value(reason));
+               log_value(actor), rpc, code_name, log_value(reason));
+  // The audit log keeps refusals too, so probing by an unknown or under-privileged client is on
+  // record. The caller still gets its refusal if the record cannot be written (logged instead).
+  try {
+    agent_.audit().record(actor, rpc, "peer=" + id.peer,
+                          std::string("refused: ") + code_name + ": " + reason);
+  } catch (const std::exception& e) {
+    spdlog::error("event=mgmt_audit_failed rpc={} reason={}", rpc, log_value(e.what()));
+  }
   return {code, reason};
 }
 
@@ -208,9 +216,45 @@ grpc::Status ManagementService::RestartFrontEnd(grpc::ServerContext* ctx, const 
               [&](const Caller& c) { *resp = agent_.restart_front_end(c); });
 }
 
+std::string ManagementService::take_watch_slot(const std::string& actor) {
+  std::lock_guard lock(watch_mu_);
+  int& mine = watch_per_peer_[actor];
+  if (mine >= kMaxWatchStreamsPerPeer) {
+    return "too many WatchEvents streams for " + actor + " (at most " +
+           std::to_string(kMaxWatchStreamsPerPeer) + " per peer)";
+  }
+  if (watch_total_ >= kMaxWatchStreamsTotal) {
+    if (mine == 0) watch_per_peer_.erase(actor);
+    return "too many WatchEvents streams (at most " + std::to_string(kMaxWatchStreamsTotal) + " in total)";
+  }
+  ++mine;
+  ++watch_total_;
+  return {};
+}
+
+void ManagementService::free_watch_slot(const std::string& actor) {
+  std::lock_guard lock(watch_mu_);
+  auto it = watch_per_peer_.find(actor);
+  if (it == watch_per_peer_.end()) return;
+  if (--it->second <= 0) watch_per_peer_.erase(it);
+  --watch_total_;
+}
+
 grpc::Status ManagementService::WatchEvents(grpc::ServerContext* ctx, const v1::WatchEventsRequest*,
                                             grpc::ServerWriter<v1::Event>* writer) {
-  return call(*ctx, "WatchEvents", v1::ROLE_VIEWER, [&](const Caller&) {
+  grpc::Status capped;
+  grpc::Status st = call(*ctx, "WatchEvents", v1::ROLE_VIEWER, [&](const Caller& c) {
+    const std::string full = take_watch_slot(c.actor);
+    if (!full.empty()) {
+      spdlog::warn("event=mgmt_watch_capped actor={} reason={}", log_value(c.actor), log_value(full));
+      capped = grpc::Status(grpc::StatusCode::RESOURCE_EXHAUSTED, full);
+      return;
+    }
+    struct Slot {
+      ManagementService& self;
+      const std::string& actor;
+      ~Slot() { self.free_watch_slot(actor); }
+    } slot{*this, c.actor};
     auto sub = agent_.events().subscribe();
     // Headers go out at once, so a client knows it is subscribed before the first event arrives.
     writer->SendInitialMetadata();
@@ -226,6 +270,7 @@ grpc::Status ManagementService::WatchEvents(grpc::ServerContext* ctx, const v1::
       }
     }
   });
+  return capped.ok() ? st : capped;
 }
 
 }  // namespace edge::mgmt

@@ -6,6 +6,8 @@
 
 #include <atomic>
 #include <functional>
+#include <map>
+#include <mutex>
 #include <optional>
 #include <string>
 
@@ -23,6 +25,12 @@ struct Identity {
 
 class ManagementService final : public v1::EdgeManagement::Service {
  public:
+  // WatchEvents streams open at once, per caller identity (the actor: uid:N or cert:CN) and in
+  // total; past either cap a new stream gets RESOURCE_EXHAUSTED naming the cap. A closed stream
+  // frees its slot. Each stream holds a server thread, so the total bounds the threads they take.
+  static constexpr int kMaxWatchStreamsPerPeer = 4;
+  static constexpr int kMaxWatchStreamsTotal = 64;
+
   // `identify` is the transport's half of authentication (peer credentials or
   // the client certificate); `stopping` ends WatchEvents streams on shutdown.
   using Identify = std::function<Identity(grpc::ServerContext&)>;
@@ -71,9 +79,16 @@ class ManagementService final : public v1::EdgeManagement::Service {
   template <class Fn>
   grpc::Status call(grpc::ServerContext& ctx, const char* rpc, v1::Role need, Fn&& fn);
 
+  // Takes a WatchEvents slot for `actor`; empty string on success, else the refusal reason.
+  std::string take_watch_slot(const std::string& actor);
+  void free_watch_slot(const std::string& actor);
+
   Agent& agent_;
   Identify identify_;
   const std::atomic<bool>& stopping_;
+  std::mutex watch_mu_;
+  std::map<std::string, int> watch_per_peer_;  // guarded by watch_mu_
+  int watch_total_ = 0;                        // guarded by watch_mu_
 };
 
 }  // namespace edge::mgmt

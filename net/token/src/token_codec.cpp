@@ -93,7 +93,7 @@ bool FlowToken::holds(std::string_view text, std::uint64_t epoch, std::uint32_t*
 TokenCodec::TokenCodec(std::shared_ptr<hsm::MacOracle> oracle, const TokenCodecConfig& config)
     : oracle_(std::move(oracle)),
       config_(config),
-      cache_(config.verified_cache_capacity),
+      cache_(config.verified_cache_capacity, config.verified_cache_ttl),
       failed_(config.failed_cache_capacity, config.failed_cache_ttl),
       seen_epoch_(oracle_->epoch()) {}
 

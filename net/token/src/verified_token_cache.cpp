@@ -5,10 +5,12 @@
 
 #include <algorithm>
 #include <random>
+#include <stdexcept>
 
 namespace edge::flow {
 
-VerifiedTokenCache::VerifiedTokenCache(std::size_t capacity) {
+VerifiedTokenCache::VerifiedTokenCache(std::size_t capacity, std::chrono::milliseconds ttl) : ttl_(ttl) {
+  if (ttl.count() <= 0) throw std::invalid_argument("verified-token cache lifetime must be positive");
   if (capacity == 0) return;
   ways_ = std::min(capacity, kWays);
   sets_ = capacity / ways_;
@@ -34,7 +36,7 @@ void VerifiedTokenCache::drop(Entry& e) noexcept {
 }
 
 bool VerifiedTokenCache::lookup(std::span<const std::uint8_t> token, std::uint64_t epoch, FlowKey& flow,
-                                std::uint32_t& key_version) noexcept {
+                                std::uint32_t& key_version, Clock::time_point now) noexcept {
   if (sets_ == 0 || token.empty() || token.size() > kMaxRawSize) {
     misses_.fetch_add(1, std::memory_order_relaxed);
     return false;
@@ -53,6 +55,12 @@ bool VerifiedTokenCache::lookup(std::span<const std::uint8_t> token, std::uint64
       stale_drops_.fetch_add(1, std::memory_order_relaxed);
       break;
     }
+    if (now >= e.expires) {
+      // Past its lifetime: the HSM decides again.
+      drop(e);
+      expired_.fetch_add(1, std::memory_order_relaxed);
+      break;
+    }
     e.stamp = ++set.clock;
     flow = e.flow;
     key_version = e.key_version;
@@ -64,7 +72,7 @@ bool VerifiedTokenCache::lookup(std::span<const std::uint8_t> token, std::uint64
 }
 
 void VerifiedTokenCache::insert(std::span<const std::uint8_t> token, std::uint64_t epoch, const FlowKey& flow,
-                                std::uint32_t key_version) noexcept {
+                                std::uint32_t key_version, Clock::time_point now) noexcept {
   if (sets_ == 0 || token.empty() || token.size() > kMaxRawSize) return;
   const std::size_t s = set_index(token);
   Set& set = set_state_[s];
@@ -96,6 +104,7 @@ void VerifiedTokenCache::insert(std::span<const std::uint8_t> token, std::uint64
   slot->key_version = key_version;
   slot->flow = flow;
   slot->stamp = ++set.clock;
+  slot->expires = now + ttl_;
   inserts_.fetch_add(1, std::memory_order_relaxed);
 }
 
@@ -129,6 +138,7 @@ VerifiedTokenCacheStats VerifiedTokenCache::stats() const noexcept {
   st.inserts = inserts_.load(std::memory_order_relaxed);
   st.evictions = evictions_.load(std::memory_order_relaxed);
   st.stale_drops = stale_drops_.load(std::memory_order_relaxed);
+  st.expired = expired_.load(std::memory_order_relaxed);
   st.clears = clears_.load(std::memory_order_relaxed);
   st.capacity = capacity();
   st.size = size();

@@ -232,6 +232,7 @@ TransportStats Transports::stats() const {
   s.idle_timeouts = c.idle_timeouts.load();
   s.flow_timeouts = c.flow_timeouts.load();
   s.udp_garbage = c.udp_garbage.load();
+  s.stun_unsolicited = c.stun_unsolicited.load();
   s.send_failures = c.send_failures.load();
   s.upgrade_refused = c.upgrade_refused.load();
   s.tls_handshake_failures = c.tls_handshake_failures.load();

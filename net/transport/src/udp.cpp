@@ -181,6 +181,14 @@ class UdpListener final : public Listener, public FlowLink, public std::enable_s
       st_->counters.udp_garbage.fetch_add(1, std::memory_order_relaxed);
       return;
     }
+    // Only a source that has a flow (it sent SIP on this port and the flow has not expired) gets an
+    // answer: otherwise anyone could make the edge reflect a response, larger than the request, at a
+    // spoofed address. RFC 5626 §4.4.2 keep-alives follow a REGISTER, so a real client always has one.
+    const auto entry = st_->table.find(key_of_remote());
+    if (!entry) {
+      st_->counters.stun_unsolicited.fetch_add(1, std::memory_order_relaxed);
+      return;
+    }
     auto& c = st_->counters.of(flow::Transport::udp);
     c.keepalives.fetch_add(1, std::memory_order_relaxed);
     std::array<std::uint8_t, stun::kMaxResponseSize> out{};
@@ -195,7 +203,7 @@ class UdpListener final : public Listener, public FlowLink, public std::enable_s
       mapped.address = r.address;
       mapped.port = r.port;
       size = stun::encode_binding_success(m.transaction_id, mapped, out);
-      if (auto e = st_->table.find(key_of_remote())) e->touch(Clock::now());
+      entry->touch(Clock::now());
     }
     if (size == 0) return;
     boost::system::error_code ec;

@@ -38,10 +38,16 @@ INSTANTIATE_TEST_SUITE_P(StreamTransports, CrlfKeepAlive,
                          transport_name);
 
 // RFC 5626 §5.4 / §8: a STUN Binding request on the SIP UDP port is answered
-// from that port with XOR-MAPPED-ADDRESS = the client's address as the edge sees it.
+// from that port with XOR-MAPPED-ADDRESS = the client's address as the edge sees it, once the
+// client has a flow (it sent SIP on the port); before that it gets nothing (no reflection).
 TEST_F(EdgeTest, StunBindingOnUdpAnswersXorMappedAddressOfTheClient) {
   TestUa& alice = ua("alice");
   alice.connect(Transport::udp, edge_->endpoint(Transport::udp));
+  alice.send_bytes(make_stun_binding_request(random_stun_transaction_id()));
+  EXPECT_FALSE(alice.try_receive_stun(Millis(300))) << "STUN answered before the source sent any SIP";
+  EXPECT_GE(edge_->status().number("stun_unsolicited"), 1u);
+
+  ASSERT_EQ(alice.register_with().status(), 200);
   const StunBindingResponse before = alice.stun_binding();
   EXPECT_EQ(before.message_type, 0x0101) << "Binding success response";
   EXPECT_TRUE(before.magic_cookie_ok);
@@ -49,7 +55,6 @@ TEST_F(EdgeTest, StunBindingOnUdpAnswersXorMappedAddressOfTheClient) {
   EXPECT_TRUE(before.mapped_was_xor) << "XOR-MAPPED-ADDRESS, not only MAPPED-ADDRESS";
   EXPECT_EQ(*before.mapped, alice.local_endpoint());
 
-  ASSERT_EQ(alice.register_with().status(), 200);
   for (int i = 0; i < 3; ++i) {
     const StunBindingResponse r = alice.stun_binding();
     EXPECT_EQ(r.message_type, 0x0101);

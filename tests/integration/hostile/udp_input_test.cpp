@@ -70,6 +70,8 @@ TEST_F(UdpInput, BadContentLengthsAndTruncationGet400OrAreDropped) {
 // request is still answered afterwards.
 TEST_F(UdpInput, BadStunIsDroppedAndGoodStunStillAnswered) {
   TestUa& u = evil();
+  u.send_raw(options_request());  // STUN is answered only to a source that has a flow
+  ASSERT_TRUE(u.try_receive(Millis(3000)).has_value());
   const Bytes cases[] = {
       stun(0x0001, 400, {}),                                // length beyond the datagram
       stun(0x0001, 3, {0, 0, 0}),                           // length not a multiple of 4

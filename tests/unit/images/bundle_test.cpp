@@ -141,6 +141,26 @@ TEST_F(BundleTest, ManifestParserRefusesPathsThatEscapeTheSlot) {
   EXPECT_NO_THROW(edge::images::parse_manifest(head + "file 0755 1 " + hash + " bin/a\n"));
 }
 
+// Issue 18: a mode another user could write to, or one with setuid/setgid/sticky, is refused with its reason.
+TEST_F(BundleTest, ManifestParserRefusesWritableAndSetuidModes) {
+  const std::string head = "edge-bundle 1\ncompatible x\nversion 1\nbuilt 2026-01-01T00:00:00Z\nkey k\n";
+  const std::string hash(64, 'a');
+  const auto error = [&](const std::string& mode) {
+    try {
+      edge::images::parse_manifest(head + "file " + mode + " 1 " + hash + " bin/a\n");
+    } catch (const ImageError& e) {
+      return std::string(e.what());
+    }
+    return std::string("accepted");
+  };
+  for (const char* mode : {"0775", "0757", "0666", "0664", "0646", "0777", "0620", "0602"})
+    EXPECT_THAT(error(mode), HasSubstr("group- or world-writable")) << mode;
+  for (const char* mode : {"4755", "2755", "1755", "6755", "7644"})
+    EXPECT_THAT(error(mode), HasSubstr("setuid, setgid or sticky")) << mode;
+  for (const char* mode : {"0755", "0644", "0700", "0600", "0444", "0555", "0750"})
+    EXPECT_EQ(error(mode), "accepted") << mode;
+}
+
 // Found by the bundle fuzz target: "01" parsed as 1, so two texts (two signatures) meant one manifest.
 TEST_F(BundleTest, ManifestNumbersHaveOneSpelling) {
   const std::string hash(64, 'a');

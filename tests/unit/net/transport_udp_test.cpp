@@ -107,6 +107,8 @@ TEST_F(UdpTest, StunBindingIsAnsweredWithTheClientsAddress) {
   start();
   for (const bool six : {false, true}) {
     UdpClient c(six ? "::1" : "127.0.0.1");
+    c.send_to(sip_request("REGISTER", six ? "s6" : "s4"), six ? v6() : v4());  // the source has a flow
+    ASSERT_TRUE(handler->wait_messages(six ? 2 : 1));
     stun::TransactionId id{};
     c.send_to(binding_request(id), six ? v6() : v4());
     std::string got;
@@ -121,8 +123,34 @@ TEST_F(UdpTest, StunBindingIsAnsweredWithTheClientsAddress) {
     EXPECT_EQ(m.xor_mapped_address.port, me.port);
     EXPECT_TRUE(std::equal(me.address_bytes().begin(), me.address_bytes().end(), m.xor_mapped_address.address.begin()));
   }
-  EXPECT_TRUE(handler->messages().empty());  // STUN never reaches the proxy
+  EXPECT_EQ(handler->messages().size(), 2u);  // the two REGISTERs: STUN never reaches the proxy
   EXPECT_TRUE(eventually([&] { return tr->stats().of(Transport::udp).keepalive_answers == 2u; }));
+  EXPECT_EQ(tr->stats().stun_unsolicited, 0u);
+}
+
+// No reflection: a Binding request from a source that never sent SIP on the port (or whose flow
+// expired) gets no answer, so a spoofed source cannot make the edge send a larger response to a
+// victim. Once the source sends SIP, the same request is answered.
+TEST_F(UdpTest, StunFromASourceWithoutAFlowIsNotAnswered) {
+  start();
+  UdpClient c("127.0.0.1");
+  stun::TransactionId id{};
+  for (int i = 0; i < 3; ++i) c.send_to(binding_request(id), v4());
+  std::string got;
+  EXPECT_FALSE(c.receive(got, 300ms)) << "a source without a flow got a STUN answer";
+  EXPECT_TRUE(eventually([&] { return tr->stats().stun_unsolicited == 3u; }));
+  EXPECT_EQ(tr->stats().of(Transport::udp).keepalive_answers, 0u);
+  EXPECT_EQ(tr->stats().flows_now[static_cast<int>(Transport::udp)], 0u) << "STUN opens no flow";
+
+  c.send_to(sip_request("OPTIONS", "now-known"), v4());
+  ASSERT_TRUE(handler->wait_messages(1));
+  c.send_to(binding_request(id), v4());
+  ASSERT_TRUE(c.receive(got));
+  stun::Message m;
+  ASSERT_EQ(stun::decode({reinterpret_cast<const std::uint8_t*>(got.data()), got.size()}, m), stun::Error::ok);
+  EXPECT_EQ(m.type, stun::kBindingSuccess);
+  EXPECT_EQ(m.transaction_id, id);
+  EXPECT_EQ(tr->stats().stun_unsolicited, 3u);
 }
 
 TEST_F(UdpTest, CrlfKeepAliveRefreshesTheFlowWithoutAnAnswer) {

@@ -98,6 +98,9 @@ struct TokenCodecConfig {
   // Entries of the verified-token cache (about 130 bytes each, allocated up
   // front); 0 disables it.
   std::size_t verified_cache_capacity = 16384;
+  // How long a verified (or minted) token is remembered at most; past it the
+  // HSM verifies it again (VerifiedTokenCache). A fixed bound: no property.
+  std::chrono::milliseconds verified_cache_ttl = VerifiedTokenCache::kDefaultTtl;
   // Put freshly minted tokens into the verified cache: a token minted here
   // (Path, Record-Route) comes back from the core on another connection, and
   // then verifies without an HSM call.

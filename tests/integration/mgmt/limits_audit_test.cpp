@@ -1,0 +1,122 @@
+// WatchEvents stream caps and the audit record of refused calls, over the real server and real gRPC.
+#include <grpcpp/grpcpp.h>
+
+#include <chrono>
+#include <fstream>
+#include <memory>
+#include <sstream>
+#include <string>
+#include <thread>
+#include <vector>
+
+#include "../../../mgmt/src/service.h"
+#include "mgmt_fixture.h"
+
+namespace edge::test {
+namespace {
+namespace v1 = mgmt::v1;
+using ::testing::HasSubstr;
+
+struct Watch {
+  grpc::ClientContext ctx;
+  std::unique_ptr<grpc::ClientReader<v1::Event>> reader;
+};
+
+// Opens a stream and waits for its headers (sent once the server holds a slot) or its refusal.
+std::unique_ptr<Watch> open_watch(v1::EdgeManagement::Stub& stub) {
+  auto w = std::make_unique<Watch>();
+  set_deadline(w->ctx, std::chrono::seconds(30));
+  w->reader = stub.WatchEvents(&w->ctx, v1::WatchEventsRequest());
+  w->reader->WaitForInitialMetadata();
+  return w;
+}
+
+grpc::Status close_watch(Watch& w) {
+  w.ctx.TryCancel();
+  v1::Event ev;
+  while (w.reader->Read(&ev)) {
+  }
+  return w.reader->Finish();
+}
+
+class MgmtLimitsTest : public MgmtFixture {};
+
+constexpr int kCap = mgmt::ManagementService::kMaxWatchStreamsPerPeer;
+
+TEST_F(MgmtLimitsTest, WatchEventsIsCappedPerPeerAndAClosedStreamFreesItsSlot) {
+  start_server();
+  auto watcher = tls_stub(&watcher_);
+  std::vector<std::unique_ptr<Watch>> open;
+  open.reserve(kCap);
+  for (int i = 0; i < kCap; ++i) open.push_back(open_watch(*watcher));
+
+  // One more from the same identity: refused, naming the cap.
+  auto extra = open_watch(*watcher);
+  v1::Event ev;
+  EXPECT_FALSE(extra->reader->Read(&ev));
+  grpc::Status st = extra->reader->Finish();
+  EXPECT_EQ(st.error_code(), grpc::StatusCode::RESOURCE_EXHAUSTED) << st.error_message();
+  EXPECT_THAT(st.error_message(), HasSubstr("at most " + std::to_string(kCap) + " per peer"));
+  EXPECT_THAT(st.error_message(), HasSubstr("cert:watcher"));
+
+  // Another identity is not affected by the watcher's streams.
+  auto other = tls_stub(&ops_);
+  auto ops_watch = open_watch(*other);
+
+  // Closing one of the watcher's streams frees its slot: the next one is served.
+  EXPECT_EQ(close_watch(*open.back()).error_code(), grpc::StatusCode::CANCELLED);
+  open.pop_back();
+  // The server frees the slot when its handler returns, which follows the cancel; retry until it does
+  // (bounded by count, not by time).
+  grpc::Status again;
+  for (int attempt = 0; attempt < 200; ++attempt) {
+    auto w = open_watch(*watcher);
+    // A served stream stays open: cancel it ourselves and see CANCELLED; a refused one ends first.
+    w->ctx.TryCancel();
+    while (w->reader->Read(&ev)) {
+    }
+    again = w->reader->Finish();
+    if (again.error_code() != grpc::StatusCode::RESOURCE_EXHAUSTED) break;
+    std::this_thread::sleep_for(std::chrono::milliseconds(50));
+  }
+  EXPECT_EQ(again.error_code(), grpc::StatusCode::CANCELLED) << again.error_message();
+
+  EXPECT_EQ(close_watch(*ops_watch).error_code(), grpc::StatusCode::CANCELLED);
+  for (auto& w : open) close_watch(*w);
+}
+
+TEST_F(MgmtLimitsTest, ARefusedCallIsWrittenToTheAuditLog) {
+  start_server();
+  auto watcher = tls_stub(&watcher_);
+  grpc::ClientContext ctx;
+  set_deadline(ctx);
+  v1::SetPropertyRequest req;
+  req.set_name("sip.flow_timer");
+  req.set_value("60");
+  v1::Property p;
+  ASSERT_EQ(watcher->SetProperty(&ctx, req, &p).error_code(), grpc::StatusCode::PERMISSION_DENIED);
+
+  grpc::ClientContext ctx2;
+  set_deadline(ctx2);
+  v1::Status s;
+  ASSERT_EQ(tls_stub(nullptr)->GetStatus(&ctx2, v1::GetStatusRequest(), &s).error_code(),
+            grpc::StatusCode::UNAUTHENTICATED);
+
+  std::ifstream in(state_dir() / "audit.log");
+  ASSERT_TRUE(in.good());
+  std::string line;
+  std::string denied;
+  std::string unauth;
+  while (std::getline(in, line)) {
+    if (line.find("\"action\":\"SetProperty\"") != std::string::npos) denied = line;
+    if (line.find("\"action\":\"GetStatus\"") != std::string::npos) unauth = line;
+  }
+  EXPECT_THAT(denied, HasSubstr("\"actor\":\"cert:watcher\""));
+  EXPECT_THAT(denied, HasSubstr("\"detail\":\"peer=ipv4:127.0.0.1:"));
+  EXPECT_THAT(denied,
+              HasSubstr("\"result\":\"refused: PERMISSION_DENIED: role viewer may not call SetProperty"));
+  EXPECT_THAT(unauth, HasSubstr("\"result\":\"refused: UNAUTHENTICATED: no client certificate\""));
+}
+
+}  // namespace
+}  // namespace edge::test
