@@ -64,17 +64,10 @@ Recovery classify(CK_RV rv) noexcept {
     case CKR_SLOT_ID_INVALID:
     case CKR_TOKEN_NOT_RECOGNIZED:
       return Recovery::unavailable;
-    case CKR_PIN_INCORRECT:
-    case CKR_PIN_LOCKED:
-    case CKR_PIN_EXPIRED:
-    case CKR_PIN_INVALID:
-    case CKR_PIN_LEN_RANGE:
-    case CKR_USER_PIN_NOT_INITIALIZED:
-      return Recovery::pin;
     case CKR_KEY_FUNCTION_NOT_PERMITTED:
       return Recovery::not_permitted;
     default:
-      return Recovery::other;
+      return is_pin_error(rv) ? Recovery::pin : Recovery::other;
   }
 }
 
@@ -247,7 +240,16 @@ CK_RV Hsm::Impl::login(Session& session, Fault& fault) {
                    std::string(ckr_name(pin_refused_rv_)) + ")";
     return fault.rv;
   }
-  if (std::string why = session.login_refusal(CKU_USER); !why.empty()) {
+  CK_RV unreadable = CKR_OK;
+  if (std::string why = session.login_refusal(CKU_USER, &unreadable); !why.empty()) {
+    if (unreadable != CKR_OK) {
+      // The token did not answer (a device fault): not a PIN refusal, so the
+      // recovery tries again after the back-off.
+      fault.fn = "C_GetTokenInfo";
+      fault.rv = unreadable;
+      fault.detail = why;
+      return fault.rv;
+    }
     fault.fn = "C_Login";
     fault.rv = CKR_PIN_LOCKED;
     fault.detail = why;

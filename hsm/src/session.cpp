@@ -46,13 +46,18 @@ Session& Session::operator=(Session&& other) noexcept {
   return *this;
 }
 
-std::string Session::login_refusal(CK_USER_TYPE user) const {
+std::string Session::login_refusal(CK_USER_TYPE user, CK_RV* unreadable) const {
+  if (unreadable != nullptr) *unreadable = CKR_OK;
   CK_SESSION_INFO si{};
-  if (CK_RV rv = fn_->C_GetSessionInfo(handle_, &si); rv != CKR_OK)
+  if (CK_RV rv = fn_->C_GetSessionInfo(handle_, &si); rv != CKR_OK) {
+    if (unreadable != nullptr) *unreadable = rv;
     return std::string("cannot read the token flags before C_Login (C_GetSessionInfo: ") + ckr_name(rv) + ")";
+  }
   CK_TOKEN_INFO ti{};
-  if (CK_RV rv = fn_->C_GetTokenInfo(si.slotID, &ti); rv != CKR_OK)
+  if (CK_RV rv = fn_->C_GetTokenInfo(si.slotID, &ti); rv != CKR_OK) {
+    if (unreadable != nullptr) *unreadable = rv;
     return std::string("cannot read the token flags before C_Login (C_GetTokenInfo: ") + ckr_name(rv) + ")";
+  }
   const bool so = user == CKU_SO;
   const CK_FLAGS locked = so ? CKF_SO_PIN_LOCKED : CKF_USER_PIN_LOCKED;
   const CK_FLAGS final_try = so ? CKF_SO_PIN_FINAL_TRY : CKF_USER_PIN_FINAL_TRY;
@@ -71,7 +76,8 @@ std::string Session::login_refusal(CK_USER_TYPE user) const {
 
 CK_RV Session::try_login(CK_USER_TYPE user, const SecretString& pin) noexcept {
   try {
-    if (!login_refusal(user).empty()) return CKR_PIN_LOCKED;
+    CK_RV unreadable = CKR_OK;
+    if (!login_refusal(user, &unreadable).empty()) return unreadable != CKR_OK ? unreadable : CKR_PIN_LOCKED;
   } catch (...) {
     return CKR_HOST_MEMORY;
   }
@@ -80,7 +86,11 @@ CK_RV Session::try_login(CK_USER_TYPE user, const SecretString& pin) noexcept {
 }
 
 void Session::login(CK_USER_TYPE user, const SecretString& pin) {
-  if (std::string why = login_refusal(user); !why.empty()) throw HsmError(why);
+  CK_RV unreadable = CKR_OK;
+  if (std::string why = login_refusal(user, &unreadable); !why.empty()) {
+    if (unreadable != CKR_OK) throw Pkcs11Error("C_GetTokenInfo", unreadable, why);
+    throw Pkcs11Error("C_Login", CKR_PIN_LOCKED, why);
+  }
   if (CK_RV rv = try_login(user, pin); rv != CKR_OK) throw Pkcs11Error("C_Login", rv);
 }
 

@@ -41,8 +41,10 @@ class Session {
   // final-try or locked flag of that user type is set, or the flags cannot be
   // read). login / try_login call it and do not call C_Login when it refuses
   // (try_login answers CKR_PIN_LOCKED then): no attempt is ever spent on a
-  // token that is one wrong PIN away from locking.
-  std::string login_refusal(CK_USER_TYPE user) const;
+  // token that is one wrong PIN away from locking. When the flags cannot be
+  // read, `unreadable` (if given) gets that call's CK_RV: a device fault, not a
+  // PIN refusal (try_login answers it as such).
+  std::string login_refusal(CK_USER_TYPE user, CK_RV* unreadable = nullptr) const;
   // Calls C_Logout; CKR_USER_NOT_LOGGED_IN counts as success.
   void logout();
 
