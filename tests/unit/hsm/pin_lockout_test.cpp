@@ -61,7 +61,8 @@ TEST(PinLockout, LockedFlagMeansZeroLogins) {
 }
 
 TEST(PinLockout, EnvironmentPinIsRemovedAfterItIsRead) {
-  ASSERT_EQ(::setenv("EDGE_TEST_PIN_ENV", "123456", 1), 0);
+  ASSERT_EQ(::setenv("EDGE_TEST_PIN_ENV", "123456", 1),
+            0);  // NOLINT(concurrency-mt-unsafe): no other thread yet
   edge::hsm::PinSource src{edge::hsm::PinSource::Kind::env, "EDGE_TEST_PIN_ENV"};
   auto pin = edge::hsm::read_pin(src);
   EXPECT_EQ(pin.expose(), "123456");
@@ -104,6 +105,7 @@ TEST(PinLockout, ConcurrentReloginsSpendOneAttempt) {
   int ready = 0;
   std::atomic<int> unavailable{0};
   std::vector<std::thread> threads;
+  threads.reserve(kThreads);
   for (int i = 0; i < kThreads; ++i) {
     threads.emplace_back([&] {
       {

@@ -120,6 +120,7 @@ TEST(StaleHandles, RacingRotationsRemoveTheirKeyFoundAgainInTheCleanupSession) {
     int ready = 0;
     std::vector<std::string> errors(2);
     std::vector<std::thread> threads;
+    threads.reserve(2);
     for (int i = 0; i < 2; ++i) {
       threads.emplace_back([&, i] {
         {
