@@ -61,8 +61,8 @@ TEST(PinLockout, LockedFlagMeansZeroLogins) {
 }
 
 TEST(PinLockout, EnvironmentPinIsRemovedAfterItIsRead) {
-  ASSERT_EQ(::setenv("EDGE_TEST_PIN_ENV", "123456", 1),
-            0);  // NOLINT(concurrency-mt-unsafe): no other thread yet
+  // NOLINTNEXTLINE(concurrency-mt-unsafe): no other thread runs yet
+  ASSERT_EQ(::setenv("EDGE_TEST_PIN_ENV", "123456", 1), 0);
   edge::hsm::PinSource src{edge::hsm::PinSource::Kind::env, "EDGE_TEST_PIN_ENV"};
   auto pin = edge::hsm::read_pin(src);
   EXPECT_EQ(pin.expose(), "123456");
