@@ -169,11 +169,16 @@ std::unique_ptr<hsm::Hsm> open_hsm(const DaemonOptions& o, const EdgedConfig& cf
   } catch (const std::invalid_argument& e) {
     throw StartError(kExitConfig, e.what());
   } catch (const std::exception& e) {
-    throw StartError(kExitHsm, e.what());
+    throw StartError(hsm_exit_code(e), e.what());
   }
 }
 
 }  // namespace
+
+int hsm_exit_code(const std::exception& e) noexcept {
+  const auto* p11 = dynamic_cast<const hsm::Pkcs11Error*>(&e);
+  return p11 != nullptr && hsm::is_pin_error(p11->rv()) ? kExitPin : kExitHsm;
+}
 
 int run_daemon(const DaemonOptions& o) {
   // Signals are taken synchronously by this thread; every thread started
@@ -268,9 +273,13 @@ int run_daemon(const DaemonOptions& o) {
   } catch (const StartError& e) {
     const char* event = e.exit_code() == kExitConfig   ? "config_invalid"
                         : e.exit_code() == kExitHsm    ? "hsm_unusable"
+                        : e.exit_code() == kExitPin    ? "hsm_pin_refused"
                         : e.exit_code() == kExitListen ? "listen_failed"
                                                        : "start_failed";
     spdlog::error("event={} reason=\"{}\"", event, e.what());
+    // No agent (and no event stream) exists yet: systemd's status line is the
+    // only surface besides the log (`systemctl status edged`).
+    if (e.exit_code() == kExitPin) sd_notifyf(0, "STATUS=HSM PIN refused, C_Login not retried: %s", e.what());
     agent_ptr = nullptr;
     return e.exit_code();
   } catch (const std::exception& e) {

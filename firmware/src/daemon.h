@@ -3,6 +3,7 @@
 
 #include "config_file.h"
 
+#include <exception>
 #include <filesystem>
 #include <memory>
 #include <string>
@@ -21,9 +22,16 @@ enum ExitCode : int {
   kExitFailure = 1,
   kExitUsage = 2,
   kExitConfig = 3,  // configuration file missing or invalid
-  kExitHsm = 4,     // HSM module / token / PIN / key set problem
+  kExitHsm = 4,     // HSM module / token / PIN file / key set problem (a refused PIN: kExitPin)
   kExitListen = 5,  // a listener (SIP or management API) could not bind, TLS material did not load
+  kExitPin = 6,     // the token refused the PIN, or C_Login was not tried because its flags say a
+                    // wrong PIN was tried before (COUNT_LOW / FINAL_TRY / LOCKED): a restart would
+                    // spend another attempt, so the unit does not restart on it
 };
+
+// The exit code for an exception from opening or using the HSM at start-up:
+// kExitPin for a PIN-class PKCS#11 error (hsm::is_pin_error), else kExitHsm.
+int hsm_exit_code(const std::exception& e) noexcept;
 
 // Runs until SIGTERM or SIGINT (then drains and returns kExitOk). Starts in
 // the newest committed generation of the config store (<state>/config); on

@@ -228,7 +228,7 @@ void SipFrontEnd::boot(const mgmt::v1::ApplianceConfig& config) {
   } catch (const std::invalid_argument& e) {
     throw StartError(kExitConfig, e.what());
   } catch (const std::exception& e) {
-    throw StartError(kExitHsm, e.what());
+    throw StartError(hsm_exit_code(e), e.what());
   }
   try {
     proxy_state_->hsm_work()->configure(cfg.hsm_work);

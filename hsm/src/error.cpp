@@ -127,6 +127,20 @@ std::string format_error(const char* function, CK_RV rv, const std::string* deta
 }
 }  // namespace
 
+bool is_pin_error(CK_RV rv) noexcept {
+  switch (rv) {
+    case CKR_PIN_INCORRECT:
+    case CKR_PIN_LOCKED:
+    case CKR_PIN_EXPIRED:
+    case CKR_PIN_INVALID:
+    case CKR_PIN_LEN_RANGE:
+    case CKR_USER_PIN_NOT_INITIALIZED:
+      return true;
+    default:
+      return false;
+  }
+}
+
 Pkcs11Error::Pkcs11Error(const char* function, CK_RV rv)
     : std::runtime_error(format_error(function, rv, nullptr)), function_(function), rv_(rv) {}
 

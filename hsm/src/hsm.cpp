@@ -64,17 +64,10 @@ Recovery classify(CK_RV rv) noexcept {
     case CKR_SLOT_ID_INVALID:
     case CKR_TOKEN_NOT_RECOGNIZED:
       return Recovery::unavailable;
-    case CKR_PIN_INCORRECT:
-    case CKR_PIN_LOCKED:
-    case CKR_PIN_EXPIRED:
-    case CKR_PIN_INVALID:
-    case CKR_PIN_LEN_RANGE:
-    case CKR_USER_PIN_NOT_INITIALIZED:
-      return Recovery::pin;
     case CKR_KEY_FUNCTION_NOT_PERMITTED:
       return Recovery::not_permitted;
     default:
-      return Recovery::other;
+      return is_pin_error(rv) ? Recovery::pin : Recovery::other;
   }
 }
 
@@ -119,7 +112,8 @@ Hsm::Impl::Impl(HsmConfig cfg)
         std::lock_guard lock(status_mu_);
         label = token_label_;
       }
-      throw Pkcs11Error(fault.fn, fault.rv, "token '" + label + "'");
+      throw Pkcs11Error(fault.fn, fault.rv,
+                        "token '" + label + "'" + (fault.detail.empty() ? "" : ": " + fault.detail));
     }
     throw_fault(fault);
   }
@@ -236,6 +230,33 @@ CK_RV Hsm::Impl::login(Session& session, Fault& fault) {
     return fault.rv;
   }
   std::lock_guard lock(login_mu_);
+  // A login refused with a PIN error is remembered under this lock: a
+  // concurrent re-login path that waited here does not spend a second attempt
+  // with the same PIN (request_rebuild, the operator's action, forgets it).
+  if (pin_refused_) {
+    fault.fn = "C_Login";
+    fault.rv = pin_refused_rv_;
+    fault.detail = "not attempted again: an earlier C_Login with this PIN was refused (" +
+                   std::string(ckr_name(pin_refused_rv_)) + ")";
+    return fault.rv;
+  }
+  CK_RV unreadable = CKR_OK;
+  if (std::string why = session.login_refusal(CKU_USER, &unreadable); !why.empty()) {
+    if (unreadable != CKR_OK) {
+      // The token did not answer (a device fault): not a PIN refusal, so the
+      // recovery tries again after the back-off.
+      fault.fn = "C_GetTokenInfo";
+      fault.rv = unreadable;
+      fault.detail = why;
+      return fault.rv;
+    }
+    fault.fn = "C_Login";
+    fault.rv = CKR_PIN_LOCKED;
+    fault.detail = why;
+    pin_refused_ = true;
+    pin_refused_rv_ = CKR_PIN_LOCKED;
+    return fault.rv;
+  }
   // The PIN is read for this login and wiped when it returns: nothing holds it
   // between logins (a re-login after a rebuild reads the file again).
   SecretString pin;
@@ -250,6 +271,10 @@ CK_RV Hsm::Impl::login(Session& session, Fault& fault) {
   if (rv != CKR_OK) {
     fault.fn = "C_Login";
     fault.rv = rv;
+    if (classify(rv) == Recovery::pin) {
+      pin_refused_ = true;
+      pin_refused_rv_ = rv;
+    }
   } else {
     handle_epoch.fetch_add(1, std::memory_order_acq_rel);
   }
@@ -425,6 +450,10 @@ void Hsm::Impl::notify(HsmState s, const std::string& reason) {
 }
 
 void Hsm::Impl::request_rebuild() {
+  {
+    std::lock_guard login_lock(login_mu_);
+    pin_refused_ = false;  // the operator's action: one new attempt
+  }
   std::lock_guard lock(status_mu_);
   if (state.load() == HsmState::available) return;
   backoff_ = config.backoff_initial;

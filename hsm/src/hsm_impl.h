@@ -89,6 +89,8 @@ struct Hsm::Impl {
   std::chrono::milliseconds backoff_;
   std::mutex rebuild_mu_;
   std::mutex login_mu_;
+  bool pin_refused_ = false;  // guarded by login_mu_
+  CK_RV pin_refused_rv_ = CKR_OK;
   // A session that is never lent out: PKCS#11 logs the application out when
   // its last session closes (and SoftHSM then drops private object handles),
   // so dropping a broken pool session must not take the login with it.

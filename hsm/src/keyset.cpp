@@ -110,6 +110,22 @@ void destroy_tolerant(Session& s, CK_OBJECT_HANDLE h) {
   if (rv != CKR_OK && rv != CKR_OBJECT_HANDLE_INVALID) throw Pkcs11Error("C_DestroyObject", rv);
 }
 
+// Destroys the version `id` that this process generated, found again by its
+// CKA_ID and label in `s` (the session it is destroyed in): the handle
+// C_GenerateKey returned belongs to an earlier session, and a module restart
+// in between may have given that number to another object. A racing creator
+// that made a byte-identical CKA_ID (same version, second and retain) is
+// removed too; it sees the duplicate as well and reports a retry.
+void destroy_generated(Session& s, OpCounters& counters, const KeyId& id) {
+  AttributeTemplate t;
+  t.add_class(CKO_SECRET_KEY)
+      .add_key_type(CKK_GENERIC_SECRET)
+      .add_string(CKA_LABEL, version_label(id.set, id.version))
+      .add_bytes(CKA_ID, encode_key_id(id));
+  counters.find.fetch_add(1, std::memory_order_relaxed);
+  for (CK_OBJECT_HANDLE h : find_objects(s, t)) destroy_tolerant(s, h);
+}
+
 }  // namespace
 
 // ------------------------------------------------------------ storage codec
@@ -327,11 +343,10 @@ KeySetInfo KeySetManager::create(std::string_view name, std::uint32_t retain) {
   if (!im.with_session(scan).empty()) throw HsmError("key set '" + std::string(name) + "' already exists");
 
   const KeyId id{1, unix_now(), retain, std::string(name)};
-  const CK_OBJECT_HANDLE h =
-      im.with_session([&](Session& s) { return generate_version(s, im.counters, id); });
+  im.with_session([&](Session& s) { generate_version(s, im.counters, id); });
   std::vector<StoredKey> keys = im.with_session(scan);
   if (count_version(keys, 1) > 1) {
-    im.with_session([&](Session& s) { destroy_tolerant(s, h); });
+    im.with_session([&](Session& s) { destroy_generated(s, im.counters, id); });
     throw HsmError("key set '" + std::string(name) +
                    "' was created concurrently by someone else; ours was removed");
   }
@@ -352,14 +367,13 @@ KeyVersionInfo KeySetManager::rotate(std::string_view name) {
     throw HsmError("key set '" + std::string(name) + "': version numbers exhausted");
   const std::uint32_t retain = newest.retain == 0 ? kDefaultRetain : newest.retain;
   const KeyId id{newest.version + 1, unix_now(), retain, std::string(name)};
-  const CK_OBJECT_HANDLE h =
-      im.with_session([&](Session& s) { return generate_version(s, im.counters, id); });
+  im.with_session([&](Session& s) { generate_version(s, im.counters, id); });
 
   // Two rotations racing (daemon and tool) would both make newest+1: keep
   // none of ours and let the caller retry, rather than two keys for one version.
   keys = im.with_session(scan);
   if (count_version(keys, id.version) > 1) {
-    im.with_session([&](Session& s) { destroy_tolerant(s, h); });
+    im.with_session([&](Session& s) { destroy_generated(s, im.counters, id); });
     throw HsmError("key set '" + std::string(name) + "' was rotated concurrently; ours was removed, retry");
   }
 

@@ -12,6 +12,8 @@
 #include <cstdio>
 #include <cstdlib>
 #include <cstring>
+#include <map>
+#include <mutex>
 #include <string>
 #include <system_error>
 
@@ -115,21 +117,42 @@ SecretString read_pin_file(const std::string& path) {
   return pin;
 }
 
+// A PIN from the environment is taken out of it at the first read
+// (unsetenv, after wiping the value in place): a child process, a core dump of
+// the environment block or /proc/<pid>/environ no longer shows it. Later reads
+// (re-logins) answer from this process-wide copy, a wiped SecretString.
+std::mutex env_pin_mu;
+std::map<std::string, SecretString>& env_pins() {
+  static std::map<std::string, SecretString> pins;  // guarded by env_pin_mu
+  return pins;
+}
+
 SecretString read_pin_env(const std::string& name) {
   if (name.empty()) throw HsmError("PIN environment variable: no name configured");
-  const char* v = std::getenv(name.c_str());
-  if (v == nullptr) throw HsmError("PIN environment variable " + name + " is not set");
-  SecretString pin(first_line(v));
-  if (pin.empty()) throw HsmError("PIN environment variable " + name + " is empty");
-  return pin;
+  std::lock_guard lock(env_pin_mu);
+  auto& pins = env_pins();
+  // NOLINTNEXTLINE(concurrency-mt-unsafe): serialized by env_pin_mu; the first read happens at start-up
+  if (char* v = std::getenv(name.c_str()); v != nullptr) {
+    SecretString pin(first_line(v));
+    explicit_bzero(v, std::strlen(v));
+    ::unsetenv(name.c_str());  // NOLINT(concurrency-mt-unsafe): as above
+    if (pin.empty()) throw HsmError("PIN environment variable " + name + " is empty");
+    pins[name] = SecretString(std::string_view(pin.expose()));
+    return pin;
+  }
+  auto it = pins.find(name);
+  if (it == pins.end()) throw HsmError("PIN environment variable " + name + " is not set");
+  return SecretString(std::string_view(it->second.expose()));
 }
 
 }  // namespace
 
 SecretString read_pin(const PinSource& source) {
   switch (source.kind) {
-    case PinSource::Kind::file: return read_pin_file(source.location);
-    case PinSource::Kind::env: return read_pin_env(source.location);
+    case PinSource::Kind::file:
+      return read_pin_file(source.location);
+    case PinSource::Kind::env:
+      return read_pin_env(source.location);
   }
   throw HsmError("PIN source: unknown kind");
 }

@@ -4,6 +4,7 @@
 #include <edge/hsm/session.h>
 #include <edge/hsm/slot.h>
 
+#include <string>
 #include <utility>
 
 namespace edge::hsm {
@@ -21,8 +22,7 @@ Session::Session(const Slot& slot, bool read_write) {
   }
 }
 
-CK_RV Session::open(CK_FUNCTION_LIST* functions, CK_SLOT_ID slot, bool read_write,
-                    Session& out) noexcept {
+CK_RV Session::open(CK_FUNCTION_LIST* functions, CK_SLOT_ID slot, bool read_write, Session& out) noexcept {
   CK_FLAGS flags = CKF_SERIAL_SESSION | (read_write ? CKF_RW_SESSION : 0);
   CK_SESSION_HANDLE h = CK_INVALID_HANDLE;
   CK_RV rv = functions->C_OpenSession(slot, flags, nullptr, nullptr, &h);
@@ -46,12 +46,51 @@ Session& Session::operator=(Session&& other) noexcept {
   return *this;
 }
 
+std::string Session::login_refusal(CK_USER_TYPE user, CK_RV* unreadable) const {
+  if (unreadable != nullptr) *unreadable = CKR_OK;
+  CK_SESSION_INFO si{};
+  if (CK_RV rv = fn_->C_GetSessionInfo(handle_, &si); rv != CKR_OK) {
+    if (unreadable != nullptr) *unreadable = rv;
+    return std::string("cannot read the token flags before C_Login (C_GetSessionInfo: ") + ckr_name(rv) + ")";
+  }
+  CK_TOKEN_INFO ti{};
+  if (CK_RV rv = fn_->C_GetTokenInfo(si.slotID, &ti); rv != CKR_OK) {
+    if (unreadable != nullptr) *unreadable = rv;
+    return std::string("cannot read the token flags before C_Login (C_GetTokenInfo: ") + ckr_name(rv) + ")";
+  }
+  const bool so = user == CKU_SO;
+  const CK_FLAGS locked = so ? CKF_SO_PIN_LOCKED : CKF_USER_PIN_LOCKED;
+  const CK_FLAGS final_try = so ? CKF_SO_PIN_FINAL_TRY : CKF_USER_PIN_FINAL_TRY;
+  const CK_FLAGS count_low = so ? CKF_SO_PIN_COUNT_LOW : CKF_USER_PIN_COUNT_LOW;
+  const char* who = so ? "SO" : "user";
+  const char* flag = (ti.flags & locked) != 0      ? "PIN_LOCKED"
+                     : (ti.flags & final_try) != 0 ? "PIN_FINAL_TRY"
+                     : (ti.flags & count_low) != 0 ? "PIN_COUNT_LOW"
+                                                   : nullptr;
+  if (flag == nullptr) return {};
+  return std::string("C_Login not attempted: the token reports CKF_") + (so ? "SO_" : "USER_") + flag +
+         " (a wrong " + who +
+         " PIN has been tried before; one more could lock the token). Check the PIN, log in once "
+         "by hand with the token's own tools to reset the counter, then restart";
+}
+
 CK_RV Session::try_login(CK_USER_TYPE user, const SecretString& pin) noexcept {
+  try {
+    CK_RV unreadable = CKR_OK;
+    if (!login_refusal(user, &unreadable).empty()) return unreadable != CKR_OK ? unreadable : CKR_PIN_LOCKED;
+  } catch (...) {
+    return CKR_HOST_MEMORY;
+  }
   CK_RV rv = fn_->C_Login(handle_, user, pin_ptr(pin), pin.size());
   return rv == CKR_USER_ALREADY_LOGGED_IN ? CKR_OK : rv;
 }
 
 void Session::login(CK_USER_TYPE user, const SecretString& pin) {
+  CK_RV unreadable = CKR_OK;
+  if (std::string why = login_refusal(user, &unreadable); !why.empty()) {
+    if (unreadable != CKR_OK) throw Pkcs11Error("C_GetTokenInfo", unreadable, why);
+    throw Pkcs11Error("C_Login", CKR_PIN_LOCKED, why);
+  }
   if (CK_RV rv = try_login(user, pin); rv != CKR_OK) throw Pkcs11Error("C_Login", rv);
 }
 
@@ -60,9 +99,7 @@ void Session::logout() {
   if (rv != CKR_OK && rv != CKR_USER_NOT_LOGGED_IN) throw Pkcs11Error("C_Logout", rv);
 }
 
-CK_RV Session::try_info(CK_SESSION_INFO& out) const noexcept {
-  return fn_->C_GetSessionInfo(handle_, &out);
-}
+CK_RV Session::try_info(CK_SESSION_INFO& out) const noexcept { return fn_->C_GetSessionInfo(handle_, &out); }
 
 CK_SESSION_INFO Session::info() const {
   CK_SESSION_INFO i{};

@@ -237,14 +237,24 @@ SigningKeyInfo SigningKeys::create(std::string_view name) {
     throw HsmError("signing key '" + std::string(name) + "' already exists");
   }
   const std::int64_t created = static_cast<std::int64_t>(std::time(nullptr));
-  const KeyPair kp =
-      im.with_session([&](Session& s) { return generate_pair(s, im.counters, name, created); });
+  im.with_session([&](Session& s) { generate_pair(s, im.counters, name, created); });
   std::vector<StoredPublic> found = im.with_session(scan);
   if (found.size() != 1) {
     // Created concurrently by somebody else (or ours is unreadable): keep none of ours.
+    // Found again by CKA_ID and label in the session that destroys them: the handles
+    // C_GenerateKeyPair returned belong to an earlier session (a module restart in
+    // between may have given those numbers to other objects).
     im.with_session([&](Session& s) {
-      destroy_tolerant(s, kp.pub);
-      destroy_tolerant(s, kp.priv);
+      const std::vector<std::uint8_t> id = encode_id(created, name);
+      for (CK_OBJECT_CLASS cls : {CKO_PUBLIC_KEY, CKO_PRIVATE_KEY}) {
+        AttributeTemplate t;
+        t.add_class(cls)
+            .add_key_type(CKK_EC)
+            .add_string(CKA_LABEL, signing_key_label(name))
+            .add_bytes(CKA_ID, id);
+        im.counters.find.fetch_add(1, std::memory_order_relaxed);
+        for (CK_OBJECT_HANDLE h : find_objects(s, t)) destroy_tolerant(s, h);
+      }
     });
     throw HsmError("signing key '" + std::string(name) +
                    (found.empty() ? "' cannot be read back after generation; removed"

@@ -8,12 +8,20 @@
 //  - the state shows in the SIGUSR1 status line (hsm=), in `edgectl status` (hsm.state), in the log
 //    (event=hsm_state) and as an HSM_FAULT event on `edgectl events`;
 //  - recovery needs no restart: the first HSM call after the back-off rebuilds the sessions;
-//  - a refused PIN is never retried (no lockout): exit 4 at start, state pin_incorrect at run time.
+//  - a refused PIN is never retried (no lockout): exit 6 at start (RestartPreventExitStatus), state
+//    pin_incorrect at run time; no C_Login at all when the token flags say a wrong PIN was tried.
 #include <google/protobuf/util/json_util.h>
 
 #include <edge/mgmt/v1/agent.pb.h>
 
+#include <sys/socket.h>
+#include <sys/un.h>
+
+#include <algorithm>
+#include <cstdio>
 #include <future>
+#include <iterator>
+#include <sstream>
 #include <thread>
 
 #include "hostile_fixture.h"
@@ -41,14 +49,36 @@ void provision_token(const std::filesystem::path& dir) {
   }
 }
 
-// edged options for running on the shim with the token in `dir`.
-void use_shim(EdgedOptions& o, const std::filesystem::path& dir) {
+// edged options for running on the shim with the token in `dir` (and its PIN file, unless another is given).
+void use_shim(EdgedOptions& o, const std::filesystem::path& dir, std::filesystem::path pin_file = {}) {
+  if (pin_file.empty()) pin_file = dir / "hsm" / "user-pin";
   o.env = {"SOFTHSM2_CONF=" + (dir / "hsm" / "softhsm2.conf").string(),
            "EDGE_P11SHIM_CONTROL=" + (dir / "shim.control").string(),
            "EDGE_P11SHIM_STATS=" + (dir / "shim.stats").string()};
   o.extra.push_back({"hsm.module", EDGE_P11SHIM_PATH});
   o.extra.push_back({"hsm.token", "edge-lab"});
-  o.extra.push_back({"hsm.pin_file", (dir / "hsm" / "user-pin").string()});
+  o.extra.push_back({"hsm.pin_file", pin_file.string()});
+}
+
+// How many calls of `fn` the shim saw in the last edged run (its stats file, written at exit).
+unsigned long long shim_calls(const std::filesystem::path& dir, const std::string& fn) {
+  std::istringstream in(read_file(dir / "shim.stats"));
+  const std::string key = "calls " + fn + " ";
+  for (std::string line; std::getline(in, line);) {
+    if (line.starts_with(key)) return std::stoull(line.substr(key.size()));
+  }
+  throw std::runtime_error("no 'calls " + fn + "' in the shim's stats file");
+}
+
+// Starts edged with `o`, expecting it to fail at start-up: the fixture's message (exit status, log).
+std::string start_expecting_failure(const EdgedOptions& o) {
+  try {
+    EdgedProcess edge(o);
+  } catch (const std::runtime_error& e) {
+    return e.what();
+  }
+  ADD_FAILURE() << "edged started";
+  return {};
 }
 
 class HsmFault : public HostileTest {
@@ -281,8 +311,9 @@ TEST_F(HsmAdmission, ASourceOverItsMintBudgetGets503AndTheRefusalIsReported) {
   EXPECT_EQ(line.number("hsm_resume_dropped"), 0u);
 }
 
-// A PIN the token refuses at start: edged exits 4 and says why, without a PIN in the log.
-TEST(HsmFaultAtStart, WrongPinExitsFourWithAClearMessage) {
+// A PIN the token refuses at start: edged exits 6 (not 4: the unit must not restart it) and says why,
+// without a PIN in the log.
+TEST(HsmFaultAtStart, WrongPinExitsSixWithAClearMessage) {
   TempDir dir("edge-shim-pin");
   provision_token(dir.path());
   write_file(dir.path() / "shim.control", "C_Login CKR_PIN_INCORRECT\n");
@@ -290,19 +321,75 @@ TEST(HsmFaultAtStart, WrongPinExitsFourWithAClearMessage) {
   o.tls_port = 0;
   o.wss_port = 0;
   use_shim(o, dir.path());
-  std::string why;
-  try {
-    EdgedProcess edge(o);
-    ADD_FAILURE() << "edged started with a refused PIN";
-  } catch (const std::runtime_error& e) {
-    why = e.what();
-  }
-  EXPECT_NE(why.find("status 4"), std::string::npos) << why;
+  const std::string why = start_expecting_failure(o);
+  EXPECT_NE(why.find("status 6"), std::string::npos) << why;
+  EXPECT_NE(why.find("event=hsm_pin_refused"), std::string::npos) << why;
   EXPECT_NE(why.find("CKR_PIN_INCORRECT"), std::string::npos) << why;
   std::string pin = read_file(dir.path() / "hsm" / "user-pin");
   pin = pin.substr(0, pin.find('\n'));
   ASSERT_FALSE(pin.empty());
   EXPECT_EQ(why.find(pin), std::string::npos) << "the PIN reached the log";
+}
+
+// No PIN lockout, counted at the token (the shim counts every C_Login that reaches SoftHSM, no faults
+// injected): a really wrong PIN at start-up spends exactly one C_Login and exits 6, which the unit lists
+// in RestartPreventExitStatus (no restart loop). The operator's next start, even with the right PIN,
+// spends none: SoftHSM now reports CKF_USER_PIN_COUNT_LOW, edged refuses to try, names the flag in the
+// log and in systemd's STATUS=, and exits 6 again. One C_Login per operator action, never a loop.
+TEST(HsmFaultAtStart, WrongPinSpendsOneLoginAndTheNextStartNone) {
+  TempDir dir("edge-shim-count");
+  provision_token(dir.path());
+  write_file(dir.path() / "shim.control", "");
+  const auto wrong_pin = dir.path() / "wrong-pin";
+  write_file(wrong_pin, "000000\n");
+  std::filesystem::permissions(wrong_pin,
+                               std::filesystem::perms::owner_read | std::filesystem::perms::owner_write);
+
+  EdgedOptions o;
+  o.tls_port = 0;
+  o.wss_port = 0;
+  use_shim(o, dir.path(), wrong_pin);
+  std::string why = start_expecting_failure(o);
+  EXPECT_NE(why.find("status 6"), std::string::npos) << why;
+  EXPECT_NE(why.find("CKR_PIN_INCORRECT"), std::string::npos) << why;
+  EXPECT_EQ(shim_calls(dir.path(), "C_Login"), 1u) << why;
+
+  // The unit does not restart edged on this exit status.
+  const std::string unit = read_file(EDGE_SYSTEMD_UNIT);
+  const auto at = unit.find("\nRestartPreventExitStatus=");
+  ASSERT_NE(at, std::string::npos);
+  std::istringstream codes(unit.substr(at + 26, unit.find('\n', at + 1) - at - 26));
+  std::vector<std::string> listed{std::istream_iterator<std::string>(codes),
+                                  std::istream_iterator<std::string>()};
+  EXPECT_NE(std::find(listed.begin(), listed.end(), "6"), listed.end()) << unit.substr(at, 40);
+
+  // The operator fixes the PIN file and starts edged again: no C_Login while the flag is up.
+  std::filesystem::remove(dir.path() / "shim.stats");
+  EdgedOptions again;
+  again.tls_port = 0;
+  again.wss_port = 0;
+  use_shim(again, dir.path());
+  again.env.push_back("NOTIFY_SOCKET=" + (dir.path() / "notify.sock").string());
+  const int notify = ::socket(AF_UNIX, SOCK_DGRAM | SOCK_CLOEXEC, 0);
+  ASSERT_GE(notify, 0);
+  sockaddr_un a{};
+  a.sun_family = AF_UNIX;
+  std::snprintf(a.sun_path, sizeof a.sun_path, "%s", (dir.path() / "notify.sock").c_str());
+  ASSERT_EQ(::bind(notify, reinterpret_cast<sockaddr*>(&a), sizeof a), 0);
+  why = start_expecting_failure(again);
+  EXPECT_NE(why.find("status 6"), std::string::npos) << why;
+  EXPECT_NE(why.find("event=hsm_pin_refused"), std::string::npos) << why;
+  EXPECT_NE(why.find("CKF_USER_PIN_COUNT_LOW"), std::string::npos) << why;
+  EXPECT_NE(why.find("not attempted"), std::string::npos) << why;
+  EXPECT_EQ(shim_calls(dir.path(), "C_Login"), 0u) << why;
+  // edged has exited: its STATUS= datagram, if sent, is queued on the socket.
+  char buf[4096];
+  const ssize_t n = ::recv(notify, buf, sizeof buf, MSG_DONTWAIT);
+  ::close(notify);
+  ASSERT_GT(n, 0) << "no sd_notify STATUS= before the exit";
+  const std::string status(buf, static_cast<std::size_t>(n));
+  EXPECT_NE(status.find("STATUS=HSM PIN refused"), std::string::npos) << status;
+  EXPECT_NE(status.find("CKF_USER_PIN_COUNT_LOW"), std::string::npos) << status;
 }
 
 }  // namespace

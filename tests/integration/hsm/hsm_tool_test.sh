@@ -19,7 +19,7 @@ check() {  # check DESCRIPTION COMMAND...: passes when COMMAND succeeds
   if "$@"; then ok "$what"; else bad "$what"; fi
 }
 
-for tool in "$EDGE_HSM" python3 softhsm2-util; do
+for tool in "$EDGE_HSM" python3 softhsm2-util pkcs11-tool; do
   if ! command -v "$tool" >/dev/null 2>&1; then
     echo "not ok - required tool missing: $tool"
     echo "0 passed, 1 failed"
@@ -182,25 +182,34 @@ check "--module without PIN source" refused 2 "--pin-file"
 run keyset list --json
 check "bad arguments changed nothing" json '[s["name"] for s in d["key_sets"]] == ["sipflow"]'
 
-# ---- PIN problems: one line, exit 1, the PIN never shown, no retry ----------------------
+# ---- PIN problems: one line, exit 1, the PIN never shown, never a second attempt -----------
 printf 'wrong-pin-4711\n' >"$WORK/wrong.pin"
 chmod 600 "$WORK/wrong.pin"
+# A login by hand with the token's own tool (pkcs11-tool): resets SoftHSM's wrong-PIN counter.
+login_by_hand() {
+  SOFTHSM2_CONF="$HSM_DIR/softhsm2.conf" pkcs11-tool --module "$SOFTHSM" --token-label edge-lab --login \
+    --pin "$(head -n 1 "$HSM_DIR/user-pin")" --list-objects >/dev/null 2>&1
+}
 run --pin-file "$WORK/wrong.pin" keyset list
 check "wrong PIN: one line naming CKR_PIN_INCORRECT, exit 1" refused 1 "CKR_PIN_INCORRECT"
 check "wrong PIN is not echoed" bash -c "! grep -q wrong-pin-4711 '$ERR'"
 
-# Through the fault shim (forwarding only) to count the logins the tool made.
+# The token now reports CKF_USER_PIN_COUNT_LOW: no C_Login at all, even with the right PIN, until
+# a login by hand resets the counter. Counted through the fault shim (forwarding only).
 : >"$WORK/shim.control"
 EDGE_P11SHIM_MODULE="$SOFTHSM" EDGE_P11SHIM_CONTROL="$WORK/shim.control" EDGE_P11SHIM_STATS="$WORK/shim.stats" \
   SOFTHSM2_CONF="$HSM_DIR/softhsm2.conf" \
-  "$EDGE_HSM" --module "$SHIM" --token edge-lab --pin-file "$WORK/wrong.pin" keyset list >"$OUT" 2>"$ERR"
+  "$EDGE_HSM" --module "$SHIM" --token edge-lab --pin-file "$HSM_DIR/user-pin" keyset list >"$OUT" 2>"$ERR"
 rc=$?
-check "wrong PIN through the shim: refused" refused 1 "CKR_PIN_INCORRECT"
-check "wrong PIN: exactly one C_Login reached the token" grep -qx "calls C_Login 1" "$WORK/shim.stats"
+check "after a wrong PIN even the right one is not tried: one line naming the flag" refused 1 "CKF_USER_PIN_COUNT_LOW"
+check "after a wrong PIN: no C_Login reached the token" grep -qx "calls C_Login 0" "$WORK/shim.stats"
+check "a login by hand resets the counter" login_by_hand
 run keyset list
-check "the token is not locked after wrong PINs" succeeded
+check "the token is not locked after a wrong PIN" succeeded
 run --pin-file "$WORK/wrong.pin" keyset list
 run --pin-file "$WORK/wrong.pin" keyset list
+check "a second wrong PIN is not tried" refused 1 "CKF_USER_PIN_COUNT_LOW"
+check "a login by hand resets the counter again" login_by_hand
 run keyset list
 check "still not locked after more wrong PINs" succeeded
 

@@ -19,7 +19,7 @@
 //
 // Control file: one rule per line, `#` starts a comment.
 //   <function|*> [CKR_NAME|0xHEX] [count=N] [every=N] [after=N] [delay_ms=N] [delay_us=N]
-//                [max_concurrent=N]
+//                [max_concurrent=N] [token_flags=0xHEX]
 //     function   one of the wrapped C_ functions below; `*` = all of them but C_Finalize
 //     CKR_NAME   fail the call with this code instead of forwarding it
 //     count=N    fire at most N times, then the rule is spent
@@ -75,8 +75,10 @@
 #include <cstdlib>
 #include <cstring>
 #include <fstream>
+#include <map>
 #include <memory>
 #include <mutex>
+#include <set>
 #include <sstream>
 #include <string>
 #include <thread>
@@ -156,6 +158,43 @@ State& st() {
   return *s;
 }
 
+// The object handles each open session got from the module (C_FindObjects, C_GenerateKey,
+// C_GenerateKeyPair, C_CreateObject), and the C_DestroyObject calls on a handle that the
+// session did not get itself: a handle carried over from an earlier session, which a module
+// restart may have given to another object since (PKCS#11 handles are not stable across
+// C_Finalize / C_Initialize). Forgotten when the session closes.
+struct SessionHandles {
+  std::mutex mu;
+  std::map<CK_SESSION_HANDLE, std::set<CK_OBJECT_HANDLE>> got;  // guarded by mu
+  std::atomic<unsigned long long> destroy_unfound{0};
+};
+SessionHandles& session_handles() {
+  static auto* h = new SessionHandles;  // never destroyed, as State
+  return *h;
+}
+void got_handles(CK_SESSION_HANDLE session, const CK_OBJECT_HANDLE* objs, CK_ULONG n) {
+  SessionHandles& h = session_handles();
+  std::lock_guard lock(h.mu);
+  auto& set = h.got[session];
+  for (CK_ULONG i = 0; i < n; ++i) set.insert(objs[i]);
+}
+void forget_session(CK_SESSION_HANDLE session) {
+  SessionHandles& h = session_handles();
+  std::lock_guard lock(h.mu);
+  h.got.erase(session);
+}
+void forget_all_sessions() {
+  SessionHandles& h = session_handles();
+  std::lock_guard lock(h.mu);
+  h.got.clear();
+}
+void check_destroy(CK_SESSION_HANDLE session, CK_OBJECT_HANDLE obj) {
+  SessionHandles& h = session_handles();
+  std::lock_guard lock(h.mu);
+  auto it = h.got.find(session);
+  if (it == h.got.end() || it->second.count(obj) == 0) h.destroy_unfound.fetch_add(1);
+}
+
 FileSig stat_control(const std::string& path) {
   FileSig sig;
   struct stat sb {};
@@ -201,6 +240,7 @@ void write_stats() {
   {
     std::ofstream out(tmp, std::ios::trunc);
     out << "injected_total " << s.injected_total.load() << '\n';
+    out << "destroy_unfound " << session_handles().destroy_unfound.load() << '\n';
     for (std::size_t i = 0; i < kFnCount; ++i) {
       auto name = edge::test::shim::fn_name(static_cast<Fn>(i));
       out << "calls " << name << ' ' << s.calls[i].load() << '\n';
@@ -236,6 +276,7 @@ class Call {
     for (auto& g : held_) acquire(*g);
     enter();
     if (d.delay_us) std::this_thread::sleep_for(std::chrono::microseconds(d.delay_us));
+    token_flags_ = d.token_flags;
     if (d.rv) {
       fault_ = *d.rv;
       s.injected[idx_].fetch_add(1, std::memory_order_relaxed);
@@ -254,6 +295,7 @@ class Call {
   Call(const Call&) = delete;
   Call& operator=(const Call&) = delete;
   CK_RV fault() const noexcept { return fault_; }
+  std::uint64_t token_flags() const noexcept { return token_flags_; }
 
  private:
   void acquire(Gate& g) {
@@ -284,6 +326,7 @@ class Call {
 
   std::size_t idx_;
   CK_RV fault_ = CKR_OK;
+  std::uint64_t token_flags_ = 0;
   std::vector<std::shared_ptr<Gate>> held_;
 };
 
@@ -378,7 +421,10 @@ CK_RV w_Finalize(void* reserved) {
     Call call(Fn::C_Finalize);  // counted (and delayed or capped), never faulted: parse_rules refuses it
     rv = real().C_Finalize(reserved);
   }
-  if (rv == CKR_OK) st().open_sessions.store(0);
+  if (rv == CKR_OK) {
+    st().open_sessions.store(0);
+    forget_all_sessions();
+  }
   stop_writer();
   write_stats();
   return rv;
@@ -397,7 +443,9 @@ CK_RV w_GetSlotInfo(CK_SLOT_ID slot, CK_SLOT_INFO* info) {
 }
 CK_RV w_GetTokenInfo(CK_SLOT_ID slot, CK_TOKEN_INFO* info) {
   SHIM_GUARD(C_GetTokenInfo)
-  return real().C_GetTokenInfo(slot, info);
+  CK_RV rv = real().C_GetTokenInfo(slot, info);
+  if (rv == CKR_OK && info != nullptr) info->flags |= static_cast<CK_FLAGS>(shim_call.token_flags());
+  return rv;
 }
 CK_RV w_GetMechanismInfo(CK_SLOT_ID slot, CK_MECHANISM_TYPE type, CK_MECHANISM_INFO* info) {
   SHIM_GUARD(C_GetMechanismInfo)
@@ -415,6 +463,7 @@ CK_RV w_CloseSession(CK_SESSION_HANDLE session) {
   CK_RV fault = call.fault();
   CK_RV rv = real().C_CloseSession(session);
   if (rv == CKR_OK) st().open_sessions.fetch_sub(1);
+  forget_session(session);
   return fault ? fault : rv;
 }
 CK_RV w_CloseAllSessions(CK_SLOT_ID slot) {
@@ -422,6 +471,7 @@ CK_RV w_CloseAllSessions(CK_SLOT_ID slot) {
   CK_RV fault = call.fault();
   CK_RV rv = real().C_CloseAllSessions(slot);
   if (rv == CKR_OK) st().open_sessions.store(0);  // tests use one token
+  forget_all_sessions();
   return fault ? fault : rv;
 }
 CK_RV w_GetSessionInfo(CK_SESSION_HANDLE session, CK_SESSION_INFO* info) {
@@ -438,10 +488,13 @@ CK_RV w_Logout(CK_SESSION_HANDLE session) {
 }
 CK_RV w_CreateObject(CK_SESSION_HANDLE session, CK_ATTRIBUTE* tmpl, CK_ULONG n, CK_OBJECT_HANDLE* obj) {
   SHIM_GUARD(C_CreateObject)
-  return real().C_CreateObject(session, tmpl, n, obj);
+  CK_RV rv = real().C_CreateObject(session, tmpl, n, obj);
+  if (rv == CKR_OK && obj) got_handles(session, obj, 1);
+  return rv;
 }
 CK_RV w_DestroyObject(CK_SESSION_HANDLE session, CK_OBJECT_HANDLE obj) {
   SHIM_GUARD(C_DestroyObject)
+  check_destroy(session, obj);
   return real().C_DestroyObject(session, obj);
 }
 CK_RV w_GetAttributeValue(CK_SESSION_HANDLE session, CK_OBJECT_HANDLE obj, CK_ATTRIBUTE* tmpl, CK_ULONG n) {
@@ -458,7 +511,9 @@ CK_RV w_FindObjectsInit(CK_SESSION_HANDLE session, CK_ATTRIBUTE* tmpl, CK_ULONG 
 }
 CK_RV w_FindObjects(CK_SESSION_HANDLE session, CK_OBJECT_HANDLE* objs, CK_ULONG max, CK_ULONG* count) {
   SHIM_GUARD(C_FindObjects)
-  return real().C_FindObjects(session, objs, max, count);
+  CK_RV rv = real().C_FindObjects(session, objs, max, count);
+  if (rv == CKR_OK && objs && count) got_handles(session, objs, *count);
+  return rv;
 }
 CK_RV w_FindObjectsFinal(CK_SESSION_HANDLE session) {
   SHIM_GUARD(C_FindObjectsFinal)
@@ -494,7 +549,20 @@ CK_RV w_Verify(CK_SESSION_HANDLE session, CK_BYTE* data, CK_ULONG len, CK_BYTE* 
 CK_RV w_GenerateKey(CK_SESSION_HANDLE session, CK_MECHANISM* mech, CK_ATTRIBUTE* tmpl, CK_ULONG n,
                     CK_OBJECT_HANDLE* key) {
   SHIM_GUARD(C_GenerateKey)
-  return real().C_GenerateKey(session, mech, tmpl, n, key);
+  CK_RV rv = real().C_GenerateKey(session, mech, tmpl, n, key);
+  if (rv == CKR_OK && key) got_handles(session, key, 1);
+  return rv;
+}
+// Not counted nor faulted (no rules for it): forwarded, its handles remembered for the session.
+CK_RV w_GenerateKeyPair(CK_SESSION_HANDLE session, CK_MECHANISM* mech, CK_ATTRIBUTE* pub_tmpl, CK_ULONG pub_n,
+                        CK_ATTRIBUTE* priv_tmpl, CK_ULONG priv_n, CK_OBJECT_HANDLE* pub,
+                        CK_OBJECT_HANDLE* priv) {
+  CK_RV rv = real().C_GenerateKeyPair(session, mech, pub_tmpl, pub_n, priv_tmpl, priv_n, pub, priv);
+  if (rv == CKR_OK && pub && priv) {
+    got_handles(session, pub, 1);
+    got_handles(session, priv, 1);
+  }
+  return rv;
 }
 CK_RV w_GenerateRandom(CK_SESSION_HANDLE session, CK_BYTE* out, CK_ULONG len) {
   SHIM_GUARD(C_GenerateRandom)
@@ -550,6 +618,7 @@ void load() {
   s.list.C_VerifyInit = w_VerifyInit;
   s.list.C_Verify = w_Verify;
   s.list.C_GenerateKey = w_GenerateKey;
+  s.list.C_GenerateKeyPair = w_GenerateKeyPair;
   s.list.C_GenerateRandom = w_GenerateRandom;
 }
 
@@ -589,6 +658,11 @@ SHIM_EXPORT unsigned long long edge_p11shim_injected(const char* fn) {
 // Sessions currently open in the real module, from the calls that went through the shim
 // (C_OpenSession minus C_CloseSession; C_CloseAllSessions and C_Finalize reset it).
 SHIM_EXPORT long long edge_p11shim_open_sessions(void) { return st().open_sessions.load(); }
+
+// C_DestroyObject calls on a handle the session had not got from the module itself.
+SHIM_EXPORT unsigned long long edge_p11shim_destroy_unfound(void) {
+  return session_handles().destroy_unfound.load();
+}
 
 // C_Finalize calls made while another thread was inside a call of this module.
 SHIM_EXPORT unsigned long long edge_p11shim_finalize_while_busy(void) {

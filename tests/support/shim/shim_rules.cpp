@@ -151,13 +151,15 @@ ParseResult parse_rules(std::string_view text) {
         continue;
       }
       auto key = w.substr(0, eq);
-      auto val = parse_u64(w.substr(eq + 1));
+      auto raw = w.substr(eq + 1);
+      auto val = raw.starts_with("0x") ? parse_u64(raw.substr(2), 16) : parse_u64(raw);
       std::uint64_t* slot = key == "count"            ? &r.count
                             : key == "every"          ? &r.every
                             : key == "after"          ? &r.after
                             : key == "delay_ms"       ? &r.delay_ms
                             : key == "delay_us"       ? &r.delay_us
                             : key == "max_concurrent" ? &r.max_concurrent
+                            : key == "token_flags"    ? &r.token_flags
                                                       : nullptr;
       if (!slot || !val) {
         error("bad option " + std::string(w));
@@ -167,7 +169,11 @@ ParseResult parse_rules(std::string_view text) {
       }
     }
     if (!ok) continue;
-    if (!r.rv && r.delay_ms == 0 && r.delay_us == 0 && r.max_concurrent == 0) {
+    if (r.token_flags != 0 && (r.all || r.fn != Fn::C_GetTokenInfo)) {
+      error("token_flags=N applies to C_GetTokenInfo only");
+      continue;
+    }
+    if (!r.rv && r.delay_ms == 0 && r.delay_us == 0 && r.max_concurrent == 0 && r.token_flags == 0) {
       error("rule neither fails (CKR_...), delays (delay_ms=N, delay_us=N) nor caps (max_concurrent=N)");
       continue;
     }
@@ -194,6 +200,7 @@ Decision decide(std::vector<Rule>& rules, Fn f) {
     auto& r = rules[i];
     if (!r.matches(f) || !r.fire()) continue;
     d.delay_us += r.delay_ms * 1000 + r.delay_us;
+    d.token_flags |= r.token_flags;
     if (r.rv && !d.rv) d.rv = r.rv;
     if (r.max_concurrent) d.capped.push_back(i);
   }

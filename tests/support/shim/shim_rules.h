@@ -68,6 +68,9 @@ struct Rule {
   // When the rule fires, at most this many calls it fired for are inside the module at once
   // (the delay and the real call); further callers wait for a slot. 0: no cap.
   std::uint64_t max_concurrent = 0;
+  // C_GetTokenInfo only: OR these flags (token_flags=0xHEX or decimal) into the real answer,
+  // e.g. CKF_USER_PIN_FINAL_TRY, which SoftHSM never sets.
+  std::uint64_t token_flags = 0;
 
   // Runtime state, reset whenever the control file is re-read.
   std::uint64_t seen = 0;
@@ -92,6 +95,7 @@ ParseResult parse_rules(std::string_view text);
 struct Decision {
   std::optional<CK_RV> rv;
   std::uint64_t delay_us = 0;       // delay_ms * 1000 + delay_us of every firing rule
+  std::uint64_t token_flags = 0;    // OR of token_flags of every firing rule
   std::vector<std::size_t> capped;  // indices (into the rules) of firing rules with max_concurrent
 };
 Decision decide(std::vector<Rule>& rules, Fn f);

@@ -86,6 +86,11 @@ unsigned long long FaultShim::finalize_while_busy() const {
   return f ? f() : 0;
 }
 
+unsigned long long FaultShim::destroy_unfound() const {
+  auto f = shim_symbol<unsigned long long (*)()>("edge_p11shim_destroy_unfound");
+  return f ? f() : 0;
+}
+
 void FaultShim::reset_stats() {
   if (auto f = shim_symbol<void (*)()>("edge_p11shim_reset_stats")) f();
 }

@@ -3,6 +3,7 @@
 #include <edge/hsm/hsm.h>
 #include <edge/test/fault_shim.h>
 #include <edge/test/process.h>
+#include <edge/test/raw_p11.h>
 #include <edge/test/softhsm_fixture.h>
 
 #include <gmock/gmock.h>
@@ -174,8 +175,27 @@ TEST(HsmOpen, WrongPinIsRefusedOnceAndNeverRetried) {
   // One attempt: a retry loop would burn the token's PIN counter and lock it.
   EXPECT_EQ(shim.calls("C_Login"), 1u);
 
-  // The token is not locked: the right PIN still opens it.
+  // The token now reports CKF_USER_PIN_COUNT_LOW: even with the right PIN the edge does not
+  // try again (a second wrong one could lock it); the refusal names the flag.
   edge::test::write_file(token.pin_file(), token.user_pin() + "\n", 0600);
+  try {
+    Hsm hsm(shim.config());
+    FAIL() << "logged in although the token reports CKF_USER_PIN_COUNT_LOW";
+  } catch (const Pkcs11Error& e) {
+    EXPECT_EQ(e.rv(), CKR_PIN_LOCKED);
+    EXPECT_THAT(e.what(), HasSubstr("CKF_USER_PIN_COUNT_LOW"));
+  }
+  EXPECT_EQ(shim.calls("C_Login"), 1u);
+
+  // The token is not locked: one login by hand (the operator's token tool) resets the
+  // counter, and then the edge opens it.
+  {
+    edge::test::RawP11 p11(edge::test::softhsm_module_path());
+    const CK_SESSION_HANDLE s = p11.open_session(p11.slot_by_label(token.label()), false);
+    p11.login(s, token.user_pin());
+    p11.f().C_Logout(s);
+    p11.f().C_CloseSession(s);
+  }
   Hsm hsm(shim.config());
   EXPECT_EQ(hsm.state(), HsmState::available);
 }

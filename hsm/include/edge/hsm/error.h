@@ -11,6 +11,11 @@ namespace edge::hsm {
 // Symbolic name of a CK_RV ("CKR_PIN_INCORRECT"); "CKR_0x..." for vendor codes.
 const char* ckr_name(CK_RV rv) noexcept;
 
+// A return code that says the PIN is the problem (incorrect, locked, expired,
+// invalid, wrong length, not initialized): retrying with the same PIN spends an
+// attempt on the token's counter, so nothing retries it without an operator.
+bool is_pin_error(CK_RV rv) noexcept;
+
 // Thrown for configuration / start-up / management failures of a PKCS#11 call.
 // what() reads "C_Login failed: CKR_PIN_INCORRECT".
 class Pkcs11Error : public std::runtime_error {

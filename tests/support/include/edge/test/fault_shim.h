@@ -49,6 +49,11 @@ class FaultShim {
   long long open_sessions() const;
   // C_Finalize calls made while another thread was inside a call of the module.
   unsigned long long finalize_while_busy() const;
+  // C_DestroyObject calls on an object handle that the calling session had not got itself
+  // (from C_FindObjects, C_GenerateKey, C_GenerateKeyPair or C_CreateObject): a handle kept
+  // from an earlier session, which a module restart may have renumbered. Not reset by
+  // reset_stats().
+  unsigned long long destroy_unfound() const;
   void reset_stats();
 
   // The stats file the shim writes for other processes (after each injected fault, at
