@@ -123,6 +123,8 @@ EdgedConfig parse_config_text(const std::string& text, const std::string& origin
   EdgedConfig c;
   c.state_dir = state_dir;
   c.core.enabled = false;
+  // The core's TLS identity, applied once the core URI is known (any line order).
+  std::string core_tls_server_name, core_tls_pin_sha256;
   std::string line;
   int lineno = 0;
   while (std::getline(in, line)) {
@@ -201,6 +203,10 @@ EdgedConfig parse_config_text(const std::string& text, const std::string& origin
         }
       } else if (key == "core") {
         c.core = parse_core_uri(value);
+      } else if (key == "core.tls_server_name") {
+        core_tls_server_name = value;
+      } else if (key == "core.tls_pin_sha256") {
+        core_tls_pin_sha256 = value;
       } else if (key == "tls.certificate") {
         c.tls.certificate_chain_file = value;
       } else if (key == "tls.private_key") {
@@ -257,11 +263,20 @@ EdgedConfig parse_config_text(const std::string& text, const std::string& origin
   }
   if (c.listeners.empty()) throw ConfigError(origin + ": no listen line");
   if (!c.core.enabled) throw ConfigError(origin + ": no core next hop (core = sip:IP:PORT;transport=tcp)");
+  c.core.tls_server_name = core_tls_server_name;
+  c.core.tls_pin_sha256 = core_tls_pin_sha256;
   c.tls.certificate_chain_file = resolve(state_dir, c.tls.certificate_chain_file);
   c.tls.private_key_file = resolve(state_dir, c.tls.private_key_file);
   c.tls.ca_file = resolve(state_dir, c.tls.ca_file);
   if (c.pin.kind == hsm::PinSource::Kind::file) c.pin.location = resolve(state_dir, c.pin.location);
   return c;
+}
+
+std::string EdgedConfig::unverified_core_link() const {
+  if (core.transport != flow::Transport::tls || !tls.ca_file.empty() || !core.tls_pin_sha256.empty())
+    return {};
+  return "the TLS link to the core is not authenticated: set tls.ca (the core's certificate is then checked "
+         "against it and core.tls_server_name) or core.tls_pin_sha256";
 }
 
 net::TransportConfig EdgedConfig::transport_config() const {

@@ -321,6 +321,9 @@ class EdgeCollector final : public prometheus::Collectable {
     sample(out.gauge("edge_core_up", "1 while the connection to the core is up"), t.core_connected ? 1 : 0, core);
     sample(out.counter("edge_core_connects_total", "connections made to the core"), d(t.core_connects), core);
     sample(out.counter("edge_core_disconnects_total", "connections to the core lost"), d(t.core_disconnects), core);
+    sample(out.counter("edge_core_identity_failures_total",
+                       "TLS connections to the core refused: the certificate was not the configured core's"),
+           d(t.core_identity_failures), core);
     auto& msgs = out.counter("edge_core_messages_total", "SIP messages exchanged with the core");
     sample(msgs, d(t.core_messages_in), {{"core", n.core}, {"direction", "in"}});
     sample(msgs, d(t.core_messages_out), {{"core", n.core}, {"direction", "out"}});

@@ -6,6 +6,7 @@
 
 #include <algorithm>
 #include <array>
+#include <cctype>
 #include <charconv>
 #include <cstdio>
 #include <sstream>
@@ -394,6 +395,24 @@ PropertyRegistry::PropertyRegistry() {
           refuse("core", "'" + std::string(v) + "' is not a sip: URI");
         }
         c.mutable_sip()->set_core_uri(std::string(v));
+      });
+  p.add(
+      "core.tls_server_name", PT::string, "", kListeners,
+      "name the core's TLS certificate must carry (DNS name, sent as SNI, or IP); empty: the core URI's host",
+      [](const C& c) { return c.sip().core_tls_server_name(); },
+      [](C& c, S v) { c.mutable_sip()->set_core_tls_server_name(std::string(v)); });
+  p.add(
+      "core.tls_pin_sha256", PT::string, "", kListeners,
+      "SHA-256 (hex, colons allowed) of the core's TLS certificate or public key; empty: no pin",
+      [](const C& c) { return c.sip().core_tls_pin_sha256(); },
+      [](C& c, S v) {
+        const auto digits = std::count_if(
+            v.begin(), v.end(), [](char ch) { return std::isxdigit(static_cast<unsigned char>(ch)) != 0; });
+        const auto colons = std::count(v.begin(), v.end(), ':');
+        if (!v.empty() && (digits != 64 || digits + colons != static_cast<std::ptrdiff_t>(v.size()))) {
+          refuse("core.tls_pin_sha256", "expected 64 hex digits (SHA-256), got '" + std::string(v) + "'");
+        }
+        c.mutable_sip()->set_core_tls_pin_sha256(std::string(v));
       });
 
   p.add(

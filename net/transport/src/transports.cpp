@@ -248,6 +248,8 @@ TransportStats Transports::stats() const {
   s.core_messages_in = c.core_messages_in.load();
   s.core_messages_out = c.core_messages_out.load();
   s.core_queue_full = c.core_queue_full.load();
+  s.core_identity_failures = c.core_identity_failures.load();
+  s.core_identity_error = state_->core_identity_error();
   if (const auto core = state_->core) s.core_queued_now = core->queued();
   s.redelivered = c.redelivered.load();
   s.redelivery_dropped = c.redelivery_dropped.load();

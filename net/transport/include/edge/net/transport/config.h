@@ -45,9 +45,17 @@ struct CoreConfig {
   std::chrono::milliseconds reconnect_max{10'000};
   // Messages held while the connection is down; send_to_core fails beyond this.
   std::size_t max_queued = 1024;
-  // TLS to the core: verify it against TlsConfig::ca_file when set; present our
-  // certificate chain when one is configured.
-  std::string tls_server_name;  // SNI and host name check; empty: no name check
+  // TLS to the core: with TlsConfig::ca_file the certificate must chain to that
+  // CA *and* name tls_server_name (a DNS name, also sent as SNI, or an IP
+  // literal checked against the IP SANs); empty means the core's address. With
+  // tls_pin_sha256 the certificate (or its public key) must have that SHA-256;
+  // with both, both must hold. With neither the link is encrypted only, not
+  // authenticated (edged --production refuses that). Our certificate chain is
+  // presented to the core when one is configured.
+  std::string tls_server_name;
+  // 64 hex digits (colons allowed, any case): SHA-256 of the DER certificate or
+  // of its SubjectPublicKeyInfo. Empty: no pin.
+  std::string tls_pin_sha256;
 };
 
 struct TransportLimits {

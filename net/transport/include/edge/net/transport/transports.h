@@ -69,6 +69,11 @@ struct TransportStats {
   std::uint64_t core_connects = 0, core_disconnects = 0;
   std::uint64_t core_messages_in = 0, core_messages_out = 0;
   std::uint64_t core_queue_full = 0;
+  // TLS core links refused because the peer was not the configured core: its
+  // certificate did not chain to tls.ca, did not name core.tls_server_name, or
+  // missed core.tls_pin_sha256. core_identity_error says why, for the last one.
+  std::uint64_t core_identity_failures = 0;
+  std::string core_identity_error;
   std::uint64_t core_queued_now = 0;  // messages waiting for the core connection
   // Parked messages (they waited for HSM work) delivered again, and those that
   // could not be because their flow was gone or the transport stopped.
