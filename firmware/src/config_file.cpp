@@ -234,6 +234,8 @@ EdgedConfig parse_config_text(const std::string& text, const std::string& origin
         c.limits.max_connections = number<std::size_t>(value, 1, 10'000'000, what);
       } else if (key == "limits.max_per_source_address") {
         c.limits.max_per_source_address = number<std::size_t>(value, 1, 10'000'000, what);
+      } else if (key == "limits.max_udp_flows") {
+        c.limits.max_udp_flows = number<std::size_t>(value, 1, 10'000'000, what);
       } else if (key == "limits.max_message_size") {
         c.limits.max_message_size = number<std::size_t>(value, 1024, 1 << 20, what);
       } else if (key == "limits.idle_timeout_ms") {

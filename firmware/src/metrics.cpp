@@ -197,6 +197,10 @@ class EdgeCollector final : public prometheus::Collectable {
     sample(closed, d(t.idle_timeouts), {{"reason", "idle_timeout"}});
     sample(closed, d(t.flow_timeouts), {{"reason", "flow_timeout"}});
     sample(closed, d(t.superseded_flows), {{"reason", "superseded"}});
+    sample(closed, d(t.udp_flow_evictions), {{"reason", "evicted"}});
+    sample(out.counter("edge_udp_flows_refused_total",
+                       "datagrams from a new source given no flow: registered flows fill limits.max_udp_flows"),
+           d(t.udp_flows_refused));
   }
 
   static void sip(Families& out, const net::ProxyStats& p) {

@@ -461,6 +461,13 @@ PropertyRegistry::PropertyRegistry() {
       [](const C& c) { return u(c.sip().limits().max_per_source_address()); },
       [](C& c, S v) { c.mutable_sip()->mutable_limits()->set_max_per_source_address(n(v)); });
   p.uint(
+      "limits.max_udp_flows", 100'000, 1, 10'000'000, kListeners,
+      "UDP flows, all UDP listeners; past it the least recently heard unregistered flow is evicted",
+      [](const C& c) {
+        return u(c.sip().limits().has_max_udp_flows() ? c.sip().limits().max_udp_flows() : 100'000);
+      },
+      [](C& c, S v) { c.mutable_sip()->mutable_limits()->set_max_udp_flows(n(v)); });
+  p.uint(
       "limits.max_message_size", 65'535, 1024, 1 << 20, kListeners, "largest SIP message in bytes",
       [](const C& c) { return u(c.sip().limits().max_message_size()); },
       [](C& c, S v) { c.mutable_sip()->mutable_limits()->set_max_message_size(n(v)); });

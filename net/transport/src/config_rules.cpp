@@ -49,6 +49,7 @@ void validate(const TransportConfig& c) {
     }
   }
   if (c.limits.max_message_size < 512) throw TransportError("limits: max_message_size below 512 bytes");
+  if (c.limits.max_udp_flows == 0) throw TransportError("limits: max_udp_flows must be at least 1");
   if (c.limits.sweep_interval.count() <= 0) throw TransportError("limits: sweep_interval must be positive");
   if (c.limits.handler_timer_interval.count() <= 0)
     throw TransportError("limits: handler_timer_interval must be positive");

@@ -23,6 +23,8 @@ const char* to_string(CloseReason r) noexcept {
       return "bad_upgrade";
     case CloseReason::shutdown:
       return "shutdown";
+    case CloseReason::evicted:
+      return "evicted";
   }
   return "?";
 }

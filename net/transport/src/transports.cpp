@@ -233,6 +233,8 @@ TransportStats Transports::stats() const {
   s.flow_timeouts = c.flow_timeouts.load();
   s.udp_garbage = c.udp_garbage.load();
   s.stun_unsolicited = c.stun_unsolicited.load();
+  s.udp_flow_evictions = c.udp_flow_evictions.load();
+  s.udp_flows_refused = c.udp_flows_refused.load();
   s.send_failures = c.send_failures.load();
   s.upgrade_refused = c.upgrade_refused.load();
   s.tls_handshake_failures = c.tls_handshake_failures.load();

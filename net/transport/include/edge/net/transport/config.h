@@ -62,6 +62,10 @@ struct TransportLimits {
   std::size_t max_connections = 10'000;      // stream connections, all listeners
   std::size_t max_per_source_address = 100;  // stream connections from one IP address
   std::size_t max_message_size = 65'535;     // bytes; stream: answer 513 then close, UDP: drop
+  // UDP flows, all UDP listeners. A datagram from a new source past it evicts
+  // the least recently heard unregistered flow of its listener; registered
+  // flows are never evicted (with only those left, the new source gets none).
+  std::size_t max_udp_flows = 100'000;
   // Slowloris: a message whose header section is not complete this long after
   // its first byte, or whose body is not complete this long after its headers,
   // closes the connection. The TLS handshake and the WS upgrade count as headers.

@@ -30,6 +30,7 @@ enum class CloseReason : std::uint8_t {
   oversized,      // message larger than the limit
   bad_upgrade,    // WebSocket upgrade refused
   shutdown,       // Transports::stop()
+  evicted,        // an unregistered UDP flow made room (limits.max_udp_flows)
 };
 const char* to_string(CloseReason r) noexcept;
 

@@ -52,6 +52,10 @@ struct TransportStats {
   std::uint64_t flow_timeouts = 0;     // registered flows expired
   std::uint64_t udp_garbage = 0;       // datagrams that were neither SIP, STUN nor CRLF
   std::uint64_t stun_unsolicited = 0;  // STUN Binding requests from a source with no flow: not answered
+  // limits.max_udp_flows: unregistered UDP flows evicted to make room for a new
+  // source, and new sources given no flow because registered flows fill the table.
+  std::uint64_t udp_flow_evictions = 0;
+  std::uint64_t udp_flows_refused = 0;
   std::uint64_t send_failures = 0;     // write queue full or link gone
   std::uint64_t upgrade_refused = 0;   // WebSocket handshakes refused
   std::uint64_t superseded_flows = 0;  // a new connection reused a dead flow's 4-tuple before it was reaped
