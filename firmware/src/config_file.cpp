@@ -240,6 +240,9 @@ EdgedConfig parse_config_text(const std::string& text, const std::string& origin
         c.limits.max_message_size = number<std::size_t>(value, 1024, 1 << 20, what);
       } else if (key == "limits.idle_timeout_ms") {
         c.limits.idle_timeout = std::chrono::milliseconds(number<std::int64_t>(value, 100, 86'400'000, what));
+      } else if (key == "limits.unregistered_connection_lifetime_ms") {
+        c.limits.unregistered_connection_lifetime =
+            std::chrono::milliseconds(number<std::int64_t>(value, 0, 86'400'000, what));
       } else if (key == "limits.flow_timeout_grace_ms") {
         c.limits.flow_timeout_grace =
             std::chrono::milliseconds(number<std::int64_t>(value, 0, 3'600'000, what));

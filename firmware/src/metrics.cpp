@@ -198,6 +198,7 @@ class EdgeCollector final : public prometheus::Collectable {
     sample(closed, d(t.flow_timeouts), {{"reason", "flow_timeout"}});
     sample(closed, d(t.superseded_flows), {{"reason", "superseded"}});
     sample(closed, d(t.udp_flow_evictions), {{"reason", "evicted"}});
+    sample(closed, d(t.unregistered_lifetime_closes), {{"reason", "unregistered_lifetime"}});
     sample(out.counter("edge_udp_flows_refused_total",
                        "datagrams from a new source given no flow: registered flows fill limits.max_udp_flows"),
            d(t.udp_flows_refused));

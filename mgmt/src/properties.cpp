@@ -477,6 +477,16 @@ PropertyRegistry::PropertyRegistry() {
       [](const C& c) { return u(c.sip().limits().idle_timeout_ms()); },
       [](C& c, S v) { c.mutable_sip()->mutable_limits()->set_idle_timeout_ms(n(v)); });
   p.uint(
+      "limits.unregistered_connection_lifetime_ms", 60'000, 0, 86'400'000, kListeners,
+      "a stream connection not registered this long after its accept is closed; keep-alives do not extend "
+      "it; 0: off",
+      [](const C& c) {
+        const auto& l = c.sip().limits();
+        return u(l.has_unregistered_connection_lifetime_ms() ? l.unregistered_connection_lifetime_ms()
+                                                             : 60'000);
+      },
+      [](C& c, S v) { c.mutable_sip()->mutable_limits()->set_unregistered_connection_lifetime_ms(n(v)); });
+  p.uint(
       "limits.flow_timeout_grace_ms", 30'000, 0, 3'600'000, kListeners,
       "grace beyond Flow-Timer before a registered flow dies",
       [](const C& c) { return u(c.sip().limits().flow_timeout_grace_ms()); },

@@ -25,6 +25,8 @@ const char* to_string(CloseReason r) noexcept {
       return "shutdown";
     case CloseReason::evicted:
       return "evicted";
+    case CloseReason::unregistered_lifetime:
+      return "unregistered_lifetime";
   }
   return "?";
 }

@@ -73,6 +73,14 @@ struct TransportLimits {
   std::chrono::milliseconds body_read_timeout{10'000};
   // Flows with no successful REGISTER (mark_registered) die after this much silence.
   std::chrono::milliseconds idle_timeout{120'000};
+  // A stream connection (TCP, TLS, WS, WSS) that has not registered this long
+  // after it was accepted is closed, whatever it sent: keep-alives and other
+  // messages do not extend it. A UA registers right after it connects (RFC 5626
+  // §4.2), a digest challenge included, within seconds; 60 s leaves room for a
+  // slow network and a 503 Retry-After or two. Connections from the core's
+  // address (a core that opens its own connection to reach clients) are exempt.
+  // 0: no lifetime. UDP flows are bounded by max_udp_flows instead.
+  std::chrono::milliseconds unregistered_connection_lifetime{60'000};
   // Registered flows die after Flow-Timer + grace of silence (RFC 5626 §5.4: wait
   // longer than Flow-Timer; reSIProcate uses 30 s).
   std::chrono::milliseconds flow_timeout_grace{30'000};

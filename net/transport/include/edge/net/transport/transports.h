@@ -45,9 +45,12 @@ struct TransportStats {
   std::uint64_t connections_now = 0;
   std::uint64_t refused_max_connections = 0;
   std::uint64_t refused_per_address = 0;
-  std::uint64_t oversized = 0;         // messages over max_message_size (any transport)
-  std::uint64_t framing_errors = 0;    // streams closed because they could not be framed
-  std::uint64_t read_timeouts = 0;     // slowloris closes
+  std::uint64_t oversized = 0;       // messages over max_message_size (any transport)
+  std::uint64_t framing_errors = 0;  // streams closed because they could not be framed
+  std::uint64_t read_timeouts = 0;   // slowloris closes
+  // Stream connections closed because they never registered within
+  // limits.unregistered_connection_lifetime (keep-alives do not extend it).
+  std::uint64_t unregistered_lifetime_closes = 0;
   std::uint64_t idle_timeouts = 0;     // unregistered flows expired
   std::uint64_t flow_timeouts = 0;     // registered flows expired
   std::uint64_t udp_garbage = 0;       // datagrams that were neither SIP, STUN nor CRLF
