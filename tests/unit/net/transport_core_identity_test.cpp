@@ -47,6 +47,12 @@ class TlsCore {
   std::uint16_t port = 0;
 };
 
+// A fresh directory for a TestPki (it writes into an existing one).
+std::filesystem::path made(const std::filesystem::path& p) {
+  std::filesystem::create_directories(p);
+  return p;
+}
+
 std::string hex(const unsigned char* d, unsigned n, bool colons) {
   std::string out;
   char b[4];
@@ -122,7 +128,7 @@ class CoreIdentityTest : public ::testing::Test {
   }
 
   TempDir dir{"edge-core-identity"};
-  TestPki pki{dir.path() / "ca"};
+  TestPki pki{made(dir.path() / "ca")};
   std::shared_ptr<RecordingHandler> handler;
   std::unique_ptr<Transports> tr;
   std::unique_ptr<TlsClient> last;
@@ -158,7 +164,7 @@ TEST_F(CoreIdentityTest, RightCaWrongAddressIsRefusedWhenNoNameIsConfigured) {
 }
 
 TEST_F(CoreIdentityTest, ACertificateOfAnotherCaIsRefused) {
-  TestPki other(dir.path() / "other", "another CA");
+  TestPki other(made(dir.path() / "other"), "another CA");
   TlsCore core(other.issue("core", {"DNS:core.example.test"}));
   start(core.port, pki.ca_file().string(), "core.example.test");
   expect_refused(core, "unable to get local issuer certificate");
@@ -240,7 +246,9 @@ TEST_F(CoreIdentityTest, ATlsPeerWithTheCoresCertificateOnTheListenerIsNotTheCor
   for (const auto& m : handler->messages()) {
     const bool from_peer = m.bytes.find("impersonating-the-core") != std::string::npos;
     EXPECT_EQ(m.from_core, !from_peer) << m.bytes;
-    if (from_peer) EXPECT_EQ(m.flow.transport, Transport::tls);
+    if (from_peer) {
+      EXPECT_EQ(m.flow.transport, Transport::tls);
+    }
   }
 }
 
