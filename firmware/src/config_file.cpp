@@ -123,6 +123,8 @@ EdgedConfig parse_config_text(const std::string& text, const std::string& origin
   EdgedConfig c;
   c.state_dir = state_dir;
   c.core.enabled = false;
+  // The core's TLS identity, applied once the core URI is known (any line order).
+  std::string core_tls_server_name, core_tls_pin_sha256;
   std::string line;
   int lineno = 0;
   while (std::getline(in, line)) {
@@ -203,6 +205,10 @@ EdgedConfig parse_config_text(const std::string& text, const std::string& origin
         }
       } else if (key == "core") {
         c.core = parse_core_uri(value);
+      } else if (key == "core.tls_server_name") {
+        core_tls_server_name = value;
+      } else if (key == "core.tls_pin_sha256") {
+        core_tls_pin_sha256 = value;
       } else if (key == "tls.certificate") {
         c.tls.certificate_chain_file = value;
       } else if (key == "tls.private_key") {
@@ -230,10 +236,15 @@ EdgedConfig parse_config_text(const std::string& text, const std::string& origin
         c.limits.max_connections = number<std::size_t>(value, 1, 10'000'000, what);
       } else if (key == "limits.max_per_source_address") {
         c.limits.max_per_source_address = number<std::size_t>(value, 1, 10'000'000, what);
+      } else if (key == "limits.max_udp_flows") {
+        c.limits.max_udp_flows = number<std::size_t>(value, 1, 10'000'000, what);
       } else if (key == "limits.max_message_size") {
         c.limits.max_message_size = number<std::size_t>(value, 1024, 1 << 20, what);
       } else if (key == "limits.idle_timeout_ms") {
         c.limits.idle_timeout = std::chrono::milliseconds(number<std::int64_t>(value, 100, 86'400'000, what));
+      } else if (key == "limits.unregistered_connection_lifetime_ms") {
+        c.limits.unregistered_connection_lifetime =
+            std::chrono::milliseconds(number<std::int64_t>(value, 0, 86'400'000, what));
       } else if (key == "limits.flow_timeout_grace_ms") {
         c.limits.flow_timeout_grace =
             std::chrono::milliseconds(number<std::int64_t>(value, 0, 3'600'000, what));
@@ -259,11 +270,20 @@ EdgedConfig parse_config_text(const std::string& text, const std::string& origin
   }
   if (c.listeners.empty()) throw ConfigError(origin + ": no listen line");
   if (!c.core.enabled) throw ConfigError(origin + ": no core next hop (core = sip:IP:PORT;transport=tcp)");
+  c.core.tls_server_name = core_tls_server_name;
+  c.core.tls_pin_sha256 = core_tls_pin_sha256;
   c.tls.certificate_chain_file = resolve(state_dir, c.tls.certificate_chain_file);
   c.tls.private_key_file = resolve(state_dir, c.tls.private_key_file);
   c.tls.ca_file = resolve(state_dir, c.tls.ca_file);
   if (c.pin.kind == hsm::PinSource::Kind::file) c.pin.location = resolve(state_dir, c.pin.location);
   return c;
+}
+
+std::string EdgedConfig::unverified_core_link() const {
+  if (core.transport != flow::Transport::tls || !tls.ca_file.empty() || !core.tls_pin_sha256.empty())
+    return {};
+  return "the TLS link to the core is not authenticated: set tls.ca (the core's certificate is then checked "
+         "against it and core.tls_server_name) or core.tls_pin_sha256";
 }
 
 net::TransportConfig EdgedConfig::transport_config() const {

@@ -60,6 +60,11 @@ struct EdgedConfig {
 
   std::string log_level = "info";
 
+  // Why this configuration's core link would not authenticate the core (a TLS
+  // core with neither tls.ca nor core.tls_pin_sha256); empty when it would, or
+  // when the core link is not TLS. edged --production refuses to start then.
+  std::string unverified_core_link() const;
+
   net::TransportConfig transport_config() const;
   net::ProxyConfig proxy_config() const;
   hsm::HsmConfig hsm_config() const;

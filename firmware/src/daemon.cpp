@@ -217,6 +217,10 @@ int run_daemon(const DaemonOptions& o) {
     } catch (const std::exception& e) {
       throw StartError(kExitConfig, e.what());
     }
+    // A core link that does not authenticate the core would let anyone on the path be the core.
+    if (const std::string why = cfg.unverified_core_link(); o.production && !why.empty()) {
+      throw StartError(kExitConfig, "production mode: " + why);
+    }
     const bool tls = std::any_of(cfg.listeners.begin(), cfg.listeners.end(), [](const auto& l) {
       return l.transport == flow::Transport::tls || l.transport == flow::Transport::wss;
     });
@@ -312,6 +316,7 @@ int run_daemon(const DaemonOptions& o) {
   sd_notifyf(0, "READY=1\nSTATUS=generation %llu", static_cast<unsigned long long>(agent->generation()));
   const auto tick =
       watchdog ? std::chrono::microseconds(watchdog_usec / 2) : std::chrono::microseconds(1'000'000);
+  std::uint64_t core_identity_failures = 0;  // logged when it grows: at most one line per tick
   for (;;) {
     const auto secs = std::chrono::duration_cast<std::chrono::seconds>(tick);
     const timespec ts{
@@ -324,6 +329,14 @@ int run_daemon(const DaemonOptions& o) {
       if (auto change = front_end->hsm_admission_change())
         agent->report_hsm_admission(change->refusing, change->detail);
       front_end->poll_key_sets(std::chrono::steady_clock::now());
+      if (const auto snap = front_end->snapshot();
+          snap.transport.core_identity_failures != core_identity_failures) {
+        if (snap.transport.core_identity_failures > core_identity_failures) {
+          spdlog::error("event=core_identity_refused failures={} reason=\"{}\"",
+                        snap.transport.core_identity_failures, snap.transport.core_identity_error);
+        }
+        core_identity_failures = snap.transport.core_identity_failures;
+      }
       continue;
     }
     if (sig == SIGUSR1) {

@@ -555,9 +555,11 @@ void SipFrontEnd::log_status() {
       "event=status hsm={} hsm_sign={} hsm_verify={} flows_udp={} flows_tcp={} flows_tls={} flows_ws={} "
       "flows_wss={} core_connected={} requests_from_clients={} requests_from_core={} r403={} r430={} r503={} "
       "verifies_avoided={} verifies_hsm={} mints_hsm={} minting_version={} connections={} "
-      "refused_max_connections={} refused_per_address={} read_timeouts={} framing_errors={} oversized={} "
-      "udp_garbage={} stun_unsolicited={} tls_handshake_failures={} upgrade_refused={} superseded_flows={} "
-      "core_disconnects={} "
+      "refused_max_connections={} refused_per_address={} read_timeouts={} unregistered_lifetime_closes={} "
+      "framing_errors={} oversized={} "
+      "udp_garbage={} stun_unsolicited={} udp_flow_evictions={} udp_flows_refused={} "
+      "tls_handshake_failures={} upgrade_refused={} superseded_flows={} "
+      "core_disconnects={} core_identity_failures={} "
       "log_dropped={} hsm_parked={} hsm_queued={} hsm_refused_budget={} hsm_refused_queue_full={} "
       "hsm_shed={} hsm_dropped_udp={} hsm_resume_dropped={} hsm_wait_max_us={} restarts={} "
       "restart_pause_last_ms={} proxy_accepted={} proxy_refused_untrusted={} proxy_refused_missing={} "
@@ -566,8 +568,9 @@ void SipFrontEnd::log_status() {
       ts.flows_now[6], ts.flows_now[7], ts.core_connected, p.requests_from_clients, p.requests_from_core,
       p.r403, p.r430, p.r503, p.verifies_avoided, p.verifies_hsm, p.mints_hsm, n.minting_version,
       ts.connections_now, ts.refused_max_connections, ts.refused_per_address, ts.read_timeouts,
-      ts.framing_errors, ts.oversized, ts.udp_garbage, ts.stun_unsolicited, ts.tls_handshake_failures,
-      ts.upgrade_refused, ts.superseded_flows, ts.core_disconnects, n.log_dropped, p.hsm_parked,
+      ts.unregistered_lifetime_closes, ts.framing_errors, ts.oversized, ts.udp_garbage, ts.stun_unsolicited,
+      ts.udp_flow_evictions, ts.udp_flows_refused, ts.tls_handshake_failures, ts.upgrade_refused,
+      ts.superseded_flows, ts.core_disconnects, ts.core_identity_failures, n.log_dropped, p.hsm_parked,
       n.hsm_work.queued_now, p.hsm_refused_budget, p.hsm_refused_queue_full, p.hsm_shed, p.drop_hsm_busy,
       p.hsm_resume_dropped, n.hsm_work.wait_us_max, n.restarts, n.pause_last_us / 1000, ts.proxy_accepted,
       ts.proxy_refused_untrusted, ts.proxy_refused_missing, ts.proxy_refused_malformed,

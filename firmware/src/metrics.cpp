@@ -197,6 +197,11 @@ class EdgeCollector final : public prometheus::Collectable {
     sample(closed, d(t.idle_timeouts), {{"reason", "idle_timeout"}});
     sample(closed, d(t.flow_timeouts), {{"reason", "flow_timeout"}});
     sample(closed, d(t.superseded_flows), {{"reason", "superseded"}});
+    sample(closed, d(t.udp_flow_evictions), {{"reason", "evicted"}});
+    sample(closed, d(t.unregistered_lifetime_closes), {{"reason", "unregistered_lifetime"}});
+    sample(out.counter("edge_udp_flows_refused_total",
+                       "datagrams from a new source given no flow: registered flows fill limits.max_udp_flows"),
+           d(t.udp_flows_refused));
   }
 
   static void sip(Families& out, const net::ProxyStats& p) {
@@ -321,6 +326,9 @@ class EdgeCollector final : public prometheus::Collectable {
     sample(out.gauge("edge_core_up", "1 while the connection to the core is up"), t.core_connected ? 1 : 0, core);
     sample(out.counter("edge_core_connects_total", "connections made to the core"), d(t.core_connects), core);
     sample(out.counter("edge_core_disconnects_total", "connections to the core lost"), d(t.core_disconnects), core);
+    sample(out.counter("edge_core_identity_failures_total",
+                       "TLS connections to the core refused: the certificate was not the configured core's"),
+           d(t.core_identity_failures), core);
     auto& msgs = out.counter("edge_core_messages_total", "SIP messages exchanged with the core");
     sample(msgs, d(t.core_messages_in), {{"core", n.core}, {"direction", "in"}});
     sample(msgs, d(t.core_messages_out), {{"core", n.core}, {"direction", "out"}});

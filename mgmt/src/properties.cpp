@@ -6,6 +6,7 @@
 
 #include <algorithm>
 #include <array>
+#include <cctype>
 #include <charconv>
 #include <cstdio>
 #include <sstream>
@@ -422,6 +423,24 @@ PropertyRegistry::PropertyRegistry() {
         }
         c.mutable_sip()->set_core_uri(std::string(v));
       });
+  p.add(
+      "core.tls_server_name", PT::string, "", kListeners,
+      "name the core's TLS certificate must carry (DNS name, sent as SNI, or IP); empty: the core URI's host",
+      [](const C& c) { return c.sip().core_tls_server_name(); },
+      [](C& c, S v) { c.mutable_sip()->set_core_tls_server_name(std::string(v)); });
+  p.add(
+      "core.tls_pin_sha256", PT::string, "", kListeners,
+      "SHA-256 (hex, colons allowed) of the core's TLS certificate or public key; empty: no pin",
+      [](const C& c) { return c.sip().core_tls_pin_sha256(); },
+      [](C& c, S v) {
+        const auto digits = std::count_if(
+            v.begin(), v.end(), [](char ch) { return std::isxdigit(static_cast<unsigned char>(ch)) != 0; });
+        const auto colons = std::count(v.begin(), v.end(), ':');
+        if (!v.empty() && (digits != 64 || digits + colons != static_cast<std::ptrdiff_t>(v.size()))) {
+          refuse("core.tls_pin_sha256", "expected 64 hex digits (SHA-256), got '" + std::string(v) + "'");
+        }
+        c.mutable_sip()->set_core_tls_pin_sha256(std::string(v));
+      });
 
   p.add(
       "tls.certificate", PT::string, "", kFrontEnd, "PEM certificate chain of tls/wss listeners",
@@ -469,6 +488,13 @@ PropertyRegistry::PropertyRegistry() {
       [](const C& c) { return u(c.sip().limits().max_per_source_address()); },
       [](C& c, S v) { c.mutable_sip()->mutable_limits()->set_max_per_source_address(n(v)); });
   p.uint(
+      "limits.max_udp_flows", 100'000, 1, 10'000'000, kListeners,
+      "UDP flows, all UDP listeners; past it the least recently heard unregistered flow is evicted",
+      [](const C& c) {
+        return u(c.sip().limits().has_max_udp_flows() ? c.sip().limits().max_udp_flows() : 100'000);
+      },
+      [](C& c, S v) { c.mutable_sip()->mutable_limits()->set_max_udp_flows(n(v)); });
+  p.uint(
       "limits.max_message_size", 65'535, 1024, 1 << 20, kListeners, "largest SIP message in bytes",
       [](const C& c) { return u(c.sip().limits().max_message_size()); },
       [](C& c, S v) { c.mutable_sip()->mutable_limits()->set_max_message_size(n(v)); });
@@ -477,6 +503,16 @@ PropertyRegistry::PropertyRegistry() {
       "silence after which an unregistered flow dies",
       [](const C& c) { return u(c.sip().limits().idle_timeout_ms()); },
       [](C& c, S v) { c.mutable_sip()->mutable_limits()->set_idle_timeout_ms(n(v)); });
+  p.uint(
+      "limits.unregistered_connection_lifetime_ms", 60'000, 0, 86'400'000, kListeners,
+      "a stream connection not registered this long after its accept is closed; keep-alives do not extend "
+      "it; 0: off",
+      [](const C& c) {
+        const auto& l = c.sip().limits();
+        return u(l.has_unregistered_connection_lifetime_ms() ? l.unregistered_connection_lifetime_ms()
+                                                             : 60'000);
+      },
+      [](C& c, S v) { c.mutable_sip()->mutable_limits()->set_unregistered_connection_lifetime_ms(n(v)); });
   p.uint(
       "limits.flow_timeout_grace_ms", 30'000, 0, 3'600'000, kListeners,
       "grace beyond Flow-Timer before a registered flow dies",

@@ -3,6 +3,7 @@
 
 #include "listener.h"
 #include "proxy_header.h"
+#include "tls_context.h"
 
 #include "edge/net/transport/transports.h"
 
@@ -42,8 +43,13 @@ void validate(const TransportConfig& c) {
     boost::system::error_code ec;
     boost::asio::ip::make_address(c.core.address, ec);
     if (ec) throw TransportError("core " + c.core.address + ": not an IP address");
+    if (!c.core.tls_pin_sha256.empty() && !parse_pin(c.core.tls_pin_sha256)) {
+      throw TransportError(
+          "core: tls_pin_sha256 is not 64 hex digits (SHA-256 of the certificate or its key)");
+    }
   }
   if (c.limits.max_message_size < 512) throw TransportError("limits: max_message_size below 512 bytes");
+  if (c.limits.max_udp_flows == 0) throw TransportError("limits: max_udp_flows must be at least 1");
   if (c.limits.sweep_interval.count() <= 0) throw TransportError("limits: sweep_interval must be positive");
   if (c.limits.handler_timer_interval.count() <= 0)
     throw TransportError("limits: handler_timer_interval must be positive");

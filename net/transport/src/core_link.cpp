@@ -1,13 +1,17 @@
 // CoreLink: connect, frame (StreamFramer), deliver (from_core), queue while down, reconnect with back-off.
 #include "core_link.h"
 
+#include "tls_context.h"
+
 #include "edge/net/sip/message.h"
 
 #include <boost/asio/post.hpp>
-#include <boost/asio/ssl/host_name_verification.hpp>
 #include <boost/asio/write.hpp>
 
 #include <openssl/ssl.h>
+#include <openssl/x509.h>
+#include <openssl/x509_vfy.h>
+#include <openssl/x509v3.h>
 
 namespace edge::net::detail {
 
@@ -23,7 +27,8 @@ CoreLink::CoreLink(std::shared_ptr<State> st, Worker& w)
       timer_(w.ctx),
       framer_(st_->sip_limits),
       dgram_(st_->config.limits.max_message_size + 1),
-      backoff_(cfg_.reconnect_initial) {}
+      backoff_(cfg_.reconnect_initial),
+      pin_(cfg_.tls_pin_sha256.empty() ? std::nullopt : parse_pin(cfg_.tls_pin_sha256)) {}
 
 void CoreLink::start() {
   asio::post(w_.ctx, [self = shared_from_this()] {
@@ -62,10 +67,7 @@ void CoreLink::connect() {
   if (cfg_.transport == flow::Transport::tls) {
     tls_ctx_ = st_->tls_client();
     tls_.emplace(w_.ctx, *tls_ctx_);
-    if (!cfg_.tls_server_name.empty()) {
-      SSL_set_tlsext_host_name(tls_->native_handle(), cfg_.tls_server_name.c_str());
-      tls_->set_verify_callback(ssl::host_name_verification(cfg_.tls_server_name));
-    }
+    expect_identity(*tls_);
   } else {
     tcp_.emplace(w_.ctx);
   }
@@ -90,6 +92,13 @@ void CoreLink::connect() {
         if (closed_ || gen != gen_) return;
         if (he) {
           st_->counters.tls_handshake_failures.fetch_add(1, std::memory_order_relaxed);
+          const long vr = SSL_get_verify_result(tls_->native_handle());
+          if (vr != X509_V_OK) refuse_identity(X509_verify_cert_error_string(vr));
+          drop_connection();
+          return;
+        }
+        if (pin_ && !pin_matches(SSL_get0_peer_certificate(tls_->native_handle()), *pin_)) {
+          refuse_identity("certificate does not match core.tls_pin_sha256");
           drop_connection();
           return;
         }
@@ -99,6 +108,33 @@ void CoreLink::connect() {
       on_connected(gen);
     }
   });
+}
+
+// With a CA the chain is checked by OpenSSL during the handshake (make_client_tls
+// sets verify_peer); the name is checked there too, as part of the chain
+// verification, so a wrong name fails the handshake with "hostname mismatch" /
+// "IP address mismatch". SNI carries DNS names only (RFC 6066 §3: no literals).
+void CoreLink::expect_identity(ssl::stream<tcp::socket>& s) {
+  SSL* ssl = s.native_handle();
+  const std::string name = core_identity_name(cfg_);
+  boost::system::error_code ec;
+  asio::ip::make_address(name, ec);
+  const bool literal = !ec;
+  if (!literal) SSL_set_tlsext_host_name(ssl, name.c_str());
+  if (st_->config.tls.ca_file.empty()) return;
+  X509_VERIFY_PARAM* param = SSL_get0_param(ssl);
+  if (literal) {
+    X509_VERIFY_PARAM_set1_ip_asc(param, name.c_str());
+  } else {
+    X509_VERIFY_PARAM_set_hostflags(param, X509_CHECK_FLAG_NO_PARTIAL_WILDCARDS);
+    X509_VERIFY_PARAM_set1_host(param, name.c_str(), name.size());
+  }
+}
+
+void CoreLink::refuse_identity(const std::string& why) {
+  st_->counters.core_identity_failures.fetch_add(1, std::memory_order_relaxed);
+  st_->set_core_identity_error("core " + cfg_.address + ":" + std::to_string(cfg_.port) + " (" +
+                               core_identity_name(cfg_) + "): " + why);
 }
 
 void CoreLink::on_connected(unsigned gen) {

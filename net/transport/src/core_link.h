@@ -4,6 +4,7 @@
 #include "address.h"
 #include "state.h"
 #include "stream_framer.h"
+#include "tls_context.h"
 #include "worker.h"
 
 #include <boost/asio/ip/tcp.hpp>
@@ -48,6 +49,8 @@ class CoreLink final : public WorkerMember, public std::enable_shared_from_this<
   void write_next();
   void drop_connection();
   void deliver(std::string_view bytes);
+  void expect_identity(ssl::stream<tcp::socket>& s);  // SNI, the name to check
+  void refuse_identity(const std::string& why);       // counted, kept for stats()
   template <class F>
   void with_stream(F&& f);
   struct Framing;  // what the framer calls back
@@ -65,6 +68,7 @@ class CoreLink final : public WorkerMember, public std::enable_shared_from_this<
   std::deque<std::string> queue_;
   std::atomic<std::size_t> queued_{0};
   std::chrono::milliseconds backoff_;
+  std::optional<Sha256> pin_;  // core.tls_pin_sha256
   flow::FlowKey key_;
   std::size_t pongs_ = 0;         // CRLF answers owed to the core's CRLFCRLF pings
   std::size_t parked_dgram_ = 0;  // size of a UDP datagram held while paused

@@ -23,6 +23,10 @@ const char* to_string(CloseReason r) noexcept {
       return "bad_upgrade";
     case CloseReason::shutdown:
       return "shutdown";
+    case CloseReason::evicted:
+      return "evicted";
+    case CloseReason::unregistered_lifetime:
+      return "unregistered_lifetime";
   }
   return "?";
 }

@@ -123,6 +123,9 @@ void State::close_flow(const std::shared_ptr<FlowEntry>& entry, CloseReason why)
     case CloseReason::read_timeout:
       counters.read_timeouts.fetch_add(1, std::memory_order_relaxed);
       break;
+    case CloseReason::unregistered_lifetime:
+      counters.unregistered_lifetime_closes.fetch_add(1, std::memory_order_relaxed);
+      break;
     default:
       break;
   }

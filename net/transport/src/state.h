@@ -18,6 +18,7 @@
 #include <cstddef>
 #include <memory>
 #include <mutex>
+#include <string>
 #include <unordered_map>
 #include <vector>
 
@@ -88,6 +89,16 @@ struct State final : Redelivery {
   static void leave(Worker& w, WorkerMember* r) { w.members.erase(r); }
   static void park(Worker& w, const std::shared_ptr<WorkerMember>& r) { w.parked.push_back(r); }
 
+  // Why the last TLS core link was refused (CoreLink sets it; stats() reads it).
+  void set_core_identity_error(std::string why) {
+    std::lock_guard lock(identity_mu_);
+    core_identity_error_ = std::move(why);
+  }
+  std::string core_identity_error() const {
+    std::lock_guard lock(identity_mu_);
+    return core_identity_error_;
+  }
+
   std::vector<std::shared_ptr<Listener>> listeners;
   std::vector<BoundListener> bound;
   std::shared_ptr<CoreLink> core;
@@ -101,6 +112,8 @@ struct State final : Redelivery {
   std::unordered_map<flow::Endpoint, std::size_t, flow::EndpointHash> per_address_;
   std::atomic<std::size_t> connections_{0};
   std::atomic<unsigned> rr_{0};
+  mutable std::mutex identity_mu_;
+  std::string core_identity_error_;
 };
 
 }  // namespace edge::net::detail

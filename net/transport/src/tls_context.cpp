@@ -3,7 +3,9 @@
 
 #include "edge/net/transport/transports.h"
 
+#include <openssl/evp.h>
 #include <openssl/ssl.h>
+#include <openssl/x509.h>
 
 #include <string>
 
@@ -88,8 +90,42 @@ std::shared_ptr<ssl::context> make_client_tls(const TlsConfig& cfg, const CoreCo
   }
   // Our certificate is presented to the core only when one is configured.
   if (!cfg.certificate_chain_file.empty() && !cfg.private_key_file.empty()) use_certificate(*ctx, cfg);
-  (void)core;
+  if (!core.tls_pin_sha256.empty() && !parse_pin(core.tls_pin_sha256)) {
+    throw TransportError("core: tls_pin_sha256 is not 64 hex digits");
+  }
   return ctx;
+}
+
+std::optional<Sha256> parse_pin(std::string_view text) {
+  Sha256 out{};
+  std::size_t nibbles = 0;
+  for (const char ch : text) {
+    if (ch == ':') continue;
+    int v = -1;
+    if (ch >= '0' && ch <= '9') v = ch - '0';
+    if (ch >= 'a' && ch <= 'f') v = ch - 'a' + 10;
+    if (ch >= 'A' && ch <= 'F') v = ch - 'A' + 10;
+    if (v < 0 || nibbles >= 64) return std::nullopt;
+    out[nibbles / 2] = static_cast<std::uint8_t>(out[nibbles / 2] | (nibbles % 2 == 0 ? v << 4 : v));
+    ++nibbles;
+  }
+  if (nibbles != 64) return std::nullopt;
+  return out;
+}
+
+bool pin_matches(X509* cert, const Sha256& pin) {
+  if (cert == nullptr) return false;
+  Sha256 digest{};
+  unsigned int len = 0;
+  if (X509_digest(cert, EVP_sha256(), digest.data(), &len) == 1 && len == digest.size() && digest == pin)
+    return true;
+  len = 0;
+  return X509_pubkey_digest(cert, EVP_sha256(), digest.data(), &len) == 1 && len == digest.size() &&
+         digest == pin;
+}
+
+std::string core_identity_name(const CoreConfig& core) {
+  return core.tls_server_name.empty() ? core.address : core.tls_server_name;
 }
 
 }  // namespace edge::net::detail

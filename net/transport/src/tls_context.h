@@ -5,7 +5,14 @@
 
 #include <boost/asio/ssl/context.hpp>
 
+#include <array>
+#include <cstdint>
 #include <memory>
+#include <optional>
+#include <string>
+#include <string_view>
+
+struct x509_st;
 
 namespace edge::net::detail {
 
@@ -20,5 +27,13 @@ bool needs_client_tls(const TransportConfig& c);
 // that does not match its certificate is refused here, not at the first handshake.
 std::shared_ptr<ssl::context> make_server_tls(const TlsConfig& cfg);
 std::shared_ptr<ssl::context> make_client_tls(const TlsConfig& cfg, const CoreConfig& core);
+
+// CoreConfig::tls_pin_sha256: 64 hex digits, colons allowed, any case; nullopt otherwise.
+using Sha256 = std::array<std::uint8_t, 32>;
+std::optional<Sha256> parse_pin(std::string_view text);
+// True when the SHA-256 of the DER certificate or of its SubjectPublicKeyInfo is `pin`.
+bool pin_matches(x509_st* cert, const Sha256& pin);
+// The name the core's certificate must carry: tls_server_name, or the core's address.
+std::string core_identity_name(const CoreConfig& core);
 
 }  // namespace edge::net::detail

@@ -24,6 +24,14 @@ void sweep_once(State& st, Worker& w) {
   if (st.paused.load(std::memory_order_acquire)) return;  // a controlled restart is nobody's silence
   const auto now = Clock::now();
   const auto& lim = st.config.limits;
+  // The core's own connections to a listener never register: they are exempt from the lifetime.
+  const auto core_ip =
+      st.config.core.enabled ? flow::Endpoint::parse(st.config.core.address, 0) : std::nullopt;
+  const auto from_core_address = [&core_ip](const flow::Endpoint& remote) {
+    if (!core_ip) return false;
+    const flow::Endpoint r = remote.unmapped();
+    return r.family == core_ip->family && r.address == core_ip->address;
+  };
   st.table.collect(w.sweep_buf, static_cast<int>(w.index));
   for (const auto& e : w.sweep_buf) {
     const auto rd = e->read_deadline_raw();
@@ -38,6 +46,12 @@ void sweep_once(State& st, Worker& w) {
       why = CloseReason::flow_timeout;
     } else {
       dead = silent > lim.idle_timeout;
+      if (!dead && e->key.transport != flow::Transport::udp &&
+          lim.unregistered_connection_lifetime.count() > 0 &&
+          now - e->created > lim.unregistered_connection_lifetime && !from_core_address(e->key.remote)) {
+        dead = true;
+        why = CloseReason::unregistered_lifetime;
+      }
     }
     if (!dead) continue;
     if (auto link = e->link.lock()) {
@@ -229,10 +243,13 @@ TransportStats Transports::stats() const {
   s.oversized = c.oversized.load();
   s.framing_errors = c.framing_errors.load();
   s.read_timeouts = c.read_timeouts.load();
+  s.unregistered_lifetime_closes = c.unregistered_lifetime_closes.load();
   s.idle_timeouts = c.idle_timeouts.load();
   s.flow_timeouts = c.flow_timeouts.load();
   s.udp_garbage = c.udp_garbage.load();
   s.stun_unsolicited = c.stun_unsolicited.load();
+  s.udp_flow_evictions = c.udp_flow_evictions.load();
+  s.udp_flows_refused = c.udp_flows_refused.load();
   s.send_failures = c.send_failures.load();
   s.upgrade_refused = c.upgrade_refused.load();
   s.tls_handshake_failures = c.tls_handshake_failures.load();
@@ -248,6 +265,8 @@ TransportStats Transports::stats() const {
   s.core_messages_in = c.core_messages_in.load();
   s.core_messages_out = c.core_messages_out.load();
   s.core_queue_full = c.core_queue_full.load();
+  s.core_identity_failures = c.core_identity_failures.load();
+  s.core_identity_error = state_->core_identity_error();
   if (const auto core = state_->core) s.core_queued_now = core->queued();
   s.redelivered = c.redelivered.load();
   s.redelivery_dropped = c.redelivery_dropped.load();

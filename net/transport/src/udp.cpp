@@ -6,6 +6,9 @@
 
 #include <boost/asio/post.hpp>
 
+#include <list>
+#include <unordered_map>
+
 namespace edge::net::detail {
 
 namespace {
@@ -81,6 +84,7 @@ class UdpListener final : public Listener, public FlowLink, public std::enable_s
   }
 
   void expire(const std::shared_ptr<FlowEntry>& flow, CloseReason why) override {
+    forget(flow->key);
     st_->close_flow(flow, why);
   }
 
@@ -155,9 +159,18 @@ class UdpListener final : public Listener, public FlowLink, public std::enable_s
     const auto key = key_of_remote();
     auto e = st_->table.find(key);
     if (!e) {
+      if (!make_room()) {
+        st_->counters.udp_flows_refused.fetch_add(1, std::memory_order_relaxed);
+        return true;
+      }
       e = st_->open_flow(key, w_, std::weak_ptr<FlowLink>(shared_from_this()));
       if (!e) e = st_->table.find(key);
       if (!e) return true;
+    }
+    if (e->registered()) {
+      forget(key);
+    } else {
+      heard_from(key);
     }
     const auto now = Clock::now();
     e->touch(now);
@@ -211,6 +224,41 @@ class UdpListener final : public Listener, public FlowLink, public std::enable_s
     if (!ec) c.keepalive_answers.fetch_add(1, std::memory_order_relaxed);
   }
 
+  // The unregistered-flow LRU. Every UDP flow this listener opened and not yet
+  // seen registered is in it, least recently heard from first; registered flows
+  // leave it (lazily: when next heard from or reached by eviction), so only a
+  // flow that never registered can be evicted. Worker-local: no lock.
+  void heard_from(const flow::FlowKey& key) {
+    if (const auto it = lru_pos_.find(key); it != lru_pos_.end()) {
+      lru_.splice(lru_.end(), lru_, it->second);
+      return;
+    }
+    lru_pos_.emplace(key, lru_.insert(lru_.end(), key));
+  }
+  void forget(const flow::FlowKey& key) {
+    if (const auto it = lru_pos_.find(key); it != lru_pos_.end()) {
+      lru_.erase(it->second);
+      lru_pos_.erase(it);
+    }
+  }
+  // Below limits.max_udp_flows, or made so by evicting this listener's least
+  // recently heard unregistered flows; false when only registered flows (or
+  // other listeners' flows) fill the table: the new source gets no flow.
+  bool make_room() {
+    const std::size_t max = st_->config.limits.max_udp_flows;
+    while (st_->table.count(flow::Transport::udp) >= max) {
+      if (lru_.empty()) return false;
+      const flow::FlowKey victim = lru_.front();
+      lru_pos_.erase(victim);
+      lru_.pop_front();
+      const auto e = st_->table.find(victim);
+      if (!e || e->registered()) continue;
+      st_->counters.udp_flow_evictions.fetch_add(1, std::memory_order_relaxed);
+      st_->close_flow(e, CloseReason::evicted);
+    }
+    return true;
+  }
+
   std::shared_ptr<State> st_;
   Worker& w_;
   ListenerConfig cfg_;
@@ -223,6 +271,8 @@ class UdpListener final : public Listener, public FlowLink, public std::enable_s
   bool parked_ = false;
   std::size_t parked_size_ = 0;
   std::atomic<std::size_t> queued_{0};
+  std::list<flow::FlowKey> lru_;  // unregistered flows, least recently heard from first
+  std::unordered_map<flow::FlowKey, std::list<flow::FlowKey>::iterator, flow::FlowKeyHash> lru_pos_;
 };
 
 }  // namespace

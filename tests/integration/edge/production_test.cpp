@@ -29,6 +29,30 @@ TEST(EdgedProduction, RefusesTheLabHsm) {
   EXPECT_NE(why.find("needs a real HSM module"), std::string::npos) << why;
 }
 
+// Issue 18: a TLS core link that would take any certificate (no tls.ca, no pin)
+// lets anyone on the path be the core; production mode refuses it with the reason.
+TEST(EdgedProduction, RefusesAnUnauthenticatedTlsCoreLink) {
+  EdgedOptions o;
+  o.core = "sip:127.0.0.1:5081;transport=tls";
+  o.args = {"--production"};
+  const std::string why = start_failure(o);
+  EXPECT_NE(why.find("status 3"), std::string::npos) << why;
+  EXPECT_NE(why.find("production mode: the TLS link to the core is not authenticated"), std::string::npos)
+      << why;
+}
+
+// With a pin (or tls.ca) the core check passes and start-up goes on to the next
+// production rule (here: the lab HSM), so the refusal above is the core link's.
+TEST(EdgedProduction, APinnedTlsCoreLinkPassesTheCoreCheck) {
+  EdgedOptions o;
+  o.core = "sip:127.0.0.1:5081;transport=tls";
+  o.extra = {{"core.tls_pin_sha256", std::string(64, 'a')}};
+  o.args = {"--production"};
+  const std::string why = start_failure(o);
+  EXPECT_EQ(why.find("TLS link to the core"), std::string::npos) << why;
+  EXPECT_NE(why.find("needs a real HSM module"), std::string::npos) << why;
+}
+
 // Runs `edge-hsm ARGS...` on the state dir `dir` (the provisioning tool, not edged).
 void run_edge_hsm(const std::filesystem::path& dir, std::vector<std::string> args, const std::string& log) {
   ProcessOptions p;

@@ -45,15 +45,27 @@ struct CoreConfig {
   std::chrono::milliseconds reconnect_max{10'000};
   // Messages held while the connection is down; send_to_core fails beyond this.
   std::size_t max_queued = 1024;
-  // TLS to the core: verify it against TlsConfig::ca_file when set; present our
-  // certificate chain when one is configured.
-  std::string tls_server_name;  // SNI and host name check; empty: no name check
+  // TLS to the core: with TlsConfig::ca_file the certificate must chain to that
+  // CA *and* name tls_server_name (a DNS name, also sent as SNI, or an IP
+  // literal checked against the IP SANs); empty means the core's address. With
+  // tls_pin_sha256 the certificate (or its public key) must have that SHA-256;
+  // with both, both must hold. With neither the link is encrypted only, not
+  // authenticated (edged --production refuses that). Our certificate chain is
+  // presented to the core when one is configured.
+  std::string tls_server_name;
+  // 64 hex digits (colons allowed, any case): SHA-256 of the DER certificate or
+  // of its SubjectPublicKeyInfo. Empty: no pin.
+  std::string tls_pin_sha256;
 };
 
 struct TransportLimits {
   std::size_t max_connections = 10'000;      // stream connections, all listeners
   std::size_t max_per_source_address = 100;  // stream connections from one IP address
   std::size_t max_message_size = 65'535;     // bytes; stream: answer 513 then close, UDP: drop
+  // UDP flows, all UDP listeners. A datagram from a new source past it evicts
+  // the least recently heard unregistered flow of its listener; registered
+  // flows are never evicted (with only those left, the new source gets none).
+  std::size_t max_udp_flows = 100'000;
   // Slowloris: a message whose header section is not complete this long after
   // its first byte, or whose body is not complete this long after its headers,
   // closes the connection. The TLS handshake and the WS upgrade count as headers.
@@ -61,6 +73,14 @@ struct TransportLimits {
   std::chrono::milliseconds body_read_timeout{10'000};
   // Flows with no successful REGISTER (mark_registered) die after this much silence.
   std::chrono::milliseconds idle_timeout{120'000};
+  // A stream connection (TCP, TLS, WS, WSS) that has not registered this long
+  // after it was accepted is closed, whatever it sent: keep-alives and other
+  // messages do not extend it. A UA registers right after it connects (RFC 5626
+  // §4.2), a digest challenge included, within seconds; 60 s leaves room for a
+  // slow network and a 503 Retry-After or two. Connections from the core's
+  // address (a core that opens its own connection to reach clients) are exempt.
+  // 0: no lifetime. UDP flows are bounded by max_udp_flows instead.
+  std::chrono::milliseconds unregistered_connection_lifetime{60'000};
   // Registered flows die after Flow-Timer + grace of silence (RFC 5626 §5.4: wait
   // longer than Flow-Timer; reSIProcate uses 30 s).
   std::chrono::milliseconds flow_timeout_grace{30'000};

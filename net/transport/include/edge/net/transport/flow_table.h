@@ -21,15 +21,17 @@ using Clock = std::chrono::steady_clock;
 
 // Why a flow ended (counted, logged, never sent on the wire).
 enum class CloseReason : std::uint8_t {
-  peer_closed,    // EOF / connection reset
-  io_error,       // read/write/handshake failure
-  idle_timeout,   // unregistered flow silent longer than the idle timeout
-  flow_timeout,   // registered flow silent longer than Flow-Timer + grace
-  read_timeout,   // half a message then silence (slowloris)
-  framing_error,  // the stream could not be framed
-  oversized,      // message larger than the limit
-  bad_upgrade,    // WebSocket upgrade refused
-  shutdown,       // Transports::stop()
+  peer_closed,            // EOF / connection reset
+  io_error,               // read/write/handshake failure
+  idle_timeout,           // unregistered flow silent longer than the idle timeout
+  flow_timeout,           // registered flow silent longer than Flow-Timer + grace
+  read_timeout,           // half a message then silence (slowloris)
+  framing_error,          // the stream could not be framed
+  oversized,              // message larger than the limit
+  bad_upgrade,            // WebSocket upgrade refused
+  shutdown,               // Transports::stop()
+  evicted,                // an unregistered UDP flow made room (limits.max_udp_flows)
+  unregistered_lifetime,  // a connection that never registered outlived its lifetime
 };
 const char* to_string(CloseReason r) noexcept;
 

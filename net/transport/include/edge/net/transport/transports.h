@@ -45,13 +45,20 @@ struct TransportStats {
   std::uint64_t connections_now = 0;
   std::uint64_t refused_max_connections = 0;
   std::uint64_t refused_per_address = 0;
-  std::uint64_t oversized = 0;         // messages over max_message_size (any transport)
-  std::uint64_t framing_errors = 0;    // streams closed because they could not be framed
-  std::uint64_t read_timeouts = 0;     // slowloris closes
+  std::uint64_t oversized = 0;       // messages over max_message_size (any transport)
+  std::uint64_t framing_errors = 0;  // streams closed because they could not be framed
+  std::uint64_t read_timeouts = 0;   // slowloris closes
+  // Stream connections closed because they never registered within
+  // limits.unregistered_connection_lifetime (keep-alives do not extend it).
+  std::uint64_t unregistered_lifetime_closes = 0;
   std::uint64_t idle_timeouts = 0;     // unregistered flows expired
   std::uint64_t flow_timeouts = 0;     // registered flows expired
   std::uint64_t udp_garbage = 0;       // datagrams that were neither SIP, STUN nor CRLF
   std::uint64_t stun_unsolicited = 0;  // STUN Binding requests from a source with no flow: not answered
+  // limits.max_udp_flows: unregistered UDP flows evicted to make room for a new
+  // source, and new sources given no flow because registered flows fill the table.
+  std::uint64_t udp_flow_evictions = 0;
+  std::uint64_t udp_flows_refused = 0;
   std::uint64_t send_failures = 0;     // write queue full or link gone
   std::uint64_t upgrade_refused = 0;   // WebSocket handshakes refused
   std::uint64_t superseded_flows = 0;  // a new connection reused a dead flow's 4-tuple before it was reaped
@@ -69,6 +76,11 @@ struct TransportStats {
   std::uint64_t core_connects = 0, core_disconnects = 0;
   std::uint64_t core_messages_in = 0, core_messages_out = 0;
   std::uint64_t core_queue_full = 0;
+  // TLS core links refused because the peer was not the configured core: its
+  // certificate did not chain to tls.ca, did not name core.tls_server_name, or
+  // missed core.tls_pin_sha256. core_identity_error says why, for the last one.
+  std::uint64_t core_identity_failures = 0;
+  std::string core_identity_error;
   std::uint64_t core_queued_now = 0;  // messages waiting for the core connection
   // Parked messages (they waited for HSM work) delivered again, and those that
   // could not be because their flow was gone or the transport stopped.
