@@ -412,18 +412,18 @@ MgmtServer::MgmtServer(Agent& agent, ServerOptions options)
     // TlsServerCredentials rather than SslServerCredentials: only the former
     // takes a CRL directory in gRPC 1.51.
     const std::string ca = read_pem(d.options.client_ca_file, "client CA");
+    // Everything that can refuse the start comes before the options: gRPC 1.51's
+    // TlsServerCredentialsOptions leaks its C options unless credentials take them.
+    if (!d.options.crl_file.empty()) d.crl_dir = write_crl_directory(load_crls(d.options.crl_file, ca));
+    const std::string key_pem = read_pem(d.options.tls_private_key_file, "TLS private key");
+    const std::string cert_pem = read_pem(d.options.tls_certificate_file, "TLS certificate");
     auto provider = std::make_shared<grpc::experimental::StaticDataCertificateProvider>(
-        ca, std::vector<grpc::experimental::IdentityKeyCertPair>{
-                {read_pem(d.options.tls_private_key_file, "TLS private key"),
-                 read_pem(d.options.tls_certificate_file, "TLS certificate")}});
+        ca, std::vector<grpc::experimental::IdentityKeyCertPair>{{key_pem, cert_pem}});
     grpc::experimental::TlsServerCredentialsOptions tls(provider);
     tls.watch_root_certs();
     tls.watch_identity_key_cert_pairs();
     tls.set_cert_request_type(GRPC_SSL_REQUEST_AND_REQUIRE_CLIENT_CERTIFICATE_AND_VERIFY);
-    if (!d.options.crl_file.empty()) {
-      d.crl_dir = write_crl_directory(load_crls(d.options.crl_file, ca));
-      tls.set_crl_directory(d.crl_dir.string());
-    }
+    if (!d.crl_dir.empty()) tls.set_crl_directory(d.crl_dir.string());
     if (std::any_of(d.options.roles.begin(), d.options.roles.end(),
                     [](const v1::CertificateRole& r) { return !r.common_name().empty(); }) &&
         !d.options.cn_fallback)

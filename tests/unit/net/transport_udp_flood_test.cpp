@@ -35,6 +35,14 @@ constexpr int kRounds = 4;  // 4 x 50,000 = 200,000 datagrams
 // The documented bound (docs/security.md): the flood grows RSS by less than this once the table is
 // full (the table size itself is asserted exactly: without the bound it would reach 50,000 flows).
 constexpr std::size_t kRssBound = 12u << 20;
+// AddressSanitizer keeps freed memory in its quarantine (256 MiB by default) on purpose, so RSS says
+// nothing about the table there: the RSS bound is asserted in the regular build of this same test,
+// the table size, evictions and the registered flow in both.
+#if defined(__SANITIZE_ADDRESS__)
+constexpr bool kRssMeaningful = false;
+#else
+constexpr bool kRssMeaningful = true;
+#endif
 
 class UdpFloodTest : public ::testing::Test {
  protected:
@@ -115,8 +123,10 @@ TEST_F(UdpFloodTest, AFloodFromFiftyThousandPortsStaysBoundedAndRegisteredFlowsA
   EXPECT_GE(s.udp_flow_evictions, 100'000u);
   EXPECT_LE(s.flows_now[static_cast<std::size_t>(Transport::udp)], kMaxFlows);
   EXPECT_EQ(s.udp_flows_refused, 0u);  // room was always made by evicting an unregistered flow
-  EXPECT_LT(rss_after - std::min(rss_after, rss_before), kRssBound)
-      << "RSS " << rss_before << " -> " << rss_after << " bytes";
+  if (kRssMeaningful) {
+    EXPECT_LT(rss_after - std::min(rss_after, rss_before), kRssBound)
+        << "RSS " << rss_before << " -> " << rss_after << " bytes";
+  }
   RecordProperty("rss_delta_bytes", std::to_string(rss_after - std::min(rss_after, rss_before)));
 
   // The registered client kept its flow: the edge still routes to it, and its next message arrives on it.
