@@ -12,6 +12,7 @@
 #include <edge/hsm/slot.h>
 #include <edge/mgmt/agent.h>
 #include <edge/mgmt/config_store.h>
+#include <edge/mgmt/error.h>
 #include <edge/mgmt/properties.h>
 #include <edge/mgmt/server.h>
 
@@ -211,23 +212,29 @@ int run_daemon(const DaemonOptions& o) {
   try {
     std::filesystem::create_directories(o.state_dir);
     mgmt::v1::ApplianceConfig config = startup_config(o);
-    EdgedConfig cfg;
-    try {
-      cfg = parse_config_text(mgmt::export_conf_text(config), "configuration", o.state_dir);
-    } catch (const std::exception& e) {
-      throw StartError(kExitConfig, e.what());
-    }
-    // A core link that does not authenticate the core would let anyone on the path be the core.
-    if (const std::string why = cfg.unverified_core_link(); o.production && !why.empty()) {
-      throw StartError(kExitConfig, "production mode: " + why);
-    }
-    const bool tls = std::any_of(cfg.listeners.begin(), cfg.listeners.end(), [](const auto& l) {
-      return l.transport == flow::Transport::tls || l.transport == flow::Transport::wss;
-    });
-    if (tls && !o.production &&
-        ensure_lab_certificate(cfg.tls.certificate_chain_file, cfg.tls.private_key_file)) {
-      spdlog::info("event=lab_certificate_created cert={}", cfg.tls.certificate_chain_file);
-    }
+    // Parsed and checked before the HSM is reached, and again if the config
+    // store's seal makes the edge start from another generation.
+    const auto checked = [&o](const mgmt::v1::ApplianceConfig& c) {
+      EdgedConfig parsed;
+      try {
+        parsed = parse_config_text(mgmt::export_conf_text(c), "configuration", o.state_dir);
+      } catch (const std::exception& e) {
+        throw StartError(kExitConfig, e.what());
+      }
+      // A core link that does not authenticate the core would let anyone on the path be the core.
+      if (const std::string why = parsed.unverified_core_link(); o.production && !why.empty()) {
+        throw StartError(kExitConfig, "production mode: " + why);
+      }
+      const bool tls = std::any_of(parsed.listeners.begin(), parsed.listeners.end(), [](const auto& l) {
+        return l.transport == flow::Transport::tls || l.transport == flow::Transport::wss;
+      });
+      if (tls && !o.production &&
+          ensure_lab_certificate(parsed.tls.certificate_chain_file, parsed.tls.private_key_file)) {
+        spdlog::info("event=lab_certificate_created cert={}", parsed.tls.certificate_chain_file);
+      }
+      return parsed;
+    };
+    const EdgedConfig cfg = checked(config);
     hsm = open_hsm(o, cfg, agent_ptr);
 
     mgmt::AgentOptions ao;
@@ -235,11 +242,30 @@ int run_daemon(const DaemonOptions& o) {
     ao.version = EDGE_VERSION;
     try {
       agent = std::make_unique<mgmt::Agent>(ao, *hsm, config);
+    } catch (const mgmt::MgmtError& e) {
+      // A store that cannot be trusted (sealed by a key this HSM lacks, nothing
+      // verifies) stays so across restarts: an operator decides (exit 3 is in
+      // the unit's RestartPreventExitStatus). An HSM that cannot answer may recover.
+      throw StartError(e.code() == mgmt::ErrorCode::failed_precondition ? kExitConfig
+                       : e.code() == mgmt::ErrorCode::unavailable       ? kExitHsm
+                                                                        : kExitFailure,
+                       std::string("config store: ") + e.what());
     } catch (const std::exception& e) {
       throw StartError(kExitFailure, std::string("config store: ") + e.what());
     }
     agent_ptr = agent.get();
-    config = agent->boot_config();
+    const mgmt::v1::ApplianceConfig verified = agent->boot_config();
+    // The HSM was reached with the settings of the newest generation before its
+    // seal could be checked. If the generation that verifies names another HSM,
+    // those settings came from a refused file: never run on them.
+    if (verified.hsm().SerializeAsString() != config.hsm().SerializeAsString()) {
+      throw StartError(kExitConfig,
+                       "config store: the HSM settings were read from a generation that does not "
+                       "verify (edgectl status / the log name it); the newest verified generation, " +
+                           std::to_string(agent->generation()) + ", names another HSM");
+    }
+    if (verified.SerializeAsString() != config.SerializeAsString()) checked(verified);
+    config = verified;
 
     front_end = std::make_unique<SipFrontEnd>(
         *hsm, o.state_dir,

@@ -38,7 +38,8 @@ struct Agent::Impl {
         staging(reg),
         keysets(
             h, [this] { return users(); }, [this] { front_end.key_sets_changed(); }),
-        changes(opts.state_dir / "config", Caller{}.actor,
+        seal(hsm_store_seal(h)),
+        changes(opts.state_dir / "config", *seal, Caller{}.actor,
                 {reg, staging, memory, keysets, front_end, ev, au}) {}
 
   // What the key-set checks count as users: every configuration that may mint
@@ -65,6 +66,7 @@ struct Agent::Impl {
   agent_parts::Staging staging;
   agent_parts::FrontEndLink front_end;
   agent_parts::KeySetAdmin keysets;
+  std::unique_ptr<StoreSeal> seal;        // the config store's key in the HSM
   agent_parts::ChangeController changes;  // last: uses the parts above
 };
 
@@ -113,6 +115,7 @@ v1::Status Agent::status() {
   h->set_verify_ops(ops.verify);
   h->set_errors(ops.failures);
   h->set_sessions_open(hs.sessions_open);
+  *s.mutable_config_store() = im.changes.store_status();
   return s;
 }
 

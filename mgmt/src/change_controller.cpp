@@ -44,9 +44,9 @@ class ChangeController::ApplyingMark {
   ChangeController& c_;
 };
 
-ChangeController::ChangeController(const std::filesystem::path& config_dir, std::string self_actor,
-                                   const Parts& parts)
-    : store_(config_dir),
+ChangeController::ChangeController(const std::filesystem::path& config_dir, StoreSeal& seal,
+                                   std::string self_actor, const Parts& parts)
+    : store_(config_dir, 10, &seal),
       self_actor_(std::move(self_actor)),
       parts_(parts),
       state_(std::make_shared<const State>()),
@@ -58,10 +58,83 @@ void ChangeController::shutdown() { timer_.stop(); }
 
 void ChangeController::publish_state(State s) { state_.store(std::make_shared<const State>(std::move(s))); }
 
+v1::ConfigStoreStatus ChangeController::store_status() const {
+  std::lock_guard lock(store_status_mu_);
+  return store_status_;
+}
+
+void ChangeController::note_store() {
+  const StoreCheck c = store_.check();
+  v1::ConfigStoreStatus st;
+  st.set_state(c.refused.empty() ? "ok" : c.newest_refused() ? "newest_refused" : "degraded");
+  st.set_newest_on_disk(c.newest_on_disk);
+  st.set_newest_good(c.newest_good);
+  st.set_sealed(true);
+  std::string detail;
+  for (const auto& r : c.refused) {
+    auto* f = st.add_refused();
+    f->set_file(r.file);
+    f->set_generation(r.generation);
+    f->set_reason(r.reason);
+    detail += (detail.empty() ? "" : "; ") + r.file + ": " + r.reason;
+  }
+  std::string before;
+  {
+    std::lock_guard lock(store_status_mu_);
+    before = store_status_.state();
+    store_status_ = st;
+  }
+  const std::uint64_t running = state()->committed.generation();
+  if (c.newest_refused()) {
+    const std::string msg = "the newest generation on disk, " + std::to_string(c.newest_on_disk) +
+                            ", is refused; running generation " + std::to_string(c.newest_good) + ": " +
+                            detail;
+    spdlog::error("event=config_store_corrupt newest={} running={} refused=\"{}\"", c.newest_on_disk,
+                  c.newest_good, detail);
+    if (before != st.state()) {
+      parts_.audit.record(self_actor_, "config_store_corrupt", msg, "refused");
+      v1::Event e;
+      e.set_kind(v1::Event::CONFIG_STORE);
+      e.set_generation(running);
+      e.set_actor(self_actor_);
+      e.set_ok(false);
+      e.set_message(msg);
+      parts_.events.publish_standing(std::move(e));
+    }
+    return;
+  }
+  parts_.events.clear_standing(v1::Event::CONFIG_STORE);
+  if (before == st.state()) return;
+  if (!c.refused.empty()) {
+    const std::string msg = "older files of the config store are refused (kept until pruned): " + detail;
+    spdlog::warn("event=config_store_degraded refused=\"{}\"", detail);
+    parts_.audit.record(self_actor_, "config_store_degraded", msg, "refused");
+    publish(parts_.events, v1::Event::CONFIG_STORE, running, self_actor_, false, msg);
+  } else if (!before.empty()) {
+    publish(parts_.events, v1::Event::CONFIG_STORE, running, self_actor_, true,
+            "every file of the config store verifies");
+  }
+}
+
 void ChangeController::open(const ApplianceConfig& initial) {
   std::lock_guard change(change_mu_);
   const PropertyRegistry& reg = parts_.registry;
-  auto latest = store_.latest();
+  if (const std::size_t sealed = store_.adopt_seal(); sealed > 0) {
+    parts_.audit.record(self_actor_, "config_store_sealed",
+                        std::to_string(sealed) + " file(s) sealed with the HSM's config store key", "ok");
+  }
+  const StoreCheck found = store_.check();
+  std::optional<v1::StoredGeneration> latest;
+  if (found.newest_good != 0) latest = store_.get(found.newest_good);
+  if (!latest && found.newest_on_disk != 0) {
+    // Seeding generation 1 again would take the place of a history that
+    // cannot be read: an operator decides (docs/operations.md, "The config store").
+    throw MgmtError(ErrorCode::failed_precondition,
+                    "no generation of the config store in " + store_.dir().string() + " verifies (newest " +
+                        std::to_string(found.newest_on_disk) + ": " +
+                        (found.refused.empty() ? std::string("unreadable") : found.refused.front().reason) +
+                        ")");
+  }
   if (!latest) {
     // Hold the seed to the registry's rules: a bad value is a daemon bug, not a first boot.
     ApplianceConfig fresh = reg.defaults();
@@ -107,6 +180,7 @@ void ChangeController::open(const ApplianceConfig& initial) {
     for (auto& c : split_summary(g.summary())) r.add_changes(std::move(c));
     parts_.memory.remember(g.request_id(), r);
   }
+  note_store();
 }
 
 void ChangeController::attach(FrontEnd* fe) {
@@ -243,7 +317,7 @@ v1::ApplyResponse ChangeController::apply(const std::string& actor, const v1::Ap
   const Transition t = drive(fe, base.config(), next, base.generation(), actor);
 
   v1::StoredGeneration g;
-  g.set_generation(base.generation() + 1);
+  g.set_generation(store_.next_generation());
   *g.mutable_config() = next;
   g.set_committed_at_unix_ms(unix_ms());
   g.set_actor(actor);
@@ -284,6 +358,7 @@ v1::ApplyResponse ChangeController::apply(const std::string& actor, const v1::Ap
     store_.set_keep(next.mgmt().keep_generations());
   }
   publish_state(std::move(s));
+  if (!confirmed) note_store();
   // Edits staged during the apply stay staged: the candidate is left alone.
   parts_.memory.remember(r.request_id(), resp);
   publish(parts_.events, v1::Event::APPLY, g.generation(), actor, true,
@@ -307,6 +382,7 @@ v1::ApplyResponse ChangeController::confirm(const std::string& actor, std::strin
   for (auto& ch : split_summary(s.committed.summary())) resp.add_changes(std::move(ch));
   const std::uint64_t gen = s.committed.generation();
   publish_state(std::move(s));
+  note_store();
   publish(parts_.events, v1::Event::CONFIRM, gen, actor, true, detail + " confirmed");
   return resp;
 }
@@ -392,7 +468,7 @@ v1::ApplyResponse ChangeController::rollback(const std::string& actor, const v1:
 
   // Generations only grow: the old configuration comes back as a new one.
   v1::StoredGeneration g;
-  g.set_generation(base.generation() + 1);
+  g.set_generation(store_.next_generation());
   *g.mutable_config() = target->config();
   g.set_committed_at_unix_ms(unix_ms());
   g.set_actor(actor);
@@ -415,6 +491,7 @@ v1::ApplyResponse ChangeController::rollback(const std::string& actor, const v1:
   s.applying.reset();
   s.committed = g;
   publish_state(std::move(s));
+  note_store();
   parts_.staging.reset(g.config());  // a rollback drops staged edits
   store_.set_keep(g.config().mgmt().keep_generations());
   parts_.memory.remember(r.request_id(), resp);

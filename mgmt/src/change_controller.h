@@ -89,16 +89,25 @@ class ChangeController {
     AuditLog& audit;
   };
 
-  // Opens (creates) the store in `config_dir`. Uses nothing of `parts` until open().
-  ChangeController(const std::filesystem::path& config_dir, std::string self_actor, const Parts& parts);
+  // Opens (creates) the store in `config_dir`, sealed by `seal` (not owned;
+  // must outlive this). Uses nothing of `parts` until open().
+  ChangeController(const std::filesystem::path& config_dir, StoreSeal& seal, std::string self_actor,
+                   const Parts& parts);
   ~ChangeController();
   ChangeController(const ChangeController&) = delete;
   ChangeController& operator=(const ChangeController&) = delete;
 
-  // Reads the newest committed generation, or commits `initial` as generation
-  // 1 on first boot; discards a pending commit left by a process that died
-  // (its rollback); seeds the staging area and the request memory.
+  // Seals the store when the HSM has no store key yet (ConfigStore::adopt_seal),
+  // checks every file, reads the newest generation that verifies, or commits
+  // `initial` as generation 1 on first boot; discards a pending commit left by
+  // a process that died (its rollback); seeds the staging area and the request
+  // memory. A refused newest generation is reported (log event=config_store_corrupt,
+  // audit, a standing CONFIG_STORE event, status) and the edge runs the newest
+  // one that verifies. Throws MgmtError(failed_precondition) when the store has
+  // generations but none verifies, or is sealed by a key this HSM lacks.
   void open(const v1::ApplianceConfig& initial);
+  // The last check of the store's files (never waits for a change).
+  v1::ConfigStoreStatus store_status() const;
   // Never waits.
   std::shared_ptr<const State> state() const { return state_.load(); }
 
@@ -144,8 +153,12 @@ class ChangeController {
   std::string restore(FrontEndLink::Session& fe, const v1::ApplianceConfig& previous);
   std::uint64_t drop_pending(const std::string& actor, const std::string& why);
   void expire();  // ConfirmTimer's callback
+  // Checks the store's files again after a commit (or at open) and reports a change.
+  void note_store();
 
   ConfigStore store_;
+  mutable std::mutex store_status_mu_;
+  v1::ConfigStoreStatus store_status_;
   const std::string self_actor_;
   Parts parts_;
 

@@ -1,4 +1,6 @@
-// ConfigStore: generation files with a SHA-256 envelope, written atomically, pruned to the newest N.
+// ConfigStore: generation files with a SHA-256 and an HSM seal, written atomically, pruned to the newest N.
+#include <edge/hsm/error.h>
+#include <edge/hsm/store_key.h>
 #include <edge/mgmt/config_store.h>
 #include <edge/mgmt/error.h>
 #include <fcntl.h>
@@ -22,6 +24,60 @@ namespace {
 namespace fs = std::filesystem;
 
 constexpr const char* kPending = "pending.cfg";
+
+// What a seal covers besides the generation's bytes: the format and the file's
+// kind, so a sealed pending.cfg renamed to a gen file (an unconfirmed change
+// made committed) does not verify.
+enum class Kind { generation, pending };
+std::string sealed_bytes(Kind kind, std::string_view generation) {
+  std::string out =
+      kind == Kind::generation ? "edge-config-store/1 generation" : "edge-config-store/1 pending";
+  out.push_back('\0');
+  out.append(generation);
+  return out;
+}
+
+// An HSM that cannot answer is `unavailable`; a refused (planted) key is
+// whatever the caller says (a precondition of the store, not a passing fault).
+template <class F>
+auto call(F&& f, ErrorCode refused) -> decltype(f()) {
+  try {
+    return f();
+  } catch (const hsm::StoreKeyRefused& e) {
+    throw MgmtError(refused, std::string("config store key: ") + e.what());
+  } catch (const std::exception& e) {
+    throw MgmtError(ErrorCode::unavailable, std::string("config store key: ") + e.what());
+  }
+}
+
+class HsmSeal final : public StoreSeal {
+ public:
+  explicit HsmSeal(hsm::Hsm& h) : key_(h) {}
+  bool key_exists() override {
+    return call([&] { return key_.exists(); }, ErrorCode::failed_precondition);
+  }
+  void create_key() override {
+    call(
+        [&] {
+          key_.create();
+          return true;
+        },
+        ErrorCode::unavailable);
+  }
+  std::string mac(std::string_view bytes) override {
+    const hsm::MacTag t = call([&] { return key_.mac(as_span(bytes)); }, ErrorCode::unavailable);
+    return std::string(reinterpret_cast<const char*>(t.data()), t.size());
+  }
+  bool verify(std::string_view bytes, std::string_view tag) override {
+    return call([&] { return key_.verify(as_span(bytes), as_span(tag)); }, ErrorCode::unavailable);
+  }
+
+ private:
+  static std::span<const std::uint8_t> as_span(std::string_view v) {
+    return {reinterpret_cast<const std::uint8_t*>(v.data()), v.size()};
+  }
+  hsm::StoreKey key_;
+};
 
 [[noreturn]] void fail(const std::string& what) {
   throw MgmtError(ErrorCode::internal, what + ": " + std::generic_category().message(errno));
@@ -51,28 +107,84 @@ std::uint64_t generation_of(const fs::path& p) {
   return g;
 }
 
-std::string envelope_bytes(const v1::StoredGeneration& g) {
+std::string envelope_bytes(StoreSeal* seal, Kind kind, const v1::StoredGeneration& g) {
   v1::StoreEnvelope env;
   env.set_generation(g.SerializeAsString());
   env.set_sha256(sha256(env.generation()));
+  if (seal != nullptr) env.set_hsm_seal(seal->mac(sealed_bytes(kind, env.generation())));
   return env.SerializeAsString();
 }
 
-// A file reads back only whole and unaltered: anything else is refused (and
-// logged), so a torn or corrupted generation is never half-used.
-std::optional<v1::StoredGeneration> read_envelope(const fs::path& path) {
+std::optional<std::string> slurp(const fs::path& path) {
   std::ifstream in(path, std::ios::binary);
   if (!in) return std::nullopt;
   std::stringstream bytes;
   bytes << in.rdbuf();
-  v1::StoreEnvelope env;
-  v1::StoredGeneration g;
-  if (!env.ParseFromString(bytes.str()) || env.sha256() != sha256(env.generation()) ||
-      !g.ParseFromString(env.generation())) {
-    spdlog::warn("event=config_store_bad_file path={} reason=digest_or_format", path.string());
-    return std::nullopt;
+  return bytes.str();
+}
+
+// One file, read: the generation, or why not (`why` set, nullopt returned).
+struct Read {
+  std::optional<v1::StoredGeneration> gen;
+  std::string why;
+  bool sealed = false;  // carries a seal (verified or not)
+};
+
+Read read_envelope(StoreSeal* seal, Kind kind, const fs::path& path) {
+  Read r;
+  const auto bytes = slurp(path);
+  if (!bytes) {
+    r.why = "unreadable";
+    return r;
   }
-  return g;
+  v1::StoreEnvelope env;
+  if (!env.ParseFromString(*bytes)) {
+    r.why = "not a store file (format)";
+    return r;
+  }
+  r.sealed = !env.hsm_seal().empty();
+  if (env.sha256() != sha256(env.generation())) {
+    r.why = "digest mismatch: the file is torn or damaged";
+    return r;
+  }
+  if (seal != nullptr) {
+    if (!r.sealed) {
+      r.why = "not sealed: written without the HSM's config store key (an edit, or a file copied in)";
+      return r;
+    }
+    if (!seal->verify(sealed_bytes(kind, env.generation()), env.hsm_seal())) {
+      r.why =
+          "seal mismatch: the file was changed after it was written (its SHA-256 recomputed), or "
+          "sealed by another HSM";
+      return r;
+    }
+  }
+  v1::StoredGeneration g;
+  if (!g.ParseFromString(env.generation())) {
+    r.why = "not a generation (format)";
+    return r;
+  }
+  r.gen = std::move(g);
+  return r;
+}
+
+// A file reads back only whole, unaltered and (with a seal) sealed by this
+// HSM: anything else is refused and logged, so a torn, damaged or edited
+// generation is never used.
+// A file renamed onto another generation's name is not that generation.
+Read read_named(StoreSeal* seal, Kind kind, const fs::path& path, std::uint64_t generation) {
+  Read r = read_envelope(seal, kind, path);
+  if (r.gen && kind == Kind::generation && r.gen->generation() != generation) {
+    r.why = "names generation " + std::to_string(r.gen->generation()) + ", not its file's";
+    r.gen.reset();
+  }
+  if (!r.gen) spdlog::warn("event=config_store_bad_file path={} reason=\"{}\"", path.string(), r.why);
+  return r;
+}
+
+std::optional<v1::StoredGeneration> read_logged(StoreSeal* seal, Kind kind, const fs::path& path,
+                                                std::uint64_t generation) {
+  return read_named(seal, kind, path, generation).gen;
 }
 
 // Generation numbers of the gen files present, newest first.
@@ -139,7 +251,8 @@ void write_file_atomically(const std::filesystem::path& path, std::string_view b
   fsync_dir(path.parent_path().empty() ? fs::path(".") : path.parent_path());
 }
 
-ConfigStore::ConfigStore(std::filesystem::path dir, std::uint32_t keep) : dir_(std::move(dir)), keep_(keep) {
+ConfigStore::ConfigStore(std::filesystem::path dir, std::uint32_t keep, StoreSeal* seal)
+    : dir_(std::move(dir)), keep_(keep), seal_(seal) {
   set_keep(keep);
   std::error_code ec;
   fs::create_directories(dir_, ec);
@@ -160,10 +273,65 @@ std::optional<v1::StoredGeneration> ConfigStore::latest() const {
 }
 
 std::optional<v1::StoredGeneration> ConfigStore::get(std::uint64_t generation) const {
-  auto g = read_envelope(dir_ / file_name(generation));
-  // A file renamed onto another generation's name is not that generation.
-  if (g && g->generation() != generation) return std::nullopt;
-  return g;
+  return read_logged(seal_, Kind::generation, dir_ / file_name(generation), generation);
+}
+
+std::uint64_t ConfigStore::next_generation() const {
+  const auto gens = generations_on_disk(dir_);
+  return gens.empty() ? 1 : gens.front() + 1;
+}
+
+std::size_t ConfigStore::adopt_seal() {
+  if (seal_ == nullptr) throw MgmtError(ErrorCode::internal, "config store opened without a seal");
+  if (seal_->key_exists()) return 0;
+  // No key: either a store from before the seal (or a first boot), or a store
+  // sealed by a key this HSM does not hold. Only the first may be sealed now:
+  // sealing the second would launder whatever its files say.
+  std::vector<std::pair<Kind, fs::path>> files;
+  for (const auto g : generations_on_disk(dir_)) files.emplace_back(Kind::generation, dir_ / file_name(g));
+  if (fs::exists(dir_ / kPending)) files.emplace_back(Kind::pending, dir_ / kPending);
+  std::vector<std::pair<Kind, fs::path>> to_seal;
+  for (const auto& [kind, path] : files) {
+    const Read r = read_envelope(nullptr, kind, path);
+    if (r.sealed) {
+      throw MgmtError(ErrorCode::failed_precondition,
+                      "the config store in " + dir_.string() + " is sealed (" + path.filename().string() +
+                          "), but the HSM holds no config store key ('" + std::string(hsm::kStoreKeyLabel) +
+                          "'): the token was replaced or the HSM settings of the newest generation were "
+                          "edited. Restore the token, or move the store aside and provision again "
+                          "(docs/operations.md, \"The config store\")");
+    }
+    if (r.gen) to_seal.emplace_back(kind, path);
+  }
+  seal_->create_key();
+  // Newest first: a crash half-way leaves the newest sealed and older files
+  // refused (reported), never the other way round.
+  for (const auto& [kind, path] : to_seal) {
+    const Read r = read_envelope(nullptr, kind, path);
+    if (r.gen) write_file_atomically(path, envelope_bytes(seal_, kind, *r.gen));
+  }
+  spdlog::info("event=config_store_sealed dir={} files={} key={}", dir_.string(), to_seal.size(),
+               hsm::kStoreKeyLabel);
+  return to_seal.size();
+}
+
+StoreCheck ConfigStore::check() const {
+  StoreCheck c;
+  const auto gens = generations_on_disk(dir_);
+  if (!gens.empty()) c.newest_on_disk = gens.front();
+  for (const auto g : gens) {
+    const Read r = read_named(seal_, Kind::generation, dir_ / file_name(g), g);
+    if (!r.gen) {
+      c.refused.push_back(RefusedFile{file_name(g), g, r.why});
+    } else if (c.newest_good == 0) {
+      c.newest_good = g;
+    }
+  }
+  if (fs::exists(dir_ / kPending)) {
+    const Read r = read_named(seal_, Kind::pending, dir_ / kPending, 0);
+    if (!r.gen) c.refused.push_back(RefusedFile{kPending, 0, r.why});
+  }
+  return c;
 }
 
 std::vector<v1::StoredGeneration> ConfigStore::list() const {
@@ -177,13 +345,13 @@ std::vector<v1::StoredGeneration> ConfigStore::list() const {
 }
 
 void ConfigStore::commit(const v1::StoredGeneration& g) {
-  const auto last = latest();
-  const std::uint64_t expected = last ? last->generation() + 1 : std::max<std::uint64_t>(g.generation(), 1);
+  const auto gens = generations_on_disk(dir_);
+  const std::uint64_t expected = gens.empty() ? std::max<std::uint64_t>(g.generation(), 1) : gens.front() + 1;
   if (g.generation() != expected) {
     throw MgmtError(ErrorCode::internal, "commit of generation " + std::to_string(g.generation()) +
                                              " refused: the store expects " + std::to_string(expected));
   }
-  write_file_atomically(dir_ / file_name(g.generation()), envelope_bytes(g));
+  write_file_atomically(dir_ / file_name(g.generation()), envelope_bytes(seal_, Kind::generation, g));
   // Prune by number, corrupted files included: the newest `keep` stay.
   for (const auto old : generations_on_disk(dir_)) {
     if (old + keep_ <= g.generation()) {
@@ -194,13 +362,15 @@ void ConfigStore::commit(const v1::StoredGeneration& g) {
 }
 
 void ConfigStore::write_pending(const v1::StoredGeneration& g) {
-  write_file_atomically(dir_ / kPending, envelope_bytes(g));
+  write_file_atomically(dir_ / kPending, envelope_bytes(seal_, Kind::pending, g));
 }
 
 std::optional<v1::StoredGeneration> ConfigStore::pending() const {
   if (!fs::exists(dir_ / kPending)) return std::nullopt;
-  return read_envelope(dir_ / kPending);
+  return read_logged(seal_, Kind::pending, dir_ / kPending, 0);
 }
+
+std::unique_ptr<StoreSeal> hsm_store_seal(hsm::Hsm& hsm) { return std::make_unique<HsmSeal>(hsm); }
 
 void ConfigStore::confirm_pending() {
   const auto p = pending();

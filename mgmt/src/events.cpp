@@ -37,17 +37,39 @@ std::shared_ptr<EventBus::Subscription> EventBus::subscribe() {
     s->closed_ = true;
   } else {
     s->bus_ = this;
+    s->queue_.assign(standing_.begin(), standing_.end());
     subs_.push_back(s.get());
   }
   return s;
 }
 
-void EventBus::publish(v1::Event event) {
+namespace {
+void stamp(v1::Event& event) {
   if (event.time_unix_ms() == 0) {
     event.set_time_unix_ms(std::chrono::duration_cast<std::chrono::milliseconds>(
                                std::chrono::system_clock::now().time_since_epoch())
                                .count());
   }
+}
+}  // namespace
+
+void EventBus::publish_standing(v1::Event event) {
+  stamp(event);
+  {
+    std::lock_guard lock(mu_);
+    std::erase_if(standing_, [&](const v1::Event& e) { return e.kind() == event.kind(); });
+    standing_.push_back(event);
+  }
+  publish(std::move(event));
+}
+
+void EventBus::clear_standing(v1::Event::Kind kind) {
+  std::lock_guard lock(mu_);
+  std::erase_if(standing_, [&](const v1::Event& e) { return e.kind() == kind; });
+}
+
+void EventBus::publish(v1::Event event) {
+  stamp(event);
   std::lock_guard lock(mu_);
   if (closed_) return;
   for (Subscription* s : subs_) {

@@ -135,6 +135,14 @@ void print_status(std::ostream& out, const v1::Status& s) {
                             std::to_string(h.verify_ops()) + ", errors " + std::to_string(h.errors()));
   f.add("  sessions open", std::to_string(h.sessions_open()));
   if (!h.last_error().empty()) f.add("  last error", h.last_error());
+  const v1::ConfigStoreStatus& cs = s.config_store();
+  std::string store = or_dash(cs.state());
+  if (cs.state() == "newest_refused") {
+    store += " (generation " + std::to_string(cs.newest_on_disk()) + " refused, running " +
+             std::to_string(cs.newest_good()) + ")";
+  }
+  f.add("config store", store + (cs.sealed() ? ", sealed by the HSM" : ""));
+  for (const auto& r : cs.refused()) f.add("  refused " + r.file(), r.reason());
   f.print(out);
 }
 

@@ -2,6 +2,7 @@
 // edged front end, with Kamailio behind it and registered clients on UDP, TCP, TLS and WS flows.
 #include <google/protobuf/util/json_util.h>
 #include <netinet/in.h>
+#include <openssl/evp.h>
 #include <sys/socket.h>
 #include <unistd.h>
 
@@ -370,6 +371,49 @@ TEST(MgmtFaultTest, HealthCheckFailureRollsBackByItself) {
   EXPECT_EQ(s.front_end().state(), "running");
   EXPECT_EQ(edgectl_json<v1::Property>(edge, {"property", "get", "sip.flow_timer"}).value(), "30");
   EXPECT_TRUE(edge.wait_for_log("event=mgmt_rollback", std::chrono::seconds(2))) << edge.log();
+  EXPECT_EQ(edge.stop(), 0) << edge.log();
+}
+
+// The config store's seal end to end: someone with write access to the state
+// directory edits the newest generation and recomputes its SHA-256 while edged
+// is stopped. The next start runs the generation before, and says so in the log,
+// in edgectl status and in the audit log.
+TEST(EdgedConfigStore, AnEditedNewestGenerationIsRefusedAndReported) {
+  EdgedOptions o;
+  o.tls_port = 0;
+  o.wss_port = 0;
+  EdgedProcess edge(o);
+  std::string out;
+  ASSERT_EQ(edge.edgectl({"property", "set", "sip.flow_timer", "45"}, &out), 0) << out;
+  ASSERT_EQ(edge.edgectl({"apply"}, &out), 0) << out;
+  ASSERT_EQ(edgectl_json<v1::Status>(edge, {"status"}).config_store().state(), "ok");
+  ASSERT_EQ(edge.stop(), 0) << edge.log();
+
+  const auto file = edge.state_dir() / "config" / "gen-0000000002.cfg";
+  mgmt::v1::StoreEnvelope env;
+  ASSERT_TRUE(env.ParseFromString(read_file(file)));
+  mgmt::v1::StoredGeneration g;
+  ASSERT_TRUE(g.ParseFromString(env.generation()));
+  g.mutable_config()->mutable_sip()->set_flow_timer(3600);
+  env.set_generation(g.SerializeAsString());
+  unsigned char md[EVP_MAX_MD_SIZE];
+  unsigned int len = 0;
+  ASSERT_EQ(EVP_Digest(env.generation().data(), env.generation().size(), md, &len, EVP_sha256(), nullptr), 1);
+  env.set_sha256(std::string(reinterpret_cast<const char*>(md), len));
+  write_file(file, env.SerializeAsString());
+
+  edge.restart();
+  EXPECT_TRUE(edge.wait_for_log("event=config_store_corrupt newest=2 running=1", std::chrono::seconds(5)))
+      << edge.log();
+  const auto s = edgectl_json<v1::Status>(edge, {"status"});
+  EXPECT_EQ(s.generation(), 1u);
+  EXPECT_EQ(s.config_store().state(), "newest_refused");
+  ASSERT_EQ(s.config_store().refused_size(), 1);
+  EXPECT_NE(s.config_store().refused(0).reason().find("seal mismatch"), std::string::npos);
+  EXPECT_EQ(edgectl_json<v1::Property>(edge, {"property", "get", "sip.flow_timer"}).value(), "30");
+  ASSERT_EQ(edge.edgectl({"status"}, &out), 0) << out;
+  EXPECT_NE(out.find("newest_refused (generation 2 refused, running 1)"), std::string::npos) << out;
+  EXPECT_NE(read_file(edge.state_dir() / "audit.log").find("config_store_corrupt"), std::string::npos);
   EXPECT_EQ(edge.stop(), 0) << edge.log();
 }
 

@@ -81,9 +81,16 @@ TEST_F(ConfigStoreTest, CorruptedNewestFileLosesToThePreviousGeneration) {
   ASSERT_TRUE(s.latest());
   EXPECT_EQ(s.latest()->generation(), 1u);
   EXPECT_FALSE(s.get(2).has_value());
-  // The next commit takes the damaged number's place.
-  s.commit(gen(2, 42));
+  // The damaged file stays (evidence, until pruned): the next commit comes after it.
+  EXPECT_EQ(s.next_generation(), 3u);
+  EXPECT_THROW(s.commit(gen(2, 42)), MgmtError);
+  s.commit(gen(3, 42));
   EXPECT_EQ(s.latest()->config().sip().flow_timer(), 42u);
+  EXPECT_TRUE(fs::exists(f));
+  const StoreCheck c = s.check();
+  EXPECT_FALSE(c.newest_refused());
+  ASSERT_EQ(c.refused.size(), 1u);
+  EXPECT_EQ(c.refused[0].generation, 2u);
 }
 
 TEST_F(ConfigStoreTest, TruncatedFileIsNeverHalfRead) {

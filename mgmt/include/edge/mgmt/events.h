@@ -38,8 +38,15 @@ class EventBus {
   explicit EventBus(std::size_t queue_limit = 256) : limit_(queue_limit) {}
   ~EventBus();
 
+  // A new subscription starts with the standing events (see below).
   std::shared_ptr<Subscription> subscribe();
   void publish(v1::Event event);  // fills time_unix_ms when 0
+  // Publishes `event` and keeps it as the standing event of its kind, which
+  // every later subscriber gets first: a condition that holds since before
+  // anyone watched (a config store whose newest generation is refused at
+  // start) is not missed by a watcher that connects afterwards.
+  void publish_standing(v1::Event event);
+  void clear_standing(v1::Event::Kind kind);
   // Wakes every watcher; next() answers nullopt from now on.
   void close();
 
@@ -49,6 +56,7 @@ class EventBus {
   std::size_t limit_;
   std::mutex mu_;
   std::vector<Subscription*> subs_;
+  std::vector<v1::Event> standing_;  // at most one per kind
   bool closed_ = false;
 };
 
