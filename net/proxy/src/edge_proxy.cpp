@@ -155,7 +155,7 @@ char method_class(Method m) noexcept {
 struct EdgeProxy::Ctx {
   Ctx(const Inbound& i, Network& o, Clock::time_point n) : in(i), out(o), now(n), resumed(i.hsm) {}
 
-  const Inbound& in;
+  Inbound in;  // a copy: from_core is decided again for a core's own connection
   Network& out;
   sip::Message msg;
   Clock::time_point now;
@@ -263,10 +263,22 @@ void EdgeProxy::on_message(const Inbound& in, Network& out) {
     unparseable(in, out, c.msg, sip::suggested_status(e));
     return;
   }
+  // A core that opened its own connection (or TLS session) to one of our
+  // listeners: its requests name the core in their top Via.
+  if (!c.in.from_core && c.in.core_address && c.msg.is_request() && via_names_core(c.msg))
+    c.in.from_core = true;
   if (c.msg.is_request())
     on_request(c);
   else
     on_response(c);
+}
+
+bool EdgeProxy::via_names_core(const sip::Message& m) const noexcept {
+  const AdvertisedAddress& core = config_.core_address;
+  sip::Via top;
+  if (core.host.empty() || sip::via_at(m, 0, top) != Error::ok) return false;
+  const std::uint16_t port = top.port ? *top.port : (ieq(top.transport, "TLS") ? 5061 : 5060);
+  return port == core.port && ieq(top.host, core.host);
 }
 
 void EdgeProxy::on_flow_closed(const FlowKey& flow) { state_->on_flow_closed(flow); }
@@ -676,8 +688,10 @@ void EdgeProxy::forward_to_core(Ctx& c, bool dialog, bool outbound_register) {
 
   const sip::Branch unique = state_->stateless_branch(m);
   const ViaBranch branch = state_->branches().for_client(unique.view().substr(7), c.in.flow);
+  // rport (RFC 3581): a core answers where the request came from; alias (RFC
+  // 5923): on a stream it may send its requests for our sent-by down this connection.
   step(ed.push_via({flow::to_string(config_.core_side.transport), config_.core_side.host,
-                    config_.core_side.port, branch.view(), false}));
+                    config_.core_side.port, branch.view(), true, is_stream(config_.core_side.transport)}));
 
   // RFC 3327 / RFC 5626 §5.1: Path on REGISTER, Record-Route on dialog-forming
   // requests, each with this flow's token (minted once per flow, then cached).

@@ -236,5 +236,71 @@ TEST_F(Token, RejectedTokensAreLoggedRateLimitedAndNeverPrinted) {
   EXPECT_EQ(proxy_->stats().r403, 10u);
 }
 
+// ---- issue 17: the core wherever it speaks from ----------------------------------------------
+
+// The core's own TCP connection to our listener (a stock core reaching the Path
+// URI): the transport marks it (Inbound::core_address, the core's IP), the
+// top Via names the core's address, so it is the core: the token routes it to
+// bob, with sip.client_to_client_direct false.
+class CoreOwnConnection : public ProxyFixture {
+ protected:
+  void SetUp() override {
+    ProxyConfig cfg = lab_config();
+    cfg.core_address = {Transport::tcp, "10.0.0.2", 5060};
+    make(cfg);
+    out_.add_flow(kCoreOwn);
+  }
+  void from_core_address(const std::string& text) {
+    Inbound in{kCoreOwn, false, text, now_};
+    in.core_address = true;
+    proxy_->on_message(in, out_);
+  }
+  const FlowKey kCoreOwn = flow_of(Transport::tcp, "192.0.2.10", 5060, "10.0.0.2", 41000);
+};
+
+TEST_F(CoreOwnConnection, ARequestFromTheCoresAddressNamingTheCoreInItsViaIsTheCores) {
+  ASSERT_FALSE(config_.client_to_client_direct);
+  const std::string route = "<sip:" + token_of(kBob) + "@10.0.0.1:5060;transport=tcp;lr>";
+  from_core_address(core_request("INVITE", "sip:bob@203.0.113.5:40312", route));
+  const FakeNetwork::Sent s = out_.take();
+  ASSERT_FALSE(s.to_core) << "a core's own connection is the core, not a client going back to it";
+  EXPECT_EQ(s.flow, kBob);
+  EXPECT_EQ(proxy_->stats().requests_from_core, 1u);
+  // bob's answer goes to the core (over the core link, like every answer to the core).
+  from_client(kBob, answer(s.bytes, 180));
+  EXPECT_TRUE(out_.take().to_core);
+}
+
+TEST_F(CoreOwnConnection, FromTheCoresAddressWithAnotherViaItIsAClient) {
+  const std::string route = "<sip:" + token_of(kBob) + "@10.0.0.1:5060;transport=tcp;lr>";
+  std::string req = core_request("INVITE", "sip:bob@203.0.113.5:40312", route);
+  req.replace(req.find("10.0.0.2:5060"), 13, "10.0.0.2:5099");
+  from_core_address(req);
+  const FakeNetwork::Sent s = out_.take();
+  EXPECT_TRUE(s.to_core) << "another process on the core's host is a client: bob's token goes to the core";
+  EXPECT_EQ(proxy_->stats().requests_from_core, 0u);
+}
+
+TEST_F(CoreOwnConnection, WithoutTheTransportsMarkTheViaAloneIsNotTheCore) {
+  const std::string route = "<sip:" + token_of(kBob) + "@10.0.0.1:5060;transport=tcp;lr>";
+  from_client(kCoreOwn, core_request("INVITE", "sip:bob@203.0.113.5:40312", route));
+  EXPECT_TRUE(out_.take().to_core) << "a Via is the sender's word; the address is the transport's";
+}
+
+TEST_F(Token, TheViaTowardTheCoreAsksForRportAndOnAStreamOffersAlias) {
+  from_client(kBob, client_bye("<sip:proxy.example.test;lr>"));
+  Out fwd(out_.take().bytes);
+  EXPECT_TRUE(fwd.via(0).rport);
+  EXPECT_TRUE(fwd.via(0).alias);
+  ProxyConfig cfg = lab_config();
+  cfg.core_side = {Transport::udp, "10.0.0.1", 5060};
+  make(cfg);
+  from_client(kBob, client_bye("<sip:proxy.example.test;lr>"));
+  Out udp(out_.take().bytes);
+  EXPECT_TRUE(udp.via(0).rport);
+  EXPECT_FALSE(udp.via(0).alias) << "RFC 5923 alias is for connections";
+}
+
+
 }  // namespace
 }  // namespace edge::net::testing
