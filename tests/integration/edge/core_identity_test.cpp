@@ -95,5 +95,41 @@ TEST_F(OwnConnectionCore, RegisterCallBothWaysAndByeBothWays) {
   EXPECT_LE(invites, 3u) << "a ping-pong between the edge and the core:\n" << log;
 }
 
+// ---- a stolen token ----------------------------------------------------------------------------
+
+// mallory learnt alice's token (every Record-Route shows it) and sends an
+// out-of-dialog INVITE to alice's contact with it in Route. By default
+// (sip.client_to_client_direct unset: false) the edge hands it to the core,
+// whose policy decides; whatever reaches alice has passed the core (its Via).
+class StolenToken : public EdgeTest {};
+
+TEST_F(StolenToken, AnOutOfDialogInviteWithAnotherClientsTokenReachesTheCoreNeverTheVictim) {
+  TestUa& alice = ua("alice");
+  const SipMessage reg = register_through_edge(alice, Transport::tcp);
+  ASSERT_EQ(reg.status(), 200);
+  const auto paths = reg.header_values("Path");
+  ASSERT_EQ(paths.size(), 1u);
+  TestUa& mallory = ua("mallory");
+  ASSERT_EQ(register_through_edge(mallory, Transport::tcp).status(), 200);
+
+  SipMessage invite = mallory.make_invite(alice.contact_uri());
+  invite.prepend_header("Route", paths[0]);
+  mallory.send(invite);
+  const std::string core_via = "127.0.0.1:" + std::to_string(core_->endpoint(Transport::tcp).port);
+  std::optional<SipMessage> final;
+  if (const auto in = alice.try_receive(Millis(3000)); in && in->is_request() && in->method() == "INVITE") {
+    bool via_core = false;
+    for (const auto& v : in->header_values("Via"))
+      via_core = via_core || v.find(core_via) != std::string::npos;
+    EXPECT_TRUE(via_core) << "the INVITE reached alice around the core:\n" << in->summary();
+    alice.send(alice.make_response(*in, 486, "Busy Here", TestUa::new_tag()));
+    alice.try_receive(Millis(1000));  // the core's ACK
+  }
+  final = mallory.receive_response("INVITE");
+  EXPECT_GE(final->status(), 300) << final->summary();
+  mallory.send(TestUa::make_ack_for_failure(invite, *final));
+  EXPECT_NE(core_->log().find("core: INVITE "), std::string::npos) << "the core never saw the INVITE";
+}
+
 }  // namespace
 }  // namespace edge::test
