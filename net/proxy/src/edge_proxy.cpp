@@ -273,6 +273,20 @@ void EdgeProxy::on_message(const Inbound& in, Network& out) {
     on_response(c);
 }
 
+bool EdgeProxy::been_to_core_through_us(const sip::Message& m) const noexcept {
+  const AdvertisedAddress& us = config_.core_side;
+  const std::size_t n = sip::via_count(m);
+  for (std::size_t i = 0; i < n; ++i) {
+    sip::Via v;
+    if (sip::via_at(m, i, v) != Error::ok) return false;
+    const std::uint16_t port = v.port ? *v.port : (ieq(v.transport, "TLS") ? 5061 : 5060);
+    if (port != us.port || !ieq(v.host, us.host)) continue;
+    const std::optional<DecodedBranch> d = state_->branches().decode(v.branch);
+    if (d && d->from_client) return true;
+  }
+  return false;
+}
+
 bool EdgeProxy::via_names_core(const sip::Message& m) const noexcept {
   const AdvertisedAddress& core = config_.core_address;
   sip::Via top;
@@ -634,6 +648,15 @@ void EdgeProxy::request_from_client(Ctx& c) {
     pop = i + 1;
   }
   c.own_routes = pop;
+  // RFC 3261 §16.3 step 4: a request that already went to the core through us
+  // (our Via toward the core, with a branch of ours, is in its stack) and comes
+  // back from a client flow would go to the core again: a loop (a core we do
+  // not recognise as the core, sending through its own connection), not a spiral.
+  if (been_to_core_through_us(m)) {
+    log(LogLevel::info, LogEvent::bad_request, "status=482 flow=" + flow::to_string(c.in.flow), c.now);
+    reply(c, 482, "Loop Detected");
+    return;
+  }
   bool outbound_register = false;
   if (m.method() == Method::register_) {
     sip::ValueIterator it(m, HeaderId::contact);

@@ -301,6 +301,38 @@ TEST_F(Token, TheViaTowardTheCoreAsksForRportAndOnAStreamOffersAlias) {
   EXPECT_FALSE(udp.via(0).alias) << "RFC 5923 alias is for connections";
 }
 
+// RFC 3261 §16.3 step 4: a core we do not recognise (it reaches us from an
+// address that is not `core`) sends alice's request for bob back to us as a
+// client; going to the core again would ping-pong until Max-Forwards ran out.
+TEST_F(Token, ARequestThatWentToTheCoreThroughUsAndComesBackFromAClientIs482) {
+  const FlowKey stranger = flow_of(Transport::tcp, "192.0.2.10", 5060, "10.0.0.9", 41001);
+  out_.add_flow(stranger);
+  from_client(kAlice, alice_message("<sip:" + token_of(kBob) + "@10.0.0.1:5060;transport=tcp;lr>"));
+  const FakeNetwork::Sent s = out_.take();
+  ASSERT_TRUE(s.to_core);
+  std::string back = s.bytes;
+  back.insert(back.find("\r\n") + 2, "Via: SIP/2.0/TCP 10.0.0.9:5060;branch=z9hG4bKloop1\r\n");
+  from_client(stranger, back);
+  const FakeNetwork::Sent r = out_.take();
+  ASSERT_FALSE(r.to_core) << "sent to the core a second time";
+  EXPECT_EQ(r.flow, stranger);
+  EXPECT_EQ(Out(r.bytes).status(), 482);
+  // Without a token too (a Request-URI the core routes to us, say).
+  std::string no_token = back;
+  const std::size_t at = no_token.find("Route: ");
+  no_token.erase(at, no_token.find("\r\n", at) + 2 - at);
+  from_client(stranger, no_token);
+  EXPECT_EQ(Out(out_.take().bytes).status(), 482);
+  // A Via naming our address with a branch that is not ours is no loop.
+  std::string forged = crlf(
+      "MESSAGE sip:bob@example.test SIP/2.0\n"
+      "Via: SIP/2.0/TCP 10.0.0.9:5060;branch=z9hG4bKx1\n"
+      "Via: SIP/2.0/TCP 10.0.0.1:5060;branch=z9hG4bKnotours\n"
+      "Max-Forwards: 70\nFrom: <sip:a@example.test>;tag=1\nTo: <sip:bob@example.test>\n"
+      "Call-ID: forged-1\nCSeq: 1 MESSAGE\nContent-Length: 0\n\n");
+  from_client(stranger, forged);
+  EXPECT_TRUE(out_.take().to_core);
+}
 
 }  // namespace
 }  // namespace edge::net::testing
