@@ -10,7 +10,9 @@
 
 #include <arpa/inet.h>
 
+#include <algorithm>
 #include <array>
+#include <cstdint>
 #include <cstring>
 #include <memory>
 #include <optional>
@@ -134,6 +136,37 @@ bool dialog_forming(const sip::Message& m) {
   }
   sip::NameAddr to;
   return sip::to_header(m, to) == Error::ok && to.tag().empty();
+}
+
+// The registration time a 2xx to REGISTER grants (RFC 3261 §10.3 step 8): the
+// largest Contact expires, a Contact without one taking the Expires header
+// (3600 without either, §10.2.1.1). 0 when it lists no binding (a query, or
+// every binding removed).
+std::uint32_t granted_expiry(const sip::Message& m) {
+  std::optional<std::uint32_t> header;
+  if (const sip::Header* h = m.first(HeaderId::expires)) {
+    std::uint64_t v = 0;
+    const std::string_view t = h->value;
+    bool digits = !t.empty() && t.size() <= 10;
+    for (const char ch : t) {
+      if (ch < '0' || ch > '9') {
+        digits = false;
+        break;
+      }
+      v = v * 10 + static_cast<std::uint64_t>(ch - '0');
+    }
+    if (digits) header = static_cast<std::uint32_t>(std::min<std::uint64_t>(v, UINT32_MAX));
+  }
+  std::uint32_t best = 0;
+  sip::ValueIterator it(m, HeaderId::contact);
+  sip::HeaderValue hv;
+  while (it.next(hv)) {
+    sip::ContactValue cv;
+    if (sip::parse_contact(hv.text, cv) != Error::ok || cv.star) continue;
+    const std::uint32_t e = cv.expires ? *cv.expires : header.value_or(3600);
+    if (e > best) best = e;
+  }
+  return best;
 }
 
 char method_class(Method m) noexcept {
@@ -909,15 +942,17 @@ void EdgeProxy::on_response(Ctx& c) {
   Error e = ed.remove_top_via();
   // RFC 5626 §5.4 / RFC 6223: a 2xx to an outbound REGISTER learns how long we
   // keep the flow without traffic; keep= gets the same value.
+  // Any other registration (plain RFC 3327 Path)
+  // keeps its flow for as long as the registrar granted (the largest expires
+  // of the 2xx), as Kamailio does with tcp_persistent; keep= is honoured too.
   const std::uint32_t ft = config_.flow_timer_seconds;
-  const bool registered = d->from_client && status >= 200 && status < 300 &&
-                          sip::method_from_name(m.cseq().method) == Method::register_ &&
-                          sip::has_option_tag(m, HeaderId::require, "outbound");
-  if (registered && e == Error::ok) {
-    e = ed.set_flow_timer(ft);
-    if (e == Error::ok) {
-      if (Error k = ed.set_via_keep(1, ft); k != Error::ok && k != Error::no_such_header) e = k;
-    }
+  const bool register_ok = d->from_client && status >= 200 && status < 300 &&
+                           sip::method_from_name(m.cseq().method) == Method::register_;
+  const bool registered = register_ok && sip::has_option_tag(m, HeaderId::require, "outbound");
+  const std::uint32_t granted = register_ok && !registered ? granted_expiry(m) : 0;
+  if (registered && e == Error::ok) e = ed.set_flow_timer(ft);
+  if ((registered || granted > 0) && e == Error::ok) {
+    if (Error k = ed.set_via_keep(1, ft); k != Error::ok && k != Error::no_such_header) e = k;
   }
   if (e == Error::ok) e = ed.ensure_content_length();
   if (e != Error::ok) {
@@ -948,6 +983,8 @@ void EdgeProxy::on_response(Ctx& c) {
   if (registered) {
     c.out.mark_registered(d->flow, std::chrono::seconds(ft));
     bump(counters_->flow_timers_set);
+  } else if (granted > 0) {
+    c.out.mark_registered(d->flow, std::chrono::seconds(granted));
   }
 }
 
