@@ -941,14 +941,16 @@ void EdgeProxy::on_response(Ctx& c) {
   sip::Editor ed(m);
   Error e = ed.remove_top_via();
   // RFC 5626 §5.4 / RFC 6223: a 2xx to an outbound REGISTER learns how long we
-  // keep the flow without traffic; keep= gets the same value.
-  // Any other registration (plain RFC 3327 Path)
+  // keep the flow without traffic; keep= gets the same value. Only as the first
+  // hop (our Via and the UA's): behind another proxy the Flow-Timer is not ours.
+  // Any other registration (plain RFC 3327 Path, or through another proxy)
   // keeps its flow for as long as the registrar granted (the largest expires
   // of the 2xx), as Kamailio does with tcp_persistent; keep= is honoured too.
   const std::uint32_t ft = config_.flow_timer_seconds;
   const bool register_ok = d->from_client && status >= 200 && status < 300 &&
                            sip::method_from_name(m.cseq().method) == Method::register_;
-  const bool registered = register_ok && sip::has_option_tag(m, HeaderId::require, "outbound");
+  const bool registered =
+      register_ok && sip::via_count(m) == 2 && sip::has_option_tag(m, HeaderId::require, "outbound");
   const std::uint32_t granted = register_ok && !registered ? granted_expiry(m) : 0;
   if (registered && e == Error::ok) e = ed.set_flow_timer(ft);
   if ((registered || granted > 0) && e == Error::ok) {

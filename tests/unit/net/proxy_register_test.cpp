@@ -231,6 +231,21 @@ TEST_F(Register, APlainRegistrationThatOffersKeepGetsTheKeepInterval) {
   EXPECT_EQ(out_.registered[0].second, std::chrono::seconds(3600));
 }
 
+// RFC 5626 §5.4: the Flow-Timer is the first hop's; behind another proxy it is not ours to give.
+TEST_F(Register, AnOutboundRegistrationThroughAnotherProxyGetsNoFlowTimer) {
+  from_client(kBob, register_tcp("Via: SIP/2.0/TCP 198.18.0.1:5060;branch=z9hG4bKupstream1\n"));
+  Out fwd(out_.take().bytes);
+  from_core(answer(fwd.text(), 200,
+                   {{"Require", "outbound"},
+                    {"Contact", "<sip:bob@203.0.113.5:40312;transport=tcp;ob>;expires=60"},
+                    {"Path", "<" + fwd.route_uri(HeaderId::path, 0) + ">"}}));
+  Out resp(out_.take().bytes);
+  EXPECT_FALSE(resp.msg().flow_timer());
+  EXPECT_EQ(proxy_->stats().flow_timers_set, 0u);
+  // The flow to that proxy is still kept for the registration.
+  ASSERT_EQ(out_.registered.size(), 1u);
+  EXPECT_EQ(out_.registered[0].second, std::chrono::seconds(60));
+}
 
 }  // namespace
 }  // namespace edge::net::testing
