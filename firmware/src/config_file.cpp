@@ -316,6 +316,8 @@ net::ProxyConfig EdgedConfig::proxy_config() const {
     throw ConfigError("no listener of the core's transport (" + std::string(flow::to_string(core.transport)) +
                       ") for the core to reach the edge on");
   }
+  // Where the core itself sends from: its own connections to our listeners are recognised by it.
+  if (core.enabled) p.core_address = {core.transport, core.address, core.port};
   p.flow_timer_seconds = flow_timer;
   p.require_path = require_path;
   p.client_to_client_direct = client_to_client_direct;

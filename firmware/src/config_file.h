@@ -51,10 +51,11 @@ struct EdgedConfig {
   net::TlsConfig tls;
   std::uint32_t flow_timer = 30;
   bool require_path = false;
-  // RFC 5626 §5.3: a request with a valid token of a flow it did not arrive on is
-  // forwarded over that flow. This is how a core that opens its own connection to
-  // the edge (Kamailio without tcp aliases) reaches clients.
-  bool client_to_client_direct = true;
+  // RFC 5626 §5.3: a request from a client with a valid token of another flow is
+  // forwarded over that flow (true) or to the core (false, the default: the core's
+  // policy stays on every client-to-client path; the core itself is recognised by
+  // its address on any socket).
+  bool client_to_client_direct = false;
   unsigned workers = 0;
   net::TransportLimits limits;
 

@@ -469,8 +469,8 @@ PropertyRegistry::PropertyRegistry() {
       [](const C& c) { return b(c.sip().require_path()); },
       [](C& c, S v) { c.mutable_sip()->set_require_path(v == "true"); });
   p.add(
-      "sip.client_to_client_direct", PT::boolean, "true", kFrontEnd,
-      "route a token of another flow directly over that flow (RFC 5626 5.3)",
+      "sip.client_to_client_direct", PT::boolean, "false", kFrontEnd,
+      "route a client's token of another flow directly over that flow (RFC 5626 5.3), around the core",
       [](const C& c) { return b(c.sip().client_to_client_direct()); },
       [](C& c, S v) { c.mutable_sip()->set_client_to_client_direct(v == "true"); });
   p.uint(

@@ -10,7 +10,9 @@
 
 #include <arpa/inet.h>
 
+#include <algorithm>
 #include <array>
+#include <cstdint>
 #include <cstring>
 #include <memory>
 #include <optional>
@@ -136,6 +138,37 @@ bool dialog_forming(const sip::Message& m) {
   return sip::to_header(m, to) == Error::ok && to.tag().empty();
 }
 
+// The registration time a 2xx to REGISTER grants (RFC 3261 §10.3 step 8): the
+// largest Contact expires, a Contact without one taking the Expires header
+// (3600 without either, §10.2.1.1). 0 when it lists no binding (a query, or
+// every binding removed).
+std::uint32_t granted_expiry(const sip::Message& m) {
+  std::optional<std::uint32_t> header;
+  if (const sip::Header* h = m.first(HeaderId::expires)) {
+    std::uint64_t v = 0;
+    const std::string_view t = h->value;
+    bool digits = !t.empty() && t.size() <= 10;
+    for (const char ch : t) {
+      if (ch < '0' || ch > '9') {
+        digits = false;
+        break;
+      }
+      v = v * 10 + static_cast<std::uint64_t>(ch - '0');
+    }
+    if (digits) header = static_cast<std::uint32_t>(std::min<std::uint64_t>(v, UINT32_MAX));
+  }
+  std::uint32_t best = 0;
+  sip::ValueIterator it(m, HeaderId::contact);
+  sip::HeaderValue hv;
+  while (it.next(hv)) {
+    sip::ContactValue cv;
+    if (sip::parse_contact(hv.text, cv) != Error::ok || cv.star) continue;
+    const std::uint32_t e = cv.expires ? *cv.expires : header.value_or(3600);
+    if (e > best) best = e;
+  }
+  return best;
+}
+
 char method_class(Method m) noexcept {
   switch (m) {
     case Method::invite:
@@ -155,7 +188,7 @@ char method_class(Method m) noexcept {
 struct EdgeProxy::Ctx {
   Ctx(const Inbound& i, Network& o, Clock::time_point n) : in(i), out(o), now(n), resumed(i.hsm) {}
 
-  const Inbound& in;
+  Inbound in;  // a copy: from_core is decided again for a core's own connection
   Network& out;
   sip::Message msg;
   Clock::time_point now;
@@ -263,10 +296,36 @@ void EdgeProxy::on_message(const Inbound& in, Network& out) {
     unparseable(in, out, c.msg, sip::suggested_status(e));
     return;
   }
+  // A core that opened its own connection (or TLS session) to one of our
+  // listeners: its requests name the core in their top Via.
+  if (!c.in.from_core && c.in.core_address && c.msg.is_request() && via_names_core(c.msg))
+    c.in.from_core = true;
   if (c.msg.is_request())
     on_request(c);
   else
     on_response(c);
+}
+
+bool EdgeProxy::been_to_core_through_us(const sip::Message& m) const noexcept {
+  const AdvertisedAddress& us = config_.core_side;
+  const std::size_t n = sip::via_count(m);
+  for (std::size_t i = 0; i < n; ++i) {
+    sip::Via v;
+    if (sip::via_at(m, i, v) != Error::ok) return false;
+    const std::uint16_t port = v.port ? *v.port : (ieq(v.transport, "TLS") ? 5061 : 5060);
+    if (port != us.port || !ieq(v.host, us.host)) continue;
+    const std::optional<DecodedBranch> d = state_->branches().decode(v.branch);
+    if (d && d->from_client) return true;
+  }
+  return false;
+}
+
+bool EdgeProxy::via_names_core(const sip::Message& m) const noexcept {
+  const AdvertisedAddress& core = config_.core_address;
+  sip::Via top;
+  if (core.host.empty() || sip::via_at(m, 0, top) != Error::ok) return false;
+  const std::uint16_t port = top.port ? *top.port : (ieq(top.transport, "TLS") ? 5061 : 5060);
+  return port == core.port && ieq(top.host, core.host);
 }
 
 void EdgeProxy::on_flow_closed(const FlowKey& flow) { state_->on_flow_closed(flow); }
@@ -622,6 +681,15 @@ void EdgeProxy::request_from_client(Ctx& c) {
     pop = i + 1;
   }
   c.own_routes = pop;
+  // RFC 3261 §16.3 step 4: a request that already went to the core through us
+  // (our Via toward the core, with a branch of ours, is in its stack) and comes
+  // back from a client flow would go to the core again: a loop (a core we do
+  // not recognise as the core, sending through its own connection), not a spiral.
+  if (been_to_core_through_us(m)) {
+    log(LogLevel::info, LogEvent::bad_request, "status=482 flow=" + flow::to_string(c.in.flow), c.now);
+    reply(c, 482, "Loop Detected");
+    return;
+  }
   bool outbound_register = false;
   if (m.method() == Method::register_) {
     sip::ValueIterator it(m, HeaderId::contact);
@@ -676,8 +744,10 @@ void EdgeProxy::forward_to_core(Ctx& c, bool dialog, bool outbound_register) {
 
   const sip::Branch unique = state_->stateless_branch(m);
   const ViaBranch branch = state_->branches().for_client(unique.view().substr(7), c.in.flow);
+  // rport (RFC 3581): a core answers where the request came from; alias (RFC
+  // 5923): on a stream it may send its requests for our sent-by down this connection.
   step(ed.push_via({flow::to_string(config_.core_side.transport), config_.core_side.host,
-                    config_.core_side.port, branch.view(), false}));
+                    config_.core_side.port, branch.view(), true, is_stream(config_.core_side.transport)}));
 
   // RFC 3327 / RFC 5626 §5.1: Path on REGISTER, Record-Route on dialog-forming
   // requests, each with this flow's token (minted once per flow, then cached).
@@ -871,16 +941,20 @@ void EdgeProxy::on_response(Ctx& c) {
   sip::Editor ed(m);
   Error e = ed.remove_top_via();
   // RFC 5626 §5.4 / RFC 6223: a 2xx to an outbound REGISTER learns how long we
-  // keep the flow without traffic; keep= gets the same value.
+  // keep the flow without traffic; keep= gets the same value. Only as the first
+  // hop (our Via and the UA's): behind another proxy the Flow-Timer is not ours.
+  // Any other registration (plain RFC 3327 Path, or through another proxy)
+  // keeps its flow for as long as the registrar granted (the largest expires
+  // of the 2xx), as Kamailio does with tcp_persistent; keep= is honoured too.
   const std::uint32_t ft = config_.flow_timer_seconds;
-  const bool registered = d->from_client && status >= 200 && status < 300 &&
-                          sip::method_from_name(m.cseq().method) == Method::register_ &&
-                          sip::has_option_tag(m, HeaderId::require, "outbound");
-  if (registered && e == Error::ok) {
-    e = ed.set_flow_timer(ft);
-    if (e == Error::ok) {
-      if (Error k = ed.set_via_keep(1, ft); k != Error::ok && k != Error::no_such_header) e = k;
-    }
+  const bool register_ok = d->from_client && status >= 200 && status < 300 &&
+                           sip::method_from_name(m.cseq().method) == Method::register_;
+  const bool registered =
+      register_ok && sip::via_count(m) == 2 && sip::has_option_tag(m, HeaderId::require, "outbound");
+  const std::uint32_t granted = register_ok && !registered ? granted_expiry(m) : 0;
+  if (registered && e == Error::ok) e = ed.set_flow_timer(ft);
+  if ((registered || granted > 0) && e == Error::ok) {
+    if (Error k = ed.set_via_keep(1, ft); k != Error::ok && k != Error::no_such_header) e = k;
   }
   if (e == Error::ok) e = ed.ensure_content_length();
   if (e != Error::ok) {
@@ -911,6 +985,8 @@ void EdgeProxy::on_response(Ctx& c) {
   if (registered) {
     c.out.mark_registered(d->flow, std::chrono::seconds(ft));
     bump(counters_->flow_timers_set);
+  } else if (granted > 0) {
+    c.out.mark_registered(d->flow, std::chrono::seconds(granted));
   }
 }
 

@@ -174,6 +174,7 @@ Error Editor::push_via(const ViaSpec& v) {
   put(";branch=");
   put(v.branch);
   if (v.rport) put(";rport");
+  if (v.alias) put(";alias");
   put("\r\n");
   return add_edit(at, at, off, text_size_ - off);
 }

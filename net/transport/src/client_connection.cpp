@@ -8,6 +8,8 @@ namespace edge::net::detail {
 bool ClientConnection::open(const flow::FlowKey& key) {
   entry_ = st_->open_flow(key, w_, std::weak_ptr<FlowLink>(shared_from_this()));
   if (!entry_) return false;  // cannot happen for a fresh connection: the remote port is ours
+  // A core that opened its own connection; TLS: only once its certificate passed (set_core_address).
+  core_address_ = transport_ == flow::Transport::tcp && st_->core_ip(key.remote);
   w_.load.fetch_add(1, std::memory_order_relaxed);
   st_->counters.of(transport_).accepted.fetch_add(1, std::memory_order_relaxed);
   State::join(w_, std::static_pointer_cast<WorkerMember>(shared_from_this()));
@@ -96,6 +98,7 @@ void ClientConnection::deliver(std::string_view bytes) {
   in.bytes = bytes;
   in.received = now;
   in.registered = entry_->registered();
+  in.core_address = core_address_;
   st_->deliver(in);
 }
 

@@ -78,6 +78,7 @@ class ClientConnection : public FlowLink,
   std::size_t in_flight_ = 0;       // entries of writes_ the current write carries
   bool writing_ = false;
   bool closing_after_write_ = false;
+  bool core_address_ = false;  // Inbound::core_address of everything read here
   CloseReason close_reason_ = CloseReason::peer_closed;
   bool closed_ = false;            // worker-only
   std::atomic<bool> gone_{false};  // any thread: send() fails fast

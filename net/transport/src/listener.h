@@ -21,6 +21,13 @@ namespace edge::net::detail {
 class Listener : public WorkerMember {
  public:
   virtual BoundListener bound() const = 0;
+  // UDP only: one datagram from this listener's socket to `to` (the core); false
+  // when the socket is closed or its write queue is full. Any thread.
+  virtual bool send_datagram(const flow::Endpoint& to, std::string bytes) {
+    (void)to;
+    (void)bytes;
+    return false;
+  }
 };
 
 // Listener factories; they bind (throwing TransportError) and start accepting.

@@ -17,6 +17,19 @@ State::State(const TransportConfig& cfg, std::shared_ptr<MessageHandler> h)
   for (const auto& s : cfg.proxy_trusted_sources) {
     if (auto c = Cidr::parse(s)) trusted_proxies_.push_back(*c);
   }
+  if (cfg.core.enabled) {
+    if (auto e = flow::Endpoint::parse(cfg.core.address, cfg.core.port)) core_endpoint_ = e->unmapped();
+  }
+}
+
+bool State::core_ip(const flow::Endpoint& remote) const noexcept {
+  if (!core_endpoint_) return false;
+  const flow::Endpoint r = remote.unmapped();
+  return r.family == core_endpoint_->family && r.address == core_endpoint_->address;
+}
+
+bool State::core_udp_peer(const flow::Endpoint& remote) const noexcept {
+  return core_ip(remote) && remote.port == core_endpoint_->port;
 }
 
 bool State::trusted_proxy(const asio::ip::address& from) const {

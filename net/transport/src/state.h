@@ -18,6 +18,7 @@
 #include <cstddef>
 #include <memory>
 #include <mutex>
+#include <optional>
 #include <string>
 #include <unordered_map>
 #include <vector>
@@ -84,6 +85,16 @@ struct State final : Redelivery {
   // Serialises redeliver() against stop() tearing the workers down.
   std::mutex redeliver_mu;
 
+  // The configured core's own address: a UDP datagram from exactly that IP and
+  // port is the core's; a stream connection from that IP is a candidate
+  // (Inbound::core_address). False without a core.
+  bool core_udp_peer(const flow::Endpoint& remote) const noexcept;
+  bool core_ip(const flow::Endpoint& remote) const noexcept;
+  const std::optional<flow::Endpoint>& core_endpoint() const noexcept { return core_endpoint_; }
+  // A UDP core is sent to from this UDP listener (same family as the core), so
+  // that the core's answers to our Via sent-by come back to a socket we read.
+  std::shared_ptr<Listener> core_udp_listener;
+
   // Registers a member for pause/resume/stop on its worker (call on that worker).
   static void join(Worker& w, const std::shared_ptr<WorkerMember>& r) { w.members[r.get()] = r; }
   static void leave(Worker& w, WorkerMember* r) { w.members.erase(r); }
@@ -105,6 +116,7 @@ struct State final : Redelivery {
 
  private:
   std::vector<Cidr> trusted_proxies_;
+  std::optional<flow::Endpoint> core_endpoint_;  // unmapped
   std::atomic<std::shared_ptr<MessageHandler>> handler_;
   mutable std::mutex tls_mu_;
   std::shared_ptr<ssl::context> tls_server_, tls_client_;

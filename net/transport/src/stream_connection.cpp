@@ -2,6 +2,7 @@
 #include "client_connection.h"
 #include "error_response.h"
 #include "stream_framer.h"
+#include "tls_context.h"
 
 #include "edge/net/sip/error.h"
 
@@ -46,6 +47,8 @@ class StreamConnection final : public ClientConnection {
                                 }
                                 entry_->clear_read_deadline();
                                 preread_.clear();
+                                if (st_->core_ip(entry_->key.remote))
+                                  core_address_ = core_certificate(stream_.native_handle(), st_->config);
                                 do_read();
                               });
     } else if (!preread_.empty()) {

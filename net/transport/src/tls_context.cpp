@@ -6,7 +6,12 @@
 #include <openssl/evp.h>
 #include <openssl/ssl.h>
 #include <openssl/x509.h>
+#include <openssl/x509_vfy.h>
+#include <openssl/x509v3.h>
 
+#include <boost/asio/ip/address.hpp>
+
+#include <optional>
 #include <string>
 
 namespace edge::net::detail {
@@ -126,6 +131,23 @@ bool pin_matches(X509* cert, const Sha256& pin) {
 
 std::string core_identity_name(const CoreConfig& core) {
   return core.tls_server_name.empty() ? core.address : core.tls_server_name;
+}
+
+bool core_certificate(SSL* ssl, const TransportConfig& cfg) {
+  X509* cert = SSL_get0_peer_certificate(ssl);
+  if (cert == nullptr) return false;
+  const bool ca = !cfg.tls.ca_file.empty();
+  const std::optional<Sha256> pin =
+      cfg.core.tls_pin_sha256.empty() ? std::nullopt : parse_pin(cfg.core.tls_pin_sha256);
+  if (!ca && !pin) return false;
+  if (pin && !pin_matches(cert, *pin)) return false;
+  if (!ca) return true;
+  if (SSL_get_verify_result(ssl) != X509_V_OK) return false;
+  const std::string name = core_identity_name(cfg.core);
+  boost::system::error_code ec;
+  boost::asio::ip::make_address(name, ec);
+  if (!ec) return X509_check_ip_asc(cert, name.c_str(), 0) == 1;
+  return X509_check_host(cert, name.data(), name.size(), X509_CHECK_FLAG_NO_PARTIAL_WILDCARDS, nullptr) == 1;
 }
 
 }  // namespace edge::net::detail

@@ -13,6 +13,7 @@
 #include <string_view>
 
 struct x509_st;
+struct ssl_st;
 
 namespace edge::net::detail {
 
@@ -35,5 +36,11 @@ std::optional<Sha256> parse_pin(std::string_view text);
 bool pin_matches(x509_st* cert, const Sha256& pin);
 // The name the core's certificate must carry: tls_server_name, or the core's address.
 std::string core_identity_name(const CoreConfig& core);
+// A TLS connection the core opened to one of our listeners: true when the
+// peer showed a certificate that passes the checks the core link makes (the
+// pin, and with tls.ca the chain and core_identity_name). False without a
+// certificate (the listener asks for one only with tls.client_certs optional
+// or required) or with neither tls.ca nor a pin (nothing authenticates it).
+bool core_certificate(ssl_st* ssl, const TransportConfig& cfg);
 
 }  // namespace edge::net::detail

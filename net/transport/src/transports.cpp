@@ -119,6 +119,15 @@ void Transports::start() {
     st.workers.clear();
     throw;
   }
+  if (config_.core.enabled && config_.core.transport == flow::Transport::udp && st.core_endpoint()) {
+    for (std::size_t i = 0; i < st.listeners.size(); ++i) {
+      if (st.bound[i].transport == flow::Transport::udp &&
+          st.bound[i].local.family == st.core_endpoint()->family) {
+        st.core_udp_listener = st.listeners[i];
+        break;
+      }
+    }
+  }
   if (config_.core.enabled) {
     st.core = std::make_shared<detail::CoreLink>(state_, *st.workers[0]);
     st.core->start();
@@ -172,6 +181,7 @@ void Transports::stop() {
     if (w->thread.joinable()) w->thread.join();
   }
   st.listeners.clear();
+  st.core_udp_listener.reset();
   st.core.reset();
   st.workers.clear();  // destroys leftover handlers and the sessions they hold
   st.counters.core_connected.store(false, std::memory_order_relaxed);
@@ -286,6 +296,13 @@ bool Transports::send_to_flow(const FlowKey& flow, std::string bytes) {
 }
 
 bool Transports::send_to_core(std::string bytes) {
+  // A UDP core gets its datagrams from our UDP listener (the address in our Via):
+  // a core that answers the Via sent-by (RFC 3261 §18.2.2) reaches a socket we read.
+  if (auto l = state_->core_udp_listener) {  // set once in start(), like core
+    if (!l->send_datagram(*state_->core_endpoint(), std::move(bytes))) return false;
+    state_->counters.core_messages_out.fetch_add(1, std::memory_order_relaxed);
+    return true;
+  }
   auto core = state_->core;  // set once in start(); reset only after the workers are joined
   return core && core->send(std::move(bytes));
 }

@@ -66,21 +66,11 @@ class UdpListener final : public Listener, public FlowLink, public std::enable_s
   }
 
   bool send(const FlowEntry& flow, std::string bytes) override {
-    if (closed_flag_.load(std::memory_order_acquire)) return false;
-    if (queued_.fetch_add(1, std::memory_order_relaxed) >= st_->config.limits.max_write_queue) {
-      queued_.fetch_sub(1, std::memory_order_relaxed);
-      st_->counters.send_failures.fetch_add(1, std::memory_order_relaxed);
-      return false;
-    }
-    const udp::endpoint to(to_asio(flow.key.remote), flow.key.remote.port);
-    if (w_.ctx.get_executor().running_in_this_thread()) {
-      send_now(to, bytes, flow.key);
-    } else {
-      asio::post(w_.ctx, [self = shared_from_this(), to, b = std::move(bytes), key = flow.key] {
-        self->send_now(to, b, key);
-      });
-    }
-    return true;
+    return send_key(flow.key, std::move(bytes));
+  }
+
+  bool send_datagram(const flow::Endpoint& to, std::string bytes) override {
+    return send_key({flow::Transport::udp, local_, to}, std::move(bytes));
   }
 
   void expire(const std::shared_ptr<FlowEntry>& flow, CloseReason why) override {
@@ -89,6 +79,23 @@ class UdpListener final : public Listener, public FlowLink, public std::enable_s
   }
 
  private:
+  bool send_key(const flow::FlowKey& key, std::string bytes) {
+    if (closed_flag_.load(std::memory_order_acquire)) return false;
+    if (queued_.fetch_add(1, std::memory_order_relaxed) >= st_->config.limits.max_write_queue) {
+      queued_.fetch_sub(1, std::memory_order_relaxed);
+      st_->counters.send_failures.fetch_add(1, std::memory_order_relaxed);
+      return false;
+    }
+    const udp::endpoint to(to_asio(key.remote), key.remote.port);
+    if (w_.ctx.get_executor().running_in_this_thread()) {
+      send_now(to, bytes, key);
+    } else {
+      asio::post(w_.ctx,
+                 [self = shared_from_this(), to, b = std::move(bytes), key] { self->send_now(to, b, key); });
+    }
+    return true;
+  }
+
   void send_now(const udp::endpoint& to, std::string_view bytes, const flow::FlowKey& key) {
     queued_.fetch_sub(1, std::memory_order_relaxed);
     if (closed_) return;
@@ -180,6 +187,8 @@ class UdpListener final : public Listener, public FlowLink, public std::enable_s
     c.bytes_in.fetch_add(n, std::memory_order_relaxed);
     Inbound in;
     in.flow = key;
+    in.from_core = st_->core_udp_peer(key.remote);
+    if (in.from_core) st_->counters.core_messages_in.fetch_add(1, std::memory_order_relaxed);
     in.bytes = std::string_view(reinterpret_cast<const char*>(buf_.data()), n);
     in.received = now;
     in.registered = e->registered();

@@ -226,7 +226,7 @@ TEST(Properties, ShippedEdgedConfImportsCleanly) {
   EXPECT_EQ(c.sip().listeners(4).transport(), v1::TRANSPORT_WSS);
   EXPECT_EQ(c.sip().core_uri(), "sip:127.0.0.1:5080;transport=tcp");
   EXPECT_EQ(c.hsm().pin_file(), "hsm/user-pin");
-  EXPECT_TRUE(c.sip().client_to_client_direct());
+  EXPECT_FALSE(c.sip().client_to_client_direct()) << "a client reaches another client only through the core";
 }
 
 TEST(Properties, ImportErrorsNameOriginAndLine) {

@@ -162,5 +162,90 @@ TEST_F(Register, Ipv6ClientGetsReceivedAndAPathTokenNamingItsFlow) {
   EXPECT_EQ(s.flow, kCarol);
 }
 
+// ---- issue 17: registrations that are not RFC 5626 ----------------------------------------
+
+// A plain phone (no reg-id / +sip.instance: RFC 3327 Path only) on UDP.
+std::string plain_register_udp(std::string_view via_params = ";rport") {
+  return crlf(
+      fill("REGISTER sip:example.test SIP/2.0\n"
+           "Via: SIP/2.0/UDP 198.51.100.7:5062;branch=z9hG4bKplain1{p}\n"
+           "Max-Forwards: 70\n"
+           "From: <sip:alice@example.test>;tag=p1\n"
+           "To: <sip:alice@example.test>\n"
+           "Call-ID: plain-1@198.51.100.7\n"
+           "CSeq: 1 REGISTER\n"
+           "Supported: path\n"
+           "Contact: <sip:alice@198.51.100.7:5062>\n"
+           "Expires: 3600\n"
+           "Content-Length: 0\n\n",
+           {{"p", std::string(via_params)}}));
+}
+
+TEST_F(Register, APlainRegistrationKeepsItsFlowForTheExpiryTheRegistrarGranted) {
+  from_client(kAlice, plain_register_udp());
+  Out fwd(out_.take().bytes);
+  ASSERT_EQ(fwd.values(HeaderId::path).size(), 1u);
+  EXPECT_EQ(fwd.route_uri(HeaderId::path, 0).find(";ob"), std::string::npos);
+  // The registrar grants less than asked; the Contact's expires is what counts.
+  from_core(answer(fwd.text(), 200,
+                   {{"Contact", "<sip:alice@198.51.100.7:5062>;expires=1800"},
+                    {"Path", "<" + fwd.route_uri(HeaderId::path, 0) + ">"}}));
+  const FakeNetwork::Sent s = out_.take();
+  EXPECT_EQ(s.flow, kAlice);
+  Out resp(s.bytes);
+  EXPECT_FALSE(resp.msg().flow_timer()) << "no Flow-Timer for a UA that did not ask for outbound";
+  ASSERT_EQ(out_.registered.size(), 1u);
+  EXPECT_EQ(out_.registered[0].first, kAlice);
+  EXPECT_EQ(out_.registered[0].second, std::chrono::seconds(1800));
+  EXPECT_EQ(proxy_->stats().flow_timers_set, 0u);
+}
+
+TEST_F(Register, APlainRegistrationWithoutContactExpiresTakesTheExpiresHeader) {
+  from_client(kAlice, plain_register_udp());
+  Out fwd(out_.take().bytes);
+  from_core(answer(fwd.text(), 200, {{"Contact", "<sip:alice@198.51.100.7:5062>"}, {"Expires", "600"}}));
+  out_.take();
+  ASSERT_EQ(out_.registered.size(), 1u);
+  EXPECT_EQ(out_.registered[0].second, std::chrono::seconds(600));
+}
+
+TEST_F(Register, AnUnregisterOrAFailureKeepsNothing) {
+  from_client(kAlice, plain_register_udp());
+  Out fwd(out_.take().bytes);
+  from_core(answer(fwd.text(), 200, {{"Contact", "<sip:alice@198.51.100.7:5062>;expires=0"}}));
+  out_.take();
+  from_core(answer(fwd.text(), 200));  // a query answered without bindings
+  out_.take();
+  from_core(answer(fwd.text(), 401, {{"Contact", "<sip:alice@198.51.100.7:5062>;expires=3600"}}));
+  out_.take();
+  EXPECT_TRUE(out_.registered.empty());
+}
+
+TEST_F(Register, APlainRegistrationThatOffersKeepGetsTheKeepInterval) {
+  from_client(kAlice, plain_register_udp(";rport;keep"));
+  Out fwd(out_.take().bytes);
+  from_core(answer(fwd.text(), 200, {{"Contact", "<sip:alice@198.51.100.7:5062>;expires=3600"}}));
+  Out resp(out_.take().bytes);
+  EXPECT_EQ(resp.via(0).keep_value, std::optional<std::uint32_t>(30)) << "RFC 6223";
+  ASSERT_EQ(out_.registered.size(), 1u);
+  EXPECT_EQ(out_.registered[0].second, std::chrono::seconds(3600));
+}
+
+// RFC 5626 §5.4: the Flow-Timer is the first hop's; behind another proxy it is not ours to give.
+TEST_F(Register, AnOutboundRegistrationThroughAnotherProxyGetsNoFlowTimer) {
+  from_client(kBob, register_tcp("Via: SIP/2.0/TCP 198.18.0.1:5060;branch=z9hG4bKupstream1\n"));
+  Out fwd(out_.take().bytes);
+  from_core(answer(fwd.text(), 200,
+                   {{"Require", "outbound"},
+                    {"Contact", "<sip:bob@203.0.113.5:40312;transport=tcp;ob>;expires=60"},
+                    {"Path", "<" + fwd.route_uri(HeaderId::path, 0) + ">"}}));
+  Out resp(out_.take().bytes);
+  EXPECT_FALSE(resp.msg().flow_timer());
+  EXPECT_EQ(proxy_->stats().flow_timers_set, 0u);
+  // The flow to that proxy is still kept for the registration.
+  ASSERT_EQ(out_.registered.size(), 1u);
+  EXPECT_EQ(out_.registered[0].second, std::chrono::seconds(60));
+}
+
 }  // namespace
 }  // namespace edge::net::testing

@@ -236,5 +236,103 @@ TEST_F(Token, RejectedTokensAreLoggedRateLimitedAndNeverPrinted) {
   EXPECT_EQ(proxy_->stats().r403, 10u);
 }
 
+// ---- issue 17: the core wherever it speaks from ----------------------------------------------
+
+// The core's own TCP connection to our listener (a stock core reaching the Path
+// URI): the transport marks it (Inbound::core_address, the core's IP), the
+// top Via names the core's address, so it is the core: the token routes it to
+// bob, with sip.client_to_client_direct false.
+class CoreOwnConnection : public ProxyFixture {
+ protected:
+  void SetUp() override {
+    ProxyConfig cfg = lab_config();
+    cfg.core_address = {Transport::tcp, "10.0.0.2", 5060};
+    make(cfg);
+    out_.add_flow(kCoreOwn);
+  }
+  void from_core_address(const std::string& text) {
+    Inbound in{kCoreOwn, false, text, now_};
+    in.core_address = true;
+    proxy_->on_message(in, out_);
+  }
+  const FlowKey kCoreOwn = flow_of(Transport::tcp, "192.0.2.10", 5060, "10.0.0.2", 41000);
+};
+
+TEST_F(CoreOwnConnection, ARequestFromTheCoresAddressNamingTheCoreInItsViaIsTheCores) {
+  ASSERT_FALSE(config_.client_to_client_direct);
+  const std::string route = "<sip:" + token_of(kBob) + "@10.0.0.1:5060;transport=tcp;lr>";
+  from_core_address(core_request("INVITE", "sip:bob@203.0.113.5:40312", route));
+  const FakeNetwork::Sent s = out_.take();
+  ASSERT_FALSE(s.to_core) << "a core's own connection is the core, not a client going back to it";
+  EXPECT_EQ(s.flow, kBob);
+  EXPECT_EQ(proxy_->stats().requests_from_core, 1u);
+  // bob's answer goes to the core (over the core link, like every answer to the core).
+  from_client(kBob, answer(s.bytes, 180));
+  EXPECT_TRUE(out_.take().to_core);
+}
+
+TEST_F(CoreOwnConnection, FromTheCoresAddressWithAnotherViaItIsAClient) {
+  const std::string route = "<sip:" + token_of(kBob) + "@10.0.0.1:5060;transport=tcp;lr>";
+  std::string req = core_request("INVITE", "sip:bob@203.0.113.5:40312", route);
+  req.replace(req.find("10.0.0.2:5060"), 13, "10.0.0.2:5099");
+  from_core_address(req);
+  const FakeNetwork::Sent s = out_.take();
+  EXPECT_TRUE(s.to_core) << "another process on the core's host is a client: bob's token goes to the core";
+  EXPECT_EQ(proxy_->stats().requests_from_core, 0u);
+}
+
+TEST_F(CoreOwnConnection, WithoutTheTransportsMarkTheViaAloneIsNotTheCore) {
+  const std::string route = "<sip:" + token_of(kBob) + "@10.0.0.1:5060;transport=tcp;lr>";
+  from_client(kCoreOwn, core_request("INVITE", "sip:bob@203.0.113.5:40312", route));
+  EXPECT_TRUE(out_.take().to_core) << "a Via is the sender's word; the address is the transport's";
+}
+
+TEST_F(Token, TheViaTowardTheCoreAsksForRportAndOnAStreamOffersAlias) {
+  from_client(kBob, client_bye("<sip:proxy.example.test;lr>"));
+  Out fwd(out_.take().bytes);
+  EXPECT_TRUE(fwd.via(0).rport);
+  EXPECT_TRUE(fwd.via(0).alias);
+  ProxyConfig cfg = lab_config();
+  cfg.core_side = {Transport::udp, "10.0.0.1", 5060};
+  make(cfg);
+  from_client(kBob, client_bye("<sip:proxy.example.test;lr>"));
+  Out udp(out_.take().bytes);
+  EXPECT_TRUE(udp.via(0).rport);
+  EXPECT_FALSE(udp.via(0).alias) << "RFC 5923 alias is for connections";
+}
+
+// RFC 3261 §16.3 step 4: a core we do not recognise (it reaches us from an
+// address that is not `core`) sends alice's request for bob back to us as a
+// client; going to the core again would ping-pong until Max-Forwards ran out.
+TEST_F(Token, ARequestThatWentToTheCoreThroughUsAndComesBackFromAClientIs482) {
+  const FlowKey stranger = flow_of(Transport::tcp, "192.0.2.10", 5060, "10.0.0.9", 41001);
+  out_.add_flow(stranger);
+  from_client(kAlice, alice_message("<sip:" + token_of(kBob) + "@10.0.0.1:5060;transport=tcp;lr>"));
+  const FakeNetwork::Sent s = out_.take();
+  ASSERT_TRUE(s.to_core);
+  std::string back = s.bytes;
+  back.insert(back.find("\r\n") + 2, "Via: SIP/2.0/TCP 10.0.0.9:5060;branch=z9hG4bKloop1\r\n");
+  from_client(stranger, back);
+  const FakeNetwork::Sent r = out_.take();
+  ASSERT_FALSE(r.to_core) << "sent to the core a second time";
+  EXPECT_EQ(r.flow, stranger);
+  EXPECT_EQ(Out(r.bytes).status(), 482);
+  // Without a token too (a Request-URI the core routes to us, say).
+  std::string no_token = back;
+  const std::size_t at = no_token.find("Route: ");
+  no_token.erase(at, no_token.find("\r\n", at) + 2 - at);
+  from_client(stranger, no_token);
+  EXPECT_EQ(Out(out_.take().bytes).status(), 482);
+  // A Via naming our address with a branch that is not ours is no loop.
+  std::string forged = crlf(
+      "MESSAGE sip:bob@example.test SIP/2.0\n"
+      "Via: SIP/2.0/TCP 10.0.0.9:5060;branch=z9hG4bKx1\n"
+      "Via: SIP/2.0/TCP 10.0.0.1:5060;branch=z9hG4bKnotours\n"
+      "Max-Forwards: 70\nFrom: <sip:a@example.test>;tag=1\nTo: <sip:bob@example.test>\n"
+      "Call-ID: forged-1\nCSeq: 1 MESSAGE\nContent-Length: 0\n\n");
+  from_client(stranger, forged);
+  EXPECT_TRUE(out_.take().to_core);
+}
+
 }  // namespace
 }  // namespace edge::net::testing

@@ -70,6 +70,7 @@ struct Received {
   FlowKey flow;
   bool from_core = false;
   std::string bytes;
+  bool core_address = false;  // Inbound::core_address
 };
 
 // Records what the transport layer delivers; optionally answers every message
@@ -81,7 +82,7 @@ class RecordingHandler final : public MessageHandler {
   void on_message(const Inbound& in, Network& out) override {
     {
       std::lock_guard lock(mu_);
-      messages_.push_back({in.flow, in.from_core, std::string(in.bytes)});
+      messages_.push_back({in.flow, in.from_core, std::string(in.bytes), in.core_address});
     }
     cv_.notify_all();
     if (!echo_prefix.empty() && !in.from_core) out.send_to_flow(in.flow, echo_prefix + std::string(in.bytes));

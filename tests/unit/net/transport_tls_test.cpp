@@ -131,5 +131,43 @@ TEST_F(TlsTest, ReloadKeepsEstablishedConnectionsAndServesNewOnesWithTheNewCerti
   EXPECT_TRUE(handler->wait_messages(2));
 }
 
+// Issue 17: a TLS connection the core opened to our listener is marked for the
+// proxy (Inbound::core_address) only when it comes from the core's address and
+// shows a certificate that passes the core link's checks (here: the chain to
+// tls.ca and the name, the core's IP); without a certificate, or when the name
+// asked for (core.tls_server_name) is not in it, it is a client.
+TEST_F(TlsTest, ACoresOwnTlsConnectionIsMarkedOnlyWithTheCoresCertificate) {
+  TestCert core_cert;
+  auto core_ctx = client_tls_context();
+  core_ctx->use_certificate_file(core_cert.cert, ssl::context::pem);
+  core_ctx->use_private_key_file(core_cert.key, ssl::context::pem);
+  for (const std::string name : {"", "core.example.test"}) {
+    SCOPED_TRACE("core.tls_server_name=" + name);
+    auto cfg = test_config({listen(Transport::tls)});
+    cfg.tls = cert.tls();
+    cfg.tls.ca_file = core_cert.cert;  // self-signed: its own CA
+    cfg.tls.client_certs = ClientCertPolicy::optional;
+    cfg.core.enabled = true;
+    cfg.core.transport = Transport::tcp;
+    cfg.core.address = "127.0.0.1";
+    cfg.core.port = 9;  // nothing listens: the core link retries, which does not matter here
+    cfg.core.tls_server_name = name;
+    tr.reset();
+    start(cfg);
+    TlsClient core(*core_ctx), anonymous(*client_ctx);
+    ASSERT_TRUE(core.connect(v4()));
+    ASSERT_TRUE(core.write(sip_request("INVITE", "core-own")));
+    ASSERT_TRUE(handler->wait_messages(1));
+    ASSERT_TRUE(anonymous.connect(v4()));
+    ASSERT_TRUE(anonymous.write(sip_request("INVITE", "anonymous")));
+    ASSERT_TRUE(handler->wait_messages(2));
+    for (const auto& m : handler->messages()) {
+      const bool by_core = m.bytes.find("Call-ID: core-own") != std::string::npos;
+      EXPECT_EQ(m.core_address, by_core && name.empty()) << m.bytes;
+      EXPECT_FALSE(m.from_core);
+    }
+  }
+}
+
 }  // namespace
 }  // namespace edge::net::test

@@ -201,5 +201,61 @@ TEST_F(UdpTest, SilentUdpFlowExpiresAndIsReported) {
   EXPECT_TRUE(tr->flow_alive(k));
 }
 
+// Issue 17: a UDP core is sent to from our UDP listener (the address in our Via),
+// and a datagram from exactly the core's address and port there is the core's;
+// another port on the core's host is a client.
+TEST_F(UdpTest, AUdpCoreIsSentToFromTheListenerAndItsDatagramsThereAreTheCores) {
+  UdpClient core("127.0.0.1"), neighbour("127.0.0.1");
+  auto cfg = test_config({listen(Transport::udp)});
+  cfg.core.enabled = true;
+  cfg.core.transport = Transport::udp;
+  cfg.core.address = "127.0.0.1";
+  cfg.core.port = core.endpoint().port;
+  start(std::move(cfg));
+  const std::string out = sip_request("OPTIONS", "to-core");
+  ASSERT_TRUE(tr->send_to_core(out));
+  std::array<char, 4096> buf{};
+  udp::endpoint from;
+  auto r = run_op(core.io, [&](OpHandler h) { core.s.async_receive_from(asio::buffer(buf), from, h); });
+  ASSERT_FALSE(r.ec);
+  EXPECT_EQ(std::string(buf.data(), r.n), out);
+  EXPECT_EQ(from.port(), v4().port()) << "sent from another socket than the UDP listener";
+  EXPECT_EQ(tr->stats().core_messages_out, 1u);
+
+  core.send_to(sip_request("NOTIFY", "from-core"), v4());
+  neighbour.send_to(sip_request("NOTIFY", "from-neighbour"), v4());
+  ASSERT_TRUE(handler->wait_messages(2));
+  for (const auto& m : handler->messages()) {
+    const bool is_core = m.bytes.find("Call-ID: from-core") != std::string::npos;
+    EXPECT_EQ(m.from_core, is_core) << m.bytes;
+    EXPECT_FALSE(m.core_address);
+  }
+}
+
+// A TCP connection from the core's IP address is marked for the proxy
+// (Inbound::core_address); one from another address is not.
+TEST_F(UdpTest, ATcpConnectionFromTheCoresAddressIsMarked) {
+  auto cfg = test_config({listen(Transport::tcp)});
+  cfg.core.enabled = true;
+  cfg.core.transport = Transport::tcp;
+  cfg.core.address = "127.0.0.2";
+  cfg.core.port = 9;  // nothing listens: the core link retries, which does not matter here
+  start(std::move(cfg));
+  const tcp::endpoint edge = ep("127.0.0.1", tr->port(Transport::tcp));
+  StreamClient<tcp::socket> core, client;
+  core.s.open(tcp::v4());
+  core.s.bind(ep("127.0.0.2", 0));
+  ASSERT_TRUE(core.connect(edge));
+  ASSERT_TRUE(core.write(sip_request("INVITE", "core-own")));
+  ASSERT_TRUE(client.connect(edge));
+  ASSERT_TRUE(client.write(sip_request("INVITE", "client")));
+  ASSERT_TRUE(handler->wait_messages(2));
+  for (const auto& m : handler->messages()) {
+    const bool from_core_ip = m.bytes.find("Call-ID: core-own") != std::string::npos;
+    EXPECT_EQ(m.core_address, from_core_ip) << m.bytes;
+    EXPECT_FALSE(m.from_core) << "the proxy decides, by the Via";
+  }
+}
+
 }  // namespace
 }  // namespace edge::net::test

@@ -42,6 +42,11 @@ struct ProxyConfig {
   // the core next hop (Network::send_to_core); it goes into the Via we push
   // toward the core, into Path, and into the core-facing Record-Route.
   AdvertisedAddress core_side{flow::Transport::tcp, {}, 5060};
+  // The core's own address (the `core` URI: an IP literal and port). A request
+  // that arrives on a stream from the core's IP (Inbound::core_address: a core
+  // that opened its own connection to us) is the core's when its top Via
+  // sent-by names this address; empty host: only the transport's from_core.
+  AdvertisedAddress core_address{flow::Transport::tcp, {}, 5060};
 
   // RFC 5626 §5.4: Flow-Timer on 2xx to an outbound REGISTER (and keep= value, RFC 6223).
   std::uint32_t flow_timer_seconds = 30;

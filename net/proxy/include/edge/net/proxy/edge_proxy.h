@@ -106,6 +106,10 @@ class EdgeProxy final : public MessageHandler {
   bool finish_edit(Ctx& c, sip::Editor& ed, sip::Error e, std::string& bytes);
   void unparseable(const Inbound& in, Network& out, const sip::Message& m, int error_status);
   void log(LogLevel level, LogEvent event, std::string_view fields, Clock::time_point now);
+  // A Via of ours toward the core (our core-side sent-by, a branch we made for a client's request).
+  bool been_to_core_through_us(const sip::Message& m) const noexcept;
+  // The top Via's sent-by is the core's own address (ProxyConfig::core_address).
+  bool via_names_core(const sip::Message& m) const noexcept;
 
   const std::shared_ptr<ProxyState> state_;
   ProxyCounters* const counters_;  // state_->counters()

@@ -42,6 +42,7 @@ struct ViaSpec {
   std::optional<std::uint16_t> port;
   std::string_view branch;  // e.g. make_branch(...).view()
   bool rport = false;       // ask the next hop to fill rport (RFC 3581)
+  bool alias = false;       // offer the connection for requests to sent-by (RFC 5923)
 };
 
 class Editor {

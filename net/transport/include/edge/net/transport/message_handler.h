@@ -19,14 +19,21 @@ using flow::Transport;
 // One complete SIP message as the transport layer framed it: a UDP datagram, a
 // Content-Length framed message on a stream, or one WebSocket message.
 struct Inbound {
-  FlowKey flow;            // transport, our local endpoint, the peer's endpoint
-  bool from_core = false;  // arrived on the configured core next-hop connection
+  FlowKey flow;  // transport, our local endpoint, the peer's endpoint
+  // From the core: on the core link, or a UDP datagram from the configured
+  // core's address and port (a core answering our Via sent-by, RFC 3261 §18.2.2).
+  bool from_core = false;
   std::string_view bytes;  // valid only during the on_message call
   std::chrono::steady_clock::time_point received{};
   bool registered = false;  // the flow registered through us (the class of its HSM work)
   // Set when this is a parked message delivered again (Redelivery): what the
   // HSM work it waited for decided. Valid only during the on_message call.
   const flow::HsmOutcome* hsm = nullptr;
+  // A stream connection of our listeners from the configured core's IP address
+  // (TLS: only one whose certificate passed the core identity check): a core
+  // that opened its own connection to reach clients. The proxy counts a request
+  // on it as the core's when its top Via names the core (ProxyConfig::core_address).
+  bool core_address = false;
 };
 
 // A message that waits for HSM work, off the I/O worker: its bytes copied once.
