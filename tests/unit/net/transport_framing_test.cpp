@@ -184,17 +184,35 @@ TEST(StreamFramer, CrlfAndCrlfCrlfKeepAlivesBetweenMessages) {
 TEST(StreamFramer, AKeepAliveSplitAcrossReadsIsOnePing) {
   StreamFramer f(limits());
   RecordingSink s;
-  // "\r\n" alone may be the first half of a ping: wait, and say a frame has begun.
+  // "\r\n" alone may be the first half of a ping: wait, but no message has begun, so no header
+  // deadline (issue 17: a client's lone CRLF keep-alive used to arm it, and the connection was
+  // closed at limits.header_read_timeout_ms).
   EXPECT_EQ(feed(f, s, "\r\n"), Drained::read_more);
-  EXPECT_EQ(s.events, events({"header"}));
-  EXPECT_EQ(feed(f, s, "\r\n"), Drained::read_more);
-  EXPECT_EQ(s.events, events({"header", "ping", "idle"}));
-  // A lone CRLF is known to be one as soon as a start line follows it.
+  EXPECT_EQ(s.events, events({"idle"}));
+  EXPECT_EQ(f.phase(), ReadPhase::idle);
+  EXPECT_EQ(feed(f, s, "\r"), Drained::read_more);
+  EXPECT_EQ(s.events, events({"idle", "idle"}));
+  EXPECT_EQ(feed(f, s, "\n"), Drained::read_more);
+  EXPECT_EQ(s.events, events({"idle", "idle", "ping", "idle"}));
+  // A lone CRLF is known to be one as soon as a start line follows it (RFC 3261 §7.5: ignored).
   s.events.clear();
   const std::string m = sip_request("OPTIONS", "after-crlf");
   EXPECT_EQ(feed(f, s, "\r\n"), Drained::read_more);
   EXPECT_EQ(feed(f, s, m), Drained::read_more);
-  EXPECT_EQ(s.events, events({"header", "crlf", "message 0", "idle"}));
+  EXPECT_EQ(s.events, events({"idle", "crlf", "message 0", "idle"}));
+  ASSERT_EQ(s.messages.size(), 1u);
+  EXPECT_EQ(s.messages[0], m);
+}
+
+// A message followed, in the same read, by the first CRLF of the next keep-alive: the body
+// deadline of the message must not outlive it.
+TEST(StreamFramer, ACrlfBehindAMessageReportsIdle) {
+  StreamFramer f(limits());
+  RecordingSink s;
+  const std::string m = sip_request("OPTIONS", "crlf-behind");
+  EXPECT_EQ(feed(f, s, m.substr(0, 10)), Drained::read_more);
+  EXPECT_EQ(feed(f, s, m.substr(10) + "\r\n"), Drained::read_more);
+  EXPECT_EQ(s.events, events({"header", "message 0", "idle"}));
 }
 
 TEST(StreamFramer, AHeldMessageStaysBufferedAndIsDeliveredByTheNextDrain) {
