@@ -224,7 +224,7 @@ class EdgeCollector final : public prometheus::Collectable {
     auto& gen = out.counter("edge_sip_responses_generated_total", "SIP responses the edge answered itself, by code");
     const std::pair<const char*, std::uint64_t> codes[] = {
         {"200", p.r200_options}, {"400", p.r400}, {"403", p.r403}, {"404", p.r404}, {"408", p.r408},
-        {"416", p.r416},         {"421", p.r421}, {"430", p.r430}, {"439", p.r439}, {"483", p.r483},
+        {"416", p.r416},         {"420", p.r420}, {"421", p.r421}, {"430", p.r430}, {"439", p.r439}, {"483", p.r483},
         {"500", p.r500},         {"503", p.r503}};
     std::uint64_t listed = 0;
     for (const auto& [code, v] : codes) {
@@ -252,6 +252,7 @@ class EdgeCollector final : public prometheus::Collectable {
     auto& tx = out.counter("edge_sip_retransmissions_total", "retransmission handling, by kind");
     sample(tx, d(p.retransmissions_absorbed), {{"kind", "absorbed"}});
     sample(tx, d(p.responses_replayed), {{"kind", "response_replayed"}});
+    sample(tx, d(p.acks_absorbed), {{"kind", "ack_absorbed"}});
     sample(tx, d(p.retransmissions_to_clients), {{"kind", "sent_to_client"}});
     sample(out.counter("edge_sip_transaction_evictions_total", "transactions evicted from a full table"),
            d(p.transaction_evictions));

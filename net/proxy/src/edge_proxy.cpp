@@ -226,54 +226,6 @@ void EdgeProxy::log(LogLevel level, LogEvent event, std::string_view fields, Clo
   state_->log(level, event, fields, now);
 }
 
-namespace {
-
-bool start_line_error(Error e) noexcept {
-  return e == Error::bad_start_line || e == Error::bad_method || e == Error::bad_request_uri ||
-         e == Error::bad_version;
-}
-
-// The method of the CSeq header line ("CSeq: 4711 INVITE" -> "INVITE"); empty when absent.
-std::string_view cseq_method_of(std::string_view bytes) noexcept {
-  std::size_t pos = bytes.find("\r\n");
-  while (pos != std::string_view::npos && pos + 2 < bytes.size()) {
-    const std::size_t begin = pos + 2;
-    const std::size_t end = bytes.find("\r\n", begin);
-    const std::string_view line =
-        bytes.substr(begin, end == std::string_view::npos ? bytes.size() - begin : end - begin);
-    if (line.empty()) break;  // end of the header section
-    const std::size_t colon = line.find(':');
-    if (colon != std::string_view::npos) {
-      std::string_view name = line.substr(0, colon);
-      while (!name.empty() && (name.back() == ' ' || name.back() == '\t')) name.remove_suffix(1);
-      if (sip::header_id(name) == HeaderId::cseq) {
-        std::string_view v = line.substr(colon + 1);
-        const std::size_t sp = v.find_last_of(" \t");
-        if (sp == std::string_view::npos) return {};
-        return v.substr(sp + 1);
-      }
-    }
-    pos = end;
-  }
-  return {};
-}
-
-// Re-parses a request whose start line failed, with "<CSeq method> sip:invalid SIP/2.0"
-// in its place. False for anything that looks like a response or has no usable CSeq.
-bool recover_headers(std::string_view bytes, const sip::ParseOptions& opts, std::string& patched,
-                     sip::Message& out) {
-  if (bytes.substr(0, 4) == "SIP/") return false;
-  const std::size_t eol = bytes.find("\r\n");
-  if (eol == std::string_view::npos) return false;
-  const std::string_view method = cseq_method_of(bytes);
-  if (method.empty() || method.size() > 32) return false;
-  patched.reserve(method.size() + 20 + bytes.size() - eol);
-  patched.append(method).append(" sip:invalid SIP/2.0").append(bytes.substr(eol));
-  return sip::parse(patched, out, opts) == Error::ok;
-}
-
-}  // namespace
-
 // ---------------------------------------------------------------------------------------------
 // Entry points
 
@@ -282,18 +234,12 @@ void EdgeProxy::on_message(const Inbound& in, Network& out) {
   sip::ParseOptions opts;
   opts.stream = is_stream(in.flow.transport);
   if (Error e = sip::parse(in.bytes, c.msg, opts); e != Error::ok) {
-    if (start_line_error(e)) {
-      // The headers a 400/505 copies are usually intact behind a broken request
-      // line; parse them under a stand-in line so the client gets its answer
-      // (RFC 3261 §8.2.6, §21.5.6) instead of silence. Error path only: one copy.
-      std::string patched;
-      sip::Message recovered;
-      if (recover_headers(in.bytes, opts, patched, recovered)) {
-        unparseable(in, out, recovered, sip::suggested_status(e));
-        return;
-      }
-    }
-    unparseable(in, out, c.msg, sip::suggested_status(e));
+    // The headers a 400/505 copies are usually there behind a broken start line, a
+    // duplicated header or a missing one: answer from what reads (RFC 3261 §8.2.6,
+    // §16.3 step 1, §21.5.6) instead of silence. Error path only.
+    sip::Message salvaged;
+    const bool read = sip::salvage(in.bytes, salvaged, opts.limits) == Error::ok;
+    unparseable(in, out, read ? &salvaged : nullptr, sip::suggested_status(e));
     return;
   }
   // A core that opened its own connection (or TLS session) to one of our
@@ -335,21 +281,24 @@ void EdgeProxy::on_timer(Clock::time_point now, Network& net) { state_->on_timer
 // ---------------------------------------------------------------------------------------------
 // Local answers
 
-void EdgeProxy::unparseable(const Inbound& in, Network& out, const sip::Message& m, int status) {
-  // A 400 needs what RFC 3261 §8.2.6.2 copies; without it nothing can be sent back.
-  const bool answerable = m.is_request() && !m.method_name().empty() && m.method() != Method::ack &&
-                          m.first(HeaderId::via) && m.first(HeaderId::from) && m.first(HeaderId::to) &&
-                          m.first(HeaderId::call_id) && m.first(HeaderId::cseq);
+void EdgeProxy::unparseable(const Inbound& in, Network& out, const sip::Message* m, int status) {
+  // Never an answer to a response or an ACK (RFC 3261 §17). On a connection the answer goes
+  // back on it whatever it lacks: never silence on a stream. A datagram is answered only when
+  // it carries a Via, so random junk sent to the UDP port is not reflected.
+  const bool answerable = m && m->method() != Method::ack &&
+                          (in.flow.transport != flow::Transport::udp || m->first(HeaderId::via));
   const Clock::time_point now = in.received == Clock::time_point{} ? Clock::now() : in.received;
   std::string resp;
   sip::ResponseSpec spec;
   spec.status = status == 0 ? 400 : status;
+  const sip::Tag tag = state_->next_tag();  // an ACK for it is ours to absorb (is_own_tag)
+  spec.to_tag = tag.view();
   const IpText src = ip_text(in.flow.remote);
   if (!in.from_core) {  // RFC 3581, as for every answer to a client
     spec.source_ip = src.view();
     spec.source_port = in.flow.remote.port;
   }
-  if (!answerable || sip::build_response(m, spec, resp) != Error::ok) {
+  if (!answerable || sip::build_response(*m, spec, resp) != Error::ok) {
     bump(counters_->drop_unparseable);
     log(LogLevel::debug, LogEvent::dropped, "reason=unparseable flow=" + flow::to_string(in.flow), now);
     return;
@@ -415,6 +364,21 @@ bool is_ours(const ProxyConfig& cfg, const sip::Uri& u) noexcept {
 }
 }  // namespace
 
+namespace {
+// The Request-URI schemes an edge proxies (RFC 3261 §16.3 step 2): sip, sips (RFC 3261)
+// and tel (RFC 3966). The parser has checked `scheme ":"`.
+bool understood_scheme(std::string_view ruri) noexcept {
+  const std::string_view scheme = ruri.substr(0, ruri.find(':'));
+  return ieq(scheme, "sip") || ieq(scheme, "sips") || ieq(scheme, "tel");
+}
+
+// The option tags a request may name in Proxy-Require to us: outbound (RFC 5626, the
+// edge proxy role) and path (RFC 3327, which the edge implements). Anything else is 420.
+bool supported_proxy_option(std::string_view tag) noexcept {
+  return ieq(tag, "outbound") || ieq(tag, "path");
+}
+}  // namespace
+
 void EdgeProxy::on_request(Ctx& c) {
   const sip::Message& m = c.msg;
   if (!c.resumed) {
@@ -422,6 +386,14 @@ void EdgeProxy::on_request(Ctx& c) {
     bump(c.in.from_core ? counters_->requests_in_core : counters_->requests_in_client, m.method());
   }
   if (!c.in.from_core) c.src = ip_text(c.in.flow.remote);
+
+  // The ACK for a final response of ours (RFC 3261 §17.1.1.3: sent hop by hop, with
+  // the To tag we gave) ends here: forwarding it would hand the next hop an ACK for a
+  // transaction it never saw.
+  if (m.method() == Method::ack && state_->own_tag(sip::to_tag(m))) {
+    bump(counters_->acks_absorbed);
+    return;
+  }
 
   // A UDP client retransmits until it hears from us: absorb and replay (§17.2).
   if (!c.in.from_core && c.in.flow.transport == flow::Transport::udp && m.method() != Method::ack) {
@@ -476,9 +448,40 @@ void EdgeProxy::on_request(Ctx& c) {
       return;
     }
   }
+  // RFC 3261 §16.3 step 2: a Request-URI scheme we do not understand (an ACK is never answered).
+  if (!understood_scheme(m.request_uri())) {
+    if (m.method() == Method::ack) {
+      bump(counters_->drop_ack);
+      return;
+    }
+    reply(c, 416);
+    return;
+  }
+  // RFC 3261 §19.1.1 table 1: no headers in a Request-URI; a proxy must not forward them
+  // (RFC 4475 escruri), and the edge does not rewrite the Request-URI: 400.
+  if (sip::Uri ru; sip::parse_uri(m.request_uri(), ru) == Error::ok && !ru.headers.empty()) {
+    reply(c, 400, "Headers In Request-URI");
+    return;
+  }
   if (auto mf = m.max_forwards(); mf && *mf == 0) {
     reply(c, 483);
     return;
+  }
+  // §16.3 step 5: an option tag in Proxy-Require we do not support is 420 with Unsupported
+  // listing it. Not for ACK (never answered) nor CANCEL (its INVITE had the same header, §8.2.2.3).
+  if (m.method() != Method::ack && m.method() != Method::cancel) {
+    std::string unsupported;
+    sip::ValueIterator it(m, HeaderId::proxy_require);
+    sip::HeaderValue hv;
+    while (it.next(hv)) {
+      if (hv.text.empty() || supported_proxy_option(hv.text)) continue;
+      if (!unsupported.empty()) unsupported += ", ";
+      unsupported += hv.text;
+    }
+    if (!unsupported.empty()) {
+      reply(c, 420, {}, "Unsupported", unsupported);
+      return;
+    }
   }
   if (c.in.from_core)
     request_from_core(c);

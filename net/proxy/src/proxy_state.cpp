@@ -69,6 +69,10 @@ sip::Tag ProxyState::next_tag() noexcept {
   return sip::make_tag(seed_, tag_counter_.fetch_add(1, std::memory_order_relaxed));
 }
 
+bool ProxyState::own_tag(std::string_view tag) const noexcept {
+  return sip::is_own_tag(seed_, tag, tag_counter_.load(std::memory_order_relaxed));
+}
+
 void ProxyState::log(LogLevel level, LogEvent event, std::string_view fields, Clock::time_point now) {
   if (log_.enabled()) log_.log(level, event, fields, now);
 }
@@ -111,6 +115,9 @@ void ProxyState::count_status(int status) noexcept {
       break;
     case 416:
       bump(k.r416);
+      break;
+    case 420:
+      bump(k.r420);
       break;
     case 421:
       bump(k.r421);

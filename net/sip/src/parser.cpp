@@ -4,6 +4,7 @@
 #include <cstring>
 
 #include "edge/net/sip/message.h"
+#include "edge/net/sip/utf8.h"
 #include "lex.h"
 
 namespace edge::sip {
@@ -80,12 +81,20 @@ Error scan_line(std::string_view buf, std::size_t i, std::size_t& eol) noexcept 
       case kLF:
         return Error::bad_line_ending;
       case kCtl:
+        // A quoted-pair escapes any control but CR and LF (RFC 3261 §25.1, RFC 4475
+        // intmeth): opaque to the edge, passed on as it came.
+        if (p > base + i && p[-1] == '\\') {
+          ++p;
+          break;
+        }
         return Error::control_character;
-      default: {
-        std::size_t n = utf8_sequence(p, end);
-        if (n == 0) return Error::invalid_utf8;
-        p += n;
-      }
+      default:
+        // Octets above 0x7f are text the edge never decodes (display names, reason
+        // phrases, unknown headers: UTF-8, or Latin-1 from older phones): passed on as
+        // they came. Where the edge does read (URIs, Via, tokens) the structured parsers
+        // refuse them by their own grammar; a WebSocket peer gets a message that is not
+        // UTF-8 in a binary frame (RFC 7118 §4.2, ws_connection.cpp).
+        ++p;
     }
   }
 }
@@ -114,6 +123,7 @@ bool valid_request_uri(std::string_view uri) noexcept {
 class Parser {
  public:
   static Error run(std::string_view in, Message& m, const ParseOptions& o);
+  static Error salvage(std::string_view in, Message& m, const Limits& lim);
 
  private:
   static Error start_line(std::string_view line, Message& m);
@@ -149,6 +159,8 @@ Error Parser::start_line(std::string_view line, Message& m) {
   std::string_view version = line.substr(sp2 + 1);
   if (!valid_request_uri(uri)) return Error::bad_request_uri;
   if (!is_sip_version(version)) {
+    // "SIP/2.0 " with trailing white space (RFC 4475 trws) is a malformed line, not another version.
+    if (is_sip_version(lex::trim(version))) return Error::bad_start_line;
     return version.size() >= 4 && lex::ieq(version.substr(0, 4), "SIP/") ? Error::bad_version
                                                                          : Error::bad_start_line;
   }
@@ -298,6 +310,105 @@ Error Parser::run(std::string_view in, Message& m, const ParseOptions& o) {
 
 Error parse(std::string_view bytes, Message& out, const ParseOptions& options) {
   return Parser::run(bytes, out, options);
+}
+
+namespace {
+// A logical header line [begin, end) (continuations included, final CRLF excluded) is fit to copy
+// into a response: no control character other than HT and the CRLF of a continuation.
+bool copyable_line(std::string_view line) noexcept {
+  for (std::size_t i = 0; i < line.size(); ++i) {
+    const auto u = static_cast<unsigned char>(line[i]);
+    if (u == '\r' && i + 2 < line.size() && line[i + 1] == '\n' && lex::is_wsp(line[i + 2])) {
+      ++i;
+      continue;
+    }
+    if ((u < 0x20 && u != '\t') || u == 0x7f) return false;
+  }
+  return true;
+}
+}  // namespace
+
+Error Parser::salvage(std::string_view in, Message& m, const Limits& lim) {
+  m.reset();
+  std::size_t skip = 0;
+  while (skip + 1 < in.size() && in[skip] == '\r' && in[skip + 1] == '\n') skip += 2;
+  std::string_view buf = in.substr(skip);
+  if (buf.empty()) return Error::empty_message;
+  if (buf.size() > 0xffffffffu) buf = buf.substr(0, 0xffffffffu);  // offsets are 32 bits
+  if (buf.size() >= 4 && lex::ieq(buf.substr(0, 4), "SIP/")) return Error::not_a_request;
+  m.raw_ = buf;
+  const std::size_t n = buf.size();
+  std::size_t eol = buf.find("\r\n");
+  if (eol == std::string_view::npos) eol = n;
+  m.start_line_ = buf.substr(0, eol);
+  // The method is the start line's first word when that is a token (RFC 3261 §25.1), else the CSeq's.
+  const std::string_view word = m.start_line_.substr(0, m.start_line_.find(' '));
+  if (!word.empty() && word.size() <= lim.max_header_line && lex::all_token(word)) m.method_name_ = word;
+
+  std::size_t pos = eol + 2;
+  while (pos < n) {
+    std::size_t end = buf.find("\r\n", pos);
+    if (end == std::string_view::npos) break;  // an unterminated last line is not copied
+    if (end == pos) {                          // the empty line: end of the header section
+      m.headers_end_ = pos;
+      break;
+    }
+    // The value runs over continuation lines (RFC 3261 §7.3.1).
+    while (end + 2 < n && lex::is_wsp(buf[end + 2])) {
+      const std::size_t next = buf.find("\r\n", end + 2);
+      if (next == std::string_view::npos) break;
+      end = next;
+    }
+    const std::size_t line_begin = pos;
+    pos = end + 2;
+    std::size_t name_end = line_begin;
+    while (name_end < end && lex::is_token(buf[name_end])) ++name_end;
+    std::size_t colon = name_end;
+    while (colon < end && lex::is_wsp(buf[colon])) ++colon;
+    if (name_end == line_begin || colon >= end || buf[colon] != ':') continue;
+    if (end - line_begin > lim.max_header_line || !copyable_line(buf.substr(line_begin, end - line_begin)))
+      continue;
+    const HeaderId id = header_id(buf.substr(line_begin, name_end - line_begin));
+    // Only what an answer copies (RFC 3261 §8.2.6.2), the first of each single-valued one.
+    if (id != HeaderId::via && id != HeaderId::from && id != HeaderId::to && id != HeaderId::call_id &&
+        id != HeaderId::cseq)
+      continue;
+    auto& first = m.first_[static_cast<std::size_t>(id)];
+    if (id != HeaderId::via && first != 0) continue;
+    if (m.header_count_ >= lim.max_headers) break;
+    Header& h = m.add_slot();
+    h.name = buf.substr(line_begin, name_end - line_begin);
+    h.value = lex::trim(buf.substr(colon + 1, end - colon - 1));
+    h.line_begin = static_cast<std::uint32_t>(line_begin);
+    h.line_end = static_cast<std::uint32_t>(end + 2);
+    h.id = id;
+    if (first == 0) first = static_cast<std::uint32_t>(m.header_count_);
+    if (id == HeaderId::cseq || id == HeaderId::call_id)
+      (void)single_valued(m, h);  // value kept when it reads
+  }
+  if (m.method_name_.empty()) m.method_name_ = m.cseq_.method;
+  if (m.method_name_.empty()) return Error::bad_start_line;  // nothing says this is a request
+  m.method_ = method_from_name(m.method_name_);
+  return Error::ok;
+}
+
+bool is_utf8(std::string_view s) noexcept {
+  const auto* p = reinterpret_cast<const unsigned char*>(s.data());
+  const auto* end = p + s.size();
+  while (p < end) {
+    if (*p < 0x80) {
+      ++p;
+      continue;
+    }
+    const std::size_t n = utf8_sequence(p, end);
+    if (n == 0) return false;
+    p += n;
+  }
+  return true;
+}
+
+Error salvage(std::string_view bytes, Message& out, const Limits& limits) {
+  return Parser::salvage(bytes, out, limits);
 }
 
 namespace {

@@ -102,6 +102,55 @@ Tag make_tag(std::uint64_t seed, std::uint64_t counter) noexcept {
   return t;
 }
 
+namespace {
+// The inverse of the splitmix64 finaliser (editor.cpp mix64).
+constexpr std::uint64_t inverse_odd(std::uint64_t a) noexcept {
+  std::uint64_t x = a;  // Newton: each step doubles the correct low bits (3 -> 6 -> ... -> 96)
+  for (int i = 0; i < 5; ++i) x *= 2 - a * x;
+  return x;
+}
+constexpr std::uint64_t unshift(std::uint64_t y, int s) noexcept {
+  std::uint64_t x = y;
+  for (int k = s; k < 64; k += s) x = y ^ (x >> s);
+  return x;
+}
+constexpr std::uint64_t mix64(std::uint64_t x) noexcept {
+  x ^= x >> 30;
+  x *= 0xbf58476d1ce4e5b9ULL;
+  x ^= x >> 27;
+  x *= 0x94d049bb133111ebULL;
+  x ^= x >> 31;
+  return x;
+}
+constexpr std::uint64_t unmix64(std::uint64_t x) noexcept {
+  x = unshift(x, 31);
+  x *= inverse_odd(0x94d049bb133111ebULL);
+  x = unshift(x, 27);
+  x *= inverse_odd(0xbf58476d1ce4e5b9ULL);
+  return unshift(x, 30);
+}
+static_assert(unmix64(mix64(0x0123456789abcdefULL)) == 0x0123456789abcdefULL);
+static_assert(unmix64(mix64(42)) == 42);
+}  // namespace
+
+bool is_own_tag(std::uint64_t seed, std::string_view tag, std::uint64_t issued) noexcept {
+  if (tag.size() != sizeof(Tag::text)) return false;
+  std::uint64_t v = 0;
+  for (char c : tag) {
+    int d;
+    if (c >= '0' && c <= '9')
+      d = c - '0';
+    else if (c >= 'a' && c <= 'f')
+      d = c - 'a' + 10;
+    else
+      return false;
+    v = v << 4 | static_cast<std::uint64_t>(d);
+  }
+  // make_tag = make_branch(seed ^ K, counter)[7..23) = hex(mix64(counter ^ mix64(seed ^ K))).
+  const std::uint64_t counter = unmix64(v) ^ mix64(seed ^ 0x7461677461677461ULL);
+  return counter < issued;
+}
+
 Error build_response(const Message& req, const ResponseSpec& spec, std::string& out) {
   if (!req.is_request()) return Error::not_a_request;
   if (req.method() == Method::ack) return Error::bad_edit_input;
@@ -112,12 +161,14 @@ Error build_response(const Message& req, const ResponseSpec& spec, std::string& 
     if (!lex::all_token(h.name) || !lex::is_one_line(h.value)) return Error::bad_edit_input;
 
   Editor vias(req);
-  if (!spec.source_ip.empty()) {
-    if (Error e = vias.add_received_rport(0, spec.source_ip, spec.source_port); e != Error::ok) return e;
-  }
+  // A top Via we cannot read (or none) is copied as it came: an answer that cannot carry
+  // received/rport is still better than none (RFC 3261 §16.3 step 1; the edge sends it back on
+  // the flow the request came on, whatever the Via says).
+  if (!spec.source_ip.empty()) (void)vias.add_received_rport(0, spec.source_ip, spec.source_port);
+  // A To we cannot read (or none) is copied as it came, without a tag.
   const Header* to = req.first(HeaderId::to);
   NameAddr to_value;
-  if (!to || parse_name_addr(to->value, to_value) != Error::ok) return Error::bad_name_addr;
+  const bool tag_to = to && parse_name_addr(to->value, to_value) == Error::ok && to_value.tag().empty();
 
   const std::size_t start = out.size();
   out.reserve(start + 256 + req.headers_end());
@@ -136,7 +187,7 @@ Error build_response(const Message& req, const ResponseSpec& spec, std::string& 
         vias.append_range(out, h.line_begin, h.line_end);
         break;
       case HeaderId::to:
-        if (spec.status > 100 && !spec.to_tag.empty() && to_value.tag().empty()) {
+        if (spec.status > 100 && !spec.to_tag.empty() && tag_to && &h == to) {
           const std::size_t value_end = req.offset_of(h.value) + h.value.size();
           out.append(raw.substr(h.line_begin, value_end - h.line_begin));
           out.append(";tag=");

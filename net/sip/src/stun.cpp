@@ -1,6 +1,8 @@
 // STUN Binding decode/encode with bounds checks, FINGERPRINT, and datagram demultiplexing.
 #include "edge/net/sip/stun.h"
 
+#include "lex.h"
+
 #include <cstring>
 
 namespace edge::sip::stun {
@@ -244,18 +246,23 @@ std::size_t encode_binding_error(const TransactionId& id, int code, std::string_
 DatagramKind classify_datagram(std::span<const std::uint8_t> d) noexcept {
   if (d.empty()) return DatagramKind::unknown;
   const std::uint8_t b = d[0];
-  if ((b & 0xc0) == 0) {
-    if (b == '\r' || b == '\n') {
-      for (std::uint8_t c : d)
-        if (c != '\r' && c != '\n') return DatagramKind::unknown;
-      return DatagramKind::keep_alive;
+  if (b == '\r' || b == '\n') {
+    // Only CR/LF: a keep-alive. CRLFs before a start line are ignored (RFC 3261 §7.5): SIP
+    // when a token character follows them.
+    for (std::uint8_t c : d) {
+      if (c == '\r' || c == '\n') continue;
+      return lex::is_token(static_cast<char>(c)) ? DatagramKind::sip : DatagramKind::unknown;
     }
-    // RFC 7983: 0..3 is STUN; the cookie confirms it (RFC 5389 §6).
-    if (d.size() >= kHeaderSize && b <= 3 && get32(d.data() + 4) == kMagicCookie) return DatagramKind::stun;
+    return DatagramKind::keep_alive;
+  }
+  // RFC 7983: 0..3 is STUN; the cookie confirms it (RFC 5389 §6).
+  if (b <= 3) {
+    if (d.size() >= kHeaderSize && get32(d.data() + 4) == kMagicCookie) return DatagramKind::stun;
     return DatagramKind::unknown;
   }
-  // A SIP start line begins with a method (a token) or "SIP/".
-  if ((b >= 'A' && b <= 'Z') || (b >= 'a' && b <= 'z')) return DatagramKind::sip;
+  // A SIP start line begins with a method (any token character: RFC 4475 intmeth starts with
+  // "!") or "SIP/".
+  if (lex::is_token(static_cast<char>(b))) return DatagramKind::sip;
   return DatagramKind::unknown;
 }
 

@@ -1,4 +1,5 @@
-// The 400/513 for a framing error: the header section parsed as a datagram, answered by sip::build_response.
+// The 400/513 for a framing error: what reads of the header section (sip::salvage), answered by
+// sip::build_response.
 #include "error_response.h"
 
 #include "edge/net/sip/message.h"
@@ -8,29 +9,12 @@ namespace edge::net::detail {
 
 std::string error_response(std::string_view bytes, int status, const TransportConfig& cfg) {
   if (status == 0) return {};
-  // Parse as a datagram so a message without (or with a broken) Content-Length
-  // still yields its Via/From/To/Call-ID/CSeq; only the header section is needed.
+  // Only the header section is read (a broken Content-Length is what usually broke
+  // the framing); an unterminated one is read up to its last complete line.
   const std::size_t end = bytes.find("\r\n\r\n");
-  if (end == std::string_view::npos) return {};
-  // Content-Length lines are what usually broke the framing: leave them out
-  // (a datagram parse does not need one). This is the rare error path; the copy is fine.
-  std::string head;
-  head.reserve(end + 4);
-  std::string_view rest = bytes.substr(0, end + 2);
-  while (!rest.empty()) {
-    std::size_t eol = rest.find("\r\n");
-    std::string_view line = rest.substr(0, eol + 2);
-    rest.remove_prefix(line.size());
-    std::string_view name = line.substr(0, line.find(':'));
-    while (!name.empty() && (name.back() == ' ' || name.back() == '\t')) name.remove_suffix(1);
-    if (sip::header_id(name) == sip::HeaderId::content_length) continue;
-    head.append(line);
-  }
-  head.append("\r\n");
+  if (end != std::string_view::npos) bytes = bytes.substr(0, end + 4);
   sip::Message msg;
-  sip::ParseOptions opt;
-  opt.limits.max_message_size = head.size() + 1;
-  if (sip::parse(head, msg, opt) != sip::Error::ok || !msg.is_request()) return {};
+  if (sip::salvage(bytes, msg) != sip::Error::ok || msg.method() == sip::Method::ack) return {};
   std::string out;
   sip::ExtraHeader server{"Server", cfg.server_header};
   sip::ResponseSpec spec;

@@ -9,9 +9,9 @@
 namespace edge::net::detail {
 
 // A response with `status` (400, 513, ...) to the request at the start of
-// `bytes`, when enough of its header section parses to address one (Via, From,
+// `bytes`, from whatever of its header section reads (sip::salvage: Via, From,
 // To, Call-ID, CSeq; Content-Length is ignored, it is what usually broke the
-// framing); empty otherwise, and for status 0 or a response.
+// framing); empty for status 0, a response, an ACK or bytes that are no request.
 std::string error_response(std::string_view bytes, int status, const TransportConfig& cfg);
 
 }  // namespace edge::net::detail

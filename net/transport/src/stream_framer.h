@@ -137,6 +137,13 @@ Drained StreamFramer::drain(Sink& sink) {
         phase_ = ReadPhase::idle;  // between messages; the next frame (or an empty buffer) says what follows
         continue;
       case sip::FrameStatus::need_more:
+        if (data[0] == '\r') {
+          // "\r", "\r\n" or "\r\n\r": a keep-alive or a CRLF before a start line, not yet
+          // told apart. No message has begun (RFC 3261 §7.5): no header deadline.
+          phase_ = ReadPhase::idle;
+          sink.on_phase(ReadPhase::idle);
+          return Drained::read_more;
+        }
         if (phase_ == ReadPhase::idle) {
           phase_ = ReadPhase::header;
           sink.on_phase(ReadPhase::header);

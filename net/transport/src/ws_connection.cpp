@@ -3,6 +3,8 @@
 #include "client_connection.h"
 #include "ws_framing.h"
 
+#include "edge/net/sip/utf8.h"
+
 #include <boost/asio/ssl/stream.hpp>
 #include <boost/beast/core/flat_buffer.hpp>
 #include <boost/beast/http.hpp>
@@ -171,6 +173,10 @@ class WsConnection final : public ClientConnection {
       return;
     }
     in_flight_ = 1;  // one SIP message per WebSocket message
+    // RFC 7118 §4.2: a text frame must hold UTF-8 (RFC 6455 §8.1: the peer fails the
+    // connection otherwise); a message with other octets (a binary body, a Latin-1 display
+    // name passed on as it came) goes in a binary frame.
+    ws_.text(sip::is_utf8(writes_.front()));
     ws_.async_write(
         asio::buffer(writes_.front()),
         [self = shared(), this](const boost::system::error_code& ec, std::size_t n) { on_write(ec, n); });

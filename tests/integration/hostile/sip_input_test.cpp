@@ -51,7 +51,13 @@ TEST_P(StreamInput, TruncatedMessagesLeaveNothingBehind) {
   TestUa& silent = evil();
   silent.send_raw(whole.substr(0, whole.size() / 2));
   const Outcome o = await_outcome(silent, Millis(6000));
-  EXPECT_TRUE(o.closed && !o.status) << "a half message must be closed by the header timeout: " << o;
+  if (is_websocket(GetParam())) {
+    // A WebSocket message is a whole SIP message: half of one is malformed, and it is answered
+    // 400 from what reads of it (issue 17: never silence on a connection), or closed.
+    expect_error_or_close(o, {400});
+  } else {
+    EXPECT_TRUE(o.closed && !o.status) << "a half message must be closed by the header timeout: " << o;
+  }
   expect_unharmed();
 }
 

@@ -89,9 +89,12 @@ TEST_F(Errors, AnUnparseableRequestWithTheHeadersToAnswerGets400) {
 
 TEST_F(Errors, UdpGarbageIsDroppedAndCounted) {
   from_client(kAlice, "\x16\x03\x01 not sip at all\r\n\r\n");
-  from_client(kAlice, crlf("INVITE sip:x SIP/2.0\nVia: SIP/2.0/UDP 1.2.3.4\n\n"));
+  from_client(kAlice, crlf("INVITE sip:x SIP/2.0\nFrom: <sip:a@b>;tag=1\n\n"));  // no Via: nowhere to answer
   EXPECT_TRUE(out_.sent.empty());
   EXPECT_EQ(proxy_->stats().drop_unparseable, 2u);
+  // A request with nothing but a Via still gets its 400 (issue 17: from whatever reads).
+  from_client(kAlice, crlf("INVITE sip:x SIP/2.0\nVia: SIP/2.0/UDP 1.2.3.4\n\n"));
+  EXPECT_EQ(Out(out_.take().bytes, false).status(), 400);
 }
 
 TEST_F(Errors, CoreUnreachableIs503WithRetryAfter) {

@@ -235,7 +235,12 @@ TEST(Stun, DatagramDemultiplexing) {
   EXPECT_EQ(kind("SIP/2.0 200 OK\r\n"), stun::DatagramKind::sip);
   EXPECT_EQ(kind("\r\n\r\n"), stun::DatagramKind::keep_alive);
   EXPECT_EQ(kind("\r\n"), stun::DatagramKind::keep_alive);
-  EXPECT_EQ(kind("\r\nX"), stun::DatagramKind::unknown);
+  // CRLFs before a start line are ignored (RFC 3261 §7.5), and a method may begin with any token
+  // character (RFC 4475 intmeth): both are SIP (issue 17; they were dropped).
+  EXPECT_EQ(kind("\r\nX"), stun::DatagramKind::sip);
+  EXPECT_EQ(kind("\r\n\r\nOPTIONS sip:example.test SIP/2.0\r\n"), stun::DatagramKind::sip);
+  EXPECT_EQ(kind("!interesting-Method0123456789_*+`.%indeed'~ sip:x SIP/2.0\r\n"), stun::DatagramKind::sip);
+  EXPECT_EQ(kind("\r\n\x16\x03"), stun::DatagramKind::unknown);
   EXPECT_EQ(kind(""), stun::DatagramKind::unknown);
   EXPECT_EQ(kind(std::string_view("\x00\x01\x00\x00", 4)),
             stun::DatagramKind::unknown);  // too short

@@ -184,17 +184,35 @@ TEST(StreamFramer, CrlfAndCrlfCrlfKeepAlivesBetweenMessages) {
 TEST(StreamFramer, AKeepAliveSplitAcrossReadsIsOnePing) {
   StreamFramer f(limits());
   RecordingSink s;
-  // "\r\n" alone may be the first half of a ping: wait, and say a frame has begun.
+  // "\r\n" alone may be the first half of a ping: wait, but no message has begun, so no header
+  // deadline (issue 17: a client's lone CRLF keep-alive used to arm it, and the connection was
+  // closed at limits.header_read_timeout_ms).
   EXPECT_EQ(feed(f, s, "\r\n"), Drained::read_more);
-  EXPECT_EQ(s.events, events({"header"}));
-  EXPECT_EQ(feed(f, s, "\r\n"), Drained::read_more);
-  EXPECT_EQ(s.events, events({"header", "ping", "idle"}));
-  // A lone CRLF is known to be one as soon as a start line follows it.
+  EXPECT_EQ(s.events, events({"idle"}));
+  EXPECT_EQ(f.phase(), ReadPhase::idle);
+  EXPECT_EQ(feed(f, s, "\r"), Drained::read_more);
+  EXPECT_EQ(s.events, events({"idle", "idle"}));
+  EXPECT_EQ(feed(f, s, "\n"), Drained::read_more);
+  EXPECT_EQ(s.events, events({"idle", "idle", "ping", "idle"}));
+  // A lone CRLF is known to be one as soon as a start line follows it (RFC 3261 §7.5: ignored).
   s.events.clear();
   const std::string m = sip_request("OPTIONS", "after-crlf");
   EXPECT_EQ(feed(f, s, "\r\n"), Drained::read_more);
   EXPECT_EQ(feed(f, s, m), Drained::read_more);
-  EXPECT_EQ(s.events, events({"header", "crlf", "message 0", "idle"}));
+  EXPECT_EQ(s.events, events({"idle", "crlf", "message 0", "idle"}));
+  ASSERT_EQ(s.messages.size(), 1u);
+  EXPECT_EQ(s.messages[0], m);
+}
+
+// A message followed, in the same read, by the first CRLF of the next keep-alive: the body
+// deadline of the message must not outlive it.
+TEST(StreamFramer, ACrlfBehindAMessageReportsIdle) {
+  StreamFramer f(limits());
+  RecordingSink s;
+  const std::string m = sip_request("OPTIONS", "crlf-behind");
+  EXPECT_EQ(feed(f, s, m.substr(0, 10)), Drained::read_more);
+  EXPECT_EQ(feed(f, s, m.substr(10) + "\r\n"), Drained::read_more);
+  EXPECT_EQ(s.events, events({"header", "message 0", "idle"}));
 }
 
 TEST(StreamFramer, AHeldMessageStaysBufferedAndIsDeliveredByTheNextDrain) {
@@ -378,6 +396,34 @@ TEST(FramingErrorResponse, NothingWhenTheBytesCannotBeAddressed) {
   EXPECT_TRUE(
       detail::error_response("SIP/2.0 200 OK\r\nCall-ID: x\r\n\r\n", 400, cfg).empty());  // a response
   EXPECT_TRUE(detail::error_response(sip_request("OPTIONS", "zero"), 0, cfg).empty());    // no status
+  EXPECT_TRUE(detail::error_response("ACK sip:a@b SIP/2.0\r\nContent-Length: x\r\n\r\n", 400, cfg).empty());
+}
+
+// Issue 17: what could not be framed is answered from whatever of it reads, never with silence
+// when there is a method: a missing Call-ID, a second CSeq, a header section cut off by the limit.
+TEST(FramingErrorResponse, AnswersFromWhatReadsOfABrokenHeaderSection) {
+  TransportConfig cfg;
+  std::string no_call_id = sip_request("OPTIONS", "gone");
+  no_call_id.erase(no_call_id.find("Call-ID: gone\r\n"), 15);
+  no_call_id.replace(no_call_id.find("Content-Length: 0"), 17, "Content-Length: -1");
+  std::string r = detail::error_response(no_call_id, 400, cfg);
+  EXPECT_EQ(r.rfind("SIP/2.0 400 ", 0), 0u) << r;
+  EXPECT_NE(r.find("Via: SIP/2.0/TCP 127.0.0.1:5099;branch=z9hG4bK-gone"), std::string::npos) << r;
+  EXPECT_EQ(r.find("Call-ID"), std::string::npos) << r;
+
+  std::string two_cseq = sip_request("OPTIONS", "twice");
+  two_cseq.insert(two_cseq.find("Content-Length"), "CSeq: 99 OPTIONS\r\nContent-Length: 5\r\n");
+  r = detail::error_response(two_cseq, 400, cfg);
+  EXPECT_EQ(r.rfind("SIP/2.0 400 ", 0), 0u) << r;
+  EXPECT_EQ(r.find("CSeq: 99"), std::string::npos) << "only the first CSeq is copied: " << r;
+
+  // Oversized: the header section never ended; its complete lines still address a 513.
+  std::string cut = sip_request("OPTIONS", "cut");
+  cut.resize(cut.find("Content-Length"));
+  cut += "X-Long: " + std::string(1000, 'a');
+  r = detail::error_response(cut, 513, cfg);
+  EXPECT_EQ(r.rfind("SIP/2.0 513 ", 0), 0u) << r;
+  EXPECT_NE(r.find("Call-ID: cut\r\n"), std::string::npos) << r;
 }
 
 }  // namespace

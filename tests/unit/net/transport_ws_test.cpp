@@ -47,6 +47,31 @@ TEST_F(WsTest, UpgradeEchoesSipSubprotocolAndDeliversOneMessagePerWsMessage) {
   EXPECT_EQ(handler->messages()[0].flow.transport, Transport::ws);
 }
 
+// RFC 7118 §4.2: a SIP message that is not UTF-8 (a binary body, a Latin-1 display name passed on
+// as it came) goes in a binary frame; a text frame would make the peer fail the connection.
+TEST_F(WsTest, AMessageThatIsNotUtf8GoesInABinaryFrame) {
+  start();
+  handler->echo_prefix = "echo:";
+  PlainWs c;
+  ASSERT_TRUE(c.connect(ws4(), "sip"));
+  // In a binary frame (send() writes text; a text frame with these bytes is refused on the way in).
+  const std::string latin1 = sip_request("MESSAGE", "w-latin1", "Zo\xeb");
+  c.ws.binary(true);
+  auto w =
+      run_op(c.io, [&](OpHandler h) { c.ws.async_write(asio::buffer(latin1.data(), latin1.size()), h); });
+  ASSERT_FALSE(w.ec) << w.ec.message();
+  std::string got;
+  ASSERT_TRUE(c.read(got));
+  EXPECT_EQ(got, "echo:" + latin1);
+  EXPECT_TRUE(c.ws.got_binary());
+  // The next one is UTF-8 again: a text frame.
+  const std::string utf8 = sip_request("MESSAGE", "w-utf8", "Zo\xc3\xab");
+  ASSERT_TRUE(c.send(utf8));
+  ASSERT_TRUE(c.read(got));
+  EXPECT_EQ(got, "echo:" + utf8);
+  EXPECT_TRUE(c.ws.got_text());
+}
+
 TEST_F(WsTest, WorksOverIpv6AndOverTls) {
   start();
   PlainWs six;

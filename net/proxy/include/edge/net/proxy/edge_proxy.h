@@ -104,7 +104,7 @@ class EdgeProxy final : public MessageHandler {
   void send_reply_bytes(Ctx& c, int status, std::string bytes);
   void edit_failed(Ctx& c, sip::Error e);
   bool finish_edit(Ctx& c, sip::Editor& ed, sip::Error e, std::string& bytes);
-  void unparseable(const Inbound& in, Network& out, const sip::Message& m, int error_status);
+  void unparseable(const Inbound& in, Network& out, const sip::Message* m, int error_status);
   void log(LogLevel level, LogEvent event, std::string_view fields, Clock::time_point now);
   // A Via of ours toward the core (our core-side sent-by, a branch we made for a client's request).
   bool been_to_core_through_us(const sip::Message& m) const noexcept;

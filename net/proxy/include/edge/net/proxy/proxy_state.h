@@ -61,7 +61,7 @@ struct ProxyStateOptions {
                       X(drop_response_not_ours) X(drop_response_flow_gone) X(drop_response_core_down)        \
                           X(drop_ack) X(drop_answer_undeliverable) X(drop_edit_failed) X(drop_hsm_busy)      \
                               X(hsm_parked) X(hsm_resumed) X(hsm_refused_budget) X(hsm_refused_queue_full)   \
-                                  X(hsm_shed) X(hsm_resume_dropped)
+                                  X(hsm_shed) X(hsm_resume_dropped) X(r420) X(acks_absorbed)
 
 struct ProxyCounters {
 // NOLINTNEXTLINE(bugprone-macro-parentheses): name is a member's identifier, not an expression
@@ -111,6 +111,8 @@ class ProxyState {
   const BranchCodec& branches() const noexcept { return branches_; }
   // A To tag for an answer of ours; never the same twice in a process.
   sip::Tag next_tag() noexcept;
+  // True for a To tag next_tag() handed out (an ACK for an answer of ours).
+  bool own_tag(std::string_view tag) const noexcept;
 
   TransactionTable& transactions() noexcept { return transactions_; }
   // Null when options().hsm_offload is false.

@@ -26,8 +26,8 @@ struct ProxyStats {
   std::uint64_t forwarded_to_core = 0;  // requests and responses
   std::uint64_t forwarded_to_flow = 0;  // requests and responses
   std::uint64_t local_responses = 0;    // every answer we generated, any status
-  std::uint64_t r200_options = 0, r400 = 0, r403 = 0, r404 = 0, r408 = 0, r416 = 0, r421 = 0, r430 = 0,
-                r439 = 0, r483 = 0, r500 = 0, r503 = 0;
+  std::uint64_t r200_options = 0, r400 = 0, r403 = 0, r404 = 0, r408 = 0, r416 = 0, r420 = 0, r421 = 0,
+                r430 = 0, r439 = 0, r483 = 0, r500 = 0, r503 = 0;
   // RFC 5626 work.
   std::uint64_t paths_added = 0, record_routes_added = 0;
   std::uint64_t incoming_via_token = 0;  // routed to a flow by a token
@@ -46,6 +46,7 @@ struct ProxyStats {
   std::uint64_t hsm_resume_dropped = 0;
   // Transaction memory.
   std::uint64_t retransmissions_absorbed = 0, responses_replayed = 0;
+  std::uint64_t acks_absorbed = 0;  // ACKs for final responses of ours (RFC 3261 §17.1.1.3): end here
   std::uint64_t retransmissions_to_clients = 0, transaction_evictions = 0;
   // Drops, by reason (nothing else is ever silently dropped).
   std::uint64_t drop_unparseable = 0;        // no response could be built

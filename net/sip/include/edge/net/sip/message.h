@@ -177,6 +177,17 @@ struct ParseOptions {
 // to forward the message.
 Error parse(std::string_view bytes, Message& out, const ParseOptions& options = {});
 
+// For a request parse() refused: reads what it can so an error response can still be built
+// (RFC 3261 §8.2.6.2, §16.3 step 1: a 400 rather than silence). Keeps every Via line and the
+// first From, To, Call-ID and CSeq line; skips every other line, a line that is not
+// `token *WSP ":" ...` or that holds a control character, and any second copy. The start line
+// may be broken: method_name() is its first word when that is a token, else the CSeq method.
+// Nothing else is checked: only for build_response, never for forwarding.
+// Error::not_a_request for a response, empty_message for nothing, bad_start_line when no method
+// reads (neither the start line's first word nor a CSeq); ok otherwise (the result may lack
+// any of these headers).
+Error salvage(std::string_view bytes, Message& out, const Limits& limits = {});
+
 enum class FrameStatus : std::uint8_t {
   need_more,   // size: total bytes the message needs once the header section is complete, else 0
   message,     // size: the message occupies bytes [0, size)

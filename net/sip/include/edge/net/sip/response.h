@@ -28,7 +28,9 @@ struct ResponseSpec {
 };
 
 // RFC 3261 §8.2.6.2: copies every Via (in order), From, To (adding the tag), Call-ID and CSeq
-// of the request, adds the extra headers and "Content-Length: 0". Appends to out.
+// of the request, adds the extra headers and "Content-Length: 0". Appends to out. Works on a
+// salvage()d request too: what is missing is missing from the answer; a To that does not read
+// as a name-addr gets no tag, a top Via that does not read gets no received/rport.
 // not_a_request for a response, bad_edit_input for an ACK (never answered) or a bad spec.
 Error build_response(const Message& request, const ResponseSpec& spec, std::string& out);
 
@@ -40,5 +42,8 @@ struct Tag {
   std::string_view view() const noexcept { return {text, sizeof text}; }
 };
 Tag make_tag(std::uint64_t seed, std::uint64_t counter) noexcept;
+// True when `tag` is make_tag(seed, c) for some c < issued (make_tag is a bijection of the counter,
+// so this needs no table; a foreign 16-hex-digit tag matches with probability issued / 2^64).
+bool is_own_tag(std::uint64_t seed, std::string_view tag, std::uint64_t issued) noexcept;
 
 }  // namespace edge::sip

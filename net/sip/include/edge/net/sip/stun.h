@@ -80,7 +80,7 @@ std::uint32_t crc32(std::span<const std::uint8_t> data) noexcept;
 // What arrived on a SIP UDP port.
 enum class DatagramKind : std::uint8_t {
   stun,        // top two bits 00, at least a header, magic cookie present (RFC 7983 / 5389)
-  sip,         // starts like a SIP start line (a token character)
+  sip,         // starts like a SIP start line (a token character), maybe after CRLFs (RFC 3261 §7.5)
   keep_alive,  // only CR/LF bytes: a CRLF keep-alive some UAs send over UDP
   unknown,     // drop
 };
