@@ -265,6 +265,9 @@ TransportStats Transports::stats() const {
   s.core_messages_in = c.core_messages_in.load();
   s.core_messages_out = c.core_messages_out.load();
   s.core_queue_full = c.core_queue_full.load();
+  s.core_keepalive_timeouts = c.core_keepalive_timeouts.load();
+  s.core_refused_down = c.core_refused_down.load();
+  s.core_stale_dropped = c.core_stale_dropped.load();
   s.core_identity_failures = c.core_identity_failures.load();
   s.core_identity_error = state_->core_identity_error();
   if (const auto core = state_->core) s.core_queued_now = core->queued();
