@@ -293,6 +293,11 @@ bool Transports::send_to_core(std::string bytes) {
   return core && core->send(std::move(bytes));
 }
 
+std::uint64_t Transports::core_link_epoch() const noexcept {
+  const auto& c = state_->counters;
+  return c.core_connects.load(std::memory_order_relaxed) + c.core_disconnects.load(std::memory_order_relaxed);
+}
+
 bool Transports::flow_alive(const FlowKey& flow) const { return state_->table.find(flow) != nullptr; }
 
 std::shared_ptr<flow::FlowToken> Transports::flow_token(const FlowKey& flow) {

@@ -171,6 +171,7 @@ class Transports final : public Network {
   // Network
   bool send_to_flow(const FlowKey& flow, std::string bytes) override;
   bool send_to_core(std::string bytes) override;
+  std::uint64_t core_link_epoch() const noexcept override;
   bool flow_alive(const FlowKey& flow) const override;
   std::shared_ptr<flow::FlowToken> flow_token(const FlowKey& flow) override;
   void mark_registered(const FlowKey& flow, std::chrono::seconds flow_timer) override;
