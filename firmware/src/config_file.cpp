@@ -125,6 +125,11 @@ EdgedConfig parse_config_text(const std::string& text, const std::string& origin
   c.core.enabled = false;
   // The core's TLS identity, applied once the core URI is known (any line order).
   std::string core_tls_server_name, core_tls_pin_sha256;
+  // The core link's watch, applied once the core URI is known too.
+  const net::CoreConfig core_defaults;
+  std::chrono::milliseconds core_keepalive_interval = core_defaults.keepalive_interval;
+  std::chrono::milliseconds core_keepalive_timeout = core_defaults.keepalive_timeout;
+  std::chrono::milliseconds core_max_queue_age = core_defaults.max_queue_age;
   std::string line;
   int lineno = 0;
   while (std::getline(in, line)) {
@@ -209,6 +214,12 @@ EdgedConfig parse_config_text(const std::string& text, const std::string& origin
         core_tls_server_name = value;
       } else if (key == "core.tls_pin_sha256") {
         core_tls_pin_sha256 = value;
+      } else if (key == "core.keepalive_interval_ms") {
+        core_keepalive_interval = std::chrono::milliseconds(number<std::int64_t>(value, 0, 3'600'000, what));
+      } else if (key == "core.keepalive_timeout_ms") {
+        core_keepalive_timeout = std::chrono::milliseconds(number<std::int64_t>(value, 100, 600'000, what));
+      } else if (key == "core.max_queue_age_ms") {
+        core_max_queue_age = std::chrono::milliseconds(number<std::int64_t>(value, 100, 600'000, what));
       } else if (key == "tls.certificate") {
         c.tls.certificate_chain_file = value;
       } else if (key == "tls.private_key") {
@@ -272,6 +283,9 @@ EdgedConfig parse_config_text(const std::string& text, const std::string& origin
   if (!c.core.enabled) throw ConfigError(origin + ": no core next hop (core = sip:IP:PORT;transport=tcp)");
   c.core.tls_server_name = core_tls_server_name;
   c.core.tls_pin_sha256 = core_tls_pin_sha256;
+  c.core.keepalive_interval = core_keepalive_interval;
+  c.core.keepalive_timeout = core_keepalive_timeout;
+  c.core.max_queue_age = core_max_queue_age;
   c.tls.certificate_chain_file = resolve(state_dir, c.tls.certificate_chain_file);
   c.tls.private_key_file = resolve(state_dir, c.tls.private_key_file);
   c.tls.ca_file = resolve(state_dir, c.tls.ca_file);

@@ -337,6 +337,15 @@ class EdgeCollector final : public prometheus::Collectable {
            core);
     sample(out.counter("edge_core_queue_full_total", "messages refused because the core queue was full"),
            d(t.core_queue_full), core);
+    sample(out.counter("edge_core_keepalive_timeouts_total",
+                       "links to the core dropped because a CRLF ping went unanswered (core.keepalive_timeout_ms)"),
+           d(t.core_keepalive_timeouts), core);
+    sample(out.counter("edge_core_refused_down_total",
+                       "messages for the core refused while its link was down (503)"),
+           d(t.core_refused_down), core);
+    sample(out.counter("edge_core_stale_dropped_total",
+                       "queued messages dropped unsent because they waited longer than core.max_queue_age_ms"),
+           d(t.core_stale_dropped), core);
   }
 
   const SipFrontEnd& fe_;

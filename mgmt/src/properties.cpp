@@ -441,6 +441,30 @@ PropertyRegistry::PropertyRegistry() {
         }
         c.mutable_sip()->set_core_tls_pin_sha256(std::string(v));
       });
+  // The core link's watch (net CoreConfig; docs/operations.md, "When the core is down").
+  const auto core_link_uint = [&p](const char* name, std::uint64_t def, std::uint64_t min, std::uint64_t max,
+                                   const char* description, bool (v1::CoreLinkSettings::*has)() const,
+                                   std::uint64_t (v1::CoreLinkSettings::*read)() const,
+                                   void (v1::CoreLinkSettings::*write)(std::uint64_t)) {
+    p.uint(
+        name, def, min, max, kListeners, description,
+        [def, has, read](const C& c) {
+          const auto& l = c.sip().core_link();
+          return u((l.*has)() ? (l.*read)() : def);
+        },
+        [write](C& c, S v) { (c.mutable_sip()->mutable_core_link()->*write)(n(v)); });
+  };
+  using CL = v1::CoreLinkSettings;
+  core_link_uint("core.keepalive_interval_ms", 5'000, 0, 3'600'000,
+                 "CRLFCRLF ping to a TCP/TLS core this often (RFC 5626 4.4.1); 0: none",
+                 &CL::has_keepalive_interval_ms, &CL::keepalive_interval_ms, &CL::set_keepalive_interval_ms);
+  core_link_uint(
+      "core.keepalive_timeout_ms", 5'000, 100, 600'000,
+      "no pong (or other bytes) from the core this long after a ping: the link is dropped and reconnected",
+      &CL::has_keepalive_timeout_ms, &CL::keepalive_timeout_ms, &CL::set_keepalive_timeout_ms);
+  core_link_uint("core.max_queue_age_ms", 4'000, 100, 600'000,
+                 "a message that waited this long for the core link is dropped, never sent",
+                 &CL::has_max_queue_age_ms, &CL::max_queue_age_ms, &CL::set_max_queue_age_ms);
 
   p.add(
       "tls.certificate", PT::string, "", kFrontEnd, "PEM certificate chain of tls/wss listeners",

@@ -404,7 +404,8 @@ void EdgeProxy::on_request(Ctx& c) {
     // A message back from HSM work was recorded when it first came in (its
     // retransmissions meanwhile were absorbed): carry on with that entry.
     TransactionTable::UpstreamHit hit;
-    if (!c.resumed) hit = state_->transactions().upstream_request(key, c.in.flow, c.now);
+    if (!c.resumed)
+      hit = state_->transactions().upstream_request(key, c.in.flow, c.now, c.out.core_link_epoch());
     if (hit.seen == TransactionTable::Seen::retransmission) {
       if (!hit.replay.empty()) {
         bump(counters_->responses_replayed);
@@ -887,25 +888,32 @@ void EdgeProxy::forward_to_flow(Ctx& c, const FlowKey& flow, bool dialog) {
   }
   std::string bytes;
   if (!finish_edit(c, ed, e, bytes)) return;
-  // Nobody retransmits on the UDP leg of a request the core sent over a reliable
-  // connection: we do, and answer 408 once if the client stays silent.
-  const bool track = c.in.from_core && flow.transport == flow::Transport::udp &&
-                     config_.core_side.transport != flow::Transport::udp && m.method() != Method::ack;
-  std::string copy;
-  if (track) copy = bytes;
+  // A request from the core is remembered until the client's final response:
+  // should the flow close first (a send that was posted to its worker, writes
+  // still queued, a UDP flow timing out) the core gets 430 for it, once (RFC
+  // 5626 §5.3). Recorded before the send, so a close racing it finds it. And
+  // nobody retransmits on the UDP leg of a request the core sent over a
+  // reliable connection: we do, and answer 408 once if the client stays silent.
+  const bool track = c.in.from_core && m.method() != Method::ack;
+  std::string key;
+  if (track) {
+    key.assign(branch.view());
+    key += method_class(m.method());
+    const bool retransmit =
+        flow.transport == flow::Transport::udp && config_.core_side.transport != flow::Transport::udp;
+    state_->transactions().downstream_request(key, flow, m.method() == Method::invite, bytes, c.now,
+                                              retransmit);
+  }
   if (!c.out.send_to_flow(flow, std::move(bytes))) {
-    log(LogLevel::info, LogEvent::flow_failed, "status=430 flow=" + flow::to_string(flow), c.now);
-    reply(c, 430);
+    // Answered here unless the flow's close already took the entry (its 430 is due).
+    if (!track || state_->transactions().take_downstream(key)) {
+      log(LogLevel::info, LogEvent::flow_failed, "status=430 flow=" + flow::to_string(flow), c.now);
+      reply(c, 430);
+    }
     return;
   }
   bump(counters_->forwarded_to_flow);
   bump(counters_->requests_out_flow, m.method());
-  if (track) {
-    std::string key(branch.view());
-    key += method_class(m.method());
-    state_->transactions().downstream_request(key, flow, m.method() == Method::invite, std::move(copy),
-                                              c.now);
-  }
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -939,7 +947,7 @@ void EdgeProxy::on_response(Ctx& c) {
   const int status = m.status();
   std::string key(top.branch);
   key += method_class(sip::method_from_name(m.cseq().method));
-  if (!c.in.from_core) state_->transactions().downstream_response(key, status);
+  if (!c.in.from_core) state_->transactions().downstream_response(key, status, c.now);
 
   sip::Editor ed(m);
   Error e = ed.remove_top_via();

@@ -148,14 +148,16 @@ void ProxyState::on_timer(Clock::time_point now, Network& net) {
       if (net.send_to_flow(d.flow, std::move(d.bytes))) bump(counters_.retransmissions_to_clients);
       continue;
     }
-    // Timer B/F fired with no answer from the UDP client: 408 to the core, once.
+    // Timer B/F fired with no answer from the UDP client: 408 to the core, once;
+    // the flow closed before the client's final response: 430 (RFC 5626 §5.3), once.
     // The stored request carries our Via on top; the core must not see it.
     sip::Message req;
     std::string resp;
     if (sip::parse(d.bytes, req) != sip::Error::ok || req.method() == sip::Method::ack) continue;
     const sip::Tag tag = next_tag();
     sip::ResponseSpec spec;
-    spec.status = 408;
+    const int status = d.kind == TransactionTable::Due::Kind::flow_failed ? 430 : 408;
+    spec.status = status;
     spec.to_tag = tag.view();
     if (sip::build_response(req, spec, resp) != sip::Error::ok) continue;
     sip::Message rm;
@@ -164,9 +166,10 @@ void ProxyState::on_timer(Clock::time_point now, Network& net) {
     if (ed.remove_top_via() != sip::Error::ok) continue;
     std::string bytes;
     ed.serialize(bytes);
-    count_status(408);
+    count_status(status);
     if (!net.send_to_core(std::move(bytes))) bump(counters_.drop_answer_undeliverable);
-    log(LogLevel::info, LogEvent::flow_failed, "status=408 flow=" + flow::to_string(d.flow), now);
+    log(LogLevel::info, LogEvent::flow_failed,
+        "status=" + std::to_string(status) + " flow=" + flow::to_string(d.flow), now);
   }
 }
 

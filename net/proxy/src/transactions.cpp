@@ -47,16 +47,18 @@ TransactionTable::Entry& TransactionTable::insert(std::string_view key, Clock::t
 
 TransactionTable::UpstreamHit TransactionTable::upstream_request(std::string_view key,
                                                                  const flow::FlowKey& client,
-                                                                 Clock::time_point now) {
+                                                                 Clock::time_point now,
+                                                                 std::uint64_t core_epoch) {
   std::lock_guard lock(mu_);
   auto it = entries_.find(key);
   if (it != entries_.end() && !it->second.downstream && it->second.expires > now &&
-      it->second.flow == client) {
+      it->second.flow == client && (!it->second.last_response.empty() || it->second.epoch == core_epoch)) {
     return {Seen::retransmission, it->second.last_response};
   }
   if (it != entries_.end()) erase(it);
   Entry& e = insert(key, now);
   e.flow = client;
+  e.epoch = core_epoch;
   e.expires = now + 64 * timers_.t1;  // Timer B/F: the client gives up by then
   return {};
 }
@@ -83,12 +85,13 @@ void TransactionTable::upstream_response(std::string_view key, const flow::FlowK
 }
 
 void TransactionTable::downstream_request(std::string_view key, const flow::FlowKey& client, bool invite,
-                                          std::string bytes, Clock::time_point now) {
+                                          std::string bytes, Clock::time_point now, bool retransmit) {
   std::lock_guard lock(mu_);
   if (auto it = entries_.find(key); it != entries_.end()) erase(it);
   Entry& e = insert(key, now);
   e.downstream = true;
   e.invite = invite;
+  e.retransmit = retransmit;
   e.flow = client;
   e.request = std::move(bytes);
   e.interval = timers_.t1;
@@ -97,7 +100,7 @@ void TransactionTable::downstream_request(std::string_view key, const flow::Flow
   e.expires = e.deadline + timers_.t1;
 }
 
-void TransactionTable::downstream_response(std::string_view key, int status) noexcept {
+void TransactionTable::downstream_response(std::string_view key, int status, Clock::time_point now) noexcept {
   std::lock_guard lock(mu_);
   auto it = entries_.find(key);
   if (it == entries_.end() || !it->second.downstream) return;
@@ -109,6 +112,20 @@ void TransactionTable::downstream_response(std::string_view key, int status) noe
   // RFC 3261 §17.1.2.2: a non-INVITE client transaction keeps retransmitting at T2
   // once a provisional came; an INVITE stops (§17.1.1.2).
   it->second.interval = timers_.t2;
+  // A ringing INVITE may wait for its final response up to the core's Timer C
+  // (more than 3 minutes, §16.6 step 11): a flow lost meanwhile still gets its 430.
+  if (it->second.invite) {
+    it->second.deadline = std::max(it->second.deadline, now + kTimerC);
+    it->second.expires = std::max(it->second.expires, it->second.deadline + timers_.t1);
+  }
+}
+
+bool TransactionTable::take_downstream(std::string_view key) noexcept {
+  std::lock_guard lock(mu_);
+  auto it = entries_.find(key);
+  if (it == entries_.end() || !it->second.downstream || it->second.flow_failed) return false;
+  erase(it);
+  return true;
 }
 
 std::vector<TransactionTable::Due> TransactionTable::poll(Clock::time_point now) {
@@ -117,15 +134,22 @@ std::vector<TransactionTable::Due> TransactionTable::poll(Clock::time_point now)
   for (auto it = entries_.begin(); it != entries_.end();) {
     Entry& e = it->second;
     if (e.downstream) {
+      if (e.flow_failed) {
+        due.push_back({Due::Kind::flow_failed, e.flow, std::move(e.request)});
+        order_.erase(e.order);
+        it = entries_.erase(it);
+        continue;
+      }
       if (now >= e.deadline) {
-        // Timer B/F. An INVITE that got a provisional is left to the core's Timer C.
-        if (e.response_status == 0 || !e.invite)
+        // Timer B/F on the UDP leg we retransmit. An INVITE that got a provisional
+        // is left to the core's Timer C; on a stream the core's own timers run.
+        if (e.retransmit && (e.response_status == 0 || !e.invite))
           due.push_back({Due::Kind::timeout, e.flow, std::move(e.request)});
         order_.erase(e.order);
         it = entries_.erase(it);
         continue;
       }
-      const bool retransmitting = !(e.invite && e.response_status != 0);
+      const bool retransmitting = e.retransmit && !(e.invite && e.response_status != 0);
       if (retransmitting && now >= e.next_retransmit) {
         due.push_back({Due::Kind::retransmit, e.flow, e.request});
         e.interval = e.invite ? e.interval * 2 : std::min(e.interval * 2, timers_.t2);
@@ -143,13 +167,8 @@ std::vector<TransactionTable::Due> TransactionTable::poll(Clock::time_point now)
 
 void TransactionTable::forget_flow(const flow::FlowKey& f) noexcept {
   std::lock_guard lock(mu_);
-  for (auto it = entries_.begin(); it != entries_.end();) {
-    if (it->second.downstream && it->second.flow == f) {
-      order_.erase(it->second.order);
-      it = entries_.erase(it);
-    } else {
-      ++it;
-    }
+  for (auto& [key, e] : entries_) {
+    if (e.downstream && e.flow == f) e.flow_failed = true;
   }
 }
 

@@ -47,6 +47,10 @@ void validate(const TransportConfig& c) {
       throw TransportError(
           "core: tls_pin_sha256 is not 64 hex digits (SHA-256 of the certificate or its key)");
     }
+    if (c.core.max_queue_age.count() <= 0) throw TransportError("core: max_queue_age must be positive");
+    if (c.core.keepalive_interval.count() < 0) throw TransportError("core: keepalive_interval is negative");
+    if (c.core.keepalive_interval.count() > 0 && c.core.keepalive_timeout.count() <= 0)
+      throw TransportError("core: keepalive_timeout must be positive when keep-alives are on");
   }
   if (c.limits.max_message_size < 512) throw TransportError("limits: max_message_size below 512 bytes");
   if (c.limits.max_udp_flows == 0) throw TransportError("limits: max_udp_flows must be at least 1");

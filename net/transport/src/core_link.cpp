@@ -25,6 +25,7 @@ CoreLink::CoreLink(std::shared_ptr<State> st, Worker& w)
       w_(w),
       cfg_(st_->config.core),
       timer_(w.ctx),
+      ka_timer_(w.ctx),
       framer_(st_->sip_limits),
       dgram_(st_->config.limits.max_message_size + 1),
       backoff_(cfg_.reconnect_initial),
@@ -140,11 +141,72 @@ void CoreLink::refuse_identity(const std::string& why) {
 void CoreLink::on_connected(unsigned gen) {
   timer_.cancel();
   connected_ = true;
+  if (pinging()) {
+    // A stopped core's kernel still completes the TCP handshake: the link is
+    // up only once the core answered a ping, sent at once.
+    awaiting_pong_ = true;
+    ping_owed_ = true;
+    ka_timer_.expires_after(cfg_.keepalive_timeout);
+    ka_timer_.async_wait([self = shared_from_this(), gen](const boost::system::error_code& e) {
+      if (!e) self->on_keepalive_timer(gen);
+    });
+  } else {
+    set_up();
+  }
+  write_next();
+  do_read(gen);
+}
+
+void CoreLink::set_up() {
+  up_.store(true, std::memory_order_release);
+  first_attempt_.store(false, std::memory_order_release);
   backoff_ = cfg_.reconnect_initial;
   st_->counters.core_connected.store(true, std::memory_order_relaxed);
   st_->counters.core_connects.fetch_add(1, std::memory_order_relaxed);
+}
+
+// RFC 5626 §4.4.1 toward the core: ping after keepalive_interval, then wait
+// keepalive_timeout for the pong. The deadline runs from when the ping is
+// queued, not written: a core that stopped reading (our write stalls) is as
+// dead as one that stopped answering.
+void CoreLink::arm_keepalive(unsigned gen) {
+  if (!pinging()) return;
+  awaiting_pong_ = false;
+  ka_timer_.expires_after(cfg_.keepalive_interval);
+  ka_timer_.async_wait([self = shared_from_this(), gen](const boost::system::error_code& e) {
+    if (!e) self->on_keepalive_timer(gen);
+  });
+}
+
+void CoreLink::on_keepalive_timer(unsigned gen) {
+  if (closed_ || gen != gen_ || !connected_) return;
+  if (st_->paused.load(std::memory_order_acquire) && up_.load(std::memory_order_relaxed)) {
+    // A controlled restart parks our reading, and the pong with it: not the core's silence.
+    arm_keepalive(gen);
+    return;
+  }
+  if (awaiting_pong_) {
+    st_->counters.core_keepalive_timeouts.fetch_add(1, std::memory_order_relaxed);
+    drop_connection(true);
+    return;
+  }
+  awaiting_pong_ = true;
+  ping_owed_ = true;
+  ka_timer_.expires_after(cfg_.keepalive_timeout);
+  ka_timer_.async_wait([self = shared_from_this(), gen](const boost::system::error_code& e) {
+    if (!e) self->on_keepalive_timer(gen);
+  });
   write_next();
-  do_read(gen);
+}
+
+// The pong, or anything else the core sends: it is alive. The next ping goes
+// keepalive_interval from now.
+void CoreLink::heard_from_core() {
+  if (!awaiting_pong_) return;
+  const bool first = !up_.load(std::memory_order_relaxed);
+  if (first) set_up();
+  arm_keepalive(gen_);
+  if (first) write_next();  // what a broken connection left queued
 }
 
 void CoreLink::do_read(unsigned gen) {
@@ -184,6 +246,7 @@ void CoreLink::on_read(unsigned gen, const boost::system::error_code& ec, std::s
     drop_connection();
     return;
   }
+  heard_from_core();
   framer_.commit(n);
   process(gen);
 }
@@ -242,21 +305,43 @@ void CoreLink::resume_reading() {
 }
 
 bool CoreLink::send(std::string bytes) {
+  // RFC 3261 §16.9: the core cannot be reached now; the caller answers 503 at
+  // once instead of holding the request for a reconnect that may take long.
+  // Only the first connection attempt after start is waited for (it takes a
+  // round trip): messages then queue, and wait no longer than max_queue_age.
+  if (!up_.load(std::memory_order_acquire) && !first_attempt_.load(std::memory_order_acquire)) {
+    st_->counters.core_refused_down.fetch_add(1, std::memory_order_relaxed);
+    return false;
+  }
   if (!hand_to_worker(w_, queued_, cfg_.max_queued, std::move(bytes),
-                      [self = shared_from_this()](std::string b) { self->enqueue(std::move(b)); })) {
+                      [self = shared_from_this(), at = Clock::now()](std::string b) {
+                        self->enqueue(std::move(b), at);
+                      })) {
     st_->counters.core_queue_full.fetch_add(1, std::memory_order_relaxed);
     return false;
   }
   return true;
 }
 
-void CoreLink::enqueue(std::string bytes) {
+void CoreLink::enqueue(std::string bytes, Clock::time_point at) {
   if (closed_) {
     queued_.fetch_sub(1, std::memory_order_relaxed);
     return;
   }
-  queue_.push_back(std::move(bytes));
+  queue_.push_back({std::move(bytes), at});
   write_next();
+}
+
+// Messages that waited longer than max_queue_age (the link was behind, or broke
+// under them and reconnected) are dropped unwritten: their senders have
+// retransmitted, been answered or given up by now.
+void CoreLink::drop_stale() {
+  const auto oldest = Clock::now() - cfg_.max_queue_age;
+  while (!queue_.empty() && queue_.front().at < oldest) {
+    queue_.pop_front();
+    queued_.fetch_sub(1, std::memory_order_relaxed);
+    st_->counters.core_stale_dropped.fetch_add(1, std::memory_order_relaxed);
+  }
 }
 
 void CoreLink::enqueue_front_pong() {
@@ -268,6 +353,23 @@ void CoreLink::enqueue_front_pong() {
 void CoreLink::write_next() {
   if (!connected_ || writing_ || closed_) return;
   const unsigned gen = gen_;
+  if (ping_owed_ && !udp_) {
+    writing_ = true;
+    with_stream([&](auto& s) {
+      asio::async_write(s, asio::buffer("\r\n\r\n", 4),
+                        [self = shared_from_this(), gen](const boost::system::error_code& ec, std::size_t) {
+                          self->writing_ = false;
+                          if (self->closed_ || gen != self->gen_) return;
+                          if (ec) {
+                            self->drop_connection();
+                            return;
+                          }
+                          self->ping_owed_ = false;
+                          self->write_next();
+                        });
+    });
+    return;
+  }
   if (pongs_ > 0) {
     writing_ = true;
     with_stream([&](auto& s) {
@@ -285,7 +387,8 @@ void CoreLink::write_next() {
     });
     return;
   }
-  if (queue_.empty()) return;
+  drop_stale();
+  if (queue_.empty() || !up_.load(std::memory_order_relaxed)) return;
   writing_ = true;
   auto done = [self = shared_from_this(), gen](const boost::system::error_code& ec, std::size_t) {
     self->writing_ = false;
@@ -301,23 +404,32 @@ void CoreLink::write_next() {
     self->write_next();
   };
   if (udp_) {
-    udp_->async_send(asio::buffer(queue_.front()), std::move(done));
+    udp_->async_send(asio::buffer(queue_.front().bytes), std::move(done));
   } else {
-    with_stream([&](auto& s) { asio::async_write(s, asio::buffer(queue_.front()), std::move(done)); });
+    with_stream([&](auto& s) { asio::async_write(s, asio::buffer(queue_.front().bytes), std::move(done)); });
   }
 }
 
-void CoreLink::drop_connection() {
-  if (connected_) {
+void CoreLink::drop_connection(bool abortive) {
+  if (up_.load(std::memory_order_relaxed)) {
     st_->counters.core_disconnects.fetch_add(1, std::memory_order_relaxed);
     st_->counters.core_connected.store(false, std::memory_order_relaxed);
   }
   connected_ = false;
+  up_.store(false, std::memory_order_release);
+  first_attempt_.store(false, std::memory_order_release);
   writing_ = false;
   parked_ = false;
   pongs_ = 0;
+  ping_owed_ = false;
+  awaiting_pong_ = false;
+  ka_timer_.cancel();
   ++gen_;  // every handler of the old connection is now stale
   boost::system::error_code ec;
+  if (abortive) {
+    auto* s = tls_ ? &tls_->lowest_layer() : tcp_ ? &*tcp_ : nullptr;
+    if (s) s->set_option(asio::socket_base::linger(true, 0), ec);
+  }
   if (tls_) tls_->lowest_layer().close(ec);
   if (tcp_) tcp_->close(ec);
   if (udp_) udp_->close(ec);

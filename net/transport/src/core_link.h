@@ -26,7 +26,11 @@ namespace edge::net::detail {
 
 // Lives on one worker. Messages wait in one bounded queue until they are
 // written completely, so a message cut off by a disconnect is sent again, whole,
-// on the next connection.
+// on the next connection, unless it waited longer than core.max_queue_age (then
+// it is dropped: nothing stale reaches the core). While the link is down
+// send() refuses at once (the proxy answers 503). On TCP/TLS a CRLFCRLF ping
+// every keepalive_interval must be answered within keepalive_timeout (RFC 5626
+// §4.4.1), so a core that stopped answering is dropped within both.
 class CoreLink final : public WorkerMember, public std::enable_shared_from_this<CoreLink> {
  public:
   CoreLink(std::shared_ptr<State> st, Worker& w);
@@ -44,10 +48,18 @@ class CoreLink final : public WorkerMember, public std::enable_shared_from_this<
   void do_read(unsigned gen);
   void on_read(unsigned gen, const boost::system::error_code& ec, std::size_t n);
   void process(unsigned gen);
-  void enqueue(std::string bytes);
+  void enqueue(std::string bytes, Clock::time_point at);
   void enqueue_front_pong();
   void write_next();
-  void drop_connection();
+  void drop_stale();
+  void arm_keepalive(unsigned gen);
+  void on_keepalive_timer(unsigned gen);
+  void heard_from_core();
+  void set_up();  // the core answered (or no pings are asked for): sends may come
+  bool pinging() const noexcept { return !udp_ && cfg_.keepalive_interval.count() > 0; }
+  // abortive: RST instead of FIN, so the kernel sends none of what is still
+  // buffered (a core found dead must not get stale messages when it wakes).
+  void drop_connection(bool abortive = false);
   void deliver(std::string_view bytes);
   void expect_identity(ssl::stream<tcp::socket>& s);  // SNI, the name to check
   void refuse_identity(const std::string& why);       // counted, kept for stats()
@@ -58,19 +70,28 @@ class CoreLink final : public WorkerMember, public std::enable_shared_from_this<
   std::shared_ptr<State> st_;
   Worker& w_;
   const CoreConfig cfg_;
-  asio::steady_timer timer_;  // reconnect back-off and connect deadline
+  asio::steady_timer timer_;     // reconnect back-off and connect deadline
+  asio::steady_timer ka_timer_;  // keep-alive: next ping, then the pong deadline
   std::optional<tcp::socket> tcp_;
   std::optional<ssl::stream<tcp::socket>> tls_;
   std::shared_ptr<ssl::context> tls_ctx_;
   std::optional<udp::socket> udp_;
   StreamFramer framer_;  // TCP / TLS
   std::vector<char> dgram_;
-  std::deque<std::string> queue_;
+  struct Queued {
+    std::string bytes;
+    Clock::time_point at;  // when send() took it
+  };
+  std::deque<Queued> queue_;
   std::atomic<std::size_t> queued_{0};
   std::chrono::milliseconds backoff_;
   std::optional<Sha256> pin_;  // core.tls_pin_sha256
   flow::FlowKey key_;
   std::size_t pongs_ = 0;         // CRLF answers owed to the core's CRLFCRLF pings
+  bool ping_owed_ = false;        // our CRLFCRLF waits to be written
+  bool awaiting_pong_ = false;    // a ping went out (or waits); nothing heard since
+  std::atomic<bool> up_{false};   // connected (and the first ping answered), for send() on any thread
+  std::atomic<bool> first_attempt_{true};  // the first connection attempt since start is under way
   std::size_t parked_dgram_ = 0;  // size of a UDP datagram held while paused
   unsigned gen_ = 0;              // bumps on every (re)connect; stale handlers compare and leave
   bool connected_ = false, writing_ = false, closed_ = false, parked_ = false;

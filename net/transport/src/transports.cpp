@@ -275,6 +275,9 @@ TransportStats Transports::stats() const {
   s.core_messages_in = c.core_messages_in.load();
   s.core_messages_out = c.core_messages_out.load();
   s.core_queue_full = c.core_queue_full.load();
+  s.core_keepalive_timeouts = c.core_keepalive_timeouts.load();
+  s.core_refused_down = c.core_refused_down.load();
+  s.core_stale_dropped = c.core_stale_dropped.load();
   s.core_identity_failures = c.core_identity_failures.load();
   s.core_identity_error = state_->core_identity_error();
   if (const auto core = state_->core) s.core_queued_now = core->queued();
@@ -305,6 +308,11 @@ bool Transports::send_to_core(std::string bytes) {
   }
   auto core = state_->core;  // set once in start(); reset only after the workers are joined
   return core && core->send(std::move(bytes));
+}
+
+std::uint64_t Transports::core_link_epoch() const noexcept {
+  const auto& c = state_->counters;
+  return c.core_connects.load(std::memory_order_relaxed) + c.core_disconnects.load(std::memory_order_relaxed);
 }
 
 bool Transports::flow_alive(const FlowKey& flow) const { return state_->table.find(flow) != nullptr; }

@@ -196,6 +196,8 @@ class FrontEndTest : public ::testing::Test {
             "core = sip:127.0.0.1:" +
             std::to_string(core_port_) +
             ";transport=tcp\n"
+            // FakeCore answers no CRLF pings: the link is up at connect.
+            "core.keepalive_interval_ms = 0\n"
             "sip.flow_timer = " +
             std::to_string(flow_timer) + "\n",
         "test");

@@ -127,6 +127,24 @@ TEST(Properties, DefaultsMatchTheDaemonAndTransportDefaults) {
   EXPECT_EQ(c.mgmt().drain_timeout_ms(), 2000u);
   EXPECT_EQ(reg().get(c, "mgmt.operator_gid"), "none");
   EXPECT_EQ(reg().get(c, "mgmt.socket_mode"), "0660");
+  // The core link's watch (net CoreConfig), also for a generation stored before it existed.
+  EXPECT_EQ(reg().get(c, "core.keepalive_interval_ms"), "5000");
+  EXPECT_EQ(reg().get(c, "core.keepalive_timeout_ms"), "5000");
+  EXPECT_EQ(reg().get(c, "core.max_queue_age_ms"), "4000");
+  const v1::ApplianceConfig before;  // stored before the fields existed: unset, read as the defaults
+  EXPECT_EQ(reg().get(before, "core.keepalive_interval_ms"), "5000");
+  EXPECT_EQ(reg().get(before, "core.max_queue_age_ms"), "4000");
+}
+
+TEST(Properties, CoreLinkWatchIsRangeCheckedAndZeroTurnsPingsOff) {
+  auto c = reg().defaults();
+  reg().set(c, "core.keepalive_interval_ms", "0");
+  EXPECT_EQ(reg().get(c, "core.keepalive_interval_ms"), "0");
+  reg().set(c, "core.keepalive_timeout_ms", "2000");
+  EXPECT_EQ(c.sip().core_link().keepalive_timeout_ms(), 2000u);
+  EXPECT_EQ(code_of([&] { reg().set(c, "core.keepalive_timeout_ms", "0"); }), ErrorCode::invalid_argument);
+  EXPECT_EQ(code_of([&] { reg().set(c, "core.max_queue_age_ms", "99"); }), ErrorCode::invalid_argument);
+  EXPECT_EQ(reg().find("core.keepalive_interval_ms")->restart, v1::RESTART_LISTENERS);
 }
 
 TEST(Properties, EachTypeIsCheckedAndWritten) {

@@ -12,6 +12,7 @@
 
 #include <gtest/gtest.h>
 
+#include <functional>
 #include <memory>
 #include <string>
 #include <string_view>
@@ -41,6 +42,7 @@ class FakeNetwork : public Network {
   void close_flow(const FlowKey& f) { flows_.erase(f); }
 
   bool send_to_flow(const FlowKey& f, std::string bytes) override {
+    if (send_hook && !send_hook(f)) return false;
     if (!flows_.count(f)) return false;
     sent.push_back({false, f, std::move(bytes)});
     return true;
@@ -50,6 +52,7 @@ class FakeNetwork : public Network {
     sent.push_back({true, {}, std::move(bytes)});
     return true;
   }
+  std::uint64_t core_link_epoch() const noexcept override { return core_epoch; }
   bool flow_alive(const FlowKey& f) const override { return flows_.count(f) != 0; }
   std::shared_ptr<flow::FlowToken> flow_token(const FlowKey& f) override {
     auto it = flows_.find(f);
@@ -69,6 +72,9 @@ class FakeNetwork : public Network {
   std::vector<Sent> sent;
   std::vector<std::pair<FlowKey, std::chrono::seconds>> registered;
   bool core_up = true;
+  std::uint64_t core_epoch = 0;  // Network::core_link_epoch: bump it when the core link goes down or up
+  // Runs first in send_to_flow; false makes that send fail (a flow closing under it).
+  std::function<bool(const FlowKey&)> send_hook;
 
  private:
   std::unordered_map<FlowKey, std::shared_ptr<flow::FlowToken>> flows_;

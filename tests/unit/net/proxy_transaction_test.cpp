@@ -1,5 +1,6 @@
-// Just enough transaction memory: UDP retransmissions absorbed and answered again, retransmission toward UDP
-// clients, 408 once, bounded.
+// Just enough transaction memory: UDP retransmissions absorbed and answered again (forwarded again across a
+// core link bounce), retransmission toward UDP clients, 408 once, 430 once for a flow lost under a request,
+// bounded.
 #include "proxy_test_support.h"
 
 #include <edge/net/proxy/via_branch.h>
@@ -162,12 +163,171 @@ TEST_F(Transactions, AnInviteThatGotAProvisionalIsNeitherRetransmittedNorTimedOu
   EXPECT_TRUE(out_.sent.empty());
 }
 
-TEST_F(Transactions, AClosedFlowIsNoLongerRetransmittedTo) {
+// A UDP flow removed (timed out) with a request pending: no more retransmission
+// to it, and the core hears 430 at once instead of nothing (or a 408 32 s later).
+TEST_F(Transactions, AClosedFlowIsNoLongerRetransmittedToAndTheCoreGets430Once) {
   from_core(core_to_alice("MESSAGE", token_of(kAlice)));
   out_.take();
+  out_.close_flow(kAlice);
   proxy_->on_flow_closed(kAlice);
+  proxy_->on_timer(now_ + 100ms, out_);
+  const FakeNetwork::Sent failed = out_.take();
+  ASSERT_TRUE(failed.to_core);
+  Out r(failed.bytes);
+  EXPECT_EQ(r.status(), 430);
+  EXPECT_EQ(r.via(0).branch, "z9hG4bKcoretx1");  // ours removed
+  EXPECT_EQ(r.values(HeaderId::via).size(), 1u);
   for (int s = 0; s <= 40; ++s) proxy_->on_timer(now_ + std::chrono::seconds(s), out_);
   EXPECT_TRUE(out_.sent.empty());
+  EXPECT_EQ(proxy_->stats().r430, 1u);
+  EXPECT_EQ(proxy_->stats().r408, 0u);
+}
+
+// RFC 5626 §5.3: the stream flow a request from the core went out on closes
+// before the client's final response (the phone's connection dropped): the core
+// gets 430 Flow Failed for it, once, and can try the client's other flow.
+TEST_F(Transactions, AStreamFlowThatClosesUnderAPendingRequestFromTheCoreGets430Once) {
+  for (const char* method : {"INVITE", "MESSAGE"}) {
+    SCOPED_TRACE(method);
+    make(lab_config());
+    std::string req = core_to_alice(method, token_of(kBob));
+    from_core(req);
+    const FakeNetwork::Sent fwd = out_.take();
+    ASSERT_EQ(fwd.flow, kBob);
+    for (int ms = 100; ms <= 2000; ms += 100) proxy_->on_timer(now_ + std::chrono::milliseconds(ms), out_);
+    EXPECT_TRUE(out_.sent.empty()) << "nothing is retransmitted on a stream";
+    out_.close_flow(kBob);
+    proxy_->on_flow_closed(kBob);
+    proxy_->on_timer(now_ + 2100ms, out_);
+    const FakeNetwork::Sent failed = out_.take();
+    ASSERT_TRUE(failed.to_core);
+    Out r(failed.bytes);
+    EXPECT_EQ(r.status(), 430);
+    EXPECT_EQ(r.msg().cseq().method, method);
+    EXPECT_EQ(r.values(HeaderId::via).size(), 1u);
+    for (int s = 3; s <= 200; s += 5) proxy_->on_timer(now_ + std::chrono::seconds(s), out_);
+    EXPECT_TRUE(out_.sent.empty());
+    EXPECT_EQ(proxy_->stats().r430, 1u);
+  }
+}
+
+// A ringing phone whose connection drops minutes into the ringing (before the
+// core's Timer C): the 430 still comes.
+TEST_F(Transactions, ARingingInviteWhoseFlowClosesGets430) {
+  from_core(core_to_alice("INVITE", token_of(kBob)));
+  Out fwd(out_.take().bytes);
+  from_client(kBob, answer(fwd.text(), 180));
+  ASSERT_TRUE(out_.take().to_core);
+  now_ += 120s;
+  proxy_->on_timer(now_, out_);
+  EXPECT_TRUE(out_.sent.empty());
+  out_.close_flow(kBob);
+  proxy_->on_flow_closed(kBob);
+  proxy_->on_timer(now_ + 100ms, out_);
+  const FakeNetwork::Sent failed = out_.take();
+  ASSERT_TRUE(failed.to_core);
+  EXPECT_EQ(Out(failed.bytes).status(), 430);
+}
+
+// Answered before the close: nothing more to say.
+TEST_F(Transactions, AFinalAnswerBeforeTheFlowClosesMeansNo430) {
+  from_core(core_to_alice("INVITE", token_of(kBob)));
+  Out fwd(out_.take().bytes);
+  from_client(kBob, answer(fwd.text(), 486));
+  ASSERT_TRUE(out_.take().to_core);
+  out_.close_flow(kBob);
+  proxy_->on_flow_closed(kBob);
+  for (int s = 0; s <= 40; ++s) proxy_->on_timer(now_ + std::chrono::seconds(s), out_);
+  EXPECT_TRUE(out_.sent.empty());
+  EXPECT_EQ(proxy_->stats().r430, 0u);
+}
+
+// The flow closes while the send is under way (posted to its worker, or its
+// session closing as we hand it over): the send fails and the close reported
+// the flow too; the core gets one 430, not two.
+TEST_F(Transactions, AFlowClosingDuringTheSendGetsTheCoreOne430) {
+  const std::string token = token_of(kBob);
+  out_.send_hook = [this](const FlowKey& f) {
+    out_.close_flow(f);
+    proxy_->on_flow_closed(f);
+    return false;
+  };
+  from_core(core_to_alice("INVITE", token));
+  out_.send_hook = nullptr;
+  for (int ms = 100; ms <= 1000; ms += 100) proxy_->on_timer(now_ + std::chrono::milliseconds(ms), out_);
+  std::size_t to_core_430 = 0;
+  for (const FakeNetwork::Sent& s : out_.sent) to_core_430 += s.to_core && Out(s.bytes).status() == 430;
+  EXPECT_EQ(to_core_430, 1u);
+  EXPECT_EQ(out_.sent.size(), 1u);
+  EXPECT_EQ(proxy_->stats().r430, 1u);
+}
+
+// A send that fails at once (the flow gone before the close was reported): 430 at once, once.
+TEST_F(Transactions, ASendThatFailsAtOnceIsAnswered430Once) {
+  const std::string token = token_of(kBob);
+  out_.send_hook = [](const FlowKey&) { return false; };
+  from_core(core_to_alice("MESSAGE", token));
+  out_.send_hook = nullptr;
+  const FakeNetwork::Sent failed = out_.take();
+  ASSERT_TRUE(failed.to_core);
+  EXPECT_EQ(Out(failed.bytes).status(), 430);
+  out_.close_flow(kBob);
+  proxy_->on_flow_closed(kBob);
+  for (int s = 0; s <= 40; ++s) proxy_->on_timer(now_ + std::chrono::seconds(s), out_);
+  EXPECT_TRUE(out_.sent.empty());
+  EXPECT_EQ(proxy_->stats().r430, 1u);
+}
+
+// A UDP client's retransmission absorbed while the core link was being
+// re-established would otherwise be lost without an answer: once the link went
+// down (or came back) since the request was forwarded, the retransmission is a
+// new try. While down it gets 503 with Retry-After (and that is replayed).
+TEST_F(Transactions, ARetransmissionAfterTheCoreLinkWentDownIsAnswered503) {
+  const std::string msg = alice_request("MESSAGE", "z9hG4bKbounce1");
+  from_client(kAlice, msg);
+  ASSERT_TRUE(out_.take().to_core);
+  from_client(kAlice, msg);
+  EXPECT_TRUE(out_.sent.empty());  // the link is as it was: absorbed
+  out_.core_up = false;
+  out_.core_epoch = 1;  // the link went down
+  from_client(kAlice, msg);
+  const FakeNetwork::Sent r = out_.take();
+  EXPECT_EQ(r.flow, kAlice);
+  Out busy(r.bytes);
+  EXPECT_EQ(busy.status(), 503);
+  EXPECT_FALSE(busy.header("Retry-After").empty());
+  from_client(kAlice, msg);
+  EXPECT_EQ(out_.take().bytes, r.bytes) << "the 503 is replayed to the next retransmission";
+}
+
+// ... and after the reconnect it goes to the core again (the same bytes: the
+// core's own transaction absorbs it should the first have arrived after all).
+TEST_F(Transactions, ARetransmissionAfterTheCoreLinkCameBackIsForwardedAgain) {
+  const std::string msg = alice_request("MESSAGE", "z9hG4bKbounce2");
+  from_client(kAlice, msg);
+  const FakeNetwork::Sent first = out_.take();
+  ASSERT_TRUE(first.to_core);
+  out_.core_epoch = 2;  // down and up again
+  from_client(kAlice, msg);
+  const FakeNetwork::Sent again = out_.take();
+  ASSERT_TRUE(again.to_core);
+  EXPECT_EQ(again.bytes, first.bytes);
+  from_client(kAlice, msg);
+  EXPECT_TRUE(out_.sent.empty()) << "with the link unchanged since, absorbed again";
+  EXPECT_EQ(proxy_->stats().forwarded_to_core, 2u);
+}
+
+// A request the core answered is replayed, however the link went since.
+TEST_F(Transactions, AnAnsweredRetransmissionIsReplayedWhateverTheLinkDid) {
+  const std::string msg = alice_request("MESSAGE", "z9hG4bKbounce3");
+  from_client(kAlice, msg);
+  Out fwd(out_.take().bytes);
+  from_core(answer(fwd.text(), 202));
+  const std::string accepted = out_.take().bytes;
+  out_.core_epoch = 5;
+  from_client(kAlice, msg);
+  EXPECT_EQ(out_.take().bytes, accepted);
+  EXPECT_EQ(proxy_->stats().forwarded_to_core, 1u);
 }
 
 TEST_F(Transactions, MemoryIsBoundedAndEntriesExpire) {
@@ -287,7 +447,11 @@ TEST_F(AcrossARestart, AFlowClosedAfterItEndsTheTransactionsBegunBeforeIt) {
   apply();
   close_flow(kAlice);
   tick_for(40s);
-  EXPECT_TRUE(out_.sent.empty()) << "a 408 for a flow the new rules were told is gone";
+  // One 430 (the flow failed under the request), from whichever rules tick first; no 408, no retransmission.
+  ASSERT_EQ(out_.sent.size(), 1u);
+  EXPECT_TRUE(out_.sent[0].to_core);
+  EXPECT_EQ(Out(out_.sent[0].bytes).status(), 430);
+  EXPECT_EQ(proxy_->stats().r408, 0u);
 }
 
 TEST_F(AcrossARestart, CountersKeepCountingWithoutArithmetic) {

@@ -90,6 +90,7 @@ class CoreIdentityTest : public ::testing::Test {
     cfg.core.port = port;
     cfg.core.reconnect_initial = 20ms;
     cfg.core.reconnect_max = 100ms;
+    cfg.core.keepalive_interval = 0ms;  // the fake core answers no CRLF pings
     cfg.core.tls_server_name = name;
     cfg.core.tls_pin_sha256 = pin;
     cfg.tls.ca_file = ca;
@@ -223,6 +224,7 @@ TEST_F(CoreIdentityTest, ATlsPeerWithTheCoresCertificateOnTheListenerIsNotTheCor
   cfg.core.enabled = true;
   cfg.core.transport = Transport::tls;
   cfg.core.port = core.port;
+  cfg.core.keepalive_interval = 0ms;  // the fake core answers no CRLF pings
   cfg.tls.ca_file = pki.ca_file().string();
   cfg.tls.certificate_chain_file = edge_cert.cert.string();
   cfg.tls.private_key_file = edge_cert.key.string();

@@ -1,6 +1,8 @@
 // Runs the real Kamailio core for a test: render config, start in its own group, wait, stop by pid.
 #include "edge/test/sip/kamailio.h"
 
+#include <signal.h>
+
 #include <stdexcept>
 #include <thread>
 
@@ -171,6 +173,10 @@ bool KamailioProcess::running() { return process_ && process_->running(); }
 
 void KamailioProcess::stop() {
   if (process_) process_->stop();
+}
+
+void KamailioProcess::signal_group(int sig) {
+  if (process_ && process_->pid() > 0) ::kill(-process_->pid(), sig);
 }
 
 }  // namespace edge::test

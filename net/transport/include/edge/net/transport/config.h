@@ -43,8 +43,25 @@ struct CoreConfig {
   // Reconnect back-off doubles from initial to max; it resets after a connect.
   std::chrono::milliseconds reconnect_initial{100};
   std::chrono::milliseconds reconnect_max{10'000};
-  // Messages held while the connection is down; send_to_core fails beyond this.
+  // Messages waiting to be written to the connection (it is up but behind,
+  // or it broke under them); send_to_core fails beyond this. While the link is
+  // down send_to_core fails at once (the proxy answers 503, RFC 3261 §16.9);
+  // only during the first connection attempt after start do messages wait.
   std::size_t max_queued = 1024;
+  // A queued message older than this is dropped, never written: after a
+  // reconnect nothing stale reaches the core (a caller who hung up long ago).
+  std::chrono::milliseconds max_queue_age{4'000};
+  // RFC 5626 §4.4.1 on a TCP/TLS core link: a CRLFCRLF ping every
+  // keepalive_interval; the core's CRLF pong (or any other bytes from it) must
+  // arrive within keepalive_timeout of the ping or the link is dropped (an
+  // abortive close, so the kernel sends nothing more of it) and reconnected.
+  // A silent core is so noticed within interval + timeout. The first ping goes
+  // at connect and the link counts as up (send_to_core accepts) only once it is
+  // answered: a stopped core's kernel still completes TCP handshakes. 0: no
+  // pings (up at connect; a dead core is then learnt only from TCP, a core that
+  // does not answer CRLFCRLF needs this). Not on a UDP core link.
+  std::chrono::milliseconds keepalive_interval{5'000};
+  std::chrono::milliseconds keepalive_timeout{5'000};
   // TLS to the core: with TlsConfig::ca_file the certificate must chain to that
   // CA *and* name tls_server_name (a DNS name, also sent as SNI, or an IP
   // literal checked against the IP SANs); empty means the core's address. With

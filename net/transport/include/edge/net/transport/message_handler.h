@@ -73,6 +73,11 @@ class Network {
   // (queued, bounded, while it reconnects). False when it cannot: 503.
   virtual bool send_to_core(std::string bytes) = 0;
 
+  // Changes whenever the core link goes up or down (a count of both). The
+  // proxy compares it to tell a retransmission it absorbed before a reconnect
+  // from one the core has already seen. 0 for a Network without a core link.
+  virtual std::uint64_t core_link_epoch() const noexcept { return 0; }
+
   // True while the flow exists (not closed, not timed out).
   virtual bool flow_alive(const FlowKey& flow) const = 0;
 

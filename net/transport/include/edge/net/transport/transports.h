@@ -76,6 +76,13 @@ struct TransportStats {
   std::uint64_t core_connects = 0, core_disconnects = 0;
   std::uint64_t core_messages_in = 0, core_messages_out = 0;
   std::uint64_t core_queue_full = 0;
+  // Links dropped because the core did not answer a CRLFCRLF ping within
+  // core.keepalive_timeout (RFC 5626 §4.4.1); messages refused because the
+  // link was down (the proxy answered 503); queued messages dropped unsent
+  // because they waited longer than core.max_queue_age.
+  std::uint64_t core_keepalive_timeouts = 0;
+  std::uint64_t core_refused_down = 0;
+  std::uint64_t core_stale_dropped = 0;
   // TLS core links refused because the peer was not the configured core: its
   // certificate did not chain to tls.ca, did not name core.tls_server_name, or
   // missed core.tls_pin_sha256. core_identity_error says why, for the last one.
@@ -164,6 +171,7 @@ class Transports final : public Network {
   // Network
   bool send_to_flow(const FlowKey& flow, std::string bytes) override;
   bool send_to_core(std::string bytes) override;
+  std::uint64_t core_link_epoch() const noexcept override;
   bool flow_alive(const FlowKey& flow) const override;
   std::shared_ptr<flow::FlowToken> flow_token(const FlowKey& flow) override;
   void mark_registered(const FlowKey& flow, std::chrono::seconds flow_timer) override;

@@ -61,6 +61,10 @@ class KamailioProcess {
   std::string log() const;
   bool running();
   void stop();
+  // Sends sig to Kamailio's whole process group (every worker): SIGSTOP /
+  // SIGCONT for a core that hangs, SIGKILL for one that dies. stop() still
+  // reaps it (a stopped group gets SIGKILL after the grace).
+  void signal_group(int sig);
 
  private:
   KamailioOptions options_;
