@@ -59,6 +59,10 @@ struct Options {
   std::uint16_t edge_port = 5060;
   std::string core_host = "127.0.0.1";
   std::uint16_t core_port = 5080;
+  // > 0: before any client starts, wait up to this long for the edge to connect to the core side
+  // and for its first CRLF ping to be answered (edged's core link is up only then, and answers 503
+  // at once while it is down); 0: start at once (an edge that connects on the first request).
+  double await_core_link_s = 0;
   std::string transport = "tcp";  // udp, tcp, tls, ws, wss
   std::string tls_ca;             // verify the edge's certificate against this file; empty: no verification
   std::string ws_keepalive = "crlf";  // WS keep-alive: CRLFCRLF in a text frame, or a WS ping
@@ -732,6 +736,7 @@ class Load {
   void client_registered(Client& c, Clock::time_point sent, int status);
   void client_flow_lost() { ++flows_lost_; }
   void count_pong() { ++pongs_; }
+  void core_ping_answered() { ++core_pings_answered_; }
   void count_ka() { ++keepalives_; }
   void count_retransmission() { ++retransmissions_; }
   void count_register_503(bool first) {
@@ -784,6 +789,7 @@ class Load {
   bool refreshing_ = false;
   int refreshed_ = 0;
 
+  std::uint64_t core_pings_answered_ = 0;
   std::uint64_t flows_lost_ = 0, pongs_ = 0, keepalives_ = 0, client_answers_ = 0, retransmissions_ = 0;
   std::uint64_t old_token_ok_ = 0, new_token_ok_ = 0, calls_ok_ = 0;
   std::size_t ka_cursor_ = 0;
@@ -1333,7 +1339,10 @@ void CoreConn::read() {
                             int pongs = 0;
                             bool bad = false;
                             auto m = self->framer_.next(&pongs, &bad);
-                            if (pongs > 0) self->write("\r\n");
+                            if (pongs > 0) {
+                              self->write("\r\n");
+                              self->load_.core_ping_answered();
+                            }
                             if (bad) {
                               std::cerr << "sipload: core connection unframeable, closed\n";
                               self->open_ = false;
@@ -2048,6 +2057,13 @@ int Load::run() {
     }
   }
   listen_core();
+  if (opt_.await_core_link_s > 0) {
+    run_until([&] { return core_pings_answered_ > 0; }, opt_.await_core_link_s, 5);
+    if (core_pings_answered_ == 0) {
+      std::cerr << "sipload: the edge's core link was not up within " << opt_.await_core_link_s
+                << " s; starting anyway\n";
+    }
+  }
   const ProcSample before = sample_edge(opt_.edge_pid);
   if (opt_.edge_pid > 0) print("", "edge_pss_kb_before", std::to_string(before.pss_kb));
 
@@ -2135,8 +2151,8 @@ int Load::run() {
       print("ramp_", "step_" + fmt(r, 0),
             std::string(pass ? "pass" : "fail") + ",p99_ms=" + fmt(p99, 2) +
                 ",failures=" + std::to_string(st.failed()) + ",p50_ms=" + fmt(st.percentile_ms(0.50), 3) +
-                ",p90_ms=" + fmt(st.percentile_ms(0.90), 3) + ",offered_rate=" +
-                fmt(static_cast<double>(st.sent) / opt_.step_s, 1) +
+                ",p90_ms=" + fmt(st.percentile_ms(0.90), 3) +
+                ",offered_rate=" + fmt(static_cast<double>(st.sent) / opt_.step_s, 1) +
                 ",achieved_rate=" + fmt(static_cast<double>(st.ok) / opt_.step_s, 1));
       if (!pass) break;
       best = r;
@@ -2294,6 +2310,8 @@ int run_main(int argc, char** argv) {
       "exec", po::value(&o.exec_cmd), "shell command for --exec-at (e.g. a key rotation)")(
       "mark-cmd", po::value(&o.mark_cmd), "shell command run just before and after the load phase")(
       "max-seconds", po::value(&o.max_seconds)->default_value(o.max_seconds), "hard bound on the whole run")(
+      "await-core-link", po::value(&o.await_core_link_s)->default_value(o.await_core_link_s),
+      "seconds to wait for the edge's core link (its first CRLF ping answered) before clients start")(
       "label", po::value(&o.label), "printed as label=...")(
       "flood-rate", po::value(&o.flood_rate)->default_value(0),
       "with --rate: forged-token requests per second over UDP (a registered flow's Path token, random "
