@@ -64,6 +64,7 @@ class UdpFloodTest : public ::testing::Test {
   // until the edge has read what arrived, so the socket buffer does not silently drop the flood.
   std::uint64_t flood_from_ports(int first, int n) {
     const std::string msg = sip_request("OPTIONS", "flood");
+    const std::uint64_t base = read_so_far();
     std::uint64_t sent = 0;
     for (int p = first; p < first + n; ++p) {
       udp::socket s(io);
@@ -72,19 +73,24 @@ class UdpFloodTest : public ::testing::Test {
       if (!ec) s.bind(udp::endpoint(asio::ip::make_address("127.0.0.1"), static_cast<std::uint16_t>(p)), ec);
       if (!ec) s.send_to(asio::buffer(msg), server, 0, ec);
       if (!ec) ++sent;
-      if (sent % 500 == 0) settle();
+      // 100 datagrams (about 40 KB) at a time: far below the socket buffer, also when the reader is
+      // slow (a sanitizer build on a loaded machine).
+      if (sent % 100 == 0) settle(base + sent);
     }
-    settle();
+    settle(base + sent);
     return sent;
   }
-  void settle() {
-    const auto before = tr->stats().of(Transport::udp).messages_in;
-    std::uint64_t last = before;
-    // Until the edge has stopped reading for a moment (bounded: at most 2 s per call).
-    for (int i = 0; i < 100; ++i) {
+  std::uint64_t read_so_far() const {
+    return tr->stats().of(Transport::udp).messages_in + tr->stats().udp_flows_refused;
+  }
+  // Until the edge has read `target` datagrams in all, or has read nothing more for 50 ms
+  // (bounded: at most 5 s per call).
+  void settle(std::uint64_t target) {
+    std::uint64_t last = read_so_far();
+    for (int i = 0, idle = 0; i < 2500 && last < target && idle < 25; ++i) {
       std::this_thread::sleep_for(2ms);
-      const auto now = tr->stats().of(Transport::udp).messages_in + tr->stats().udp_flows_refused;
-      if (now == last && i > 0) return;
+      const auto now = read_so_far();
+      idle = now == last ? idle + 1 : 0;
       last = now;
     }
   }
