@@ -6,19 +6,12 @@
 #include "edge/net/sip/headers.h"
 #include "edge/net/sip/uri.h"
 #include "lex.h"
+#include "mix64.h"
 
 namespace edge::sip {
 namespace {
 
-constexpr std::uint64_t mix64(std::uint64_t x) noexcept {
-  // splitmix64 finaliser: a bijection on 64-bit values with good avalanche.
-  x ^= x >> 30;
-  x *= 0xbf58476d1ce4e5b9ULL;
-  x ^= x >> 27;
-  x *= 0x94d049bb133111ebULL;
-  x ^= x >> 31;
-  return x;
-}
+using detail::mix64;
 
 void put_hex(char* out, std::uint64_t v, int digits) noexcept {
   static constexpr char kHex[] = "0123456789abcdef";

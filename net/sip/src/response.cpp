@@ -4,6 +4,7 @@
 #include "edge/net/sip/editor.h"
 #include "edge/net/sip/headers.h"
 #include "lex.h"
+#include "mix64.h"
 
 namespace edge::sip {
 
@@ -102,36 +103,8 @@ Tag make_tag(std::uint64_t seed, std::uint64_t counter) noexcept {
   return t;
 }
 
-namespace {
-// The inverse of the splitmix64 finaliser (editor.cpp mix64).
-constexpr std::uint64_t inverse_odd(std::uint64_t a) noexcept {
-  std::uint64_t x = a;  // Newton: each step doubles the correct low bits (3 -> 6 -> ... -> 96)
-  for (int i = 0; i < 5; ++i) x *= 2 - a * x;
-  return x;
-}
-constexpr std::uint64_t unshift(std::uint64_t y, int s) noexcept {
-  std::uint64_t x = y;
-  for (int k = s; k < 64; k += s) x = y ^ (x >> s);
-  return x;
-}
-constexpr std::uint64_t mix64(std::uint64_t x) noexcept {
-  x ^= x >> 30;
-  x *= 0xbf58476d1ce4e5b9ULL;
-  x ^= x >> 27;
-  x *= 0x94d049bb133111ebULL;
-  x ^= x >> 31;
-  return x;
-}
-constexpr std::uint64_t unmix64(std::uint64_t x) noexcept {
-  x = unshift(x, 31);
-  x *= inverse_odd(0x94d049bb133111ebULL);
-  x = unshift(x, 27);
-  x *= inverse_odd(0xbf58476d1ce4e5b9ULL);
-  return unshift(x, 30);
-}
-static_assert(unmix64(mix64(0x0123456789abcdefULL)) == 0x0123456789abcdefULL);
-static_assert(unmix64(mix64(42)) == 42);
-}  // namespace
+using detail::mix64;
+using detail::unmix64;
 
 bool is_own_tag(std::uint64_t seed, std::string_view tag, std::uint64_t issued) noexcept {
   if (tag.size() != sizeof(Tag::text)) return false;
