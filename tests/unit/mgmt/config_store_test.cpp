@@ -9,26 +9,15 @@
 
 #include <fstream>
 
+#include "store_test_util.h"
+
 namespace edge::mgmt {
 namespace {
 
 namespace fs = std::filesystem;
 
-v1::StoredGeneration gen(std::uint64_t n, std::uint32_t flow_timer = 30) {
-  v1::StoredGeneration g;
-  g.set_generation(n);
-  *g.mutable_config() = PropertyRegistry::instance().defaults();
-  g.mutable_config()->mutable_sip()->set_flow_timer(flow_timer);
-  g.set_actor("test");
-  g.set_summary("gen " + std::to_string(n));
-  return g;
-}
-
-fs::path gen_file(const fs::path& dir, int n) {
-  char buf[32];
-  std::snprintf(buf, sizeof buf, "gen-%010d.cfg", n);
-  return dir / buf;
-}
+using store_test::gen;
+using store_test::gen_file;
 
 class ConfigStoreTest : public ::testing::Test {
  protected:
