@@ -79,5 +79,63 @@ TEST_F(KeySetView, RetireWithEdgeHsmWhileRunningGets403ForACachedTokenAndNoFlowM
   EXPECT_EQ(bob.receive_response("BYE").status(), 200);
 }
 
+// A rollback goes back to the rules that ran before the last swap, with their own key-set view and
+// verified-token cache. A version retired by another process while the change ran must not come
+// back with them: the rollback re-reads that view. The periodic re-read is off here, so nothing
+// else could notice the retirement.
+class KeySetViewRollback : public EdgeTest {
+ protected:
+  EdgedOptions edged_options() override {
+    EdgedOptions o;
+    o.extra.emplace_back("hsm.keyset_refresh_ms", "0");
+    return o;
+  }
+};
+
+TEST_F(KeySetViewRollback, AVersionRetiredDuringAnUnconfirmedApplyIsRefusedAfterItsRollback) {
+  TestUa& alice = ua("alice");
+  const SipMessage reg = register_through_edge(alice, Transport::tcp);
+  ASSERT_EQ(reg.status(), 200) << reg.summary();
+  ASSERT_EQ(token_key_version(path_token(reg)), 1u);
+
+  // The version-1 Path is verified (and cached) by the rules that will be the rollback target.
+  TestUa& bob = ua("bob");
+  bob.connect(Transport::udp, core_->endpoint(Transport::udp));
+  {
+    Call c = call(bob, alice);
+    bob.send(bob.make_in_dialog(c.caller, "BYE"));
+    const SipMessage bye = alice.receive_request("BYE");
+    alice.send(alice.make_response(bye, 200, "OK"));
+    ASSERT_EQ(bob.receive_response("BYE").status(), 200);
+  }
+
+  std::string out;
+  ASSERT_EQ(edge_->edgectl({"property", "set", "sip.flow_timer", "50"}, &out), 0) << out;
+  ASSERT_EQ(edge_->edgectl({"apply", "--confirm-within", "3"}, &out), 0) << out;
+  const std::size_t log_mark = edge_->log().size();
+  // While the change waits for its confirmation, another process rotates and retires version 1.
+  ASSERT_EQ(edge_->edge_hsm({"keyset", "rotate", "sipflow"}, &out), 0) << out;
+  ASSERT_EQ(edge_->edge_hsm({"keyset", "retire", "sipflow", "1"}, &out), 0) << out;
+  ASSERT_TRUE(edge_->wait_for_log("event=mgmt_rollback", std::chrono::milliseconds(15000), log_mark))
+      << "the unconfirmed apply was not rolled back";
+  EXPECT_TRUE(edge_->wait_for_log(" removed=1 ", std::chrono::milliseconds(5000), log_mark))
+      << "the rollback did not re-read the key-set view of the rules it went back to";
+
+  // The rolled-back rules had version 1 verified in their cache: now it gets 403 from the edge.
+  const SipMessage invite = bob.make_invite(alice.aor());
+  bob.send(invite);
+  const SipMessage r = bob.receive_response("INVITE");
+  EXPECT_EQ(r.status(), 403) << r.summary();
+  EXPECT_NE(r.header("Server"), std::optional<std::string>(kCoreServer)) << "the 403 must come from the edge";
+  bob.send(TestUa::make_ack_for_failure(invite, r));
+  EXPECT_FALSE(alice.try_receive(Millis(500))) << "a request with a retired token reached the client";
+
+  // The rolled-back configuration runs (Flow-Timer 30 again) and mints with version 2.
+  const SipMessage again = alice.register_with();
+  ASSERT_EQ(again.status(), 200) << again.summary();
+  EXPECT_EQ(again.header("Flow-Timer"), "30");
+  EXPECT_EQ(token_key_version(path_token(again)), 2u);
+}
+
 }  // namespace
 }  // namespace edge::test

@@ -85,6 +85,56 @@ TEST_F(MgmtLimitsTest, WatchEventsIsCappedPerPeerAndAClosedStreamFreesItsSlot) {
   for (auto& w : open) close_watch(*w);
 }
 
+TEST_F(MgmtLimitsTest, WatchEventsIsCappedInTotalAcrossIdentitiesAndAClosedStreamFreesASlot) {
+  constexpr int kTotal = mgmt::ManagementService::kMaxWatchStreamsTotal;
+  static_assert(kTotal % kCap == 0);
+  // kTotal / kCap viewer identities (the watcher and more) fill the total with their per-peer caps.
+  std::vector<CertFiles> viewers{watcher_};
+  for (int i = 1; i < kTotal / kCap; ++i) {
+    const std::string dns = "viewer-" + std::to_string(i) + ".mgmt.test";
+    extra_viewer_dns_.push_back(dns);
+    viewers.push_back(pki_->issue("viewer-" + std::to_string(i), {"DNS:" + dns}));
+  }
+  start_server();
+  std::vector<std::unique_ptr<v1::EdgeManagement::Stub>> stubs;
+  std::vector<std::unique_ptr<Watch>> open;
+  open.reserve(kTotal);
+  for (const CertFiles& v : viewers) {
+    stubs.push_back(tls_stub(&v));
+    for (int i = 0; i < kCap; ++i) open.push_back(open_watch(*stubs.back()));
+  }
+  ASSERT_EQ(open.size(), static_cast<size_t>(kTotal));
+
+  // An identity with no stream of its own is refused by the total, naming it.
+  auto ops = tls_stub(&ops_);
+  auto refused = open_watch(*ops);
+  v1::Event ev;
+  EXPECT_FALSE(refused->reader->Read(&ev));
+  grpc::Status st = refused->reader->Finish();
+  EXPECT_EQ(st.error_code(), grpc::StatusCode::RESOURCE_EXHAUSTED) << st.error_message();
+  EXPECT_THAT(st.error_message(), HasSubstr("at most " + std::to_string(kTotal) + " in total"));
+
+  // Closing one stream frees a slot. (Every stream that was let in is live: each ends CANCELLED
+  // below, where a refused one would end RESOURCE_EXHAUSTED.)
+  EXPECT_EQ(close_watch(*open.front()).error_code(), grpc::StatusCode::CANCELLED);
+  open.erase(open.begin());
+
+  // The freed slot serves the identity that was refused (retry until the handler has returned,
+  // bounded by count).
+  grpc::Status again;
+  for (int attempt = 0; attempt < 200; ++attempt) {
+    auto w = open_watch(*ops);
+    w->ctx.TryCancel();
+    while (w->reader->Read(&ev)) {
+    }
+    again = w->reader->Finish();
+    if (again.error_code() != grpc::StatusCode::RESOURCE_EXHAUSTED) break;
+    std::this_thread::sleep_for(std::chrono::milliseconds(50));
+  }
+  EXPECT_EQ(again.error_code(), grpc::StatusCode::CANCELLED) << again.error_message();
+  for (auto& w : open) EXPECT_EQ(close_watch(*w).error_code(), grpc::StatusCode::CANCELLED);
+}
+
 TEST_F(MgmtLimitsTest, ARefusedCallIsWrittenToTheAuditLog) {
   start_server();
   auto watcher = tls_stub(&watcher_);

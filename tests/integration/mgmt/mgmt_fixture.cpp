@@ -91,6 +91,11 @@ void MgmtFixture::start_server(unsigned unix_mode, long operator_gid) {
   r = m.add_roles();
   r->set_common_name("legacy-ops");
   r->set_role(v1::ROLE_OPERATOR);
+  for (const std::string& dns : extra_viewer_dns_) {
+    r = m.add_roles();
+    r->set_dns_name(dns);
+    r->set_role(v1::ROLE_VIEWER);
+  }
   server_ = std::make_unique<mgmt::MgmtServer>(*agent_, mgmt::server_options(m, state_dir_));
 }
 

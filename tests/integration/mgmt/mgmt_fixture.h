@@ -47,8 +47,8 @@ class MgmtFixture : public ::testing::Test {
 
   // Starts MgmtServer on <state>/mgmt.sock and on 127.0.0.1:0 with mutual TLS,
   // through server_options(). Roles: uri:kOpsUri operator, dns:kWatcherDns
-  // viewer, cn:legacy-ops operator (counts only with cn_fallback_); the CRL
-  // crl_file_ when set.
+  // viewer, cn:legacy-ops operator (counts only with cn_fallback_), dns:NAME
+  // viewer for each of extra_viewer_dns_; the CRL crl_file_ when set.
   void start_server(unsigned unix_mode = 0660, long operator_gid = -1);
 
   std::unique_ptr<mgmt::v1::EdgeManagement::Stub> unix_stub();
@@ -69,6 +69,8 @@ class MgmtFixture : public ::testing::Test {
   CertFiles server_cert_, ops_, watcher_, stranger_, cn_only_, revoked_ops_, foreign_ops_;
   bool cn_fallback_ = false;
   std::filesystem::path crl_file_;
+  // More viewer identities for start_server: dns:NAME=viewer for each name.
+  std::vector<std::string> extra_viewer_dns_;
   LogCapture log_;
   FakeFrontEnd front_end_;  // healthy, records what the agent asked of it
   std::unique_ptr<mgmt::Agent> agent_;
