@@ -1,12 +1,17 @@
 // edge-hsm: operator and test tool for the lab token, key sets and an HSM self test.
+#include <edge/hsm/cell_keys.h>
 #include <edge/hsm/error.h>
 #include <edge/hsm/hsm.h>
 #include <edge/hsm/lab.h>
+#include <edge/hsm/module.h>
 #include <edge/hsm/signing_key.h>
 
+#include <cstdlib>
 #include <ctime>
 #include <filesystem>
+#include <fstream>
 #include <iostream>
+#include <iterator>
 #include <optional>
 #include <string>
 #include <vector>
@@ -36,6 +41,16 @@ Commands:
   signkey export NAME             write <state>/keys/NAME.pub.pem again, print the path
   signkey list                    one line per signing key
   selftest                        module, token, mechanisms, HMAC round trip
+  cell init                       generate this member's RSA transport key pair (cell key
+                                  transfer); prints its fingerprint
+  cell show [--out FILE]          print the transport key's fingerprint; --out writes its
+                                  public key (DER SubjectPublicKeyInfo) to FILE
+  cell trust MEMBER --public-key FILE --fingerprint FP --so-pin-file PATH
+                                  as the token's SO: admit MEMBER (this member's own id
+                                  too) by importing its transport public key (DER, as
+                                  cell show --out writes it) as a CKA_TRUSTED key, after
+                                  checking its fingerprint is FP; logs in as SO, never user
+  cell peers                      one line per member key: member, fingerprint, trusted
 
 Options:
   --state-dir DIR     state directory (default: $EDGE_STATE_DIR, else ./var)
@@ -47,6 +62,10 @@ Options:
   --json              machine-readable output (keyset list)
   --retain N          versions kept by keyset create
   --exists-ok         signkey create: an existing key is fine (export it again)
+  --fingerprint FP    cell trust: the fingerprint compared out of band (sha256:...)
+  --public-key FILE   cell trust: the member's public key (DER SubjectPublicKeyInfo)
+  --so-pin-file PATH  cell trust: the SO PIN file (mode 0600)
+  --out FILE          cell show: where to write the public key
   -h, --help          this text
 
 Exit status: 0 success, 1 failure, 2 usage error.
@@ -57,7 +76,8 @@ struct UsageError {
 };
 
 struct Options {
-  std::optional<std::string> state_dir, module, token, token_uri, pin_file, pin_env, retain;
+  std::optional<std::string> state_dir, module, token, token_uri, pin_file, pin_env, retain, fingerprint,
+      so_pin_file, out, public_key;
   bool json = false, help = false, exists_ok = false;
   std::vector<std::string> args;
 };
@@ -69,10 +89,17 @@ Options parse(int argc, char** argv) {
     std::optional<std::string> Options::*field;
   };
   const ValueOption value_options[] = {
-      {"--state-dir", &Options::state_dir}, {"--module", &Options::module},
-      {"--token", &Options::token},         {"--token-uri", &Options::token_uri},
-      {"--pin-file", &Options::pin_file},   {"--pin-env", &Options::pin_env},
+      {"--state-dir", &Options::state_dir},
+      {"--module", &Options::module},
+      {"--token", &Options::token},
+      {"--token-uri", &Options::token_uri},
+      {"--pin-file", &Options::pin_file},
+      {"--pin-env", &Options::pin_env},
       {"--retain", &Options::retain},
+      {"--fingerprint", &Options::fingerprint},
+      {"--so-pin-file", &Options::so_pin_file},
+      {"--out", &Options::out},
+      {"--public-key", &Options::public_key},
   };
   bool options_done = false;
   for (int i = 1; i < argc; ++i) {
@@ -351,6 +378,61 @@ int cmd_selftest(const Options& o) {
   return kExitOk;
 }
 
+int cmd_cell(const Options& o) {
+  const auto& a = o.args;
+  if (a.size() < 2) throw UsageError{"cell needs a subcommand: init, show, trust, peers"};
+  const std::string& sub = a[1];
+  const bool trust = sub == "trust";
+  if ((o.fingerprint || o.so_pin_file || o.public_key) && !trust)
+    throw UsageError{"--fingerprint, --public-key and --so-pin-file apply to cell trust only"};
+  if (o.out && sub != "show") throw UsageError{"--out applies to cell show only"};
+  if (o.json || o.retain || o.exists_ok)
+    throw UsageError{"--json, --retain and --exists-ok do not apply to cell"};
+  if (trust) {
+    constexpr const char* kTrustUsage =
+        "usage: edge-hsm cell trust MEMBER --public-key FILE --fingerprint FP --so-pin-file PATH";
+    if (a.size() != 3 || !o.fingerprint || !o.so_pin_file || !o.public_key) throw UsageError{kTrustUsage};
+    const std::string& member = a[2];
+    if (!valid_member_id(member))
+      throw UsageError{"invalid member id '" + member + "': use 1..64 characters of A-Z a-z 0-9 . _ -"};
+    std::ifstream f(*o.public_key, std::ios::binary);
+    if (!f) throw std::runtime_error("cannot read " + *o.public_key);
+    const std::vector<std::uint8_t> spki((std::istreambuf_iterator<char>(f)),
+                                         std::istreambuf_iterator<char>());
+    if (spki.empty() || spki.size() > 4096)
+      throw std::runtime_error(*o.public_key + " is not a public key file");
+    const HsmConfig c = config_of(o);
+    // No Hsm here: it would log in as the user, and PKCS#11 allows one user type per application.
+    // Single-threaded tool, before the module is loaded (as Hsm does it).
+    if (!c.softhsm2_conf.empty())
+      ::setenv("SOFTHSM2_CONF", c.softhsm2_conf.c_str(), 1);  // NOLINT(concurrency-mt-unsafe)
+    Module module(c.module_path);
+    const SecretString so = read_pin(PinSource{PinSource::Kind::file, *o.so_pin_file});
+    admit_member(module, c.token, so, member, spki, *o.fingerprint);
+    std::cout << "member " << member << " admitted: " << *o.fingerprint << '\n';
+    return kExitOk;
+  }
+  if (a.size() != 2) throw UsageError{"usage: edge-hsm cell " + sub};
+  if (sub != "init" && sub != "show" && sub != "peers")
+    throw UsageError{"unknown cell subcommand '" + sub + "'"};
+  Hsm hsm(config_of(o));
+  CellKeys cell(hsm);
+  if (sub == "peers") {
+    for (const PeerKey& p : cell.peers())
+      std::cout << p.member << ' ' << p.fingerprint << (p.trusted ? " trusted" : " not-trusted") << '\n';
+    return kExitOk;
+  }
+  const TransportPublicKey k = sub == "init" ? cell.create_transport_key() : cell.transport_public_key();
+  if (o.out) {
+    std::ofstream f(*o.out, std::ios::binary | std::ios::trunc);
+    f.write(reinterpret_cast<const char*>(k.spki.data()), static_cast<std::streamsize>(k.spki.size()));
+    f.close();
+    if (!f) throw std::runtime_error("cannot write " + *o.out);
+  }
+  std::cout << "fingerprint " << k.fingerprint << '\n';
+  return kExitOk;
+}
+
 int run(int argc, char** argv) {
   Options o = parse(argc, argv);
   if (o.help) {
@@ -367,6 +449,7 @@ int run(int argc, char** argv) {
   if (cmd == "keyset") return cmd_keyset(o);
   if (cmd == "signkey") return cmd_signkey(o);
   if (cmd == "selftest") return cmd_selftest(o);
+  if (cmd == "cell") return cmd_cell(o);
   if (cmd == "help") {
     std::cout << kUsage;
     return kExitOk;
