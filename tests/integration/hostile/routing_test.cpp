@@ -7,12 +7,12 @@
 namespace edge::test::hostile {
 namespace {
 
-class Routing : public HostileTest {};
+class EdgeRouting : public HostileTest {};
 
 // alice's phone strict-routes (RFC 2543): it puts the first URI of its route set (the edge's
 // Record-Route URI with alice's token) in the Request-URI and bob's Contact at the end of Route. The
 // edge restores it; bob gets the BYE for his own Contact, and alice the 200.
-TEST_F(Routing, AStrictRoutedByeIsRestoredAndReachesTheCallee) {
+TEST_F(EdgeRouting, AStrictRoutedByeIsRestoredAndReachesTheCallee) {
   TestUa& alice = ua("alice");
   ASSERT_EQ(register_through_edge(alice, Transport::tcp).status(), 200);
   TestUa& bob = ua("bob");
@@ -39,7 +39,7 @@ TEST_F(Routing, AStrictRoutedByeIsRestoredAndReachesTheCallee) {
 
 // An outbound proxy configured as sip:alice@<edge>;lr: the Route is popped and the INVITE goes to the
 // core, which sends it to bob through the edge (the core's Via is in it).
-TEST_F(Routing, AnOutboundProxyUriWithAUserPartIsLooseRoutedThroughTheCore) {
+TEST_F(EdgeRouting, AnOutboundProxyUriWithAUserPartIsLooseRoutedThroughTheCore) {
   TestUa& alice = ua("alice");
   ASSERT_EQ(register_through_edge(alice, Transport::tcp).status(), 200);
   TestUa& bob = ua("bob");
@@ -62,7 +62,7 @@ TEST_F(Routing, AnOutboundProxyUriWithAUserPartIsLooseRoutedThroughTheCore) {
 // A MESSAGE that arrives within limits.max_message_size (65535) but that our Via and received/rport
 // take over it: 513 from the edge (not the core), nothing sent to the core; the core link and the
 // bystander's calls go on.
-TEST_F(Routing, ARequestOurHeadersTakeOverTheCoreLinksLimitGets513) {
+TEST_F(EdgeRouting, ARequestOurHeadersTakeOverTheCoreLinksLimitGets513) {
   TestUa& alice = ua("alice");
   ASSERT_EQ(register_through_edge(alice, Transport::tcp).status(), 200);
   SipMessage m = alice.make_invite(bystander_->aor());
