@@ -189,9 +189,16 @@ TEST_F(Routing, DoubleRecordRouteWheneverTheTwoSidesDifferAlsoOnOneTransport) {
     Out fwd(s.bytes);
     const std::string token = token_of(kBob);
     const auto uri = [](const AdvertisedAddress& a, const std::string& user) {
-      const std::string host = a.host.find(':') == std::string::npos ? a.host : "[" + a.host + "]";
-      return "sip:" + (user.empty() ? "" : user + "@") + host + ":" + std::to_string(a.port) +
-             (a.transport == Transport::tls ? ";transport=tls" : ";transport=tcp") + ";lr";
+      std::string u = "sip:";
+      if (!user.empty()) u.append(user).append("@");
+      if (a.host.find(':') == std::string::npos) {
+        u += a.host;
+      } else {
+        u.append("[").append(a.host).append("]");
+      }
+      u.append(":").append(std::to_string(a.port));
+      u += a.transport == Transport::tls ? ";transport=tls;lr" : ";transport=tcp;lr";
+      return u;
     };
     ASSERT_EQ(fwd.values(HeaderId::record_route).size(), t.expected);
     if (t.expected == 2) {
