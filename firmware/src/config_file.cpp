@@ -3,6 +3,7 @@
 
 #include <edge/hsm/lab.h>
 
+#include <algorithm>
 #include <charconv>
 #include <fstream>
 #include <sstream>
@@ -332,6 +333,10 @@ net::ProxyConfig EdgedConfig::proxy_config() const {
   }
   // Where the core itself sends from: its own connections to our listeners are recognised by it.
   if (core.enabled) p.core_address = {core.transport, core.address, core.port};
+  // What the core link carries (513 above it): its framer's limit, and a datagram's on UDP.
+  p.limits.max_core_message_size = core.transport == flow::Transport::udp
+                                       ? std::min(limits.max_message_size, net::ProxyLimits::kMaxUdpPayload)
+                                       : limits.max_message_size;
   p.flow_timer_seconds = flow_timer;
   p.require_path = require_path;
   p.client_to_client_direct = client_to_client_direct;

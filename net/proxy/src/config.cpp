@@ -47,6 +47,8 @@ void ProxyConfig::validate() const {
   if (flow_timer_seconds == 0) throw std::invalid_argument("proxy: flow_timer_seconds is 0");
   if (flow_token_security && key_set.empty())
     throw std::invalid_argument("proxy: flow-token security enabled without a key set name");
+  if (limits.max_core_message_size < 512)
+    throw std::invalid_argument("proxy: max_core_message_size below 512 bytes");
   if (limits.max_own_routes == 0 || limits.max_own_routes > ProxyLimits::kMaxOwnRoutes)
     throw std::invalid_argument("proxy: max_own_routes must be 1.." +
                                 std::to_string(ProxyLimits::kMaxOwnRoutes));

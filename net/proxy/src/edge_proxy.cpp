@@ -7,6 +7,7 @@
 #include "edge/net/sip/response.h"
 #include "edge/net/sip/uri.h"
 #include "edge/net/token/hsm_outcome.h"
+#include "edge/net/token/token.h"
 
 #include <arpa/inet.h>
 
@@ -119,8 +120,19 @@ std::string without_ob(std::string_view uri_text, const sip::Uri& uri) {
   return s;
 }
 
+// RFC 5658 §3: one Record-Route value will do only when the side the request
+// arrived on and the side it leaves on are one address, port and transport. IP
+// literals compare as addresses ("2001:db8::10" is "2001:DB8:0::10"), names
+// without case.
 bool same_interface(const AdvertisedAddress& a, const AdvertisedAddress& b) noexcept {
-  return a.transport == b.transport && a.port == b.port && ieq(a.host, b.host);
+  if (a.transport != b.transport || a.port != b.port) return false;
+  for (const int af : {AF_INET, AF_INET6}) {
+    std::array<unsigned char, 16> x{}, y{};
+    const bool xa = inet_pton(af, a.host.c_str(), x.data()) == 1;
+    const bool ya = inet_pton(af, b.host.c_str(), y.data()) == 1;
+    if (xa || ya) return xa && ya && x == y;
+  }
+  return ieq(a.host, b.host);
 }
 
 // RFC 3261 §12.1 and RFC 6665: requests that create a dialog when sent outside one.
@@ -169,6 +181,8 @@ std::uint32_t granted_expiry(const sip::Message& m) {
   return best;
 }
 
+std::string restore_strict_route(const ProxyConfig& cfg, const sip::Message& m);
+
 char method_class(Method m) noexcept {
   switch (m) {
     case Method::invite:
@@ -195,12 +209,15 @@ struct EdgeProxy::Ctx {
   const flow::HsmOutcome* resumed;         // set when the message comes back from HSM work
   std::shared_ptr<Redelivery> redelivery;  // fetched once the message needs the HSM
   IpText src;                              // in.flow.remote address text
+  std::string restored;                    // a strict-routed request rewritten (restore_strict_route)
   std::string tx_key;                      // upstream transaction key (UDP client), empty when untracked
   // Our Route values at the top of the request (RFC 3261 §16.4), in order.
   struct OwnRoute {
     std::string_view uri_text;
     sip::Uri uri;
-    bool has_token() const noexcept { return uri.has_user && !uri.user.empty(); }
+    // A user part that is no token (an outbound proxy configured as
+    // sip:alice@edge;lr) is ordinary loose routing (docs/token-format.md).
+    bool has_token() const noexcept { return uri.has_user && flow::token_shaped(uri.user); }
   };
   std::array<OwnRoute, ProxyLimits::kMaxOwnRoutes> routes{};
   std::size_t own_routes = 0;       // how many of them are popped when forwarding
@@ -241,6 +258,21 @@ void EdgeProxy::on_message(const Inbound& in, Network& out) {
     const bool read = sip::salvage(in.bytes, salvaged, opts.limits) == Error::ok;
     unparseable(in, out, read ? &salvaged : nullptr, sip::suggested_status(e));
     return;
+  }
+  // RFC 3261 §16.4: a strict-routing previous hop put our Record-Route URI in
+  // the Request-URI. Carry on with the loose-routed request it stands for.
+  if (c.msg.is_request()) {
+    c.restored = restore_strict_route(config_, c.msg);
+    if (!c.restored.empty()) {
+      sip::Message loose;
+      if (sip::parse(c.restored, loose, opts) != Error::ok) {  // the last Route cannot be a Request-URI
+        if (!c.in.from_core) c.src = ip_text(c.in.flow.remote);
+        reply(c, 400, "Bad Route");
+        return;
+      }
+      c.in.bytes = c.restored;
+      c.msg = std::move(loose);
+    }
   }
   // A core that opened its own connection (or TLS session) to one of our
   // listeners: its requests name the core in their top Via.
@@ -365,6 +397,64 @@ bool is_ours(const ProxyConfig& cfg, const sip::Uri& u) noexcept {
 }  // namespace
 
 namespace {
+bool has_uri_param(const sip::Uri& u, std::string_view name) noexcept {
+  sip::UriParamReader r(u.params);
+  sip::Param p;
+  while (r.next(p))
+    if (ieq(p.name, name)) return true;
+  return false;
+}
+
+// RFC 3261 §16.4: "If the Request-URI contains a value this proxy previously
+// placed into a Record-Route header field, the proxy MUST replace the
+// Request-URI in the request with the last value from the Route header field,
+// and remove that value from the Route header field." Our Record-Route URIs
+// are our host and port with `lr` (every one we write has it) or with a
+// token-shaped user part (a strict router may strip lr). A request to us
+// without either (an OPTIONS ping, `sip:bob@<edge address>`) is none of them,
+// and without a Route there is nothing to restore. The URI itself goes on top
+// of Route, where the usual processing pops it and reads its token: the text
+// of the loose-routed request, or empty when `m` is not strict-routed.
+std::string restore_strict_route(const ProxyConfig& cfg, const sip::Message& m) {
+  sip::Uri ru;
+  if (sip::parse_uri(m.request_uri(), ru) != Error::ok || !is_ours(cfg, ru)) return {};
+  if (!has_uri_param(ru, "lr") && !(ru.has_user && flow::token_shaped(ru.user))) return {};
+  sip::ValueIterator it(m, HeaderId::route);
+  sip::HeaderValue hv, last, before_last;
+  bool any = false;
+  while (it.next(hv)) {
+    before_last = last;
+    last = hv;
+    any = true;
+  }
+  if (!any || it.error()) return {};
+  sip::RouteValue target;
+  if (sip::parse_route_value(last.text, target) != Error::ok) return {};
+  const std::string_view raw = m.raw();
+  const auto headers = m.headers();
+  std::size_t first_route = 0;  // line of the first Route header: our URI goes above it
+  while (headers[first_route].id != HeaderId::route) ++first_route;
+  const sip::Header& line = headers[last.header_index];
+  // The last value goes with its comma, or with its line when it is alone on it.
+  std::size_t cut_begin = line.line_begin, cut_end = line.line_end;
+  if (last.index_in_line > 0) {
+    cut_begin = m.offset_of(before_last.text) + before_last.text.size();
+    cut_end = m.offset_of(last.text) + last.text.size();
+  }
+  const std::size_t ruri_begin = m.offset_of(m.request_uri());
+  const std::size_t ruri_end = ruri_begin + m.request_uri().size();
+  const std::size_t route_at = headers[first_route].line_begin;
+  std::string out;
+  out.reserve(raw.size() + 16);
+  out.append(raw.substr(0, ruri_begin));
+  out.append(target.addr.uri);
+  out.append(raw.substr(ruri_end, route_at - ruri_end));
+  out.append("Route: <").append(m.request_uri()).append(">\r\n");
+  out.append(raw.substr(route_at, cut_begin - route_at));
+  out.append(raw.substr(cut_end));
+  return out;
+}
+
 // The Request-URI schemes an edge proxies (RFC 3261 §16.3 step 2): sip, sips (RFC 3261)
 // and tel (RFC 3966). The parser has checked `scheme ":"`.
 bool understood_scheme(std::string_view ruri) noexcept {
@@ -822,6 +912,15 @@ void EdgeProxy::forward_to_core(Ctx& c, bool dialog, bool outbound_register) {
   }
   std::string bytes;
   if (!finish_edit(c, ed, e, bytes)) return;
+  if (bytes.size() > config_.limits.max_core_message_size) {
+    // Our Via, Record-Route and Path took it over what the core side carries
+    // (ProxyLimits::max_core_message_size): answered here, never sent to break
+    // the shared link or be lost as a datagram (RFC 3261 §21.5.12).
+    log(LogLevel::info, LogEvent::bad_request,
+        "status=513 size=" + std::to_string(bytes.size()) + " flow=" + flow::to_string(c.in.flow), c.now);
+    reply(c, 513, "Message Too Large");
+    return;
+  }
   if (!c.out.send_to_core(std::move(bytes))) {
     log(LogLevel::warn, LogEvent::core_unavailable, "flow=" + flow::to_string(c.in.flow), c.now);
     reply(c, 503, "Core Unreachable");

@@ -24,6 +24,19 @@ const char* to_string(TokenStatus s) noexcept {
   return "?";
 }
 
+bool token_shaped(std::string_view user) noexcept {
+  if (user.size() < kMinShapedSize || user.size() > kMaxShapedSize) return false;
+  std::size_t end = user.size();
+  for (int pad = 0; pad < 2 && user[end - 1] == '='; ++pad) --end;
+  for (std::size_t i = 0; i < end; ++i) {
+    const char c = user[i];
+    const bool ok =
+        (c >= 'A' && c <= 'Z') || (c >= 'a' && c <= 'z') || (c >= '0' && c <= '9') || c == '-' || c == '_';
+    if (!ok) return false;
+  }
+  return true;
+}
+
 namespace {
 
 void put_u16(std::uint8_t* p, std::uint16_t v) noexcept {

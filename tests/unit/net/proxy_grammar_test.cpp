@@ -315,16 +315,17 @@ TEST(OwnTag, RecognisesExactlyTheTagsHandedOut) {
 
 // ---- a user part of ours that is no token ----------------------------------------------------
 
-// Issue 17 asks that an outbound proxy configured as sip:alice@edge;lr be loose-routed "as
-// docs/token-format.md says". It is not, and that document does not say so: every user part in a
-// Route of ours is taken as a token, and one that is not ours is a failed integrity check, 403
-// (RFC 5626 §5.3.1), like a truncated token (tests/integration/hostile/token_test.cpp). This pins
-// today's answer; changing it is a routing-policy decision (see the issue 17 report).
-TEST_F(Grammar, ARouteOfOursWithAUserPartThatIsNoTokenIs403Today) {
+// An outbound proxy configured as sip:alice@edge;lr: "alice" is not token-shaped (docs/token-format.md,
+// "Token-shaped user parts"), so the Route is ours without a token: popped, and the request goes on
+// to the core (RFC 3261 §16.4 loose routing). Both sides of the line: tests/unit/net/proxy_routing_test.cpp.
+TEST_F(Grammar, ARouteOfOursWithAUserPartThatIsNoTokenIsLooseRouting) {
   from_client(kAlice, request("INVITE sip:bob@example.test SIP/2.0",
                               "Route: <sip:alice@192.0.2.10:5060;lr>\n" + all_but("")));
-  Out r = answer_to(kAlice);
-  EXPECT_EQ(r.status(), 403);
+  const FakeNetwork::Sent s = out_.take();
+  ASSERT_TRUE(s.to_core) << s.bytes;
+  Out fwd(s.bytes);
+  EXPECT_TRUE(fwd.values(HeaderId::route).empty());
+  EXPECT_EQ(fwd.msg().request_uri(), "sip:bob@example.test");
 }
 
 }  // namespace

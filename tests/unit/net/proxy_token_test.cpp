@@ -70,8 +70,13 @@ TEST_F(Token, ATamperedTokenFromAClientIs403) {
   EXPECT_EQ(Out(s.bytes).status(), 403);
 }
 
-TEST_F(Token, AUserPartThatIsNoTokenOfOursIs403) {
+// "bob" is not token-shaped (docs/token-format.md): a Route of ours without a token, so nothing
+// names a flow: 404. A token-shaped user part that is not a token of ours is 403.
+TEST_F(Token, AUserPartThatIsNotTokenShapedIs404AndATokenShapedForeignOneIs403) {
   from_core(core_request("INVITE", "sip:bob@203.0.113.5", "<sip:bob@10.0.0.1:5060;transport=tcp;lr>"));
+  EXPECT_EQ(Out(out_.take().bytes).status(), 404);
+  from_core(core_request("INVITE", "sip:bob@203.0.113.5",
+                         "<sip:" + std::string(46, 'B') + "@10.0.0.1:5060;transport=tcp;lr>"));
   EXPECT_EQ(Out(out_.take().bytes).status(), 403);
 }
 

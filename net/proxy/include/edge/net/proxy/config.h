@@ -28,6 +28,14 @@ struct ProxyLimits {
   // double Record-Route leaves two per pass through us; more is a loop).
   static constexpr std::size_t kMaxOwnRoutes = 8;
   std::size_t max_own_routes = 4;  // 1..kMaxOwnRoutes
+  // The largest message we send toward the core, with our Via, Record-Route
+  // and Path added; a larger one is answered 513 instead. The core link's own
+  // limit: its framer's max message size on a stream (the transport's
+  // limits.max_message_size, which the core's answers are read with), and on
+  // UDP also the largest IPv4 datagram payload, 65507 bytes (edged sets it:
+  // EdgedConfig::proxy_config). At least 512.
+  static constexpr std::size_t kMaxUdpPayload = 65'507;
+  std::size_t max_core_message_size = 65'535;
   // Transaction memory, T1/T2 and the log rate belong to the process, not to one
   // set of rules: ProxyStateOptions (proxy_state.h).
 };

@@ -33,10 +33,24 @@ inline constexpr std::size_t kTextSizeV6 = (kRawSizeV6 * 8 + 5) / 6;            
 inline constexpr std::size_t kMaxRawSize = kRawSizeV6;
 inline constexpr std::size_t kMaxTextSize = kTextSizeV6;
 
-// What a presented token turned out to be. The proxy maps these to answers:
-// not_ours -> the Route user part is not a flow token of ours (route as if it
-// had none), malformed / tampered -> 403 (RFC 5626 §5.3.1), hsm_unavailable ->
-// 503 (cannot decide now), valid -> route over the flow.
+// A URI user part the proxy takes for a flow token (docs/token-format.md,
+// "Token-shaped user parts"): kMinShapedSize..kMaxShapedSize characters, each
+// from the base64url alphabet (A-Z a-z 0-9 - _), except that the last one or
+// two may be '='. Anything else (`alice`, a phone number, a Kamailio token
+// with + or /, an escaped character) is no token: a Route of ours carrying it
+// is ordinary loose routing (RFC 3261 §16.4). A token-shaped user part is
+// verified, and anything but valid is 403. 22 characters is the text of the
+// 16-byte tag alone (nothing shorter can hold one); 80 is the longest v1
+// token (78) with the two '=' a stack may pad it with.
+inline constexpr std::size_t kMinShapedSize = (kTagSize * 8 + 5) / 6;  // 22
+inline constexpr std::size_t kMaxShapedSize = kMaxTextSize + 2;        // 80
+bool token_shaped(std::string_view user) noexcept;
+
+// What a presented token turned out to be. The proxy maps these to answers
+// for a token-shaped user part (token_shaped): valid -> route over the flow;
+// not_ours (a token of no v1 layout: wrong length, another version),
+// malformed, tampered -> 403 (RFC 5626 §5.3.1); hsm_unavailable -> 503
+// (cannot decide now).
 enum class TokenStatus : std::uint8_t {
   valid,
   // Not one of our v1 tokens by its shape: empty, a text length other than 46
