@@ -238,6 +238,8 @@ EdgedConfig parse_config_text(const std::string& text, const std::string& origin
           throw ConfigError(what + ": expected none, optional or required");
       } else if (key == "sip.flow_timer") {
         c.flow_timer = number<std::uint32_t>(value, 1, 3600, what);
+      } else if (key == "sip.path_without_supported") {
+        c.path_without_supported = boolean(value, what);
       } else if (key == "sip.require_path") {
         c.require_path = boolean(value, what);
       } else if (key == "sip.client_to_client_direct") {
@@ -338,6 +340,7 @@ net::ProxyConfig EdgedConfig::proxy_config() const {
                                        ? std::min(limits.max_message_size, net::ProxyLimits::kMaxUdpPayload)
                                        : limits.max_message_size;
   p.flow_timer_seconds = flow_timer;
+  p.path_without_supported = path_without_supported;
   p.require_path = require_path;
   p.client_to_client_direct = client_to_client_direct;
   p.flow_token_security = !key_set.empty();

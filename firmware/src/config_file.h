@@ -50,6 +50,8 @@ struct EdgedConfig {
   net::CoreConfig core;
   net::TlsConfig tls;
   std::uint32_t flow_timer = 30;
+  // Path for a REGISTER without "Supported: path" too (net::ProxyConfig).
+  bool path_without_supported = true;
   bool require_path = false;
   // RFC 5626 §5.3: a request from a client with a valid token of another flow is
   // forwarded over that flow (true) or to the core (false, the default: the core's

@@ -489,7 +489,16 @@ PropertyRegistry::PropertyRegistry() {
       [](const C& c) { return u(c.sip().flow_timer()); },
       [](C& c, S v) { c.mutable_sip()->set_flow_timer(static_cast<std::uint32_t>(n(v))); });
   p.add(
-      "sip.require_path", PT::boolean, "false", kFrontEnd, "refuse a REGISTER without Path support",
+      "sip.path_without_supported", PT::boolean, "true", kFrontEnd,
+      "Path with the flow token also for a REGISTER without Supported: path (plain phones), "
+      "as Kamailio's add_path(); false: RFC 3327 5.2, no Path (or 421 with sip.require_path)",
+      [](const C& c) {
+        return b(c.sip().has_path_without_supported() ? c.sip().path_without_supported() : true);
+      },
+      [](C& c, S v) { c.mutable_sip()->set_path_without_supported(v == "true"); });
+  p.add(
+      "sip.require_path", PT::boolean, "false", kFrontEnd,
+      "with sip.path_without_supported false: refuse (421) a REGISTER without Supported: path",
       [](const C& c) { return b(c.sip().require_path()); },
       [](C& c, S v) { c.mutable_sip()->set_require_path(v == "true"); });
   p.add(

@@ -56,9 +56,10 @@ std::string_view uri_transport(flow::Transport t) noexcept {
     case flow::Transport::tls_sctp:
       return "tls-sctp";
     case flow::Transport::ws:
-      return "ws";
     case flow::Transport::wss:
-      return "wss";
+      // RFC 7118 §5.2 defines the one value "ws" for WebSocket, secure or not (the
+      // Via says WS or WSS, the URI does not); "wss" is no registered transport.
+      return "ws";
   }
   return {};
 }
@@ -849,7 +850,12 @@ void EdgeProxy::forward_to_core(Ctx& c, bool dialog, bool outbound_register) {
   const bool first_hop = sip::via_count(m) == 1;
   bool want_path = false;
   if (m.method() == Method::register_) {
-    if (!sip::has_option_tag(m, HeaderId::supported, "path")) {
+    // A UA without "Supported: path" (a plain RFC 3261 phone) gets the same Path
+    // unless sip.path_without_supported is off: else the registrar knows it only by
+    // our core-side address, and calls for it never find its flow. Nothing else is
+    // added: no "Require: path" (RFC 3327 §5.2 ties it to a UA that asked; Kamailio's
+    // add_path() adds none; with it Kamailio 5.6 crashed on an RFC 4475 REGISTER).
+    if (!sip::has_option_tag(m, HeaderId::supported, "path") && !config_.path_without_supported) {
       // RFC 3327 §5.2: no Path for a UA that did not ask; 421 when we insist.
       if (config_.require_path) {
         reply(c, 421, {}, "Require", "path");

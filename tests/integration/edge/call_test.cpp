@@ -47,6 +47,10 @@ TEST_P(CallThroughEdge, InviteArrivesOnTheClientsOwnFlowAndByeWorksBothWays) {
     EXPECT_EQ(uri_user(uri_of(rr[0])), token) << rr[0];
     EXPECT_FALSE(uri_param(uri_of(rr[0]), "ob")) << rr[0];
     EXPECT_TRUE(uri_param(uri_of(rr[0]), "lr")) << rr[0];
+    if (t == Transport::ws || t == Transport::wss) {
+      // RFC 7118 §5.2: "ws" for WebSocket, secure or not; only the Via says WSS.
+      EXPECT_EQ(uri_param(uri_of(rr[0]), "transport"), "ws") << rr[0];
+    }
     EXPECT_EQ(alice.local_endpoint(), alice_flow);
 
     Dialog bob_dialog = c.caller;

@@ -52,6 +52,7 @@ TEST(Properties, EveryEdgedConfKeyIsRegisteredWithItsRestartClass) {
                            "tls.ca",
                            "tls.client_certs",
                            "sip.flow_timer",
+                           "sip.path_without_supported",
                            "sip.require_path",
                            "sip.client_to_client_direct",
                            "sip.workers",
@@ -245,6 +246,25 @@ TEST(Properties, ShippedEdgedConfImportsCleanly) {
   EXPECT_EQ(c.sip().core_uri(), "sip:127.0.0.1:5080;transport=tcp");
   EXPECT_EQ(c.hsm().pin_file(), "hsm/user-pin");
   EXPECT_FALSE(c.sip().client_to_client_direct()) << "a client reaches another client only through the core";
+}
+
+// A plain phone (no "Supported: path") gets Path by default, as with Kamailio's
+// add_path(); a configuration stored before the property existed reads as true.
+TEST(Properties, PathWithoutSupportedIsOnByDefaultAndCanBeTurnedOff) {
+  const v1::ApplianceConfig stored_before;  // a generation written before the field existed
+  EXPECT_FALSE(stored_before.sip().has_path_without_supported());
+  EXPECT_EQ(reg().get(stored_before, "sip.path_without_supported"), "true") << "unset reads as the default";
+  auto c = reg().defaults();
+  EXPECT_EQ(reg().get(c, "sip.path_without_supported"), "true");
+  reg().set(c, "sip.path_without_supported", "false");
+  EXPECT_TRUE(c.sip().has_path_without_supported());
+  EXPECT_FALSE(c.sip().path_without_supported());
+  EXPECT_EQ(reg().get(c, "sip.path_without_supported"), "false");
+  EXPECT_EQ(reg().find("sip.path_without_supported")->restart, v1::RESTART_FRONT_END);
+  EXPECT_EQ(code_of([&] { reg().set(c, "sip.path_without_supported", "sometimes"); }),
+            ErrorCode::invalid_argument);
+  const auto shipped = import_conf_text(edge::test::read_file(EDGE_DEFAULT_CONF), "edged.conf");
+  EXPECT_EQ(reg().get(shipped, "sip.path_without_supported"), "true");
 }
 
 TEST(Properties, ImportErrorsNameOriginAndLine) {

@@ -233,5 +233,65 @@ TEST_F(Dialog, IncomingInviteToAnIpv6Flow) {
   EXPECT_TRUE(out_.take().to_core);
 }
 
+// RFC 7118 §5.2: the URI transport parameter is "ws" for WebSocket flows, secure or
+// not ("wss" is no registered value; only the Via says WSS). Both directions: the
+// UA-facing Record-Route of an outgoing INVITE and of an incoming one.
+class WebSocketDialog : public ProxyFixture, public ::testing::WithParamInterface<Transport> {
+ protected:
+  void SetUp() override {
+    ProxyConfig cfg = lab_config();
+    cfg.client_side.push_back({Transport::ws, "192.0.2.10", 8080});
+    cfg.client_side.push_back({Transport::wss, "192.0.2.10", 8443});
+    make(cfg);
+    out_.add_flow(browser());
+  }
+  FlowKey browser() const {
+    return GetParam() == Transport::ws ? flow_of(Transport::ws, "192.0.2.10", 8080, "198.51.100.20", 51000)
+                                       : flow_of(Transport::wss, "192.0.2.10", 8443, "198.51.100.20", 51001);
+  }
+  std::uint16_t port() const { return GetParam() == Transport::ws ? 8080 : 8443; }
+};
+
+TEST_P(WebSocketDialog, OutgoingInviteRecordRoutesTheBrowserSideWithTransportWs) {
+  from_client(browser(), alice_invite());
+  const FakeNetwork::Sent s = out_.take();
+  ASSERT_TRUE(s.to_core);
+  Out fwd(s.bytes);
+  ASSERT_EQ(fwd.values(HeaderId::record_route).size(), 2u) << fwd.text();
+  EXPECT_EQ(fwd.route_uri(HeaderId::record_route, 0), "sip:10.0.0.1:5060;transport=tcp;lr");
+  EXPECT_EQ(fwd.route_uri(HeaderId::record_route, 1),
+            "sip:" + token_of(browser()) + "@192.0.2.10:" + std::to_string(port()) + ";transport=ws;lr");
+  // That URI is ours when the browser routes its BYE by it: popped, and on to the core.
+  std::string bye = alice_invite("BYE", "b7");
+  bye.insert(bye.find("Max-Forwards:"), "Route: <" + fwd.route_uri(HeaderId::record_route, 1) + ">, <" +
+                                            fwd.route_uri(HeaderId::record_route, 0) + ">\r\n");
+  from_client(browser(), bye);
+  const FakeNetwork::Sent b = out_.take();
+  ASSERT_TRUE(b.to_core);
+  EXPECT_TRUE(Out(b.bytes).values(HeaderId::route).empty()) << b.bytes;
+}
+
+TEST_P(WebSocketDialog, IncomingInviteRecordRoutesTheBrowserSideWithTransportWs) {
+  const std::string token = token_of(browser());
+  from_core(core_invite("<sip:" + token + "@10.0.0.1:5060;transport=tcp;lr;ob>"));
+  const FakeNetwork::Sent s = out_.take();
+  ASSERT_FALSE(s.to_core);
+  EXPECT_EQ(s.flow, browser());
+  Out fwd(s.bytes);
+  ASSERT_EQ(fwd.values(HeaderId::record_route).size(), 3u) << fwd.text();
+  EXPECT_EQ(fwd.route_uri(HeaderId::record_route, 0),
+            "sip:" + token + "@192.0.2.10:" + std::to_string(port()) + ";transport=ws;lr");
+  // The Via toward the browser still tells WS from WSS (RFC 7118 §5.3).
+  EXPECT_EQ(fwd.via(0).transport, GetParam() == Transport::ws ? "WS" : "WSS");
+  // The browser's answer, and a request it sends along that route, find their way back.
+  from_client(browser(), answer(fwd.text(), 486));
+  EXPECT_TRUE(out_.take().to_core);
+}
+
+INSTANTIATE_TEST_SUITE_P(Transports, WebSocketDialog, ::testing::Values(Transport::ws, Transport::wss),
+                         [](const ::testing::TestParamInfo<Transport>& p) {
+                           return p.param == Transport::ws ? std::string("ws") : std::string("wss");
+                         });
+
 }  // namespace
 }  // namespace edge::net::testing

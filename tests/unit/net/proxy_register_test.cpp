@@ -41,15 +41,43 @@ TEST_F(Register, NotFirstHopGetsPathWithoutOb) {
   EXPECT_EQ(path.find(";ob"), std::string::npos);
 }
 
-TEST_F(Register, WithoutSupportedPathNoPathIsAdded) {
+// A UA that asked for Path (Supported: path) gets it as RFC 5626 §5.1 says, and
+// nothing is added to its Require.
+TEST_F(Register, WithSupportedPathNoRequireIsAdded) {
+  from_client(kBob, register_tcp());
+  Out fwd(out_.take().bytes);
+  ASSERT_EQ(fwd.values(HeaderId::path).size(), 1u);
+  EXPECT_FALSE(sip::has_option_tag(fwd.msg(), HeaderId::require, "path")) << fwd.text();
+}
+
+// sip.path_without_supported = false: RFC 3327 §5.2's SHOULD NOT, today's behaviour.
+TEST_F(Register, WithoutSupportedPathNoPathIsAddedWhenPathWithoutSupportedIsOff) {
+  ProxyConfig cfg = lab_config();
+  cfg.path_without_supported = false;
+  make(cfg);
   from_client(kBob, register_tcp({}, "gruu, outbound"));
   Out fwd(out_.take().bytes);
   EXPECT_TRUE(fwd.values(HeaderId::path).empty());
+  EXPECT_FALSE(sip::has_option_tag(fwd.msg(), HeaderId::require, "path"));
   EXPECT_EQ(oracle_->signs.load(), 0u);  // no token needed, none minted
+  EXPECT_EQ(proxy_->stats().paths_added, 0u);
+}
+
+// The default (sip.path_without_supported = true, as Kamailio's add_path()): an
+// outbound REGISTER that forgot "Supported: path" still gets the first hop's Path
+// (token, ;ob); nothing is added to its Require.
+TEST_F(Register, WithoutSupportedPathAnOutboundRegisterGetsPathAndNoRequire) {
+  from_client(kBob, register_tcp({}, "gruu, outbound"));
+  Out fwd(out_.take().bytes);
+  ASSERT_EQ(fwd.values(HeaderId::path).size(), 1u);
+  EXPECT_EQ(fwd.route_uri(HeaderId::path, 0), "sip:" + token_of(kBob) + "@10.0.0.1:5060;transport=tcp;lr;ob");
+  EXPECT_TRUE(fwd.values(HeaderId::require).empty()) << fwd.text();
+  EXPECT_EQ(proxy_->stats().paths_added, 1u);
 }
 
 TEST_F(Register, WithoutSupportedPathIs421WhenPathIsRequired) {
   ProxyConfig cfg = lab_config();
+  cfg.path_without_supported = false;
   cfg.require_path = true;
   make(cfg);
   from_client(kBob, register_tcp({}, {}));
@@ -164,21 +192,94 @@ TEST_F(Register, Ipv6ClientGetsReceivedAndAPathTokenNamingItsFlow) {
 
 // ---- issue 17: registrations that are not RFC 5626 ----------------------------------------
 
-// A plain phone (no reg-id / +sip.instance: RFC 3327 Path only) on UDP.
-std::string plain_register_udp(std::string_view via_params = ";rport") {
-  return crlf(
-      fill("REGISTER sip:example.test SIP/2.0\n"
-           "Via: SIP/2.0/UDP 198.51.100.7:5062;branch=z9hG4bKplain1{p}\n"
-           "Max-Forwards: 70\n"
-           "From: <sip:alice@example.test>;tag=p1\n"
-           "To: <sip:alice@example.test>\n"
-           "Call-ID: plain-1@198.51.100.7\n"
-           "CSeq: 1 REGISTER\n"
-           "Supported: path\n"
-           "Contact: <sip:alice@198.51.100.7:5062>\n"
-           "Expires: 3600\n"
-           "Content-Length: 0\n\n",
-           {{"p", std::string(via_params)}}));
+// A plain phone (no reg-id / +sip.instance: RFC 3327 Path only) on UDP; supported
+// empty: no Supported header at all (a plain RFC 3261 phone, as most deployed ones).
+std::string plain_register_udp(std::string_view via_params = ";rport", std::string_view supported = "path") {
+  return crlf(fill(
+      "REGISTER sip:example.test SIP/2.0\n"
+      "Via: SIP/2.0/UDP 198.51.100.7:5062;branch=z9hG4bKplain1{p}\n"
+      "Max-Forwards: 70\n"
+      "From: <sip:alice@example.test>;tag=p1\n"
+      "To: <sip:alice@example.test>\n"
+      "Call-ID: plain-1@198.51.100.7\n"
+      "CSeq: 1 REGISTER\n"
+      "{supported}"
+      "Contact: <sip:alice@198.51.100.7:5062>\n"
+      "Expires: 3600\n"
+      "Content-Length: 0\n\n",
+      {{"p", std::string(via_params)},
+       {"supported", supported.empty() ? std::string() : "Supported: " + std::string(supported) + "\n"}}));
+}
+
+// ---- a plain phone without "Supported: path" (sip.path_without_supported) ---------------------
+
+// The default: Path with the flow's token (no ;ob: not an outbound REGISTER) and
+// nothing else: no Require: path toward the registrar (Kamailio 5.6 crashed on one
+// RFC 4475 REGISTER carrying it), the phone's own headers left alone.
+TEST_F(Register, APlainPhoneWithoutSupportedPathGetsPathAndNothingElse) {
+  from_client(kAlice, plain_register_udp(";rport", {}));
+  const FakeNetwork::Sent s = out_.take();
+  ASSERT_TRUE(s.to_core);
+  Out fwd(s.bytes);
+  ASSERT_EQ(fwd.values(HeaderId::path).size(), 1u) << fwd.text();
+  EXPECT_EQ(fwd.route_uri(HeaderId::path, 0), "sip:" + token_of(kAlice) + "@10.0.0.1:5060;transport=tcp;lr");
+  const flow::VerifyResult v = codec_->verify(fwd.route_user(HeaderId::path, 0));
+  ASSERT_EQ(v.status, flow::TokenStatus::valid);
+  EXPECT_EQ(v.flow, kAlice);
+  EXPECT_TRUE(fwd.values(HeaderId::require).empty()) << fwd.text();
+  EXPECT_TRUE(fwd.values(HeaderId::supported).empty()) << "the phone's Supported is its own";
+  EXPECT_EQ(proxy_->stats().paths_added, 1u);
+}
+
+// A phone's own Require goes to the registrar as it came.
+TEST_F(Register, APlainPhonesOwnRequireGoesThroughUnchanged) {
+  std::string text = plain_register_udp(";rport", {});
+  text.insert(text.find("Contact:"), "Require: path\r\n");
+  from_client(kAlice, text);
+  Out fwd(out_.take().bytes);
+  ASSERT_EQ(fwd.values(HeaderId::path).size(), 1u);
+  EXPECT_EQ(fwd.values(HeaderId::require), std::vector<std::string>{"path"});
+}
+
+// sip.require_path only matters once path_without_supported is off: with it on the
+// phone gets a Path, so there is nothing to refuse.
+TEST_F(Register, PathWithoutSupportedWinsOverRequirePath) {
+  ProxyConfig cfg = lab_config();
+  cfg.require_path = true;
+  make(cfg);
+  from_client(kAlice, plain_register_udp(";rport", {}));
+  const FakeNetwork::Sent s = out_.take();
+  ASSERT_TRUE(s.to_core);
+  EXPECT_EQ(Out(s.bytes).values(HeaderId::path).size(), 1u);
+  EXPECT_EQ(proxy_->stats().r421, 0u);
+}
+
+// Without flow-token security nothing names a flow: no Path.
+TEST_F(Register, APlainPhoneWithoutTokensGetsNoPathAndNoRequire) {
+  ProxyConfig cfg = lab_config();
+  cfg.flow_token_security = false;
+  cfg.key_set.clear();
+  make(cfg);
+  from_client(kAlice, plain_register_udp(";rport", {}));
+  Out fwd(out_.take().bytes);
+  EXPECT_TRUE(fwd.values(HeaderId::path).empty());
+  EXPECT_TRUE(fwd.values(HeaderId::require).empty());
+}
+
+// The phone's flow is kept for the expiry the registrar granted (commit 1df061b), also
+// when the phone never said "Supported: path".
+TEST_F(Register, APlainPhoneWithoutSupportedPathKeepsItsFlowForTheGrantedExpiry) {
+  from_client(kAlice, plain_register_udp(";rport", {}));
+  Out fwd(out_.take().bytes);
+  from_core(answer(fwd.text(), 200, {{"Contact", "<sip:alice@198.51.100.7:5062>;expires=3600"}}));
+  const FakeNetwork::Sent s = out_.take();
+  EXPECT_EQ(s.flow, kAlice);
+  Out resp(s.bytes);
+  EXPECT_EQ(resp.status(), 200);
+  EXPECT_FALSE(resp.msg().flow_timer());
+  ASSERT_EQ(out_.registered.size(), 1u);
+  EXPECT_EQ(out_.registered[0].first, kAlice);
+  EXPECT_EQ(out_.registered[0].second, std::chrono::seconds(3600));
 }
 
 TEST_F(Register, APlainRegistrationKeepsItsFlowForTheExpiryTheRegistrarGranted) {

@@ -91,8 +91,8 @@ BaresipProcess::BaresipProcess(BaresipOptions options) : options_(std::move(opti
       modules.string() +
       "\n"
       "module g711.so\n"
-      "module aubridge.so\n"
-      "module_tmp uuid.so\n"
+      "module aubridge.so\n" +
+      std::string(options_.sip_outbound ? "module_tmp uuid.so\n" : "") +  // no uuid: no +sip.instance
       "module_tmp account.so\n"
       "module_app menu.so\n";
   if (!options_.ca_file.empty()) config += "sip_cafile " + options_.ca_file.string() + "\n";
@@ -101,9 +101,9 @@ BaresipProcess::BaresipProcess(BaresipOptions options) : options_(std::move(opti
   write_file(config_dir_ / "uuid", options_.instance_uuid);
   const std::string tp(uri_transport(options_.transport));
   std::string account = "<sip:" + options_.user + "@" + options_.domain + ";transport=" + tp +
-                        ">;outbound=\"sip:" + options_.outbound.host_port() + ";transport=" + tp +
-                        "\";sipnat=outbound;regint=" + std::to_string(options_.regint) +
-                        ";answermode=" + options_.answermode;
+                        ">;outbound=\"sip:" + options_.outbound.host_port() + ";transport=" + tp + "\"" +
+                        (options_.sip_outbound ? ";sipnat=outbound" : "") +
+                        ";regint=" + std::to_string(options_.regint) + ";answermode=" + options_.answermode;
   for (const auto& extra : options_.extra_account_params) account += ";" + extra;
   write_file(config_dir_ / "accounts", account + "\n");
 
@@ -134,8 +134,8 @@ bool BaresipProcess::wait_for_output(std::string_view needle, std::chrono::milli
   }
 }
 
-std::optional<SipTraceEntry> BaresipProcess::wait_for_trace(const std::function<bool(const SipTraceEntry&)>& pred,
-                                                            std::chrono::milliseconds timeout) {
+std::optional<SipTraceEntry> BaresipProcess::wait_for_trace(
+    const std::function<bool(const SipTraceEntry&)>& pred, std::chrono::milliseconds timeout) {
   auto deadline = std::chrono::steady_clock::now() + timeout;
   for (;;) {
     bool alive = running();
@@ -152,7 +152,8 @@ std::optional<SipTraceEntry> BaresipProcess::wait_registered(std::chrono::millis
       [](const SipTraceEntry& e) {
         const auto& m = e.message;
         // The 200 to an un-REGISTER carries no Contact: only a live binding counts.
-        return m.is_response() && m.status() / 100 == 2 && m.cseq_method() == "REGISTER" && m.has_header("Contact");
+        return m.is_response() && m.status() / 100 == 2 && m.cseq_method() == "REGISTER" &&
+               m.has_header("Contact");
       },
       timeout);
 }

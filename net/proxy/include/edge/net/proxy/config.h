@@ -59,8 +59,16 @@ struct ProxyConfig {
   // RFC 5626 §5.4: Flow-Timer on 2xx to an outbound REGISTER (and keep= value, RFC 6223).
   std::uint32_t flow_timer_seconds = 30;
 
-  // RFC 3327 §5.2: when true a REGISTER without "Supported: path" is answered 421
-  // (Require: path); when false it is forwarded without a Path header.
+  // A REGISTER without "Supported: path" (a plain RFC 3261 phone: most deployed
+  // phones send none). true (default, as Kamailio's add_path()): it gets our Path
+  // with the flow token all the same (and no Require: path), so the core reaches
+  // the phone back through its flow. false: RFC 3327 §5.2's SHOULD NOT, no Path
+  // (or 421, see require_path).
+  bool path_without_supported = true;
+
+  // RFC 3327 §5.2, with path_without_supported false: when true a REGISTER without
+  // "Supported: path" is answered 421 (Require: path); when false it is forwarded
+  // without a Path header.
   bool require_path = false;
 
   // Flow-token security (RFC 5626 §5.2): the proxy needs a TokenCodec for this key

@@ -19,11 +19,16 @@ namespace edge::test {
 
 struct BaresipOptions {
   std::string user = "alice";
-  std::string domain = "127.0.0.1";      // AOR domain (never resolved: the outbound proxy is numeric)
-  Endpoint outbound;                     // where it registers and sends everything (the core today, the edge later)
+  std::string domain = "127.0.0.1";  // AOR domain (never resolved: the outbound proxy is numeric)
+  Endpoint outbound;  // where it registers and sends everything (the core today, the edge later)
   Transport transport = Transport::tcp;  // udp, tcp or tls
   std::string instance_uuid;             // empty: random
-  int regint = 60;                       // registration interval, seconds
+  // true: an RFC 5626 client (sipnat=outbound, the uuid module: +sip.instance,
+  // reg-id=1, Supported: gruu, outbound, path). false: a plain RFC 3261 phone, the
+  // outbound proxy only a pre-loaded Route: no +sip.instance, no reg-id, no
+  // Supported header at all (what baresip 1.0 sends without them).
+  bool sip_outbound = true;
+  int regint = 60;  // registration interval, seconds
   std::string answermode = "auto";
   std::filesystem::path ca_file;                  // TLS: CA to verify the outbound proxy (sip_cafile)
   std::vector<std::string> extra_account_params;  // appended to the account line
