@@ -1,0 +1,139 @@
+// EtcdClient: the cell's shared state store (issue 15), etcd's v3 API over gRPC.
+//
+// Why gRPC and not etcd's JSON gateway: the management agent already links gRPC and
+// protobuf; the gateway would add an HTTP/JSON client, base64 for every key and value,
+// and a second encoding of the same messages, and its watch is a chunked HTTP stream.
+// The .proto is a subset of etcd 3.4's own (mgmt/proto/etcd, etcd's package, message and
+// field numbers), so nothing but the messages the cell uses is compiled.
+//
+// Several endpoints: a call goes to the endpoint in use; when it answers UNAVAILABLE (no
+// connection, or the member is not serving) the client moves on to the next endpoint and
+// tries again, once per endpoint. Reads are retried on DEADLINE_EXCEEDED too; writes are
+// not (a write that timed out may have been applied: the caller sees EtcdError and reads
+// back). TLS: a CA to verify the members, and optionally a client certificate.
+//
+// Thread-safe. Every call has a deadline (EtcdOptions::call_timeout) and throws
+// EtcdError with the endpoint and gRPC's status when etcd does not answer as asked.
+#pragma once
+
+#include <chrono>
+#include <cstdint>
+#include <functional>
+#include <memory>
+#include <mutex>
+#include <optional>
+#include <stdexcept>
+#include <string>
+#include <string_view>
+#include <thread>
+#include <vector>
+
+namespace edge::cell {
+
+class EtcdError : public std::runtime_error {
+ public:
+  EtcdError(const std::string& what, int grpc_code) : std::runtime_error(what), code_(grpc_code) {}
+  int grpc_code() const noexcept { return code_; }
+  // No endpoint could be reached (every one answered UNAVAILABLE or timed out).
+  bool unavailable() const noexcept;
+
+ private:
+  int code_;
+};
+
+struct EtcdTls {
+  std::string ca_file;    // PEM CA that signed the etcd members' certificates
+  std::string cert_file;  // client certificate (PEM), optional
+  std::string key_file;   // its key (PEM), with cert_file
+};
+
+struct EtcdOptions {
+  std::vector<std::string> endpoints;  // "host:port", tried in order
+  std::optional<EtcdTls> tls;          // none: plain gRPC (loopback tests, a trusted network)
+  std::chrono::milliseconds call_timeout{2000};
+};
+
+struct KeyValue {
+  std::string key, value;
+  std::int64_t create_revision = 0, mod_revision = 0, version = 0, lease = 0;
+};
+
+struct WatchEvent {
+  enum class Type { put, remove } type = Type::put;
+  KeyValue kv;  // for a removal: the key and the revision of the removal
+};
+
+// The range end that selects every key starting with `prefix` (etcd's "prefix + 1").
+std::string prefix_end(std::string_view prefix);
+
+class EtcdClient {
+ public:
+  explicit EtcdClient(EtcdOptions options);
+  ~EtcdClient();
+  EtcdClient(const EtcdClient&) = delete;
+  EtcdClient& operator=(const EtcdClient&) = delete;
+
+  std::optional<KeyValue> get(std::string_view key);
+  struct Range {
+    std::vector<KeyValue> kvs;  // sorted by key
+    std::int64_t revision = 0;  // the store's revision they were read at
+  };
+  Range get_prefix(std::string_view prefix);
+
+  // Returns the revision of the write.
+  std::int64_t put(std::string_view key, std::string_view value, std::int64_t lease = 0);
+  // Writes only when the key does not exist; false when it does.
+  bool create(std::string_view key, std::string_view value, std::int64_t lease = 0);
+  // Writes only when the key's mod_revision is `mod_revision` (0: the key does not exist).
+  bool compare_and_swap(std::string_view key, std::int64_t mod_revision, std::string_view value,
+                        std::int64_t lease = 0);
+  // Removes one key; returns how many were removed (0 or 1).
+  std::int64_t remove(std::string_view key);
+
+  // A lease of `ttl` (at least 1 s); its id.
+  std::int64_t grant_lease(std::chrono::seconds ttl);
+  // Refreshes the lease; the TTL it has now, 0 when it has expired or was revoked.
+  std::int64_t keep_alive(std::int64_t lease);
+  void revoke_lease(std::int64_t lease);
+
+  // The endpoint calls go to now.
+  std::string endpoint() const;
+
+  struct Impl;
+  Impl& impl() noexcept { return *impl_; }
+
+ private:
+  std::unique_ptr<Impl> impl_;
+};
+
+// Watches every key under a prefix from a revision on, on a thread of its own, and hands
+// each batch of events to `on_events` (on that thread). When the stream breaks (the
+// endpoint died, a network fault) it reconnects through the client's endpoints and
+// resumes after the last revision it delivered, so no event is lost or repeated while
+// etcd still holds it; when that revision was compacted away it calls `on_compacted`
+// with the oldest revision still there (the caller re-reads) and resumes from it.
+class EtcdWatch {
+ public:
+  using OnEvents = std::function<void(const std::vector<WatchEvent>&)>;
+  using OnCompacted = std::function<void(std::int64_t oldest)>;
+  EtcdWatch(EtcdClient& client, std::string prefix, std::int64_t start_revision, OnEvents on_events,
+            OnCompacted on_compacted = {});
+  ~EtcdWatch();  // stops the thread
+  EtcdWatch(const EtcdWatch&) = delete;
+  EtcdWatch& operator=(const EtcdWatch&) = delete;
+
+  // Streams opened so far (1 + reconnects).
+  int streams() const;
+
+ private:
+  void run();
+  EtcdClient& client_;
+  std::string prefix_;
+  OnEvents on_events_;
+  OnCompacted on_compacted_;
+  struct State;
+  std::shared_ptr<State> state_;
+  std::thread thread_;
+};
+
+}  // namespace edge::cell

@@ -1,0 +1,223 @@
+// EtcdClient and EtcdWatch against a real etcd (Debian etcd-server), one member on loopback in
+// a process group the test owns: reads and writes, create / compare-and-swap, leases, a watch
+// that survives the member's restart without losing or repeating an event, and several
+// endpoints of which the first is dead.
+#include <edge/cell/etcd.h>
+#include <edge/test/sip/ports.h>
+#include <edge/test/sip/process.h>
+#include <gmock/gmock.h>
+#include <gtest/gtest.h>
+
+#include <condition_variable>
+#include <memory>
+#include <mutex>
+#include <string>
+#include <thread>
+#include <vector>
+
+namespace {
+
+using edge::cell::EtcdClient;
+using edge::cell::EtcdError;
+using edge::cell::EtcdOptions;
+using edge::cell::EtcdWatch;
+using edge::cell::WatchEvent;
+using namespace std::chrono_literals;
+
+// One etcd member: its own data directory and loopback ports; start() may be called again
+// after stop() on the same data.
+class EtcdServer {
+ public:
+  EtcdServer() : client_port_(edge::test::free_port()), peer_port_(edge::test::free_port()) {}
+  ~EtcdServer() { stop(); }
+
+  void start() {
+    const std::string client = "http://127.0.0.1:" + std::to_string(client_port_);
+    const std::string peer = "http://127.0.0.1:" + std::to_string(peer_port_);
+    edge::test::ProcessOptions o;
+    o.program = edge::test::find_program("etcd", "etcd-server");
+    o.args = {"--name",
+              "t",
+              "--data-dir",
+              (dir_.path() / "data").string(),
+              "--listen-client-urls",
+              client,
+              "--advertise-client-urls",
+              client,
+              "--listen-peer-urls",
+              peer,
+              "--initial-advertise-peer-urls",
+              peer,
+              "--initial-cluster",
+              "t=" + peer,
+              "--logger",
+              "zap",
+              "--log-level",
+              "warn"};
+    o.log_file = dir_.path() / "etcd.log";
+    proc_ = std::make_unique<edge::test::ChildProcess>(o);
+    // Ready when it answers a read (bounded).
+    // One client for all tries: it must reconnect to an endpoint that refused it at first.
+    EtcdClient probe(options());
+    std::string last;
+    for (int i = 0; i < 100; ++i) {
+      try {
+        probe.get("/ready");
+        return;
+      } catch (const EtcdError& e) {
+        last = e.what();
+        std::this_thread::sleep_for(100ms);
+      }
+    }
+    throw std::runtime_error("etcd did not come up (" + last + "): " + proc_->log());
+  }
+  void stop() {
+    if (proc_) proc_->stop();
+    proc_.reset();
+  }
+  std::string endpoint() const { return "127.0.0.1:" + std::to_string(client_port_); }
+  EtcdOptions options() const {
+    EtcdOptions o;
+    o.endpoints = {endpoint()};
+    o.call_timeout = 1000ms;
+    return o;
+  }
+
+ private:
+  edge::test::TempDir dir_{"edge-etcd"};
+  std::uint16_t client_port_, peer_port_;
+  std::unique_ptr<edge::test::ChildProcess> proc_;
+};
+
+class EtcdClientTest : public ::testing::Test {
+ protected:
+  void SetUp() override { etcd_.start(); }
+  EtcdServer etcd_;
+};
+
+TEST_F(EtcdClientTest, PutGetPrefixAndRemove) {
+  EtcdClient c(etcd_.options());
+  EXPECT_FALSE(c.get("/cell/a").has_value());
+  const std::int64_t r1 = c.put("/cell/a", "1");
+  const std::int64_t r2 = c.put("/cell/b", std::string("two\0bytes", 9));
+  c.put("/other", "x");
+  EXPECT_GT(r2, r1);
+  const auto a = c.get("/cell/a");
+  ASSERT_TRUE(a.has_value());
+  EXPECT_EQ(a->value, "1");
+  EXPECT_EQ(a->mod_revision, r1);
+  const auto range = c.get_prefix("/cell/");
+  ASSERT_EQ(range.kvs.size(), 2u);
+  EXPECT_EQ(range.kvs[1].value, std::string("two\0bytes", 9)) << "values are bytes";
+  EXPECT_GE(range.revision, r2 + 1);
+  EXPECT_EQ(c.remove("/cell/a"), 1);
+  EXPECT_EQ(c.remove("/cell/a"), 0);
+  EXPECT_EQ(c.get_prefix("/cell/").kvs.size(), 1u);
+}
+
+TEST_F(EtcdClientTest, CreateAndCompareAndSwapWriteOnlyWhenTheirConditionHolds) {
+  EtcdClient c(etcd_.options());
+  EXPECT_TRUE(c.create("/cell/phase", "idle"));
+  EXPECT_FALSE(c.create("/cell/phase", "other")) << "exists";
+  const auto now = c.get("/cell/phase");
+  ASSERT_TRUE(now.has_value());
+  EXPECT_FALSE(c.compare_and_swap("/cell/phase", now->mod_revision - 1, "stale"));
+  EXPECT_EQ(c.get("/cell/phase")->value, "idle");
+  EXPECT_TRUE(c.compare_and_swap("/cell/phase", now->mod_revision, "prepare"));
+  EXPECT_FALSE(c.compare_and_swap("/cell/phase", now->mod_revision, "again")) << "the revision moved";
+  EXPECT_EQ(c.get("/cell/phase")->value, "prepare");
+  EXPECT_TRUE(c.compare_and_swap("/cell/new", 0, "absent-then-written"));
+}
+
+TEST_F(EtcdClientTest, AKeyOnALeaseGoesWithTheLease) {
+  EtcdClient c(etcd_.options());
+  const std::int64_t lease = c.grant_lease(2s);
+  ASSERT_NE(lease, 0);
+  c.put("/cell/members/a", "alive", lease);
+  EXPECT_EQ(c.get("/cell/members/a")->lease, lease);
+  EXPECT_GT(c.keep_alive(lease), 0);
+  c.revoke_lease(lease);
+  EXPECT_FALSE(c.get("/cell/members/a").has_value());
+  EXPECT_EQ(c.keep_alive(lease), 0) << "a revoked lease reports TTL 0";
+
+  // Without keep-alives the lease expires by itself (bounded wait).
+  const std::int64_t short_lease = c.grant_lease(2s);
+  c.put("/cell/members/b", "alive", short_lease);
+  bool gone = false;
+  for (int i = 0; i < 100 && !gone; ++i) {
+    std::this_thread::sleep_for(100ms);
+    gone = !c.get("/cell/members/b").has_value();
+  }
+  EXPECT_TRUE(gone) << "the key outlived its lease";
+}
+
+struct Collected {
+  std::mutex mu;
+  std::condition_variable cv;
+  std::vector<WatchEvent> events;
+  void add(const std::vector<WatchEvent>& batch) {
+    std::lock_guard lock(mu);
+    events.insert(events.end(), batch.begin(), batch.end());
+    cv.notify_all();
+  }
+  bool wait_for(std::size_t n, std::chrono::milliseconds timeout) {
+    std::unique_lock lock(mu);
+    return cv.wait_for(lock, timeout, [&] { return events.size() >= n; });
+  }
+};
+
+TEST_F(EtcdClientTest, AWatchSurvivesTheMembersRestartWithoutLosingOrRepeatingAnEvent) {
+  EtcdOptions o = etcd_.options();
+  EtcdClient c(o);
+  Collected got;
+  EtcdWatch w(c, "/cell/", 0, [&](const std::vector<WatchEvent>& b) { got.add(b); });
+  // The watch is created asynchronously: write until the first event arrives (bounded).
+  for (int i = 0; i < 50 && !got.wait_for(1, 100ms); ++i) c.put("/cell/v1", "published");
+  ASSERT_TRUE(got.wait_for(1, 2s));
+  c.remove("/cell/v1");
+  c.put("/other/ignored", "x");
+  ASSERT_TRUE(got.wait_for(2, 5s));
+
+  etcd_.stop();
+  etcd_.start();
+  c.put("/cell/v2", "after restart");
+  ASSERT_TRUE(got.wait_for(3, 10s)) << "no event after the restart";
+  std::this_thread::sleep_for(300ms);  // anything repeated would arrive by now
+  std::lock_guard lock(got.mu);
+  std::vector<std::string> seen;
+  for (const auto& e : got.events) {
+    if (e.kv.key == "/cell/v1" && e.type == WatchEvent::Type::put && seen.size() > 0 &&
+        seen.back() == "put /cell/v1")
+      continue;  // several puts of v1 while the watch was being created
+    seen.push_back((e.type == WatchEvent::Type::put ? "put " : "remove ") + e.kv.key);
+  }
+  EXPECT_THAT(seen, ::testing::ElementsAre("put /cell/v1", "remove /cell/v1", "put /cell/v2"));
+  EXPECT_GE(w.streams(), 2) << "the watch reconnected";
+}
+
+TEST(EtcdEndpoints, ADeadFirstEndpointIsSkippedAndNoReachableEndpointIsAnError) {
+  EtcdServer live;
+  live.start();
+  EtcdOptions o = live.options();
+  const std::string dead = "127.0.0.1:" + std::to_string(edge::test::free_port());
+  o.endpoints = {dead, live.endpoint()};
+  EtcdClient c(o);
+  c.put("/cell/x", "1");
+  EXPECT_EQ(c.endpoint(), live.endpoint()) << "moved on to the live endpoint";
+  EXPECT_EQ(c.get("/cell/x")->value, "1");
+
+  EtcdOptions none;
+  none.endpoints = {dead};
+  none.call_timeout = 500ms;
+  EtcdClient unreachable(none);
+  try {
+    unreachable.get("/cell/x");
+    FAIL() << "a read from no etcd succeeded";
+  } catch (const EtcdError& e) {
+    EXPECT_TRUE(e.unavailable()) << e.what();
+    EXPECT_THAT(e.what(), ::testing::HasSubstr(dead));
+  }
+  EXPECT_THROW(EtcdClient(EtcdOptions{}), EtcdError) << "no endpoint";
+}
+
+}  // namespace
