@@ -67,6 +67,9 @@ struct FrontEndSnapshot {
   std::string key_set;
   std::uint32_t minting_version = 0;
   std::string core;  // the configured core URI ("" when none)
+  // One label per configured core, in transport.cores order: the configured
+  // URI itself with one core, each core's sip:ADDR:PORT;transport=T with several.
+  std::vector<std::string> core_uris;
   std::uint64_t restarts = 0;
   // Controlled restarts' pauses (drain to resume): the last, their sum, and a
   // histogram over kPauseBoundsMs (not cumulative; the last bucket is +Inf).
@@ -155,6 +158,9 @@ class SipFrontEnd final : public mgmt::FrontEnd {
   Rules rules_;
   std::optional<Running> previous_;
   std::shared_ptr<net::Transports> transports_;
+  // The last apply rebuilt the transports (a listener, core or limit change):
+  // health() then waits for every configured core to come up.
+  bool cores_fresh_ = false;
   std::string state_ = "stopped";  // running | draining | stopped | failed
   std::uint64_t restarts_ = 0;
   // The pause of the controlled restart in progress (drain() to start()), and those before.

@@ -323,29 +323,49 @@ class EdgeCollector final : public prometheus::Collectable {
   static void core(Families& out, const FrontEndSnapshot& n) {
     if (n.core.empty()) return;
     const auto& t = n.transport;
-    const Labels core{{"core", n.core}};
-    sample(out.gauge("edge_core_up", "1 while the connection to the core is up"), t.core_connected ? 1 : 0, core);
-    sample(out.counter("edge_core_connects_total", "connections made to the core"), d(t.core_connects), core);
-    sample(out.counter("edge_core_disconnects_total", "connections to the core lost"), d(t.core_disconnects), core);
+    // Per configured core (label core: its URI; with one core the configured value, as before).
+    auto& up = out.gauge("edge_core_up", "1 while the connection to the core is up");
+    auto& state = out.gauge("edge_core_state", "1 for the state the core is in (up, probing, down)");
+    auto& connects = out.counter("edge_core_connects_total", "connections made to the core");
+    auto& disconnects = out.counter("edge_core_disconnects_total", "connections to the core lost");
+    auto& msgs = out.counter("edge_core_messages_total", "SIP messages exchanged with the core");
+    auto& depth = out.gauge("edge_core_queue_depth", "messages waiting for the core connection");
+    auto& ka = out.counter("edge_core_keepalive_timeouts_total",
+                           "links to the core dropped because a CRLF ping went unanswered (core.keepalive_timeout_ms)");
+    auto& requests = out.counter("edge_core_requests_total", "new requests chosen for the core (several cores)");
+    auto& pings = out.counter("edge_core_health_checks_total",
+                              "OPTIONS health checks sent to the core, by result (answered, failed)");
+    for (std::size_t i = 0; i < t.cores.size() && i < n.core_uris.size(); ++i) {
+      const net::CoreStats& c = t.cores[i];
+      const std::string& uri = n.core_uris[i];
+      const Labels core{{"core", uri}};
+      sample(up, c.link_up ? 1 : 0, core);
+      for (const auto st : {net::CoreState::up, net::CoreState::probing, net::CoreState::down}) {
+        sample(state, c.state == st ? 1 : 0, {{"core", uri}, {"state", std::string(net::to_string(st))}});
+      }
+      sample(connects, d(c.connects), core);
+      sample(disconnects, d(c.disconnects), core);
+      sample(msgs, d(c.messages_in), {{"core", uri}, {"direction", "in"}});
+      sample(msgs, d(c.messages_out), {{"core", uri}, {"direction", "out"}});
+      sample(depth, d(c.queued_now), core);
+      sample(ka, d(c.keepalive_timeouts), core);
+      sample(requests, d(c.requests), core);
+      sample(pings, d(c.health_answers), {{"core", uri}, {"result", "answered"}});
+      sample(pings, d(c.health_failures), {{"core", uri}, {"result", "failed"}});
+    }
+    // For the core link as a whole (label core: the configured value).
+    const Labels all{{"core", n.core}};
     sample(out.counter("edge_core_identity_failures_total",
                        "TLS connections to the core refused: the certificate was not the configured core's"),
-           d(t.core_identity_failures), core);
-    auto& msgs = out.counter("edge_core_messages_total", "SIP messages exchanged with the core");
-    sample(msgs, d(t.core_messages_in), {{"core", n.core}, {"direction", "in"}});
-    sample(msgs, d(t.core_messages_out), {{"core", n.core}, {"direction", "out"}});
-    sample(out.gauge("edge_core_queue_depth", "messages waiting for the core connection"), d(t.core_queued_now),
-           core);
+           d(t.core_identity_failures), all);
     sample(out.counter("edge_core_queue_full_total", "messages refused because the core queue was full"),
-           d(t.core_queue_full), core);
-    sample(out.counter("edge_core_keepalive_timeouts_total",
-                       "links to the core dropped because a CRLF ping went unanswered (core.keepalive_timeout_ms)"),
-           d(t.core_keepalive_timeouts), core);
+           d(t.core_queue_full), all);
     sample(out.counter("edge_core_refused_down_total",
                        "messages for the core refused while its link was down (503)"),
-           d(t.core_refused_down), core);
+           d(t.core_refused_down), all);
     sample(out.counter("edge_core_stale_dropped_total",
                        "queued messages dropped unsent because they waited longer than core.max_queue_age_ms"),
-           d(t.core_stale_dropped), core);
+           d(t.core_stale_dropped), all);
   }
 
   const SipFrontEnd& fe_;
