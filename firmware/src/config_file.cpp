@@ -3,12 +3,18 @@
 
 #include <edge/hsm/lab.h>
 
+#include <cctype>
 #include <charconv>
 #include <fstream>
 #include <sstream>
 
 namespace edge::firmware {
 namespace {
+
+std::string lower(std::string s) {
+  for (char& ch : s) ch = static_cast<char>(std::tolower(static_cast<unsigned char>(ch)));
+  return s;
+}
 
 std::string trim(std::string_view s) {
   const auto b = s.find_first_not_of(" \t\r");
@@ -144,8 +150,8 @@ net::CoreConfig parse_core_list(const std::string& value) {
       out = one;
     } else {
       if (t.transport != out.transport) {
-        throw ConfigError(which + ": transport " + flow::to_string(t.transport) + " differs from the first core's (" +
-                          flow::to_string(out.transport) +
+        throw ConfigError(which + ": transport " + lower(flow::to_string(t.transport)) + " differs from the first core's (" +
+                          lower(flow::to_string(out.transport)) +
                           "); every core must use the same transport (the Via, Path and Record-Route the "
                           "edge adds toward the core name one)");
       }

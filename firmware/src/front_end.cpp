@@ -13,6 +13,7 @@
 #include <spdlog/spdlog.h>
 
 #include <algorithm>
+#include <cctype>
 #include <array>
 #include <iterator>
 #include <thread>
@@ -20,10 +21,14 @@
 namespace edge::firmware {
 
 namespace {
+std::string lower(std::string s) {
+  for (char& ch : s) ch = static_cast<char>(std::tolower(static_cast<unsigned char>(ch)));
+  return s;
+}
 std::string core_target_uri(const net::CoreTarget& t) {
   const bool v6 = t.address.find(':') != std::string::npos;
   return "sip:" + (v6 ? "[" + t.address + "]" : t.address) + ":" + std::to_string(t.port) +
-         ";transport=" + flow::to_string(t.transport);
+         ";transport=" + lower(flow::to_string(t.transport));
 }
 }  // namespace
 namespace {

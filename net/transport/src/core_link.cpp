@@ -6,6 +6,7 @@
 
 #include "edge/net/sip/message.h"
 
+#include <cctype>
 #include <random>
 
 #include <boost/asio/post.hpp>
@@ -153,7 +154,8 @@ void CoreLink::send_health_ping() {
   const std::uint32_t seq = ++hc_seq_;
   const flow::Endpoint local = via_listener ? udp_listener_local : key_.local;
   const std::string host = endpoint_host(local);
-  const std::string tp = flow::to_string(cfg_.transport);
+  std::string tp = flow::to_string(cfg_.transport);
+  for (char& ch : tp) ch = static_cast<char>(std::tolower(static_cast<unsigned char>(ch)));
   std::string m;
   m.reserve(400);
   m += "OPTIONS sip:" + host_text(cfg_.address) + ":" + std::to_string(cfg_.port) + ";transport=" + tp +
