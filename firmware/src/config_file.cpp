@@ -128,7 +128,8 @@ net::CoreConfig parse_core_list(const std::string& value) {
   net::CoreConfig out;
   for (std::size_t i = 0; i < entries.size(); ++i) {
     const std::string& e = entries[i];
-    const std::string which = entries.size() > 1 ? "core entry " + std::to_string(i + 1) + " ('" + e + "')" : "core";
+    const std::string which =
+        entries.size() > 1 ? "core entry " + std::to_string(i + 1) + " ('" + e + "')" : "core";
     if (e.empty()) throw ConfigError(which + ": empty entry in the core list (a stray comma?)");
     net::CoreConfig one;
     try {
@@ -143,15 +144,17 @@ net::CoreConfig parse_core_list(const std::string& value) {
     t.priority = static_cast<std::uint32_t>(i + 1);
     std::istringstream ps(e.find(';') == std::string::npos ? std::string() : e.substr(e.find(';') + 1));
     for (std::string p; std::getline(ps, p, ';');) {
-      if (p.rfind("priority=", 0) == 0) t.priority = number<std::uint32_t>(p.substr(9), 0, 65535, which + ": priority");
-      if (p.rfind("weight=", 0) == 0) t.weight = number<std::uint32_t>(p.substr(7), 1, 65535, which + ": weight");
+      if (p.rfind("priority=", 0) == 0)
+        t.priority = number<std::uint32_t>(p.substr(9), 0, 65535, which + ": priority");
+      if (p.rfind("weight=", 0) == 0)
+        t.weight = number<std::uint32_t>(p.substr(7), 1, 65535, which + ": weight");
     }
     if (i == 0) {
       out = one;
     } else {
       if (t.transport != out.transport) {
-        throw ConfigError(which + ": transport " + lower(flow::to_string(t.transport)) + " differs from the first core's (" +
-                          lower(flow::to_string(out.transport)) +
+        throw ConfigError(which + ": transport " + lower(flow::to_string(t.transport)) +
+                          " differs from the first core's (" + lower(flow::to_string(out.transport)) +
                           "); every core must use the same transport (the Via, Path and Record-Route the "
                           "edge adds toward the core name one)");
       }
@@ -163,7 +166,8 @@ net::CoreConfig parse_core_list(const std::string& value) {
     }
     out.targets.push_back(t);
   }
-  if (out.targets.size() == 1 && out.targets[0].weight == 1 && out.targets[0].priority == 1) out.targets.clear();
+  if (out.targets.size() == 1 && out.targets[0].weight == 1 && out.targets[0].priority == 1)
+    out.targets.clear();
   return out;
 }
 

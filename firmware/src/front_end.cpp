@@ -13,8 +13,8 @@
 #include <spdlog/spdlog.h>
 
 #include <algorithm>
-#include <cctype>
 #include <array>
+#include <cctype>
 #include <iterator>
 #include <thread>
 
@@ -420,7 +420,8 @@ std::string SipFrontEnd::health() {
     // A connect attempt (5 s at most), the first CRLF pong, two health intervals
     // (the first OPTIONS may have gone out while paused): a core that has not
     // come up by then is a configuration problem (docs/operations.md, "Several cores").
-    core_bound = std::chrono::milliseconds(5'000) + cfg_.core.keepalive_timeout + 2 * cfg_.core.health_interval;
+    core_bound =
+        std::chrono::milliseconds(5'000) + cfg_.core.keepalive_timeout + 2 * cfg_.core.health_interval;
   }
   if (!t) return "no transports";
   if (t->paused()) return "transports still paused";
@@ -483,7 +484,8 @@ FrontEndSnapshot SipFrontEnd::snapshot() const {
   s.has_transports = t && rules.proxy;
   if (t) s.transport = t->stats();
   for (const auto& c : s.transport.cores) {
-    s.core_uris.push_back(s.transport.cores.size() == 1 && !s.core.empty() ? s.core : core_target_uri(c.target));
+    s.core_uris.push_back(s.transport.cores.size() == 1 && !s.core.empty() ? s.core
+                                                                           : core_target_uri(c.target));
   }
   s.proxy = proxy_state_->stats();
   s.hsm_work = proxy_state_->hsm_work_stats();
@@ -605,7 +607,8 @@ std::vector<net::BoundListener> SipFrontEnd::listening() const {
 }
 
 namespace {
-// " core_1=sip:... core_1_state=up core_1_error=\"...\" ..." for every configured core (1-based, config order).
+// " core_1=sip:... core_1_state=up core_1_error=\"...\" ..." for every configured core (1-based, config
+// order).
 std::string cores_status_fields(const FrontEndSnapshot& n) {
   std::string out;
   const auto& cores = n.transport.cores;
@@ -615,11 +618,12 @@ std::string cores_status_fields(const FrontEndSnapshot& n) {
     std::replace(err.begin(), err.end(), '"', '\'');
     const std::string k = " core_" + std::to_string(i + 1);
     out += fmt::format(
-        "{}={}{}_state={}{}_priority={}{}_weight={}{}_error=\"{}\"{}_requests={}{}_messages_out={}{}_messages_in={}"
+        "{}={}{}_state={}{}_priority={}{}_weight={}{}_error=\"{}\"{}_requests={}{}_messages_out={}{}_"
+        "messages_in={}"
         "{}_health_pings={}{}_health_answers={}{}_health_failures={}{}_disconnects={}",
-        k, i < n.core_uris.size() ? n.core_uris[i] : std::string(), k, net::to_string(c.state), k, c.target.priority,
-        k, c.target.weight, k, err, k, c.requests, k, c.messages_out, k, c.messages_in, k, c.health_pings, k,
-        c.health_answers, k, c.health_failures, k, c.disconnects);
+        k, i < n.core_uris.size() ? n.core_uris[i] : std::string(), k, net::to_string(c.state), k,
+        c.target.priority, k, c.target.weight, k, err, k, c.requests, k, c.messages_out, k, c.messages_in, k,
+        c.health_pings, k, c.health_answers, k, c.health_failures, k, c.disconnects);
   }
   return out;
 }

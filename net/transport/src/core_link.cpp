@@ -1,6 +1,7 @@
 // CoreLink: connect, frame (StreamFramer), deliver (from_core), queue while down, reconnect with back-off.
 #include "core_link.h"
 
+#include "error_response.h"
 #include "listener.h"
 #include "tls_context.h"
 
@@ -172,8 +173,8 @@ void CoreLink::send_health_ping() {
   pings_.fetch_add(1, std::memory_order_relaxed);
   hc_outstanding_.store(true, std::memory_order_release);
   if (via_listener) {
-    udp_listener->send_datagram(
-        to_flow(asio::ip::make_address(cfg_.address), cfg_.port), std::move(m));  // a lost one counts as unanswered
+    udp_listener->send_datagram(to_flow(asio::ip::make_address(cfg_.address), cfg_.port),
+                                std::move(m));  // a lost one counts as unanswered
     return;
   }
   queue_.push_back({std::move(m), Clock::now(), true});
@@ -183,7 +184,8 @@ void CoreLink::send_health_ping() {
 
 void CoreLink::health_answer(std::uint32_t seq, int status) {
   asio::post(w_.ctx, [self = shared_from_this(), seq, status] {
-    if (self->closed_ || seq != self->hc_seq_ || !self->hc_outstanding_.load(std::memory_order_acquire)) return;
+    if (self->closed_ || seq != self->hc_seq_ || !self->hc_outstanding_.load(std::memory_order_acquire))
+      return;
     if (status < 200) return;  // provisional: the final answer decides
     self->hc_outstanding_.store(false, std::memory_order_release);
     self->answers_.fetch_add(1, std::memory_order_relaxed);
@@ -302,8 +304,8 @@ void CoreLink::expect_identity(ssl::stream<tcp::socket>& s) {
 
 void CoreLink::refuse_identity(const std::string& why) {
   st_->counters.core_identity_failures.fetch_add(1, std::memory_order_relaxed);
-  std::string text =
-      "core " + cfg_.address + ":" + std::to_string(cfg_.port) + " (" + core_identity_name(cfg_) + "): " + why;
+  std::string text = "core " + cfg_.address + ":" + std::to_string(cfg_.port) + " (" +
+                     core_identity_name(cfg_) + "): " + why;
   set_error("TLS identity: " + why);
   st_->set_core_identity_error(std::move(text));
 }
@@ -450,16 +452,36 @@ struct CoreLink::Framing {
     if (k == KeepAlive::ping) l.enqueue_front_pong();
   }
   void on_phase(ReadPhase) {}
-  void on_error(const FramingError&) {
+  void on_error(const FramingError& e) {
+    if (e.oversized && e.error == sip::Error::content_length_too_large) {
+      // One message over limits.max_message_size (its Content-Length says so):
+      // it alone is refused (513 to a request), the link and what follows stay.
+      std::string answer = error_response(e.bytes, 513, l.st_->config);
+      if (l.framer_.skip_oversized()) {
+        l.st_->counters.oversized.fetch_add(1, std::memory_order_relaxed);
+        skipped = true;
+        if (!answer.empty()) {
+          l.queued_.fetch_add(1, std::memory_order_relaxed);
+          l.enqueue(std::move(answer), Clock::now());
+        }
+        return;
+      }
+    }
     // The core broke the stream: start over on a fresh connection.
     l.st_->counters.framing_errors.fetch_add(1, std::memory_order_relaxed);
     l.drop_connection();
   }
+  bool skipped = false;
 };
 
 void CoreLink::process(unsigned gen) {
-  Framing cb{*this, gen};
-  if (framer_.drain(cb) == Drained::read_more) do_read(gen);
+  for (;;) {
+    Framing cb{*this, gen};
+    const Drained d = framer_.drain(cb);
+    if (cb.skipped && !closed_ && gen == gen_) continue;  // go on after the skipped message
+    if (d == Drained::read_more) do_read(gen);
+    return;
+  }
 }
 
 void CoreLink::count_in() {

@@ -100,7 +100,7 @@ class CoreLink final : public WorkerMember, public std::enable_shared_from_this<
   Worker& w_;
   const std::size_t index_;
   const CoreTarget target_;
-  const CoreConfig cfg_;  // the shared settings, transport/address/port of this core
+  const CoreConfig cfg_;         // the shared settings, transport/address/port of this core
   asio::steady_timer timer_;     // reconnect back-off and connect deadline
   asio::steady_timer ka_timer_;  // keep-alive: next ping, then the pong deadline
   std::optional<tcp::socket> tcp_;
@@ -130,13 +130,13 @@ class CoreLink final : public WorkerMember, public std::enable_shared_from_this<
   std::chrono::milliseconds backoff_;
   std::optional<Sha256> pin_;  // core.tls_pin_sha256
   flow::FlowKey key_;
-  std::size_t pongs_ = 0;         // CRLF answers owed to the core's CRLFCRLF pings
-  bool ping_owed_ = false;        // our CRLFCRLF waits to be written
-  bool awaiting_pong_ = false;    // a ping went out (or waits); nothing heard since
-  std::atomic<bool> up_{false};   // connected (and the first ping answered), for send() on any thread
+  std::size_t pongs_ = 0;        // CRLF answers owed to the core's CRLFCRLF pings
+  bool ping_owed_ = false;       // our CRLFCRLF waits to be written
+  bool awaiting_pong_ = false;   // a ping went out (or waits); nothing heard since
+  std::atomic<bool> up_{false};  // connected (and the first ping answered), for send() on any thread
   std::atomic<bool> first_attempt_{true};  // the first connection attempt since start is under way
-  std::size_t parked_dgram_ = 0;  // size of a UDP datagram held while paused
-  unsigned gen_ = 0;              // bumps on every (re)connect; stale handlers compare and leave
+  std::size_t parked_dgram_ = 0;           // size of a UDP datagram held while paused
+  unsigned gen_ = 0;                       // bumps on every (re)connect; stale handlers compare and leave
   bool connected_ = false, writing_ = false, closed_ = false, parked_ = false;
 };
 

@@ -44,11 +44,13 @@ bool State::core_udp_peer(const flow::Endpoint& remote) const noexcept {
 // "SIP/2.0 200 ..." whose top Via carries our health branch: z9hG4bK-edge-health-<core>.<cseq>.
 bool State::take_health_answer(std::string_view bytes) {
   if (cores.empty() || config.core.health_interval.count() <= 0) return false;
-  if (bytes.substr(0, 8) != "SIP/2.0 " || bytes.find(kHealthBranchPrefix) == std::string_view::npos) return false;
+  if (bytes.substr(0, 8) != "SIP/2.0 " || bytes.find(kHealthBranchPrefix) == std::string_view::npos)
+    return false;
   sip::Message m;
   if (sip::parse(bytes, m) != sip::Error::ok || m.is_request()) return false;
   sip::Via v;
-  if (sip::via_at(m, 0, v) != sip::Error::ok || v.branch.substr(0, kHealthBranchPrefix.size()) != kHealthBranchPrefix)
+  if (sip::via_at(m, 0, v) != sip::Error::ok ||
+      v.branch.substr(0, kHealthBranchPrefix.size()) != kHealthBranchPrefix)
     return false;
   const std::string_view rest = v.branch.substr(kHealthBranchPrefix.size());
   const auto dot = rest.find('.');

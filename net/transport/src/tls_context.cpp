@@ -143,7 +143,8 @@ bool core_certificate(SSL* ssl, const TransportConfig& cfg) {
   if (pin && !pin_matches(cert, *pin)) return false;
   if (!ca) return true;
   if (SSL_get_verify_result(ssl) != X509_V_OK) return false;
-  // Several cores: the certificate of any of them (each one's own address unless tls_server_name names them all).
+  // Several cores: the certificate of any of them (each one's own address unless tls_server_name names them
+  // all).
   for (const auto& t : core_targets(cfg.core)) {
     CoreConfig one = cfg.core;
     one.address = t.address;
@@ -151,7 +152,8 @@ bool core_certificate(SSL* ssl, const TransportConfig& cfg) {
     boost::system::error_code ec;
     boost::asio::ip::make_address(name, ec);
     if (!ec ? X509_check_ip_asc(cert, name.c_str(), 0) == 1
-            : X509_check_host(cert, name.data(), name.size(), X509_CHECK_FLAG_NO_PARTIAL_WILDCARDS, nullptr) == 1)
+            : X509_check_host(cert, name.data(), name.size(), X509_CHECK_FLAG_NO_PARTIAL_WILDCARDS,
+                              nullptr) == 1)
       return true;
   }
   return false;

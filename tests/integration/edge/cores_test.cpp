@@ -22,7 +22,8 @@ constexpr milliseconds kPing{300};
 constexpr milliseconds kPongTimeout{300};
 constexpr milliseconds kHealthInterval{300};
 constexpr int kHealthFailures = 2;
-constexpr milliseconds kBlackHoleBound = std::min(kPing + kPongTimeout, (kHealthFailures + 1) * kHealthInterval);
+constexpr milliseconds kBlackHoleBound =
+    std::min(kPing + kPongTimeout, (kHealthFailures + 1) * kHealthInterval);
 
 class SeveralCores : public EdgeTest {
  protected:

@@ -216,7 +216,8 @@ TEST_F(MgmtApplyTest, AnApplyWithAMistypedCoreFailsItsHealthCheckAndRollsBack) {
   ASSERT_EQ(register_through_edge(alice, Transport::tcp).status(), 200);
   std::string out;
   const std::string mistyped = "sip:127.0.0.1:5089;transport=tcp";  // nothing listens there
-  ASSERT_EQ(edge_->edgectl({"property", "set", "core", "sip:127.0.0.1:5080;transport=tcp, " + mistyped}, &out), 0)
+  ASSERT_EQ(
+      edge_->edgectl({"property", "set", "core", "sip:127.0.0.1:5080;transport=tcp, " + mistyped}, &out), 0)
       << out;
   ASSERT_EQ(edge_->edgectl({"property", "set", "core.keepalive_timeout_ms", "500"}, &out), 0) << out;
   const int rc = edge_->edgectl({"apply"}, &out);

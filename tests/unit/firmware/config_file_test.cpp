@@ -50,8 +50,9 @@ TEST(CoreList, MistakesAreNamed) {
   EXPECT_NE(error_of("sip:127.0.0.1:5070;transport=tcp, sip:127.0.0.1:5072;transport=udp")
                 .find("core entry 2 ('sip:127.0.0.1:5072;transport=udp'): transport udp differs"),
             std::string::npos);
-  EXPECT_NE(error_of("sip:127.0.0.1:5070;transport=tcp, sip:127.0.0.1:5070;transport=tcp").find("listed twice"),
-            std::string::npos);
+  EXPECT_NE(
+      error_of("sip:127.0.0.1:5070;transport=tcp, sip:127.0.0.1:5070;transport=tcp").find("listed twice"),
+      std::string::npos);
   EXPECT_NE(error_of("sip:127.0.0.1:5070;weight=0").find("weight: expected a number in 1..65535, got '0'"),
             std::string::npos);
   EXPECT_NE(error_of("sip:127.0.0.1:5070;priority=x").find("priority: expected a number"), std::string::npos);
@@ -66,7 +67,8 @@ TEST(CoreList, MistakesAreNamed) {
 // Requests from any configured core's own connection are the core's (the Via check takes every core).
 TEST(CoreList, TheProxyKnowsEveryCoresAddress) {
   const EdgedConfig c = parse_config_text(
-      "listen = tcp 127.0.0.1 5060\ncore = sip:127.0.0.1:5070;transport=tcp, sip:127.0.0.2:5072;transport=tcp\n",
+      "listen = tcp 127.0.0.1 5060\ncore = sip:127.0.0.1:5070;transport=tcp, "
+      "sip:127.0.0.2:5072;transport=tcp\n",
       "test", "/tmp");
   const net::ProxyConfig p = c.proxy_config();
   EXPECT_EQ(p.core_address.port, 5070);

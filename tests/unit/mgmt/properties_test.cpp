@@ -206,13 +206,20 @@ TEST(Properties, EachTypeIsCheckedAndWritten) {
   reg().set(c, "core", "sip:10.0.0.5:5060;transport=tcp");
   EXPECT_EQ(c.sip().core_uri(), "sip:10.0.0.5:5060;transport=tcp");
   // Several cores (issue 17): a list, each entry checked, priority / weight numbers in range.
-  reg().set(c, "core", "sip:10.0.0.5:5060;transport=tcp;priority=1;weight=10, sip:10.0.0.6:5060;transport=tcp");
-  EXPECT_EQ(c.sip().core_uri(), "sip:10.0.0.5:5060;transport=tcp;priority=1;weight=10, sip:10.0.0.6:5060;transport=tcp");
-  EXPECT_NE(what_of([&] { reg().set(c, "core", "sip:10.0.0.5:5060, tcp:10.0.0.6"); }).find("entry 2 'tcp:10.0.0.6'"),
+  reg().set(c, "core",
+            "sip:10.0.0.5:5060;transport=tcp;priority=1;weight=10, sip:10.0.0.6:5060;transport=tcp");
+  EXPECT_EQ(c.sip().core_uri(),
+            "sip:10.0.0.5:5060;transport=tcp;priority=1;weight=10, sip:10.0.0.6:5060;transport=tcp");
+  EXPECT_NE(what_of([&] {
+              reg().set(c, "core", "sip:10.0.0.5:5060, tcp:10.0.0.6");
+            }).find("entry 2 'tcp:10.0.0.6'"),
             std::string::npos);
-  EXPECT_NE(what_of([&] { reg().set(c, "core", "sip:10.0.0.5:5060;weight=0"); }).find("weight must be a number in 1..65535"),
+  EXPECT_NE(what_of([&] {
+              reg().set(c, "core", "sip:10.0.0.5:5060;weight=0");
+            }).find("weight must be a number in 1..65535"),
             std::string::npos);
-  EXPECT_EQ(code_of([&] { reg().set(c, "core", "sip:10.0.0.5:5060;priority=99999"); }), ErrorCode::invalid_argument);
+  EXPECT_EQ(code_of([&] { reg().set(c, "core", "sip:10.0.0.5:5060;priority=99999"); }),
+            ErrorCode::invalid_argument);
   EXPECT_EQ(reg().get(c, "core.health_interval_ms"), "2000");
   EXPECT_EQ(reg().get(c, "core.health_failures"), "3");
   EXPECT_EQ(code_of([&] { reg().set(c, "core.health_failures", "0"); }), ErrorCode::invalid_argument);

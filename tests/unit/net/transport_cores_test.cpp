@@ -124,36 +124,38 @@ class ScriptedCore {
     });
   }
   void read(const std::shared_ptr<Conn>& c) {
-    c->s.async_read_some(asio::buffer(c->chunk), [this, c](const boost::system::error_code& ec, std::size_t n) {
-      if (ec) return;
-      c->buf.append(c->chunk.data(), n);
-      for (;;) {
-        while (c->buf.rfind("\r\n", 0) == 0) c->buf.erase(0, 2);
-        const auto end = c->buf.find("\r\n\r\n");
-        if (end == std::string::npos) break;
-        std::size_t body = 0;
-        if (const auto cl = c->buf.find("Content-Length: "); cl != std::string::npos && cl < end)
-          body = std::stoul(c->buf.substr(cl + 16));
-        if (c->buf.size() < end + 4 + body) break;
-        const std::string m = c->buf.substr(0, end + 4 + body);
-        c->buf.erase(0, m.size());
-        if (const auto a = on_message(m); !a.empty()) {
-          boost::system::error_code wec;
-          asio::write(c->s, asio::buffer(a), wec);
-        }
-      }
-      read(c);
-    });
+    c->s.async_read_some(
+        asio::buffer(c->chunk), [this, c](const boost::system::error_code& ec, std::size_t n) {
+          if (ec) return;
+          c->buf.append(c->chunk.data(), n);
+          for (;;) {
+            while (c->buf.rfind("\r\n", 0) == 0) c->buf.erase(0, 2);
+            const auto end = c->buf.find("\r\n\r\n");
+            if (end == std::string::npos) break;
+            std::size_t body = 0;
+            if (const auto cl = c->buf.find("Content-Length: "); cl != std::string::npos && cl < end)
+              body = std::stoul(c->buf.substr(cl + 16));
+            if (c->buf.size() < end + 4 + body) break;
+            const std::string m = c->buf.substr(0, end + 4 + body);
+            c->buf.erase(0, m.size());
+            if (const auto a = on_message(m); !a.empty()) {
+              boost::system::error_code wec;
+              asio::write(c->s, asio::buffer(a), wec);
+            }
+          }
+          read(c);
+        });
   }
   void read_udp() {
-    udp_.async_receive_from(asio::buffer(dgram_), from_, [this](const boost::system::error_code& ec, std::size_t n) {
-      if (ec) return;
-      if (const auto a = on_message(std::string(dgram_.data(), n)); !a.empty()) {
-        boost::system::error_code wec;
-        udp_.send_to(asio::buffer(a), from_, 0, wec);
-      }
-      read_udp();
-    });
+    udp_.async_receive_from(asio::buffer(dgram_), from_,
+                            [this](const boost::system::error_code& ec, std::size_t n) {
+                              if (ec) return;
+                              if (const auto a = on_message(std::string(dgram_.data(), n)); !a.empty()) {
+                                boost::system::error_code wec;
+                                udp_.send_to(asio::buffer(a), from_, 0, wec);
+                              }
+                              read_udp();
+                            });
   }
   std::string on_message(const std::string& m) {
     if (is_health_check(m)) {
@@ -295,8 +297,10 @@ TEST_F(CoresTest, WeightSharesRequestsAmongEqualPrioritiesAndACallIdSticks) {
   start(Transport::tcp, {{a.port, 1, 1}, {b.port, 1, 3}, {c.port, 2, 100}});
   for (std::size_t i = 0; i < 3; ++i) ASSERT_TRUE(becomes(i, CoreState::up));
   constexpr int kCalls = 200;
-  for (int i = 0; i < kCalls; ++i) ASSERT_TRUE(tr->send_to_core(sip_request("INVITE", "w-" + std::to_string(i))));
-  ASSERT_TRUE(eventually([&] { return tr->stats().cores[0].messages_out + tr->stats().cores[1].messages_out == kCalls; }));
+  for (int i = 0; i < kCalls; ++i)
+    ASSERT_TRUE(tr->send_to_core(sip_request("INVITE", "w-" + std::to_string(i))));
+  ASSERT_TRUE(eventually(
+      [&] { return tr->stats().cores[0].messages_out + tr->stats().cores[1].messages_out == kCalls; }));
   const auto s = tr->stats();
   EXPECT_EQ(s.cores[2].requests, 0u) << "priority 2 while priority 1 is healthy";
   EXPECT_GT(s.cores[0].requests, 0u);
