@@ -25,6 +25,26 @@ std::string lower(std::string s) {
   for (char& ch : s) ch = static_cast<char>(std::tolower(static_cast<unsigned char>(ch)));
   return s;
 }
+bool same_core(const net::CoreTarget& a, const net::CoreTarget& b) {
+  return a.transport == b.transport && a.address == b.address && a.port == b.port;
+}
+
+// The cores of `to` that `from` did not have; all of them when the core's TLS identity settings changed.
+std::vector<net::CoreTarget> changed_cores(const EdgedConfig& from, const EdgedConfig& to) {
+  if (!to.core.enabled) return {};
+  const auto next = net::core_targets(to.core);
+  if (!from.core.enabled || from.core.tls_server_name != to.core.tls_server_name ||
+      from.core.tls_pin_sha256 != to.core.tls_pin_sha256 || from.tls.ca_file != to.tls.ca_file)
+    return next;
+  const auto before = net::core_targets(from.core);
+  std::vector<net::CoreTarget> out;
+  for (const auto& t : next) {
+    if (std::none_of(before.begin(), before.end(), [&](const net::CoreTarget& b) { return same_core(b, t); }))
+      out.push_back(t);
+  }
+  return out;
+}
+
 std::string core_target_uri(const net::CoreTarget& t) {
   const bool v6 = t.address.find(':') != std::string::npos;
   return "sip:" + (v6 ? "[" + t.address + "]" : t.address) + ":" + std::to_string(t.port) +
@@ -355,10 +375,10 @@ void SipFrontEnd::apply(const mgmt::v1::ApplianceConfig& next, RestartClass cls)
     // TLS first: if the material does not load, nothing has changed.
     if (needs_tls(cfg)) transports_->reload_tls(cfg.tls);
     transports_->set_handler(wrap(rules.proxy));
-    cores_fresh_ = false;  // the cores' links (and their outages) are the ones before
+    cores_to_check_.clear();  // the cores' links (and their outages) are the ones before
   } else {
     // Listener, core or limit change: the transports are rebuilt, flows close.
-    cores_fresh_ = true;
+    cores_to_check_ = changed_cores(cfg_, cfg);
     auto old = std::move(transports_);
     lock.unlock();
     if (old) {
@@ -408,7 +428,7 @@ std::string SipFrontEnd::health() {
   std::shared_ptr<hsm::KeySetMac> mac;
   std::size_t expected = 0;
   std::uint32_t pinned = 0;
-  bool check_cores = false;
+  std::vector<net::CoreTarget> check;
   std::chrono::milliseconds core_bound{0};
   {
     std::lock_guard lock(mu_);
@@ -416,7 +436,7 @@ std::string SipFrontEnd::health() {
     mac = rules_.mac;
     expected = cfg_.listeners.size();
     pinned = cfg_.key_version;
-    check_cores = cores_fresh_ && cfg_.core.enabled;
+    if (cfg_.core.enabled) check = cores_to_check_;
     // A connect attempt (5 s at most), the first CRLF pong, two health intervals
     // (the first OPTIONS may have gone out while paused): a core that has not
     // come up by then is a configuration problem (docs/operations.md, "Several cores").
@@ -428,14 +448,17 @@ std::string SipFrontEnd::health() {
   if (const auto n = t->listening().size(); n != expected) {
     return std::to_string(n) + " of " + std::to_string(expected) + " listeners up";
   }
-  if (check_cores) {
-    // After a rebuild every configured core must come up once (its link up and,
-    // with health checks, one OPTIONS answered): an apply with a mistyped core rolls back.
+  if (!check.empty()) {
+    // After a rebuild every core the apply added or changed must come up once (its
+    // link up and, with health checks, one OPTIONS answered): an apply with a
+    // mistyped core rolls back.
     const auto deadline = std::chrono::steady_clock::now() + core_bound;
     for (;;) {
       std::vector<std::string> never;
       for (const auto& c : t->stats().cores) {
-        if (c.ever_up) continue;
+        if (c.ever_up || std::none_of(check.begin(), check.end(),
+                                      [&](const net::CoreTarget& k) { return same_core(k, c.target); }))
+          continue;
         never.push_back(core_target_uri(c.target) + (c.last_error.empty() ? "" : " (" + c.last_error + ")"));
       }
       if (never.empty()) break;

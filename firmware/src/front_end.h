@@ -158,9 +158,11 @@ class SipFrontEnd final : public mgmt::FrontEnd {
   Rules rules_;
   std::optional<Running> previous_;
   std::shared_ptr<net::Transports> transports_;
-  // The last apply rebuilt the transports (a listener, core or limit change):
-  // health() then waits for every configured core to come up.
-  bool cores_fresh_ = false;
+  // The cores the last apply added or changed (address, port, transport, or any
+  // core's TLS identity settings), when it rebuilt the transports: health()
+  // waits for each of them to come up once. A core configured before, down
+  // now, is an outage, not a mistake in the apply.
+  std::vector<net::CoreTarget> cores_to_check_;
   std::string state_ = "stopped";  // running | draining | stopped | failed
   std::uint64_t restarts_ = 0;
   // The pause of the controlled restart in progress (drain() to start()), and those before.

@@ -116,6 +116,12 @@ TEST_F(SeveralCores, AKilledPreferredCoreFailsOverToTheNextAndBack) {
   // Its connection resets: down at once, without waiting for a health check.
   ASSERT_TRUE(core_state(1, "down", milliseconds(3000)));
   EXPECT_NE(edge_->status().text("core_1_error"), "");
+  // edgectl status: every core, its state and why the last one is down.
+  std::string out;
+  ASSERT_EQ(edge_->edgectl({"status"}, &out), 0) << out;
+  EXPECT_NE(out.find("sip:127.0.0.1:5080;transport=tcp priority 1 weight 1: down"), std::string::npos) << out;
+  EXPECT_NE(out.find("sip:127.0.0.1:5082;transport=tcp priority 2 weight 1: up"), std::string::npos) << out;
+  EXPECT_NE(out.find("last error: "), std::string::npos) << out;
   through_core2(alice, bob);
   if (HasFatalFailure()) return;
 
