@@ -32,7 +32,7 @@ bool same_core(const net::CoreTarget& a, const net::CoreTarget& b) {
 // The cores of `to` that `from` did not have; all of them when the core's TLS identity settings changed.
 std::vector<net::CoreTarget> changed_cores(const EdgedConfig& from, const EdgedConfig& to) {
   if (!to.core.enabled) return {};
-  const auto next = net::core_targets(to.core);
+  auto next = net::core_targets(to.core);
   if (!from.core.enabled || from.core.tls_server_name != to.core.tls_server_name ||
       from.core.tls_pin_sha256 != to.core.tls_pin_sha256 || from.tls.ca_file != to.tls.ca_file)
     return next;

@@ -367,8 +367,7 @@ void CoreLink::on_keepalive_timer(unsigned gen) {
   if (awaiting_pong_) {
     st_->counters.core_keepalive_timeouts.fetch_add(1, std::memory_order_relaxed);
     ka_timeouts_.fetch_add(1, std::memory_order_relaxed);
-    set_error("no answer to a CRLF keep-alive within core.keepalive_timeout_ms");
-    drop_connection(true);
+    drop_connection(true, "no answer to a CRLF keep-alive within core.keepalive_timeout_ms");
     return;
   }
   awaiting_pong_ = true;
@@ -469,7 +468,7 @@ struct CoreLink::Framing {
     }
     // The core broke the stream: start over on a fresh connection.
     l.st_->counters.framing_errors.fetch_add(1, std::memory_order_relaxed);
-    l.drop_connection();
+    l.drop_connection(false, "the core's stream could not be framed");
   }
   bool skipped = false;
 };
@@ -621,11 +620,11 @@ void CoreLink::write_next() {
   }
 }
 
-void CoreLink::drop_connection(bool abortive) {
+void CoreLink::drop_connection(bool abortive, std::string_view why) {
   if (up_.load(std::memory_order_relaxed)) {
     st_->counters.core_disconnects.fetch_add(1, std::memory_order_relaxed);
     disconnects_.fetch_add(1, std::memory_order_relaxed);
-    if (!closed_) set_error("connection lost");
+    if (!closed_) set_error(std::string(why));
   }
   // A new connection is probed afresh.
   healthy_.store(false, std::memory_order_release);

@@ -88,7 +88,8 @@ class CoreLink final : public WorkerMember, public std::enable_shared_from_this<
   bool pinging() const noexcept { return !udp_ && cfg_.keepalive_interval.count() > 0; }
   // abortive: RST instead of FIN, so the kernel sends none of what is still
   // buffered (a core found dead must not get stale messages when it wakes).
-  void drop_connection(bool abortive = false);
+  // why: the link's last error when it was up ("connection lost" unless known better).
+  void drop_connection(bool abortive = false, std::string_view why = "connection lost");
   void deliver(std::string_view bytes);
   void expect_identity(ssl::stream<tcp::socket>& s);  // SNI, the name to check
   void refuse_identity(const std::string& why);       // counted, kept for stats()

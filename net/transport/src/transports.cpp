@@ -139,7 +139,7 @@ void Transports::start() {
       auto link = std::make_shared<detail::CoreLink>(state_, *st.workers[0], k, targets[k]);
       // A UDP core is sent to from our UDP listener (the address in our Via), so
       // a core that answers the Via sent-by (RFC 3261 §18.2.2) reaches a socket we read.
-      if (targets[k].transport == flow::Transport::udp && k < st.core_endpoints().size()) {
+      if (k < st.core_endpoints().size() && targets[k].transport == flow::Transport::udp) {
         for (std::size_t i = 0; i < st.listeners.size(); ++i) {
           if (st.bound[i].transport == flow::Transport::udp &&
               st.bound[i].local.family == st.core_endpoints()[k].family) {

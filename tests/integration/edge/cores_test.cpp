@@ -142,6 +142,10 @@ TEST_F(SeveralCores, ABlackHoledPreferredCoreIsLeftWithinTheBoundAndTakenBackWhe
   ::testing::Test::RecordProperty("black_holed_core_left_ms", static_cast<int>(took.count()));
   if (!left) core_->signal_group(SIGCONT);
   ASSERT_TRUE(left) << "a black-holed core was still chosen";
+  const std::string why = edge_->status().text("core_1_error");
+  EXPECT_TRUE(why.find("CRLF keep-alive") != std::string::npos ||
+              why.find("OPTIONS unanswered") != std::string::npos)
+      << why;
   through_core2(alice, bob);
   core_->signal_group(SIGCONT);
   if (HasFatalFailure()) return;
