@@ -152,14 +152,17 @@ net::CoreConfig parse_core_list(const std::string& value) {
     if (i == 0) {
       out = one;
     } else {
-      if (t.transport != out.transport) {
+      // Beside a UDP first core, TCP/TLS cores may come: requests above 1300 bytes
+      // go to them (RFC 3261 §18.1.1), the Via's transport rewritten to theirs.
+      if (t.transport != out.transport && out.transport != flow::Transport::udp) {
         throw ConfigError(which + ": transport " + lower(flow::to_string(t.transport)) +
                           " differs from the first core's (" + lower(flow::to_string(out.transport)) +
                           "); every core must use the same transport (the Via, Path and Record-Route the "
-                          "edge adds toward the core name one)");
+                          "edge adds toward the core name one), except TCP or TLS cores beside a UDP "
+                          "first core");
       }
       for (const auto& prev : out.targets) {
-        if (prev.address == t.address && prev.port == t.port) {
+        if (prev.address == t.address && prev.port == t.port && prev.transport == t.transport) {
           throw ConfigError(which + ": " + t.address + ":" + std::to_string(t.port) + " is listed twice");
         }
       }

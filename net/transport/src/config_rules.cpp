@@ -58,14 +58,17 @@ void validate(const TransportConfig& c) {
     for (std::size_t i = 0; i < targets.size(); ++i) {
       const auto& k = targets[i];
       const std::string name = "core " + k.address + ":" + std::to_string(k.port);
-      if (k.transport != c.core.transport)
+      // One transport for all; a UDP first core may have reliable (TCP/TLS) ones
+      // beside it, which take the requests too large for UDP (RFC 3261 §18.1.1).
+      if (k.transport != c.core.transport && c.core.transport != flow::Transport::udp)
         throw TransportError(name + ": every core must use the same transport (" +
                              flow::to_string(c.core.transport) + ")");
       boost::asio::ip::make_address(k.address, ec);
       if (ec) throw TransportError(name + ": not an IP address");
       if (k.weight == 0) throw TransportError(name + ": weight must be at least 1");
       for (std::size_t j = 0; j < i; ++j) {
-        if (targets[j].address == k.address && targets[j].port == k.port)
+        if (targets[j].address == k.address && targets[j].port == k.port &&
+            targets[j].transport == k.transport)
           throw TransportError(name + ": configured twice");
       }
     }

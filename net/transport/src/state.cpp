@@ -68,7 +68,8 @@ void State::count_core_in(const flow::Endpoint& remote) {
   const flow::Endpoint r = remote.unmapped();
   for (std::size_t i = 0; i < core_endpoints_.size() && i < cores.size(); ++i) {
     const auto& c = core_endpoints_[i];
-    if (c.family == r.family && c.address == r.address && c.port == r.port) {
+    if (c.family == r.family && c.address == r.address && c.port == r.port &&
+        cores[i]->target().transport == flow::Transport::udp) {
       cores[i]->count_in();
       return;
     }
@@ -105,18 +106,31 @@ std::shared_ptr<CoreLink> State::choose_core(std::string_view bytes) {
       const std::uint16_t port = v.port ? *v.port : (v.transport == "TLS" ? 5061 : 5060);
       if (auto e = flow::Endpoint::parse(v.host, port)) {
         const flow::Endpoint r = e->unmapped();
+        // The core of that address and the Via's transport; else of that address (a UDP core beside a TCP
+        // one).
+        std::shared_ptr<CoreLink> by_address;
         for (std::size_t i = 0; i < core_endpoints_.size() && i < cores.size(); ++i) {
           const auto& c = core_endpoints_[i];
-          if (c.family == r.family && c.address == r.address && c.port == r.port) return cores[i];
+          if (c.family != r.family || c.address != r.address || c.port != r.port) continue;
+          if (v.transport == flow::to_string(cores[i]->target().transport)) return cores[i];
+          if (!by_address) by_address = cores[i];
         }
+        if (by_address) return by_address;
       }
     }
   }
+  // RFC 3261 §18.1.1: a request above 1300 bytes (path MTU unknown) goes over
+  // a congestion-controlled transport: to a reliable core when one is usable.
+  const bool large = !response && bytes.size() > kUdpRequestLimit &&
+                     std::any_of(cores.begin(), cores.end(), [](const auto& l) {
+                       return l->target().transport != flow::Transport::udp && l->state() != CoreState::down;
+                     });
   // The best healthy cores (lowest priority number); none up: those still
   // probing; none of those: one whose first connection attempt is under way.
   const std::uint64_t h = parsed ? fnv1a(m.call_id()) : 0;
   for (int pass = 0; pass < 3; ++pass) {
-    const auto eligible = [pass](const CoreLink& l) {
+    const auto eligible = [pass, large](const CoreLink& l) {
+      if (large && l.target().transport == flow::Transport::udp) return false;
       const CoreState s = l.state();
       if (pass == 0) return s == CoreState::up;
       if (pass == 1) return s == CoreState::probing;

@@ -33,6 +33,8 @@ class Listener;
 
 // The branch of the edge's health OPTIONS to a core: this, the core's index, '.', the CSeq.
 inline constexpr std::string_view kHealthBranchPrefix = "z9hG4bK-edge-health-";
+// RFC 3261 §18.1.1: above this a request does not go over UDP when a reliable core is there.
+inline constexpr std::size_t kUdpRequestLimit = 1300;
 
 struct State final : Redelivery {
   State(const TransportConfig& cfg, std::shared_ptr<MessageHandler> h);

@@ -50,7 +50,10 @@ bool needs_server_tls(const TransportConfig& c) {
 }
 
 bool needs_client_tls(const TransportConfig& c) {
-  return c.core.enabled && c.core.transport == flow::Transport::tls;
+  if (!c.core.enabled) return false;
+  for (const auto& t : core_targets(c.core))
+    if (t.transport == flow::Transport::tls) return true;
+  return false;
 }
 
 std::shared_ptr<ssl::context> make_server_tls(const TlsConfig& cfg) {

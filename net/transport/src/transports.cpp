@@ -332,7 +332,17 @@ bool Transports::send_to_core(std::string bytes) {
     st.counters.core_refused_down.fetch_add(1, std::memory_order_relaxed);
     return false;
   }
-  if (st.cores.size() > 1) core->requests.fetch_add(1, std::memory_order_relaxed);
+  if (st.cores.size() > 1) {
+    core->requests.fetch_add(1, std::memory_order_relaxed);
+    const flow::Transport via = config_.core.transport;  // what the proxy's Via toward the core names
+    if (core->target().transport != via && bytes.rfind("SIP/2.0 ", 0) != 0) {
+      // A request moved to a reliable core (RFC 3261 §18.1.1): its top Via (ours) says so.
+      const std::string from = std::string("SIP/2.0/") + flow::to_string(via);
+      const std::string to = std::string("SIP/2.0/") + flow::to_string(core->target().transport);
+      if (const auto v = bytes.find(from); v != std::string::npos && v < bytes.find("\r\n\r\n"))
+        bytes.replace(v, from.size(), to);
+    }
+  }
   // A UDP core gets its datagrams from our UDP listener (the address in our Via):
   // a core that answers the Via sent-by (RFC 3261 §18.2.2) reaches a socket we read.
   if (const auto& l = core->udp_listener) {

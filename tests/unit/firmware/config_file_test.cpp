@@ -47,6 +47,8 @@ TEST(CoreList, AListKeepsItsOrderPriorityAndWeight) {
 }
 
 TEST(CoreList, MistakesAreNamed) {
+  // Beside a UDP first core reliable ones may come (requests above 1300 bytes go to them); not the reverse.
+  EXPECT_EQ(error_of("sip:127.0.0.1:5070;transport=udp, sip:127.0.0.1:5070;transport=tcp"), "accepted");
   EXPECT_NE(error_of("sip:127.0.0.1:5070;transport=tcp, sip:127.0.0.1:5072;transport=udp")
                 .find("core entry 2 ('sip:127.0.0.1:5072;transport=udp'): transport udp differs"),
             std::string::npos);

@@ -92,6 +92,16 @@ class ScriptedCore {
     for (const auto& m : messages_) n += m.find("Call-ID: " + call_id + "\r\n") != std::string::npos ? 1 : 0;
     return n;
   }
+  // Of those, the ones that also contain `text`.
+  std::size_t got_with(const std::string& call_id, const std::string& text) const {
+    std::lock_guard lock(mu_);
+    std::size_t n = 0;
+    for (const auto& m : messages_)
+      n += m.find("Call-ID: " + call_id + "\r\n") != std::string::npos && m.find(text) != std::string::npos
+               ? 1
+               : 0;
+    return n;
+  }
   std::size_t health_checks() const { return checks_.load(); }
 
   std::atomic<int> answer{200};
@@ -375,6 +385,36 @@ TEST_F(CoresTest, OneCoreWithHealthChecksRefusesOnlyWhenItsChecksFail) {
   a.answer = 200;
   ASSERT_TRUE(becomes(0, CoreState::up));
   EXPECT_TRUE(tr->send_to_core(sip_request("INVITE", "checks-pass")));
+}
+
+// RFC 3261 §18.1.1: beside a UDP core, a request above 1300 bytes goes to a
+// reliable (TCP) core when one is healthy, its top Via saying TCP; smaller
+// ones stay on UDP; with the TCP core down the large one goes over UDP.
+TEST_F(CoresTest, ARequestAbove1300BytesGoesToAReliableCoreBesideAUdpOne) {
+  ScriptedCore u(Transport::udp), t(Transport::tcp);
+  start(Transport::udp, {{u.port, 1, 1}}, [&](CoreConfig& c) {
+    c.targets.push_back({Transport::tcp, "127.0.0.1", t.port, 2, 1});
+  });
+  ASSERT_TRUE(becomes(0, CoreState::up));
+  ASSERT_TRUE(becomes(1, CoreState::up));
+  const auto udp_request = [](const std::string& id, std::size_t body) {
+    std::string m = sip_request("MESSAGE", id, std::string(body, 'b'));
+    m.replace(m.find("SIP/2.0/TCP"), 11, "SIP/2.0/UDP");
+    return m;
+  };
+  ASSERT_TRUE(tr->send_to_core(udp_request("small", 100)));
+  ASSERT_TRUE(eventually([&] { return u.got("small") == 1; }));
+  const std::string big = udp_request("big", 1500);
+  ASSERT_GT(big.size(), 1300u);
+  ASSERT_TRUE(tr->send_to_core(big));
+  ASSERT_TRUE(eventually([&] { return t.got("big") == 1; }));
+  EXPECT_EQ(u.got("big"), 0u);
+  EXPECT_EQ(t.got_with("big", "Via: SIP/2.0/TCP 127.0.0.1:5099;"), 1u) << "the Via still says UDP";
+
+  t.kill();
+  ASSERT_TRUE(becomes(1, CoreState::down));
+  ASSERT_TRUE(tr->send_to_core(udp_request("big-2", 1500)));
+  ASSERT_TRUE(eventually([&] { return u.got("big-2") == 1; })) << "no reliable core: UDP after all";
 }
 
 }  // namespace
