@@ -4,12 +4,18 @@
 #include <edge/hsm/lab.h>
 
 #include <algorithm>
+#include <cctype>
 #include <charconv>
 #include <fstream>
 #include <sstream>
 
 namespace edge::firmware {
 namespace {
+
+std::string lower(std::string s) {
+  for (char& ch : s) ch = static_cast<char>(std::tolower(static_cast<unsigned char>(ch)));
+  return s;
+}
 
 std::string trim(std::string_view s) {
   const auto b = s.find_first_not_of(" \t\r");
@@ -110,6 +116,65 @@ net::CoreConfig parse_core_uri(const std::string& uri) {
   return core;
 }
 
+// "URI[;priority=N][;weight=N], URI..." (docs/operations.md, "Several cores").
+// One URI: the single core, as before. An entry without priority= gets its
+// position (1, 2, ...): the list is an order of preference.
+net::CoreConfig parse_core_list(const std::string& value) {
+  std::vector<std::string> entries;
+  {
+    std::istringstream in(value);
+    for (std::string e; std::getline(in, e, ',');) entries.push_back(trim(e));
+  }
+  if (entries.empty()) throw ConfigError("core: empty");
+  net::CoreConfig out;
+  for (std::size_t i = 0; i < entries.size(); ++i) {
+    const std::string& e = entries[i];
+    const std::string which =
+        entries.size() > 1 ? "core entry " + std::to_string(i + 1) + " ('" + e + "')" : "core";
+    if (e.empty()) throw ConfigError(which + ": empty entry in the core list (a stray comma?)");
+    net::CoreConfig one;
+    try {
+      one = parse_core_uri(e);
+    } catch (const ConfigError& err) {
+      throw ConfigError(entries.size() > 1 ? which + ": " + err.what() : std::string(err.what()));
+    }
+    net::CoreTarget t;
+    t.transport = one.transport;
+    t.address = one.address;
+    t.port = one.port;
+    t.priority = static_cast<std::uint32_t>(i + 1);
+    std::istringstream ps(e.find(';') == std::string::npos ? std::string() : e.substr(e.find(';') + 1));
+    for (std::string p; std::getline(ps, p, ';');) {
+      if (p.rfind("priority=", 0) == 0)
+        t.priority = number<std::uint32_t>(p.substr(9), 0, 65535, which + ": priority");
+      if (p.rfind("weight=", 0) == 0)
+        t.weight = number<std::uint32_t>(p.substr(7), 1, 65535, which + ": weight");
+    }
+    if (i == 0) {
+      out = one;
+    } else {
+      // Beside a UDP first core, TCP/TLS cores may come: requests above 1300 bytes
+      // go to them (RFC 3261 §18.1.1), the Via's transport rewritten to theirs.
+      if (t.transport != out.transport && out.transport != flow::Transport::udp) {
+        throw ConfigError(which + ": transport " + lower(flow::to_string(t.transport)) +
+                          " differs from the first core's (" + lower(flow::to_string(out.transport)) +
+                          "); every core must use the same transport (the Via, Path and Record-Route the "
+                          "edge adds toward the core name one), except TCP or TLS cores beside a UDP "
+                          "first core");
+      }
+      for (const auto& prev : out.targets) {
+        if (prev.address == t.address && prev.port == t.port && prev.transport == t.transport) {
+          throw ConfigError(which + ": " + t.address + ":" + std::to_string(t.port) + " is listed twice");
+        }
+      }
+    }
+    out.targets.push_back(t);
+  }
+  if (out.targets.size() == 1 && out.targets[0].weight == 1 && out.targets[0].priority == 1)
+    out.targets.clear();
+  return out;
+}
+
 EdgedConfig load_config(const std::filesystem::path& path, const std::filesystem::path& state_dir) {
   std::ifstream in(path);
   if (!in) throw ConfigError("cannot read configuration file " + path.string());
@@ -131,6 +196,9 @@ EdgedConfig parse_config_text(const std::string& text, const std::string& origin
   std::chrono::milliseconds core_keepalive_interval = core_defaults.keepalive_interval;
   std::chrono::milliseconds core_keepalive_timeout = core_defaults.keepalive_timeout;
   std::chrono::milliseconds core_max_queue_age = core_defaults.max_queue_age;
+  // core.health_*: the property defaults (mgmt/src/properties.cpp), not net's (off).
+  std::chrono::milliseconds core_health_interval{2'000};
+  unsigned core_health_failures = 3;
   std::string line;
   int lineno = 0;
   while (std::getline(in, line)) {
@@ -210,7 +278,7 @@ EdgedConfig parse_config_text(const std::string& text, const std::string& origin
           if (const std::string e = trim(entry); !e.empty()) c.proxy_trusted_sources.push_back(e);
         }
       } else if (key == "core") {
-        c.core = parse_core_uri(value);
+        c.core = parse_core_list(value);
       } else if (key == "core.tls_server_name") {
         core_tls_server_name = value;
       } else if (key == "core.tls_pin_sha256") {
@@ -219,6 +287,10 @@ EdgedConfig parse_config_text(const std::string& text, const std::string& origin
         core_keepalive_interval = std::chrono::milliseconds(number<std::int64_t>(value, 0, 3'600'000, what));
       } else if (key == "core.keepalive_timeout_ms") {
         core_keepalive_timeout = std::chrono::milliseconds(number<std::int64_t>(value, 100, 600'000, what));
+      } else if (key == "core.health_interval_ms") {
+        core_health_interval = std::chrono::milliseconds(number<std::int64_t>(value, 0, 3'600'000, what));
+      } else if (key == "core.health_failures") {
+        core_health_failures = number<unsigned>(value, 1, 100, what);
       } else if (key == "core.max_queue_age_ms") {
         core_max_queue_age = std::chrono::milliseconds(number<std::int64_t>(value, 100, 600'000, what));
       } else if (key == "tls.certificate") {
@@ -289,6 +361,8 @@ EdgedConfig parse_config_text(const std::string& text, const std::string& origin
   c.core.keepalive_interval = core_keepalive_interval;
   c.core.keepalive_timeout = core_keepalive_timeout;
   c.core.max_queue_age = core_max_queue_age;
+  c.core.health_interval = core_health_interval;
+  c.core.health_failures = core_health_failures;
   c.tls.certificate_chain_file = resolve(state_dir, c.tls.certificate_chain_file);
   c.tls.private_key_file = resolve(state_dir, c.tls.private_key_file);
   c.tls.ca_file = resolve(state_dir, c.tls.ca_file);
@@ -334,7 +408,12 @@ net::ProxyConfig EdgedConfig::proxy_config() const {
                       ") for the core to reach the edge on");
   }
   // Where the core itself sends from: its own connections to our listeners are recognised by it.
-  if (core.enabled) p.core_address = {core.transport, core.address, core.port};
+  if (core.enabled) {
+    p.core_address = {core.transport, core.address, core.port};
+    for (std::size_t i = 1; i < core.targets.size(); ++i) {
+      p.other_core_addresses.push_back({core.transport, core.targets[i].address, core.targets[i].port});
+    }
+  }
   // What the core link carries (513 above it): its framer's limit, and a datagram's on UDP.
   p.limits.max_core_message_size = core.transport == flow::Transport::udp
                                        ? std::min(limits.max_message_size, net::ProxyLimits::kMaxUdpPayload)

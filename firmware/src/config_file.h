@@ -88,5 +88,9 @@ EdgedConfig parse_config_text(const std::string& text, const std::string& origin
 
 // "sip:127.0.0.1:5080;transport=tcp" -> CoreConfig (IP literals only: the edge never resolves).
 net::CoreConfig parse_core_uri(const std::string& uri);
+// The `core` value: one URI as above, or a comma-separated list of them, each
+// with optional ;priority=N (0..65535, lower first; default: its position) and
+// ;weight=N (1..65535, default 1). Throws ConfigError naming the entry.
+net::CoreConfig parse_core_list(const std::string& value);
 
 }  // namespace edge::firmware

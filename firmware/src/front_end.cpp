@@ -14,10 +14,43 @@
 
 #include <algorithm>
 #include <array>
+#include <cctype>
 #include <iterator>
 #include <thread>
 
 namespace edge::firmware {
+
+namespace {
+std::string lower(std::string s) {
+  for (char& ch : s) ch = static_cast<char>(std::tolower(static_cast<unsigned char>(ch)));
+  return s;
+}
+bool same_core(const net::CoreTarget& a, const net::CoreTarget& b) {
+  return a.transport == b.transport && a.address == b.address && a.port == b.port;
+}
+
+// The cores of `to` that `from` did not have; all of them when the core's TLS identity settings changed.
+std::vector<net::CoreTarget> changed_cores(const EdgedConfig& from, const EdgedConfig& to) {
+  if (!to.core.enabled) return {};
+  auto next = net::core_targets(to.core);
+  if (!from.core.enabled || from.core.tls_server_name != to.core.tls_server_name ||
+      from.core.tls_pin_sha256 != to.core.tls_pin_sha256 || from.tls.ca_file != to.tls.ca_file)
+    return next;
+  const auto before = net::core_targets(from.core);
+  std::vector<net::CoreTarget> out;
+  for (const auto& t : next) {
+    if (std::none_of(before.begin(), before.end(), [&](const net::CoreTarget& b) { return same_core(b, t); }))
+      out.push_back(t);
+  }
+  return out;
+}
+
+std::string core_target_uri(const net::CoreTarget& t) {
+  const bool v6 = t.address.find(':') != std::string::npos;
+  return "sip:" + (v6 ? "[" + t.address + "]" : t.address) + ":" + std::to_string(t.port) +
+         ";transport=" + lower(flow::to_string(t.transport));
+}
+}  // namespace
 namespace {
 
 using mgmt::v1::RestartClass;
@@ -342,8 +375,10 @@ void SipFrontEnd::apply(const mgmt::v1::ApplianceConfig& next, RestartClass cls)
     // TLS first: if the material does not load, nothing has changed.
     if (needs_tls(cfg)) transports_->reload_tls(cfg.tls);
     transports_->set_handler(wrap(rules.proxy));
+    cores_to_check_.clear();  // the cores' links (and their outages) are the ones before
   } else {
     // Listener, core or limit change: the transports are rebuilt, flows close.
+    cores_to_check_ = changed_cores(cfg_, cfg);
     auto old = std::move(transports_);
     lock.unlock();
     if (old) {
@@ -393,17 +428,47 @@ std::string SipFrontEnd::health() {
   std::shared_ptr<hsm::KeySetMac> mac;
   std::size_t expected = 0;
   std::uint32_t pinned = 0;
+  std::vector<net::CoreTarget> check;
+  std::chrono::milliseconds core_bound{0};
   {
     std::lock_guard lock(mu_);
     t = transports_;
     mac = rules_.mac;
     expected = cfg_.listeners.size();
     pinned = cfg_.key_version;
+    if (cfg_.core.enabled) check = cores_to_check_;
+    // A connect attempt (5 s at most), the first CRLF pong, two health intervals
+    // (the first OPTIONS may have gone out while paused): a core that has not
+    // come up by then is a configuration problem (docs/operations.md, "Several cores").
+    core_bound =
+        std::chrono::milliseconds(5'000) + cfg_.core.keepalive_timeout + 2 * cfg_.core.health_interval;
   }
   if (!t) return "no transports";
   if (t->paused()) return "transports still paused";
   if (const auto n = t->listening().size(); n != expected) {
     return std::to_string(n) + " of " + std::to_string(expected) + " listeners up";
+  }
+  if (!check.empty()) {
+    // After a rebuild every core the apply added or changed must come up once (its
+    // link up and, with health checks, one OPTIONS answered): an apply with a
+    // mistyped core rolls back.
+    const auto deadline = std::chrono::steady_clock::now() + core_bound;
+    for (;;) {
+      std::vector<std::string> never;
+      for (const auto& c : t->stats().cores) {
+        if (c.ever_up || std::none_of(check.begin(), check.end(),
+                                      [&](const net::CoreTarget& k) { return same_core(k, c.target); }))
+          continue;
+        never.push_back(core_target_uri(c.target) + (c.last_error.empty() ? "" : " (" + c.last_error + ")"));
+      }
+      if (never.empty()) break;
+      if (std::chrono::steady_clock::now() >= deadline) {
+        std::string why = never.size() == 1 ? "core " : "cores ";
+        for (std::size_t i = 0; i < never.size(); ++i) why += (i ? ", " : "") + never[i];
+        return why + " did not come up within " + std::to_string(core_bound.count()) + " ms";
+      }
+      std::this_thread::sleep_for(std::chrono::milliseconds(20));
+    }
   }
   if (!mac) return {};
   const std::uint32_t v = mac->minting_version();
@@ -441,6 +506,10 @@ FrontEndSnapshot SipFrontEnd::snapshot() const {
   }
   s.has_transports = t && rules.proxy;
   if (t) s.transport = t->stats();
+  for (const auto& c : s.transport.cores) {
+    s.core_uris.push_back(s.transport.cores.size() == 1 && !s.core.empty() ? s.core
+                                                                           : core_target_uri(c.target));
+  }
   s.proxy = proxy_state_->stats();
   s.hsm_work = proxy_state_->hsm_work_stats();
   if (rules.mac) s.minting_version = rules.mac->minting_version();
@@ -475,6 +544,24 @@ mgmt::v1::FrontEndStatus SipFrontEnd::status() {
     pp->set_refused_malformed(ts.proxy_refused_malformed);
     pp->set_refused_unsupported(ts.proxy_refused_unsupported);
     pp->set_refused_timeout(ts.proxy_refused_timeout);
+    for (std::size_t i = 0; i < ts.cores.size(); ++i) {
+      const net::CoreStats& c = ts.cores[i];
+      auto* cs = s.add_cores();
+      cs->set_uri(i < n.core_uris.size() ? n.core_uris[i] : core_target_uri(c.target));
+      cs->set_priority(c.target.priority);
+      cs->set_weight(c.target.weight);
+      cs->set_state(std::string(net::to_string(c.state)));
+      cs->set_last_error(c.last_error);
+      cs->set_connects(c.connects);
+      cs->set_disconnects(c.disconnects);
+      cs->set_messages_in(c.messages_in);
+      cs->set_messages_out(c.messages_out);
+      cs->set_requests(c.requests);
+      cs->set_health_pings(c.health_pings);
+      cs->set_health_answers(c.health_answers);
+      cs->set_health_failures(c.health_failures);
+      cs->set_keepalive_timeouts(c.keepalive_timeouts);
+    }
   }
   s.set_requests_from_clients(n.proxy.requests_from_clients);
   s.set_requests_from_core(n.proxy.requests_from_core);
@@ -542,6 +629,29 @@ std::vector<net::BoundListener> SipFrontEnd::listening() const {
   return transports_ ? transports_->listening() : std::vector<net::BoundListener>{};
 }
 
+namespace {
+// " core_1=sip:... core_1_state=up core_1_error=\"...\" ..." for every configured core (1-based, config
+// order).
+std::string cores_status_fields(const FrontEndSnapshot& n) {
+  std::string out;
+  const auto& cores = n.transport.cores;
+  for (std::size_t i = 0; i < cores.size(); ++i) {
+    const net::CoreStats& c = cores[i];
+    std::string err = c.last_error;
+    std::replace(err.begin(), err.end(), '"', '\'');
+    const std::string k = " core_" + std::to_string(i + 1);
+    out += fmt::format(
+        "{}={}{}_state={}{}_priority={}{}_weight={}{}_error=\"{}\"{}_requests={}{}_messages_out={}{}_"
+        "messages_in={}"
+        "{}_health_pings={}{}_health_answers={}{}_health_failures={}{}_disconnects={}",
+        k, i < n.core_uris.size() ? n.core_uris[i] : std::string(), k, net::to_string(c.state), k,
+        c.target.priority, k, c.target.weight, k, err, k, c.requests, k, c.messages_out, k, c.messages_in, k,
+        c.health_pings, k, c.health_answers, k, c.health_failures, k, c.disconnects);
+  }
+  return out;
+}
+}  // namespace
+
 void SipFrontEnd::log_status() {
   const FrontEndSnapshot n = snapshot();
   if (!n.has_transports) {
@@ -564,7 +674,7 @@ void SipFrontEnd::log_status() {
       "log_dropped={} hsm_parked={} hsm_queued={} hsm_refused_budget={} hsm_refused_queue_full={} "
       "hsm_shed={} hsm_dropped_udp={} hsm_resume_dropped={} hsm_wait_max_us={} restarts={} "
       "restart_pause_last_ms={} proxy_accepted={} proxy_refused_untrusted={} proxy_refused_missing={} "
-      "proxy_refused_malformed={} proxy_refused_unsupported={} proxy_refused_timeout={}",
+      "proxy_refused_malformed={} proxy_refused_unsupported={} proxy_refused_timeout={}{}",
       hsm::to_string(n.hsm_state), h.sign, h.verify, ts.flows_now[1], ts.flows_now[2], ts.flows_now[3],
       ts.flows_now[6], ts.flows_now[7], ts.core_connected, p.requests_from_clients, p.requests_from_core,
       p.r403, p.r430, p.r503, p.verifies_avoided, p.verifies_hsm, p.mints_hsm, n.minting_version,
@@ -576,7 +686,7 @@ void SipFrontEnd::log_status() {
       p.hsm_refused_budget, p.hsm_refused_queue_full, p.hsm_shed, p.drop_hsm_busy, p.hsm_resume_dropped,
       n.hsm_work.wait_us_max, n.restarts, n.pause_last_us / 1000, ts.proxy_accepted,
       ts.proxy_refused_untrusted, ts.proxy_refused_missing, ts.proxy_refused_malformed,
-      ts.proxy_refused_unsupported, ts.proxy_refused_timeout);
+      ts.proxy_refused_unsupported, ts.proxy_refused_timeout, cores_status_fields(n));
 }
 
 }  // namespace edge::firmware

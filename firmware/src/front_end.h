@@ -67,6 +67,9 @@ struct FrontEndSnapshot {
   std::string key_set;
   std::uint32_t minting_version = 0;
   std::string core;  // the configured core URI ("" when none)
+  // One label per configured core, in transport.cores order: the configured
+  // URI itself with one core, each core's sip:ADDR:PORT;transport=T with several.
+  std::vector<std::string> core_uris;
   std::uint64_t restarts = 0;
   // Controlled restarts' pauses (drain to resume): the last, their sum, and a
   // histogram over kPauseBoundsMs (not cumulative; the last bucket is +Inf).
@@ -155,6 +158,11 @@ class SipFrontEnd final : public mgmt::FrontEnd {
   Rules rules_;
   std::optional<Running> previous_;
   std::shared_ptr<net::Transports> transports_;
+  // The cores the last apply added or changed (address, port, transport, or any
+  // core's TLS identity settings), when it rebuilt the transports: health()
+  // waits for each of them to come up once. A core configured before, down
+  // now, is an outage, not a mistake in the apply.
+  std::vector<net::CoreTarget> cores_to_check_;
   std::string state_ = "stopped";  // running | draining | stopped | failed
   std::uint64_t restarts_ = 0;
   // The pause of the controlled restart in progress (drain() to start()), and those before.

@@ -3,31 +3,31 @@
 // status code, reason, key set, the configured core; never an address or a user.
 #include "metrics.h"
 
+#include <openssl/ssl.h>
+#include <prometheus/metric_family.h>
+#include <prometheus/text_serializer.h>
+#include <spdlog/spdlog.h>
+#include <sys/resource.h>
+#include <sys/stat.h>
+#include <unistd.h>
 #include <boost/asio/post.hpp>
 #include <boost/asio/ssl.hpp>
 #include <boost/beast/core.hpp>
 #include <boost/beast/http.hpp>
 #include <boost/beast/ssl.hpp>
-#include <openssl/ssl.h>
-#include <prometheus/text_serializer.h>
-#include <prometheus/metric_family.h>
-#include <spdlog/spdlog.h>
-#include <sys/resource.h>
-#include <sys/stat.h>
-#include <unistd.h>
 
 #include <algorithm>
 #include <atomic>
-#include <chrono>
 #include <cctype>
+#include <chrono>
 #include <deque>
 #include <fstream>
 #include <iterator>
 #include <limits>
-#include <thread>
-#include <type_traits>
 #include <sstream>
 #include <stdexcept>
+#include <thread>
+#include <type_traits>
 #include <utility>
 
 namespace edge::firmware {
@@ -44,8 +44,12 @@ constexpr flow::Transport kTransports[] = {flow::Transport::udp, flow::Transport
 // Families in the order they are added; each is filled before the next is begun.
 class Families {
  public:
-  MetricFamily& counter(std::string name, std::string help) { return add(std::move(name), std::move(help), MetricType::Counter); }
-  MetricFamily& gauge(std::string name, std::string help) { return add(std::move(name), std::move(help), MetricType::Gauge); }
+  MetricFamily& counter(std::string name, std::string help) {
+    return add(std::move(name), std::move(help), MetricType::Counter);
+  }
+  MetricFamily& gauge(std::string name, std::string help) {
+    return add(std::move(name), std::move(help), MetricType::Gauge);
+  }
   MetricFamily& histogram(std::string name, std::string help) {
     return add(std::move(name), std::move(help), MetricType::Histogram);
   }
@@ -84,16 +88,15 @@ std::string transport_label(flow::Transport t) {
 // A histogram from per-bucket (not cumulative) counts; bounds in seconds, the
 // last count is the +Inf bucket.
 template <std::size_t N, std::size_t B>
-void histogram(MetricFamily& f, const std::array<std::uint64_t, N>& counts, const std::array<double, B>& bounds,
-               double sum_seconds, Labels labels = {}) {
+void histogram(MetricFamily& f, const std::array<std::uint64_t, N>& counts,
+               const std::array<double, B>& bounds, double sum_seconds, Labels labels = {}) {
   static_assert(N == B + 1);
   ClientMetric m;
   m.label = std::move(labels);
   std::uint64_t cumulative = 0;
   for (std::size_t i = 0; i < N; ++i) {
     cumulative += counts[i];
-    m.histogram.bucket.push_back(
-        {cumulative, i < B ? bounds[i] : std::numeric_limits<double>::infinity()});
+    m.histogram.bucket.push_back({cumulative, i < B ? bounds[i] : std::numeric_limits<double>::infinity()});
   }
   m.histogram.sample_count = cumulative;
   m.histogram.sample_sum = sum_seconds;
@@ -129,14 +132,16 @@ class EdgeCollector final : public prometheus::Collectable {
   void front_end(Families& out, const FrontEndSnapshot& n) const {
     sample(out.gauge("edge_build_info", "edged's version, as a label"), 1, {{"version", EDGE_VERSION}});
     auto& state = out.gauge("edge_front_end_state", "1 for the SIP front end's current state");
-    for (const char* s : {"running", "draining", "stopped", "failed"}) sample(state, n.state == s ? 1 : 0, {{"state", s}});
+    for (const char* s : {"running", "draining", "stopped", "failed"})
+      sample(state, n.state == s ? 1 : 0, {{"state", s}});
     sample(out.gauge("edge_config_generation", "the committed configuration generation that runs"),
            d(generation_ ? generation_() : 0));
     sample(out.gauge("edge_minting_key_version", "the key version new flow tokens are minted with"),
            n.minting_version, {{"key_set", n.key_set}});
     sample(out.counter("edge_restarts_total", "controlled restarts of the SIP front end"), d(n.restarts));
-    histogram(out.histogram("edge_restart_pause_seconds", "pause of each controlled restart, drain to resume"),
-              n.pause_buckets, seconds_from(FrontEndSnapshot::kPauseBoundsMs, 1e3), d(n.pause_sum_us) / 1e6);
+    histogram(
+        out.histogram("edge_restart_pause_seconds", "pause of each controlled restart, drain to resume"),
+        n.pause_buckets, seconds_from(FrontEndSnapshot::kPauseBoundsMs, 1e3), d(n.pause_sum_us) / 1e6);
     sample(out.gauge("edge_restart_last_pause_seconds", "pause of the last controlled restart"),
            d(n.pause_last_us) * 1e-6);
     sample(out.counter("edge_log_lines_dropped_total", "log lines dropped because the log queue was full"),
@@ -160,7 +165,8 @@ class EdgeCollector final : public prometheus::Collectable {
         [](const net::TransportCounters& c) { return c.flows_opened; });
     per(out.counter("edge_flows_closed_total", "client flows ended"),
         [](const net::TransportCounters& c) { return c.flows_closed; });
-    auto& msgs = out.counter("edge_transport_messages_total", "SIP messages read from and written to clients");
+    auto& msgs =
+        out.counter("edge_transport_messages_total", "SIP messages read from and written to clients");
     auto& bytes = out.counter("edge_transport_bytes_total", "bytes read from and written to clients");
     for (const auto tr : kTransports) {
       const auto& c = t.of(tr);
@@ -180,8 +186,9 @@ class EdgeCollector final : public prometheus::Collectable {
     sample(refused, d(t.tls_handshake_failures), {{"reason", "tls_handshake"}});
     sample(refused, d(t.upgrade_refused), {{"reason", "websocket_upgrade"}});
     // PROXY protocol headers on the listeners marked `proxy` (behind a load balancer).
-    auto& pp = out.counter("edge_proxy_protocol_headers_total",
-                           "PROXY protocol headers on proxy listeners: accepted, or why the connection closed");
+    auto& pp =
+        out.counter("edge_proxy_protocol_headers_total",
+                    "PROXY protocol headers on proxy listeners: accepted, or why the connection closed");
     sample(pp, d(t.proxy_accepted), {{"result", "accepted"}});
     sample(pp, d(t.proxy_refused_untrusted), {{"result", "untrusted"}});
     sample(pp, d(t.proxy_refused_missing), {{"result", "missing"}});
@@ -199,9 +206,10 @@ class EdgeCollector final : public prometheus::Collectable {
     sample(closed, d(t.superseded_flows), {{"reason", "superseded"}});
     sample(closed, d(t.udp_flow_evictions), {{"reason", "evicted"}});
     sample(closed, d(t.unregistered_lifetime_closes), {{"reason", "unregistered_lifetime"}});
-    sample(out.counter("edge_udp_flows_refused_total",
-                       "datagrams from a new source given no flow: registered flows fill limits.max_udp_flows"),
-           d(t.udp_flows_refused));
+    sample(
+        out.counter("edge_udp_flows_refused_total",
+                    "datagrams from a new source given no flow: registered flows fill limits.max_udp_flows"),
+        d(t.udp_flows_refused));
   }
 
   static void sip(Families& out, const net::ProxyStats& p) {
@@ -211,7 +219,8 @@ class EdgeCollector final : public prometheus::Collectable {
         sample(f, d(counts[i]), {{key, value}, {"method", net::to_string(static_cast<net::MethodClass>(i))}});
       }
     };
-    auto& in = out.counter("edge_sip_requests_received_total", "SIP requests received, by source and method class");
+    auto& in =
+        out.counter("edge_sip_requests_received_total", "SIP requests received, by source and method class");
     by_method(in, "source", "client", p.requests_in_client);
     by_method(in, "source", "core", p.requests_in_core);
     auto& fwd = out.counter("edge_sip_requests_forwarded_total",
@@ -221,11 +230,12 @@ class EdgeCollector final : public prometheus::Collectable {
     auto& resp = out.counter("edge_sip_responses_received_total", "SIP responses received, by source");
     sample(resp, d(p.responses_from_clients), {{"source", "client"}});
     sample(resp, d(p.responses_from_core), {{"source", "core"}});
-    auto& gen = out.counter("edge_sip_responses_generated_total", "SIP responses the edge answered itself, by code");
+    auto& gen =
+        out.counter("edge_sip_responses_generated_total", "SIP responses the edge answered itself, by code");
     const std::pair<const char*, std::uint64_t> codes[] = {
         {"200", p.r200_options}, {"400", p.r400}, {"403", p.r403}, {"404", p.r404}, {"408", p.r408},
-        {"416", p.r416},         {"420", p.r420}, {"421", p.r421}, {"430", p.r430}, {"439", p.r439}, {"483", p.r483},
-        {"500", p.r500},         {"503", p.r503}};
+        {"416", p.r416},         {"420", p.r420}, {"421", p.r421}, {"430", p.r430}, {"439", p.r439},
+        {"483", p.r483},         {"500", p.r500}, {"503", p.r503}};
     std::uint64_t listed = 0;
     for (const auto& [code, v] : codes) {
       sample(gen, d(v), {{"code", code}});
@@ -261,25 +271,28 @@ class EdgeCollector final : public prometheus::Collectable {
   static void hsm(Families& out, const FrontEndSnapshot& n) {
     const auto& h = n.hsm_ops;
     auto& state = out.gauge("edge_hsm_state", "1 for the HSM's current state");
-    for (const auto s : {hsm::HsmState::available, hsm::HsmState::unavailable, hsm::HsmState::pin_incorrect}) {
+    for (const auto s :
+         {hsm::HsmState::available, hsm::HsmState::unavailable, hsm::HsmState::pin_incorrect}) {
       sample(state, n.hsm_state == s ? 1 : 0, {{"state", hsm::to_string(s)}});
     }
     auto& ops = out.counter("edge_hsm_operations_total", "PKCS#11 operations made, by kind");
-    const std::pair<const char*, std::uint64_t> kinds[] = {{"sign", h.sign},       {"verify", h.verify},
-                                                          {"find", h.find},       {"generate", h.generate},
-                                                          {"login", h.login},     {"session_open", h.session_open}};
+    const std::pair<const char*, std::uint64_t> kinds[] = {
+        {"sign", h.sign},         {"verify", h.verify}, {"find", h.find},
+        {"generate", h.generate}, {"login", h.login},   {"session_open", h.session_open}};
     for (const auto& [kind, v] : kinds) sample(ops, d(v), {{"op", kind}});
     sample(out.counter("edge_hsm_failures_total", "HSM operations that ended in an error"), d(h.failures));
     sample(out.counter("edge_hsm_recoveries_total", "session reopen, re-login, re-find and rebuild"),
            d(h.recoveries));
-    auto& results = out.counter("edge_hsm_mac_operations_total", "flow-token MAC operations, by kind and result");
+    auto& results =
+        out.counter("edge_hsm_mac_operations_total", "flow-token MAC operations, by kind and result");
     auto& latency = out.histogram("edge_hsm_mac_duration_seconds",
                                   "flow-token MAC operations from session checkout to answer");
     constexpr auto kBounds = seconds_from(hsm::kMacLatencyBoundsUs, 1e6);
     for (const auto& [op, m] : {std::pair<const char*, const hsm::MacOpSnapshot&>{"sign", h.mac_sign},
                                 std::pair<const char*, const hsm::MacOpSnapshot&>{"verify", h.mac_verify}}) {
       for (std::size_t r = 0; r < hsm::kMacResults; ++r) {
-        sample(results, d(m.results[r]), {{"op", op}, {"result", hsm::to_string(static_cast<hsm::MacStatus>(r))}});
+        sample(results, d(m.results[r]),
+               {{"op", op}, {"result", hsm::to_string(static_cast<hsm::MacStatus>(r))}});
       }
       histogram(latency, m.buckets, kBounds, d(m.sum_us) * 1e-6, {{"op", op}});
     }
@@ -309,43 +322,68 @@ class EdgeCollector final : public prometheus::Collectable {
     }
     sample(out.counter("edge_hsm_queue_wait_seconds_total", "time HSM jobs waited in the queue, summed"),
            d(w.wait_us_total) * 1e-6);
-    sample(out.gauge("edge_hsm_queue_wait_max_seconds", "longest queue wait of an HSM job"), d(w.wait_us_max) * 1e-6);
+    sample(out.gauge("edge_hsm_queue_wait_max_seconds", "longest queue wait of an HSM job"),
+           d(w.wait_us_max) * 1e-6);
     auto& refused = out.counter("edge_hsm_admissions_refused_total", "HSM work refused by admission control");
     sample(refused, d(w.refused_verify_budget), {{"reason", "verify_budget"}});
     sample(refused, d(w.refused_mint_budget), {{"reason", "mint_budget"}});
     sample(refused, d(w.refused_queue_full), {{"reason", "queue_full"}});
     sample(refused, d(w.shed), {{"reason", "shed"}});
     sample(out.counter("edge_hsm_parked_total", "messages that waited for HSM work"), d(p.hsm_parked));
-    sample(out.counter("edge_hsm_resume_dropped_total", "parked messages whose flow was gone when they came back"),
+    sample(out.counter("edge_hsm_resume_dropped_total",
+                       "parked messages whose flow was gone when they came back"),
            d(p.hsm_resume_dropped));
   }
 
   static void core(Families& out, const FrontEndSnapshot& n) {
     if (n.core.empty()) return;
     const auto& t = n.transport;
-    const Labels core{{"core", n.core}};
-    sample(out.gauge("edge_core_up", "1 while the connection to the core is up"), t.core_connected ? 1 : 0, core);
-    sample(out.counter("edge_core_connects_total", "connections made to the core"), d(t.core_connects), core);
-    sample(out.counter("edge_core_disconnects_total", "connections to the core lost"), d(t.core_disconnects), core);
+    // Per configured core (label core: its URI; with one core the configured value, as before).
+    auto& up = out.gauge("edge_core_up", "1 while the connection to the core is up");
+    auto& state = out.gauge("edge_core_state", "1 for the state the core is in (up, probing, down)");
+    auto& connects = out.counter("edge_core_connects_total", "connections made to the core");
+    auto& disconnects = out.counter("edge_core_disconnects_total", "connections to the core lost");
+    auto& msgs = out.counter("edge_core_messages_total", "SIP messages exchanged with the core");
+    auto& depth = out.gauge("edge_core_queue_depth", "messages waiting for the core connection");
+    auto& ka = out.counter(
+        "edge_core_keepalive_timeouts_total",
+        "links to the core dropped because a CRLF ping went unanswered (core.keepalive_timeout_ms)");
+    auto& requests =
+        out.counter("edge_core_requests_total", "new requests chosen for the core (several cores)");
+    auto& pings = out.counter("edge_core_health_checks_total",
+                              "OPTIONS health checks sent to the core, by result (answered, failed)");
+    for (std::size_t i = 0; i < t.cores.size() && i < n.core_uris.size(); ++i) {
+      const net::CoreStats& c = t.cores[i];
+      const std::string& uri = n.core_uris[i];
+      const Labels core{{"core", uri}};
+      sample(up, c.link_up ? 1 : 0, core);
+      for (const auto st : {net::CoreState::up, net::CoreState::probing, net::CoreState::down}) {
+        sample(state, c.state == st ? 1 : 0, {{"core", uri}, {"state", std::string(net::to_string(st))}});
+      }
+      sample(connects, d(c.connects), core);
+      sample(disconnects, d(c.disconnects), core);
+      sample(msgs, d(c.messages_in), {{"core", uri}, {"direction", "in"}});
+      sample(msgs, d(c.messages_out), {{"core", uri}, {"direction", "out"}});
+      sample(depth, d(c.queued_now), core);
+      sample(ka, d(c.keepalive_timeouts), core);
+      sample(requests, d(c.requests), core);
+      sample(pings, d(c.health_answers), {{"core", uri}, {"result", "answered"}});
+      sample(pings, d(c.health_failures), {{"core", uri}, {"result", "failed"}});
+    }
+    // For the core link as a whole (label core: the configured value).
+    const Labels all{{"core", n.core}};
     sample(out.counter("edge_core_identity_failures_total",
                        "TLS connections to the core refused: the certificate was not the configured core's"),
-           d(t.core_identity_failures), core);
-    auto& msgs = out.counter("edge_core_messages_total", "SIP messages exchanged with the core");
-    sample(msgs, d(t.core_messages_in), {{"core", n.core}, {"direction", "in"}});
-    sample(msgs, d(t.core_messages_out), {{"core", n.core}, {"direction", "out"}});
-    sample(out.gauge("edge_core_queue_depth", "messages waiting for the core connection"), d(t.core_queued_now),
-           core);
+           d(t.core_identity_failures), all);
     sample(out.counter("edge_core_queue_full_total", "messages refused because the core queue was full"),
-           d(t.core_queue_full), core);
-    sample(out.counter("edge_core_keepalive_timeouts_total",
-                       "links to the core dropped because a CRLF ping went unanswered (core.keepalive_timeout_ms)"),
-           d(t.core_keepalive_timeouts), core);
+           d(t.core_queue_full), all);
     sample(out.counter("edge_core_refused_down_total",
                        "messages for the core refused while its link was down (503)"),
-           d(t.core_refused_down), core);
-    sample(out.counter("edge_core_stale_dropped_total",
-                       "queued messages dropped unsent because they waited longer than core.max_queue_age_ms"),
-           d(t.core_stale_dropped), core);
+           d(t.core_refused_down), all);
+    sample(
+        out.counter("edge_core_stale_dropped_total",
+                    "queued messages dropped unsent because they waited longer than core.max_queue_age_ms"),
+        d(t.core_stale_dropped), all);
   }
 
   const SipFrontEnd& fe_;
@@ -393,7 +431,8 @@ class ProcessCollector final : public prometheus::Collectable {
       fds = static_cast<std::size_t>(fd_dir.st_size);
     } else {
       std::error_code ec;
-      for (std::filesystem::directory_iterator it("/proc/self/fd", ec), end; !ec && it != end; it.increment(ec))
+      for (std::filesystem::directory_iterator it("/proc/self/fd", ec), end; !ec && it != end;
+           it.increment(ec))
         ++fds;
     }
     sample(out.gauge("process_open_fds", "open file descriptors"), d(fds));
@@ -416,7 +455,8 @@ constexpr auto kExchangeTimeout = std::chrono::seconds(10);
 // "1.2.3.4:9464" / "[::1]:9464" -> endpoint; throws with the reason.
 tcp::endpoint parse_listen(const std::string& listen) {
   const auto colon = listen.rfind(':');
-  if (colon == std::string::npos) throw std::runtime_error("metrics: expected HOST:PORT, got '" + listen + "'");
+  if (colon == std::string::npos)
+    throw std::runtime_error("metrics: expected HOST:PORT, got '" + listen + "'");
   std::string host = listen.substr(0, colon);
   if (host.size() > 2 && host.front() == '[' && host.back() == ']') host = host.substr(1, host.size() - 2);
   boost::system::error_code ec;
@@ -466,7 +506,9 @@ std::shared_ptr<prometheus::Collectable> make_edge_collector(const SipFrontEnd& 
   return std::make_shared<EdgeCollector>(front_end, std::move(generation));
 }
 
-std::shared_ptr<prometheus::Collectable> make_process_collector() { return std::make_shared<ProcessCollector>(); }
+std::shared_ptr<prometheus::Collectable> make_process_collector() {
+  return std::make_shared<ProcessCollector>();
+}
 
 // Exchanges point to the Impl, not own it: the io_context (a member) destroys
 // the ones still pending when it goes, before the members they use.
@@ -540,8 +582,8 @@ struct MetricsServer::Impl {
       return;
     }
     if (tls) {
-      auto c = std::make_shared<Exchange<beast::ssl_stream<beast::tcp_stream>>>(this,
-                                                                             beast::tcp_stream(std::move(s)), *tls);
+      auto c = std::make_shared<Exchange<beast::ssl_stream<beast::tcp_stream>>>(
+          this, beast::tcp_stream(std::move(s)), *tls);
       c->start_tls();
     } else {
       std::make_shared<Exchange<beast::tcp_stream>>(this, beast::tcp_stream(std::move(s)))->start();
@@ -563,14 +605,14 @@ struct MetricsServer::Impl {
     void start_tls() {
       tcp().expires_after(kExchangeTimeout);
       if constexpr (!std::is_same_v<Stream, beast::tcp_stream>) {
-        stream.async_handshake(asio::ssl::stream_base::server,
-                               [self = this->shared_from_this()](boost::system::error_code ec) {
-                                 if (ec) {
-                                   spdlog::debug("event=metrics_http error=\"tls handshake: {}\"", ec.message());
-                                   return;  // the socket closes with us
-                                 }
-                                 self->read();
-                               });
+        stream.async_handshake(
+            asio::ssl::stream_base::server, [self = this->shared_from_this()](boost::system::error_code ec) {
+              if (ec) {
+                spdlog::debug("event=metrics_http error=\"tls handshake: {}\"", ec.message());
+                return;  // the socket closes with us
+              }
+              self->read();
+            });
       }
     }
     void start() {
@@ -600,9 +642,9 @@ struct MetricsServer::Impl {
     }
     void write(http::response<http::string_body> r) {
       response = std::move(r);
-      http::async_write(stream, response, [self = this->shared_from_this()](boost::system::error_code, std::size_t) {
-        self->close();
-      });
+      http::async_write(
+          stream, response,
+          [self = this->shared_from_this()](boost::system::error_code, std::size_t) { self->close(); });
     }
     void close() {
       boost::system::error_code ignored;

@@ -415,11 +415,38 @@ PropertyRegistry::PropertyRegistry() {
       });
   // Empty means no core configured; the front end checks the URI in depth.
   p.add(
-      "core", PT::string, "", kListeners, "SIP URI of the core, e.g. sip:10.0.0.5:5060;transport=tcp",
+      "core", PT::string, "", kListeners,
+      "SIP URI of the core, e.g. sip:10.0.0.5:5060;transport=tcp; several cores: a comma-separated list, "
+      "each URI with optional ;priority=N (lower first, default its position) and ;weight=N (default 1)",
       [](const C& c) { return c.sip().core_uri(); },
       [](C& c, S v) {
-        if (!v.empty() && (v.rfind("sip:", 0) != 0 || v.size() == 4)) {
-          refuse("core", "'" + std::string(v) + "' is not a sip: URI");
+        const auto entries = split(v, ',');
+        for (std::size_t i = 0; i < entries.size() && !v.empty(); ++i) {
+          std::string_view e = entries[i];
+          while (!e.empty() && (e.front() == ' ' || e.front() == '\t')) e.remove_prefix(1);
+          while (!e.empty() && (e.back() == ' ' || e.back() == '\t')) e.remove_suffix(1);
+          const std::string which = entries.size() > 1
+                                        ? "entry " + std::to_string(i + 1) + " '" + std::string(e) + "'"
+                                        : "'" + std::string(e) + "'";
+          const bool sip = e.rfind("sip:", 0) == 0 && e.size() > 4;
+          const bool sips = e.rfind("sips:", 0) == 0 && e.size() > 5;
+          if (!sip && !sips) refuse("core", which + " is not a sip: or sips: URI");
+          for (const auto param : split(e, ';')) {
+            for (const std::string_view key : {"priority=", "weight="}) {
+              if (param.rfind(key, 0) != 0) continue;
+              const auto num = param.substr(key.size());
+              const bool digits =
+                  !num.empty() && num.size() <= 5 &&
+                  std::all_of(num.begin(), num.end(), [](char ch) { return ch >= '0' && ch <= '9'; });
+              const long value = digits ? std::stol(std::string(num)) : -1;
+              const long min = key == "weight=" ? 1 : 0;
+              if (value < min || value > 65535) {
+                refuse("core", which + ": " + std::string(key.substr(0, key.size() - 1)) +
+                                   " must be a number in " + std::to_string(min) + "..65535, got '" +
+                                   std::string(num) + "'");
+              }
+            }
+          }
         }
         c.mutable_sip()->set_core_uri(std::string(v));
       });
@@ -465,6 +492,13 @@ PropertyRegistry::PropertyRegistry() {
   core_link_uint("core.max_queue_age_ms", 4'000, 100, 600'000,
                  "a message that waited this long for the core link is dropped, never sent",
                  &CL::has_max_queue_age_ms, &CL::max_queue_age_ms, &CL::set_max_queue_age_ms);
+  core_link_uint("core.health_interval_ms", 2'000, 0, 3'600'000,
+                 "OPTIONS health check of every core this often (as Kamailio's dispatcher); 0: none",
+                 &CL::has_health_interval_ms, &CL::health_interval_ms, &CL::set_health_interval_ms);
+  core_link_uint(
+      "core.health_failures", 3, 1, 100,
+      "health checks failed in a row (unanswered within the interval, or 408/5xx) that mark a core down",
+      &CL::has_health_failures, &CL::health_failures, &CL::set_health_failures);
 
   p.add(
       "tls.certificate", PT::string, "", kFrontEnd, "PEM certificate chain of tls/wss listeners",

@@ -109,6 +109,16 @@ void print_status(std::ostream& out, const v1::Status& s) {
   f.add("  flows", flows.empty() ? "0" : join(flows, ", "));
   f.add("  connections", std::to_string(fe.connections()));
   f.add("  core", fe.core_connected() ? "connected" : "not connected");
+  for (const auto& c : fe.cores()) {
+    std::string line =
+        c.uri() + " priority " + std::to_string(c.priority()) + " weight " + std::to_string(c.weight()) +
+        ": " + c.state() + ", requests " + std::to_string(c.requests()) + ", messages out " +
+        std::to_string(c.messages_out()) + " in " + std::to_string(c.messages_in()) + ", health checks " +
+        std::to_string(c.health_answers()) + "/" + std::to_string(c.health_pings()) + " answered, " +
+        std::to_string(c.health_failures()) + " failed, disconnects " + std::to_string(c.disconnects());
+    if (!c.last_error().empty()) line += ", last error: " + c.last_error();
+    f.add("  core " + std::to_string(c.priority()), line);
+  }
   f.add("  requests", "from clients " + std::to_string(fe.requests_from_clients()) + ", from core " +
                           std::to_string(fe.requests_from_core()));
   f.add("  restarts", std::to_string(fe.restarts()));

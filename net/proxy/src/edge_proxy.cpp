@@ -304,7 +304,11 @@ bool EdgeProxy::via_names_core(const sip::Message& m) const noexcept {
   sip::Via top;
   if (core.host.empty() || sip::via_at(m, 0, top) != Error::ok) return false;
   const std::uint16_t port = top.port ? *top.port : (ieq(top.transport, "TLS") ? 5061 : 5060);
-  return port == core.port && ieq(top.host, core.host);
+  if (port == core.port && ieq(top.host, core.host)) return true;
+  for (const AdvertisedAddress& other : config_.other_core_addresses) {  // several cores
+    if (port == other.port && ieq(top.host, other.host)) return true;
+  }
+  return false;
 }
 
 void EdgeProxy::on_flow_closed(const FlowKey& flow) { state_->on_flow_closed(flow); }

@@ -51,6 +51,27 @@ void validate(const TransportConfig& c) {
     if (c.core.keepalive_interval.count() < 0) throw TransportError("core: keepalive_interval is negative");
     if (c.core.keepalive_interval.count() > 0 && c.core.keepalive_timeout.count() <= 0)
       throw TransportError("core: keepalive_timeout must be positive when keep-alives are on");
+    if (c.core.health_interval.count() < 0) throw TransportError("core: health_interval is negative");
+    if (c.core.health_interval.count() > 0 && c.core.health_failures == 0)
+      throw TransportError("core: health_failures must be at least 1 when health checks are on");
+    const auto targets = core_targets(c.core);
+    for (std::size_t i = 0; i < targets.size(); ++i) {
+      const auto& k = targets[i];
+      const std::string name = "core " + k.address + ":" + std::to_string(k.port);
+      // One transport for all; a UDP first core may have reliable (TCP/TLS) ones
+      // beside it, which take the requests too large for UDP (RFC 3261 §18.1.1).
+      if (k.transport != c.core.transport && c.core.transport != flow::Transport::udp)
+        throw TransportError(name + ": every core must use the same transport (" +
+                             flow::to_string(c.core.transport) + ")");
+      boost::asio::ip::make_address(k.address, ec);
+      if (ec) throw TransportError(name + ": not an IP address");
+      if (k.weight == 0) throw TransportError(name + ": weight must be at least 1");
+      for (std::size_t j = 0; j < i; ++j) {
+        if (targets[j].address == k.address && targets[j].port == k.port &&
+            targets[j].transport == k.transport)
+          throw TransportError(name + ": configured twice");
+      }
+    }
   }
   if (c.limits.max_message_size < 512) throw TransportError("limits: max_message_size below 512 bytes");
   if (c.limits.max_udp_flows == 0) throw TransportError("limits: max_udp_flows must be at least 1");

@@ -23,7 +23,7 @@ struct Counters {
       stun_unsolicited{0}, udp_flow_evictions{0}, udp_flows_refused{0}, unregistered_lifetime_closes{0};
   std::atomic<std::uint64_t> core_connects{0}, core_disconnects{0}, core_messages_in{0}, core_messages_out{0},
       core_queue_full{0}, core_identity_failures{0}, core_keepalive_timeouts{0}, core_refused_down{0},
-      core_stale_dropped{0};
+      core_stale_dropped{0}, core_health_downs{0};
   std::atomic<std::uint64_t> redelivered{0}, redelivery_dropped{0};
   // PROXY protocol listeners: headers believed, connections refused by ProxyRefusal.
   std::atomic<std::uint64_t> proxy_accepted{0};

@@ -5,7 +5,11 @@
 
 #include "address.h"
 
+#include "edge/net/sip/headers.h"
+#include "edge/net/sip/message.h"
+
 #include <algorithm>
+#include <charconv>
 
 namespace edge::net::detail {
 
@@ -18,18 +22,140 @@ State::State(const TransportConfig& cfg, std::shared_ptr<MessageHandler> h)
     if (auto c = Cidr::parse(s)) trusted_proxies_.push_back(*c);
   }
   if (cfg.core.enabled) {
-    if (auto e = flow::Endpoint::parse(cfg.core.address, cfg.core.port)) core_endpoint_ = e->unmapped();
+    for (const auto& t : core_targets(cfg.core)) {
+      if (auto e = flow::Endpoint::parse(t.address, t.port)) core_endpoints_.push_back(e->unmapped());
+    }
   }
 }
 
 bool State::core_ip(const flow::Endpoint& remote) const noexcept {
-  if (!core_endpoint_) return false;
   const flow::Endpoint r = remote.unmapped();
-  return r.family == core_endpoint_->family && r.address == core_endpoint_->address;
+  return std::any_of(core_endpoints_.begin(), core_endpoints_.end(),
+                     [&](const flow::Endpoint& c) { return r.family == c.family && r.address == c.address; });
 }
 
 bool State::core_udp_peer(const flow::Endpoint& remote) const noexcept {
-  return core_ip(remote) && remote.port == core_endpoint_->port;
+  const flow::Endpoint r = remote.unmapped();
+  return std::any_of(core_endpoints_.begin(), core_endpoints_.end(), [&](const flow::Endpoint& c) {
+    return r.family == c.family && r.address == c.address && r.port == c.port;
+  });
+}
+
+// "SIP/2.0 200 ..." whose top Via carries our health branch: z9hG4bK-edge-health-<core>.<cseq>.
+bool State::take_health_answer(std::string_view bytes) {
+  if (cores.empty() || config.core.health_interval.count() <= 0) return false;
+  if (bytes.substr(0, 8) != "SIP/2.0 " || bytes.find(kHealthBranchPrefix) == std::string_view::npos)
+    return false;
+  sip::Message m;
+  if (sip::parse(bytes, m) != sip::Error::ok || m.is_request()) return false;
+  sip::Via v;
+  if (sip::via_at(m, 0, v) != sip::Error::ok ||
+      v.branch.substr(0, kHealthBranchPrefix.size()) != kHealthBranchPrefix)
+    return false;
+  const std::string_view rest = v.branch.substr(kHealthBranchPrefix.size());
+  const auto dot = rest.find('.');
+  std::size_t index = 0;
+  std::uint32_t seq = 0;
+  if (dot == std::string_view::npos) return true;  // ours, but mangled: nobody else's either
+  const auto a = std::from_chars(rest.data(), rest.data() + dot, index);
+  const auto b = std::from_chars(rest.data() + dot + 1, rest.data() + rest.size(), seq);
+  if (a.ec != std::errc() || b.ec != std::errc() || index >= cores.size()) return true;
+  cores[index]->health_answer(seq, m.status());
+  return true;
+}
+
+void State::count_core_in(const flow::Endpoint& remote) {
+  const flow::Endpoint r = remote.unmapped();
+  for (std::size_t i = 0; i < core_endpoints_.size() && i < cores.size(); ++i) {
+    const auto& c = core_endpoints_[i];
+    if (c.family == r.family && c.address == r.address && c.port == r.port &&
+        cores[i]->target().transport == flow::Transport::udp) {
+      cores[i]->count_in();
+      return;
+    }
+  }
+  counters.core_messages_in.fetch_add(1, std::memory_order_relaxed);
+}
+
+namespace {
+std::uint64_t fnv1a(std::string_view s) noexcept {
+  std::uint64_t h = 1469598103934665603ull;
+  for (const char c : s) {
+    h ^= static_cast<unsigned char>(c);
+    h *= 1099511628211ull;
+  }
+  return h;
+}
+}  // namespace
+
+std::shared_ptr<CoreLink> State::choose_core(std::string_view bytes) {
+  if (cores.empty()) return nullptr;
+  const bool response = bytes.substr(0, 8) == "SIP/2.0 ";
+  if (cores.size() == 1) {
+    // One core: a response goes to it whatever its health (the core's own
+    // transaction waits for it); a request only while it is not down.
+    const auto& l = cores.front();
+    return response || l->state() != CoreState::down || l->first_attempt() ? l : nullptr;
+  }
+  sip::Message m;
+  const bool parsed = sip::parse(bytes, m) == sip::Error::ok;
+  if (parsed && response && !m.is_request()) {
+    // RFC 3261 §18.2.2: a response goes where its (now top) Via says: the core that sent the request.
+    sip::Via v;
+    if (sip::via_at(m, 0, v) == sip::Error::ok) {
+      const std::uint16_t port = v.port ? *v.port : (v.transport == "TLS" ? 5061 : 5060);
+      if (auto e = flow::Endpoint::parse(v.host, port)) {
+        const flow::Endpoint r = e->unmapped();
+        // The core of that address and the Via's transport; else of that address (a UDP core beside a TCP
+        // one).
+        std::shared_ptr<CoreLink> by_address;
+        for (std::size_t i = 0; i < core_endpoints_.size() && i < cores.size(); ++i) {
+          const auto& c = core_endpoints_[i];
+          if (c.family != r.family || c.address != r.address || c.port != r.port) continue;
+          if (v.transport == flow::to_string(cores[i]->target().transport)) return cores[i];
+          if (!by_address) by_address = cores[i];
+        }
+        if (by_address) return by_address;
+      }
+    }
+  }
+  // RFC 3261 §18.1.1: a request above 1300 bytes (path MTU unknown) goes over
+  // a congestion-controlled transport: to a reliable core when one is usable.
+  const bool large = !response && bytes.size() > kUdpRequestLimit &&
+                     std::any_of(cores.begin(), cores.end(), [](const auto& l) {
+                       return l->target().transport != flow::Transport::udp && l->state() != CoreState::down;
+                     });
+  // The best healthy cores (lowest priority number); none up: those still
+  // probing; none of those: one whose first connection attempt is under way.
+  const std::uint64_t h = parsed ? fnv1a(m.call_id()) : 0;
+  for (int pass = 0; pass < 3; ++pass) {
+    const auto eligible = [pass, large](const CoreLink& l) {
+      if (large && l.target().transport == flow::Transport::udp) return false;
+      const CoreState s = l.state();
+      if (pass == 0) return s == CoreState::up;
+      if (pass == 1) return s == CoreState::probing;
+      return l.first_attempt();
+    };
+    std::uint32_t best = UINT32_MAX;
+    std::uint64_t total = 0;
+    for (const auto& l : cores) {
+      if (!eligible(*l)) continue;
+      if (l->target().priority < best) {
+        best = l->target().priority;
+        total = 0;
+      }
+      if (l->target().priority == best) total += std::max<std::uint32_t>(1, l->target().weight);
+    }
+    if (total == 0) continue;
+    std::uint64_t r = h % total;
+    for (const auto& l : cores) {
+      if (!eligible(*l) || l->target().priority != best) continue;
+      const std::uint64_t w = std::max<std::uint32_t>(1, l->target().weight);
+      if (r < w) return l;
+      r -= w;
+    }
+  }
+  return nullptr;
 }
 
 bool State::trusted_proxy(const asio::ip::address& from) const {
@@ -157,7 +283,7 @@ bool State::redeliver(ParkedMessage m) {
   }
   Worker* w = nullptr;
   if (m.from_core) {
-    if (core) w = &core->worker();
+    if (!cores.empty()) w = &cores.front()->worker();  // every core link lives on one worker
   } else if (auto e = table.find(m.flow)) {
     w = workers[e->worker].get();
   } else if (m.flow.transport == flow::Transport::udp) {

@@ -31,6 +31,11 @@ namespace ssl = boost::asio::ssl;
 class CoreLink;
 class Listener;
 
+// The branch of the edge's health OPTIONS to a core: this, the core's index, '.', the CSeq.
+inline constexpr std::string_view kHealthBranchPrefix = "z9hG4bK-edge-health-";
+// RFC 3261 §18.1.1: above this a request does not go over UDP when a reliable core is there.
+inline constexpr std::size_t kUdpRequestLimit = 1300;
+
 struct State final : Redelivery {
   State(const TransportConfig& cfg, std::shared_ptr<MessageHandler> h);
 
@@ -85,15 +90,21 @@ struct State final : Redelivery {
   // Serialises redeliver() against stop() tearing the workers down.
   std::mutex redeliver_mu;
 
-  // The configured core's own address: a UDP datagram from exactly that IP and
-  // port is the core's; a stream connection from that IP is a candidate
+  // Every configured core's own address: a UDP datagram from exactly that IP
+  // and port is the core's; a stream connection from that IP is a candidate
   // (Inbound::core_address). False without a core.
   bool core_udp_peer(const flow::Endpoint& remote) const noexcept;
   bool core_ip(const flow::Endpoint& remote) const noexcept;
-  const std::optional<flow::Endpoint>& core_endpoint() const noexcept { return core_endpoint_; }
-  // A UDP core is sent to from this UDP listener (same family as the core), so
-  // that the core's answers to our Via sent-by come back to a socket we read.
-  std::shared_ptr<Listener> core_udp_listener;
+  // Of the cores in core_targets() order (unmapped).
+  const std::vector<flow::Endpoint>& core_endpoints() const noexcept { return core_endpoints_; }
+  // A message from a core that answers one of our health OPTIONS: handed to
+  // its CoreLink (true), never to the handler.
+  bool take_health_answer(std::string_view bytes);
+  // Counts a message from the core at remote (UDP), for it and in total.
+  void count_core_in(const flow::Endpoint& remote);
+  // The link a new message for the core goes to (several cores: by health,
+  // priority, weight; a response to the core whose Via it names), or null.
+  std::shared_ptr<CoreLink> choose_core(std::string_view bytes);
 
   // Registers a member for pause/resume/stop on its worker (call on that worker).
   static void join(Worker& w, const std::shared_ptr<WorkerMember>& r) { w.members[r.get()] = r; }
@@ -112,11 +123,13 @@ struct State final : Redelivery {
 
   std::vector<std::shared_ptr<Listener>> listeners;
   std::vector<BoundListener> bound;
-  std::shared_ptr<CoreLink> core;
+  // One link per configured core, in core_targets() order (a UDP core's link
+  // has CoreLink::udp_listener set when it is sent to from a UDP listener).
+  std::vector<std::shared_ptr<CoreLink>> cores;
 
  private:
   std::vector<Cidr> trusted_proxies_;
-  std::optional<flow::Endpoint> core_endpoint_;  // unmapped
+  std::vector<flow::Endpoint> core_endpoints_;  // unmapped
   std::atomic<std::shared_ptr<MessageHandler>> handler_;
   mutable std::mutex tls_mu_;
   std::shared_ptr<ssl::context> tls_server_, tls_client_;

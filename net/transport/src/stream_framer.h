@@ -7,9 +7,12 @@
 #include "edge/net/sip/limits.h"
 #include "edge/net/sip/message.h"
 
+#include <algorithm>
+#include <cctype>
 #include <concepts>
 #include <cstddef>
 #include <cstdint>
+#include <optional>
 #include <string_view>
 
 namespace edge::net::detail {
@@ -90,7 +93,13 @@ class StreamFramer {
     buf_.clear();
     resume_ = 0;
     phase_ = ReadPhase::idle;
+    skip_ = 0;
   }
+  // After an on_error for a Content-Length over max_message_size: drops that
+  // message, its header section and its body (still arriving, maybe), so the
+  // next drain() frames what follows it. False when its size cannot be read
+  // (its header section is not complete): the stream cannot be resynchronised.
+  bool skip_oversized() noexcept;
   std::string_view buffered() const noexcept { return buf_.data(); }
   ReadPhase phase() const noexcept { return phase_; }
 
@@ -110,11 +119,60 @@ class StreamFramer {
   FrameBuffer buf_;
   std::size_t resume_ = 0;  // frame_stream's resume point for the message at the start of the buffer
   ReadPhase phase_ = ReadPhase::idle;
+  std::size_t skip_ = 0;  // bytes of a skipped oversized message still to drop as they arrive
 };
+
+inline bool StreamFramer::skip_oversized() noexcept {
+  const std::string_view data = buf_.data();
+  const auto end = data.find("\r\n\r\n");
+  if (end == std::string_view::npos) return false;
+  // The header lines up to the empty one: Content-Length (or its compact form l), case-insensitive.
+  std::size_t at = data.find("\r\n");
+  std::optional<std::size_t> length;
+  while (at < end) {
+    const std::size_t line = at + 2;
+    const std::size_t next = data.find("\r\n", line);
+    const std::string_view h = data.substr(line, next - line);
+    const auto colon = h.find(':');
+    if (colon != std::string_view::npos) {
+      std::string_view name = h.substr(0, colon);
+      while (!name.empty() && (name.back() == ' ' || name.back() == '\t')) name.remove_suffix(1);
+      const auto ieq = [](std::string_view a, std::string_view b) {
+        if (a.size() != b.size()) return false;
+        for (std::size_t i = 0; i < a.size(); ++i)
+          if (std::tolower(static_cast<unsigned char>(a[i])) != b[i]) return false;
+        return true;
+      };
+      if (ieq(name, "content-length") || ieq(name, "l")) {
+        std::size_t v = 0;
+        std::size_t i = colon + 1;
+        while (i < h.size() && (h[i] == ' ' || h[i] == '\t')) ++i;
+        const std::size_t first = i;
+        for (; i < h.size() && h[i] >= '0' && h[i] <= '9' && v < (std::size_t{1} << 40); ++i) v = v * 10 + (h[i] - '0');
+        if (i == first) return false;
+        length = v;
+      }
+    }
+    at = next;
+  }
+  if (!length) return false;
+  skip_ = end + 4 + *length;
+  const std::size_t n = std::min(skip_, data.size());
+  consume(n);
+  skip_ -= n;
+  phase_ = ReadPhase::idle;
+  return true;
+}
 
 template <FramingSink Sink>
 Drained StreamFramer::drain(Sink& sink) {
   for (;;) {
+    if (skip_ > 0) {  // the rest of a skipped oversized message
+      const std::size_t n = std::min(skip_, buf_.data().size());
+      consume(n);
+      skip_ -= n;
+      if (skip_ > 0) return Drained::read_more;
+    }
     const std::string_view data = buf_.data();
     if (data.empty()) {
       phase_ = ReadPhase::idle;

@@ -50,7 +50,10 @@ bool needs_server_tls(const TransportConfig& c) {
 }
 
 bool needs_client_tls(const TransportConfig& c) {
-  return c.core.enabled && c.core.transport == flow::Transport::tls;
+  if (!c.core.enabled) return false;
+  for (const auto& t : core_targets(c.core))
+    if (t.transport == flow::Transport::tls) return true;
+  return false;
 }
 
 std::shared_ptr<ssl::context> make_server_tls(const TlsConfig& cfg) {
@@ -143,11 +146,20 @@ bool core_certificate(SSL* ssl, const TransportConfig& cfg) {
   if (pin && !pin_matches(cert, *pin)) return false;
   if (!ca) return true;
   if (SSL_get_verify_result(ssl) != X509_V_OK) return false;
-  const std::string name = core_identity_name(cfg.core);
-  boost::system::error_code ec;
-  boost::asio::ip::make_address(name, ec);
-  if (!ec) return X509_check_ip_asc(cert, name.c_str(), 0) == 1;
-  return X509_check_host(cert, name.data(), name.size(), X509_CHECK_FLAG_NO_PARTIAL_WILDCARDS, nullptr) == 1;
+  // Several cores: the certificate of any of them (each one's own address unless tls_server_name names them
+  // all).
+  for (const auto& t : core_targets(cfg.core)) {
+    CoreConfig one = cfg.core;
+    one.address = t.address;
+    const std::string name = core_identity_name(one);
+    boost::system::error_code ec;
+    boost::asio::ip::make_address(name, ec);
+    if (!ec ? X509_check_ip_asc(cert, name.c_str(), 0) == 1
+            : X509_check_host(cert, name.data(), name.size(), X509_CHECK_FLAG_NO_PARTIAL_WILDCARDS,
+                              nullptr) == 1)
+      return true;
+  }
+  return false;
 }
 
 }  // namespace edge::net::detail

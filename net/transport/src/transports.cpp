@@ -14,6 +14,26 @@
 
 namespace edge::net {
 
+std::vector<CoreTarget> core_targets(const CoreConfig& c) {
+  if (!c.targets.empty()) return c.targets;
+  CoreTarget t;
+  t.transport = c.transport;
+  t.address = c.address;
+  t.port = c.port;
+  return {t};
+}
+
+std::string_view to_string(CoreState s) noexcept {
+  switch (s) {
+    case CoreState::up:
+      return "up";
+    case CoreState::probing:
+      return "probing";
+    default:
+      return "down";
+  }
+}
+
 using detail::State;
 using detail::Worker;
 
@@ -24,14 +44,8 @@ void sweep_once(State& st, Worker& w) {
   if (st.paused.load(std::memory_order_acquire)) return;  // a controlled restart is nobody's silence
   const auto now = Clock::now();
   const auto& lim = st.config.limits;
-  // The core's own connections to a listener never register: they are exempt from the lifetime.
-  const auto core_ip =
-      st.config.core.enabled ? flow::Endpoint::parse(st.config.core.address, 0) : std::nullopt;
-  const auto from_core_address = [&core_ip](const flow::Endpoint& remote) {
-    if (!core_ip) return false;
-    const flow::Endpoint r = remote.unmapped();
-    return r.family == core_ip->family && r.address == core_ip->address;
-  };
+  // A core's own connections to a listener never register: they are exempt from the lifetime.
+  const auto from_core_address = [&st](const flow::Endpoint& remote) { return st.core_ip(remote); };
   st.table.collect(w.sweep_buf, static_cast<int>(w.index));
   for (const auto& e : w.sweep_buf) {
     const auto rd = e->read_deadline_raw();
@@ -119,18 +133,25 @@ void Transports::start() {
     st.workers.clear();
     throw;
   }
-  if (config_.core.enabled && config_.core.transport == flow::Transport::udp && st.core_endpoint()) {
-    for (std::size_t i = 0; i < st.listeners.size(); ++i) {
-      if (st.bound[i].transport == flow::Transport::udp &&
-          st.bound[i].local.family == st.core_endpoint()->family) {
-        st.core_udp_listener = st.listeners[i];
-        break;
-      }
-    }
-  }
   if (config_.core.enabled) {
-    st.core = std::make_shared<detail::CoreLink>(state_, *st.workers[0]);
-    st.core->start();
+    const auto targets = core_targets(config_.core);
+    for (std::size_t k = 0; k < targets.size(); ++k) {
+      auto link = std::make_shared<detail::CoreLink>(state_, *st.workers[0], k, targets[k]);
+      // A UDP core is sent to from our UDP listener (the address in our Via), so
+      // a core that answers the Via sent-by (RFC 3261 §18.2.2) reaches a socket we read.
+      if (k < st.core_endpoints().size() && targets[k].transport == flow::Transport::udp) {
+        for (std::size_t i = 0; i < st.listeners.size(); ++i) {
+          if (st.bound[i].transport == flow::Transport::udp &&
+              st.bound[i].local.family == st.core_endpoints()[k].family) {
+            link->udp_listener = st.listeners[i];
+            link->udp_listener_local = st.bound[i].local;
+            break;
+          }
+        }
+      }
+      st.cores.push_back(std::move(link));
+    }
+    for (const auto& l : st.cores) l->start();
   }
   arm_handler_timer(&st, st.workers[0].get());
   for (auto& w : st.workers) {
@@ -181,8 +202,8 @@ void Transports::stop() {
     if (w->thread.joinable()) w->thread.join();
   }
   st.listeners.clear();
-  st.core_udp_listener.reset();
-  st.core.reset();
+  for (const auto& l : st.cores) l->udp_listener.reset();
+  st.cores.clear();
   st.workers.clear();  // destroys leftover handlers and the sessions they hold
   st.counters.core_connected.store(false, std::memory_order_relaxed);
 }
@@ -269,7 +290,12 @@ TransportStats Transports::stats() const {
   s.proxy_refused_malformed = c.proxy_refused[2].load();
   s.proxy_refused_unsupported = c.proxy_refused[3].load();
   s.proxy_refused_timeout = c.proxy_refused[4].load();
-  s.core_connected = c.core_connected.load();
+  s.core_connected = false;
+  for (const auto& l : state_->cores) {
+    s.core_connected = s.core_connected || l->link_up();
+    s.cores.push_back(l->stats());
+    s.core_queued_now += l->queued();
+  }
   s.core_connects = c.core_connects.load();
   s.core_disconnects = c.core_disconnects.load();
   s.core_messages_in = c.core_messages_in.load();
@@ -280,7 +306,6 @@ TransportStats Transports::stats() const {
   s.core_stale_dropped = c.core_stale_dropped.load();
   s.core_identity_failures = c.core_identity_failures.load();
   s.core_identity_error = state_->core_identity_error();
-  if (const auto core = state_->core) s.core_queued_now = core->queued();
   s.redelivered = c.redelivered.load();
   s.redelivery_dropped = c.redelivery_dropped.load();
   return s;
@@ -299,15 +324,34 @@ bool Transports::send_to_flow(const FlowKey& flow, std::string bytes) {
 }
 
 bool Transports::send_to_core(std::string bytes) {
+  State& st = *state_;
+  // cores is set once in start(); cleared only after the workers are joined.
+  const auto core = st.choose_core(bytes);
+  if (!core) {
+    // Several cores, none up, probing or connecting: RFC 3261 §16.9, 503 at once.
+    st.counters.core_refused_down.fetch_add(1, std::memory_order_relaxed);
+    return false;
+  }
+  if (st.cores.size() > 1) {
+    core->requests.fetch_add(1, std::memory_order_relaxed);
+    const flow::Transport via = config_.core.transport;  // what the proxy's Via toward the core names
+    if (core->target().transport != via && bytes.rfind("SIP/2.0 ", 0) != 0) {
+      // A request moved to a reliable core (RFC 3261 §18.1.1): its top Via (ours) says so.
+      const std::string from = std::string("SIP/2.0/") + flow::to_string(via);
+      const std::string to = std::string("SIP/2.0/") + flow::to_string(core->target().transport);
+      if (const auto v = bytes.find(from); v != std::string::npos && v < bytes.find("\r\n\r\n"))
+        bytes.replace(v, from.size(), to);
+    }
+  }
   // A UDP core gets its datagrams from our UDP listener (the address in our Via):
   // a core that answers the Via sent-by (RFC 3261 §18.2.2) reaches a socket we read.
-  if (auto l = state_->core_udp_listener) {  // set once in start(), like core
-    if (!l->send_datagram(*state_->core_endpoint(), std::move(bytes))) return false;
-    state_->counters.core_messages_out.fetch_add(1, std::memory_order_relaxed);
+  if (const auto& l = core->udp_listener) {
+    if (!l->send_datagram(st.core_endpoints()[core->index()], std::move(bytes))) return false;
+    st.counters.core_messages_out.fetch_add(1, std::memory_order_relaxed);
+    core->messages_out.fetch_add(1, std::memory_order_relaxed);
     return true;
   }
-  auto core = state_->core;  // set once in start(); reset only after the workers are joined
-  return core && core->send(std::move(bytes));
+  return core->send(std::move(bytes));
 }
 
 std::uint64_t Transports::core_link_epoch() const noexcept {

@@ -188,8 +188,11 @@ class UdpListener final : public Listener, public FlowLink, public std::enable_s
     Inbound in;
     in.flow = key;
     in.from_core = st_->core_udp_peer(key.remote);
-    if (in.from_core) st_->counters.core_messages_in.fetch_add(1, std::memory_order_relaxed);
     in.bytes = std::string_view(reinterpret_cast<const char*>(buf_.data()), n);
+    if (in.from_core) {
+      if (st_->take_health_answer(in.bytes)) return true;  // a UDP core's answer to our OPTIONS
+      st_->count_core_in(key.remote);
+    }
     in.received = now;
     in.registered = e->registered();
     st_->deliver(in);

@@ -208,6 +208,40 @@ TEST_F(MgmtApplyTest, ApplyThatFailsValidationChangesNothing) {
   EXPECT_EQ(again.header("Flow-Timer"), "30");
 }
 
+// Issue 17: an apply whose core list names a core that never comes up (a
+// mistyped port) fails its health check and rolls back: generation 1 runs
+// again, with its one core, and calls keep flowing. The status names the cores.
+TEST_F(MgmtApplyTest, AnApplyWithAMistypedCoreFailsItsHealthCheckAndRollsBack) {
+  TestUa& alice = ua("alice");
+  ASSERT_EQ(register_through_edge(alice, Transport::tcp).status(), 200);
+  std::string out;
+  const std::string mistyped = "sip:127.0.0.1:5089;transport=tcp";  // nothing listens there
+  ASSERT_EQ(
+      edge_->edgectl({"property", "set", "core", "sip:127.0.0.1:5080;transport=tcp, " + mistyped}, &out), 0)
+      << out;
+  ASSERT_EQ(edge_->edgectl({"property", "set", "core.keepalive_timeout_ms", "500"}, &out), 0) << out;
+  const int rc = edge_->edgectl({"apply"}, &out);
+  EXPECT_EQ(rc, 3) << out;
+  EXPECT_NE(out.find("health check failed"), std::string::npos) << out;
+  EXPECT_NE(out.find(mistyped), std::string::npos) << out;
+  EXPECT_NE(out.find("rolled back"), std::string::npos) << out;
+
+  const auto s = edgectl_json<v1::Status>(*edge_, {"status"});
+  EXPECT_EQ(s.generation(), 1u);
+  EXPECT_EQ(s.front_end().state(), "running");
+  ASSERT_EQ(s.front_end().cores_size(), 1) << "generation 1's single core";
+  EXPECT_EQ(s.front_end().cores(0).uri(), "sip:127.0.0.1:5080;transport=tcp");
+  EXPECT_EQ(edgectl_json<v1::Property>(*edge_, {"property", "get", "core"}).value(),
+            "sip:127.0.0.1:5080;transport=tcp");
+  ASSERT_TRUE(wait_status([](const EdgedStatus& st) { return st.text("core_1_state") == "up"; }));
+  // The rollback rebuilt the transports (a core change): flows closed; alice connects again.
+  ASSERT_EQ(register_through_edge(alice, Transport::tcp).status(), 200);
+  TestUa& bob = ua("bob");
+  bob.connect(Transport::tcp, edge_->endpoint(Transport::tcp));
+  const Call c = call(bob, alice);
+  EXPECT_EQ(c.invite_received.header("Call-ID"), c.invite_sent.header("Call-ID"));
+}
+
 // com.ibm.ws.sip.key.set (WebSphere's name) selects the key set like
 // sip.flow_token.key_set: refused for a set the HSM does not have, accepted
 // once it exists, and after apply the edge mints with it.

@@ -196,8 +196,9 @@ class FrontEndTest : public ::testing::Test {
             "core = sip:127.0.0.1:" +
             std::to_string(core_port_) +
             ";transport=tcp\n"
-            // FakeCore answers no CRLF pings: the link is up at connect.
+            // FakeCore answers no CRLF pings and no OPTIONS: the link is up at connect.
             "core.keepalive_interval_ms = 0\n"
+            "core.health_interval_ms = 0\n"
             "sip.flow_timer = " +
             std::to_string(flow_timer) + "\n",
         "test");
@@ -295,6 +296,51 @@ TEST_F(FrontEndSlowHsmTest, AControlledRestartWithAMintInFlightLosesNothing) {
   // Nothing else reached the core (the retransmission stayed with the edge).
   core_->send(answer(invite, 180, "Ringing"));
   EXPECT_EQ(phone.receive().rfind("SIP/2.0 180", 0), 0u);
+}
+
+// Issue 17: after a rebuild of the transports health() waits for every core the
+// apply added or changed to come up once; a core nobody answers at fails it and
+// names the core, so the agent rolls the apply back. A core that is there passes,
+// and a core configured before that is down is an outage, not the apply's fault.
+TEST_F(FrontEndTest, HealthFailsForAConfiguredCoreThatNeverComesUp) {
+  fe_.boot(config(30));
+  ASSERT_TRUE(core_->accept_link());
+  const std::uint16_t nobody = test::free_port();
+  const std::string port = std::to_string(sip_port_);
+  const auto with_core = [&](const std::string& core, const std::string& extra = "") {
+    return mgmt::import_conf_text("sip.flow_token.key_set = sipflow\nlisten = udp 127.0.0.1 " + port +
+                                      "\nlisten = tcp 127.0.0.1 " + port + "\ncore = " + core +
+                                      "\ncore.keepalive_interval_ms = 0\ncore.keepalive_timeout_ms = 100\n"
+                                      "core.health_interval_ms = 0\n" +
+                                      extra,
+                                  "test");
+  };
+  const std::string there = "sip:127.0.0.1:" + std::to_string(core_port_) + ";transport=tcp";
+  const std::string mistyped = "sip:127.0.0.1:" + std::to_string(nobody) + ";transport=tcp";
+
+  fe_.drain(2s);
+  fe_.apply(with_core(there + ", " + mistyped), mgmt::v1::RESTART_LISTENERS);
+  fe_.start();
+  const std::string why = fe_.health();
+  EXPECT_NE(why.find(mistyped), std::string::npos) << why;
+  EXPECT_NE(why.find("did not come up"), std::string::npos) << why;
+  EXPECT_EQ(why.find(there), std::string::npos) << "the core that is there was named: " << why;
+
+  fe_.drain(2s);
+  fe_.apply(with_core(there), mgmt::v1::RESTART_LISTENERS);
+  fe_.start();
+  EXPECT_EQ(fe_.health(), "");
+  // The core was there before and is gone now: a limits change (a rebuild) still applies.
+  core_.reset();
+  fe_.drain(2s);
+  fe_.apply(with_core(there, "limits.max_connections = 900\n"), mgmt::v1::RESTART_LISTENERS);
+  fe_.start();
+  EXPECT_EQ(fe_.health(), "");
+  // A restart that keeps the transports does not wait for cores again.
+  fe_.drain(2s);
+  fe_.apply(with_core(there), mgmt::v1::RESTART_FRONT_END);
+  fe_.start();
+  EXPECT_EQ(fe_.health(), "");
 }
 
 }  // namespace

@@ -47,6 +47,8 @@ TEST(Properties, EveryEdgedConfKeyIsRegisteredWithItsRestartClass) {
                            "listen",
                            "advertise",
                            "core",
+                           "core.health_interval_ms",
+                           "core.health_failures",
                            "tls.certificate",
                            "tls.private_key",
                            "tls.ca",
@@ -204,6 +206,24 @@ TEST(Properties, EachTypeIsCheckedAndWritten) {
   EXPECT_EQ(code_of([&] { reg().set(c, "core", "http://x"); }), ErrorCode::invalid_argument);
   reg().set(c, "core", "sip:10.0.0.5:5060;transport=tcp");
   EXPECT_EQ(c.sip().core_uri(), "sip:10.0.0.5:5060;transport=tcp");
+  // Several cores (issue 17): a list, each entry checked, priority / weight numbers in range.
+  reg().set(c, "core",
+            "sip:10.0.0.5:5060;transport=tcp;priority=1;weight=10, sip:10.0.0.6:5060;transport=tcp");
+  EXPECT_EQ(c.sip().core_uri(),
+            "sip:10.0.0.5:5060;transport=tcp;priority=1;weight=10, sip:10.0.0.6:5060;transport=tcp");
+  EXPECT_NE(what_of([&] {
+              reg().set(c, "core", "sip:10.0.0.5:5060, tcp:10.0.0.6");
+            }).find("entry 2 'tcp:10.0.0.6'"),
+            std::string::npos);
+  EXPECT_NE(what_of([&] {
+              reg().set(c, "core", "sip:10.0.0.5:5060;weight=0");
+            }).find("weight must be a number in 1..65535"),
+            std::string::npos);
+  EXPECT_EQ(code_of([&] { reg().set(c, "core", "sip:10.0.0.5:5060;priority=99999"); }),
+            ErrorCode::invalid_argument);
+  EXPECT_EQ(reg().get(c, "core.health_interval_ms"), "2000");
+  EXPECT_EQ(reg().get(c, "core.health_failures"), "3");
+  EXPECT_EQ(code_of([&] { reg().set(c, "core.health_failures", "0"); }), ErrorCode::invalid_argument);
   reg().set(c, "mgmt.socket_mode", "0600");
   EXPECT_EQ(c.mgmt().unix_socket_mode(), 0600u);
   EXPECT_EQ(code_of([&] { reg().set(c, "mgmt.socket_mode", "0999"); }), ErrorCode::invalid_argument);

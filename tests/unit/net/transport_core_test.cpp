@@ -360,5 +360,40 @@ TEST_F(CoreTest, TlsCore) {
   EXPECT_EQ(handler->messages()[0].flow.transport, Transport::tls);
 }
 
+// Issue 17: one message from the core over limits.max_message_size (by its
+// Content-Length) is refused alone: a request gets 513 back on the link, the
+// link stays up and the message behind it is delivered, also when the oversized
+// body arrives over several reads.
+TEST_F(CoreTest, AnOversizedMessageFromTheCoreIsRefusedAloneAndTheLinkStaysUp) {
+  FakeCore core;
+  start(Transport::tcp, core.port);
+  auto conn = core.accept<TcpClient>(5s);
+  ASSERT_NE(conn, nullptr);
+  ASSERT_TRUE(eventually([&] { return tr->stats().core_connected; }));
+  const std::string huge = sip_request("MESSAGE", "too-big", std::string(70'000, 'x'));  // limit: 65,535
+  const std::string next = sip_request("MESSAGE", "behind");
+  ASSERT_TRUE(conn->write(huge + next));
+  ASSERT_TRUE(handler->wait_messages(1));
+  EXPECT_EQ(handler->messages()[0].bytes, next);
+  ASSERT_TRUE(conn->read_until("Call-ID: too-big")) << conn->inbox;
+  EXPECT_EQ(conn->inbox.rfind("SIP/2.0 513 ", 0), 0u) << conn->inbox;
+
+  const std::string huge2 = sip_request("MESSAGE", "too-big-2", std::string(200'000, 'y'));
+  const std::string next2 = sip_request("MESSAGE", "behind-2");
+  for (std::size_t at = 0; at < huge2.size(); at += 30'000) {
+    ASSERT_TRUE(conn->write(std::string_view(huge2).substr(at, 30'000)));
+    std::this_thread::sleep_for(5ms);
+  }
+  ASSERT_TRUE(conn->write(next2));
+  ASSERT_TRUE(handler->wait_messages(2));
+  EXPECT_EQ(handler->messages()[1].bytes, next2);
+  ASSERT_TRUE(conn->read_until("Call-ID: too-big-2")) << conn->inbox;
+  const auto s = tr->stats();
+  EXPECT_EQ(s.core_disconnects, 0u);
+  EXPECT_EQ(s.framing_errors, 0u);
+  EXPECT_EQ(s.oversized, 2u);
+  EXPECT_FALSE(conn->closed);
+}
+
 }  // namespace
 }  // namespace edge::net::test

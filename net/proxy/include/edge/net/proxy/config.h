@@ -55,6 +55,9 @@ struct ProxyConfig {
   // that opened its own connection to us) is the core's when its top Via
   // sent-by names this address; empty host: only the transport's from_core.
   AdvertisedAddress core_address{flow::Transport::tcp, {}, 5060};
+  // Several cores: the addresses of the others (core_address is the first);
+  // a request naming any of them in its top Via is the core's too.
+  std::vector<AdvertisedAddress> other_core_addresses;
 
   // RFC 5626 §5.4: Flow-Timer on 2xx to an outbound REGISTER (and keep= value, RFC 6223).
   std::uint32_t flow_timer_seconds = 30;

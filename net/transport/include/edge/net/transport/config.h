@@ -34,7 +34,19 @@ struct ListenerConfig {
   bool proxy_protocol = false;
 };
 
-// The core registrar/proxy behind the edge: one persistent connection.
+// One core of several (CoreConfig::targets): where it is, and how new requests
+// choose it. The lowest priority number among the healthy cores wins; among
+// cores of that priority a request goes to one in proportion to weight, chosen
+// by a hash of its Call-ID (so a CANCEL, ACK or BYE follows its INVITE).
+struct CoreTarget {
+  flow::Transport transport = flow::Transport::tcp;  // tcp, tls or udp; the same for every core
+  std::string address = "127.0.0.1";
+  std::uint16_t port = 5060;
+  std::uint32_t priority = 1;
+  std::uint32_t weight = 1;  // >= 1
+};
+
+// The core registrar/proxy behind the edge: one persistent connection per core.
 struct CoreConfig {
   bool enabled = false;
   flow::Transport transport = flow::Transport::tcp;  // tcp, tls or udp
@@ -73,7 +85,24 @@ struct CoreConfig {
   // 64 hex digits (colons allowed, any case): SHA-256 of the DER certificate or
   // of its SubjectPublicKeyInfo. Empty: no pin.
   std::string tls_pin_sha256;
+  // Several cores (docs/operations.md, "Several cores"): every core, the first
+  // the most preferred, each with a link of its own (everything above applies
+  // to each; an empty tls_server_name means each core's own address). Empty:
+  // one core, transport/address/port above. When set, transport/address/port
+  // repeat targets[0].
+  std::vector<CoreTarget> targets;
+  // Health checks as Kamailio's dispatcher does them: an OPTIONS to each core
+  // every health_interval (and at once when its link comes up). Any final
+  // answer but 408 and 5xx is "alive"; health_failures pings in a row
+  // unanswered (within health_interval each) or answered so mark the core down
+  // until one is answered alive again. 0: no OPTIONS pings (a core is up while
+  // its link is up).
+  std::chrono::milliseconds health_interval{0};
+  unsigned health_failures = 3;
 };
+
+// Every configured core: targets, or the single core of transport/address/port.
+std::vector<CoreTarget> core_targets(const CoreConfig& c);
 
 struct TransportLimits {
   std::size_t max_connections = 10'000;      // stream connections, all listeners

@@ -28,6 +28,29 @@ struct BoundListener {
   flow::Endpoint local;
 };
 
+// What a core link is now (CoreStats::state). up: new requests may go to it;
+// probing: its first connection attempt is under way, or its link is up but no
+// health check (OPTIONS) has been answered since it came up; used only while
+// no core is up. down: its link is down, or core.health_failures health checks
+// in a row failed.
+enum class CoreState : std::uint8_t { down, probing, up };
+std::string_view to_string(CoreState s) noexcept;
+
+// One configured core (CoreConfig targets order) as its link sees it.
+struct CoreStats {
+  CoreTarget target;
+  CoreState state = CoreState::down;
+  bool link_up = false;    // its connection is up (UDP: its socket is open)
+  std::string last_error;  // why it was last down or refused ("" when never)
+  std::uint64_t connects = 0, disconnects = 0;
+  std::uint64_t messages_in = 0, messages_out = 0;
+  std::uint64_t requests = 0;  // new requests chosen for this core (several cores only)
+  std::uint64_t health_pings = 0, health_answers = 0, health_failures = 0;
+  std::uint64_t keepalive_timeouts = 0;
+  std::uint64_t queued_now = 0;
+  bool ever_up = false;  // up at least once since the transports started
+};
+
 struct TransportCounters {
   std::uint64_t accepted = 0;      // connections accepted (streams)
   std::uint64_t flows_opened = 0;  // flow entries created
@@ -89,6 +112,9 @@ struct TransportStats {
   std::uint64_t core_identity_failures = 0;
   std::string core_identity_error;
   std::uint64_t core_queued_now = 0;  // messages waiting for the core connection
+  // Every configured core, in configuration order (empty without a core).
+  // core_connected is true while any of them is up (or probing).
+  std::vector<CoreStats> cores;
   // Parked messages (they waited for HSM work) delivered again, and those that
   // could not be because their flow was gone or the transport stopped.
   std::uint64_t redelivered = 0, redelivery_dropped = 0;
