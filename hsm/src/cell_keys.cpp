@@ -205,26 +205,12 @@ AttributeTemplate escrow_template(const KeyId* id) {
   return t;
 }
 
-// The verify copy: the MAC key policy of every version (sensitive, never
-// extractable, sign/verify only, modifiable for retirement), unwrapped.
+// The verify copy: the MAC key policy of every version (mac_key_template: sensitive,
+// never extractable, sign/verify only, modifiable for retirement), unwrapped, and
+// like everything the transport key unwraps, wrappable only under trusted keys.
 AttributeTemplate verify_template(const KeyId& id) {
-  AttributeTemplate t;
-  t.add_class(CKO_SECRET_KEY)
-      .add_key_type(CKK_GENERIC_SECRET)
-      .add_bool(CKA_TOKEN, true)
-      .add_bool(CKA_PRIVATE, true)
-      .add_bool(CKA_SENSITIVE, true)
-      .add_bool(CKA_EXTRACTABLE, false)
-      .add_bool(CKA_WRAP_WITH_TRUSTED, true)
-      .add_bool(CKA_SIGN, true)
-      .add_bool(CKA_VERIFY, true)
-      .add_bool(CKA_ENCRYPT, false)
-      .add_bool(CKA_DECRYPT, false)
-      .add_bool(CKA_WRAP, false)
-      .add_bool(CKA_UNWRAP, false)
-      .add_bool(CKA_DERIVE, false)
-      .add_bool(CKA_MODIFIABLE, true)
-      .add_bool(CKA_COPYABLE, false)
+  AttributeTemplate t = mac_key_template(true, /*modifiable=*/true, /*generated=*/false);
+  t.add_bool(CKA_WRAP_WITH_TRUSTED, true)
       .add_string(CKA_LABEL, version_label(id.set, id.version))
       .add_bytes(CKA_ID, encode_key_id(id));
   return t;

@@ -224,12 +224,11 @@ std::vector<StoredKey> scan_keys(Session& session, OpCounters& counters, std::st
   return out;
 }
 
-AttributeTemplate mac_key_template(bool on_token, bool modifiable) {
+AttributeTemplate mac_key_template(bool on_token, bool modifiable, bool generated) {
   AttributeTemplate t;
-  t.add_class(CKO_SECRET_KEY)
-      .add_key_type(CKK_GENERIC_SECRET)
-      .add_ulong(kKeyLengthAttribute, kKeyBytes)
-      .add_bool(CKA_TOKEN, on_token)
+  t.add_class(CKO_SECRET_KEY).add_key_type(CKK_GENERIC_SECRET);
+  if (generated) t.add_ulong(kKeyLengthAttribute, kKeyBytes);
+  t.add_bool(CKA_TOKEN, on_token)
       .add_bool(CKA_PRIVATE, true)
       .add_bool(CKA_SENSITIVE, true)
       .add_bool(CKA_EXTRACTABLE, false)

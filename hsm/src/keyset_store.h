@@ -75,8 +75,11 @@ std::vector<StoredKey> scan_keys(Session& session, OpCounters& counters, std::st
 // selftest's session key alike): 32-byte CKK_GENERIC_SECRET, private, sensitive,
 // never extractable, sign/verify only, not copyable. One definition so the two cannot
 // drift. `modifiable`: only key-set versions, whose retirement switches CKA_SIGN /
-// CKA_VERIFY off with C_SetAttributeValue, are modifiable.
-AttributeTemplate mac_key_template(bool on_token, bool modifiable);
+// CKA_VERIFY off with C_SetAttributeValue, are modifiable. `generated`: the template
+// of a C_GenerateKey, with the key length; false for a C_UnwrapKey (the cell's verify
+// copy), where SoftHSM 2.6 refuses a length (CKR_ATTRIBUTE_READ_ONLY): the length is
+// the wrapped value's.
+AttributeTemplate mac_key_template(bool on_token, bool modifiable, bool generated = true);
 
 // C_GenerateKey of one version with the full attribute policy.
 CK_OBJECT_HANDLE generate_version(Session& session, OpCounters& counters, const KeyId& id);

@@ -10,6 +10,39 @@ bool is_request(const SipTraceEntry& e, std::string_view method) {
   return e.message.is_request() && e.message.method() == method;
 }
 
+// bob (on the core) calls the phone: the 200 comes from baresip, and the INVITE, the ACK
+// and the BYE all come down the phone's own flow from the edge's `edge_end`.
+void call_down_the_flow(BaresipProcess& phone, TestUa& bob, const Endpoint& flow, const Endpoint& edge_end) {
+  const SipMessage invite = bob.make_invite(phone.aor());
+  bob.send(invite);
+  const SipMessage answer = bob.receive_response("INVITE", Millis(10000));
+  ASSERT_EQ(answer.status(), 200) << answer.summary();
+  EXPECT_TRUE(answer.header("Server").value_or("").starts_with("baresip")) << answer.summary();
+  EXPECT_FALSE(answer.body().empty()) << "no SDP answer";
+
+  const auto received =
+      phone.wait_for_trace([](const SipTraceEntry& e) { return is_request(e, "INVITE"); }, Millis(0));
+  ASSERT_TRUE(received);
+  EXPECT_EQ(received->destination, flow) << "the INVITE did not come down baresip's own flow";
+  EXPECT_EQ(received->source, edge_end);
+  EXPECT_EQ(received->message.call_id(), invite.call_id());
+
+  Dialog d = Dialog::as_uac(invite, answer);
+  bob.send(bob.make_ack(d));
+  const auto ack =
+      phone.wait_for_trace([](const SipTraceEntry& e) { return is_request(e, "ACK"); }, Millis(5000));
+  ASSERT_TRUE(ack) << "the ACK never reached baresip";
+  EXPECT_EQ(ack->destination, flow);
+  EXPECT_TRUE(phone.wait_for_output("Call established", Millis(5000)));
+
+  bob.send(bob.make_in_dialog(d, "BYE"));
+  EXPECT_EQ(bob.receive_response("BYE", Millis(5000)).status(), 200);
+  const auto bye =
+      phone.wait_for_trace([](const SipTraceEntry& e) { return is_request(e, "BYE"); }, Millis(0));
+  ASSERT_TRUE(bye);
+  EXPECT_EQ(bye->destination, flow);
+}
+
 class BaresipThroughEdge : public EdgeTest {
  protected:
   void SetUp() override {
@@ -43,34 +76,7 @@ TEST_F(BaresipThroughEdge, RegistersThroughTheEdgeAndAnswersACallOnItsFlow) {
 
   TestUa& bob = ua("bob");
   bob.connect(Transport::udp, core_->endpoint(Transport::udp));
-  const SipMessage invite = bob.make_invite(phone_->aor());
-  bob.send(invite);
-  const SipMessage answer = bob.receive_response("INVITE", Millis(10000));
-  ASSERT_EQ(answer.status(), 200) << answer.summary();
-  EXPECT_TRUE(answer.header("Server").value_or("").starts_with("baresip")) << answer.summary();
-  EXPECT_FALSE(answer.body().empty()) << "no SDP answer";
-
-  const auto received =
-      phone_->wait_for_trace([](const SipTraceEntry& e) { return is_request(e, "INVITE"); }, Millis(0));
-  ASSERT_TRUE(received);
-  EXPECT_EQ(received->destination, flow) << "the INVITE did not come down baresip's own flow";
-  EXPECT_EQ(received->source, edge_->endpoint(Transport::tcp));
-  EXPECT_EQ(received->message.call_id(), invite.call_id());
-
-  Dialog d = Dialog::as_uac(invite, answer);
-  bob.send(bob.make_ack(d));
-  const auto ack =
-      phone_->wait_for_trace([](const SipTraceEntry& e) { return is_request(e, "ACK"); }, Millis(5000));
-  ASSERT_TRUE(ack) << "the ACK never reached baresip";
-  EXPECT_EQ(ack->destination, flow);
-  EXPECT_TRUE(phone_->wait_for_output("Call established", Millis(5000)));
-
-  bob.send(bob.make_in_dialog(d, "BYE"));
-  EXPECT_EQ(bob.receive_response("BYE", Millis(5000)).status(), 200);
-  const auto bye =
-      phone_->wait_for_trace([](const SipTraceEntry& e) { return is_request(e, "BYE"); }, Millis(0));
-  ASSERT_TRUE(bye);
-  EXPECT_EQ(bye->destination, flow);
+  call_down_the_flow(*phone_, bob, flow, edge_->endpoint(Transport::tcp));
 
   const EdgedStatus s = edge_->status();
   EXPECT_EQ(s.number("flows_tcp"), 1u);
@@ -126,32 +132,7 @@ TEST_P(PlainBaresipThroughEdge, RegistersWithoutOutboundAndAnswersACallOnItsFlow
 
   TestUa& bob = ua("bob");
   bob.connect(Transport::udp, core_->endpoint(Transport::udp));
-  const SipMessage invite = bob.make_invite(phone_->aor());
-  bob.send(invite);
-  const SipMessage answer = bob.receive_response("INVITE", Millis(10000));
-  ASSERT_EQ(answer.status(), 200) << answer.summary();
-  EXPECT_TRUE(answer.header("Server").value_or("").starts_with("baresip")) << answer.summary();
-
-  const auto received =
-      phone_->wait_for_trace([](const SipTraceEntry& e) { return is_request(e, "INVITE"); }, Millis(0));
-  ASSERT_TRUE(received);
-  EXPECT_EQ(received->destination, flow) << "the INVITE did not come down baresip's own flow";
-  EXPECT_EQ(received->source, edge_->endpoint(t));
-  EXPECT_EQ(received->message.call_id(), invite.call_id());
-
-  Dialog d = Dialog::as_uac(invite, answer);
-  bob.send(bob.make_ack(d));
-  const auto ack =
-      phone_->wait_for_trace([](const SipTraceEntry& e) { return is_request(e, "ACK"); }, Millis(5000));
-  ASSERT_TRUE(ack) << "the ACK never reached baresip";
-  EXPECT_EQ(ack->destination, flow);
-
-  bob.send(bob.make_in_dialog(d, "BYE"));
-  EXPECT_EQ(bob.receive_response("BYE", Millis(5000)).status(), 200);
-  const auto bye =
-      phone_->wait_for_trace([](const SipTraceEntry& e) { return is_request(e, "BYE"); }, Millis(0));
-  ASSERT_TRUE(bye);
-  EXPECT_EQ(bye->destination, flow);
+  call_down_the_flow(*phone_, bob, flow, edge_->endpoint(t));
 
   const EdgedStatus s = edge_->status();
   EXPECT_EQ(s.number("r430"), 0u);

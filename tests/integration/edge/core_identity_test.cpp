@@ -131,55 +131,5 @@ TEST_F(StolenToken, AnOutOfDialogInviteWithAnotherClientsTokenReachesTheCoreNeve
   EXPECT_NE(core_->log().find("core: INVITE "), std::string::npos) << "the core never saw the INVITE";
 }
 
-// ---- plain (non-RFC 5626) phones --------------------------------------------------------------
-
-// A UDP phone with no reg-id / +sip.instance, Expires 3600, no keep-alives. Its
-// flow lives as long as its registration, not limits.idle_timeout_ms.
-class PlainPhone : public EdgeTest {
- protected:
-  static constexpr std::int64_t kIdleMs = 1000;
-  EdgedOptions edged_options() override {
-    EdgedOptions o;
-    o.idle_timeout_ms = kIdleMs;
-    o.flow_grace_ms = 1000;
-    return o;
-  }
-};
-
-TEST_F(PlainPhone, AUdpPhoneRegisteredForAnHourReceivesACallAfterTheIdleTimeout) {
-  TestUa& alice = ua("alice");
-  alice.connect(Transport::udp, edge_->endpoint(Transport::udp));
-  RegisterOptions plain;
-  plain.expires = 3600;
-  plain.outbound = false;
-  plain.ob_in_contact = false;
-  const SipMessage ok = alice.register_with(plain);
-  ASSERT_EQ(ok.status(), 200) << ok.summary();
-  EXPECT_FALSE(ok.has_header("Flow-Timer")) << "no Flow-Timer for a UA that did not ask for outbound";
-  ASSERT_EQ(ok.header_values("Path").size(), 1u);
-
-  // Silence for three idle timeouts (the sweep runs once a second).
-  std::this_thread::sleep_for(Millis(3 * kIdleMs + 1500));
-  EXPECT_EQ(edge_->status().number("flows_udp"), 1u) << "alice's flow expired";
-
-  TestUa& bob = ua("bob");
-  bob.connect(Transport::udp, core_->endpoint(Transport::udp));
-  const SipMessage invite = bob.make_invite(alice.aor());
-  bob.send(invite);
-  const auto in = alice.try_receive(Millis(3000));
-  if (!in || !in->is_request() || in->method() != "INVITE") {
-    ADD_FAILURE() << "the INVITE never reached alice's UDP flow";
-    const SipMessage r = bob.receive_response("INVITE");
-    ADD_FAILURE() << "bob got " << r.summary();
-    bob.send(TestUa::make_ack_for_failure(invite, r));
-    return;
-  }
-  alice.send(alice.make_response(*in, 486, "Busy Here", TestUa::new_tag()));
-  const SipMessage r = bob.receive_response("INVITE");
-  EXPECT_EQ(r.status(), 486) << r.summary();
-  bob.send(TestUa::make_ack_for_failure(invite, r));
-  EXPECT_EQ(edge_->status().number("r430"), 0u);
-}
-
 }  // namespace
 }  // namespace edge::test

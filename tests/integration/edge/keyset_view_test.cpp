@@ -2,39 +2,50 @@
 // with no SIGHUP and no management call, stops verifying within hsm.keyset_refresh_ms, including
 // tokens the front end verified (and cached) before, and no flow mints with it any more.
 #include <ostream>
+#include <string>
 
 #include "edge_fixture.h"
 
 namespace edge::test {
 namespace {
 
-class KeySetView : public EdgeTest {
+// edged with hsm.keyset_refresh_ms = RefreshMs (0: no periodic re-read).
+template <int RefreshMs>
+class KeySetViewTest : public EdgeTest {
  protected:
   EdgedOptions edged_options() override {
     EdgedOptions o;
-    o.extra.emplace_back("hsm.keyset_refresh_ms", "1000");
+    o.extra.emplace_back("hsm.keyset_refresh_ms", std::to_string(RefreshMs));
     return o;
   }
-};
 
-TEST_F(KeySetView, RetireWithEdgeHsmWhileRunningGets403ForACachedTokenAndNoFlowMintsWithIt) {
-  TestUa& alice = ua("alice");
-  const SipMessage reg = register_through_edge(alice, Transport::tcp);
-  ASSERT_EQ(reg.status(), 200) << reg.summary();
-  const std::string v1_token = path_token(reg);
-  ASSERT_EQ(token_key_version(v1_token), 1u) << v1_token;
-  const Endpoint flow = alice.local_endpoint();
-
-  // A call through the core's stored (version-1) Path: the edge verifies the token and caches it.
-  TestUa& bob = ua("bob");
-  bob.connect(Transport::udp, core_->endpoint(Transport::udp));
-  {
+  // alice registers over TCP (a version-1 Path) and bob, on the core, calls her through it and
+  // hangs up: the edge has verified that Path and holds it in its verified-token cache.
+  // Returns the Path's token.
+  std::string register_and_verify_once(TestUa& alice, TestUa& bob) {
+    const SipMessage reg = register_through_edge(alice, Transport::tcp);
+    EXPECT_EQ(reg.status(), 200) << reg.summary();
+    std::string token = path_token(reg);
+    EXPECT_EQ(token_key_version(token), 1u) << token;
+    bob.connect(Transport::udp, core_->endpoint(Transport::udp));
     Call c = call(bob, alice);
     bob.send(bob.make_in_dialog(c.caller, "BYE"));
     const SipMessage bye = alice.receive_request("BYE");
     alice.send(alice.make_response(bye, 200, "OK"));
-    ASSERT_EQ(bob.receive_response("BYE").status(), 200);
+    EXPECT_EQ(bob.receive_response("BYE").status(), 200);
+    return token;
   }
+};
+
+using KeySetView = KeySetViewTest<1000>;
+
+TEST_F(KeySetView, RetireWithEdgeHsmWhileRunningGets403ForACachedTokenAndNoFlowMintsWithIt) {
+  TestUa& alice = ua("alice");
+  TestUa& bob = ua("bob");
+  // A call through the core's stored (version-1) Path: the edge verifies the token and caches it.
+  register_and_verify_once(alice, bob);
+  ASSERT_FALSE(HasFailure());
+  const Endpoint flow = alice.local_endpoint();
 
   // Another process rotates and retires version 1 on the same token; edged is not told.
   const std::size_t log_mark = edge_->log().size();
@@ -83,31 +94,14 @@ TEST_F(KeySetView, RetireWithEdgeHsmWhileRunningGets403ForACachedTokenAndNoFlowM
 // verified-token cache. A version retired by another process while the change ran must not come
 // back with them: the rollback re-reads that view. The periodic re-read is off here, so nothing
 // else could notice the retirement.
-class KeySetViewRollback : public EdgeTest {
- protected:
-  EdgedOptions edged_options() override {
-    EdgedOptions o;
-    o.extra.emplace_back("hsm.keyset_refresh_ms", "0");
-    return o;
-  }
-};
+using KeySetViewRollback = KeySetViewTest<0>;
 
 TEST_F(KeySetViewRollback, AVersionRetiredDuringAnUnconfirmedApplyIsRefusedAfterItsRollback) {
   TestUa& alice = ua("alice");
-  const SipMessage reg = register_through_edge(alice, Transport::tcp);
-  ASSERT_EQ(reg.status(), 200) << reg.summary();
-  ASSERT_EQ(token_key_version(path_token(reg)), 1u);
-
-  // The version-1 Path is verified (and cached) by the rules that will be the rollback target.
   TestUa& bob = ua("bob");
-  bob.connect(Transport::udp, core_->endpoint(Transport::udp));
-  {
-    Call c = call(bob, alice);
-    bob.send(bob.make_in_dialog(c.caller, "BYE"));
-    const SipMessage bye = alice.receive_request("BYE");
-    alice.send(alice.make_response(bye, 200, "OK"));
-    ASSERT_EQ(bob.receive_response("BYE").status(), 200);
-  }
+  // The version-1 Path is verified (and cached) by the rules that will be the rollback target.
+  register_and_verify_once(alice, bob);
+  ASSERT_FALSE(HasFailure());
 
   std::string out;
   ASSERT_EQ(edge_->edgectl({"property", "set", "sip.flow_timer", "50"}, &out), 0) << out;

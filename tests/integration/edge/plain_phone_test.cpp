@@ -65,6 +65,27 @@ class PlainPhoneIdle : public EdgeTest {
     o.flow_grace_ms = 1000;
     return o;
   }
+  // After silence for three idle timeouts (the sweep runs once a second) the flow of
+  // alice is still there and bob's call reaches it.
+  void expect_call_after_silence(TestUa& alice, TestUa& bob) {
+    std::this_thread::sleep_for(Millis(3 * kIdleMs + 1500));
+    EXPECT_EQ(edge_->status().number("flows_udp"), 1u) << "alice's flow expired";
+    const SipMessage invite = bob.make_invite(alice.aor());
+    bob.send(invite);
+    const auto in = alice.try_receive(Millis(5000));
+    if (!in || !in->is_request() || in->method() != "INVITE") {
+      ADD_FAILURE() << "the INVITE never reached alice's UDP flow";
+      const SipMessage r = bob.receive_response("INVITE");
+      ADD_FAILURE() << "bob got " << r.summary();
+      bob.send(TestUa::make_ack_for_failure(invite, r));
+      return;
+    }
+    alice.send(alice.make_response(*in, 486, "Busy Here", TestUa::new_tag()));
+    const SipMessage r = bob.receive_response("INVITE");
+    EXPECT_EQ(r.status(), 486) << r.summary();
+    bob.send(TestUa::make_ack_for_failure(invite, r));
+    EXPECT_EQ(edge_->status().number("r430"), 0u);
+  }
 };
 
 TEST_F(PlainPhoneIdle, AUdpPhoneWithoutSupportedPathReceivesACallAfterTheIdleTimeout) {
@@ -73,27 +94,24 @@ TEST_F(PlainPhoneIdle, AUdpPhoneWithoutSupportedPathReceivesACallAfterTheIdleTim
   const SipMessage ok = alice.register_with(plain_phone(3600));
   ASSERT_EQ(ok.status(), 200) << ok.summary();
   EXPECT_FALSE(ok.has_header("Flow-Timer"));
-
-  // Silence for three idle timeouts (the sweep runs once a second).
-  std::this_thread::sleep_for(Millis(3 * kIdleMs + 1500));
-  EXPECT_EQ(edge_->status().number("flows_udp"), 1u) << "alice's flow expired";
-
   TestUa& bob = ua("bob");
   bob.connect(Transport::udp, core_->endpoint(Transport::udp));
-  const SipMessage invite = bob.make_invite(alice.aor());
-  bob.send(invite);
-  const auto in = alice.try_receive(Millis(5000));
-  if (!in || !in->is_request() || in->method() != "INVITE") {
-    ADD_FAILURE() << "the INVITE never reached alice's UDP flow";
-    const SipMessage r = bob.receive_response("INVITE");
-    ADD_FAILURE() << "bob got " << r.summary();
-    bob.send(TestUa::make_ack_for_failure(invite, r));
-    return;
-  }
-  alice.send(alice.make_response(*in, 486, "Busy Here", TestUa::new_tag()));
-  const SipMessage r = bob.receive_response("INVITE");
-  EXPECT_EQ(r.status(), 486) << r.summary();
-  bob.send(TestUa::make_ack_for_failure(invite, r));
+  expect_call_after_silence(alice, bob);
+}
+
+// The same phone with Supported: path (still no reg-id / +sip.instance).
+TEST_F(PlainPhoneIdle, AUdpPhoneRegisteredForAnHourReceivesACallAfterTheIdleTimeout) {
+  TestUa& alice = ua("alice");
+  alice.connect(Transport::udp, edge_->endpoint(Transport::udp));
+  RegisterOptions plain = plain_phone(3600);
+  plain.supported_path = true;
+  const SipMessage ok = alice.register_with(plain);
+  ASSERT_EQ(ok.status(), 200) << ok.summary();
+  EXPECT_FALSE(ok.has_header("Flow-Timer")) << "no Flow-Timer for a UA that did not ask for outbound";
+  ASSERT_EQ(ok.header_values("Path").size(), 1u);
+  TestUa& bob = ua("bob");
+  bob.connect(Transport::udp, core_->endpoint(Transport::udp));
+  expect_call_after_silence(alice, bob);
 }
 
 // sip.path_without_supported = false (RFC 3327 §5.2 literally): no Path, so the

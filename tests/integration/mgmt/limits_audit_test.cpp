@@ -39,6 +39,25 @@ grpc::Status close_watch(Watch& w) {
   return w.reader->Finish();
 }
 
+// Opens a stream until one is served, which it then cancels: CANCELLED once served; the last
+// refusal when none was. The server frees a closed stream's slot when its handler returns,
+// which follows the cancel, so this retries (bounded by count, not by time).
+grpc::Status open_once_a_slot_frees(v1::EdgeManagement::Stub& stub) {
+  grpc::Status st;
+  v1::Event ev;
+  for (int attempt = 0; attempt < 200; ++attempt) {
+    auto w = open_watch(stub);
+    // A served stream stays open: cancel it ourselves and see CANCELLED; a refused one ends first.
+    w->ctx.TryCancel();
+    while (w->reader->Read(&ev)) {
+    }
+    st = w->reader->Finish();
+    if (st.error_code() != grpc::StatusCode::RESOURCE_EXHAUSTED) break;
+    std::this_thread::sleep_for(std::chrono::milliseconds(50));
+  }
+  return st;
+}
+
 class MgmtLimitsTest : public MgmtFixture {};
 
 constexpr int kCap = mgmt::ManagementService::kMaxWatchStreamsPerPeer;
@@ -66,19 +85,7 @@ TEST_F(MgmtLimitsTest, WatchEventsIsCappedPerPeerAndAClosedStreamFreesItsSlot) {
   // Closing one of the watcher's streams frees its slot: the next one is served.
   EXPECT_EQ(close_watch(*open.back()).error_code(), grpc::StatusCode::CANCELLED);
   open.pop_back();
-  // The server frees the slot when its handler returns, which follows the cancel; retry until it does
-  // (bounded by count, not by time).
-  grpc::Status again;
-  for (int attempt = 0; attempt < 200; ++attempt) {
-    auto w = open_watch(*watcher);
-    // A served stream stays open: cancel it ourselves and see CANCELLED; a refused one ends first.
-    w->ctx.TryCancel();
-    while (w->reader->Read(&ev)) {
-    }
-    again = w->reader->Finish();
-    if (again.error_code() != grpc::StatusCode::RESOURCE_EXHAUSTED) break;
-    std::this_thread::sleep_for(std::chrono::milliseconds(50));
-  }
+  const grpc::Status again = open_once_a_slot_frees(*watcher);
   EXPECT_EQ(again.error_code(), grpc::StatusCode::CANCELLED) << again.error_message();
 
   EXPECT_EQ(close_watch(*ops_watch).error_code(), grpc::StatusCode::CANCELLED);
@@ -119,18 +126,8 @@ TEST_F(MgmtLimitsTest, WatchEventsIsCappedInTotalAcrossIdentitiesAndAClosedStrea
   EXPECT_EQ(close_watch(*open.front()).error_code(), grpc::StatusCode::CANCELLED);
   open.erase(open.begin());
 
-  // The freed slot serves the identity that was refused (retry until the handler has returned,
-  // bounded by count).
-  grpc::Status again;
-  for (int attempt = 0; attempt < 200; ++attempt) {
-    auto w = open_watch(*ops);
-    w->ctx.TryCancel();
-    while (w->reader->Read(&ev)) {
-    }
-    again = w->reader->Finish();
-    if (again.error_code() != grpc::StatusCode::RESOURCE_EXHAUSTED) break;
-    std::this_thread::sleep_for(std::chrono::milliseconds(50));
-  }
+  // The freed slot serves the identity that was refused.
+  const grpc::Status again = open_once_a_slot_frees(*ops);
   EXPECT_EQ(again.error_code(), grpc::StatusCode::CANCELLED) << again.error_message();
   for (auto& w : open) EXPECT_EQ(close_watch(*w).error_code(), grpc::StatusCode::CANCELLED);
 }
