@@ -3,8 +3,6 @@
 // that survives the member's restart without losing or repeating an event, and several
 // endpoints of which the first is dead.
 #include <edge/cell/etcd.h>
-#include <edge/test/sip/ports.h>
-#include <edge/test/sip/process.h>
 #include <gmock/gmock.h>
 #include <gtest/gtest.h>
 
@@ -15,6 +13,8 @@
 #include <thread>
 #include <vector>
 
+#include "etcd_server.h"
+
 namespace {
 
 using edge::cell::EtcdClient;
@@ -22,72 +22,8 @@ using edge::cell::EtcdError;
 using edge::cell::EtcdOptions;
 using edge::cell::EtcdWatch;
 using edge::cell::WatchEvent;
+using edge::test::EtcdServer;
 using namespace std::chrono_literals;
-
-// One etcd member: its own data directory and loopback ports; start() may be called again
-// after stop() on the same data.
-class EtcdServer {
- public:
-  EtcdServer() : client_port_(edge::test::free_port()), peer_port_(edge::test::free_port()) {}
-  ~EtcdServer() { stop(); }
-
-  void start() {
-    const std::string client = "http://127.0.0.1:" + std::to_string(client_port_);
-    const std::string peer = "http://127.0.0.1:" + std::to_string(peer_port_);
-    edge::test::ProcessOptions o;
-    o.program = edge::test::find_program("etcd", "etcd-server");
-    o.args = {"--name",
-              "t",
-              "--data-dir",
-              (dir_.path() / "data").string(),
-              "--listen-client-urls",
-              client,
-              "--advertise-client-urls",
-              client,
-              "--listen-peer-urls",
-              peer,
-              "--initial-advertise-peer-urls",
-              peer,
-              "--initial-cluster",
-              "t=" + peer,
-              "--logger",
-              "zap",
-              "--log-level",
-              "warn"};
-    o.log_file = dir_.path() / "etcd.log";
-    proc_ = std::make_unique<edge::test::ChildProcess>(o);
-    // Ready when it answers a read (bounded).
-    // One client for all tries: it must reconnect to an endpoint that refused it at first.
-    EtcdClient probe(options());
-    std::string last;
-    for (int i = 0; i < 100; ++i) {
-      try {
-        probe.get("/ready");
-        return;
-      } catch (const EtcdError& e) {
-        last = e.what();
-        std::this_thread::sleep_for(100ms);
-      }
-    }
-    throw std::runtime_error("etcd did not come up (" + last + "): " + proc_->log());
-  }
-  void stop() {
-    if (proc_) proc_->stop();
-    proc_.reset();
-  }
-  std::string endpoint() const { return "127.0.0.1:" + std::to_string(client_port_); }
-  EtcdOptions options() const {
-    EtcdOptions o;
-    o.endpoints = {endpoint()};
-    o.call_timeout = 1000ms;
-    return o;
-  }
-
- private:
-  edge::test::TempDir dir_{"edge-etcd"};
-  std::uint16_t client_port_, peer_port_;
-  std::unique_ptr<edge::test::ChildProcess> proc_;
-};
 
 class EtcdClientTest : public ::testing::Test {
  protected:

@@ -1,0 +1,194 @@
+// Membership: a member's record on a lease, refreshed from its own thread; degraded, not stopped,
+// while etcd is away.
+#include <edge/cell/membership.h>
+
+#include <algorithm>
+#include <chrono>
+#include <stdexcept>
+
+#include "edge/cell/v1/cell.pb.h"
+
+namespace edge::cell {
+namespace {
+
+bool valid_name(std::string_view s) noexcept {
+  if (s.empty() || s.size() > 64) return false;
+  return std::all_of(s.begin(), s.end(), [](char ch) {
+    return (ch >= 'a' && ch <= 'z') || (ch >= 'A' && ch <= 'Z') || (ch >= '0' && ch <= '9') || ch == '.' ||
+           ch == '_' || ch == '-';
+  });
+}
+
+std::string encode(const MemberInfo& m) {
+  v1::Member pb;
+  pb.set_id(m.id);
+  pb.set_transport_spki(std::string(m.transport_spki.begin(), m.transport_spki.end()));
+  pb.set_fingerprint(m.fingerprint);
+  pb.set_version(m.version);
+  pb.set_joined_unix(m.joined_unix);
+  return pb.SerializeAsString();
+}
+
+bool decode(const std::string& bytes, MemberInfo& out) {
+  v1::Member pb;
+  if (!pb.ParseFromString(bytes) || !valid_name(pb.id())) return false;
+  out.id = pb.id();
+  out.transport_spki.assign(pb.transport_spki().begin(), pb.transport_spki().end());
+  out.fingerprint = pb.fingerprint();
+  out.version = pb.version();
+  out.joined_unix = pb.joined_unix();
+  return true;
+}
+
+}  // namespace
+
+bool valid_cell_name(std::string_view name) noexcept { return valid_name(name); }
+
+std::string cell_prefix(std::string_view cell) { return "/edge/cell/" + std::string(cell) + "/"; }
+std::string members_prefix(std::string_view cell) { return cell_prefix(cell) + "members/"; }
+
+const char* to_string(MembershipState s) noexcept {
+  switch (s) {
+    case MembershipState::joining:
+      return "joining";
+    case MembershipState::joined:
+      return "joined";
+    case MembershipState::degraded:
+      return "degraded";
+    case MembershipState::conflict:
+      return "conflict";
+    case MembershipState::left:
+      return "left";
+  }
+  return "?";
+}
+
+Membership::Membership(EtcdClient& etcd, std::string cell, MemberInfo self, std::chrono::seconds ttl,
+                       std::function<void(const MembershipStatus&)> on_change)
+    : etcd_(etcd),
+      cell_(std::move(cell)),
+      self_(std::move(self)),
+      ttl_(ttl),
+      on_change_(std::move(on_change)) {
+  if (!valid_cell_name(cell_)) throw std::invalid_argument("'" + cell_ + "' is not a cell name");
+  if (!valid_name(self_.id)) throw std::invalid_argument("'" + self_.id + "' is not a member id");
+  if (ttl_ < std::chrono::seconds(3)) throw std::invalid_argument("a membership lease lasts at least 3 s");
+  key_ = members_prefix(cell_) + self_.id;
+  value_ = encode(self_);
+  thread_ = std::thread([this] { run(); });
+}
+
+Membership::~Membership() {
+  {
+    std::lock_guard lock(mu_);
+    stopping_ = true;
+  }
+  cv_.notify_all();
+  thread_.join();
+  const std::int64_t lease = status().lease;
+  if (lease != 0) {
+    try {
+      etcd_.revoke_lease(lease);  // the record goes with it, at once
+    } catch (const EtcdError&) {
+      // etcd away: the lease runs out by itself within ttl.
+    }
+  }
+  set(MembershipState::left, {}, 0);
+}
+
+MembershipStatus Membership::status() const {
+  std::lock_guard lock(mu_);
+  return status_;
+}
+
+bool Membership::wait_for(MembershipState s, std::chrono::milliseconds timeout) const {
+  std::unique_lock lock(mu_);
+  return cv_.wait_for(lock, timeout, [&] { return status_.state == s; });
+}
+
+void Membership::set(MembershipState s, std::string reason, std::int64_t lease) {
+  MembershipStatus copy;
+  bool changed = false;
+  {
+    std::lock_guard lock(mu_);
+    changed = status_.state != s;  // on_change is for state changes; the reason may vary between tries
+    status_.state = s;
+    status_.reason = std::move(reason);
+    status_.lease = lease;
+    copy = status_;
+  }
+  cv_.notify_all();
+  if (changed && on_change_) on_change_(copy);
+}
+
+// Writes the record on a fresh lease. False (state set) when it cannot.
+bool Membership::register_once() {
+  const std::int64_t lease = etcd_.grant_lease(ttl_);
+  if (etcd_.create(key_, value_, lease)) {
+    {
+      std::lock_guard lock(mu_);
+      ++status_.registrations;
+    }
+    set(MembershipState::joined, {}, lease);
+    return true;
+  }
+  // The key exists: ours from before (same transport key) is taken over; anyone else's is not.
+  const std::optional<KeyValue> kv = etcd_.get(key_);
+  MemberInfo other;
+  if (kv && decode(kv->value, other) && other.fingerprint == self_.fingerprint &&
+      etcd_.compare_and_swap(key_, kv->mod_revision, value_, lease)) {
+    {
+      std::lock_guard lock(mu_);
+      ++status_.registrations;
+    }
+    set(MembershipState::joined, {}, lease);
+    return true;
+  }
+  etcd_.revoke_lease(lease);
+  set(MembershipState::conflict,
+      "member id '" + self_.id + "' is registered by another transport key (" +
+          (kv && decode(kv->value, other) ? other.fingerprint : std::string("an unreadable record")) +
+          "); this member does not join",
+      0);
+  return false;
+}
+
+void Membership::run() {
+  const auto period = std::chrono::duration_cast<std::chrono::milliseconds>(ttl_) / 3;
+  std::int64_t lease = 0;
+  for (;;) {
+    {
+      std::unique_lock lock(mu_);
+      if (stopping_) return;
+    }
+    try {
+      if (lease == 0 || etcd_.keep_alive(lease) == 0) {
+        // No lease yet, or it ran out (etcd away longer than ttl, or revoked): register again.
+        lease = 0;
+        if (register_once()) lease = status().lease;
+      } else if (status().state != MembershipState::joined) {
+        set(MembershipState::joined, {}, lease);
+      }
+    } catch (const EtcdError& e) {
+      set(MembershipState::degraded, e.what(), lease);
+    }
+    std::unique_lock lock(mu_);
+    if (status_.state == MembershipState::conflict) {
+      // Nothing to refresh; look again later (the other record may go).
+      lease = 0;
+    }
+    cv_.wait_for(lock, period, [&] { return stopping_; });
+    if (stopping_) return;
+  }
+}
+
+std::vector<MemberInfo> list_members(EtcdClient& etcd, std::string_view cell) {
+  std::vector<MemberInfo> out;
+  for (const KeyValue& kv : etcd.get_prefix(members_prefix(cell)).kvs) {
+    MemberInfo m;
+    if (decode(kv.value, m) && kv.key == members_prefix(cell) + m.id) out.push_back(std::move(m));
+  }
+  return out;
+}
+
+}  // namespace edge::cell
