@@ -124,19 +124,18 @@ void Membership::set(MembershipState s, std::string reason, std::int64_t lease) 
 // Writes the record on a fresh lease. False (state set) when it cannot.
 bool Membership::register_once() {
   const std::int64_t lease = etcd_.grant_lease(ttl_);
-  if (etcd_.create(key_, value_, lease)) {
-    {
-      std::lock_guard lock(mu_);
-      ++status_.registrations;
-    }
-    set(MembershipState::joined, {}, lease);
-    return true;
-  }
   // The key exists: ours from before (same transport key) is taken over; anyone else's is not.
-  const std::optional<KeyValue> kv = etcd_.get(key_);
+  std::optional<KeyValue> kv;
   MemberInfo other;
-  if (kv && decode(kv->value, other) && other.fingerprint == self_.fingerprint &&
-      etcd_.compare_and_swap(key_, kv->mod_revision, value_, lease)) {
+  bool readable = false;
+  bool written = etcd_.create(key_, value_, lease);
+  if (!written) {
+    kv = etcd_.get(key_);
+    readable = kv && decode(kv->value, other);
+    written = readable && other.fingerprint == self_.fingerprint &&
+              etcd_.compare_and_swap(key_, kv->mod_revision, value_, lease);
+  }
+  if (written) {
     {
       std::lock_guard lock(mu_);
       ++status_.registrations;
@@ -147,7 +146,7 @@ bool Membership::register_once() {
   etcd_.revoke_lease(lease);
   set(MembershipState::conflict,
       "member id '" + self_.id + "' is registered by another transport key (" +
-          (kv && decode(kv->value, other) ? other.fingerprint : std::string("an unreadable record")) +
+          (readable ? other.fingerprint : std::string("an unreadable record")) +
           "); this member does not join",
       0);
   return false;
