@@ -8,21 +8,31 @@
 
 #include <chrono>
 #include <memory>
+#include <optional>
 #include <stdexcept>
 #include <string>
 #include <thread>
 
 namespace edge::test {
 
+// TLS on the member's client port (https:// URLs): its certificate and key, the CA whose client
+// certificates it requires (--client-cert-auth; empty: none required), and the client's own
+// settings, which options() hands out (the readiness probe uses them too).
+struct EtcdServerTls {
+  std::string cert_file, key_file, client_ca_file;
+  edge::cell::EtcdTls client;
+};
+
 // One etcd member: its own data directory and loopback ports; start() may be called again
 // after stop() on the same data.
 class EtcdServer {
  public:
-  EtcdServer() : client_port_(edge::test::free_port()), peer_port_(edge::test::free_port()) {}
+  explicit EtcdServer(std::optional<EtcdServerTls> tls = std::nullopt)
+      : client_port_(edge::test::free_port()), peer_port_(edge::test::free_port()), tls_(std::move(tls)) {}
   ~EtcdServer() { stop(); }
 
   void start() {
-    const std::string client = "http://127.0.0.1:" + std::to_string(client_port_);
+    const std::string client = url();
     const std::string peer = "http://127.0.0.1:" + std::to_string(peer_port_);
     edge::test::ProcessOptions o;
     o.program = edge::test::find_program("etcd", "etcd-server");
@@ -44,6 +54,11 @@ class EtcdServer {
               "zap",
               "--log-level",
               "warn"};
+    if (tls_) {
+      o.args.insert(o.args.end(), {"--cert-file", tls_->cert_file, "--key-file", tls_->key_file});
+      if (!tls_->client_ca_file.empty())
+        o.args.insert(o.args.end(), {"--client-cert-auth", "--trusted-ca-file", tls_->client_ca_file});
+    }
     o.log_file = dir_.path() / "etcd.log";
     proc_ = std::make_unique<edge::test::ChildProcess>(o);
     // Ready when it answers a read (bounded).
@@ -66,9 +81,11 @@ class EtcdServer {
     proc_.reset();
   }
   std::string endpoint() const { return "127.0.0.1:" + std::to_string(client_port_); }
+  std::string url() const { return (tls_ ? "https://" : "http://") + endpoint(); }
   edge::cell::EtcdOptions options() const {
     edge::cell::EtcdOptions o;
-    o.endpoints = {endpoint()};
+    o.endpoints = {tls_ ? url() : endpoint()};
+    if (tls_) o.tls = tls_->client;
     o.call_timeout = std::chrono::milliseconds(1000);
     return o;
   }
@@ -76,6 +93,7 @@ class EtcdServer {
  private:
   edge::test::TempDir dir_{"edge-etcd"};
   std::uint16_t client_port_, peer_port_;
+  std::optional<EtcdServerTls> tls_;
   std::unique_ptr<edge::test::ChildProcess> proc_;
 };
 

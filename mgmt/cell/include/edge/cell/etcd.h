@@ -12,6 +12,16 @@
 // not (a write that timed out may have been applied: the caller sees EtcdError and reads
 // back). TLS: a CA to verify the members, and optionally a client certificate.
 //
+// Endpoints are "host:port", "http://host:port" or "https://host:port" (IPv6 as [addr]:port).
+// The scheme decides: https:// is TLS, http:// is plain; a bare host:port is TLS exactly when
+// EtcdOptions::tls is given. Refused at construction, with the reason (EtcdError,
+// INVALID_ARGUMENT): a malformed endpoint, an http:// endpoint beside TLS settings, a list that
+// mixes TLS and plain endpoints (a plain one would let whoever blocks the others read and write
+// the cell in clear), unreadable or malformed PEM files, a client key that does not match its
+// certificate. A TLS handshake that fails (a server certificate the CA did not sign or that does
+// not name the endpoint's address, a client certificate the server refuses or none) is an
+// EtcdError naming the endpoint and what the handshake said, within the call's deadline.
+//
 // Thread-safe. Every call has a deadline (EtcdOptions::call_timeout) and throws
 // EtcdError with the endpoint and gRPC's status when etcd does not answer as asked.
 #pragma once
@@ -42,14 +52,14 @@ class EtcdError : public std::runtime_error {
 };
 
 struct EtcdTls {
-  std::string ca_file;    // PEM CA that signed the etcd members' certificates
+  std::string ca_file;    // PEM CA(s) that signed the etcd members' certificates; empty: the system's
   std::string cert_file;  // client certificate (PEM), optional
-  std::string key_file;   // its key (PEM), with cert_file
+  std::string key_file;   // its key (PEM), exactly when cert_file is given
 };
 
 struct EtcdOptions {
-  std::vector<std::string> endpoints;  // "host:port", tried in order
-  std::optional<EtcdTls> tls;          // none: plain gRPC (loopback tests, a trusted network)
+  std::vector<std::string> endpoints;  // "[http[s]://]host:port", tried in order
+  std::optional<EtcdTls> tls;          // none: plain gRPC unless an endpoint says https://
   std::chrono::milliseconds call_timeout{2000};
 };
 
@@ -62,6 +72,16 @@ struct WatchEvent {
   enum class Type { put, remove } type = Type::put;
   KeyValue kv;  // for a removal: the key and the revision of the removal
 };
+
+// One endpoint as configured, taken apart. EtcdError (INVALID_ARGUMENT) with the reason when
+// it is not "[http://|https://]host:port[/]" with a port in 1..65535.
+struct EtcdEndpoint {
+  enum class Scheme { none, http, https } scheme = Scheme::none;
+  std::string host;  // a name, an IPv4 address, or an IPv6 address without brackets
+  std::uint16_t port = 0;
+  std::string target() const;  // what gRPC dials: host:port, [v6]:port
+};
+EtcdEndpoint parse_etcd_endpoint(std::string_view text);
 
 // The range end that selects every key starting with `prefix` (etcd's "prefix + 1").
 std::string prefix_end(std::string_view prefix);
