@@ -19,9 +19,9 @@
 #include <cerrno>
 #include <charconv>
 #include <condition_variable>
-#include <cstring>
 #include <fstream>
 #include <sstream>
+#include <system_error>
 
 #include "etcd/etcdserverpb/rpc.grpc.pb.h"
 
@@ -167,7 +167,7 @@ int tcp_connect(const EtcdEndpoint& ep, std::chrono::milliseconds budget, std::s
   for (const addrinfo* a = found; a != nullptr && fd < 0; a = a->ai_next) {
     fd = ::socket(a->ai_family, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
     if (fd < 0) {
-      why = std::string("socket: ") + std::strerror(errno);
+      why = "socket: " + std::error_code(errno, std::generic_category()).message();
       continue;
     }
     int err = 0;
@@ -189,13 +189,13 @@ int tcp_connect(const EtcdEndpoint& ep, std::chrono::milliseconds budget, std::s
     if (err != 0) {
       ::close(fd);
       fd = -1;
-      why = std::string("no TCP connection: ") + std::strerror(err);
+      why = "no TCP connection: " + std::error_code(err, std::generic_category()).message();
     }
   }
   if (fd < 0) return -1;
   ::fcntl(fd, F_SETFL, ::fcntl(fd, F_GETFL) & ~O_NONBLOCK);
   timeval tv{static_cast<time_t>(budget.count() / 1000),
-             static_cast<suseconds_t>(budget.count() % 1000 * 1000)};
+             static_cast<suseconds_t>(budget.count() % 1000) * 1000};
   ::setsockopt(fd, SOL_SOCKET, SO_RCVTIMEO, &tv, sizeof tv);
   ::setsockopt(fd, SOL_SOCKET, SO_SNDTIMEO, &tv, sizeof tv);
   return fd;
@@ -238,7 +238,7 @@ std::string tls_diagnosis(const EtcdEndpoint& ep, const grpc::SslCredentialsOpti
   // Under TLS 1.3 the server judges our certificate (or its absence) after our side is done:
   // its refusal arrives as an alert on the first read. A server that accepted us sends at most
   // session tickets, then waits for gRPC's preface: the read times out (a short wait).
-  const timeval tv{0, 300 * 1000};
+  const timeval tv{0, 300'000};
   ::setsockopt(fd.fd, SOL_SOCKET, SO_RCVTIMEO, &tv, sizeof tv);
   char byte;
   if (SSL_read(tls.get(), &byte, 1) <= 0 && SSL_get_error(tls.get(), 0) == SSL_ERROR_SSL) {
@@ -282,7 +282,7 @@ EtcdEndpoint parse_etcd_endpoint(std::string_view text) {
   if (rest.find('/') != std::string_view::npos) throw refuse("a path is not allowed");
   if (rest.find('@') != std::string_view::npos) throw refuse("user information is not allowed");
   std::string_view port;
-  if (rest.front() == '[') {
+  if (rest.starts_with('[')) {
     const auto close = rest.find(']');
     if (close == std::string_view::npos) throw refuse("no ] after the IPv6 address");
     ep.host = std::string(rest.substr(1, close - 1));
