@@ -241,7 +241,8 @@ std::string tls_diagnosis(const EtcdEndpoint& ep, const grpc::SslCredentialsOpti
   const timeval tv{0, 300'000};
   ::setsockopt(fd.fd, SOL_SOCKET, SO_RCVTIMEO, &tv, sizeof tv);
   char byte;
-  if (SSL_read(tls.get(), &byte, 1) <= 0 && SSL_get_error(tls.get(), 0) == SSL_ERROR_SSL) {
+  const int got = SSL_read(tls.get(), &byte, 1);
+  if (got <= 0 && SSL_get_error(tls.get(), got) == SSL_ERROR_SSL) {
     const std::string errors = openssl_errors();
     return "TLS: the server refused this client after the handshake (" + errors + "): " +
            (ssl.pem_cert_chain.empty()
