@@ -5,21 +5,39 @@
 
 #include <algorithm>
 #include <cstdint>
+#include <cstdio>
 #include <cstdlib>
+#include <exception>
 #include <span>
 #include <vector>
+
+namespace {
+
+// Names the broken invariant before aborting, so a crash report says what went wrong.
+#define CHECK(cond)                                                              \
+  do {                                                                           \
+    if (!(cond)) {                                                               \
+      std::fprintf(stderr, "invariant failed: %s (line %d)\n", #cond, __LINE__); \
+      std::abort();                                                              \
+    }                                                                            \
+  } while (0)
+
+}  // namespace
 
 extern "C" int LLVMFuzzerTestOneInput(const std::uint8_t* data, std::size_t size) {
   const std::span<const std::uint8_t> in(data, size);
   if (const auto r = edge::hsm::decode_record(in)) {
     const std::vector<std::uint8_t> again = edge::hsm::encode_record(*r);
-    if (again.size() != size || !std::equal(again.begin(), again.end(), data)) std::abort();
-    if (r->check_value().size() != 16) std::abort();
+    CHECK(again.size() == size && std::equal(again.begin(), again.end(), data));
+    CHECK(r->check_value().size() == 16);
   }
   try {
     const auto parts = edge::hsm::split_identity(in);
-    if (parts.transport_spki.size() + parts.signing_spki.size() != size) std::abort();
+    CHECK(parts.transport_spki.size() + parts.signing_spki.size() == size);
   } catch (const edge::hsm::CellKeyError&) {
+  } catch (const std::exception& e) {
+    std::fprintf(stderr, "split_identity threw a foreign exception: %s\n", e.what());
+    std::abort();
   }
   return 0;
 }
