@@ -45,6 +45,10 @@ constexpr const char* kHostAddress = "10.77.0.1";  // the bridge: Kamailio, the 
 constexpr const char* kAddressA = "10.77.0.2";
 constexpr const char* kAddressB = "10.77.0.3";
 constexpr const char* kVip = "10.77.0.10";
+// IPv6 on the bridge: each member's own address, a UDP listener the other member does not have.
+constexpr const char* kHostAddress6 = "fd77::1";
+constexpr const char* kAddressA6 = "fd77::2";
+constexpr const char* kAddressB6 = "fd77::3";
 constexpr std::uint16_t kCorePort = 5080;
 constexpr const char* kBridge = "edgebr0";
 constexpr const char* kKeySet = "cellflow";
@@ -99,10 +103,11 @@ class NetLab {
       made_.push_back(b_);
       ip({"link", "add", kBridge, "type", "bridge"});
       ip({"addr", "add", std::string(kHostAddress) + "/24", "dev", kBridge});
+      ip({"addr", "add", std::string(kHostAddress6) + "/64", "dev", kBridge, "nodad"});
       ip({"link", "set", kBridge, "up"});
       ip({"link", "set", "lo", "up"});
-      join(a_, "vetha", kAddressA);
-      join(b_, "vethb", kAddressB);
+      join(a_, "vetha", kAddressA, kAddressA6);
+      join(b_, "vethb", kAddressB, kAddressB6);
     } catch (...) {
       cleanup();
       throw;
@@ -136,12 +141,14 @@ class NetLab {
   std::string a_, b_;
   std::vector<std::string> made_;
 
-  void join(const std::string& ns, const std::string& veth, const std::string& address) {
+  void join(const std::string& ns, const std::string& veth, const std::string& address,
+            const std::string& v6) {
     ip({"link", "add", veth, "type", "veth", "peer", "name", "eth0", "netns", ns});
     ip({"link", "set", veth, "master", kBridge});
     ip({"link", "set", veth, "up"});
     ip({"-n", ns, "link", "set", "lo", "up"});
     ip({"-n", ns, "addr", "add", address + "/24", "dev", "eth0"});
+    ip({"-n", ns, "addr", "add", v6 + "/64", "dev", "eth0", "nodad"});
     ip({"-n", ns, "link", "set", "eth0", "up"});
   }
 
@@ -201,14 +208,14 @@ std::filesystem::path bridged_core_template(const std::filesystem::path& dir) {
   text.insert(at + anchor.size(), std::string("listen=udp:") + kHostAddress + ":" +
                                       std::to_string(kCorePort) + "\nlisten=tcp:" + kHostAddress + ":" +
                                       std::to_string(kCorePort) + "\nmhomed=1\n");
-  const auto path = dir / "kamailio-bridged.cfg.in";
+  auto path = dir / "kamailio-bridged.cfg.in";
   write_file(path, text);
   return path;
 }
 
 // A member: edged in namespace ns, listening on the VIP (sip.freebind: before it holds it), on the shared
-// HSM.
-EdgedOptions member(const NetLab& lab, const std::string& ns, const SharedHsm& hsm) {
+// HSM, and on UDP on its own IPv6 address (a listener the other member does not have).
+EdgedOptions member(const NetLab& lab, const std::string& ns, const std::string& own, const SharedHsm& hsm) {
   EdgedOptions o;
   o.udp_port = o.tcp_port = o.tls_port = o.ws_port = o.wss_port = 0;  // our own listen lines below
   o.core = std::string("sip:") + kHostAddress + ":" + std::to_string(kCorePort) + ";transport=udp";
@@ -220,6 +227,7 @@ EdgedOptions member(const NetLab& lab, const std::string& ns, const SharedHsm& h
              {"hsm.pin_file", (hsm.dir() / "hsm" / "user-pin").string()},
              {"listen", std::string("udp ") + kVip + " 5060"},
              {"listen", std::string("tcp ") + kVip + " 5060"},
+             {"listen", "udp " + own + " 5060"},
              {"sip.freebind", "true"},
              // A standby's OPTIONS leave from the VIP, and their answers reach the member holding it.
              {"core.health_interval_ms", "0"}};
@@ -277,16 +285,17 @@ class EdgeFailover : public ::testing::Test {
   }
 
   void start_members() {
-    a_ = std::make_unique<EdgedProcess>(member(*lab_, lab_->a(), *hsm_));
-    b_ = std::make_unique<EdgedProcess>(member(*lab_, lab_->b(), *hsm_));
+    a_ = std::make_unique<EdgedProcess>(member(*lab_, lab_->a(), kAddressA6, *hsm_));
+    b_ = std::make_unique<EdgedProcess>(member(*lab_, lab_->b(), kAddressB6, *hsm_));
   }
 
   // A phone (user) on the bridge, its flow to the VIP over t, registered through whichever member holds it.
-  std::unique_ptr<TestUa> phone(const std::string& user, Transport t) {
+  std::unique_ptr<TestUa> phone(const std::string& user, Transport t, const char* edge = kVip,
+                                const char* local = kHostAddress) {
     auto ua = std::make_unique<TestUa>(user, kHostAddress);
     ConnectOptions c;
-    c.local = host_endpoint(kHostAddress, 0);
-    ua->connect(t, host_endpoint(kVip, 5060), c);
+    c.local = host_endpoint(local, 0);
+    ua->connect(t, host_endpoint(edge, 5060), c);
     return ua;
   }
   std::unique_ptr<TestUa> caller() {
@@ -349,6 +358,8 @@ class EdgeFailover : public ::testing::Test {
     for (const auto& rr : in.header_values("Record-Route"))
       rr_has_token = rr_has_token || rr.find(token_a) != std::string::npos;
     EXPECT_TRUE(rr_has_token) << in.summary();
+    // B adopted the flow: the phone's RFC 5626 keep-alive (STUN) to the VIP is answered.
+    EXPECT_NO_THROW(alice.stun_binding(milliseconds(5000)));
     alice.send(alice.make_response(in, 200, "OK", TestUa::new_tag(), {}));
     const SipMessage ok = bob->receive_response("INVITE", milliseconds(10000));
     EXPECT_EQ(ok.status(), 200) << ok.summary() << "\n" << bob->transcript();
@@ -386,6 +397,10 @@ TEST_F(EdgeFailover, UdpFlowSurvivesTheVipMovingByHandTcpGets430TamperedGets403)
 
   auto carol = phone("carol", Transport::tcp);
   ASSERT_EQ(carol->register_with().status(), 200) << carol->transcript();
+  // dave registers through A's own IPv6 address: his token names a local address B has no
+  // listener on (the Path still names the VIP, A's core side).
+  auto dave = phone("dave", Transport::udp, kAddressA6, kHostAddress6);
+  ASSERT_EQ(dave->register_with().status(), 200) << dave->transcript();
 
   // mallory's binding carries alice's token with one character changed (a registrar or a path tampered with).
   std::string tampered = token_a;
@@ -400,7 +415,7 @@ TEST_F(EdgeFailover, UdpFlowSurvivesTheVipMovingByHandTcpGets430TamperedGets403)
     r.extra_headers = {{"Path", "<sip:" + tampered + "@" + kVip + ":5060;lr>"}};
     ASSERT_EQ(mallory->register_with(r).status(), 200) << mallory->transcript();
   }
-  ASSERT_EQ(a_->status().number("requests_from_clients"), 2u);
+  ASSERT_EQ(a_->status().number("requests_from_clients"), 3u);
 
   // A dies (no drain, nothing handed over); the VIP moves to B.
   a_->kill9();
@@ -422,8 +437,16 @@ TEST_F(EdgeFailover, UdpFlowSurvivesTheVipMovingByHandTcpGets430TamperedGets403)
   EXPECT_EQ(r403.status(), 403) << r403.summary();
   bob->send(TestUa::make_ack_for_failure(to_mallory, r403));
 
+  // dave's token is valid, but B cannot send from [fd77::2]:5060: 430 (the flow is gone for B), counted.
+  const SipMessage to_dave = bob->make_invite(dave->aor());
+  bob->send(to_dave);
+  const SipMessage dave430 = bob->receive_response("INVITE", milliseconds(10000));
+  EXPECT_EQ(dave430.status(), 430) << dave430.summary();
+  bob->send(TestUa::make_ack_for_failure(to_dave, dave430));
+
   const EdgedStatus s = b_->status();
-  EXPECT_EQ(s.number("r430"), 1u);
+  EXPECT_EQ(s.number("r430"), 2u);
+  EXPECT_EQ(s.number("udp_no_listener"), 1u);
   EXPECT_EQ(s.number("r403"), 1u);
   EXPECT_GE(s.number("verifies_hsm"), 2u) << "B checked A's tokens in the (shared) HSM";
 }
