@@ -385,6 +385,13 @@ class EdgeFailover : public ::testing::Test {
 // reached from the VIP without re-registering; a TCP flow B never had gets 430; a tampered token 403.
 TEST_F(EdgeFailover, UdpFlowSurvivesTheVipMovingByHandTcpGets430TamperedGets403) {
   lab_->add_vip(lab_->a());
+  // Without sip.freebind the standby cannot listen on the VIP it does not hold yet.
+  EdgedOptions no_freebind = member(*lab_, lab_->b(), kAddressB6, *hsm_);
+  for (auto& [key, value] : no_freebind.extra) {
+    if (key == "sip.freebind") value = "false";
+  }
+  const std::string why = start_failure(no_freebind);
+  EXPECT_NE(why.find("address not available"), std::string::npos) << why;
   start_members();
 
   auto alice = phone("alice", Transport::udp);
