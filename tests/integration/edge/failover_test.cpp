@@ -307,20 +307,28 @@ class EdgeFailover : public ::testing::Test {
   }
 
   // keepalived for ns (-n: stays our child; -l: logs to its log file; its VRRP child shares its group).
+  // track: the pid of the member's edged, checked every second (a vrrp_script, as docs/operations.md
+  // recommends with systemctl): when it is gone the instance goes to FAULT and gives the VIP up. 0: none.
   ChildProcess& start_keepalived(const std::string& ns, const std::string& self, const std::string& peer,
-                                 int priority) {
+                                 int priority, pid_t track = 0) {
     const auto dir = core_dir_->path() / ("keepalived-" + ns);
     std::filesystem::create_directories(dir);
     const auto conf = dir / "keepalived.conf";
+    std::string script, tracking;
+    if (track != 0) {
+      script = "vrrp_script edged_alive {\n  script \"" + find_program("kill", "procps").string() + " -0 " +
+               std::to_string(track) + "\"\n  interval 1\n  fall 1\n  rise 1\n}\n";
+      tracking = "  track_script {\n    edged_alive\n  }\n";
+    }
     write_file(conf, "global_defs {\n  router_id " + ns +
-                         "\n  vrrp_garp_master_repeat 3\n}\n"
+                         "\n  vrrp_garp_master_repeat 3\n  script_user root\n}\n" + script +
                          "vrrp_instance EDGE {\n  state BACKUP\n  interface eth0\n  virtual_router_id 77\n"
                          "  priority " +
                          std::to_string(priority) +
                          "\n  advert_int 1\n"
                          "  unicast_src_ip " +
                          self + "\n  unicast_peer {\n    " + peer + "\n  }\n  virtual_ipaddress {\n    " +
-                         kVip + "/24 dev eth0\n  }\n}\n");
+                         kVip + "/24 dev eth0\n  }\n" + tracking + "}\n");
     ProcessOptions p;
     auto prefix = lab_->exec_in(ns);
     p.program = prefix.front();
@@ -478,6 +486,28 @@ TEST_F(EdgeFailover, UdpFlowSurvivesAKeepalivedFailover) {
   a_->kill9();
   ka.stop(milliseconds(3000));  // SIGTERM to its group: it leaves VRRP (priority 0), dropping the VIP
   expect_call_through_b(*alice, token_a);
+}
+
+// The failure keepalived is there for: A's edged dies (SIGKILL) on a box that stays up. A's keepalived
+// tracks it (vrrp_script), goes to FAULT and gives the VIP up; B takes it; the phone registered through A
+// is called through B. Both keepalived run to the end of the test.
+TEST_F(EdgeFailover, UdpFlowSurvivesEdgedDyingUnderKeepalivedTracking) {
+  start_members();  // sip.freebind: both listen on the VIP before keepalived hands it out
+  start_keepalived(lab_->a(), kAddressA, kAddressB, 150, a_->pid());
+  ChildProcess& kb = start_keepalived(lab_->b(), kAddressB, kAddressA, 100, b_->pid());
+  ASSERT_TRUE(eventually([&] { return lab_->has_vip(lab_->a()); }, milliseconds(15000)))
+      << "keepalived never gave A the VIP";
+  EXPECT_FALSE(lab_->has_vip(lab_->b()));
+
+  auto alice = phone("alice", Transport::udp);
+  const SipMessage reg = alice->register_with();
+  ASSERT_EQ(reg.status(), 200) << reg.summary() << "\n" << alice->transcript();
+  ASSERT_EQ(reg.header_values("Path").size(), 1u) << reg.summary();
+  const std::string token_a = token_of(reg.header_values("Path")[0]);
+
+  a_->kill9();
+  expect_call_through_b(*alice, token_a);
+  EXPECT_TRUE(kb.running()) << "B's keepalived exited";
 }
 
 }  // namespace
