@@ -316,6 +316,8 @@ EdgedConfig parse_config_text(const std::string& text, const std::string& origin
         c.require_path = boolean(value, what);
       } else if (key == "sip.client_to_client_direct") {
         c.client_to_client_direct = boolean(value, what);
+      } else if (key == "sip.freebind") {
+        c.freebind = boolean(value, what);
       } else if (key == "sip.workers") {
         c.workers = number<unsigned>(value, 0, 256, what);
       } else if (key == "limits.max_connections") {
@@ -384,6 +386,7 @@ net::TransportConfig EdgedConfig::transport_config() const {
   t.core = core;
   t.limits = limits;
   t.workers = workers;
+  t.freebind = freebind;
   t.proxy_trusted_sources = proxy_trusted_sources;
   return t;
 }

@@ -59,6 +59,8 @@ struct EdgedConfig {
   // its address on any socket).
   bool client_to_client_direct = false;
   unsigned workers = 0;
+  // sip.freebind: listeners bind addresses this host does not hold yet (IP_FREEBIND; a VRRP address).
+  bool freebind = false;
   net::TransportLimits limits;
 
   std::string log_level = "info";

@@ -667,7 +667,8 @@ void SipFrontEnd::log_status() {
       "verifies_avoided={} verifies_hsm={} mints_hsm={} minting_version={} connections={} "
       "refused_max_connections={} refused_per_address={} read_timeouts={} unregistered_lifetime_closes={} "
       "framing_errors={} oversized={} "
-      "udp_garbage={} stun_unsolicited={} udp_flow_evictions={} udp_flows_refused={} "
+      "udp_garbage={} stun_unsolicited={} udp_flow_evictions={} udp_flows_refused={} udp_unheld_sends={} "
+      "udp_no_listener={} "
       "tls_handshake_failures={} upgrade_refused={} superseded_flows={} "
       "core_disconnects={} core_identity_failures={} core_keepalive_timeouts={} core_refused_down={} "
       "core_stale_dropped={} "
@@ -680,13 +681,14 @@ void SipFrontEnd::log_status() {
       p.r403, p.r430, p.r503, p.verifies_avoided, p.verifies_hsm, p.mints_hsm, n.minting_version,
       ts.connections_now, ts.refused_max_connections, ts.refused_per_address, ts.read_timeouts,
       ts.unregistered_lifetime_closes, ts.framing_errors, ts.oversized, ts.udp_garbage, ts.stun_unsolicited,
-      ts.udp_flow_evictions, ts.udp_flows_refused, ts.tls_handshake_failures, ts.upgrade_refused,
-      ts.superseded_flows, ts.core_disconnects, ts.core_identity_failures, ts.core_keepalive_timeouts,
-      ts.core_refused_down, ts.core_stale_dropped, n.log_dropped, p.hsm_parked, n.hsm_work.queued_now,
-      p.hsm_refused_budget, p.hsm_refused_queue_full, p.hsm_shed, p.drop_hsm_busy, p.hsm_resume_dropped,
-      n.hsm_work.wait_us_max, n.restarts, n.pause_last_us / 1000, ts.proxy_accepted,
-      ts.proxy_refused_untrusted, ts.proxy_refused_missing, ts.proxy_refused_malformed,
-      ts.proxy_refused_unsupported, ts.proxy_refused_timeout, cores_status_fields(n));
+      ts.udp_flow_evictions, ts.udp_flows_refused, ts.udp_unheld_sends, ts.udp_no_listener,
+      ts.tls_handshake_failures, ts.upgrade_refused, ts.superseded_flows, ts.core_disconnects,
+      ts.core_identity_failures, ts.core_keepalive_timeouts, ts.core_refused_down, ts.core_stale_dropped,
+      n.log_dropped, p.hsm_parked, n.hsm_work.queued_now, p.hsm_refused_budget, p.hsm_refused_queue_full,
+      p.hsm_shed, p.drop_hsm_busy, p.hsm_resume_dropped, n.hsm_work.wait_us_max, n.restarts,
+      n.pause_last_us / 1000, ts.proxy_accepted, ts.proxy_refused_untrusted, ts.proxy_refused_missing,
+      ts.proxy_refused_malformed, ts.proxy_refused_unsupported, ts.proxy_refused_timeout,
+      cores_status_fields(n));
 }
 
 }  // namespace edge::firmware

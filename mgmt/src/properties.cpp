@@ -540,6 +540,12 @@ PropertyRegistry::PropertyRegistry() {
       "route a client's token of another flow directly over that flow (RFC 5626 5.3), around the core",
       [](const C& c) { return b(c.sip().client_to_client_direct()); },
       [](C& c, S v) { c.mutable_sip()->set_client_to_client_direct(v == "true"); });
+  p.add(
+      "sip.freebind", PT::boolean, "false", kListeners,
+      "listeners bind with IP_FREEBIND / IPV6_FREEBIND: an address this box does not hold yet "
+      "(a VRRP/keepalived virtual address it takes over on a failover)",
+      [](const C& c) { return b(c.sip().freebind()); },
+      [](C& c, S v) { c.mutable_sip()->set_freebind(v == "true"); });
   p.uint(
       "sip.workers", 0, 0, 256, kListeners, "worker threads; 0: one per core",
       [](const C& c) { return u(c.sip().workers()); },

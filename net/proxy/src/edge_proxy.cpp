@@ -963,7 +963,7 @@ void EdgeProxy::edit_failed(Ctx& c, Error e) {
 void EdgeProxy::forward_to_flow(Ctx& c, const FlowKey& flow, bool dialog) {
   const sip::Message& m = c.msg;
   bump(counters_->incoming_via_token);
-  if (!c.out.flow_alive(flow)) {
+  if (!c.out.flow_reachable(flow)) {
     log(LogLevel::info, LogEvent::flow_failed, "status=430 flow=" + flow::to_string(flow), c.now);
     reply(c, 430);
     return;

@@ -42,16 +42,16 @@ bool same_listener(const ListenerConfig& a, const ListenerConfig& b) {
 }
 
 // Binds a socket for `l` as its listener would, closes it; "" or the reason.
-std::string try_bind(const ListenerConfig& l, const boost::asio::ip::address& addr) {
+std::string try_bind(const ListenerConfig& l, const boost::asio::ip::address& addr, bool freebind) {
   boost::asio::io_context io;
   boost::system::error_code ec;
   if (datagram(l.transport)) {
     udp::socket s(io);
-    detail::bind_udp(s, udp::endpoint(addr, l.port), ec);
+    detail::bind_udp(s, udp::endpoint(addr, l.port), ec, freebind);
   } else {
     // Bound, not listening: a probe must not accept a connection, even for a moment.
     tcp::acceptor a(io);
-    detail::bind_stream(a, tcp::endpoint(addr, l.port), ec);
+    detail::bind_stream(a, tcp::endpoint(addr, l.port), ec, freebind);
   }
   if (!ec) return {};
   return detail::listener_name(l) + ": cannot bind: " + detail::bind_error_reason(ec);
@@ -80,7 +80,7 @@ std::string check_or_throw(const TransportConfig& next, const std::vector<Listen
     bool bound = false;
     for (const auto& b : already_bound) bound = bound || same_listener(b, l);
     if (bound) continue;
-    if (auto reason = try_bind(l, addresses[i]); !reason.empty()) return reason;
+    if (auto reason = try_bind(l, addresses[i], next.freebind); !reason.empty()) return reason;
   }
   return {};
 }

@@ -20,7 +20,8 @@ struct Counters {
   std::atomic<std::uint64_t> refused_max_connections{0}, refused_per_address{0}, oversized{0},
       framing_errors{0}, read_timeouts{0}, idle_timeouts{0}, flow_timeouts{0}, udp_garbage{0},
       send_failures{0}, upgrade_refused{0}, tls_handshake_failures{0}, superseded_flows{0},
-      stun_unsolicited{0}, udp_flow_evictions{0}, udp_flows_refused{0}, unregistered_lifetime_closes{0};
+      stun_unsolicited{0}, udp_flow_evictions{0}, udp_flows_refused{0}, unregistered_lifetime_closes{0},
+      udp_unheld_sends{0}, udp_no_listener{0};
   std::atomic<std::uint64_t> core_connects{0}, core_disconnects{0}, core_messages_in{0}, core_messages_out{0},
       core_queue_full{0}, core_identity_failures{0}, core_keepalive_timeouts{0}, core_refused_down{0},
       core_stale_dropped{0}, core_health_downs{0};

@@ -4,20 +4,37 @@
 #include <boost/asio/ip/v6_only.hpp>
 #include <boost/asio/socket_base.hpp>
 
+#include <netinet/in.h>
+#include <sys/socket.h>
+
 #include <cctype>
 #include <cerrno>
 
 namespace edge::net::detail {
 
-void bind_stream(tcp::acceptor& a, const tcp::endpoint& ep, boost::system::error_code& ec) {
+namespace {
+// IP_FREEBIND (IPv4) / IPV6_FREEBIND (IPv6): bind an address not (yet) on any interface.
+template <typename Socket>
+void set_freebind(Socket& s, bool v6, boost::system::error_code& ec) {
+  const int on = 1;
+  const int level = v6 ? IPPROTO_IPV6 : IPPROTO_IP;
+  const int name = v6 ? IPV6_FREEBIND : IP_FREEBIND;
+  if (::setsockopt(s.native_handle(), level, name, &on, sizeof on) != 0)
+    ec.assign(errno, boost::system::system_category());
+}
+}  // namespace
+
+void bind_stream(tcp::acceptor& a, const tcp::endpoint& ep, boost::system::error_code& ec, bool freebind) {
   a.open(ep.protocol(), ec);
   if (!ec) a.set_option(asio::socket_base::reuse_address(true), ec);
+  if (!ec && freebind) set_freebind(a, ep.address().is_v6(), ec);
   if (!ec && ep.address().is_v6()) a.set_option(asio::ip::v6_only(true), ec);
   if (!ec) a.bind(ep, ec);
 }
 
-void bind_udp(udp::socket& s, const udp::endpoint& ep, boost::system::error_code& ec) {
+void bind_udp(udp::socket& s, const udp::endpoint& ep, boost::system::error_code& ec, bool freebind) {
   s.open(ep.protocol(), ec);
+  if (!ec && freebind) set_freebind(s, ep.address().is_v6(), ec);
   if (!ec && ep.address().is_v6()) s.set_option(asio::ip::v6_only(true), ec);
   if (!ec) s.bind(ep, ec);
 }

@@ -28,6 +28,15 @@ class Listener : public WorkerMember {
     (void)bytes;
     return false;
   }
+  // UDP only: a request over a flow this process does not hold (key.local is
+  // this listener's address): sent, and the flow opened as if the client had
+  // sent to us, so its answers, STUN keep-alives and later requests find it.
+  // False when the socket is closed or its write queue is full. Any thread.
+  virtual bool send_unheld(const flow::FlowKey& key, std::string bytes) {
+    (void)key;
+    (void)bytes;
+    return false;
+  }
 };
 
 // Listener factories; they bind (throwing TransportError) and start accepting.
@@ -39,9 +48,11 @@ std::shared_ptr<Listener> make_stream_listener(const std::shared_ptr<State>& st,
 // Open and bind a listener's socket, as its listener does (and as check() probes):
 // streams with SO_REUSEADDR (a restart must not wait out TIME_WAIT), UDP without
 // (there it would let a second socket share the port); IPV6_V6ONLY on IPv6, so
-// an IPv4 and an IPv6 listener can share a port number. ec says why not.
-void bind_stream(tcp::acceptor& a, const tcp::endpoint& ep, boost::system::error_code& ec);
-void bind_udp(udp::socket& s, const udp::endpoint& ep, boost::system::error_code& ec);
+// an IPv4 and an IPv6 listener can share a port number; with freebind
+// (TransportConfig::freebind, sip.freebind) IP_FREEBIND / IPV6_FREEBIND, so an
+// address this host does not hold yet binds. ec says why not.
+void bind_stream(tcp::acceptor& a, const tcp::endpoint& ep, boost::system::error_code& ec, bool freebind);
+void bind_udp(udp::socket& s, const udp::endpoint& ep, boost::system::error_code& ec, bool freebind);
 
 // "tcp 127.0.0.1:5060"
 std::string listener_name(const ListenerConfig& cfg);

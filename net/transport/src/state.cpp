@@ -239,12 +239,51 @@ void State::release_source(const asio::ip::address& from) {
   if (it != per_address_.end() && --it->second == 0) per_address_.erase(it);
 }
 
-std::shared_ptr<FlowEntry> State::open_flow(const flow::FlowKey& key, Worker& w,
-                                            std::weak_ptr<FlowLink> link) {
+std::shared_ptr<FlowEntry> State::open_flow(const flow::FlowKey& key, Worker& w, std::weak_ptr<FlowLink> link,
+                                            bool adopted) {
   auto e = std::make_shared<FlowEntry>(key, w.index, std::move(link), Clock::now());
+  e->adopted = adopted;
   if (!table.insert(e)) return nullptr;
   counters.of(key.transport).flows_opened.fetch_add(1, std::memory_order_relaxed);
+  if (key.transport == flow::Transport::udp) forget_closed_udp(key);
   return e;
+}
+
+bool State::closed_udp(const flow::FlowKey& key) const {
+  if (!any_closed_udp_.load(std::memory_order_acquire)) return false;
+  std::lock_guard lock(closed_udp_mu_);
+  return closed_udp_.contains(key);
+}
+
+void State::remember_closed_udp(const flow::FlowKey& key) {
+  std::lock_guard lock(closed_udp_mu_);
+  if (!closed_udp_.insert(key).second) return;
+  closed_udp_order_.push_back(key);
+  const std::size_t max = std::max<std::size_t>(1, config.limits.max_udp_flows);
+  while (closed_udp_.size() > max && !closed_udp_order_.empty()) {
+    closed_udp_.erase(closed_udp_order_.front());
+    closed_udp_order_.pop_front();
+  }
+  // Keys opened again leave the set, not the queue: keep the queue bounded too.
+  while (closed_udp_order_.size() > 2 * max) {
+    closed_udp_.erase(closed_udp_order_.front());
+    closed_udp_order_.pop_front();
+  }
+  any_closed_udp_.store(true, std::memory_order_release);
+}
+
+void State::forget_closed_udp(const flow::FlowKey& key) {
+  if (!any_closed_udp_.load(std::memory_order_acquire)) return;
+  std::lock_guard lock(closed_udp_mu_);
+  closed_udp_.erase(key);
+}
+
+std::shared_ptr<Listener> State::udp_listener_at(const flow::Endpoint& local) const {
+  // listeners / bound are set once in Transports::start(), before any message.
+  for (std::size_t i = 0; i < bound.size() && i < listeners.size(); ++i) {
+    if (bound[i].transport == flow::Transport::udp && bound[i].local == local) return listeners[i];
+  }
+  return nullptr;
 }
 
 void State::close_flow(const std::shared_ptr<FlowEntry>& entry, CloseReason why) {
@@ -252,6 +291,10 @@ void State::close_flow(const std::shared_ptr<FlowEntry>& entry, CloseReason why)
   // Gone for routing before anyone hears of it (flow_alive false, send_to_flow false).
   table.erase(*entry);
   counters.of(entry->key.transport).flows_closed.fetch_add(1, std::memory_order_relaxed);
+  if (entry->key.transport == flow::Transport::udp && why != CloseReason::shutdown &&
+      (!entry->adopted || entry->registered())) {
+    remember_closed_udp(entry->key);
+  }
   switch (why) {
     case CloseReason::idle_timeout:
       counters.idle_timeouts.fetch_add(1, std::memory_order_relaxed);

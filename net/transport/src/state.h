@@ -16,11 +16,13 @@
 
 #include <atomic>
 #include <cstddef>
+#include <deque>
 #include <memory>
 #include <mutex>
 #include <optional>
 #include <string>
 #include <unordered_map>
+#include <unordered_set>
 #include <vector>
 
 namespace edge::net::detail {
@@ -74,8 +76,21 @@ struct State final : Redelivery {
   bool trusted_proxy(const asio::ip::address& from) const;
   std::size_t connections() const noexcept { return connections_.load(std::memory_order_relaxed); }
 
-  // Creates and indexes the flow entry of a new connection or UDP peer.
-  std::shared_ptr<FlowEntry> open_flow(const flow::FlowKey& key, Worker& w, std::weak_ptr<FlowLink> link);
+  // Creates and indexes the flow entry of a new connection or UDP peer
+  // (adopted: a UDP flow opened by a request from the core, FlowEntry::adopted).
+  std::shared_ptr<FlowEntry> open_flow(const flow::FlowKey& key, Worker& w, std::weak_ptr<FlowLink> link,
+                                       bool adopted = false);
+
+  // UDP flows this process held and closed (silent past Flow-Timer, evicted,
+  // ...), except adopted ones that never registered: a request over one of
+  // them is 430 (RFC 5626 §5.3, the flow is gone). Any other UDP flow a valid
+  // token names may well be alive (datagrams carry no connection state; the
+  // token names the 5-tuple): it is sent to from the listener on the token's
+  // local address. Bounded by limits.max_udp_flows, the oldest forgotten
+  // first; a flow opened again leaves it. Any thread.
+  bool closed_udp(const flow::FlowKey& key) const;
+  // The UDP listener whose bound address and port are `local`, or null.
+  std::shared_ptr<Listener> udp_listener_at(const flow::Endpoint& local) const;
   // Removes the flow from the table and tells the handler; once per flow, on its worker.
   void close_flow(const std::shared_ptr<FlowEntry>& entry, CloseReason why);
 
@@ -139,6 +154,12 @@ struct State final : Redelivery {
   std::atomic<unsigned> rr_{0};
   mutable std::mutex identity_mu_;
   std::string core_identity_error_;
+  mutable std::mutex closed_udp_mu_;
+  std::atomic<bool> any_closed_udp_{false};
+  std::unordered_set<flow::FlowKey, flow::FlowKeyHash> closed_udp_;
+  std::deque<flow::FlowKey> closed_udp_order_;  // oldest first; may hold keys opened again since
+  void remember_closed_udp(const flow::FlowKey& key);
+  void forget_closed_udp(const flow::FlowKey& key);
 };
 
 }  // namespace edge::net::detail

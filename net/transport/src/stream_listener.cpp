@@ -19,7 +19,7 @@ class StreamListener final : public Listener, public std::enable_shared_from_thi
   void bind() {
     const tcp::endpoint ep(parse_address(cfg_), cfg_.port);
     boost::system::error_code ec;
-    bind_stream(acceptor_, ep, ec);
+    bind_stream(acceptor_, ep, ec, st_->config.freebind);
     if (!ec) acceptor_.listen(asio::socket_base::max_listen_connections, ec);
     if (ec) throw_bind_error(cfg_, ec);
     local_ = to_flow(acceptor_.local_endpoint());

@@ -281,6 +281,8 @@ TransportStats Transports::stats() const {
   s.stun_unsolicited = c.stun_unsolicited.load();
   s.udp_flow_evictions = c.udp_flow_evictions.load();
   s.udp_flows_refused = c.udp_flows_refused.load();
+  s.udp_unheld_sends = c.udp_unheld_sends.load();
+  s.udp_no_listener = c.udp_no_listener.load();
   s.send_failures = c.send_failures.load();
   s.upgrade_refused = c.upgrade_refused.load();
   s.tls_handshake_failures = c.tls_handshake_failures.load();
@@ -317,7 +319,16 @@ std::shared_ptr<FlowEntry> Transports::find_flow(const FlowKey& key) const { ret
 
 bool Transports::send_to_flow(const FlowKey& flow, std::string bytes) {
   auto e = state_->table.find(flow);
-  if (!e) return false;
+  if (!e) {
+    // A UDP flow we do not hold (State::closed_udp): from the listener on the token's local address.
+    if (flow.transport != flow::Transport::udp || state_->closed_udp(flow)) return false;
+    const auto l = state_->udp_listener_at(flow.local);
+    if (!l) {
+      state_->counters.udp_no_listener.fetch_add(1, std::memory_order_relaxed);
+      return false;
+    }
+    return l->send_unheld(flow, std::move(bytes));
+  }
   auto link = e->link.lock();
   if (!link) return false;
   return link->send(*e, std::move(bytes));
@@ -360,6 +371,18 @@ std::uint64_t Transports::core_link_epoch() const noexcept {
 }
 
 bool Transports::flow_alive(const FlowKey& flow) const { return state_->table.find(flow) != nullptr; }
+
+bool Transports::flow_reachable(const FlowKey& flow) const {
+  if (state_->table.find(flow) != nullptr) return true;
+  // RFC 5626 §5.3: 430 when the flow is gone. A stream flow we do not hold is
+  // (a connection lives on one box); a UDP flow is gone only when we held it
+  // and closed it, or when no listener of ours has its local address: we
+  // cannot send from the address the client knows (counted: udp_no_listener).
+  if (flow.transport != flow::Transport::udp || state_->closed_udp(flow)) return false;
+  if (state_->udp_listener_at(flow.local)) return true;
+  state_->counters.udp_no_listener.fetch_add(1, std::memory_order_relaxed);
+  return false;
+}
 
 std::shared_ptr<flow::FlowToken> Transports::flow_token(const FlowKey& flow) {
   auto e = state_->table.find(flow);

@@ -32,7 +32,7 @@ class UdpListener final : public Listener, public FlowLink, public std::enable_s
   void bind() {
     const udp::endpoint ep(parse_address(cfg_), cfg_.port);
     boost::system::error_code ec;
-    bind_udp(sock_, ep, ec);
+    bind_udp(sock_, ep, ec, st_->config.freebind);
     if (ec) throw_bind_error(cfg_, ec);
     // Sends are synchronous and must never block the worker: a full socket
     // buffer drops the datagram, as the network might.
@@ -73,13 +73,19 @@ class UdpListener final : public Listener, public FlowLink, public std::enable_s
     return send_key({flow::Transport::udp, local_, to}, std::move(bytes));
   }
 
+  bool send_unheld(const flow::FlowKey& key, std::string bytes) override {
+    if (!(key.local == local_)) return false;
+    return send_key(key, std::move(bytes), true);
+  }
+
   void expire(const std::shared_ptr<FlowEntry>& flow, CloseReason why) override {
     forget(flow->key);
     st_->close_flow(flow, why);
   }
 
  private:
-  bool send_key(const flow::FlowKey& key, std::string bytes) {
+  // adopt: the flow is not (yet) ours; send_now opens it (Listener::send_unheld).
+  bool send_key(const flow::FlowKey& key, std::string bytes, bool adopt = false) {
     if (closed_flag_.load(std::memory_order_acquire)) return false;
     if (queued_.fetch_add(1, std::memory_order_relaxed) >= st_->config.limits.max_write_queue) {
       queued_.fetch_sub(1, std::memory_order_relaxed);
@@ -88,17 +94,19 @@ class UdpListener final : public Listener, public FlowLink, public std::enable_s
     }
     const udp::endpoint to(to_asio(key.remote), key.remote.port);
     if (w_.ctx.get_executor().running_in_this_thread()) {
-      send_now(to, bytes, key);
+      send_now(to, bytes, key, adopt);
     } else {
-      asio::post(w_.ctx,
-                 [self = shared_from_this(), to, b = std::move(bytes), key] { self->send_now(to, b, key); });
+      asio::post(w_.ctx, [self = shared_from_this(), to, b = std::move(bytes), key, adopt] {
+        self->send_now(to, b, key, adopt);
+      });
     }
     return true;
   }
 
-  void send_now(const udp::endpoint& to, std::string_view bytes, const flow::FlowKey& key) {
+  void send_now(const udp::endpoint& to, std::string_view bytes, const flow::FlowKey& key, bool adopt) {
     queued_.fetch_sub(1, std::memory_order_relaxed);
     if (closed_) return;
+    if (adopt) adopt_flow(key);
     boost::system::error_code ec;
     const std::size_t n = sock_.send_to(asio::buffer(bytes.data(), bytes.size()), to, 0, ec);
     if (ec) {
@@ -112,6 +120,21 @@ class UdpListener final : public Listener, public FlowLink, public std::enable_s
       e->messages_out.fetch_add(1, std::memory_order_relaxed);
       e->bytes_out.fetch_add(n, std::memory_order_relaxed);
     }
+  }
+
+  // A flow the core reached us over with a valid token, which this process never
+  // held (after a failover or a restart): opened here, on the worker, as if its
+  // client had sent to us, unregistered (idle timeout, LRU) until it registers
+  // through us; its answers and STUN keep-alives then find it. Without room
+  // (limits.max_udp_flows full of registered flows) the request still goes.
+  void adopt_flow(const flow::FlowKey& key) {
+    if (st_->table.find(key)) return;
+    st_->counters.udp_unheld_sends.fetch_add(1, std::memory_order_relaxed);
+    if (!make_room()) {
+      st_->counters.udp_flows_refused.fetch_add(1, std::memory_order_relaxed);
+      return;
+    }
+    if (st_->open_flow(key, w_, std::weak_ptr<FlowLink>(shared_from_this()), true)) heard_from(key);
   }
 
   void do_receive() {

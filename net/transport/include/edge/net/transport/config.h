@@ -150,6 +150,11 @@ struct TransportConfig {
   // Load balancers whose PROXY headers are believed on proxy_protocol
   // listeners: "10.0.0.0/8", "2001:db8::/32", or one address.
   std::vector<std::string> proxy_trusted_sources;
+  // sip.freebind: IP_FREEBIND / IPV6_FREEBIND on every listener socket, so a
+  // listener binds an address this host does not hold (yet): the virtual
+  // address VRRP (keepalived) moves to this box when it takes over. Without
+  // it such a bind fails with "address not available".
+  bool freebind = false;
   // Sent as Server on the 400/513 the transport answers itself; empty: none.
   std::string server_header = "edge";
 };

@@ -62,6 +62,10 @@ class FlowEntry {
   const Clock::time_point created;
   const std::shared_ptr<flow::FlowToken> token;  // minted once per key version
   const std::weak_ptr<FlowLink> link;
+  // A UDP flow opened by a request over it from the core (a token this process
+  // never held: another member's, or ours before a restart), not by the client.
+  // Written before the entry is in the table, read-only after.
+  bool adopted = false;
 
   void touch(Clock::time_point now) noexcept {
     last_activity_ns.store(now.time_since_epoch().count(), std::memory_order_relaxed);

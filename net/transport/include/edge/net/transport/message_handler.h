@@ -81,6 +81,12 @@ class Network {
   // True while the flow exists (not closed, not timed out).
   virtual bool flow_alive(const FlowKey& flow) const = 0;
 
+  // True when a request can go over the flow: it is alive, or it is a UDP flow
+  // this process does not hold but can send on (another member's token after a
+  // failover, ours before a restart: from the listener on the token's local
+  // address; Transports: State::closed_udp). False: the caller answers 430.
+  virtual bool flow_reachable(const FlowKey& flow) const { return flow_alive(flow); }
+
   // The per-flow token cache kept with the flow table entry (mint once per flow
   // per key version); null when the flow is gone.
   virtual std::shared_ptr<flow::FlowToken> flow_token(const FlowKey& flow) = 0;

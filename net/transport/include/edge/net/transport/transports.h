@@ -82,6 +82,12 @@ struct TransportStats {
   // source, and new sources given no flow because registered flows fill the table.
   std::uint64_t udp_flow_evictions = 0;
   std::uint64_t udp_flows_refused = 0;
+  // Requests sent over a UDP flow this process never held (a token another
+  // member minted, or this box before a restart: the token names the 5-tuple,
+  // and a listener on its local address sends from there), and requests
+  // refused (430) because no UDP listener has the token's local address.
+  std::uint64_t udp_unheld_sends = 0;
+  std::uint64_t udp_no_listener = 0;
   std::uint64_t send_failures = 0;     // write queue full or link gone
   std::uint64_t upgrade_refused = 0;   // WebSocket handshakes refused
   std::uint64_t superseded_flows = 0;  // a new connection reused a dead flow's 4-tuple before it was reaped
@@ -199,6 +205,7 @@ class Transports final : public Network {
   bool send_to_core(std::string bytes) override;
   std::uint64_t core_link_epoch() const noexcept override;
   bool flow_alive(const FlowKey& flow) const override;
+  bool flow_reachable(const FlowKey& flow) const override;
   std::shared_ptr<flow::FlowToken> flow_token(const FlowKey& flow) override;
   void mark_registered(const FlowKey& flow, std::chrono::seconds flow_timer) override;
   // Parked messages come back through the transport's shared state, which a
