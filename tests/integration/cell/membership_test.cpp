@@ -28,7 +28,7 @@ MemberInfo member(const std::string& id, const std::string& fingerprint) {
   MemberInfo m;
   m.id = id;
   m.fingerprint = fingerprint;
-  m.transport_spki = {0x30, 0x82, 0x01, 0x22};  // public material only; its content is not checked here
+  m.identity = {0x30, 0x82, 0x01, 0x22};  // public material only; its content is not checked here
   m.version = "9.9.9-test";
   m.joined_unix = 1700000000;
   return m;
@@ -55,7 +55,7 @@ TEST_F(MembershipTest, MembersAreListedWhileTheyLiveAndOneThatLeavesIsGoneAtOnce
   const auto listed = edge::cell::list_members(c, "lab");
   EXPECT_THAT(ids(listed), ::testing::ElementsAre("edge-a", "edge-b"));
   EXPECT_EQ(listed[0].fingerprint, "sha256:aa");
-  EXPECT_EQ(listed[0].transport_spki.size(), 4u);
+  EXPECT_EQ(listed[0].identity.size(), 4u);
   EXPECT_NE(a->status().lease, 0);
   EXPECT_TRUE(edge::cell::list_members(c, "other-cell").empty());
 
