@@ -19,6 +19,7 @@ struct KeyVersionInfo {
   std::int64_t created_unix = 0;  // seconds since the epoch, from the key's CKA_ID
   bool minting = false;           // newest active version
   std::string retired_on;         // CKA_END_DATE "YYYY-MM-DD" once retired, else ""
+  std::string origin;             // "" for a key this HSM generated; the cell member that made it otherwise
 };
 
 // An object on the token with the label and CKA_ID of a version that is not adopted:
