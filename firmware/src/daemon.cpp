@@ -240,6 +240,11 @@ int run_daemon(const DaemonOptions& o) {
     mgmt::AgentOptions ao;
     ao.state_dir = o.state_dir;
     ao.version = EDGE_VERSION;
+    // The cell's admission runs edge-hsm (installed beside edged) in a process of its own.
+    if (std::error_code ec; true) {
+      const auto self = std::filesystem::read_symlink("/proc/self/exe", ec);
+      if (!ec) ao.edge_hsm = self.parent_path() / "edge-hsm";
+    }
     try {
       agent = std::make_unique<mgmt::Agent>(ao, *hsm, config);
     } catch (const mgmt::MgmtError& e) {
@@ -272,6 +277,9 @@ int run_daemon(const DaemonOptions& o) {
         parse_config_text(mgmt::export_conf_text(config), "configuration", o.state_dir).hsm_work_threads());
     front_end->boot(config);
     agent->attach_front_end(front_end.get());
+    // With cell.name committed, this member's cell loop (mgmt/src/cell_link.h): it never
+    // blocks the start on etcd; trouble shows as the cell's state in edgectl status.
+    agent->start_cell();
     try {
       server = std::make_unique<mgmt::MgmtServer>(*agent, mgmt::server_options(config.mgmt(), o.state_dir));
     } catch (const std::exception& e) {
