@@ -291,7 +291,8 @@ int run_daemon(const DaemonOptions& o) {
         metrics = std::make_unique<MetricsServer>(
             mo,
             std::vector<std::shared_ptr<prometheus::Collectable>>{
-                make_edge_collector(*front_end, [a] { return a->generation(); }), make_process_collector()});
+                make_edge_collector(*front_end, [a] { return a->generation(); }),
+                make_cell_collector([a] { return a->cell_summary(); }), make_process_collector()});
       } catch (const std::exception& e) {
         throw StartError(kExitListen, e.what());
       }

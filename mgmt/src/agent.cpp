@@ -70,7 +70,9 @@ struct Agent::Impl {
         which = v1::Event::CELL_OTHER;
         message = kind + ": " + detail;
       }
-      const bool ok = kind != "CELL_DEGRADED";
+      const bool failed = kind == "CELL_DEGRADED" || kind == "CELL_RECORD_REFUSED" ||
+                          (kind.size() > 7 && kind.compare(kind.size() - 7, 7, "_FAILED") == 0);
+      const bool ok = !failed;
       publish(ev, which, changes.state()->committed.generation(), "cell", ok, message);
       std::string action = kind;
       std::transform(action.begin(), action.end(), action.begin(),
@@ -344,6 +346,8 @@ v1::CellStatusResponse Agent::cell_leave(const Caller& c) {
 }
 
 v1::CellStatusResponse Agent::cell_status() { return impl_->cell.status(); }
+
+v1::CellSummary Agent::cell_summary() const { return impl_->cell.summary(); }
 
 void Agent::start_cell() { impl_->cell.start(); }
 

@@ -106,6 +106,8 @@ class Agent {
   v1::CellStatusResponse cell_remove(const Caller& c, const v1::CellRemoveRequest& r);
   v1::CellStatusResponse cell_leave(const Caller& c);
   v1::CellStatusResponse cell_status();
+  // The cell line of status (refreshed every second; never waits for etcd).
+  v1::CellSummary cell_summary() const;
   // With cell.name committed: starts this member's cell loop (the daemon calls
   // it once the front end is attached). Never throws: a failure shows in the
   // status (cell state "failed") and the log. shutdown() stops it.
