@@ -9,11 +9,15 @@
 // The core reuses each edge's core link (force_tcp_alias), so a request routed to an edge's address
 // comes in on that edge's core link: a request "from the core" in the edge's eyes.
 #include <edge/cell/etcd.h>
+#include <edge/cell/v1/cell.pb.h>
+#include <edge/hsm/cell_keys.h>
 #include <edge/mgmt/v1/agent.pb.h>
 #include <google/protobuf/util/json_util.h>
 
 #include <algorithm>
 #include <functional>
+#include <span>
+#include <sstream>
 #include <thread>
 
 #include "edge_fixture.h"
@@ -23,8 +27,11 @@ namespace edge::test {
 namespace {
 
 namespace v1 = edge::mgmt::v1;
-using ::testing::HasSubstr;
 using Clock = std::chrono::steady_clock;
+
+// gmock's HasSubstr without gmock (the edge tests link gtest only).
+#define EXPECT_CONTAINS(text, needle) \
+  EXPECT_NE(std::string(text).find(needle), std::string::npos) << "expected '" << (needle) << "' in:\n" << (text)
 
 constexpr const char* kCell = "c1";
 constexpr std::uint16_t kPortA = 5060;
@@ -77,7 +84,9 @@ class CellTest : public ::testing::Test {
     uas_.clear();
     for (auto* e : {&a_, &b_}) {
       if (!*e) continue;
-      if ((*e)->running()) EXPECT_EQ((*e)->stop(), 0) << "edged did not exit 0 on SIGTERM:\n" << (*e)->log();
+      if ((*e)->running()) {
+        EXPECT_EQ((*e)->stop(), 0) << "edged did not exit 0 on SIGTERM:\n" << (*e)->log();
+      }
       e->reset();
     }
     core_.reset();
@@ -88,6 +97,8 @@ class CellTest : public ::testing::Test {
     o.udp_port = port;
     o.tcp_port = port;
     o.tls_port = o.ws_port = o.wss_port = 0;
+    // A killed member leaves the live list within 3 s.
+    o.extra = {{"cell.lease_ttl_s", "3"}};
     auto e = std::make_unique<EdgedProcess>(o);
     EdgedProcess* p = e.get();
     dump_.add("edged " + name + " log", [p] { return p->log(); });
@@ -207,18 +218,18 @@ class CellTest : public ::testing::Test {
 TEST_F(CellTest, CreateJoinApproveBothWaysAndAFingerprintMismatchIsRefused) {
   std::string out;
   ASSERT_EQ(a_->edgectl({"cell", "create", kCell, "--etcd", url_, "--member-id", "a"}, &out), 0) << out;
-  EXPECT_THAT(out, HasSubstr("member"));
+  EXPECT_CONTAINS(out, "member");
   // Usage errors exit 2.
   EXPECT_EQ(b_->edgectl({"cell", "join", kCell}, &out), 2) << out;
-  EXPECT_THAT(out, HasSubstr("needs --etcd"));
+  EXPECT_CONTAINS(out, "needs --etcd");
   EXPECT_EQ(b_->edgectl({"cell", "approve", "a"}, &out), 2) << out;
 
   ASSERT_EQ(b_->edgectl({"cell", "join", kCell, "--etcd", url_, "--member-id", "b"}, &out), 0) << out;
   // The human output: this member's id and fingerprint, the members found, what to approve where.
-  EXPECT_THAT(out, HasSubstr("member"));
-  EXPECT_THAT(out, HasSubstr("fingerprint"));
-  EXPECT_THAT(out, HasSubstr("edgectl cell approve b --fingerprint sha256:"));
-  EXPECT_THAT(out, HasSubstr("edgectl cell approve a --fingerprint sha256:"));
+  EXPECT_CONTAINS(out, "member");
+  EXPECT_CONTAINS(out, "fingerprint");
+  EXPECT_CONTAINS(out, "edgectl cell approve b --fingerprint sha256:");
+  EXPECT_CONTAINS(out, "edgectl cell approve a --fingerprint sha256:");
 
   const auto sb = cell_status(*b_);
   fp_b_ = sb.fingerprint();
@@ -229,12 +240,12 @@ TEST_F(CellTest, CreateJoinApproveBothWaysAndAFingerprintMismatchIsRefused) {
   ASSERT_NE(member_of(sa, "b"), nullptr) << "A does not see B's join: " << sa.DebugString();
   EXPECT_EQ(member_of(sa, "b")->fingerprint(), fp_b_);
   EXPECT_EQ(member_of(sa, "b")->roster_state(), "pending");
-  EXPECT_THAT(out, HasSubstr(fp_a_));
-  EXPECT_THAT(out, HasSubstr(fp_b_));
+  EXPECT_CONTAINS(out, fp_a_);
+  EXPECT_CONTAINS(out, fp_b_);
 
   // A fingerprint that differs in one digit: refused with the reason (exit 1), nothing admitted.
   EXPECT_EQ(a_->edgectl({"cell", "approve", "b", "--fingerprint", flip_last_hex(fp_b_)}, &out), 1) << out;
-  EXPECT_THAT(out, HasSubstr("fingerprint"));
+  EXPECT_CONTAINS(out, "fingerprint");
   const auto after = cell_status(*a_);
   ASSERT_NE(member_of(after, "b"), nullptr);
   EXPECT_FALSE(member_of(after, "b")->trusted_here()) << after.DebugString();
@@ -267,11 +278,11 @@ TEST_F(CellTest, CreateJoinApproveBothWaysAndAFingerprintMismatchIsRefused) {
     EXPECT_EQ(st.cell().members(), 2u);
     // The status line of `edgectl status` has the cell summary.
     ASSERT_EQ(e->edgectl({"status"}, &out), 0) << out;
-    EXPECT_THAT(out, HasSubstr("cell"));
-    EXPECT_THAT(out, HasSubstr("c1 as "));
+    EXPECT_CONTAINS(out, "cell");
+    EXPECT_CONTAINS(out, "c1 as ");
     // While in the cell, a local rotation of its key set is refused with the reason.
     EXPECT_NE(e->edgectl({"keyset", "rotate", kCell}, &out), 0) << out;
-    EXPECT_THAT(out, HasSubstr("edgectl cell rotate"));
+    EXPECT_CONTAINS(out, "edgectl cell rotate");
   }
 }
 
@@ -351,7 +362,7 @@ TEST_F(CellTest, RotationUnderTrafficLosesNothingAndBothEndMintingTheNewVersion)
 
   std::string out;
   ASSERT_EQ(a_->edgectl({"cell", "rotate"}, &out), 0) << out;
-  EXPECT_THAT(out, HasSubstr("rotation to v2"));
+  EXPECT_CONTAINS(out, "rotation to v2");
 
   // Requests through both members, with the old tokens, until both mint v2, and a few rounds more.
   int rounds = 0, after_switch = 0;
@@ -368,7 +379,7 @@ TEST_F(CellTest, RotationUnderTrafficLosesNothingAndBothEndMintingTheNewVersion)
     if (settled(sa, 2) && settled(sb, 2)) ++after_switch;
   }
   EXPECT_GT(rounds, 3);
-  for (const auto* e : {a_.get(), b_.get()}) {
+  for (auto* e : {a_.get(), b_.get()}) {
     const auto st = edgectl_json<v1::Status>(*e, {"status"});
     EXPECT_EQ(st.front_end().minting_version(), 2u);
     std::uint64_t tcp = 0;
@@ -388,6 +399,260 @@ TEST_F(CellTest, RotationUnderTrafficLosesNothingAndBothEndMintingTheNewVersion)
   expect_delivered(bob, dave, kPortA, token_d);
   bob.send(options_via_core(bob, dave, kPortB, token_d));
   EXPECT_EQ(bob.receive_response("OPTIONS").status(), 430);
+}
+
+// (d) A member that is down during phase 1 blocks the switch, and status names it; removed, the
+// rotation completes on the member left.
+TEST_F(CellTest, AMemberDownDuringPhaseOneBlocksTheSwitchUntilRemoved) {
+  ASSERT_NO_FATAL_FAILURE(form_cell());
+  b_->kill9();
+  v1::CellStatusResponse last;
+  ASSERT_TRUE(wait_cell(*a_, [](const auto& s) {
+    const auto* b = member_of(s, "b");
+    return b != nullptr && !b->live();
+  }, std::chrono::seconds(20), &last)) << last.DebugString();
+  std::string out;
+  ASSERT_EQ(a_->edgectl({"cell", "rotate"}, &out), 0) << out;
+  // Phase 1 waits for b, and says so; the cell keeps minting v1.
+  ASSERT_TRUE(wait_cell(*a_, [](const auto& s) {
+    return s.rotation_version() == 2 && s.rotation_phase() == "prepare" &&
+           std::find(s.rotation_waiting_for().begin(), s.rotation_waiting_for().end(), "b") !=
+               s.rotation_waiting_for().end();
+  }, std::chrono::seconds(20), &last)) << last.DebugString();
+  std::this_thread::sleep_for(std::chrono::seconds(3));
+  last = cell_status(*a_);
+  EXPECT_EQ(last.rotation_phase(), "prepare") << last.DebugString();
+  EXPECT_EQ(last.minting(), 1u);
+  EXPECT_EQ(last.local_minting(), 1u);
+  ASSERT_EQ(a_->edgectl({"cell", "status"}, &out), 0) << out;
+  EXPECT_CONTAINS(out, "waiting for");
+
+  ASSERT_EQ(a_->edgectl({"cell", "remove", "b"}, &out), 0) << out;
+  ASSERT_TRUE(wait_cell(*a_, [](const auto& s) {
+    return s.minting() == 2 && s.local_minting() == 2 && s.rotation_phase() == "done";
+  }, std::chrono::seconds(30), &last)) << last.DebugString();
+  ASSERT_NE(member_of(last, "b"), nullptr);
+  EXPECT_EQ(member_of(last, "b")->roster_state(), "removed");
+  EXPECT_FALSE(member_of(last, "b")->trusted_here());
+  b_.reset();  // killed: nothing to stop
+}
+
+// (d) The member that started a rotation is killed right after starting it: the other member takes
+// the rotation on (imports, acknowledges, switches); the starter, back, catches up before it mints.
+TEST_F(CellTest, TheStarterKilledMidRotationTheOtherCompletesIt) {
+  ASSERT_NO_FATAL_FAILURE(form_cell());
+  std::string out;
+  ASSERT_EQ(a_->edgectl({"cell", "rotate"}, &out), 0) << out;
+  a_->kill9();
+  v1::CellStatusResponse last;
+  // B holds v2 (generated by A, or by B itself when A died before publishing it) and has acknowledged.
+  ASSERT_TRUE(wait_cell(*b_, [](const auto& s) {
+    return std::find(s.held().begin(), s.held().end(), 2u) != s.held().end() && s.rotation_version() == 2;
+  }, std::chrono::seconds(30), &last)) << last.DebugString();
+  a_->restart();
+  ASSERT_TRUE(wait_cell(*b_, [](const auto& s) { return settled(s, 2); }, std::chrono::seconds(60), &last))
+      << "B: " << last.DebugString();
+  ASSERT_TRUE(wait_cell(*a_, [](const auto& s) { return settled(s, 2); }, std::chrono::seconds(30), &last))
+      << "A: " << last.DebugString();
+  EXPECT_TRUE(wait_cell(*a_, [](const auto& s) { return s.rotation_phase() == "done"; }, std::chrono::seconds(20),
+                        &last))
+      << last.DebugString();
+}
+
+// (d) etcd stopped: calls through both members are unaffected, the cell is degraded (status says
+// why), and when etcd is back the members recover and a rotation completes.
+TEST_F(CellTest, EtcdDownLeavesCallsAloneAndTheCellCatchesUpWhenItReturns) {
+  ASSERT_NO_FATAL_FAILURE(form_cell());
+  ASSERT_NO_FATAL_FAILURE(wait_core_link(*a_));
+  ASSERT_NO_FATAL_FAILURE(wait_core_link(*b_));
+  TestUa& alice = ua("alice");
+  alice.connect(Transport::tcp, a_->endpoint(Transport::tcp));
+  const SipMessage reg_a = alice.register_with();
+  ASSERT_EQ(reg_a.status(), 200);
+  TestUa& carol = ua("carol");
+  carol.connect(Transport::tcp, b_->endpoint(Transport::tcp));
+  const SipMessage reg_b = carol.register_with();
+  ASSERT_EQ(reg_b.status(), 200);
+  TestUa& bob = ua("bob");
+  bob.connect(Transport::udp, core_->endpoint(Transport::udp));
+
+  etcd_.stop();
+  v1::CellStatusResponse last;
+  for (const auto* e : {a_.get(), b_.get()}) {
+    ASSERT_TRUE(wait_cell(*e, [](const auto& s) { return s.state() == "degraded" && !s.etcd_healthy(); },
+                          std::chrono::seconds(20), &last))
+        << last.DebugString();
+    EXPECT_FALSE(last.reason().empty());
+  }
+  for (int i = 0; i < 5; ++i) {
+    expect_delivered(bob, alice, kPortA, path_token(reg_a));
+    expect_delivered(bob, carol, kPortB, path_token(reg_b));
+  }
+  // A new registration still gets a token, and it verifies on the other member.
+  TestUa& dave = ua("dave");
+  dave.connect(Transport::tcp, b_->endpoint(Transport::tcp));
+  const SipMessage reg_d = dave.register_with();
+  ASSERT_EQ(reg_d.status(), 200);
+  bob.send(options_via_core(bob, dave, kPortA, path_token(reg_d)));
+  EXPECT_EQ(bob.receive_response("OPTIONS").status(), 430);
+  const auto st = edgectl_json<v1::Status>(*a_, {"status"});
+  EXPECT_EQ(st.cell().state(), "degraded");
+  EXPECT_FALSE(st.cell().etcd_healthy());
+  // A rotation cannot start without etcd: refused with the reason.
+  std::string out;
+  EXPECT_EQ(a_->edgectl({"cell", "rotate"}, &out), 1) << out;
+
+  etcd_.start();
+  for (const auto* e : {a_.get(), b_.get()}) {
+    ASSERT_TRUE(wait_cell(*e, [](const auto& s) { return s.state() == "joined" && s.etcd_healthy(); },
+                          std::chrono::seconds(30), &last))
+        << last.DebugString();
+  }
+  ASSERT_EQ(a_->edgectl({"cell", "rotate"}, &out), 0) << out;
+  ASSERT_TRUE(wait_cell(*b_, [](const auto& s) { return settled(s, 2); }, std::chrono::seconds(60), &last))
+      << last.DebugString();
+  ASSERT_TRUE(wait_cell(*a_, [](const auto& s) { return settled(s, 2); }, std::chrono::seconds(30), &last))
+      << last.DebugString();
+  expect_delivered(bob, alice, kPortA, path_token(reg_a));
+  expect_delivered(bob, carol, kPortB, path_token(reg_b));
+}
+
+// Runs pkcs11-tool (Debian opensc) on `e`'s lab token and returns its output.
+std::string pkcs11_objects(const EdgedProcess& e, const std::string& type) {
+  ProcessOptions p;
+  p.program = find_program("env", "coreutils");
+  const std::string pin = read_file(e.state_dir() / "hsm" / "user-pin");
+  p.args = {"SOFTHSM2_CONF=" + (e.state_dir() / "hsm" / "softhsm2.conf").string(),
+            find_program("pkcs11-tool", "opensc").string(),
+            "--module",
+            "/usr/lib/softhsm/libsofthsm2.so",
+            "--token-label",
+            "edge-lab",
+            "--login",
+            "--pin",
+            std::string(pin.substr(0, pin.find_last_not_of("\r\n") + 1)),
+            "--list-objects",
+            "--type",
+            type};
+  static int runs = 0;
+  p.log_file = e.state_dir() / ("pkcs11-tool-" + std::to_string(++runs) + ".log");
+  ChildProcess tool(p);
+  const auto deadline = Clock::now() + std::chrono::seconds(20);
+  while (tool.running() && Clock::now() < deadline) std::this_thread::sleep_for(std::chrono::milliseconds(10));
+  const int rc = tool.stop(std::chrono::milliseconds(500));
+  if (rc != 0) throw std::runtime_error("pkcs11-tool exited " + std::to_string(rc) + ": " + tool.log());
+  return tool.log();
+}
+
+// pkcs11-tool's objects: label -> the words of its "Access:" line.
+std::map<std::string, std::vector<std::string>> access_by_label(const std::string& listing) {
+  std::map<std::string, std::vector<std::string>> out;
+  std::istringstream in(listing);
+  std::string label;
+  for (std::string line; std::getline(in, line);) {
+    const auto key = line.find_first_not_of(' ');
+    if (key == std::string::npos) continue;
+    const std::string t = line.substr(key);
+    if (t.rfind("label:", 0) == 0) {
+      label = t.substr(t.find_first_not_of(' ', 6));
+    } else if (t.rfind("Access:", 0) == 0 && !label.empty()) {
+      std::vector<std::string> words;
+      std::string rest = t.substr(7);
+      std::istringstream parts(rest);
+      for (std::string w; std::getline(parts, w, ',');) {
+        const auto a = w.find_first_not_of(' ');
+        const auto b = w.find_last_not_of(' ');
+        if (a != std::string::npos) words.push_back(w.substr(a, b - a + 1));
+      }
+      out[label] = words;
+    }
+  }
+  return out;
+}
+
+bool has(const std::vector<std::string>& v, const std::string& w) {
+  return std::find(v.begin(), v.end(), w) != v.end();
+}
+
+// (e) The cell's keys as another PKCS#11 client reads them on every member's token, and what etcd
+// holds: public data or wrapped blobs of RSA-2048 size, nothing else.
+TEST_F(CellTest, KeysAreSensitiveAndNotExtractableAndEtcdHoldsNoKey) {
+  ASSERT_NO_FATAL_FAILURE(form_cell());
+  std::string out;
+  ASSERT_EQ(a_->edgectl({"cell", "rotate"}, &out), 0) << out;
+  v1::CellStatusResponse last;
+  ASSERT_TRUE(wait_cell(*b_, [](const auto& s) { return settled(s, 2); }, std::chrono::seconds(60), &last))
+      << last.DebugString();
+  ASSERT_TRUE(wait_cell(*a_, [](const auto& s) { return settled(s, 2); }, std::chrono::seconds(30), &last))
+      << last.DebugString();
+
+  for (const auto* e : {a_.get(), b_.get()}) {
+    const std::string secret = pkcs11_objects(*e, "secrkey");
+    const auto keys = access_by_label(secret);
+    for (const std::string v : {"c1/v1", "c1/v2"}) {
+      // The verify copy: what mints and verifies. Unwrapped (CKA_LOCAL false, so CKA_NEVER_EXTRACTABLE
+      // and CKA_ALWAYS_SENSITIVE false as PKCS#11 has it for an unwrapped key): sensitive, not extractable.
+      ASSERT_TRUE(keys.count(v)) << v << " missing:\n" << secret;
+      EXPECT_TRUE(has(keys.at(v), "sensitive")) << v << ":\n" << secret;
+      EXPECT_FALSE(has(keys.at(v), "extractable")) << v << ":\n" << secret;
+      // The escrow copy: sensitive too (extractable only under a trusted key; never in clear).
+      const std::string escrow = v + "/escrow";
+      ASSERT_TRUE(keys.count(escrow)) << escrow << " missing:\n" << secret;
+      EXPECT_TRUE(has(keys.at(escrow), "sensitive")) << escrow << ":\n" << secret;
+    }
+    const std::string priv = pkcs11_objects(*e, "privkey");
+    const auto pk = access_by_label(priv);
+    for (const std::string l : {"cell/transport", "cell/sign"}) {
+      ASSERT_TRUE(pk.count(l)) << l << " missing:\n" << priv;
+      EXPECT_TRUE(has(pk.at(l), "sensitive")) << l << ":\n" << priv;
+      EXPECT_TRUE(has(pk.at(l), "never extractable")) << l << ":\n" << priv;
+      EXPECT_FALSE(has(pk.at(l), "extractable")) << l << ":\n" << priv;
+    }
+  }
+
+  // Every value under /edge/cell/ is one of the store's public records or a 256-byte blob.
+  edge::cell::EtcdClient etcd(etcd_.options());
+  const auto all = etcd.get_prefix("/edge/cell/");
+  ASSERT_FALSE(all.kvs.empty());
+  const std::string prefix = std::string("/edge/cell/") + kCell + "/";
+  int blobs = 0, versions = 0;
+  for (const auto& kv : all.kvs) {
+    ASSERT_EQ(kv.key.rfind(prefix, 0), 0u) << kv.key;
+    const std::string rest = kv.key.substr(prefix.size());
+    const std::string family = rest.substr(0, rest.find('/'));
+    const auto parses = [&](google::protobuf::Message&& m) { return m.ParseFromString(kv.value); };
+    if (family == "blobs") {
+      EXPECT_EQ(kv.value.size(), 256u) << kv.key;
+      ++blobs;
+    } else if (family == "versions") {
+      const auto* p = reinterpret_cast<const std::uint8_t*>(kv.value.data());
+      const auto rec = edge::hsm::decode_record(std::span<const std::uint8_t>(p, kv.value.size()));
+      ASSERT_TRUE(rec.has_value()) << kv.key;
+      EXPECT_EQ(rec->set, kCell);
+      EXPECT_EQ(rec->signature.size(), 256u) << kv.key;
+      ++versions;
+    } else if (family == "meta") {
+      EXPECT_TRUE(parses(edge::cell::v1::Cell())) << kv.key;
+    } else if (family == "roster") {
+      EXPECT_TRUE(parses(edge::cell::v1::RosterEntry())) << kv.key;
+    } else if (family == "approvals") {
+      EXPECT_TRUE(parses(edge::cell::v1::Approval())) << kv.key;
+    } else if (family == "members") {
+      EXPECT_TRUE(parses(edge::cell::v1::Member())) << kv.key;
+    } else if (family == "acks") {
+      EXPECT_TRUE(parses(edge::cell::v1::Ack())) << kv.key;
+    } else if (family == "rotation") {
+      EXPECT_TRUE(parses(edge::cell::v1::Rotation())) << kv.key;
+    } else if (family == "audit") {
+      EXPECT_TRUE(parses(edge::cell::v1::AuditEntry())) << kv.key;
+    } else if (family == "minting") {
+      EXPECT_EQ(kv.value.find_first_not_of("0123456789"), std::string::npos) << kv.key;
+    } else {
+      ADD_FAILURE() << "a key outside the store's table: " << kv.key;
+    }
+  }
+  EXPECT_EQ(versions, 2);
+  EXPECT_GE(blobs, 4);  // v1 and v2, for a and for b
 }
 
 }  // namespace
