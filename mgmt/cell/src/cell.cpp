@@ -439,9 +439,16 @@ struct CellNode::Impl {
     for (const auto& [n, rec] : valid) {
       if (n < s.minting || !held.active.count(n)) continue;
       for (const auto& [id, r] : s.roster) {
-        if (id == cfg.member_id || r.state() != v1::APPROVED || !trusted.count(id)) continue;
+        if (id == cfg.member_id || id == rec.origin || r.state() != v1::APPROVED || !trusted.count(id))
+          continue;
         auto bit = s.blobs.find(n);
         if (bit != s.blobs.end() && bit->second.count(id)) continue;
+        // It holds n already (it acked it, or its member record says so): nothing to send.
+        if (auto ait = s.acks.find(n); ait != s.acks.end() && ait->second.count(id)) continue;
+        if (auto mit = s.members.find(id);
+            mit != s.members.end() &&
+            std::find(mit->second.held.begin(), mit->second.held.end(), n) != mit->second.held.end())
+          continue;
         try {
           const Bytes blob = keys.wrap_version_for(cfg.cell, n, id);
           if (etcd->create(key("blobs/" + std::to_string(n) + "/" + id), str(blob)))
