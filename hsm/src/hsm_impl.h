@@ -12,6 +12,7 @@
 #include <string>
 #include <thread>
 #include <type_traits>
+#include <vector>
 
 #include "session_pool.h"
 
@@ -71,6 +72,14 @@ struct Hsm::Impl {
   // Changes when cached object handles may have become invalid: at every
   // rebuild and every C_Login. KeySetMac tags its cached handles with it.
   std::atomic<std::uint64_t> handle_epoch{1};
+  // Imported cell keys accepted in one handle epoch (cell_keys.cpp, accept_imported):
+  // (key handle, verify key handle, record bytes), so a refresh does not redo the
+  // RSA verify and the MAC check of every version. Handles are good within an epoch.
+  struct CellAcceptCache {
+    std::mutex mu;
+    std::uint64_t epoch = 0;
+    std::vector<std::vector<std::uint8_t>> accepted;
+  } cell_accept;
 
  private:
   static CK_RV open_session_cb(void* self, Session& out, Fault& fault);

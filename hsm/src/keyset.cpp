@@ -13,6 +13,10 @@
 
 namespace edge::hsm {
 
+const char* const kNotLocal =
+    "CKA_LOCAL is not true: the key was not generated inside this HSM (created from a value someone "
+    "knows, or imported)";
+
 namespace {
 
 constexpr std::uint8_t kMagic[4] = {'E', 'K', 'S', '1'};
@@ -169,9 +173,7 @@ CK_RV check_provenance(CK_FUNCTION_LIST* f, CK_SESSION_HANDLE session, CK_OBJECT
     return x.ulValueLen == sizeof(CK_BBOOL) && *static_cast<const CK_BBOOL*>(x.pValue) != CK_FALSE;
   };
   if (!is_true(a[0])) {
-    refusal =
-        "CKA_LOCAL is not true: the key was not generated inside this HSM (created from a value someone "
-        "knows, or imported)";
+    refusal = kNotLocal;
   } else if (!is_true(a[1])) {
     refusal = "CKA_NEVER_EXTRACTABLE is not true: the key was extractable at some time";
   } else if (!is_true(a[2])) {
@@ -180,8 +182,9 @@ CK_RV check_provenance(CK_FUNCTION_LIST* f, CK_SESSION_HANDLE session, CK_OBJECT
   return CKR_OK;
 }
 
-std::vector<StoredKey> scan_keys(Session& session, OpCounters& counters, std::string_view set,
+std::vector<StoredKey> scan_keys(Session& session, Hsm::Impl& im, std::string_view set,
                                  std::vector<std::pair<std::string, RefusedKey>>* refused) {
+  OpCounters& counters = im.counters;
   AttributeTemplate t;
   t.add_class(CKO_SECRET_KEY).add_key_type(CKK_GENERIC_SECRET);
   counters.find.fetch_add(1, std::memory_order_relaxed);
@@ -198,23 +201,38 @@ std::vector<StoredKey> scan_keys(Session& session, OpCounters& counters, std::st
     const char* refusal = nullptr;
     if (CK_RV rv = check_provenance(session.functions(), session.handle(), h, refusal); rv != CKR_OK)
       throw Pkcs11Error("C_GetAttributeValue", rv);
-    if (refusal != nullptr && !accepted_as_imported(*id)) {
-      if (refused != nullptr) refused->emplace_back(id->set, RefusedKey{id->version, a.label, refusal});
-      continue;
-    }
+    const bool retired = !a.sign || !a.verify;
     StoredKey k;
+    if (refusal != nullptr) {
+      // Only a key that was not generated here can be an imported cell version (it was
+      // unwrapped); a local key that was ever extractable stays refused.
+      std::string why;
+      std::optional<std::string> origin;
+      if (refusal == kNotLocal) origin = accept_imported(session, im, h, *id, retired, k.check_mac, why);
+      if (!origin) {
+        if (refused != nullptr) {
+          std::string reason = refusal;
+          if (!why.empty()) reason += "; not an accepted cell import: " + why;
+          refused->emplace_back(id->set, RefusedKey{id->version, a.label, std::move(reason)});
+        }
+        continue;
+      }
+      k.origin = std::move(*origin);
+    }
     k.handle = h;
     k.id = std::move(*id);
     k.raw_id = std::move(a.id);
     k.label = std::move(a.label);
-    k.retired = !a.sign || !a.verify;
+    k.retired = retired;
     if (k.retired) k.end_date = read_end_date(session, h);
     out.push_back(std::move(k));
   }
   std::sort(out.begin(), out.end(), [](const StoredKey& x, const StoredKey& y) {
     if (x.id.set != y.id.set) return x.id.set < y.id.set;
     if (x.id.version != y.id.version) return x.id.version < y.id.version;
-    return x.id.created < y.id.created;
+    if (x.id.created != y.id.created) return x.id.created < y.id.created;
+    // An active key first: a retired look-alike next to it must not hide it.
+    return !x.retired && y.retired;
   });
   if (refused != nullptr) {
     std::stable_sort(refused->begin(), refused->end(), [](const auto& x, const auto& y) {
@@ -276,6 +294,7 @@ KeySetInfo to_info(std::string_view set, const std::vector<StoredKey>& keys,
     v.state = k.retired ? KeyState::retired : KeyState::active;
     v.created_unix = k.id.created;
     v.retired_on = k.retired ? k.end_date : std::string();
+    v.origin = k.origin;
     info.versions.push_back(std::move(v));
     info.retain = k.id.retain;  // the newest version's policy wins
   }
@@ -338,7 +357,7 @@ KeySetInfo KeySetManager::create(std::string_view name, std::uint32_t retain) {
                    std::to_string(retain));
   }
   Hsm::Impl& im = hsm_.impl();
-  auto scan = [&](Session& s) { return scan_keys(s, im.counters, name); };
+  auto scan = [&](Session& s) { return scan_keys(s, im, name); };
   if (!im.with_session(scan).empty()) throw HsmError("key set '" + std::string(name) + "' already exists");
 
   const KeyId id{1, unix_now(), retain, std::string(name)};
@@ -355,7 +374,7 @@ KeySetInfo KeySetManager::create(std::string_view name, std::uint32_t retain) {
 KeyVersionInfo KeySetManager::rotate(std::string_view name) {
   check_name(name);
   Hsm::Impl& im = hsm_.impl();
-  auto scan = [&](Session& s) { return scan_keys(s, im.counters, name); };
+  auto scan = [&](Session& s) { return scan_keys(s, im, name); };
   std::vector<StoredKey> keys = im.with_session(scan);
   if (keys.empty()) throw HsmError("key set '" + std::string(name) + "' does not exist");
 
@@ -379,7 +398,7 @@ KeyVersionInfo KeySetManager::rotate(std::string_view name) {
   // Keep the newest `retain` versions; destroy the older ones. Re-scanned
   // inside the retried unit so a retry never acts on stale handles.
   im.with_session([&](Session& s) {
-    std::vector<StoredKey> now = scan_keys(s, im.counters, name);
+    std::vector<StoredKey> now = scan_keys(s, im, name);
     std::vector<std::uint32_t> versions;
     for (const auto& k : now)
       if (versions.empty() || versions.back() != k.id.version) versions.push_back(k.id.version);
@@ -402,7 +421,7 @@ void KeySetManager::retire(std::string_view name, std::uint32_t version) {
   Hsm::Impl& im = hsm_.impl();
   im.with_session([&](Session& s) {
     std::vector<std::pair<std::string, RefusedKey>> refused;
-    std::vector<StoredKey> keys = scan_keys(s, im.counters, name, &refused);
+    std::vector<StoredKey> keys = scan_keys(s, im, name, &refused);
     const std::vector<RefusedKey> why = to_info(name, {}, refused).refused;
     if (keys.empty())
       throw HsmError("key set '" + std::string(name) + "' does not exist" + refused_text(why));
@@ -429,7 +448,7 @@ std::vector<KeySetInfo> KeySetManager::list() {
   std::vector<std::pair<std::string, RefusedKey>> refused;
   std::vector<StoredKey> keys = im.with_session([&](Session& s) {
     refused.clear();
-    return scan_keys(s, im.counters, {}, &refused);
+    return scan_keys(s, im, {}, &refused);
   });
   // A set exists by its adopted versions; a set with refused objects only is not
   // listed (get() names them in its error).
@@ -447,7 +466,7 @@ KeySetInfo KeySetManager::get(std::string_view name) {
   std::vector<std::pair<std::string, RefusedKey>> refused;
   std::vector<StoredKey> keys = im.with_session([&](Session& s) {
     refused.clear();
-    return scan_keys(s, im.counters, name, &refused);
+    return scan_keys(s, im, name, &refused);
   });
   KeySetInfo info = to_info(name, keys, refused);
   if (keys.empty())
@@ -458,7 +477,7 @@ KeySetInfo KeySetManager::get(std::string_view name) {
 bool KeySetManager::exists(std::string_view name) {
   check_name(name);
   Hsm::Impl& im = hsm_.impl();
-  return !im.with_session([&](Session& s) { return scan_keys(s, im.counters, name); }).empty();
+  return !im.with_session([&](Session& s) { return scan_keys(s, im, name); }).empty();
 }
 
 void KeySetManager::destroy(std::string_view name) {
@@ -466,7 +485,7 @@ void KeySetManager::destroy(std::string_view name) {
   if (!exists(name)) throw HsmError("key set '" + std::string(name) + "' does not exist");
   Hsm::Impl& im = hsm_.impl();
   im.with_session([&](Session& s) {
-    for (const auto& k : scan_keys(s, im.counters, name)) destroy_tolerant(s, k.handle);
+    for (const auto& k : scan_keys(s, im, name)) destroy_tolerant(s, k.handle);
   });
 }
 

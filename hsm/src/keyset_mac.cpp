@@ -7,6 +7,7 @@
 
 #include <edge/hsm/object.h>
 
+#include <array>
 #include <atomic>
 #include <chrono>
 #include <memory>
@@ -52,6 +53,10 @@ struct Entry {
   // per-message re-find allocates nothing.
   std::vector<std::uint8_t> raw_id;
   std::string label;
+  // An imported cell version (its signed record verified at refresh): the re-find
+  // adopts an unwrapped key only when its HMAC over the check string is this.
+  bool imported = false;
+  std::array<std::uint8_t, 32> check_mac{};
 };
 
 // The versions present, sorted ascending, one entry each: memory follows the
@@ -78,9 +83,7 @@ struct View {
   }
 };
 
-bool user_state(CK_STATE s) noexcept {
-  return s == CKS_RO_USER_FUNCTIONS || s == CKS_RW_USER_FUNCTIONS;
-}
+bool user_state(CK_STATE s) noexcept { return s == CKS_RO_USER_FUNCTIONS || s == CKS_RW_USER_FUNCTIONS; }
 
 }  // namespace
 
@@ -103,8 +106,7 @@ namespace {
 // Returns CKR_OK with `out` filled, or the failing CK_RV with `fn` set.
 // `not_found` reports a key that is not (or no longer) in the HSM.
 CK_RV attempt(Hsm::Impl& im, Entry& e, SessionLease& lease, std::span<const std::uint8_t> data,
-              std::uint8_t* out, std::atomic<std::uint64_t>& counter, const char*& fn,
-              bool& not_found) {
+              std::uint8_t* out, std::atomic<std::uint64_t>& counter, const char*& fn, bool& not_found) {
   Session& s = lease.session();
   CK_FUNCTION_LIST* f = s.functions();
   not_found = false;
@@ -126,11 +128,32 @@ CK_RV attempt(Hsm::Impl& im, Entry& e, SessionLease& lease, std::span<const std:
     im.counters.find.fetch_add(1, std::memory_order_relaxed);
     if (CK_RV rv = find_objects_into(s, tmpl, 3, found, n, fn); rv != CKR_OK) return rv;
     CK_OBJECT_HANDLE genuine = CK_INVALID_HANDLE;
+    bool retired_import = false;
     for (CK_ULONG i = 0; i < n && genuine == CK_INVALID_HANDLE; ++i) {
       const char* refusal = nullptr;
       fn = "C_GetAttributeValue";
       if (CK_RV rv = check_provenance(f, s.handle(), found[i], refusal); rv != CKR_OK) return rv;
-      if (refusal == nullptr) genuine = found[i];
+      if (refusal == nullptr) {
+        genuine = found[i];
+      } else if (e.imported && refusal == kNotLocal) {
+        // An imported cell version: the key whose MAC is the signed record's (the
+        // record itself was verified at refresh). A key someone created with a value
+        // they know next to it has another MAC and is skipped.
+        fn = "C_Verify";
+        const CK_RV rv = verify_imported_mac(f, s.handle(), found[i], e.check_mac.data());
+        if (rv == CKR_OK) {
+          genuine = found[i];
+        } else if (rv == CKR_KEY_FUNCTION_NOT_PERMITTED) {
+          retired_import = true;
+        } else if (rv != CKR_SIGNATURE_INVALID) {
+          return rv;
+        }
+      }
+    }
+    if (genuine == CK_INVALID_HANDLE && retired_import) {
+      // Retired in the HSM since the last refresh.
+      fn = "C_VerifyInit";
+      return CKR_KEY_FUNCTION_NOT_PERMITTED;
     }
     if (n > 0 && genuine == CK_INVALID_HANDLE) {
       // Only refused objects: this version does not verify; refresh() reports why.
@@ -149,8 +172,7 @@ CK_RV attempt(Hsm::Impl& im, Entry& e, SessionLease& lease, std::span<const std:
       // an unavailable HSM, not an unknown key.
       CK_TOKEN_INFO token{};
       fn = "C_GetTokenInfo";
-      if (CK_RV rv = f->C_GetTokenInfo(im.slot_id.load(std::memory_order_acquire), &token);
-          rv != CKR_OK)
+      if (CK_RV rv = f->C_GetTokenInfo(im.slot_id.load(std::memory_order_acquire), &token); rv != CKR_OK)
         return rv;
       not_found = true;
       return CKR_OK;
@@ -180,8 +202,7 @@ MacStatus KeySetMac::State::compute(std::uint32_t version, std::span<const std::
   const std::shared_ptr<View> v = view.load(std::memory_order_acquire);
   Entry* e = v->find(version);
   if (e == nullptr) return MacStatus::unknown_version;
-  if (e->state.load(std::memory_order_acquire) == EntryState::retired)
-    return MacStatus::retired_version;
+  if (e->state.load(std::memory_order_acquire) == EntryState::retired) return MacStatus::retired_version;
 
   Hsm::Impl& im = *impl;
   if (!im.enter()) return MacStatus::unavailable;
@@ -243,8 +264,11 @@ MacStatus KeySetMac::State::compute(std::uint32_t version, std::span<const std::
           return MacStatus::unavailable;
         }
         break;
-      case Recovery::refind: e->cached.store(0, std::memory_order_release); break;
-      default: break;
+      case Recovery::refind:
+        e->cached.store(0, std::memory_order_release);
+        break;
+      default:
+        break;
     }
   }
 }
@@ -262,7 +286,7 @@ void KeySetMac::refresh() {
   std::vector<std::pair<std::string, RefusedKey>> refused;
   std::vector<StoredKey> keys = im.with_session([&](Session& s) {
     refused.clear();
-    return scan_keys(s, im.counters, s_->name, &refused);
+    return scan_keys(s, im, s_->name, &refused);
   });
 
   auto next = std::make_shared<View>();
@@ -286,10 +310,11 @@ void KeySetMac::refresh() {
     e.end_date = k.end_date;
     e.raw_id = k.raw_id;
     e.label = k.label;
+    e.imported = !k.origin.empty();
+    e.check_mac = k.check_mac;
     e.cached.store(0, std::memory_order_relaxed);
     // Keep the handle we already know for the very same object.
-    if (Entry* old = prev->find(k.id.version);
-        old != nullptr && old->raw_id == e.raw_id && !k.retired) {
+    if (Entry* old = prev->find(k.id.version); old != nullptr && old->raw_id == e.raw_id && !k.retired) {
       e.cached.store(old->cached.load(std::memory_order_acquire), std::memory_order_relaxed);
     }
   }
@@ -298,8 +323,7 @@ void KeySetMac::refresh() {
   bool lost = false;
   for (std::uint32_t i = 0; i < prev->count && !lost; ++i) {
     const Entry& old = prev->entries[i];
-    if (old.version == 0 || old.state.load(std::memory_order_acquire) == EntryState::retired)
-      continue;
+    if (old.version == 0 || old.state.load(std::memory_order_acquire) == EntryState::retired) continue;
     const Entry* now = next->find(old.version);
     if (now == nullptr || now->raw_id != old.raw_id ||
         now->state.load(std::memory_order_relaxed) == EntryState::retired) {
@@ -320,8 +344,7 @@ void KeySetMac::set_minting_version(std::uint32_t version) {
                      (why.empty() ? std::string(" (refresh first?)") : why));
     }
     if (e->state.load(std::memory_order_acquire) != EntryState::active) {
-      throw HsmError("key set '" + s_->name + "' version " + std::to_string(version) +
-                     " is not active");
+      throw HsmError("key set '" + s_->name + "' version " + std::to_string(version) + " is not active");
     }
   }
   s_->pinned.store(version, std::memory_order_release);
@@ -341,8 +364,7 @@ std::uint32_t KeySetMac::minting_version() const {
   }
   for (std::uint32_t i = v->count; i > 0; --i) {
     const Entry& e = v->entries[i - 1];
-    if (e.version != 0 && e.state.load(std::memory_order_acquire) == EntryState::active)
-      return e.version;
+    if (e.version != 0 && e.state.load(std::memory_order_acquire) == EntryState::active) return e.version;
   }
   return 0;
 }
@@ -394,7 +416,8 @@ MacStatus KeySetMac::verify(std::uint32_t version, std::span<const std::uint8_t>
   if (st == MacStatus::ok &&
       !constant_time_equal(std::span<const std::uint8_t>(expected.data(), tag.size()), tag))
     st = MacStatus::mismatch;
-  s_->impl->counters.mac_verify.record(static_cast<std::size_t>(st), std::chrono::steady_clock::now() - start);
+  s_->impl->counters.mac_verify.record(static_cast<std::size_t>(st),
+                                       std::chrono::steady_clock::now() - start);
   return st;
 }
 

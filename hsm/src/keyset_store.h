@@ -3,10 +3,12 @@
 #pragma once
 
 #include <edge/hsm/counters.h>
+#include <edge/hsm/hsm.h>
 #include <edge/hsm/keyset.h>
 
 #include <p11-kit/pkcs11.h>
 
+#include <array>
 #include <cstdint>
 #include <optional>
 #include <span>
@@ -42,6 +44,10 @@ struct StoredKey {
   std::string label;
   bool retired = false;  // CKA_SIGN or CKA_VERIFY is off
   std::string end_date;  // CKA_END_DATE, "YYYY-MM-DD" or ""
+  // An imported cell version (adopted by accept_imported): the member that made it,
+  // and the check MAC of its signed record. "" for a key this HSM generated.
+  std::string origin;
+  std::array<std::uint8_t, 32> check_mac{};
 };
 
 // Key provenance. A version is adopted only when the HSM says it generated the key
@@ -54,21 +60,38 @@ struct StoredKey {
 // Allocation-free: the per-message re-find calls it.
 CK_RV check_provenance(CK_FUNCTION_LIST* f, CK_SESSION_HANDLE session, CK_OBJECT_HANDLE key,
                        const char*& refusal) noexcept;
+// The refusal check_provenance reports for a key with CKA_LOCAL not true (compare the
+// pointer): the only refusal an imported cell version can be accepted from.
+extern const char* const kNotLocal;
 
-// The hook for an audited import path. A key brought in by C_UnwrapKey (the cell's
-// HSM-to-HSM transfer, not built yet) has CKA_LOCAL, CKA_NEVER_EXTRACTABLE and
-// CKA_ALWAYS_SENSITIVE false, so check_provenance refuses it. hsm/ has no import or
-// unwrap path today, so this accepts nothing. Whoever adds one must mark what it
-// imported in a way a PIN holder cannot forge (a CKA_LABEL / CKA_ID convention can be
-// written by anyone with the PIN, e.g. an audit record kept outside the token and
-// matched here) and accept exactly those keys here.
-inline constexpr bool accepted_as_imported(const KeyId& /*id*/) noexcept { return false; }
+// The audited import path (cell key transfer, hsm/README.md "Cell transport keys"). A
+// key brought in by C_UnwrapKey has CKA_LOCAL, CKA_NEVER_EXTRACTABLE and
+// CKA_ALWAYS_SENSITIVE false, so check_provenance refuses it. It is adopted iff a
+// version record object "cell/record/<set>/v<N>" exists whose fields match the key's
+// CKA_ID, whose signature verifies in the HSM under the CKA_TRUSTED verify key of its
+// origin (only the SO makes those), and, unless the key is retired (then it is never
+// used), C_Verify(CKM_SHA256_HMAC, kCheckValueInput, record.check_mac) succeeds with
+// the key: a key a PIN holder created with a value they know has another MAC. Returns
+// the origin and fills `check_mac`, or nullopt with `refusal` saying why. Accepted
+// (key, record) pairs are cached per handle epoch in `im`. Implemented in
+// cell_keys.cpp.
+std::optional<std::string> accept_imported(Session& session, Hsm::Impl& im, CK_OBJECT_HANDLE key,
+                                           const KeyId& id, bool retired,
+                                           std::array<std::uint8_t, 32>& check_mac, std::string& refusal);
+
+// The per-message re-find's check of an imported key (its record was verified when the
+// version was adopted at refresh): C_Verify(CKM_SHA256_HMAC, kCheckValueInput,
+// check_mac). CKR_OK: the same key; CKR_SIGNATURE_INVALID: another key; other CK_RV
+// from the HSM (CKR_KEY_FUNCTION_NOT_PERMITTED: retired). Allocation-free.
+CK_RV verify_imported_mac(CK_FUNCTION_LIST* f, CK_SESSION_HANDLE session, CK_OBJECT_HANDLE key,
+                          const std::uint8_t* check_mac) noexcept;
 
 // Every version of one set (or of all sets when `set` is empty), sorted by
-// (set, version). Objects whose CKA_ID is not ours are ignored; objects with our
-// label and CKA_ID that fail check_provenance are left out and, when `refused` is
-// given, appended to it (sorted by set, then version).
-std::vector<StoredKey> scan_keys(Session& session, OpCounters& counters, std::string_view set,
+// (set, version), an active key before a retired one of the same version. Objects
+// whose CKA_ID is not ours are ignored; objects with our label and CKA_ID that fail
+// check_provenance and are not accepted by accept_imported are left out and, when
+// `refused` is given, appended to it (sorted by set, then version).
+std::vector<StoredKey> scan_keys(Session& session, Hsm::Impl& im, std::string_view set,
                                  std::vector<std::pair<std::string, RefusedKey>>* refused = nullptr);
 
 // The attribute policy of every MAC key we generate (key-set versions and the

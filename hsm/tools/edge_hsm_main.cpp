@@ -33,7 +33,8 @@ Commands:
   keyset create NAME [--retain N] create a key set with version 1 (retain default 3)
   keyset rotate NAME              add version newest+1; destroy versions beyond retain
   keyset retire NAME VERSION      the HSM refuses the version from now on
-  keyset list [--json]            one line per version
+  keyset list [--json]            one line per version (origin=MEMBER: a cell version
+                                  imported from that member)
   keyset destroy NAME             destroy every version of the set
   signkey create NAME [--exists-ok]
                                   ECDSA P-256 signing key in the token; writes its
@@ -41,16 +42,20 @@ Commands:
   signkey export NAME             write <state>/keys/NAME.pub.pem again, print the path
   signkey list                    one line per signing key
   selftest                        module, token, mechanisms, HMAC round trip
-  cell init                       generate this member's RSA transport key pair (cell key
-                                  transfer); prints its fingerprint
-  cell show [--out FILE]          print the transport key's fingerprint; --out writes its
-                                  public key (DER SubjectPublicKeyInfo) to FILE
+  cell init                       generate this member's identity: the RSA transport
+                                  pair (moves keys) and the RSA signing pair (signs
+                                  version records); prints the identity's fingerprint
+  cell show [--out FILE]          print the identity's fingerprint; --out writes the
+                                  identity blob (transport then signing public key,
+                                  DER SubjectPublicKeyInfo each) to FILE
   cell trust MEMBER --public-key FILE --fingerprint FP --so-pin-file PATH
                                   as the token's SO: admit MEMBER (this member's own id
-                                  too) by importing its transport public key (DER, as
-                                  cell show --out writes it) as a CKA_TRUSTED key, after
-                                  checking its fingerprint is FP; logs in as SO, never user
-  cell peers                      one line per member key: member, fingerprint, trusted
+                                  too) by importing both public keys of its identity
+                                  blob (as cell show --out writes it) as CKA_TRUSTED
+                                  keys, after checking its fingerprint is FP; logs in as
+                                  SO, never user
+  cell peers                      one line per member: member, fingerprint, trusted
+                                  (trusted: both of its keys were admitted by the SO)
 
 Options:
   --state-dir DIR     state directory (default: $EDGE_STATE_DIR, else ./var)
@@ -63,9 +68,9 @@ Options:
   --retain N          versions kept by keyset create
   --exists-ok         signkey create: an existing key is fine (export it again)
   --fingerprint FP    cell trust: the fingerprint compared out of band (sha256:...)
-  --public-key FILE   cell trust: the member's public key (DER SubjectPublicKeyInfo)
+  --public-key FILE   cell trust: the member's identity blob (cell show --out)
   --so-pin-file PATH  cell trust: the SO PIN file (mode 0600)
-  --out FILE          cell show: where to write the public key
+  --out FILE          cell show: where to write the identity blob
   -h, --help          this text
 
 Exit status: 0 success, 1 failure, 2 usage error.
@@ -184,6 +189,7 @@ void print_set_lines(const KeySetInfo& set) {
     std::cout << set.name << " v" << v.version << ' ' << to_string(v.state) << (v.minting ? " minting" : "")
               << " created=" << iso_time(v.created_unix);
     if (v.state == KeyState::retired && !v.retired_on.empty()) std::cout << " retired_on=" << v.retired_on;
+    if (!v.origin.empty()) std::cout << " origin=" << v.origin;
     std::cout << '\n';
   }
   // Objects with a version's label and ID that the HSM did not generate: never used.
@@ -203,7 +209,8 @@ void print_json(const std::vector<KeySetInfo>& sets) {
       std::cout << (j ? "," : "") << "{\"version\":" << v.version << ",\"state\":\"" << to_string(v.state)
                 << "\",\"minting\":" << (v.minting ? "true" : "false") << ",\"created\":\""
                 << iso_time(v.created_unix) << "\",\"created_unix\":" << v.created_unix << ",\"retired_on\":"
-                << (v.retired_on.empty() ? std::string("null") : "\"" + v.retired_on + "\"") << '}';
+                << (v.retired_on.empty() ? std::string("null") : "\"" + v.retired_on + "\"")
+                << ",\"origin\":" << (v.origin.empty() ? std::string("null") : "\"" + v.origin + "\"") << '}';
     }
     // Labels are "<set>/v<N>" and reasons fixed texts without quotes or backslashes.
     std::cout << "],\"refused\":[";
@@ -397,10 +404,10 @@ int cmd_cell(const Options& o) {
       throw UsageError{"invalid member id '" + member + "': use 1..64 characters of A-Z a-z 0-9 . _ -"};
     std::ifstream f(*o.public_key, std::ios::binary);
     if (!f) throw std::runtime_error("cannot read " + *o.public_key);
-    const std::vector<std::uint8_t> spki((std::istreambuf_iterator<char>(f)),
-                                         std::istreambuf_iterator<char>());
-    if (spki.empty() || spki.size() > 4096)
-      throw std::runtime_error(*o.public_key + " is not a public key file");
+    const std::vector<std::uint8_t> identity((std::istreambuf_iterator<char>(f)),
+                                             std::istreambuf_iterator<char>());
+    if (identity.empty() || identity.size() > 8192)
+      throw std::runtime_error(*o.public_key + " is not an identity file");
     const HsmConfig c = config_of(o);
     // No Hsm here: it would log in as the user, and PKCS#11 allows one user type per application.
     // Single-threaded tool, before the module is loaded (as Hsm does it).
@@ -408,7 +415,7 @@ int cmd_cell(const Options& o) {
       ::setenv("SOFTHSM2_CONF", c.softhsm2_conf.c_str(), 1);  // NOLINT(concurrency-mt-unsafe)
     Module module(c.module_path);
     const SecretString so = read_pin(PinSource{PinSource::Kind::file, *o.so_pin_file});
-    admit_member(module, c.token, so, member, spki, *o.fingerprint);
+    admit_member(module, c.token, so, member, identity, *o.fingerprint);
     std::cout << "member " << member << " admitted: " << *o.fingerprint << '\n';
     return kExitOk;
   }
@@ -425,7 +432,8 @@ int cmd_cell(const Options& o) {
   const TransportPublicKey k = sub == "init" ? cell.create_transport_key() : cell.transport_public_key();
   if (o.out) {
     std::ofstream f(*o.out, std::ios::binary | std::ios::trunc);
-    f.write(reinterpret_cast<const char*>(k.spki.data()), static_cast<std::streamsize>(k.spki.size()));
+    const std::vector<std::uint8_t> identity = k.identity();
+    f.write(reinterpret_cast<const char*>(identity.data()), static_cast<std::streamsize>(identity.size()));
     f.close();
     if (!f) throw std::runtime_error("cannot write " + *o.out);
   }

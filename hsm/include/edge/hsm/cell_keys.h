@@ -77,10 +77,10 @@ inline constexpr std::size_t kTransportKeyBits = 2048;
 // (rsaEncryption) of its transport and of its signing public key, and the
 // fingerprint "sha256:<64 lowercase hex>" of the identity blob (computed in the HSM),
 // which operators compare out of band.
-struct TransportPublicKey {               // kept name: the member's public identity
-  std::vector<std::uint8_t> spki;          // transport (RSA-OAEP) public key, DER SPKI
-  std::vector<std::uint8_t> signing_spki;  // signing (RSA-PSS) public key, DER SPKI
-  std::string fingerprint;                 // sha256:<hex> of identity()
+struct TransportPublicKey {                    // kept name: the member's public identity
+  std::vector<std::uint8_t> spki;              // transport (RSA-OAEP) public key, DER SPKI
+  std::vector<std::uint8_t> signing_spki;      // signing (RSA-PSS) public key, DER SPKI
+  std::string fingerprint;                     // sha256:<hex> of identity()
   std::vector<std::uint8_t> identity() const;  // spki || signing_spki
 };
 
@@ -110,9 +110,9 @@ struct VersionRecord {
 };
 // The bytes the signature covers: the context string (with its NUL) and the body.
 inline constexpr std::string_view kRecordSignatureContext{"edge cell version record v1\0", 28};
-std::vector<std::uint8_t> encode_record_body(const VersionRecord&);      // without the signature
-std::vector<std::uint8_t> record_signed_bytes(const VersionRecord&);     // context || body
-std::vector<std::uint8_t> encode_record(const VersionRecord&);           // with signature
+std::vector<std::uint8_t> encode_record_body(const VersionRecord&);         // without the signature
+std::vector<std::uint8_t> record_signed_bytes(const VersionRecord&);        // context || body
+std::vector<std::uint8_t> encode_record(const VersionRecord&);              // with signature
 std::optional<VersionRecord> decode_record(std::span<const std::uint8_t>);  // nullopt when malformed
 
 struct PeerKey {
