@@ -13,7 +13,6 @@
 #include <cerrno>
 #include <chrono>
 #include <cstdlib>
-#include <cstring>
 #include <string>
 #include <system_error>
 #include <vector>
@@ -34,7 +33,7 @@ class TempIdentityFile {
     const int fd = ::mkstemp(name.data());  // mode 0600
     if (fd < 0)
       throw CellError("cannot create a temporary file for the identity: " +
-                      std::string(std::strerror(errno)));
+                      std::generic_category().message(errno));
     path_ = name.data();
     std::size_t off = 0;
     while (off < bytes.size()) {
@@ -69,7 +68,7 @@ struct ChildResult {
 // most `timeout`, then kills the group. At most 64 KiB of output is kept.
 ChildResult run_child(const std::vector<std::string>& args, std::chrono::milliseconds timeout) {
   int fds[2];
-  if (::pipe2(fds, O_CLOEXEC) != 0) throw CellError("pipe: " + std::string(std::strerror(errno)));
+  if (::pipe2(fds, O_CLOEXEC) != 0) throw CellError("pipe: " + std::generic_category().message(errno));
   posix_spawn_file_actions_t fa;
   posix_spawn_file_actions_init(&fa);
   posix_spawn_file_actions_addopen(&fa, STDOUT_FILENO, "/dev/null", O_WRONLY, 0);
@@ -90,13 +89,12 @@ ChildResult run_child(const std::vector<std::string>& args, std::chrono::millise
   ::close(fds[1]);
   if (rc != 0) {
     ::close(fds[0]);
-    throw CellError("cannot run " + args[0] + ": " + std::strerror(rc));
+    throw CellError("cannot run " + args[0] + ": " + std::generic_category().message(rc));
   }
   ChildResult r;
   const auto deadline = std::chrono::steady_clock::now() + timeout;
-  bool eof = false;
   char buf[4096];
-  while (!eof) {
+  for (;;) {
     const auto left =
         std::chrono::duration_cast<std::chrono::milliseconds>(deadline - std::chrono::steady_clock::now());
     if (left.count() <= 0) {
@@ -109,10 +107,7 @@ ChildResult run_child(const std::vector<std::string>& args, std::chrono::millise
     if (n <= 0) continue;  // timeout: the deadline check ends the loop
     const ssize_t got = ::read(fds[0], buf, sizeof buf);
     if (got < 0 && errno == EINTR) continue;
-    if (got <= 0) {
-      eof = true;
-      break;
-    }
+    if (got <= 0) break;  // EOF: the child closed its stderr (it exits)
     if (r.err.size() < 65536) r.err.append(buf, static_cast<std::size_t>(got));
   }
   ::close(fds[0]);

@@ -195,6 +195,13 @@ struct CellNode::Impl {
     audit_backlog.push_back(std::move(a));
     while (audit_backlog.size() > 256) audit_backlog.pop_front();
   }
+  // Failures a pass would repeat every `poll`: reported once per distinct text.
+  std::set<std::string> failures_reported;
+  void emit_failure(const std::string& actor, const std::string& kind, const std::string& detail) {
+    if (failures_reported.size() > 1024) failures_reported.clear();
+    if (failures_reported.insert(kind + " " + detail).second) emit(actor, kind, detail);
+  }
+
   void flush_audit() {
     while (!audit_backlog.empty()) {
       const v1::AuditEntry& a = audit_backlog.front();
@@ -419,7 +426,7 @@ struct CellNode::Impl {
   void write_ack(const std::string& actor, const hsm::VersionRecord& rec) {
     std::string why;
     if (!round_trip(rec.version, why)) {
-      emit(actor, "CELL_ACK_FAILED", "version=" + std::to_string(rec.version) + " reason=" + why);
+      emit_failure(actor, "CELL_ACK_FAILED", "version=" + std::to_string(rec.version) + " reason=" + why);
       return;
     }
     v1::Ack a;
@@ -439,16 +446,23 @@ struct CellNode::Impl {
     for (const auto& [n, rec] : valid) {
       if (n < s.minting || !held.active.count(n)) continue;
       for (const auto& [id, r] : s.roster) {
-        if (id == cfg.member_id || r.state() != v1::APPROVED || !trusted.count(id)) continue;
+        if (id == cfg.member_id || id == rec.origin || r.state() != v1::APPROVED || !trusted.count(id))
+          continue;
         auto bit = s.blobs.find(n);
         if (bit != s.blobs.end() && bit->second.count(id)) continue;
+        // It holds n already (it acked it, or its member record says so): nothing to send.
+        if (auto ait = s.acks.find(n); ait != s.acks.end() && ait->second.count(id)) continue;
+        if (auto mit = s.members.find(id);
+            mit != s.members.end() &&
+            std::find(mit->second.held.begin(), mit->second.held.end(), n) != mit->second.held.end())
+          continue;
         try {
           const Bytes blob = keys.wrap_version_for(cfg.cell, n, id);
           if (etcd->create(key("blobs/" + std::to_string(n) + "/" + id), str(blob)))
             emit(actor, "CELL_VERSION_WRAPPED", "version=" + std::to_string(n) + " for=" + id);
         } catch (const hsm::HsmError& e) {
-          emit(actor, "CELL_WRAP_FAILED",
-               "version=" + std::to_string(n) + " for=" + id + " reason=" + e.what());
+          emit_failure(actor, "CELL_WRAP_FAILED",
+                       "version=" + std::to_string(n) + " for=" + id + " reason=" + e.what());
         }
       }
     }
@@ -505,7 +519,7 @@ struct CellNode::Impl {
           trusted.erase(id);
           emit(actor, "CELL_MEMBER_REMOVED", "member=" + id + " trust=removed");
         } catch (const hsm::HsmError& e) {
-          emit(actor, "CELL_REMOVE_FAILED", "member=" + id + " reason=" + e.what());
+          emit_failure(actor, "CELL_REMOVE_FAILED", "member=" + id + " reason=" + e.what());
         }
       }
     }
@@ -521,8 +535,13 @@ struct CellNode::Impl {
         continue;
       }
       if (computed != r.fingerprint()) {
-        refused.push_back("roster/" + id + ": fingerprint " + r.fingerprint() + " is not its identity's " +
-                          computed);
+        std::string line = "roster/";
+        line += id;
+        line += ": fingerprint ";
+        line += r.fingerprint();
+        line += " is not its identity's ";
+        line += computed;
+        refused.push_back(std::move(line));
         continue;
       }
       for (const auto& [k, a] : s.approvals) {
@@ -534,7 +553,13 @@ struct CellNode::Impl {
           continue;
         }
         if (!signed_by(k.first, approval_bytes(cfg.cell, id, a.fingerprint(), k.first), a.signature(), why)) {
-          refused.push_back("approvals/" + k.first + "/" + id + ": " + why);
+          std::string line = "approvals/";
+          line += k.first;
+          line += '/';
+          line += id;
+          line += ": ";
+          line += why;
+          refused.push_back(std::move(line));
           continue;
         }
         try {
@@ -543,7 +568,7 @@ struct CellNode::Impl {
           emit(actor, "CELL_ADMITTED",
                "member=" + id + " fingerprint=" + r.fingerprint() + " approved_by=" + k.first);
         } catch (const std::exception& e) {
-          emit(actor, "CELL_ADMIT_FAILED", "member=" + id + " reason=" + e.what());
+          emit_failure(actor, "CELL_ADMIT_FAILED", "member=" + id + " reason=" + e.what());
         }
         break;
       }
@@ -663,7 +688,8 @@ struct CellNode::Impl {
           emit(actor, "CELL_SWITCHED",
                "version=" + std::to_string(s.minting) + " from=" + std::to_string(local));
         } catch (const std::exception& e) {
-          emit(actor, "CELL_SWITCH_FAILED", "version=" + std::to_string(s.minting) + " reason=" + e.what());
+          emit_failure(actor, "CELL_SWITCH_FAILED",
+                       "version=" + std::to_string(s.minting) + " reason=" + e.what());
         }
       }
     }
@@ -716,7 +742,7 @@ struct CellNode::Impl {
           emit(actor, "CELL_VERSION_RETIRED",
                "version=" + std::to_string(v) + " minting=" + std::to_string(s.minting));
         } catch (const hsm::HsmError& e) {
-          emit(actor, "CELL_RETIRE_FAILED", "version=" + std::to_string(v) + " reason=" + e.what());
+          emit_failure(actor, "CELL_RETIRE_FAILED", "version=" + std::to_string(v) + " reason=" + e.what());
         }
       }
     }
@@ -732,7 +758,7 @@ struct CellNode::Impl {
         emit(actor, "CELL_VERSION_DESTROYED",
              "version=" + std::to_string(v) + " retain=" + std::to_string(retain));
       } catch (const hsm::HsmError& e) {
-        emit(actor, "CELL_DESTROY_FAILED", "version=" + std::to_string(v) + " reason=" + e.what());
+        emit_failure(actor, "CELL_DESTROY_FAILED", "version=" + std::to_string(v) + " reason=" + e.what());
       }
     }
   }
@@ -999,6 +1025,8 @@ static auto operator_act(CellNode::Impl& im, const char* what, F&& f) {
     throw CellError(std::string(what) + ": etcd: " + e.what());
   } catch (const hsm::HsmError& e) {
     throw CellError(std::string(what) + ": HSM: " + e.what());
+  } catch (const std::exception& e) {
+    throw CellError(std::string(what) + ": " + e.what());
   }
 }
 
