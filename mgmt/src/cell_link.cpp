@@ -21,6 +21,8 @@ using namespace std::chrono_literals;
 // How long an agent change waits for an operator's apply in progress before it gives up.
 constexpr auto kApplyRetryFor = 10s;
 constexpr auto kApplyRetryStep = 100ms;
+// A status read of the cell that has not come back in this long: etcd is not answering.
+constexpr auto kSlowRefresh = 3s;
 
 std::filesystem::path under(const std::filesystem::path& state_dir, const std::string& p) {
   if (p.empty()) return {};
@@ -425,21 +427,40 @@ v1::CellStatusResponse CellLink::leave(const std::string& actor) {
 
 v1::CellStatusResponse CellLink::status() {
   auto n = need(node());
+  v1::CellStatusResponse st;
   try {
-    return to_proto(n->status());
+    st = to_proto(n->status());
   } catch (...) {
     rethrow_as_mgmt("status");
   }
+  // The freshest look there is: the summary of status takes it too.
+  std::lock_guard lock(summary_mu_);
+  if (node() == n) summary_ = summarize(st);
+  return st;
 }
 
 v1::CellSummary CellLink::summary() const {
   std::lock_guard lock(summary_mu_);
-  return summary_;
+  v1::CellSummary s = summary_;
+  if (refreshing_since_ && !s.name().empty()) {
+    const auto waited = std::chrono::steady_clock::now() - *refreshing_since_;
+    if (waited > kSlowRefresh) {
+      s.set_state("degraded");
+      s.set_etcd_healthy(false);
+      s.set_reason("etcd has not answered for " +
+                   std::to_string(std::chrono::duration_cast<std::chrono::seconds>(waited).count()) + " s");
+    }
+  }
+  return s;
 }
 
 void CellLink::refresh_summary() {
   auto n = node();
   if (!n) return;
+  {
+    std::lock_guard lock(summary_mu_);
+    refreshing_since_ = std::chrono::steady_clock::now();
+  }
   v1::CellSummary s;
   try {
     s = summarize(to_proto(n->status()));
@@ -448,7 +469,8 @@ void CellLink::refresh_summary() {
     s.set_reason(e.what());
   }
   std::lock_guard lock(summary_mu_);
-  summary_ = std::move(s);
+  refreshing_since_.reset();
+  if (node() == n) summary_ = std::move(s);
 }
 
 void CellLink::summary_loop() {

@@ -18,7 +18,9 @@
 // reached through a shared_ptr copied under node_mu_ (held only for the copy),
 // so status and the node's own loop never wait for an operator act. The
 // summary is refreshed by a thread of its own every second and read under
-// summary_mu_: GetStatus never waits for etcd. Lock order: op_mu_, then the
+// summary_mu_ (taken before node_mu_ where both are): GetStatus never waits
+// for etcd, and a refresh that has waited for etcd longer than a few seconds
+// reads as degraded. Lock order: op_mu_, then the
 // change controller's lock (through Hooks::apply, with try_lock and a bounded
 // retry): an operator apply never takes op_mu_, so the two never wait on each
 // other in a cycle.
@@ -36,6 +38,7 @@
 #include <functional>
 #include <memory>
 #include <mutex>
+#include <optional>
 #include <string>
 #include <thread>
 #include <utility>
@@ -111,6 +114,9 @@ class CellLink {
 
   mutable std::mutex summary_mu_;
   v1::CellSummary summary_;  // guarded by summary_mu_
+  // When the refresh in progress began (a status read waits for etcd's deadline while etcd
+  // is away): a refresh that takes long reads as degraded. Guarded by summary_mu_.
+  std::optional<std::chrono::steady_clock::time_point> refreshing_since_;
   std::condition_variable summary_cv_;
   bool stopping_ = false;  // guarded by summary_mu_
   std::thread summary_thread_;
