@@ -241,7 +241,8 @@ int run_daemon(const DaemonOptions& o) {
     ao.state_dir = o.state_dir;
     ao.version = EDGE_VERSION;
     // The cell's admission runs edge-hsm (installed beside edged) in a process of its own.
-    if (std::error_code ec; true) {
+    {
+      std::error_code ec;
       const auto self = std::filesystem::read_symlink("/proc/self/exe", ec);
       if (!ec) ao.edge_hsm = self.parent_path() / "edge-hsm";
     }
@@ -289,10 +290,9 @@ int run_daemon(const DaemonOptions& o) {
       try {
         const mgmt::Agent* a = agent.get();
         metrics = std::make_unique<MetricsServer>(
-            mo,
-            std::vector<std::shared_ptr<prometheus::Collectable>>{
-                make_edge_collector(*front_end, [a] { return a->generation(); }),
-                make_cell_collector([a] { return a->cell_summary(); }), make_process_collector()});
+            mo, std::vector<std::shared_ptr<prometheus::Collectable>>{
+                    make_edge_collector(*front_end, [a] { return a->generation(); }),
+                    make_cell_collector([a] { return a->cell_summary(); }), make_process_collector()});
       } catch (const std::exception& e) {
         throw StartError(kExitListen, e.what());
       }

@@ -513,7 +513,8 @@ class CellCollector final : public prometheus::Collectable {
     auto& state = out.gauge("edge_cell_state", "1 for this member's cell state");
     for (const char* s : {"joined", "pending", "degraded", "left", "conflict", "failed"})
       sample(state, c.state() == s ? 1 : 0, {{"cell", c.name()}, {"state", s}});
-    sample(out.gauge("edge_cell_minting_version", "the cell's minting version (0: unknown)"), c.minting(), cell);
+    sample(out.gauge("edge_cell_minting_version", "the cell's minting version (0: unknown)"), c.minting(),
+           cell);
     sample(out.gauge("edge_cell_local_minting_version", "the version this member's front end mints"),
            c.local_minting(), cell);
     sample(out.gauge("edge_cell_members", "approved members of the cell"), c.members(), cell);

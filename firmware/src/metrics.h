@@ -53,7 +53,8 @@ std::shared_ptr<prometheus::Collectable> make_process_collector();
 class MetricsServer {
  public:
   static constexpr std::size_t kMaxConnections = 16;
-  MetricsServer(const MetricsOptions& options, std::vector<std::shared_ptr<prometheus::Collectable>> collectors);
+  MetricsServer(const MetricsOptions& options,
+                std::vector<std::shared_ptr<prometheus::Collectable>> collectors);
   ~MetricsServer();
   MetricsServer(const MetricsServer&) = delete;
   MetricsServer& operator=(const MetricsServer&) = delete;

@@ -90,8 +90,8 @@ struct Agent::Impl {
   void refuse_cell_key_set(const std::string& name, const char* what) const {
     const std::string& cell_name = changes.state()->committed.config().cell().name();
     if (cell_name.empty() || cell_name != name) return;
-    throw MgmtError(ErrorCode::failed_precondition, "key set " + name + " is the key set of cell " + cell_name +
-                                                        ": " + what);
+    throw MgmtError(ErrorCode::failed_precondition,
+                    "key set " + name + " is the key set of cell " + cell_name + ": " + what);
   }
 
   // What the key-set checks count as users: every configuration that may mint
@@ -309,7 +309,8 @@ v1::RestartFrontEndResponse Agent::restart_front_end(const Caller& c) {
 
 v1::CellStatusResponse Agent::cell_create(const Caller& c, const v1::CellCreateRequest& r) {
   std::string detail = "cell " + r.name() + " etcd " + r.etcd_endpoints();
-  return audited(audit_, c.actor, "cell_create", detail, [&] { return impl_->cell.create(c.actor, r, detail); });
+  return audited(audit_, c.actor, "cell_create", detail,
+                 [&] { return impl_->cell.create(c.actor, r, detail); });
 }
 
 v1::CellJoinResponse Agent::cell_join(const Caller& c, const v1::CellJoinRequest& r) {

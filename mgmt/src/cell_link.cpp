@@ -196,9 +196,10 @@ std::shared_ptr<cell::CellNode> CellLink::build(const v1::ApplianceConfig& c) {
   cc.cell = s.name();
   cc.member_id = member_id_of(c);
   if (!hsm::valid_member_id(cc.member_id)) {
-    throw MgmtError(ErrorCode::failed_precondition,
-                    "the host name '" + cc.member_id +
-                        "' is not a member id (1..64 of A-Z a-z 0-9 . _ -): set cell.member_id (or --member-id)");
+    throw MgmtError(
+        ErrorCode::failed_precondition,
+        "the host name '" + cc.member_id +
+            "' is not a member id (1..64 of A-Z a-z 0-9 . _ -): set cell.member_id (or --member-id)");
   }
   if (s.etcd_endpoints().empty())
     throw MgmtError(ErrorCode::failed_precondition, "cell.etcd_endpoints is empty: the cell needs its etcd");
@@ -223,13 +224,15 @@ std::shared_ptr<cell::CellNode> CellLink::build(const v1::ApplianceConfig& c) {
   cc.retire_after = std::chrono::seconds(s.has_retire_after_s() ? s.retire_after_s() : 7200);
   cc.version = version_;
 
-  const std::filesystem::path so_pin = under(state_dir_, s.so_pin_file().empty() ? "hsm/so-pin" : s.so_pin_file());
+  const std::filesystem::path so_pin =
+      under(state_dir_, s.so_pin_file().empty() ? "hsm/so-pin" : s.so_pin_file());
   const std::string set = s.name();
   cell::CellHooks h;
   h.admit = cell::admit_with_edge_hsm(edge_hsm_, token_args(c.hsm(), state_dir_), so_pin);
   h.switch_minting = [this](const std::string& key_set, std::uint32_t version) {
     if (version == 0) throw std::invalid_argument("a cell never mints with version 0");
-    apply("cell", {{"sip.flow_token.key_set", key_set}, {"sip.flow_token.key_version", std::to_string(version)}});
+    apply("cell",
+          {{"sip.flow_token.key_set", key_set}, {"sip.flow_token.key_version", std::to_string(version)}});
   };
   h.minting = [this, set]() -> std::uint32_t {
     const auto [fe_set, version] = hooks_.front_end_minting();
@@ -287,11 +290,13 @@ auto CellLink::enter(const std::string& actor, const std::string& name, const st
                      const std::string& member_id, std::string& detail, Act&& act) {
   const PropertyRegistry& reg = PropertyRegistry::instance();
   if (name.empty()) throw MgmtError(ErrorCode::invalid_argument, "the cell needs a name");
-  if (endpoints.empty()) throw MgmtError(ErrorCode::invalid_argument, "the cell needs its etcd endpoints (--etcd URLS)");
+  if (endpoints.empty())
+    throw MgmtError(ErrorCode::invalid_argument, "the cell needs its etcd endpoints (--etcd URLS)");
   const v1::ApplianceConfig before = hooks_.committed();
   if (!before.cell().name().empty()) {
-    throw MgmtError(ErrorCode::failed_precondition,
-                    "this appliance is a member of cell '" + before.cell().name() + "' already (edgectl cell leave first)");
+    throw MgmtError(ErrorCode::failed_precondition, "this appliance is a member of cell '" +
+                                                        before.cell().name() +
+                                                        "' already (edgectl cell leave first)");
   }
   Edits edits = {{"cell.name", name}, {"cell.etcd_endpoints", endpoints}};
   if (!member_id.empty()) edits.emplace_back("cell.member_id", member_id);
@@ -322,7 +327,8 @@ auto CellLink::enter(const std::string& actor, const std::string& name, const st
   }
 }
 
-v1::CellStatusResponse CellLink::create(const std::string& actor, const v1::CellCreateRequest& r, std::string& detail) {
+v1::CellStatusResponse CellLink::create(const std::string& actor, const v1::CellCreateRequest& r,
+                                        std::string& detail) {
   std::lock_guard op(op_mu_);
   auto st = enter(actor, r.name(), r.etcd_endpoints(), r.member_id(), detail, [](cell::CellNode& n) {
     n.create();
@@ -332,7 +338,8 @@ v1::CellStatusResponse CellLink::create(const std::string& actor, const v1::Cell
   return st;
 }
 
-v1::CellJoinResponse CellLink::join(const std::string& actor, const v1::CellJoinRequest& r, std::string& detail) {
+v1::CellJoinResponse CellLink::join(const std::string& actor, const v1::CellJoinRequest& r,
+                                    std::string& detail) {
   std::lock_guard op(op_mu_);
   auto resp = enter(actor, r.name(), r.etcd_endpoints(), r.member_id(), detail, [](cell::CellNode& n) {
     const cell::JoinResult j = n.join();

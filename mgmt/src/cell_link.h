@@ -68,8 +68,8 @@ class CellLink {
   };
 
   // `edge_hsm`: the edge-hsm binary (empty: next to /proc/self/exe).
-  CellLink(hsm::Hsm& hsm, std::filesystem::path state_dir, std::filesystem::path edge_hsm, std::string version,
-           Hooks hooks);
+  CellLink(hsm::Hsm& hsm, std::filesystem::path state_dir, std::filesystem::path edge_hsm,
+           std::string version, Hooks hooks);
   ~CellLink();
   CellLink(const CellLink&) = delete;
   CellLink& operator=(const CellLink&) = delete;
@@ -79,7 +79,8 @@ class CellLink {
   void start();
   void stop();
 
-  v1::CellStatusResponse create(const std::string& actor, const v1::CellCreateRequest& r, std::string& detail);
+  v1::CellStatusResponse create(const std::string& actor, const v1::CellCreateRequest& r,
+                                std::string& detail);
   v1::CellJoinResponse join(const std::string& actor, const v1::CellJoinRequest& r, std::string& detail);
   v1::CellStatusResponse approve(const v1::CellApproveRequest& r);
   v1::CellRotateResponse rotate();

@@ -754,7 +754,8 @@ PropertyRegistry::PropertyRegistry() {
           if (sch != "http" && sch != "https")
             refuse("cell.etcd_endpoints", which + " is not an http:// or https:// URL");
           if (!scheme.empty() && scheme != sch)
-            refuse("cell.etcd_endpoints", "every endpoint uses the same scheme (http or https), got " + which);
+            refuse("cell.etcd_endpoints",
+                   "every endpoint uses the same scheme (http or https), got " + which);
           scheme = std::string(sch);
           std::string_view hostport = e.substr(sep + 3);
           if (!hostport.empty() && hostport.back() == '/') hostport.remove_suffix(1);

@@ -225,7 +225,8 @@ grpc::Status ManagementService::CellCreate(grpc::ServerContext* ctx, const v1::C
 
 grpc::Status ManagementService::CellJoin(grpc::ServerContext* ctx, const v1::CellJoinRequest* req,
                                          v1::CellJoinResponse* resp) {
-  return call(*ctx, "CellJoin", v1::ROLE_OPERATOR, [&](const Caller& c) { *resp = agent_.cell_join(c, *req); });
+  return call(*ctx, "CellJoin", v1::ROLE_OPERATOR,
+              [&](const Caller& c) { *resp = agent_.cell_join(c, *req); });
 }
 
 grpc::Status ManagementService::CellApprove(grpc::ServerContext* ctx, const v1::CellApproveRequest* req,

@@ -160,10 +160,11 @@ void print_status(std::ostream& out, const v1::Status& s) {
     std::string line = cell.name() + " as " + or_dash(cell.member_id()) + ": " + or_dash(cell.state());
     line += ", cell minting v" + std::to_string(cell.minting()) + ", this member v" +
             std::to_string(cell.local_minting());
-    line += ", members " + std::to_string(cell.live_members()) + "/" + std::to_string(cell.members()) + " live";
-    line += ", rotation " + (cell.rotation_phase().empty() ? std::string("-")
-                                                           : cell.rotation_phase() + " v" +
-                                                                 std::to_string(cell.rotation_version()));
+    line +=
+        ", members " + std::to_string(cell.live_members()) + "/" + std::to_string(cell.members()) + " live";
+    line += ", rotation " + (cell.rotation_phase().empty()
+                                 ? std::string("-")
+                                 : cell.rotation_phase() + " v" + std::to_string(cell.rotation_version()));
     line += cell.etcd_healthy() ? ", etcd ok" : ", etcd unreachable";
     f.add("cell", line);
     if (!cell.reason().empty()) f.add("  reason", cell.reason());
@@ -181,9 +182,9 @@ std::string versions_text(const google::protobuf::RepeatedField<std::uint32_t>& 
 void print_members(std::ostream& out, const google::protobuf::RepeatedPtrField<v1::CellMember>& members) {
   Table t({"MEMBER", "ROSTER", "LIVE", "TRUSTED-HERE", "HOLDS", "MINTING", "STATE", "FINGERPRINT"});
   for (const auto& m : members) {
-    t.add({m.id(), or_dash(m.roster_state()), yes_no(m.live()), yes_no(m.trusted_here()), versions_text(m.held()),
-           m.minting() == 0 ? "-" : "v" + std::to_string(m.minting()), or_dash(m.state()),
-           or_dash(m.fingerprint())});
+    t.add({m.id(), or_dash(m.roster_state()), yes_no(m.live()), yes_no(m.trusted_here()),
+           versions_text(m.held()), m.minting() == 0 ? "-" : "v" + std::to_string(m.minting()),
+           or_dash(m.state()), or_dash(m.fingerprint())});
   }
   t.print(out);
 }
@@ -198,9 +199,10 @@ void print_cell_status(std::ostream& out, const v1::CellStatusResponse& s) {
   f.add("cell minting", s.minting() == 0 ? "-" : "v" + std::to_string(s.minting()));
   f.add("this member mints", s.local_minting() == 0 ? "-" : "v" + std::to_string(s.local_minting()));
   f.add("this HSM holds", versions_text(s.held()));
-  std::string rot = s.rotation_phase().empty() ? "-"
-                                               : s.rotation_phase() + " v" + std::to_string(s.rotation_version()) +
-                                                     " started by " + or_dash(s.rotation_started_by());
+  std::string rot = s.rotation_phase().empty()
+                        ? "-"
+                        : s.rotation_phase() + " v" + std::to_string(s.rotation_version()) + " started by " +
+                              or_dash(s.rotation_started_by());
   f.add("rotation", rot);
   if (!s.rotation_waiting_for().empty()) {
     std::vector<std::string> w(s.rotation_waiting_for().begin(), s.rotation_waiting_for().end());

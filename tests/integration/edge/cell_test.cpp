@@ -31,8 +31,9 @@ namespace v1 = edge::mgmt::v1;
 using Clock = std::chrono::steady_clock;
 
 // gmock's HasSubstr without gmock (the edge tests link gtest only).
-#define EXPECT_CONTAINS(text, needle) \
-  EXPECT_NE(std::string(text).find(needle), std::string::npos) << "expected '" << (needle) << "' in:\n" << (text)
+#define EXPECT_CONTAINS(text, needle)                                                                   \
+  EXPECT_NE(std::string(text).find(needle), std::string::npos) << "expected '" << (needle) << "' in:\n" \
+                                                               << (text)
 
 constexpr const char* kCell = "c1";
 constexpr std::uint16_t kPortA = 5060;
@@ -139,7 +140,8 @@ class CellTest : public ::testing::Test {
     if (s.minting() != version || s.local_minting() != version) return false;
     for (const char* id : {"a", "b"}) {
       const auto* m = member_of(s, id);
-      if (m == nullptr || !m->live() || m->roster_state() != "approved" || m->minting() != version) return false;
+      if (m == nullptr || !m->live() || m->roster_state() != "approved" || m->minting() != version)
+        return false;
     }
     return true;
   }
@@ -159,9 +161,11 @@ class CellTest : public ::testing::Test {
     ASSERT_EQ(a_->edgectl({"cell", "approve", "b", "--fingerprint", fp_b_}, &out), 0) << out;
     ASSERT_EQ(b_->edgectl({"cell", "approve", "a", "--fingerprint", fp_a_}, &out), 0) << out;
     v1::CellStatusResponse last;
-    ASSERT_TRUE(wait_cell(*b_, [](const auto& s) { return settled(s, 1); }, std::chrono::seconds(60), &last))
+    ASSERT_TRUE(wait_cell(
+        *b_, [](const auto& s) { return settled(s, 1); }, std::chrono::seconds(60), &last))
         << "B: " << last.DebugString();
-    ASSERT_TRUE(wait_cell(*a_, [](const auto& s) { return settled(s, 1); }, std::chrono::seconds(30), &last))
+    ASSERT_TRUE(wait_cell(
+        *a_, [](const auto& s) { return settled(s, 1); }, std::chrono::seconds(30), &last))
         << "A: " << last.DebugString();
   }
 
@@ -260,9 +264,11 @@ TEST_F(CellTest, CreateJoinApproveBothWaysAndAFingerprintMismatchIsRefused) {
   ASSERT_EQ(b_->edgectl({"cell", "approve", "a", "--fingerprint", fp_a_}, &out), 0) << out;
 
   v1::CellStatusResponse last;
-  ASSERT_TRUE(wait_cell(*b_, [](const auto& s) { return settled(s, 1); }, std::chrono::seconds(60), &last))
+  ASSERT_TRUE(wait_cell(
+      *b_, [](const auto& s) { return settled(s, 1); }, std::chrono::seconds(60), &last))
       << "B: " << last.DebugString();
-  ASSERT_TRUE(wait_cell(*a_, [](const auto& s) { return settled(s, 1); }, std::chrono::seconds(30), &last))
+  ASSERT_TRUE(wait_cell(
+      *a_, [](const auto& s) { return settled(s, 1); }, std::chrono::seconds(30), &last))
       << "A: " << last.DebugString();
   for (const auto* e : {a_.get(), b_.get()}) {
     const auto s = cell_status(*e);
@@ -324,7 +330,8 @@ TEST_F(CellTest, TokensOfEachMemberVerifyOnTheOther) {
     std::string token;
     const char* what;
   };
-  for (const Case& c : {Case{alice, kPortB, token_a, "A's token at B"}, Case{carol, kPortA, token_b, "B's token at A"}}) {
+  for (const Case& c :
+       {Case{alice, kPortB, token_a, "A's token at B"}, Case{carol, kPortA, token_b, "B's token at A"}}) {
     const SipMessage r = answer_of(c.target, c.port, c.token);
     EXPECT_EQ(r.status(), 430) << c.what << ": " << r.summary();
     EXPECT_NE(r.header("Server"), std::optional<std::string>(kCoreServer)) << c.what << ": from the core";
@@ -408,18 +415,26 @@ TEST_F(CellTest, AMemberDownDuringPhaseOneBlocksTheSwitchUntilRemoved) {
   ASSERT_NO_FATAL_FAILURE(form_cell());
   b_->kill9();
   v1::CellStatusResponse last;
-  ASSERT_TRUE(wait_cell(*a_, [](const auto& s) {
-    const auto* b = member_of(s, "b");
-    return b != nullptr && !b->live();
-  }, std::chrono::seconds(20), &last)) << last.DebugString();
+  ASSERT_TRUE(wait_cell(
+      *a_,
+      [](const auto& s) {
+        const auto* b = member_of(s, "b");
+        return b != nullptr && !b->live();
+      },
+      std::chrono::seconds(20), &last))
+      << last.DebugString();
   std::string out;
   ASSERT_EQ(a_->edgectl({"cell", "rotate"}, &out), 0) << out;
   // Phase 1 waits for b, and says so; the cell keeps minting v1.
-  ASSERT_TRUE(wait_cell(*a_, [](const auto& s) {
-    return s.rotation_version() == 2 && s.rotation_phase() == "prepare" &&
-           std::find(s.rotation_waiting_for().begin(), s.rotation_waiting_for().end(), "b") !=
-               s.rotation_waiting_for().end();
-  }, std::chrono::seconds(20), &last)) << last.DebugString();
+  ASSERT_TRUE(wait_cell(
+      *a_,
+      [](const auto& s) {
+        return s.rotation_version() == 2 && s.rotation_phase() == "prepare" &&
+               std::find(s.rotation_waiting_for().begin(), s.rotation_waiting_for().end(), "b") !=
+                   s.rotation_waiting_for().end();
+      },
+      std::chrono::seconds(20), &last))
+      << last.DebugString();
   std::this_thread::sleep_for(std::chrono::seconds(3));
   last = cell_status(*a_);
   EXPECT_EQ(last.rotation_phase(), "prepare") << last.DebugString();
@@ -429,9 +444,13 @@ TEST_F(CellTest, AMemberDownDuringPhaseOneBlocksTheSwitchUntilRemoved) {
   EXPECT_CONTAINS(out, "waiting for");
 
   ASSERT_EQ(a_->edgectl({"cell", "remove", "b"}, &out), 0) << out;
-  ASSERT_TRUE(wait_cell(*a_, [](const auto& s) {
-    return s.minting() == 2 && s.local_minting() == 2 && s.rotation_phase() == "done";
-  }, std::chrono::seconds(30), &last)) << last.DebugString();
+  ASSERT_TRUE(wait_cell(
+      *a_,
+      [](const auto& s) {
+        return s.minting() == 2 && s.local_minting() == 2 && s.rotation_phase() == "done";
+      },
+      std::chrono::seconds(30), &last))
+      << last.DebugString();
   ASSERT_NE(member_of(last, "b"), nullptr);
   EXPECT_EQ(member_of(last, "b")->roster_state(), "removed");
   EXPECT_FALSE(member_of(last, "b")->trusted_here());
@@ -447,16 +466,22 @@ TEST_F(CellTest, TheStarterKilledMidRotationTheOtherCompletesIt) {
   a_->kill9();
   v1::CellStatusResponse last;
   // B holds v2 (generated by A, or by B itself when A died before publishing it) and has acknowledged.
-  ASSERT_TRUE(wait_cell(*b_, [](const auto& s) {
-    return std::find(s.held().begin(), s.held().end(), 2u) != s.held().end() && s.rotation_version() == 2;
-  }, std::chrono::seconds(30), &last)) << last.DebugString();
+  ASSERT_TRUE(wait_cell(
+      *b_,
+      [](const auto& s) {
+        return std::find(s.held().begin(), s.held().end(), 2u) != s.held().end() && s.rotation_version() == 2;
+      },
+      std::chrono::seconds(30), &last))
+      << last.DebugString();
   a_->restart();
-  ASSERT_TRUE(wait_cell(*b_, [](const auto& s) { return settled(s, 2); }, std::chrono::seconds(60), &last))
+  ASSERT_TRUE(wait_cell(
+      *b_, [](const auto& s) { return settled(s, 2); }, std::chrono::seconds(60), &last))
       << "B: " << last.DebugString();
-  ASSERT_TRUE(wait_cell(*a_, [](const auto& s) { return settled(s, 2); }, std::chrono::seconds(30), &last))
+  ASSERT_TRUE(wait_cell(
+      *a_, [](const auto& s) { return settled(s, 2); }, std::chrono::seconds(30), &last))
       << "A: " << last.DebugString();
-  EXPECT_TRUE(wait_cell(*a_, [](const auto& s) { return s.rotation_phase() == "done"; }, std::chrono::seconds(20),
-                        &last))
+  EXPECT_TRUE(wait_cell(
+      *a_, [](const auto& s) { return s.rotation_phase() == "done"; }, std::chrono::seconds(20), &last))
       << last.DebugString();
 }
 
@@ -480,8 +505,9 @@ TEST_F(CellTest, EtcdDownLeavesCallsAloneAndTheCellCatchesUpWhenItReturns) {
   etcd_.stop();
   v1::CellStatusResponse last;
   for (const auto* e : {a_.get(), b_.get()}) {
-    ASSERT_TRUE(wait_cell(*e, [](const auto& s) { return s.state() == "degraded" && !s.etcd_healthy(); },
-                          std::chrono::seconds(20), &last))
+    ASSERT_TRUE(wait_cell(
+        *e, [](const auto& s) { return s.state() == "degraded" && !s.etcd_healthy(); },
+        std::chrono::seconds(20), &last))
         << last.DebugString();
     EXPECT_FALSE(last.reason().empty());
   }
@@ -514,14 +540,17 @@ TEST_F(CellTest, EtcdDownLeavesCallsAloneAndTheCellCatchesUpWhenItReturns) {
 
   etcd_.start();
   for (const auto* e : {a_.get(), b_.get()}) {
-    ASSERT_TRUE(wait_cell(*e, [](const auto& s) { return s.state() == "joined" && s.etcd_healthy(); },
-                          std::chrono::seconds(30), &last))
+    ASSERT_TRUE(wait_cell(
+        *e, [](const auto& s) { return s.state() == "joined" && s.etcd_healthy(); }, std::chrono::seconds(30),
+        &last))
         << last.DebugString();
   }
   ASSERT_EQ(a_->edgectl({"cell", "rotate"}, &out), 0) << out;
-  ASSERT_TRUE(wait_cell(*b_, [](const auto& s) { return settled(s, 2); }, std::chrono::seconds(60), &last))
+  ASSERT_TRUE(wait_cell(
+      *b_, [](const auto& s) { return settled(s, 2); }, std::chrono::seconds(60), &last))
       << last.DebugString();
-  ASSERT_TRUE(wait_cell(*a_, [](const auto& s) { return settled(s, 2); }, std::chrono::seconds(30), &last))
+  ASSERT_TRUE(wait_cell(
+      *a_, [](const auto& s) { return settled(s, 2); }, std::chrono::seconds(30), &last))
       << last.DebugString();
   expect_delivered(bob, alice, kPortA, path_token(reg_a));
   expect_delivered(bob, carol, kPortB, path_token(reg_b));
@@ -548,7 +577,8 @@ std::string pkcs11_objects(const EdgedProcess& e, const std::string& type) {
   p.log_file = e.state_dir() / ("pkcs11-tool-" + std::to_string(++runs) + ".log");
   ChildProcess tool(p);
   const auto deadline = Clock::now() + std::chrono::seconds(20);
-  while (tool.running() && Clock::now() < deadline) std::this_thread::sleep_for(std::chrono::milliseconds(10));
+  while (tool.running() && Clock::now() < deadline)
+    std::this_thread::sleep_for(std::chrono::milliseconds(10));
   const int rc = tool.stop(std::chrono::milliseconds(500));
   if (rc != 0) throw std::runtime_error("pkcs11-tool exited " + std::to_string(rc) + ": " + tool.log());
   return tool.log();
@@ -591,9 +621,11 @@ TEST_F(CellTest, KeysAreSensitiveAndNotExtractableAndEtcdHoldsNoKey) {
   std::string out;
   ASSERT_EQ(a_->edgectl({"cell", "rotate"}, &out), 0) << out;
   v1::CellStatusResponse last;
-  ASSERT_TRUE(wait_cell(*b_, [](const auto& s) { return settled(s, 2); }, std::chrono::seconds(60), &last))
+  ASSERT_TRUE(wait_cell(
+      *b_, [](const auto& s) { return settled(s, 2); }, std::chrono::seconds(60), &last))
       << last.DebugString();
-  ASSERT_TRUE(wait_cell(*a_, [](const auto& s) { return settled(s, 2); }, std::chrono::seconds(30), &last))
+  ASSERT_TRUE(wait_cell(
+      *a_, [](const auto& s) { return settled(s, 2); }, std::chrono::seconds(30), &last))
       << last.DebugString();
 
   for (const auto* e : {a_.get(), b_.get()}) {
