@@ -226,7 +226,6 @@ std::shared_ptr<cell::CellNode> CellLink::build(const v1::ApplianceConfig& c) {
 
   const std::filesystem::path so_pin =
       under(state_dir_, s.so_pin_file().empty() ? "hsm/so-pin" : s.so_pin_file());
-  const std::string set = s.name();
   cell::CellHooks h;
   h.admit = cell::admit_with_edge_hsm(edge_hsm_, token_args(c.hsm(), state_dir_), so_pin);
   h.switch_minting = [this](const std::string& key_set, std::uint32_t version) {
@@ -234,7 +233,7 @@ std::shared_ptr<cell::CellNode> CellLink::build(const v1::ApplianceConfig& c) {
     apply("cell",
           {{"sip.flow_token.key_set", key_set}, {"sip.flow_token.key_version", std::to_string(version)}});
   };
-  h.minting = [this, set]() -> std::uint32_t {
+  h.minting = [this, set = cc.cell]() -> std::uint32_t {
     const auto [fe_set, version] = hooks_.front_end_minting();
     return fe_set == set ? version : 0;
   };

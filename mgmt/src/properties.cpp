@@ -806,7 +806,7 @@ PropertyRegistry::PropertyRegistry() {
       [](const C& c) { return u(c.cell().has_lease_ttl_s() ? c.cell().lease_ttl_s() : 10); },
       [](C& c, S v) { c.mutable_cell()->set_lease_ttl_s(static_cast<std::uint32_t>(n(v))); });
   p.uint(
-      "cell.retire_after_s", 7200, 60, 30 * 86'400, kNone,
+      "cell.retire_after_s", 7200, 60, 2'592'000, kNone,
       "old versions of the cell's key set retire this long after the cell switched minting (at least the "
       "longest registration); the creating member's value is the cell's",
       [](const C& c) { return u(c.cell().has_retire_after_s() ? c.cell().retire_after_s() : 7200); },
