@@ -308,7 +308,8 @@ TEST_F(CellNodeTest, EtcdAwayMakesTheCellDegradedWithoutTouchingTheFrontEndAndIt
       const auto st = x->node->status();
       return st.state == "degraded" && !st.etcd_healthy && !st.reason.empty();
     })) << x->id;
-    EXPECT_TRUE(x->saw("CELL_DEGRADED"));
+    // The loop's own pass meets the trouble too (its calls are bounded by the etcd deadline).
+    EXPECT_TRUE(eventually([&] { return x->saw("CELL_DEGRADED"); })) << x->id;
   }
   // The front end goes on minting and verifying with what the HSM holds.
   {
