@@ -478,15 +478,15 @@ CK_OBJECT_HANDLE trusted_verify(Session& s, OpCounters& c, std::string_view memb
   return *h;
 }
 
-// C_Verify of an RSA-PSS signature: true / false (invalid), Pkcs11Error otherwise.
-bool pss_verify(Session& s, OpCounters& c, CK_OBJECT_HANDLE key, std::span<const std::uint8_t> data,
+// C_Verify of an RSA-PSS signature: true / false (invalid), Pkcs11Error otherwise. Not
+// counted: OpCounters::verify counts flow-token MAC verifies.
+bool pss_verify(Session& s, CK_OBJECT_HANDLE key, std::span<const std::uint8_t> data,
                 std::span<const std::uint8_t> sig) {
   if (sig.empty() || sig.size() > kMaxSignatureBytes) return false;
   CK_RSA_PKCS_PSS_PARAMS p = pss_params();
   CK_MECHANISM mech{CKM_SHA256_RSA_PKCS_PSS, &p, sizeof p};
   CK_RV rv = s.functions()->C_VerifyInit(s.handle(), &mech, key);
   if (rv != CKR_OK) throw Pkcs11Error("C_VerifyInit", rv, "RSA-PSS signature");
-  c.verify.fetch_add(1, std::memory_order_relaxed);
   static std::uint8_t empty = 0;
   rv = s.functions()->C_Verify(s.handle(), data.empty() ? &empty : const_cast<CK_BYTE_PTR>(data.data()),
                                static_cast<CK_ULONG>(data.size()), const_cast<CK_BYTE_PTR>(sig.data()),
@@ -496,15 +496,13 @@ bool pss_verify(Session& s, OpCounters& c, CK_OBJECT_HANDLE key, std::span<const
   throw Pkcs11Error("C_Verify", rv, "RSA-PSS signature");
 }
 
-std::vector<std::uint8_t> pss_sign(Session& s, OpCounters& c, CK_OBJECT_HANDLE key,
-                                   std::span<const std::uint8_t> data) {
+std::vector<std::uint8_t> pss_sign(Session& s, CK_OBJECT_HANDLE key, std::span<const std::uint8_t> data) {
   CK_RSA_PKCS_PSS_PARAMS p = pss_params();
   CK_MECHANISM mech{CKM_SHA256_RSA_PKCS_PSS, &p, sizeof p};
   CK_RV rv = s.functions()->C_SignInit(s.handle(), &mech, key);
   if (rv != CKR_OK) throw Pkcs11Error("C_SignInit", rv, "RSA-PSS signature");
   std::vector<std::uint8_t> out(kMaxSignatureBytes);
   CK_ULONG len = out.size();
-  c.sign.fetch_add(1, std::memory_order_relaxed);
   static std::uint8_t empty = 0;
   rv = s.functions()->C_Sign(s.handle(), data.empty() ? &empty : const_cast<CK_BYTE_PTR>(data.data()),
                              static_cast<CK_ULONG>(data.size()), out.data(), &len);
@@ -801,7 +799,7 @@ std::optional<std::string> accept_imported(Session& s, Hsm::Impl& im, CK_OBJECT_
         return r->origin;
       }
     }
-    if (!pss_verify(s, c, *vk, record_signed_bytes(*r), r->signature)) {
+    if (!pss_verify(s, *vk, record_signed_bytes(*r), r->signature)) {
       refusal = "the signature of its cell version record does not verify under the trusted key of '" +
                 r->origin + "'";
       continue;
@@ -1030,18 +1028,16 @@ bool CellKeys::remove_peer(std::string_view member) {
 
 std::vector<std::uint8_t> CellKeys::sign(std::span<const std::uint8_t> data) {
   Hsm::Impl& im = hsm_.impl();
-  return im.with_session([&](Session& s) {
-    return pss_sign(s, im.counters, the_signing(s, im.counters, CKO_PRIVATE_KEY), data);
-  });
+  return im.with_session(
+      [&](Session& s) { return pss_sign(s, the_signing(s, im.counters, CKO_PRIVATE_KEY), data); });
 }
 
 bool CellKeys::verify(std::string_view member, std::span<const std::uint8_t> data,
                       std::span<const std::uint8_t> sig) {
   check_member(member);
   Hsm::Impl& im = hsm_.impl();
-  return im.with_session([&](Session& s) {
-    return pss_verify(s, im.counters, trusted_verify(s, im.counters, member), data, sig);
-  });
+  return im.with_session(
+      [&](Session& s) { return pss_verify(s, trusted_verify(s, im.counters, member), data, sig); });
 }
 
 VersionRecord CellKeys::generate_version(std::string_view self, std::string_view set, std::uint32_t version,
@@ -1083,10 +1079,10 @@ VersionRecord CellKeys::generate_version(std::string_view self, std::string_view
     r.retain = retain;
     r.check_mac = check_mac_of(s, im.counters, copies.verify);
     r.origin = std::string(self);
-    r.signature = pss_sign(s, im.counters, signer, record_signed_bytes(r));
+    r.signature = pss_sign(s, signer, record_signed_bytes(r));
     // The record must verify here as on every other member: under the key the SO
     // admitted as this member's.
-    if (!pss_verify(s, im.counters, own_verify, record_signed_bytes(r), r.signature)) {
+    if (!pss_verify(s, own_verify, record_signed_bytes(r), r.signature)) {
       throw CellKeyError("this HSM's signing key is not the one its SO admitted as member '" +
                          std::string(self) + "': nothing kept");
     }
@@ -1133,7 +1129,7 @@ void CellKeys::import_version(const VersionRecord& record, std::span<const std::
   im.with_session([&](Session& s) {
     if (version_present(s, im.counters, r.set, r.version)) throw CellKeyError(what + " exists already");
     const CK_OBJECT_HANDLE vk = trusted_verify(s, im.counters, r.origin);
-    if (!pss_verify(s, im.counters, vk, record_signed_bytes(r), r.signature)) {
+    if (!pss_verify(s, vk, record_signed_bytes(r), r.signature)) {
       throw CellKeyError("the record of " + what + " is not signed by member '" + r.origin +
                          "' (the signature does not verify under its trusted key): refused, nothing kept");
     }
@@ -1165,7 +1161,7 @@ std::optional<VersionRecord> CellKeys::record(std::string_view set, std::uint32_
       std::optional<VersionRecord> r = decode_record(*value);
       if (!r || r->set != set || r->version != version) continue;
       const std::optional<CK_OBJECT_HANDLE> vk = find_trusted_verify(s, im.counters, r->origin);
-      if (vk && pss_verify(s, im.counters, *vk, record_signed_bytes(*r), r->signature)) return r;
+      if (vk && pss_verify(s, *vk, record_signed_bytes(*r), r->signature)) return r;
     }
     return std::nullopt;
   });

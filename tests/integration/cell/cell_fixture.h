@@ -9,10 +9,13 @@
 #include <edge/cell/etcd.h>
 #include <edge/hsm/cell_keys.h>
 #include <edge/hsm/hsm.h>
-#include <edge/test/softhsm_fixture.h>
+#include <edge/test/process.h>
 #include <gtest/gtest.h>
+#include <sys/stat.h>
+#include <unistd.h>
 
 #include <chrono>
+#include <fstream>
 #include <map>
 #include <memory>
 #include <mutex>
@@ -26,6 +29,62 @@
 namespace edge::test::cell {
 
 using namespace std::chrono_literals;
+
+// One SoftHSM token directory for the process (SoftHSM reads SOFTHSM2_CONF once) holding one
+// token per member. Like tests/support's SoftHsmToken, which this test cannot link beside the
+// SIP harness (both define edge::test::read_file, with different semantics).
+class TokenDir {
+ public:
+  TokenDir() {
+    if (::access(EDGE_SOFTHSM_MODULE, R_OK) != 0)
+      throw std::runtime_error(std::string("SoftHSM2 module missing: ") + EDGE_SOFTHSM_MODULE);
+    edge::test::find_program("softhsm2-util", "softhsm2");
+    std::filesystem::create_directory(dir_.path() / "tokens");
+    conf_ = dir_.path() / "softhsm2.conf";
+    write(conf_,
+          "directories.tokendir = " + (dir_.path() / "tokens").string() +
+              "\nobjectstore.backend = file\nlog.level = ERROR\nslots.removable = false\n",
+          0644);
+    pin_file_ = dir_.path() / "user.pin";
+    write(pin_file_, user_pin_ + "\n", 0600);
+    so_pin_file_ = dir_.path() / "so.pin";
+    write(so_pin_file_, so_pin_ + "\n", 0600);
+    env_ = std::make_unique<edge::test::ScopedEnv>("SOFTHSM2_CONF", conf_.string());
+  }
+  void init_token(const std::string& label) const {
+    auto r = edge::test::run_command({"softhsm2-util", "--init-token", "--free", "--label", label, "--so-pin",
+                                      so_pin_, "--pin", user_pin_},
+                                     {{"SOFTHSM2_CONF", conf_.string()}});
+    if (r.exit_code != 0) throw std::runtime_error("softhsm2-util --init-token failed: " + r.err + r.out);
+  }
+  edge::hsm::HsmConfig config(const std::string& label) const {
+    edge::hsm::HsmConfig c;
+    c.module_path = EDGE_SOFTHSM_MODULE;
+    c.token.label = label;
+    c.pin.kind = edge::hsm::PinSource::Kind::file;
+    c.pin.location = pin_file_.string();
+    c.max_sessions = 4;
+    c.backoff_initial = std::chrono::milliseconds(50);
+    c.backoff_max = std::chrono::milliseconds(400);
+    c.softhsm2_conf = conf_.string();
+    return c;
+  }
+  const std::filesystem::path& pin_file() const noexcept { return pin_file_; }
+  const std::filesystem::path& so_pin_file() const noexcept { return so_pin_file_; }
+
+ private:
+  static void write(const std::filesystem::path& p, const std::string& content, unsigned mode) {
+    std::ofstream f(p, std::ios::binary | std::ios::trunc);
+    f << content;
+    f.close();
+    if (!f) throw std::runtime_error("cannot write " + p.string());
+    ::chmod(p.c_str(), mode);
+  }
+  edge::test::TempDir dir_{"edge-cell-softhsm"};
+  std::filesystem::path conf_, pin_file_, so_pin_file_;
+  std::string so_pin_ = "so-pin-0000", user_pin_ = "user-pin-1234";
+  std::unique_ptr<edge::test::ScopedEnv> env_;
+};
 
 struct Box {
   std::string id, label;
@@ -85,8 +144,8 @@ class CellFixture : public ::testing::Test {
  protected:
   void SetUp() override {
     etcd_.start();
-    so_pin_file_ = token_.dir() / "so.pin";
-    edge::test::write_file(so_pin_file_, token_.so_pin() + "\n", 0600);
+    // Every token before the first Hsm: SoftHSM lists the tokens of its directory at C_Initialize.
+    for (const char* id : {"a", "b", "c", "d"}) tokens_.init_token(std::string("cell-") + id);
     client_ = std::make_unique<edge::cell::EtcdClient>(etcd_.options());
   }
   void TearDown() override {
@@ -113,10 +172,7 @@ class CellFixture : public ::testing::Test {
     auto b = std::make_unique<Box>();
     b->id = id;
     b->label = "cell-" + id;
-    token_.init_extra_token(b->label);
-    edge::hsm::HsmConfig hc = token_.config();
-    hc.token.label = b->label;
-    b->hsm = std::make_unique<edge::hsm::Hsm>(hc);
+    b->hsm = std::make_unique<edge::hsm::Hsm>(tokens_.config(b->label));
     b->node = std::make_unique<edge::cell::CellNode>(*b->hsm, config(id), hooks(*b));
     return *boxes_.emplace(id, std::move(b)).first->second;
   }
@@ -130,10 +186,10 @@ class CellFixture : public ::testing::Test {
 
   edge::cell::CellHooks hooks(Box& b) {
     edge::cell::CellHooks h;
-    h.admit = edge::cell::admit_with_edge_hsm(EDGE_HSM_PROGRAM,
-                                              {"--module", edge::test::softhsm_module_path(), "--token",
-                                               b.label, "--pin-file", token_.pin_file().string()},
-                                              so_pin_file_, 20s);
+    h.admit = edge::cell::admit_with_edge_hsm(
+        EDGE_HSM_PROGRAM,
+        {"--module", EDGE_SOFTHSM_MODULE, "--token", b.label, "--pin-file", tokens_.pin_file().string()},
+        tokens_.so_pin_file(), 20s);
     h.switch_minting = [this, &b](const std::string& set, std::uint32_t version) {
       if (set != "lab") throw std::runtime_error("switch to another set: " + set);
       auto acks = client_->get_prefix("/edge/cell/lab/acks/" + std::to_string(version) + "/").kvs.size();
@@ -187,8 +243,7 @@ class CellFixture : public ::testing::Test {
   }
 
   EtcdServer etcd_;
-  SoftHsmToken token_;
-  std::filesystem::path so_pin_file_;
+  TokenDir tokens_;
   std::unique_ptr<edge::cell::EtcdClient> client_;
   std::map<std::string, std::unique_ptr<Box>> boxes_;
   std::chrono::seconds retire_after_{7200};

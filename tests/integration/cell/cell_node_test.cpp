@@ -8,6 +8,7 @@
 
 #include <algorithm>
 #include <chrono>
+#include <fstream>
 #include <string>
 #include <vector>
 
@@ -124,7 +125,8 @@ TEST_F(CellNodeTest, ApproveWithAFingerprintThatDoesNotMatchIsRefusedAndNothingI
     hooks(a).admit("b", bytes(r.identity()), wrong);
     FAIL() << "edge-hsm admitted with a wrong fingerprint";
   } catch (const CellError& e) {
-    EXPECT_THAT(e.what(), HasSubstr("admitting b failed"));
+    EXPECT_THAT(e.what(), HasSubstr("admitting b failed: "));
+    EXPECT_THAT(e.what(), HasSubstr(wrong)) << "edge-hsm's own reason";
   }
   const auto passes = a.node->status().loop_passes;
   ASSERT_TRUE(eventually([&] { return a.node->status().loop_passes >= passes + 3; }));
@@ -308,7 +310,8 @@ TEST_F(CellNodeTest, EtcdAwayMakesTheCellDegradedWithoutTouchingTheFrontEndAndIt
       const auto st = x->node->status();
       return st.state == "degraded" && !st.etcd_healthy && !st.reason.empty();
     })) << x->id;
-    EXPECT_TRUE(x->saw("CELL_DEGRADED"));
+    // The loop's own pass meets the trouble too (its calls are bounded by the etcd deadline).
+    EXPECT_TRUE(eventually([&] { return x->saw("CELL_DEGRADED"); })) << x->id;
   }
   // The front end goes on minting and verifying with what the HSM holds.
   {
@@ -444,6 +447,76 @@ TEST_F(CellNodeTest, OldVersionsAreRetiredAfterRetireAfterAndDestroyedBeyondReta
     EXPECT_FALSE(x.keys().record("lab", 1).has_value()) << id;
     ASSERT_TRUE(eventually([&] { return x.held(true) == std::set<std::uint32_t>{3}; })) << id;
   }
+}
+
+}  // namespace
+}  // namespace edge::test::cell
+
+namespace edge::test::cell {
+namespace {
+
+TEST_F(CellNodeTest, AMemberThatLeavesIsNoLongerTrustedOrWaitedFor) {
+  cell_of({"a", "b"});
+  Box& a = box("a");
+  Box& b = box("b");
+  b.node->leave();
+  EXPECT_EQ(b.node->status().state, "left");
+  v1::RosterEntry r;
+  ASSERT_TRUE(r.ParseFromString(get("roster/b").value_or("")));
+  EXPECT_EQ(r.state(), v1::REMOVED);
+  ASSERT_TRUE(eventually([&] { return !a.trusts("b"); }));
+  EXPECT_TRUE(a.saw("CELL_MEMBER_REMOVED member=b"));
+  EXPECT_EQ(a.node->rotate(), 2u);
+  ASSERT_TRUE(eventually([&] { return a.mints() == 2; }));
+  ASSERT_TRUE(eventually([&] { return a.node->status().rotation_phase == "done"; }));
+  EXPECT_EQ(count("blobs/2/b"), 0u) << "nothing is wrapped for a member that left";
+  EXPECT_THAT(b.switch_calls(), ElementsAre(1u));  // its keys and front end stay as they were
+  EXPECT_EQ(b.held(), std::set<std::uint32_t>{1});
+}
+
+// admit_with_edge_hsm's child: the identity reaches it in a 0600 file that is gone afterwards,
+// its stderr is the reason, and one that does not finish is killed at the deadline.
+TEST(CellAdmitWithEdgeHsm, TheIdentityFileIsPrivateTheReasonIsStderrAndAHangingChildIsKilled) {
+  edge::test::TempDir dir("edge-cell-admit");
+  const auto script = dir.path() / "fake-edge-hsm";
+  {
+    std::ofstream f(script);
+    // Prints the mode of the --public-key file and its size, then fails; "hang" sleeps instead.
+    f << "#!/bin/sh\n"
+         "while [ $# -gt 0 ]; do case \"$1\" in --public-key) k=\"$2\"; shift;; --token) t=\"$2\"; shift;; "
+         "esac; "
+         "shift; done\n"
+         "echo \"$k\" > "
+      << (dir.path() / "seen").string()
+      << "\n"
+         "[ \"$t\" = hang ] && exec sleep 30\n"
+         "echo \"edge-hsm: mode $(stat -c %a \"$k\") size $(stat -c %s \"$k\")\" >&2\n"
+         "exit 1\n";
+  }
+  std::filesystem::permissions(script, std::filesystem::perms::owner_all);
+  const std::vector<std::uint8_t> identity(588, 0x30);
+  auto admit = edge::cell::admit_with_edge_hsm(script, {"--token", "t"}, dir.path() / "so.pin", 10s);
+  try {
+    admit("b", identity, "sha256:00");
+    FAIL() << "a failing child admitted";
+  } catch (const CellError& e) {
+    EXPECT_THAT(e.what(), HasSubstr("admitting b failed: mode 600 size 588"));
+  }
+  std::ifstream seen(dir.path() / "seen");
+  std::string path;
+  std::getline(seen, path);
+  ASSERT_FALSE(path.empty());
+  EXPECT_FALSE(std::filesystem::exists(path)) << "the identity file is removed afterwards";
+
+  auto hang = edge::cell::admit_with_edge_hsm(script, {"--token", "hang"}, dir.path() / "so.pin", 300ms);
+  const auto start = std::chrono::steady_clock::now();
+  try {
+    hang("b", identity, "sha256:00");
+    FAIL() << "a hanging child admitted";
+  } catch (const CellError& e) {
+    EXPECT_THAT(e.what(), HasSubstr("did not finish within 300 ms"));
+  }
+  EXPECT_LT(std::chrono::steady_clock::now() - start, 10s) << "the wait is bounded";
 }
 
 }  // namespace

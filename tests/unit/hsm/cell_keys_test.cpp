@@ -617,7 +617,15 @@ TEST_F(CellKeysTest, AKeyPlantedWithAKnownValueNextToOrInsteadOfAnImportedOneIsN
       EXPECT_EQ(t, genuine) << "minted with a key someone knows";
     }
   }
-  // Instead of it: the user destroys the imported key; the planted one stays refused.
+  // Instead of it: the user destroys the imported key; the planted one stays refused. A
+  // KeySetMac that has the imported key's handle cached (refreshed while it existed) finds
+  // the planted key by label and ID on its next use (the per-message re-find) and refuses it.
+  auto old = b_->mac_for("sipflow");
+  {
+    MacTag t{};
+    ASSERT_EQ(old->sign(1, data, t), MacStatus::ok);
+    EXPECT_EQ(t, genuine);
+  }
   {
     Raw raw(token_, kMemberB);
     // Destroy every sipflow/v1 key, then plant the known value again, alone.
@@ -633,10 +641,13 @@ TEST_F(CellKeysTest, AKeyPlantedWithAKnownValueNextToOrInsteadOfAnImportedOneIsN
   EXPECT_EQ(mac->verify(1, data, forged), MacStatus::unknown_version) << "a forged MAC verified";
   MacTag t{};
   EXPECT_EQ(mac->sign(1, data, t), MacStatus::unknown_version) << "minted with a key someone knows";
-  // The existing handle path: the KeySetMac of b_ that had the genuine key refreshes too.
-  auto old = b_->mac_for("sipflow");
+  const std::uint64_t finds = b_->counters().find.load();
+  EXPECT_EQ(old->verify(1, data, forged), MacStatus::unknown_version) << "the re-find took the planted key";
+  EXPECT_GT(b_->counters().find.load(), finds) << "the stale handle made it look the key up again";
+  EXPECT_EQ(old->sign(1, data, t), MacStatus::unknown_version);
   old->refresh();
   EXPECT_EQ(old->verify(1, data, forged), MacStatus::unknown_version);
+  EXPECT_EQ(old->minting_version(), 0u);
 }
 
 TEST_F(CellKeysTest, DestroyVersionLeavesNothingAndIsIdempotent) {
