@@ -65,6 +65,20 @@ std::string flip_last_hex(std::string fp) {
   return fp;
 }
 
+// GET /metrics of the edge whose SIP port is `sip_port` (metrics on sip_port + 4404) with curl.
+std::string scrape_metrics(const EdgedProcess& e, std::uint16_t sip_port) {
+  ProcessOptions p;
+  p.program = find_program("curl", "curl");
+  p.args = {"-s", "--max-time", "5", "http://127.0.0.1:" + std::to_string(sip_port + 4404) + "/metrics"};
+  static int runs = 0;
+  p.log_file = e.state_dir() / ("curl-" + std::to_string(++runs) + ".log");
+  ChildProcess tool(p);
+  const auto deadline = Clock::now() + std::chrono::seconds(10);
+  while (tool.running() && Clock::now() < deadline) std::this_thread::sleep_for(std::chrono::milliseconds(10));
+  tool.stop(std::chrono::milliseconds(500));
+  return tool.log();
+}
+
 class CellTest : public ::testing::Test {
  protected:
   void SetUp() override {
@@ -100,7 +114,7 @@ class CellTest : public ::testing::Test {
     o.tcp_port = port;
     o.tls_port = o.ws_port = o.wss_port = 0;
     // A killed member leaves the live list within 3 s.
-    o.extra = {{"cell.lease_ttl_s", "3"}};
+    o.extra = {{"cell.lease_ttl_s", "3"}, {"metrics.listen", "127.0.0.1:" + std::to_string(port + 4404)}};
     auto e = std::make_unique<EdgedProcess>(o);
     EdgedProcess* p = e.get();
     dump_.add("edged " + name + " log", [p] { return p->log(); });
@@ -287,6 +301,13 @@ TEST_F(CellTest, CreateJoinApproveBothWaysAndAFingerprintMismatchIsRefused) {
     ASSERT_EQ(e->edgectl({"status"}, &out), 0) << out;
     EXPECT_CONTAINS(out, "cell");
     EXPECT_CONTAINS(out, "c1 as ");
+    // /metrics has the cell's gauges.
+    const std::string metrics = scrape_metrics(*e, e == a_.get() ? kPortA : kPortB);
+    EXPECT_CONTAINS(metrics, "edge_cell_minting_version{cell=\"c1\"} 1");
+    EXPECT_CONTAINS(metrics, "edge_cell_local_minting_version{cell=\"c1\"} 1");
+    EXPECT_CONTAINS(metrics, "edge_cell_members_live{cell=\"c1\"} 2");
+    EXPECT_CONTAINS(metrics, "edge_cell_etcd_up{cell=\"c1\"} 1");
+    EXPECT_CONTAINS(metrics, "edge_cell_state{cell=\"c1\",state=\"joined\"} 1");
     // While in the cell, a local rotation of its key set is refused with the reason.
     EXPECT_NE(e->edgectl({"keyset", "rotate", kCell}, &out), 0) << out;
     EXPECT_CONTAINS(out, "edgectl cell rotate");
