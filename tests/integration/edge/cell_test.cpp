@@ -74,7 +74,8 @@ std::string scrape_metrics(const EdgedProcess& e, std::uint16_t sip_port) {
   p.log_file = e.state_dir() / ("curl-" + std::to_string(++runs) + ".log");
   ChildProcess tool(p);
   const auto deadline = Clock::now() + std::chrono::seconds(10);
-  while (tool.running() && Clock::now() < deadline) std::this_thread::sleep_for(std::chrono::milliseconds(10));
+  while (tool.running() && Clock::now() < deadline)
+    std::this_thread::sleep_for(std::chrono::milliseconds(10));
   tool.stop(std::chrono::milliseconds(500));
   return tool.log();
 }
@@ -98,7 +99,7 @@ class CellTest : public ::testing::Test {
     dump_.clear();
     for (auto& u : uas_) u->close();
     uas_.clear();
-    for (auto* e : {&a_, &b_}) {
+    for (auto* e : {&a_, &b_, &c_}) {
       if (!*e) continue;
       if ((*e)->running()) {
         EXPECT_EQ((*e)->stop(), 0) << "edged did not exit 0 on SIGTERM:\n" << (*e)->log();
@@ -225,7 +226,7 @@ class CellTest : public ::testing::Test {
   std::string url_;
   std::unique_ptr<TempDir> core_template_dir_;
   std::unique_ptr<KamailioProcess> core_;
-  std::unique_ptr<EdgedProcess> a_, b_;
+  std::unique_ptr<EdgedProcess> a_, b_, c_;  // c_: a third member, when a test starts one
   std::vector<std::unique_ptr<TestUa>> uas_;
   std::string fp_a_, fp_b_;
   int cseq_ = 0;
@@ -311,6 +312,50 @@ TEST_F(CellTest, CreateJoinApproveBothWaysAndAFingerprintMismatchIsRefused) {
     // While in the cell, a local rotation of its key set is refused with the reason.
     EXPECT_NE(e->edgectl({"keyset", "rotate", kCell}, &out), 0) << out;
     EXPECT_CONTAINS(out, "edgectl cell rotate");
+  }
+}
+
+// From two boxes to three: C needs one approval each way with any one member (A); B and C admit each
+// other on their own through the approvals signed by A, and C catches up before it mints.
+TEST_F(CellTest, AThirdMemberNeedsOneApprovalEachWayWithAnyOneMember) {
+  ASSERT_NO_FATAL_FAILURE(form_cell());
+  constexpr std::uint16_t kPortC = 5260;
+  c_ = start_member("c", kPortC);
+  EdgedProcess* c = c_.get();
+  const auto join =
+      edgectl_json<v1::CellJoinResponse>(*c, {"cell", "join", kCell, "--etcd", url_, "--member-id", "c"});
+  std::string out;
+  ASSERT_EQ(a_->edgectl({"cell", "approve", "c", "--fingerprint", join.fingerprint()}, &out), 0) << out;
+  ASSERT_EQ(c->edgectl({"cell", "approve", "a", "--fingerprint", fp_a_}, &out), 0) << out;
+  const auto all_three = [](const v1::CellStatusResponse& s) {
+    if (s.minting() != 1 || s.local_minting() != 1) return false;
+    for (const char* id : {"a", "b", "c"}) {
+      const auto* m = member_of(s, id);
+      if (m == nullptr || !m->live() || m->roster_state() != "approved" || !m->trusted_here() ||
+          m->minting() != 1)
+        return false;
+    }
+    return true;
+  };
+  v1::CellStatusResponse last;
+  for (const EdgedProcess* e : {c, b_.get(), a_.get()}) {
+    ASSERT_TRUE(wait_cell(*e, all_three, std::chrono::seconds(60), &last)) << last.DebugString();
+  }
+  // And a rotation now waits for all three and ends with all three minting v2.
+  ASSERT_EQ(b_->edgectl({"cell", "rotate"}, &out), 0) << out;
+  for (const EdgedProcess* e : {c, b_.get(), a_.get()}) {
+    ASSERT_TRUE(wait_cell(
+        *e,
+        [](const auto& s) {
+          if (s.minting() != 2 || s.local_minting() != 2) return false;
+          for (const char* id : {"a", "b", "c"}) {
+            const auto* m = member_of(s, id);
+            if (m == nullptr || m->minting() != 2) return false;
+          }
+          return true;
+        },
+        std::chrono::seconds(60), &last))
+        << last.DebugString();
   }
 }
 
