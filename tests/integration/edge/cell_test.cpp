@@ -312,6 +312,10 @@ TEST_F(CellTest, CreateJoinApproveBothWaysAndAFingerprintMismatchIsRefused) {
     // While in the cell, a local rotation of its key set is refused with the reason.
     EXPECT_NE(e->edgectl({"keyset", "rotate", kCell}, &out), 0) << out;
     EXPECT_CONTAINS(out, "edgectl cell rotate");
+    EXPECT_NE(e->edgectl({"keyset", "retire", kCell, "1"}, &out), 0) << out;
+    EXPECT_CONTAINS(out, "cell.retire_after_s");
+    EXPECT_NE(e->edgectl({"keyset", "destroy", kCell}, &out), 0) << out;
+    EXPECT_CONTAINS(out, "edgectl cell leave");
   }
 }
 
@@ -357,6 +361,42 @@ TEST_F(CellTest, AThirdMemberNeedsOneApprovalEachWayWithAnyOneMember) {
         std::chrono::seconds(60), &last))
         << last.DebugString();
   }
+}
+
+// `cell leave`: the member is out of the roster and its loop stops; its HSM keeps the versions and its
+// front end the version it mints (its phones keep working); the key set is its own again.
+TEST_F(CellTest, LeaveTakesAMemberOutAndLeavesItsKeysAndMinting) {
+  ASSERT_NO_FATAL_FAILURE(form_cell());
+  std::string out;
+  ASSERT_EQ(b_->edgectl({"cell", "leave"}, &out), 0) << out;
+  EXPECT_CONTAINS(out, "left cell c1 as b");
+  EXPECT_EQ(b_->edgectl({"cell", "status"}, &out), 1) << out;
+  EXPECT_CONTAINS(out, "not a member of a cell");
+  const auto st = edgectl_json<v1::Status>(*b_, {"status"});
+  EXPECT_EQ(st.cell().name(), "");
+  EXPECT_EQ(st.front_end().key_set(), kCell);
+  EXPECT_EQ(st.front_end().minting_version(), 1u);
+  v1::CellStatusResponse last;
+  ASSERT_TRUE(wait_cell(
+      *a_,
+      [](const auto& s) {
+        const auto* b = member_of(s, "b");
+        return b != nullptr && b->roster_state() == "removed" && !b->live();
+      },
+      std::chrono::seconds(20), &last))
+      << last.DebugString();
+  // A rotation of the cell no longer waits for b.
+  ASSERT_EQ(a_->edgectl({"cell", "rotate"}, &out), 0) << out;
+  ASSERT_TRUE(wait_cell(
+      *a_, [](const auto& s) { return s.minting() == 2 && s.local_minting() == 2; }, std::chrono::seconds(30),
+      &last))
+      << last.DebugString();
+  // Out of the cell, B's key set is its own: a local rotation is allowed again.
+  EXPECT_EQ(b_->edgectl({"keyset", "rotate", kCell}, &out), 0) << out;
+  // And B, restarted, starts no cell.
+  EXPECT_EQ(b_->stop(), 0);
+  b_->restart();
+  EXPECT_EQ(edgectl_json<v1::Status>(*b_, {"status"}).cell().name(), "");
 }
 
 // (b) A token minted by A verifies on B: for a TCP flow B does not hold it answers 430, and for
