@@ -724,8 +724,15 @@ struct CellNode::Impl {
       std::lock_guard lock(mu);
       last_refused = refused;
     }
-    for (const std::string& r : refused)
-      if (refused_reported.insert(r).second) emit(actor, "CELL_RECORD_REFUSED", r);
+    for (const std::string& r : refused) {
+      if (refused_reported.size() > 1024) refused_reported.clear();  // bounded; reported again at worst
+      if (!refused_reported.insert(r).second) continue;
+      // "key: why" -> "record=key reason=why" (one line of key=value text)
+      const std::size_t colon = r.find(": ");
+      emit(actor, "CELL_RECORD_REFUSED",
+           colon == std::string::npos ? "record=" + r
+                                      : "record=" + r.substr(0, colon) + " reason=" + r.substr(colon + 2));
+    }
   }
 
   void retire_old(const std::string& actor, const Store& s) {

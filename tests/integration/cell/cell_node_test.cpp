@@ -192,7 +192,7 @@ TEST_F(CellNodeTest, ForgedApprovalsAndVersionRecordsInEtcdAreIgnoredReportedAnd
   EXPECT_THAT(b.switch_calls(), ElementsAre(1u));  // minting=8 is not held: no switch
   EXPECT_THAT(a.switch_calls(), ElementsAre(1u));
   EXPECT_EQ(count("blobs/8/"), 0u);
-  EXPECT_TRUE(b.saw("CELL_RECORD_REFUSED versions/7"));
+  EXPECT_TRUE(b.saw("CELL_RECORD_REFUSED record=versions/7 reason=signature by a does not verify"));
 }
 
 TEST_F(CellNodeTest, RotationAcksFromAllThenEverySwitchThenDoneAndMintingNeverMovesBackwards) {
