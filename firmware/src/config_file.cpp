@@ -250,9 +250,9 @@ EdgedConfig parse_config_text(const std::string& text, const std::string& origin
         c.key_set = value;
       } else if (key == "sip.flow_token.key_version") {
         c.key_version = number<std::uint32_t>(value, 0, 0xffffffu, what);
-      } else if (key.rfind("mgmt.", 0) == 0 || key.rfind("metrics.", 0) == 0) {
-        // The management agent's and the metrics endpoint's own settings: the
-        // registry validated them; mgmt/ and the daemon use them.
+      } else if (key.rfind("mgmt.", 0) == 0 || key.rfind("metrics.", 0) == 0 || key.rfind("cell.", 0) == 0) {
+        // The management agent's, the metrics endpoint's and the cell's own settings:
+        // the registry validated them; mgmt/ and the daemon use them.
       } else if (key == "listen" || key == "advertise") {
         const auto w = words(value);
         // listen = TRANSPORT ADDRESS PORT [proxy]: "proxy" takes PROXY protocol headers from

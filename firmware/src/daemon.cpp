@@ -240,6 +240,12 @@ int run_daemon(const DaemonOptions& o) {
     mgmt::AgentOptions ao;
     ao.state_dir = o.state_dir;
     ao.version = EDGE_VERSION;
+    // The cell's admission runs edge-hsm (installed beside edged) in a process of its own.
+    {
+      std::error_code ec;
+      const auto self = std::filesystem::read_symlink("/proc/self/exe", ec);
+      if (!ec) ao.edge_hsm = self.parent_path() / "edge-hsm";
+    }
     try {
       agent = std::make_unique<mgmt::Agent>(ao, *hsm, config);
     } catch (const mgmt::MgmtError& e) {
@@ -272,6 +278,9 @@ int run_daemon(const DaemonOptions& o) {
         parse_config_text(mgmt::export_conf_text(config), "configuration", o.state_dir).hsm_work_threads());
     front_end->boot(config);
     agent->attach_front_end(front_end.get());
+    // With cell.name committed, this member's cell loop (mgmt/src/cell_link.h): it never
+    // blocks the start on etcd; trouble shows as the cell's state in edgectl status.
+    agent->start_cell();
     try {
       server = std::make_unique<mgmt::MgmtServer>(*agent, mgmt::server_options(config.mgmt(), o.state_dir));
     } catch (const std::exception& e) {
@@ -281,9 +290,9 @@ int run_daemon(const DaemonOptions& o) {
       try {
         const mgmt::Agent* a = agent.get();
         metrics = std::make_unique<MetricsServer>(
-            mo,
-            std::vector<std::shared_ptr<prometheus::Collectable>>{
-                make_edge_collector(*front_end, [a] { return a->generation(); }), make_process_collector()});
+            mo, std::vector<std::shared_ptr<prometheus::Collectable>>{
+                    make_edge_collector(*front_end, [a] { return a->generation(); }),
+                    make_cell_collector([a] { return a->cell_summary(); }), make_process_collector()});
       } catch (const std::exception& e) {
         throw StartError(kExitListen, e.what());
       }

@@ -501,6 +501,41 @@ MetricsOptions metrics_options(const mgmt::v1::MetricsSettings& m, const std::fi
   return o;
 }
 
+namespace {
+class CellCollector final : public prometheus::Collectable {
+ public:
+  explicit CellCollector(std::function<mgmt::v1::CellSummary()> summary) : summary_(std::move(summary)) {}
+  std::vector<MetricFamily> Collect() const override {
+    Families out;
+    const mgmt::v1::CellSummary c = summary_ ? summary_() : mgmt::v1::CellSummary();
+    if (c.name().empty()) return out.take();
+    const Labels cell{{"cell", c.name()}};
+    auto& state = out.gauge("edge_cell_state", "1 for this member's cell state");
+    for (const char* s : {"joined", "pending", "degraded", "left", "conflict", "failed"})
+      sample(state, c.state() == s ? 1 : 0, {{"cell", c.name()}, {"state", s}});
+    sample(out.gauge("edge_cell_minting_version", "the cell's minting version (0: unknown)"), c.minting(),
+           cell);
+    sample(out.gauge("edge_cell_local_minting_version", "the version this member's front end mints"),
+           c.local_minting(), cell);
+    sample(out.gauge("edge_cell_members", "approved members of the cell"), c.members(), cell);
+    sample(out.gauge("edge_cell_members_live", "approved members whose lease in etcd is alive"),
+           c.live_members(), cell);
+    sample(out.gauge("edge_cell_etcd_up", "1 when this member's last read of etcd succeeded"),
+           c.etcd_healthy() ? 1 : 0, cell);
+    sample(out.gauge("edge_cell_rotation_in_progress", "1 while a rotation is in phase prepare or switch"),
+           c.rotation_phase() == "prepare" || c.rotation_phase() == "switch" ? 1 : 0, cell);
+    return out.take();
+  }
+
+ private:
+  std::function<mgmt::v1::CellSummary()> summary_;
+};
+}  // namespace
+
+std::shared_ptr<prometheus::Collectable> make_cell_collector(std::function<mgmt::v1::CellSummary()> summary) {
+  return std::make_shared<CellCollector>(std::move(summary));
+}
+
 std::shared_ptr<prometheus::Collectable> make_edge_collector(const SipFrontEnd& front_end,
                                                              std::function<std::uint64_t()> generation) {
   return std::make_shared<EdgeCollector>(front_end, std::move(generation));

@@ -4,6 +4,7 @@
 
 #include "front_end.h"
 
+#include <edge/mgmt/v1/agent.pb.h>
 #include <edge/mgmt/v1/config.pb.h>
 
 #include <prometheus/collectable.h>
@@ -34,6 +35,9 @@ MetricsOptions metrics_options(const mgmt::v1::MetricsSettings& m, const std::fi
 // no second set of counters. The front end must outlive the collector.
 std::shared_ptr<prometheus::Collectable> make_edge_collector(const SipFrontEnd& front_end,
                                                              std::function<std::uint64_t()> generation);
+// The edge_cell_* metrics (docs/operations.md, "Running a cell"), from the agent's cell summary
+// (refreshed by the agent every second; never waits for etcd). Nothing when not in a cell.
+std::shared_ptr<prometheus::Collectable> make_cell_collector(std::function<mgmt::v1::CellSummary()> summary);
 // The process_* metrics of the Prometheus client conventions (CPU, RSS,
 // virtual memory, open and maximum fds, start time, threads), from /proc/self.
 std::shared_ptr<prometheus::Collectable> make_process_collector();
@@ -49,7 +53,8 @@ std::shared_ptr<prometheus::Collectable> make_process_collector();
 class MetricsServer {
  public:
   static constexpr std::size_t kMaxConnections = 16;
-  MetricsServer(const MetricsOptions& options, std::vector<std::shared_ptr<prometheus::Collectable>> collectors);
+  MetricsServer(const MetricsOptions& options,
+                std::vector<std::shared_ptr<prometheus::Collectable>> collectors);
   ~MetricsServer();
   MetricsServer(const MetricsServer&) = delete;
   MetricsServer& operator=(const MetricsServer&) = delete;

@@ -8,6 +8,8 @@
 //   RequestMemory      answers by request id                    request_memory.h
 //   FrontEndLink       one call at a time into the FrontEnd,
 //                      and its last status                      front_end_link.h
+//   CellLink           the cell membership (CellNode) and its
+//                      hooks                                    cell_link.h
 // The facade adds what is the same for every RPC: the audit record of each
 // change (agent_support.h), the events of the changes it composes, and the
 // reads that combine parts (status, get_config). Every read here takes a
@@ -16,12 +18,15 @@
 #include <edge/mgmt/agent.h>
 
 #include "agent_support.h"
+#include "cell_link.h"
 #include "change_controller.h"
 #include "front_end_link.h"
 #include "keyset_admin.h"
 #include "request_memory.h"
 #include "staging.h"
 
+#include <algorithm>
+#include <cctype>
 #include <utility>
 
 namespace edge::mgmt {
@@ -40,7 +45,54 @@ struct Agent::Impl {
             h, [this] { return users(); }, [this] { front_end.key_sets_changed(); }),
         seal(hsm_store_seal(h)),
         changes(opts.state_dir / "config", *seal, Caller{}.actor,
-                {reg, staging, memory, keysets, front_end, ev, au}) {}
+                {reg, staging, memory, keysets, front_end, ev, au}),
+        cell(h, opts.state_dir, opts.edge_hsm, opts.version, cell_hooks(ev, au)) {}
+
+  agent_parts::CellLink::Hooks cell_hooks(EventBus& ev, AuditLog& au) {
+    agent_parts::CellLink::Hooks k;
+    k.apply = [this, &au](const std::string& actor, const agent_parts::CellLink::Edits& edits) {
+      std::string detail = "cell";
+      audited(au, actor, "cell_apply", detail, [&] { return changes.apply_edits(actor, edits, detail); });
+    };
+    k.committed = [this] { return changes.state()->committed.config(); };
+    k.front_end_minting = [this]() -> std::pair<std::string, std::uint32_t> {
+      try {
+        if (const auto fs = front_end.status()) return {fs->key_set(), fs->minting_version()};
+      } catch (const std::exception&) {
+      }
+      return {"", 0};
+    };
+    k.key_sets_changed = [this] { front_end.key_sets_changed(); };
+    k.event = [this, &ev, &au](const std::string& kind, const std::string& detail) {
+      v1::Event::Kind which = v1::Event::CELL_OTHER;
+      std::string message = detail;
+      if (!v1::Event::Kind_Parse(kind, &which) || kind.rfind("CELL_", 0) != 0) {
+        which = v1::Event::CELL_OTHER;
+        message = kind + ": " + detail;
+      }
+      const bool failed = kind == "CELL_DEGRADED" || kind == "CELL_RECORD_REFUSED" ||
+                          (kind.size() > 7 && kind.compare(kind.size() - 7, 7, "_FAILED") == 0);
+      const bool ok = !failed;
+      publish(ev, which, changes.state()->committed.generation(), "cell", ok, message);
+      std::string action = kind;
+      std::transform(action.begin(), action.end(), action.begin(),
+                     [](unsigned char c) { return static_cast<char>(std::tolower(c)); });
+      try {
+        au.record("cell", action, detail, ok ? "ok" : "degraded");
+      } catch (const std::exception&) {
+        // The event went out; the log shows the audit failure through the next audited change.
+      }
+    };
+    return k;
+  }
+
+  // Local changes of the cell's key set are the cell's: refused while in it.
+  void refuse_cell_key_set(const std::string& name, const char* what) const {
+    const std::string& cell_name = changes.state()->committed.config().cell().name();
+    if (cell_name.empty() || cell_name != name) return;
+    throw MgmtError(ErrorCode::failed_precondition,
+                    "key set " + name + " is the key set of cell " + cell_name + ": " + what);
+  }
 
   // What the key-set checks count as users: every configuration that may mint
   // and what the front end says it mints with, all from snapshots.
@@ -67,7 +119,8 @@ struct Agent::Impl {
   agent_parts::FrontEndLink front_end;
   agent_parts::KeySetAdmin keysets;
   std::unique_ptr<StoreSeal> seal;        // the config store's key in the HSM
-  agent_parts::ChangeController changes;  // last: uses the parts above
+  agent_parts::ChangeController changes;  // uses the parts above
+  agent_parts::CellLink cell;             // last: applies through `changes`; stopped first
 };
 
 // impl_ comes first: its config store creates the state directory that
@@ -81,7 +134,10 @@ Agent::Agent(AgentOptions options, hsm::Hsm& hsm, const v1::ApplianceConfig& ini
 
 Agent::~Agent() { shutdown(); }
 
-void Agent::shutdown() { impl_->changes.shutdown(); }
+void Agent::shutdown() {
+  impl_->cell.stop();
+  impl_->changes.shutdown();
+}
 
 v1::ApplianceConfig Agent::boot_config() const { return impl_->changes.state()->committed.config(); }
 
@@ -116,6 +172,7 @@ v1::Status Agent::status() {
   h->set_errors(ops.failures);
   h->set_sessions_open(hs.sessions_open);
   *s.mutable_config_store() = im.changes.store_status();
+  *s.mutable_cell() = im.cell.summary();
   return s;
 }
 
@@ -138,6 +195,7 @@ v1::KeySetChange Agent::rotate_key_set(const Caller& c, const v1::RotateKeySetRe
   Impl& im = *impl_;
   std::string detail = "key set " + r.name();
   return audited(audit_, c.actor, "rotate_key_set", detail, [&] {
+    im.refuse_cell_key_set(r.name(), "the cell rotates it (edgectl cell rotate)");
     auto ch = im.keysets.rotate(r, detail,
                                 [&](std::uint32_t v) { return im.staging.stage_key_version(r.name(), v); });
     publish(events_, v1::Event::KEY_SET, generation(), c.actor, true, detail);
@@ -148,6 +206,7 @@ v1::KeySetChange Agent::rotate_key_set(const Caller& c, const v1::RotateKeySetRe
 v1::KeySetChange Agent::retire_key_version(const Caller& c, const v1::RetireKeyVersionRequest& r) {
   std::string detail = "key set " + r.name() + " version " + std::to_string(r.version());
   return audited(audit_, c.actor, "retire_key_version", detail, [&] {
+    impl_->refuse_cell_key_set(r.name(), "the cell retires its old versions (cell.retire_after_s)");
     auto ch = impl_->keysets.retire(r);
     publish(events_, v1::Event::KEY_SET, generation(), c.actor, true, detail + " retired");
     return ch;
@@ -157,6 +216,7 @@ v1::KeySetChange Agent::retire_key_version(const Caller& c, const v1::RetireKeyV
 v1::KeySetChange Agent::destroy_key_set(const Caller& c, const v1::DestroyKeySetRequest& r) {
   std::string detail = "key set " + r.name();
   return audited(audit_, c.actor, "destroy_key_set", detail, [&] {
+    impl_->refuse_cell_key_set(r.name(), "destroy it only after leaving the cell (edgectl cell leave)");
     auto ch = impl_->keysets.destroy(r);
     publish(events_, v1::Event::KEY_SET, generation(), c.actor, true, detail + " destroyed");
     return ch;
@@ -244,6 +304,53 @@ v1::RestartFrontEndResponse Agent::restart_front_end(const Caller& c) {
   return audited(audit_, c.actor, "restart_front_end", detail,
                  [&] { return impl_->changes.restart_front_end(c.actor, detail); });
 }
+
+// --- the cell -----------------------------------------------------------------------
+
+v1::CellStatusResponse Agent::cell_create(const Caller& c, const v1::CellCreateRequest& r) {
+  std::string detail = "cell " + r.name() + " etcd " + r.etcd_endpoints();
+  return audited(audit_, c.actor, "cell_create", detail,
+                 [&] { return impl_->cell.create(c.actor, r, detail); });
+}
+
+v1::CellJoinResponse Agent::cell_join(const Caller& c, const v1::CellJoinRequest& r) {
+  std::string detail = "cell " + r.name() + " etcd " + r.etcd_endpoints();
+  return audited(audit_, c.actor, "cell_join", detail, [&] { return impl_->cell.join(c.actor, r, detail); });
+}
+
+v1::CellStatusResponse Agent::cell_approve(const Caller& c, const v1::CellApproveRequest& r) {
+  std::string detail = "member " + r.member() + " fingerprint " + r.fingerprint();
+  return audited(audit_, c.actor, "cell_approve", detail, [&] { return impl_->cell.approve(r); });
+}
+
+v1::CellRotateResponse Agent::cell_rotate(const Caller& c) {
+  std::string detail;
+  return audited(audit_, c.actor, "cell_rotate", detail, [&] {
+    auto resp = impl_->cell.rotate();
+    detail = "version " + std::to_string(resp.version());
+    return resp;
+  });
+}
+
+v1::CellStatusResponse Agent::cell_remove(const Caller& c, const v1::CellRemoveRequest& r) {
+  std::string detail = "member " + r.member();
+  return audited(audit_, c.actor, "cell_remove", detail, [&] { return impl_->cell.remove(r); });
+}
+
+v1::CellStatusResponse Agent::cell_leave(const Caller& c) {
+  std::string detail;
+  return audited(audit_, c.actor, "cell_leave", detail, [&] {
+    auto st = impl_->cell.leave(c.actor);
+    detail = "cell " + st.cell() + " member " + st.member_id();
+    return st;
+  });
+}
+
+v1::CellStatusResponse Agent::cell_status() { return impl_->cell.status(); }
+
+v1::CellSummary Agent::cell_summary() const { return impl_->cell.summary(); }
+
+void Agent::start_cell() { impl_->cell.start(); }
 
 void Agent::report_hsm_state(const std::string& state, const std::string& reason) {
   publish(events_, v1::Event::HSM_FAULT, generation(), "hsm", state == "available", state + ": " + reason);

@@ -366,6 +366,64 @@ v1::ApplyResponse ChangeController::apply(const std::string& actor, const v1::Ap
   return resp;
 }
 
+v1::ApplyResponse ChangeController::apply_edits(const std::string& actor,
+                                                const std::vector<std::pair<std::string, std::string>>& edits,
+                                                std::string& detail) {
+  std::unique_lock change(change_mu_, std::try_to_lock);
+  if (!change.owns_lock()) throw MgmtError(ErrorCode::aborted, "another apply is in progress");
+  const auto st = state();
+  const v1::StoredGeneration& base = st->committed;
+  if (st->pending) {
+    throw MgmtError(ErrorCode::failed_precondition, "generation " +
+                                                        std::to_string(st->pending->gen.generation()) +
+                                                        " awaits confirmation; confirm or roll back first");
+  }
+  ApplianceConfig next = base.config();
+  for (const auto& [name, value] : edits) parts_.registry.set(next, name, value);
+  const auto changes = diff_properties(base.config(), next);
+  v1::ApplyResponse resp;
+  resp.set_generation(base.generation());
+  if (changes.empty()) {
+    parts_.staging.overlay(edits);
+    return resp;
+  }
+  detail += " changes: " + join(changes, "; ");
+
+  const ApplyingMark applying(*this, next);
+  check(next);
+  auto fe = parts_.front_end.session();
+  front_end_accepts(fe, next);
+  const Transition t = drive(fe, base.config(), next, base.generation(), actor);
+
+  v1::StoredGeneration g;
+  g.set_generation(store_.next_generation());
+  *g.mutable_config() = next;
+  g.set_committed_at_unix_ms(unix_ms());
+  g.set_actor(actor);
+  g.set_summary(join(changes, "; "));
+  try {
+    store_.commit(g);
+  } catch (const MgmtError& e) {
+    std::string msg =
+        std::string(e.what()) + "; front end restored to generation " + std::to_string(base.generation());
+    if (fe && t.restart != v1::RESTART_PROCESS) restore(fe, base.config());
+    throw MgmtError(ErrorCode::internal, msg);
+  }
+  State s = *state();
+  s.applying.reset();
+  s.committed = g;
+  publish_state(std::move(s));
+  store_.set_keep(next.mgmt().keep_generations());
+  note_store();
+  parts_.staging.overlay(edits);
+  resp.set_generation(g.generation());
+  resp.set_restart(t.restart);
+  resp.set_drain_ms(t.drain_ms);
+  for (const auto& ch : changes) resp.add_changes(ch);
+  publish(parts_.events, v1::Event::APPLY, g.generation(), actor, true, g.summary());
+  return resp;
+}
+
 v1::ApplyResponse ChangeController::confirm(const std::string& actor, std::string& detail) {
   std::lock_guard change(change_mu_);
   const auto st = state();

@@ -53,6 +53,8 @@
 #include <mutex>
 #include <optional>
 #include <string>
+#include <utility>
+#include <vector>
 
 namespace edge::mgmt::agent_parts {
 
@@ -117,6 +119,16 @@ class ChangeController {
   // The RPCs that change what runs; `detail` is the audit detail, completed here.
   v1::ApplyResponse apply(const std::string& actor, const v1::ApplyRequest& r, std::string& detail);
   v1::ApplyResponse confirm(const std::string& actor, std::string& detail);
+  // An apply of `edits` (property name, value) on top of the committed
+  // configuration, for the agent's own changes (the cell's properties, its
+  // minting switch): the operator's staged edits are neither taken along nor
+  // lost, the edits are laid on the candidate too. Same checks, drive and
+  // commit as apply; never waits: ABORTED when another change is in progress
+  // (the caller retries), FAILED_PRECONDITION while a confirm is pending. An
+  // edit that changes nothing commits nothing (generation unchanged).
+  v1::ApplyResponse apply_edits(const std::string& actor,
+                                const std::vector<std::pair<std::string, std::string>>& edits,
+                                std::string& detail);
   v1::ApplyResponse rollback(const std::string& actor, const v1::RollbackRequest& r, std::string& detail);
   v1::RestartFrontEndResponse restart_front_end(const std::string& actor, std::string& detail);
   v1::ListGenerationsResponse generations() const;

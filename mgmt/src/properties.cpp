@@ -1,5 +1,6 @@
 // The property registry: every edged.conf key as a typed, validated accessor of ApplianceConfig.
 #include <arpa/inet.h>
+#include <edge/hsm/cell_keys.h>
 #include <edge/hsm/keyset.h>
 #include <edge/mgmt/error.h>
 #include <edge/mgmt/properties.h>
@@ -723,6 +724,99 @@ PropertyRegistry::PropertyRegistry() {
       "CA that signs scrapers' client certificates; set: mutual TLS",
       [](const C& c) { return c.metrics().client_ca_file(); },
       [](C& c, S v) { c.mutable_metrics()->set_client_ca_file(std::string(v)); });
+
+  // The cell (docs/operations.md, "Running a cell"): the agent's business only. A
+  // change restarts nothing in the SIP front end; the agent (re)starts its cell
+  // link with the new values. Joining or leaving moves the front end's key set,
+  // which is sip.flow_token.key_set (front-end class), not these.
+  p.add(
+      "cell.name", PT::string, "", kNone,
+      "cell this appliance is a member of, also the name of the cell's key set; empty: no cell "
+      "(set by edgectl cell create / join)",
+      [](const C& c) { return c.cell().name(); },
+      [](C& c, S v) {
+        if (!v.empty() && !hsm::valid_key_set_name(v)) {
+          refuse("cell.name", "invalid cell name '" + std::string(v) +
+                                  "' (1..64 characters of A-Z a-z 0-9 . _ -; it names the cell's key set)");
+        }
+        c.mutable_cell()->set_name(std::string(v));
+      });
+  p.add(
+      "cell.etcd_endpoints", PT::string, "", kNone,
+      "etcd endpoints of the cell's store, comma-separated http://HOST:PORT or https://HOST:PORT (https: "
+      "cell.etcd_ca_file verifies them); the first that answers is used",
+      [](const C& c) {
+        std::string out;
+        for (const auto& e : c.cell().etcd_endpoints()) out += (out.empty() ? "" : ",") + e;
+        return out;
+      },
+      [](C& c, S v) {
+        const auto entries = split(v, ',');
+        std::string scheme;
+        for (const auto e : entries) {
+          const std::string which = "'" + std::string(e) + "'";
+          const auto sep = e.find("://");
+          const std::string_view sch = sep == std::string_view::npos ? S{} : e.substr(0, sep);
+          if (sch != "http" && sch != "https")
+            refuse("cell.etcd_endpoints", which + " is not an http:// or https:// URL");
+          if (!scheme.empty() && scheme != sch)
+            refuse("cell.etcd_endpoints",
+                   "every endpoint uses the same scheme (http or https), got " + which);
+          scheme = std::string(sch);
+          std::string_view hostport = e.substr(sep + 3);
+          if (!hostport.empty() && hostport.back() == '/') hostport.remove_suffix(1);
+          const auto colon = hostport.rfind(':');
+          if (colon == std::string_view::npos || colon == 0 || hostport.find('/') != std::string_view::npos)
+            refuse("cell.etcd_endpoints", which + ": expected SCHEME://HOST:PORT");
+          const std::string_view host = hostport.substr(0, colon);
+          if (host.front() == '[' ? host.back() != ']' : host.find(':') != std::string_view::npos)
+            refuse("cell.etcd_endpoints", which + ": an IPv6 address goes in brackets");
+          checked_uint("cell.etcd_endpoints port", hostport.substr(colon + 1), 1, 65535);
+        }
+        c.mutable_cell()->clear_etcd_endpoints();
+        for (const auto e : entries) c.mutable_cell()->add_etcd_endpoints(std::string(e));
+      });
+  p.add(
+      "cell.member_id", PT::string, "", kNone,
+      "this appliance's id in the cell (1..64 of A-Z a-z 0-9 . _ -); empty: the host name",
+      [](const C& c) { return c.cell().member_id(); },
+      [](C& c, S v) {
+        if (!v.empty() && !hsm::valid_member_id(v))
+          refuse("cell.member_id",
+                 "invalid member id '" + std::string(v) + "' (1..64 characters of A-Z a-z 0-9 . _ -)");
+        c.mutable_cell()->set_member_id(std::string(v));
+      });
+  p.add(
+      "cell.etcd_ca_file", PT::string, "", kNone,
+      "PEM CA that signed the etcd members' certificates (https endpoints); relative: to the state dir",
+      [](const C& c) { return c.cell().etcd_ca_file(); },
+      [](C& c, S v) { c.mutable_cell()->set_etcd_ca_file(std::string(v)); });
+  p.add(
+      "cell.etcd_cert_file", PT::string, "", kNone,
+      "PEM client certificate for etcd (https endpoints with client authentication); empty: none",
+      [](const C& c) { return c.cell().etcd_cert_file(); },
+      [](C& c, S v) { c.mutable_cell()->set_etcd_cert_file(std::string(v)); });
+  p.add(
+      "cell.etcd_key_file", PT::string, "", kNone, "PEM private key of cell.etcd_cert_file",
+      [](const C& c) { return c.cell().etcd_key_file(); },
+      [](C& c, S v) { c.mutable_cell()->set_etcd_key_file(std::string(v)); });
+  p.add(
+      "cell.so_pin_file", PT::string, "hsm/so-pin", kNone,
+      "file holding the HSM SO PIN that admission of a member uses (edge-hsm cell trust reads it, the "
+      "agent never does); relative: to the state dir",
+      [](const C& c) { return c.cell().so_pin_file(); },
+      [](C& c, S v) { c.mutable_cell()->set_so_pin_file(std::string(v)); });
+  p.uint(
+      "cell.lease_ttl_s", 10, 3, 300, kNone,
+      "seconds a member counts as live in etcd after its last lease refresh",
+      [](const C& c) { return u(c.cell().has_lease_ttl_s() ? c.cell().lease_ttl_s() : 10); },
+      [](C& c, S v) { c.mutable_cell()->set_lease_ttl_s(static_cast<std::uint32_t>(n(v))); });
+  p.uint(
+      "cell.retire_after_s", 7200, 60, 2'592'000, kNone,
+      "old versions of the cell's key set retire this long after the cell switched minting (at least the "
+      "longest registration); the creating member's value is the cell's",
+      [](const C& c) { return u(c.cell().has_retire_after_s() ? c.cell().retire_after_s() : 7200); },
+      [](C& c, S v) { c.mutable_cell()->set_retire_after_s(static_cast<std::uint32_t>(n(v))); });
 }
 
 const PropertyDescriptor* PropertyRegistry::find(std::string_view name) const {

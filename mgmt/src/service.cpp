@@ -216,6 +216,46 @@ grpc::Status ManagementService::RestartFrontEnd(grpc::ServerContext* ctx, const 
               [&](const Caller& c) { *resp = agent_.restart_front_end(c); });
 }
 
+// The cell: every call needs the operator role (issue 15), the status too.
+grpc::Status ManagementService::CellCreate(grpc::ServerContext* ctx, const v1::CellCreateRequest* req,
+                                           v1::CellStatusResponse* resp) {
+  return call(*ctx, "CellCreate", v1::ROLE_OPERATOR,
+              [&](const Caller& c) { *resp = agent_.cell_create(c, *req); });
+}
+
+grpc::Status ManagementService::CellJoin(grpc::ServerContext* ctx, const v1::CellJoinRequest* req,
+                                         v1::CellJoinResponse* resp) {
+  return call(*ctx, "CellJoin", v1::ROLE_OPERATOR,
+              [&](const Caller& c) { *resp = agent_.cell_join(c, *req); });
+}
+
+grpc::Status ManagementService::CellApprove(grpc::ServerContext* ctx, const v1::CellApproveRequest* req,
+                                            v1::CellStatusResponse* resp) {
+  return call(*ctx, "CellApprove", v1::ROLE_OPERATOR,
+              [&](const Caller& c) { *resp = agent_.cell_approve(c, *req); });
+}
+
+grpc::Status ManagementService::CellRotate(grpc::ServerContext* ctx, const v1::CellRotateRequest*,
+                                           v1::CellRotateResponse* resp) {
+  return call(*ctx, "CellRotate", v1::ROLE_OPERATOR, [&](const Caller& c) { *resp = agent_.cell_rotate(c); });
+}
+
+grpc::Status ManagementService::CellRemove(grpc::ServerContext* ctx, const v1::CellRemoveRequest* req,
+                                           v1::CellStatusResponse* resp) {
+  return call(*ctx, "CellRemove", v1::ROLE_OPERATOR,
+              [&](const Caller& c) { *resp = agent_.cell_remove(c, *req); });
+}
+
+grpc::Status ManagementService::CellLeave(grpc::ServerContext* ctx, const v1::CellLeaveRequest*,
+                                          v1::CellStatusResponse* resp) {
+  return call(*ctx, "CellLeave", v1::ROLE_OPERATOR, [&](const Caller& c) { *resp = agent_.cell_leave(c); });
+}
+
+grpc::Status ManagementService::CellStatus(grpc::ServerContext* ctx, const v1::CellStatusRequest*,
+                                           v1::CellStatusResponse* resp) {
+  return call(*ctx, "CellStatus", v1::ROLE_OPERATOR, [&](const Caller&) { *resp = agent_.cell_status(); });
+}
+
 std::string ManagementService::take_watch_slot(const std::string& actor) {
   std::lock_guard lock(watch_mu_);
   int& mine = watch_per_peer_[actor];

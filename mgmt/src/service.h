@@ -73,6 +73,20 @@ class ManagementService final : public v1::EdgeManagement::Service {
                                v1::RestartFrontEndResponse* resp) override;
   grpc::Status WatchEvents(grpc::ServerContext* ctx, const v1::WatchEventsRequest* req,
                            grpc::ServerWriter<v1::Event>* writer) override;
+  grpc::Status CellCreate(grpc::ServerContext* ctx, const v1::CellCreateRequest* req,
+                          v1::CellStatusResponse* resp) override;
+  grpc::Status CellJoin(grpc::ServerContext* ctx, const v1::CellJoinRequest* req,
+                        v1::CellJoinResponse* resp) override;
+  grpc::Status CellApprove(grpc::ServerContext* ctx, const v1::CellApproveRequest* req,
+                           v1::CellStatusResponse* resp) override;
+  grpc::Status CellRotate(grpc::ServerContext* ctx, const v1::CellRotateRequest* req,
+                          v1::CellRotateResponse* resp) override;
+  grpc::Status CellRemove(grpc::ServerContext* ctx, const v1::CellRemoveRequest* req,
+                          v1::CellStatusResponse* resp) override;
+  grpc::Status CellLeave(grpc::ServerContext* ctx, const v1::CellLeaveRequest* req,
+                         v1::CellStatusResponse* resp) override;
+  grpc::Status CellStatus(grpc::ServerContext* ctx, const v1::CellStatusRequest* req,
+                          v1::CellStatusResponse* resp) override;
 
  private:
   // Identifies the caller, checks `need` and runs `fn(caller)`, mapping exceptions.

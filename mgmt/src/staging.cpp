@@ -44,6 +44,13 @@ bool Staging::stage_key_version(const std::string& key_set, std::uint32_t versio
   return true;
 }
 
+void Staging::overlay(const std::vector<std::pair<std::string, std::string>>& edits) {
+  std::lock_guard lock(mu_);
+  v1::ApplianceConfig next = candidate_;
+  for (const auto& [name, value] : edits) reg_.set(next, name, value);
+  candidate_ = std::move(next);
+}
+
 std::vector<std::string> Staging::discard(const v1::ApplianceConfig& running) {
   std::lock_guard lock(mu_);
   auto dropped = diff_properties(running, candidate_);

@@ -20,6 +20,7 @@
 #include <mutex>
 #include <string>
 #include <string_view>
+#include <utility>
 #include <vector>
 
 namespace edge::mgmt::agent_parts {
@@ -45,6 +46,9 @@ class Staging {
   // A key-set rotation: when the candidate uses `key_set`, stages `version` as
   // its minting version and returns true.
   bool stage_key_version(const std::string& key_set, std::uint32_t version);
+  // The agent's own applied edits (ChangeController::apply_edits), laid on the
+  // candidate so that the operator's next apply does not undo them.
+  void overlay(const std::vector<std::pair<std::string, std::string>>& edits);
   // Drops every staged edit (the candidate becomes `running`); returns them.
   std::vector<std::string> discard(const v1::ApplianceConfig& running);
 

@@ -36,6 +36,7 @@ struct UsageError {
 
 struct CallError {
   grpc::Status status;
+  bool cell = false;  // a cell command: every failure exits 1 (docs/operations.md, "Running a cell")
 };
 
 struct Command {
@@ -84,6 +85,23 @@ const std::vector<Command>& commands() {
        "events [--count N]",
        "Streams management events until interrupted, or until N arrived.",
        {"count"}},
+      {"cell",
+       "cell create NAME --etcd URLS [--member-id ID] | join NAME --etcd URLS [--member-id ID] | approve "
+       "MEMBER --fingerprint FP | rotate | remove MEMBER | leave | status",
+       "The cell: appliances that share one flow-token key set through etcd (docs/operations.md,\n"
+       "\"Running a cell\").\n"
+       "create NAME --etcd URLS: a new cell with this appliance as its first member (URLS: comma-separated\n"
+       "  http://HOST:PORT or https://HOST:PORT); its key set NAME v1 mints at once.\n"
+       "join NAME --etcd URLS: asks to join; prints this member's id and fingerprint and the members found.\n"
+       "  Compare the fingerprints out of band, then approve both ways (on a member, and here).\n"
+       "approve MEMBER --fingerprint FP: this member trusts MEMBER (admits its keys into this HSM).\n"
+       "rotate: a new version for the whole cell (two phases: every member imports it, then all switch).\n"
+       "remove MEMBER: a member that is gone (a dead member blocks a rotation until removed).\n"
+       "leave: this member leaves the cell (its keys and minting version stay).\n"
+       "status [--json]: members, liveness, versions each holds, minting version, rotation, etcd.\n"
+       "--member-id ID: this member's id (default: cell.member_id, else the host name).\n"
+       "Exit codes: 0 ok, 1 failed (the reason on stderr), 2 usage.",
+       {"etcd", "member-id", "fingerprint"}},
       {"help", "help [COMMAND]", "Shows the usage, or a command's help.", {}},
   };
   return all;
@@ -128,7 +146,9 @@ const std::set<std::string>& value_options() {
                                           "ca",          "timeout",
                                           "server-name", "retain",
                                           "count",       "confirm-within",
-                                          "request-id",  "expect-generation"};
+                                          "request-id",  "expect-generation",
+                                          "etcd",        "member-id",
+                                          "fingerprint"};
   return k;
 }
 const std::set<std::string>& flag_options() {
@@ -269,7 +289,8 @@ class Client {
       if (t.count() == 0) throw UsageError{"--timeout must be at least 1", ""};
       return t;
     }
-    const bool slow = command == "apply" || command == "confirm" || command == "rollback" || command == "restart";
+    const bool slow = command == "apply" || command == "confirm" || command == "rollback" ||
+                      command == "restart" || command == "cell";
     return std::chrono::seconds(slow ? 120 : 30);
   }
 
@@ -414,6 +435,71 @@ int run_events(Client& c, const Args& a) {
   return 0;
 }
 
+int run_cell(Client& c, const Args& a) {
+  const std::string sub = a.positional.size() > 1 ? a.positional[1] : "";
+  const bool entering = sub == "create" || sub == "join";
+  if (!entering && (a.has("etcd") || a.has("member-id")))
+    throw UsageError{"--etcd and --member-id belong to 'cell create' and 'cell join'", "cell"};
+  if (sub != "approve" && a.has("fingerprint"))
+    throw UsageError{"--fingerprint belongs to 'cell approve'", "cell"};
+  try {
+    if (entering) {
+      expect_args(a, 3, 3, "cell");
+      if (!a.has("etcd") || a.options.at("etcd").empty())
+        throw UsageError{"'cell " + sub + "' needs --etcd URLS", "cell"};
+      const std::string member = a.has("member-id") ? a.options.at("member-id") : "";
+      if (sub == "create") {
+        v1::CellCreateRequest r;
+        r.set_name(a.positional[2]);
+        r.set_etcd_endpoints(a.options.at("etcd"));
+        r.set_member_id(member);
+        c.show(c.call(&Stub::CellCreate, r), edgectl::print_cell_status);
+      } else {
+        v1::CellJoinRequest r;
+        r.set_name(a.positional[2]);
+        r.set_etcd_endpoints(a.options.at("etcd"));
+        r.set_member_id(member);
+        c.show(c.call(&Stub::CellJoin, r), edgectl::print_cell_join);
+      }
+    } else if (sub == "approve") {
+      expect_args(a, 3, 3, "cell");
+      if (!a.has("fingerprint") || a.options.at("fingerprint").empty())
+        throw UsageError{"'cell approve' needs --fingerprint FP (as 'cell join' printed it)", "cell"};
+      v1::CellApproveRequest r;
+      r.set_member(a.positional[2]);
+      r.set_fingerprint(a.options.at("fingerprint"));
+      c.show(c.call(&Stub::CellApprove, r), edgectl::print_cell_status);
+    } else if (sub == "rotate") {
+      expect_args(a, 2, 2, "cell");
+      c.show(c.call(&Stub::CellRotate, v1::CellRotateRequest()), [](std::ostream& out, const auto& r) {
+        out << "rotation to v" << r.version()
+            << " started: every member imports it, then the cell switches minting\n\n";
+        edgectl::print_cell_status(out, r.status());
+      });
+    } else if (sub == "remove") {
+      expect_args(a, 3, 3, "cell");
+      v1::CellRemoveRequest r;
+      r.set_member(a.positional[2]);
+      c.show(c.call(&Stub::CellRemove, r), edgectl::print_cell_status);
+    } else if (sub == "leave") {
+      expect_args(a, 2, 2, "cell");
+      c.show(c.call(&Stub::CellLeave, v1::CellLeaveRequest()), [](std::ostream& out, const auto& r) {
+        out << "left cell " << r.cell() << " as " << r.member_id()
+            << "; the key set and its minting version stay in this HSM\n";
+      });
+    } else if (sub == "status") {
+      expect_args(a, 2, 2, "cell");
+      c.show(c.call(&Stub::CellStatus, v1::CellStatusRequest()), edgectl::print_cell_status);
+    } else {
+      throw UsageError{sub.empty() ? "missing sub-command" : "unknown sub-command '" + sub + "'", "cell"};
+    }
+  } catch (CallError& e) {
+    e.cell = true;
+    throw;
+  }
+  return 0;
+}
+
 int run(const Args& a) {
   if (a.has("version")) {
     std::cout << "edgectl " << EDGE_VERSION << '\n';
@@ -477,6 +563,8 @@ int run(const Args& a) {
            });
   } else if (name == "events") {
     return run_events(c, a);
+  } else if (name == "cell") {
+    return run_cell(c, a);
   }
   return 0;
 }
@@ -560,7 +648,7 @@ int main(int argc, char** argv) {
   } catch (const CallError& e) {
     std::cerr << "edgectl: " << code_name(e.status.error_code()) << ": " << one_line(e.status.error_message())
               << '\n';
-    return exit_code(e.status.error_code());
+    return e.cell ? kExitOther : exit_code(e.status.error_code());
   } catch (const std::exception& e) {
     std::cerr << "edgectl: INTERNAL: " << one_line(e.what()) << '\n';
     return kExitOther;

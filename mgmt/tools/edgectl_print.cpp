@@ -153,7 +153,85 @@ void print_status(std::ostream& out, const v1::Status& s) {
   }
   f.add("config store", store + (cs.sealed() ? ", sealed by the HSM" : ""));
   for (const auto& r : cs.refused()) f.add("  refused " + r.file(), r.reason());
+  const v1::CellSummary& cell = s.cell();
+  if (cell.name().empty()) {
+    f.add("cell", "- (not a member)");
+  } else {
+    std::string line = cell.name() + " as " + or_dash(cell.member_id()) + ": " + or_dash(cell.state());
+    line += ", cell minting v" + std::to_string(cell.minting()) + ", this member v" +
+            std::to_string(cell.local_minting());
+    line +=
+        ", members " + std::to_string(cell.live_members()) + "/" + std::to_string(cell.members()) + " live";
+    line += ", rotation " + (cell.rotation_phase().empty()
+                                 ? std::string("-")
+                                 : cell.rotation_phase() + " v" + std::to_string(cell.rotation_version()));
+    line += cell.etcd_healthy() ? ", etcd ok" : ", etcd unreachable";
+    f.add("cell", line);
+    if (!cell.reason().empty()) f.add("  reason", cell.reason());
+  }
   f.print(out);
+}
+
+namespace {
+std::string versions_text(const google::protobuf::RepeatedField<std::uint32_t>& held) {
+  std::vector<std::string> out;
+  for (auto v : held) out.push_back("v" + std::to_string(v));
+  return out.empty() ? "-" : join(out, ",");
+}
+
+void print_members(std::ostream& out, const google::protobuf::RepeatedPtrField<v1::CellMember>& members) {
+  Table t({"MEMBER", "ROSTER", "LIVE", "TRUSTED-HERE", "HOLDS", "MINTING", "STATE", "FINGERPRINT"});
+  for (const auto& m : members) {
+    t.add({m.id(), or_dash(m.roster_state()), yes_no(m.live()), yes_no(m.trusted_here()),
+           versions_text(m.held()), m.minting() == 0 ? "-" : "v" + std::to_string(m.minting()),
+           or_dash(m.state()), or_dash(m.fingerprint())});
+  }
+  t.print(out);
+}
+}  // namespace
+
+void print_cell_status(std::ostream& out, const v1::CellStatusResponse& s) {
+  Fields f;
+  f.add("cell", s.cell()).add("member", s.member_id()).add("fingerprint", or_dash(s.fingerprint()));
+  f.add("state", or_dash(s.state()) + (s.reason().empty() ? "" : " (" + s.reason() + ")"));
+  f.add("key set", or_dash(s.key_set()));
+  f.add("etcd", (s.etcd_healthy() ? "ok via " : "unreachable, last ") + or_dash(s.etcd_endpoint()));
+  f.add("cell minting", s.minting() == 0 ? "-" : "v" + std::to_string(s.minting()));
+  f.add("this member mints", s.local_minting() == 0 ? "-" : "v" + std::to_string(s.local_minting()));
+  f.add("this HSM holds", versions_text(s.held()));
+  std::string rot = s.rotation_phase().empty()
+                        ? "-"
+                        : s.rotation_phase() + " v" + std::to_string(s.rotation_version()) + " started by " +
+                              or_dash(s.rotation_started_by());
+  f.add("rotation", rot);
+  if (!s.rotation_waiting_for().empty()) {
+    std::vector<std::string> w(s.rotation_waiting_for().begin(), s.rotation_waiting_for().end());
+    f.add("  waiting for", join(w, ", "));
+  }
+  for (const auto& r : s.refused()) f.add("refused", r);
+  f.print(out);
+  out << '\n';
+  print_members(out, s.members());
+}
+
+void print_cell_join(std::ostream& out, const v1::CellJoinResponse& r) {
+  Fields().add("member", r.member_id()).add("fingerprint", r.fingerprint()).print(out);
+  out << '\n';
+  if (r.members().empty()) {
+    out << "No other member found in the cell.\n";
+    return;
+  }
+  out << "Members found:\n";
+  print_members(out, r.members());
+  out << "\nCompare the fingerprints out of band (read them on each member's console), then approve\n"
+         "both ways:\n"
+         "  on an existing member:  edgectl cell approve "
+      << r.member_id() << " --fingerprint " << r.fingerprint() << '\n';
+  for (const auto& m : r.members()) {
+    if (m.roster_state() != "approved") continue;
+    out << "  on this member:        edgectl cell approve " << m.id() << " --fingerprint " << m.fingerprint()
+        << '\n';
+  }
 }
 
 void print_key_sets(std::ostream& out, const v1::ListKeySetsResponse& r) {

@@ -44,5 +44,8 @@ void print_config(std::ostream& out, const edge::mgmt::v1::GetConfigResponse& c,
 void print_apply(std::ostream& out, const edge::mgmt::v1::ApplyResponse& r);
 void print_generations(std::ostream& out, const edge::mgmt::v1::ListGenerationsResponse& r);
 void print_event(std::ostream& out, const edge::mgmt::v1::Event& e);
+void print_cell_status(std::ostream& out, const edge::mgmt::v1::CellStatusResponse& s);
+// This member's id and fingerprint, the members found, and the approvals to make both ways.
+void print_cell_join(std::ostream& out, const edge::mgmt::v1::CellJoinResponse& r);
 
 }  // namespace edgectl

@@ -22,10 +22,13 @@ bool valid_name(std::string_view s) noexcept {
 std::string encode(const MemberInfo& m) {
   v1::Member pb;
   pb.set_id(m.id);
-  pb.set_transport_spki(std::string(m.transport_spki.begin(), m.transport_spki.end()));
+  pb.set_identity(std::string(m.identity.begin(), m.identity.end()));
   pb.set_fingerprint(m.fingerprint);
   pb.set_version(m.version);
   pb.set_joined_unix(m.joined_unix);
+  for (std::uint32_t v : m.held) pb.add_held(v);
+  pb.set_minting(m.minting);
+  pb.set_state(m.state);
   return pb.SerializeAsString();
 }
 
@@ -33,10 +36,13 @@ bool decode(const std::string& bytes, MemberInfo& out) {
   v1::Member pb;
   if (!pb.ParseFromString(bytes) || !valid_name(pb.id())) return false;
   out.id = pb.id();
-  out.transport_spki.assign(pb.transport_spki().begin(), pb.transport_spki().end());
+  out.identity.assign(pb.identity().begin(), pb.identity().end());
   out.fingerprint = pb.fingerprint();
   out.version = pb.version();
   out.joined_unix = pb.joined_unix();
+  out.held.assign(pb.held().begin(), pb.held().end());
+  out.minting = pb.minting();
+  out.state = pb.state();
   return true;
 }
 
@@ -101,6 +107,20 @@ MembershipStatus Membership::status() const {
   return status_;
 }
 
+void Membership::update(MemberInfo self) {
+  {
+    std::lock_guard lock(mu_);
+    self.id = self_.id;
+    self.identity = self_.identity;
+    self.fingerprint = self_.fingerprint;
+    self.joined_unix = self_.joined_unix;
+    self_ = std::move(self);
+    value_ = encode(self_);
+    dirty_ = true;
+  }
+  cv_.notify_all();
+}
+
 bool Membership::wait_for(MembershipState s, std::chrono::milliseconds timeout) const {
   std::unique_lock lock(mu_);
   return cv_.wait_for(lock, timeout, [&] { return status_.state == s; });
@@ -124,16 +144,24 @@ void Membership::set(MembershipState s, std::string reason, std::int64_t lease) 
 // Writes the record on a fresh lease. False (state set) when it cannot.
 bool Membership::register_once() {
   const std::int64_t lease = etcd_.grant_lease(ttl_);
+  std::string value;
+  std::string fingerprint;
+  {
+    std::lock_guard lock(mu_);
+    value = value_;
+    fingerprint = self_.fingerprint;
+    dirty_ = false;
+  }
   // The key exists: ours from before (same transport key) is taken over; anyone else's is not.
   std::optional<KeyValue> kv;
   MemberInfo other;
   bool readable = false;
-  bool written = etcd_.create(key_, value_, lease);
+  bool written = etcd_.create(key_, value, lease);
   if (!written) {
     kv = etcd_.get(key_);
     readable = kv && decode(kv->value, other);
-    written = readable && other.fingerprint == self_.fingerprint &&
-              etcd_.compare_and_swap(key_, kv->mod_revision, value_, lease);
+    written = readable && other.fingerprint == fingerprint &&
+              etcd_.compare_and_swap(key_, kv->mod_revision, value, lease);
   }
   if (written) {
     {
@@ -165,8 +193,9 @@ void Membership::run() {
         // No lease yet, or it ran out (etcd away longer than ttl, or revoked): register again.
         lease = 0;
         if (register_once()) lease = status().lease;
-      } else if (status().state != MembershipState::joined) {
-        set(MembershipState::joined, {}, lease);
+      } else {
+        write_if_changed(lease);
+        if (status().state != MembershipState::joined) set(MembershipState::joined, {}, lease);
       }
     } catch (const EtcdError& e) {
       set(MembershipState::degraded, e.what(), lease);
@@ -176,8 +205,35 @@ void Membership::run() {
       // Nothing to refresh; look again later (the other record may go).
       lease = 0;
     }
-    cv_.wait_for(lock, period, [&] { return stopping_; });
+    cv_.wait_for(lock, period, [&] { return stopping_ || (dirty_ && lease != 0); });
     if (stopping_) return;
+    if (dirty_ && lease != 0) {
+      lock.unlock();
+      try {
+        write_if_changed(lease);
+      } catch (const EtcdError& e) {
+        set(MembershipState::degraded, e.what(), lease);
+      }
+    }
+  }
+}
+
+// Writes the current value on our lease when update() changed it (the key is ours while
+// the lease holds: register_once made it so).
+void Membership::write_if_changed(std::int64_t lease) {
+  std::string value;
+  {
+    std::lock_guard lock(mu_);
+    if (!dirty_) return;
+    value = value_;
+    dirty_ = false;
+  }
+  try {
+    etcd_.put(key_, value, lease);
+  } catch (const EtcdError&) {
+    std::lock_guard lock(mu_);
+    dirty_ = true;  // written at the next try
+    throw;
   }
 }
 

@@ -10,6 +10,7 @@
 #include <chrono>
 #include <memory>
 #include <string>
+#include <thread>
 #include <vector>
 
 #include "etcd_server.h"
@@ -28,7 +29,7 @@ MemberInfo member(const std::string& id, const std::string& fingerprint) {
   MemberInfo m;
   m.id = id;
   m.fingerprint = fingerprint;
-  m.transport_spki = {0x30, 0x82, 0x01, 0x22};  // public material only; its content is not checked here
+  m.identity = {0x30, 0x82, 0x01, 0x22};  // public material only; its content is not checked here
   m.version = "9.9.9-test";
   m.joined_unix = 1700000000;
   return m;
@@ -55,7 +56,7 @@ TEST_F(MembershipTest, MembersAreListedWhileTheyLiveAndOneThatLeavesIsGoneAtOnce
   const auto listed = edge::cell::list_members(c, "lab");
   EXPECT_THAT(ids(listed), ::testing::ElementsAre("edge-a", "edge-b"));
   EXPECT_EQ(listed[0].fingerprint, "sha256:aa");
-  EXPECT_EQ(listed[0].transport_spki.size(), 4u);
+  EXPECT_EQ(listed[0].identity.size(), 4u);
   EXPECT_NE(a->status().lease, 0);
   EXPECT_TRUE(edge::cell::list_members(c, "other-cell").empty());
 
@@ -99,6 +100,34 @@ TEST_F(MembershipTest, WhileEtcdIsDownAMemberIsDegradedAndItJoinsAgainWhenEtcdRe
   EXPECT_THAT(ids(edge::cell::list_members(c, "lab")), ::testing::ElementsAre("edge-a"));
   std::lock_guard lock(mu);
   EXPECT_THAT(seen, ::testing::ElementsAre("joined", "degraded", "joined"));
+}
+
+TEST_F(MembershipTest, UpdateRewritesTheRecordOnItsLeaseKeepingTheIdentity) {
+  EtcdClient c(etcd_.options());
+  Membership a(c, "lab", member("edge-a", "sha256:aa"), 6s);
+  ASSERT_TRUE(a.wait_for(MembershipState::joined, 5s));
+  const std::int64_t lease = a.status().lease;
+  MemberInfo next = member("edge-a", "sha256:aa");
+  next.identity = {0x01};  // ignored: the identity is the one the member registered with
+  next.fingerprint = "sha256:changed";
+  next.held = {1, 2};
+  next.minting = 2;
+  next.state = "approved";
+  a.update(next);
+  std::vector<MemberInfo> listed;
+  for (int i = 0; i < 100; ++i) {
+    listed = edge::cell::list_members(c, "lab");
+    if (listed.size() == 1 && listed[0].minting == 2) break;
+    std::this_thread::sleep_for(50ms);
+  }
+  ASSERT_EQ(listed.size(), 1u);
+  EXPECT_THAT(listed[0].held, ::testing::ElementsAre(1u, 2u));
+  EXPECT_EQ(listed[0].minting, 2u);
+  EXPECT_EQ(listed[0].state, "approved");
+  EXPECT_EQ(listed[0].fingerprint, "sha256:aa");
+  EXPECT_EQ(listed[0].identity.size(), 4u);
+  EXPECT_EQ(a.status().lease, lease);
+  EXPECT_EQ(c.get("/edge/cell/lab/members/edge-a")->lease, lease) << "still on the member's lease";
 }
 
 TEST(MembershipArguments, InvalidNamesAndAShortLeaseAreRefused) {

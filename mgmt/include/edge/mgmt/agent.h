@@ -37,6 +37,9 @@ struct AgentOptions {
   std::chrono::milliseconds drain_bound{2000};
   // Request ids remembered for idempotent applies (also read back from the store).
   std::size_t remembered_requests = 64;
+  // The edge-hsm binary the cell's admission runs (the SO act, in a process
+  // of its own); empty: edge-hsm next to the running executable.
+  std::filesystem::path edge_hsm;
 };
 
 // Thread-safe: every public call may come from any gRPC thread. Calls that
@@ -95,6 +98,21 @@ class Agent {
   v1::ListGenerationsResponse list_generations();
   v1::RestartFrontEndResponse restart_front_end(const Caller& c);
 
+  // The cell (mgmt/src/cell_link.h; docs/operations.md, "Running a cell").
+  v1::CellStatusResponse cell_create(const Caller& c, const v1::CellCreateRequest& r);
+  v1::CellJoinResponse cell_join(const Caller& c, const v1::CellJoinRequest& r);
+  v1::CellStatusResponse cell_approve(const Caller& c, const v1::CellApproveRequest& r);
+  v1::CellRotateResponse cell_rotate(const Caller& c);
+  v1::CellStatusResponse cell_remove(const Caller& c, const v1::CellRemoveRequest& r);
+  v1::CellStatusResponse cell_leave(const Caller& c);
+  v1::CellStatusResponse cell_status();
+  // The cell line of status (refreshed every second; never waits for etcd).
+  v1::CellSummary cell_summary() const;
+  // With cell.name committed: starts this member's cell loop (the daemon calls
+  // it once the front end is attached). Never throws: a failure shows in the
+  // status (cell state "failed") and the log. shutdown() stops it.
+  void start_cell();
+
   EventBus& events() { return events_; }
   AuditLog& audit() { return audit_; }
   // Publishes an HSM_FAULT event (the daemon forwards Hsm::on_state_change).
@@ -103,8 +121,8 @@ class Agent {
   // started (refusing) or stopped refusing work.
   void report_hsm_admission(bool refusing, const std::string& detail);
 
-  // Stops the confirm-deadline thread (a pending confirm stays pending; the
-  // next start discards it, which is the rollback).
+  // Stops the cell loop and the confirm-deadline thread (a pending confirm
+  // stays pending; the next start discards it, which is the rollback).
   void shutdown();
 
  private:

@@ -27,7 +27,10 @@ namespace edge::cell {
 
 struct MemberInfo {
   std::string id;
-  std::vector<std::uint8_t> transport_spki;
+  std::vector<std::uint8_t> identity;  // transport SPKI || signing SPKI
+  std::vector<std::uint32_t> held;     // versions of the cell set held, ascending
+  std::uint32_t minting = 0;           // what the front end mints
+  std::string state;                   // loop state text
   std::string fingerprint;
   std::string version;
   std::int64_t joined_unix = 0;
@@ -63,6 +66,10 @@ class Membership {
   Membership& operator=(const Membership&) = delete;
 
   MembershipStatus status() const;
+  // Replaces the record's value (held versions, minting, state; id and identity stay what
+  // they were). Does not block on etcd: the membership thread writes it on the lease at
+  // once (or at the next registration while etcd is away).
+  void update(MemberInfo self);
   // Waits (bounded) until the state is `s`; true when it is.
   bool wait_for(MembershipState s, std::chrono::milliseconds timeout) const;
 
@@ -70,6 +77,7 @@ class Membership {
   void run();
   void set(MembershipState s, std::string reason, std::int64_t lease);
   bool register_once();
+  void write_if_changed(std::int64_t lease);
 
   EtcdClient& etcd_;
   std::string cell_, key_;
@@ -80,6 +88,7 @@ class Membership {
   mutable std::mutex mu_;
   mutable std::condition_variable cv_;
   bool stopping_ = false;
+  bool dirty_ = false;  // value_ changed since it was last written
   MembershipStatus status_;
   std::thread thread_;
 };
