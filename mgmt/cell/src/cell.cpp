@@ -169,8 +169,7 @@ struct CellNode::Impl {
 
   // Loop-private (under act_mu).
   std::set<std::string> refused_reported;
-  std::optional<std::chrono::steady_clock::time_point> starter_absent_since;
-  std::uint32_t starter_absent_version = 0;
+  std::map<std::string, std::chrono::steady_clock::time_point> absent_since;  // members without a record
   bool degraded = false;
   std::uint64_t audit_seq = 0;
   std::deque<v1::AuditEntry> audit_backlog;  // written when etcd answers; bounded
@@ -490,6 +489,20 @@ struct CellNode::Impl {
     return true;
   }
 
+  // True when `member` is removed, or its member record has been missing for more than
+  // 2 x lease ttl (as this member's passes saw it).
+  bool gone(const Store& s, const std::string& member) {
+    auto r = s.roster.find(member);
+    if (r != s.roster.end() && r->second.state() == v1::REMOVED) return true;
+    if (s.members.count(member)) {
+      absent_since.erase(member);
+      return false;
+    }
+    const auto now = std::chrono::steady_clock::now();
+    const auto it = absent_since.emplace(member, now).first;
+    return now - it->second > 2 * cfg.lease_ttl;
+  }
+
   std::uint32_t retain_of(const Store& s) const {
     return s.meta && s.meta->retain() > 0 ? s.meta->retain() : (cfg.retain > 0 ? cfg.retain : 3);
   }
@@ -618,53 +631,70 @@ struct CellNode::Impl {
     // Rotation.
     if (s.rotation && s.rotation->phase() == v1::PREPARE) {
       const std::uint32_t n = s.rotation->version();
-      const std::string& starter = s.rotation->started_by();
+      const std::string starter = s.rotation->started_by();
+      // Generates v (or publishes our unpublished copy), acks it and wraps it for the others.
+      auto make_version = [&](std::uint32_t v) {
+        bool published_here = false;
+        if (held_here().all.count(v)) {
+          // Ours, generated before a publication that did not go through: publish it now.
+          auto mine = keys.record(cfg.cell, v);
+          published_here = mine && mine->origin == cfg.member_id &&
+                           etcd->create(key("versions/" + std::to_string(v)), str(hsm::encode_record(*mine)));
+        } else {
+          published_here = generate_and_publish(actor, v, retain_of(s));
+        }
+        if (!published_here) return;
+        Store again = read_store();
+        auto v2 = valid_versions(again, refused);
+        if (v2.count(v)) write_ack(actor, v2.at(v));
+        write_blobs(actor, again, v2, held_here(), trusted);
+      };
       if (!s.versions.count(n)) {
         // Take-over: the starter's member record gone for > 2 x lease ttl (or the starter is us).
-        const bool starter_live = s.members.count(starter) != 0 && starter != cfg.member_id;
-        if (starter_live) {
-          starter_absent_since.reset();
-        } else {
-          const auto now = std::chrono::steady_clock::now();
-          if (!starter_absent_since || starter_absent_version != n) {
-            starter_absent_since = now;
-            starter_absent_version = n;
-          }
-          if (starter == cfg.member_id || now - *starter_absent_since > 2 * cfg.lease_ttl) {
-            bool published_here = false;
-            if (held.all.count(n)) {
-              // Ours, generated before a publication that did not go through: publish it now.
-              auto mine = keys.record(cfg.cell, n);
-              published_here =
-                  mine && mine->origin == cfg.member_id &&
-                  etcd->create(key("versions/" + std::to_string(n)), str(hsm::encode_record(*mine)));
-            } else {
-              emit(actor, "CELL_ROTATION_TAKEOVER",
-                   "version=" + std::to_string(n) + " started_by=" + starter);
-              published_here = generate_and_publish(actor, n, retain_of(s));
-            }
-            if (published_here) {
-              Store again = read_store();
-              auto v2 = valid_versions(again, refused);
-              Held h2 = held_here();
-              if (v2.count(n)) write_ack(actor, v2.at(n));
-              write_blobs(actor, again, v2, h2, trusted);
-            }
-            starter_absent_since.reset();
-          }
+        if (starter == cfg.member_id || gone(s, starter)) {
+          if (starter != cfg.member_id)
+            emit(actor, "CELL_ROTATION_TAKEOVER", "version=" + std::to_string(n) + " started_by=" + starter);
+          make_version(n);
         }
-      } else if (valid.count(n)) {
-        bool all = true;
-        for (const auto& [id, r] : s.roster)
-          if (r.state() == v1::APPROVED && !ack_valid(s, valid.at(n), id, &refused)) all = false;
-        if (all) {
-          v1::Rotation next = *s.rotation;
-          next.set_phase(v1::SWITCH);
-          next.set_switched_unix(now_unix());
+      } else {
+        // versions/n exists; valid or not (its origin's trust may be gone with its removal).
+        const hsm::VersionRecord& rec = valid.count(n) ? valid.at(n) : s.versions.at(n);
+        // Nobody but its origin holds n (no ack by another, no blob for another), and the origin
+        // is gone (removed, or away for > 2 x lease ttl): nobody can wrap n for anyone. The
+        // rotation starts over with n + 1, made here.
+        bool reachable = held.all.count(n) != 0 || rec.origin == cfg.member_id;
+        if (auto ait = s.acks.find(n); ait != s.acks.end())
+          for (const auto& [id, ack] : ait->second)
+            if (id != rec.origin) reachable = true;
+        if (auto bit = s.blobs.find(n); bit != s.blobs.end())
+          for (const auto& [id, blob] : bit->second)
+            if (id != rec.origin && s.roster.count(id) && s.roster.at(id).state() != v1::REMOVED)
+              reachable = true;
+        if (!reachable && gone(s, rec.origin)) {
+          v1::Rotation next;
+          next.set_version(n + 1);
+          next.set_phase(v1::PREPARE);
+          next.set_started_by(cfg.member_id);
+          next.set_started_unix(now_unix());
           if (etcd->compare_and_swap(key("rotation"), s.rotation_rev, next.SerializeAsString())) {
-            emit(actor, "CELL_ROTATION_PHASE", "version=" + std::to_string(n) + " phase=switch");
-            s.rotation = next;
-            s.rotation_rev = 0;
+            emit(actor, "CELL_ROTATION_RESTARTED",
+                 "version=" + std::to_string(n + 1) + " abandoned=" + std::to_string(n) +
+                     " origin=" + rec.origin);
+            make_version(n + 1);
+          }
+        } else if (valid.count(n)) {
+          bool all = true;
+          for (const auto& [id, r] : s.roster)
+            if (r.state() == v1::APPROVED && !ack_valid(s, rec, id, &refused)) all = false;
+          if (all) {
+            v1::Rotation next = *s.rotation;
+            next.set_phase(v1::SWITCH);
+            next.set_switched_unix(now_unix());
+            if (etcd->compare_and_swap(key("rotation"), s.rotation_rev, next.SerializeAsString())) {
+              emit(actor, "CELL_ROTATION_PHASE", "version=" + std::to_string(n) + " phase=switch");
+              s.rotation = next;
+              s.rotation_rev = 0;
+            }
           }
         }
       }
