@@ -438,12 +438,15 @@ struct CellNode::Impl {
          "version=" + std::to_string(rec.version) + " check_value=" + rec.check_value());
   }
 
-  // Wraps every held version >= minting for each approved, trusted member without a blob.
+  // Wraps every held active version for each approved, trusted member without a blob: the one the
+  // cell mints, one being prepared, and the older ones still verified (a member admitted after a
+  // rotation gets those too, so tokens minted before it joined verify on it). A retired version is
+  // not sent: the cell no longer verifies with it.
   void write_blobs(const std::string& actor, const Store& s,
                    const std::map<std::uint32_t, hsm::VersionRecord>& valid, const Held& held,
                    const std::set<std::string>& trusted) {
     for (const auto& [n, rec] : valid) {
-      if (n < s.minting || !held.active.count(n)) continue;
+      if (!held.active.count(n) || !retained(s, valid, n)) continue;
       for (const auto& [id, r] : s.roster) {
         if (id == cfg.member_id || id == rec.origin || r.state() != v1::APPROVED || !trusted.count(id))
           continue;
@@ -505,6 +508,21 @@ struct CellNode::Impl {
 
   std::uint32_t retain_of(const Store& s) const {
     return s.meta && s.meta->retain() > 0 ? s.meta->retain() : (cfg.retain > 0 ? cfg.retain : 3);
+  }
+
+  // Whether the cell still verifies with version n, so a member without it should hold it: every
+  // version from minting up, and below minting the newest `retain` ones until retire_after_s after
+  // the latest switch (retire_old then retires them everywhere and destroys what lies beyond
+  // retain, so a destroyed version is not imported again from its old blob).
+  bool retained(const Store& s, const std::map<std::uint32_t, hsm::VersionRecord>& valid,
+                std::uint32_t n) const {
+    if (n >= s.minting) return true;
+    std::uint32_t top = s.minting;
+    if (!valid.empty()) top = std::max(top, valid.rbegin()->first);
+    if (static_cast<std::uint64_t>(n) + retain_of(s) <= top) return false;
+    if (!s.rotation || !s.meta || s.rotation->version() != s.minting || s.rotation->switched_unix() == 0)
+      return true;
+    return now_unix() - s.rotation->switched_unix() < s.meta->retire_after_s();
   }
 
   // ---- the loop pass -------------------------------------------------------
@@ -604,9 +622,11 @@ struct CellNode::Impl {
     Held held = held_here();
     std::map<std::uint32_t, hsm::VersionRecord> valid = valid_versions(s, refused);
 
-    // Imports: every valid version >= the cell's minting version that is not held, with our blob.
+    // Imports: every valid version the cell still verifies with that is not held here and has a
+    // blob for us (older retained versions too: a member admitted after a rotation verifies the
+    // tokens minted before it joined).
     for (const auto& [n, rec] : valid) {
-      if (n < s.minting || held.all.count(n)) continue;
+      if (held.all.count(n) || !retained(s, valid, n)) continue;
       auto bit = s.blobs.find(n);
       if (bit == s.blobs.end() || !bit->second.count(cfg.member_id)) continue;
       try {

@@ -120,11 +120,20 @@ struct Box {
     std::lock_guard lock(mu);
     return switches;
   }
+  // Whether an event starting with `kind_prefix` arrived, waiting up to 5 s for it: the node
+  // emits an event after the state change a test waits for (a peer is trusted in the HSM before
+  // CELL_ADMITTED is reported), so a check right after that state may otherwise run first.
   bool saw(const std::string& kind_prefix) {
-    std::lock_guard lock(mu);
-    for (const auto& e : events)
-      if (e.rfind(kind_prefix, 0) == 0) return true;
-    return false;
+    const auto end = std::chrono::steady_clock::now() + std::chrono::seconds(5);
+    for (;;) {
+      {
+        std::lock_guard lock(mu);
+        for (const auto& e : events)
+          if (e.rfind(kind_prefix, 0) == 0) return true;
+      }
+      if (std::chrono::steady_clock::now() >= end) return false;
+      std::this_thread::sleep_for(std::chrono::milliseconds(50));
+    }
   }
   std::string fingerprint() { return keys().transport_public_key().fingerprint; }
 };

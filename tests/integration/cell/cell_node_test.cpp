@@ -100,6 +100,52 @@ TEST_F(CellNodeTest,
   }
 }
 
+// A member admitted after a rotation gets every version the cell still verifies with, not only the
+// one it mints: a token minted with v1 before it joined verifies on it. A version beyond retain is
+// not sent to it, and one it destroyed is not imported again from its old blob.
+TEST_F(CellNodeTest, AMemberAdmittedAfterARotationHoldsEveryRetainedVersion) {
+  retain_ = 2;
+  cell_of({"a", "b"});
+  Box& a = box("a");
+  const std::string msg = "a flow token minted before c joined";
+  edge::hsm::MacTag v1_tag{};
+  ASSERT_EQ(a.hsm->mac_for("lab")->sign(1, bytes(msg), v1_tag), edge::hsm::MacStatus::ok);
+  EXPECT_EQ(a.node->rotate(), 2u);
+  ASSERT_TRUE(eventually([&] { return a.node->status().rotation_phase == "done"; }));
+
+  Box& c = box("c");
+  const edge::cell::JoinResult j = c.node->join();
+  a.node->approve("c", j.fingerprint);
+  c.node->approve("a", a.fingerprint());
+  c.node->start();
+  ASSERT_TRUE(eventually([&] { return c.mints() == 2; })) << c.node->status().reason;
+  ASSERT_TRUE(eventually([&] { return c.held(true) == std::set<std::uint32_t>{1, 2}; }))
+      << ::testing::PrintToString(c.held(true));
+  EXPECT_TRUE(c.saw("CELL_VERSION_IMPORTED version=1 origin=a"));
+  EXPECT_EQ(c.keys().check_value("lab", 1), a.keys().check_value("lab", 1));
+  EXPECT_EQ(c.hsm->mac_for("lab")->verify(1, bytes(msg), v1_tag), edge::hsm::MacStatus::ok);
+
+  // v3: with retain 2, v1 is beyond retain everywhere (destroyed, its blob for c stays in etcd)
+  // and stays gone; a member admitted now gets v2 and v3 only.
+  EXPECT_EQ(box("b").node->rotate(), 3u);
+  for (const char* id : {"a", "b", "c"})
+    ASSERT_TRUE(eventually([&] { return box(id).held() == std::set<std::uint32_t>{2, 3}; }))
+        << id << " " << ::testing::PrintToString(box(id).held());
+  EXPECT_EQ(count("blobs/1/c"), 1u);
+  Box& d = box("d");
+  const edge::cell::JoinResult jd = d.node->join();
+  a.node->approve("d", jd.fingerprint);
+  d.node->approve("a", a.fingerprint());
+  d.node->start();
+  ASSERT_TRUE(eventually([&] { return d.mints() == 3 && d.held() == std::set<std::uint32_t>{2, 3}; }))
+      << ::testing::PrintToString(d.held());
+  const auto passes = c.node->status().loop_passes;
+  ASSERT_TRUE(eventually([&] { return c.node->status().loop_passes >= passes + 3; }));
+  EXPECT_EQ(c.held(), (std::set<std::uint32_t>{2, 3}));
+  EXPECT_EQ(count("blobs/1/d"), 0u);
+  EXPECT_EQ(c.hsm->mac_for("lab")->verify(1, bytes(msg), v1_tag), edge::hsm::MacStatus::unknown_version);
+}
+
 TEST_F(CellNodeTest, ApproveWithAFingerprintThatDoesNotMatchIsRefusedAndNothingIsAdmittedOrWrapped) {
   Box& a = box("a");
   a.node->create();
