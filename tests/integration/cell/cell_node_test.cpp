@@ -550,6 +550,35 @@ TEST_F(CellNodeTest, AMemberThatLeavesIsNoLongerTrustedOrWaitedFor) {
   EXPECT_EQ(b.held(), std::set<std::uint32_t>{1});
 }
 
+// A second box configured with a member's id (its own HSM, so another identity) is refused at join
+// with the reason; the member keeps its roster entry, its trust and its versions, and the impostor
+// gets nothing wrapped.
+TEST_F(CellNodeTest, ASecondBoxWithAMembersIdIsRefusedAndTheMemberKeepsItsPlace) {
+  cell_of({"a", "b"});
+  Box& a = box("a");
+  const std::string roster_b = get("roster/b").value_or("");
+  Box impostor;
+  impostor.id = "b";
+  impostor.label = "cell-d";
+  impostor.hsm = std::make_unique<edge::hsm::Hsm>(tokens_.config(impostor.label));
+  impostor.node = std::make_unique<edge::cell::CellNode>(*impostor.hsm, config("b"), hooks(impostor));
+  try {
+    impostor.node->join();
+    FAIL() << "a second box joined under b's id";
+  } catch (const CellError& e) {
+    EXPECT_THAT(e.what(), HasSubstr("member id 'b' is in the roster with another identity"));
+    EXPECT_THAT(e.what(), HasSubstr("choose another cell.member_id"));
+  }
+  EXPECT_EQ(get("roster/b").value_or(""), roster_b);
+  const auto passes = a.node->status().loop_passes;
+  ASSERT_TRUE(eventually([&] { return a.node->status().loop_passes >= passes + 3; }));
+  EXPECT_TRUE(a.trusts("b"));
+  EXPECT_EQ(count("blobs/1/b"), 1u);  // the one b imported when it joined, nothing new
+  EXPECT_TRUE(impostor.held().empty());
+  EXPECT_EQ(box("b").node->status().state, "joined");
+  impostor.node->stop();
+}
+
 // admit_with_edge_hsm's child: the identity reaches it in a 0600 file that is gone afterwards,
 // its stderr is the reason, and one that does not finish is killed at the deadline.
 TEST(CellAdmitWithEdgeHsm, TheIdentityFileIsPrivateTheReasonIsStderrAndAHangingChildIsKilled) {
