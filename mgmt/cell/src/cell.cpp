@@ -520,9 +520,16 @@ struct CellNode::Impl {
     std::uint32_t top = s.minting;
     if (!valid.empty()) top = std::max(top, valid.rbegin()->first);
     if (static_cast<std::uint64_t>(n) + retain_of(s) <= top) return false;
+    const std::optional<std::int64_t> since = seconds_since_switch(s);
+    return !since || *since < s.meta->retire_after_s();
+  }
+
+  // Seconds since the cell switched minting to its current version; none before the first
+  // rotation's switch (or without meta), so nothing below minting is due for retirement yet.
+  static std::optional<std::int64_t> seconds_since_switch(const Store& s) {
     if (!s.rotation || !s.meta || s.rotation->version() != s.minting || s.rotation->switched_unix() == 0)
-      return true;
-    return now_unix() - s.rotation->switched_unix() < s.meta->retire_after_s();
+      return std::nullopt;
+    return now_unix() - s.rotation->switched_unix();
   }
 
   // ---- the loop pass -------------------------------------------------------
@@ -786,11 +793,10 @@ struct CellNode::Impl {
   }
 
   void retire_old(const std::string& actor, const Store& s) {
-    if (s.minting == 0 || local_minting() < s.minting || !s.rotation || s.rotation->version() != s.minting ||
-        s.rotation->switched_unix() == 0 || !s.meta)
-      return;
+    const std::optional<std::int64_t> since = seconds_since_switch(s);
+    if (s.minting == 0 || local_minting() < s.minting || !since) return;
     Held held = held_here();
-    const bool due = now_unix() - s.rotation->switched_unix() >= s.meta->retire_after_s();
+    const bool due = *since >= s.meta->retire_after_s();
     if (due) {
       for (std::uint32_t v : held.active) {
         if (v >= s.minting) continue;

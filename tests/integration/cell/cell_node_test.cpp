@@ -119,8 +119,9 @@ TEST_F(CellNodeTest, AMemberAdmittedAfterARotationHoldsEveryRetainedVersion) {
   c.node->approve("a", a.fingerprint());
   c.node->start();
   ASSERT_TRUE(eventually([&] { return c.mints() == 2; })) << c.node->status().reason;
-  ASSERT_TRUE(eventually([&] { return c.held(true) == std::set<std::uint32_t>{1, 2}; }))
-      << ::testing::PrintToString(c.held(true));
+  ASSERT_TRUE(eventually([&] {
+    return c.held(true) == std::set<std::uint32_t>{1, 2};
+  })) << ::testing::PrintToString(c.held(true));
   EXPECT_TRUE(c.saw("CELL_VERSION_IMPORTED version=1 origin=a"));
   EXPECT_EQ(c.keys().check_value("lab", 1), a.keys().check_value("lab", 1));
   EXPECT_EQ(c.hsm->mac_for("lab")->verify(1, bytes(msg), v1_tag), edge::hsm::MacStatus::ok);
@@ -129,16 +130,19 @@ TEST_F(CellNodeTest, AMemberAdmittedAfterARotationHoldsEveryRetainedVersion) {
   // and stays gone; a member admitted now gets v2 and v3 only.
   EXPECT_EQ(box("b").node->rotate(), 3u);
   for (const char* id : {"a", "b", "c"})
-    ASSERT_TRUE(eventually([&] { return box(id).held() == std::set<std::uint32_t>{2, 3}; }))
-        << id << " " << ::testing::PrintToString(box(id).held());
+    ASSERT_TRUE(eventually([&] {
+      return box(id).held() == std::set<std::uint32_t>{2, 3};
+    })) << id
+        << " " << ::testing::PrintToString(box(id).held());
   EXPECT_EQ(count("blobs/1/c"), 1u);
   Box& d = box("d");
   const edge::cell::JoinResult jd = d.node->join();
   a.node->approve("d", jd.fingerprint);
   d.node->approve("a", a.fingerprint());
   d.node->start();
-  ASSERT_TRUE(eventually([&] { return d.mints() == 3 && d.held() == std::set<std::uint32_t>{2, 3}; }))
-      << ::testing::PrintToString(d.held());
+  ASSERT_TRUE(eventually([&] {
+    return d.mints() == 3 && d.held() == std::set<std::uint32_t>{2, 3};
+  })) << ::testing::PrintToString(d.held());
   const auto passes = c.node->status().loop_passes;
   ASSERT_TRUE(eventually([&] { return c.node->status().loop_passes >= passes + 3; }));
   EXPECT_EQ(c.held(), (std::set<std::uint32_t>{2, 3}));
