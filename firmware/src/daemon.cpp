@@ -376,6 +376,14 @@ int run_daemon(const DaemonOptions& o) {
     }
     if (sig == SIGUSR1) {
       front_end->log_status();
+      if (const mgmt::v1::CellSummary c = agent->cell_summary(); !c.name().empty()) {
+        spdlog::info(
+            "event=cell_status cell={} member={} state={} minting={} local_minting={} rotation={} "
+            "rotation_version={} etcd_healthy={} members={} live_members={} reason=\"{}\"",
+            c.name(), c.member_id(), c.state(), c.minting(), c.local_minting(),
+            c.rotation_phase().empty() ? "-" : c.rotation_phase(), c.rotation_version(),
+            c.etcd_healthy() ? 1 : 0, c.members(), c.live_members(), c.reason());
+      }
       continue;
     }
     if (sig == SIGHUP) {

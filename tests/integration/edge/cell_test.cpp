@@ -285,7 +285,7 @@ TEST_F(CellTest, CreateJoinApproveBothWaysAndAFingerprintMismatchIsRefused) {
   ASSERT_TRUE(wait_cell(
       *a_, [](const auto& s) { return settled(s, 1); }, std::chrono::seconds(30), &last))
       << "A: " << last.DebugString();
-  for (const auto* e : {a_.get(), b_.get()}) {
+  for (auto* e : {a_.get(), b_.get()}) {
     const auto s = cell_status(*e);
     EXPECT_EQ(s.state(), "joined") << s.DebugString();
     EXPECT_TRUE(s.etcd_healthy());
@@ -309,6 +309,13 @@ TEST_F(CellTest, CreateJoinApproveBothWaysAndAFingerprintMismatchIsRefused) {
     EXPECT_CONTAINS(metrics, "edge_cell_members_live{cell=\"c1\"} 2");
     EXPECT_CONTAINS(metrics, "edge_cell_etcd_up{cell=\"c1\"} 1");
     EXPECT_CONTAINS(metrics, "edge_cell_state{cell=\"c1\",state=\"joined\"} 1");
+    // SIGUSR1 logs the cell's line beside the status line.
+    const std::size_t before = e->log().size();
+    (void)e->status();
+    EXPECT_TRUE(e->wait_for_log("event=cell_status cell=c1 member=" + std::string(e == a_.get() ? "a" : "b") +
+                                    " state=joined minting=1 local_minting=1",
+                                std::chrono::seconds(5), before))
+        << e->log().substr(before);
     // While in the cell, a local rotation of its key set is refused with the reason.
     EXPECT_NE(e->edgectl({"keyset", "rotate", kCell}, &out), 0) << out;
     EXPECT_CONTAINS(out, "edgectl cell rotate");
