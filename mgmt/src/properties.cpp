@@ -817,6 +817,18 @@ PropertyRegistry::PropertyRegistry() {
       "longest registration); the creating member's value is the cell's",
       [](const C& c) { return u(c.cell().has_retire_after_s() ? c.cell().retire_after_s() : 7200); },
       [](C& c, S v) { c.mutable_cell()->set_retire_after_s(static_cast<std::uint32_t>(n(v))); });
+  p.uint(
+      "cell.etcd_timeout_ms", 2000, 100, 60'000, kNone,
+      "deadline of each etcd call: an endpoint that does not answer within it is passed over for the next "
+      "(reads), and the cell reports degraded",
+      [](const C& c) { return u(c.cell().has_etcd_timeout_ms() ? c.cell().etcd_timeout_ms() : 2000); },
+      [](C& c, S v) { c.mutable_cell()->set_etcd_timeout_ms(static_cast<std::uint32_t>(n(v))); });
+  p.uint(
+      "cell.poll_ms", 1000, 100, 60'000, kNone,
+      "interval of the cell loop's passes besides those a change in etcd (its watch) starts; while etcd "
+      "is away, how often the member tries again (a failed channel is made afresh) to catch up",
+      [](const C& c) { return u(c.cell().has_poll_ms() ? c.cell().poll_ms() : 1000); },
+      [](C& c, S v) { c.mutable_cell()->set_poll_ms(static_cast<std::uint32_t>(n(v))); });
 }
 
 const PropertyDescriptor* PropertyRegistry::find(std::string_view name) const {

@@ -1,11 +1,16 @@
 // EtcdClient and EtcdWatch against a real etcd (Debian etcd-server), one member on loopback in
 // a process group the test owns: reads and writes, create / compare-and-swap, leases, a watch
 // that survives the member's restart without losing or repeating an event, and several
-// endpoints of which the first is dead.
+// endpoints of which the first is dead or silent (cell.etcd_timeout_ms).
+#include <arpa/inet.h>
 #include <edge/cell/etcd.h>
 #include <gmock/gmock.h>
 #include <gtest/gtest.h>
+#include <netinet/in.h>
+#include <sys/socket.h>
+#include <unistd.h>
 
+#include <chrono>
 #include <condition_variable>
 #include <memory>
 #include <mutex>
@@ -154,6 +159,48 @@ TEST(EtcdEndpoints, ADeadFirstEndpointIsSkippedAndNoReachableEndpointIsAnError) 
     EXPECT_THAT(e.what(), ::testing::HasSubstr(dead));
   }
   EXPECT_THROW(EtcdClient(EtcdOptions{}), EtcdError) << "no endpoint";
+}
+
+// An endpoint that takes the TCP connection and never says a word (a hung etcd, a black-holing
+// middlebox): a read waits the configured call timeout (cell.etcd_timeout_ms), not more, then goes
+// to the next endpoint; with no other endpoint it is an error that says so.
+TEST(EtcdEndpoints, ASilentEndpointIsPassedOverAfterTheCallTimeout) {
+  const int fd = ::socket(AF_INET, SOCK_STREAM, 0);
+  ASSERT_GE(fd, 0);
+  sockaddr_in a{};
+  a.sin_family = AF_INET;
+  a.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+  ASSERT_EQ(::bind(fd, reinterpret_cast<sockaddr*>(&a), sizeof a), 0);
+  ASSERT_EQ(::listen(fd, 16), 0);  // the kernel completes connections; nobody accepts them
+  socklen_t len = sizeof a;
+  ASSERT_EQ(::getsockname(fd, reinterpret_cast<sockaddr*>(&a), &len), 0);
+  const std::string silent = "127.0.0.1:" + std::to_string(ntohs(a.sin_port));
+
+  EtcdOptions alone;
+  alone.endpoints = {silent};
+  alone.call_timeout = 400ms;
+  EtcdClient c(alone);
+  const auto t0 = std::chrono::steady_clock::now();
+  try {
+    c.get("/cell/x");
+    ADD_FAILURE() << "a read from a silent endpoint succeeded";
+  } catch (const EtcdError& e) {
+    EXPECT_TRUE(e.unavailable()) << e.what();
+    EXPECT_THAT(e.what(), ::testing::HasSubstr(silent));
+  }
+  const auto waited = std::chrono::steady_clock::now() - t0;
+  EXPECT_GE(waited, 350ms) << "gave up before the call timeout";
+  EXPECT_LT(waited, 1900ms) << "waited past the configured 400 ms (towards the 2 s default)";
+
+  EtcdServer live;
+  live.start();
+  EtcdOptions o = live.options();
+  o.endpoints = {silent, live.endpoint()};
+  o.call_timeout = 400ms;
+  EtcdClient two(o);
+  EXPECT_FALSE(two.get("/cell/x").has_value());
+  EXPECT_EQ(two.endpoint(), live.endpoint()) << "moved on to the endpoint that answers";
+  ::close(fd);
 }
 
 }  // namespace

@@ -194,6 +194,12 @@ TEST_F(CellApiTest, CellPropertiesAreValidatedAndRestartNothing) {
   ASSERT_TRUE(set("cell.lease_ttl_s", "5", &p).ok());
   EXPECT_EQ(p.restart(), v1::RESTART_NONE);
   EXPECT_EQ(p.staged_value(), "5");
+  ASSERT_TRUE(set("cell.etcd_timeout_ms", "500", &p).ok());
+  EXPECT_EQ(p.staged_value(), "500");
+  ASSERT_TRUE(set("cell.poll_ms", "250", &p).ok());
+  EXPECT_EQ(p.default_value(), "1000");
+  EXPECT_EQ(set("cell.etcd_timeout_ms", "99").error_code(), grpc::StatusCode::INVALID_ARGUMENT);
+  EXPECT_EQ(set("cell.poll_ms", "60001").error_code(), grpc::StatusCode::INVALID_ARGUMENT);
   grpc::Status st = set("cell.retire_after_s", "59");
   EXPECT_EQ(st.error_code(), grpc::StatusCode::INVALID_ARGUMENT);
   EXPECT_THAT(st.error_message(), HasSubstr("cell.retire_after_s: 59 is out of range 60.."));
