@@ -222,8 +222,9 @@ std::shared_ptr<cell::CellNode> CellLink::build(const v1::ApplianceConfig& c) {
   }
   cc.lease_ttl = std::chrono::seconds(s.has_lease_ttl_s() ? s.lease_ttl_s() : 10);
   cc.retire_after = std::chrono::seconds(s.has_retire_after_s() ? s.retire_after_s() : 7200);
-  cc.etcd.call_timeout = std::chrono::milliseconds(s.has_etcd_timeout_ms() ? s.etcd_timeout_ms() : 2000);
-  cc.poll = std::chrono::milliseconds(s.has_poll_ms() ? s.poll_ms() : 1000);
+  // Unset: EtcdOptions' and CellConfig's own defaults (the properties' defaults).
+  if (s.has_etcd_timeout_ms()) cc.etcd.call_timeout = std::chrono::milliseconds(s.etcd_timeout_ms());
+  if (s.has_poll_ms()) cc.poll = std::chrono::milliseconds(s.poll_ms());
   cc.version = version_;
 
   const std::filesystem::path so_pin =

@@ -167,6 +167,7 @@ TEST(EtcdEndpoints, ADeadFirstEndpointIsSkippedAndNoReachableEndpointIsAnError) 
 TEST(EtcdEndpoints, ASilentEndpointIsPassedOverAfterTheCallTimeout) {
   const int fd = ::socket(AF_INET, SOCK_STREAM, 0);
   ASSERT_GE(fd, 0);
+  const std::unique_ptr<const int, void (*)(const int*)> closer(&fd, [](const int* f) { ::close(*f); });
   sockaddr_in a{};
   a.sin_family = AF_INET;
   a.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
@@ -200,7 +201,6 @@ TEST(EtcdEndpoints, ASilentEndpointIsPassedOverAfterTheCallTimeout) {
   EtcdClient two(o);
   EXPECT_FALSE(two.get("/cell/x").has_value());
   EXPECT_EQ(two.endpoint(), live.endpoint()) << "moved on to the endpoint that answers";
-  ::close(fd);
 }
 
 }  // namespace
